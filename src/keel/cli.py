@@ -1,0 +1,315 @@
+"""The ``keel`` command line: a thin layer over the engine. Each docstring is the help text."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from keel.errors import KeelError
+from keel.ledger.checkpoint import load_checkpoint
+
+app = typer.Typer(
+    name="keel",
+    help="Keel: governed, explained and recorded decisions from AI models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+ledger_app = typer.Typer(help="Verify, checkpoint and read the tamper-evident ledger.")
+app.add_typer(ledger_app, name="ledger")
+
+ProjectOpt = Annotated[
+    Path,
+    typer.Option("--project", "-p", help="The Keel project folder.", file_okay=False),
+]
+
+
+def _fail(error: KeelError) -> None:
+    typer.echo(f"error [{error.code}]: {error.message}", err=True)
+    raise typer.Exit(2)
+
+
+@contextmanager
+def _engine(project: Path) -> Iterator[Any]:
+    from keel.engine import open_engine  # noqa: PLC0415 - keep `keel --help` fast
+
+    try:
+        engine = open_engine(project)
+    except KeelError as error:
+        _fail(error)
+    try:
+        yield engine
+    except KeelError as error:
+        _fail(error)
+    finally:
+        engine.close()
+
+
+def _print(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder to create the project in.")],
+    name: Annotated[str | None, typer.Option(help="Project name (default: folder name).")] = None,
+) -> None:
+    """Create a Keel project with the credit-limit example flow, policy and trained model.
+
+    Example: keel init my-decisions
+    """
+    from keel.scaffold import init_project  # noqa: PLC0415
+
+    try:
+        path = init_project(directory, name)
+    except KeelError as error:
+        _fail(error)
+    typer.echo(f"Created Keel project in {path}")
+    typer.echo(
+        f"Next: cd {directory} && keel validate && keel decide credit_limit "
+        "--input @examples/low_risk.json"
+    )
+
+
+@app.command()
+def validate(project: ProjectOpt = Path(".")) -> None:
+    """Check every flow, policy and model of the project; list every problem found.
+
+    Example: keel validate --project my-decisions
+    """
+    from keel.config import load_settings  # noqa: PLC0415
+    from keel.project import load_project  # noqa: PLC0415
+
+    try:
+        loaded = load_project(load_settings(project))
+    except KeelError as error:
+        _fail(error)
+    for name, runtime in loaded.flows.items():
+        policy = runtime.policy.policy
+        typer.echo(
+            f"ok  flow {name}: owner {runtime.flow.owner.email}, autonomy {runtime.flow.autonomy}, "
+            f"policy {policy.name} {policy.version[:12]} ({len(policy.rules)} rules), "
+            f"signals {', '.join(runtime.models) or 'none'}"
+        )
+
+
+def _read_input(text: str) -> Any:
+    if text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            text = sys.stdin.read() if text == "@-" else path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise KeelError(f"cannot read input file {path}: {exc}") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise KeelError(f"--input is not valid JSON: {exc}") from exc
+
+
+@app.command()
+def decide(
+    flow: Annotated[str, typer.Argument(help="The flow to decide.")],
+    input: Annotated[
+        str, typer.Option("--input", "-i", help="Inputs as JSON, or @file.json, or @- for stdin.")
+    ],
+    subject: Annotated[str | None, typer.Option(help="Who or what the case is about.")] = None,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Decide one case and print the decision as JSON (it is in the ledger first).
+
+    Example: keel decide credit_limit --input @examples/low_risk.json --subject cust-42
+    """
+    try:
+        inputs = _read_input(input)
+    except KeelError as error:
+        _fail(error)
+    with _engine(project) as engine:
+        _print(engine.decide(flow, inputs, subject_id=subject).to_dict())
+
+
+@app.command()
+def explain(
+    decision_id: Annotated[str, typer.Argument(help="The decision's id.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the full explanation as JSON.")
+    ] = False,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Explain why a decision was made: rule trace, guardrails, model attributions.
+
+    Example: keel explain dec_0193...
+    """
+    with _engine(project) as engine:
+        result = engine.explain(decision_id)
+        if as_json:
+            _print(result)
+            return
+        for sentence in result["why"]:
+            typer.echo(f"- {sentence}")
+        for note in result["notes"]:
+            typer.echo(f"note: {note}")
+
+
+def _parse_assignments(items: list[str], what: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise KeelError(f"{what} must look like name=value, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+@app.command("what-if")
+def what_if(
+    decision_id: Annotated[str, typer.Argument(help="The recorded decision to re-evaluate.")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Change an input: field=value (repeatable).")
+    ] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="Change a policy parameter: name=value.")
+    ] = None,
+    counterfactual: Annotated[
+        bool, typer.Option(help="Also search for the smallest change that flips the action.")
+    ] = False,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Re-evaluate a recorded decision with changed inputs or parameters; nothing is recorded.
+
+    Example: keel what-if dec_0193... --set debt_to_income=0.3 --param review_risk=0.3
+    """
+    try:
+        changes = _parse_assignments(set_ or [], "--set")
+        params = _parse_assignments(param or [], "--param")
+    except KeelError as error:
+        _fail(error)
+    with _engine(project) as engine:
+        result = engine.what_if(decision_id, changes, params)
+        if counterfactual:
+            result["counterfactuals"] = [c.to_dict() for c in engine.counterfactuals(decision_id)]
+        _print(result)
+
+
+@app.command()
+def demo(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where to create the demo project.")
+    ] = Path("demo-project"),
+    count: Annotated[int, typer.Option(help="How many applicants to decide.")] = 300,
+) -> None:
+    """Run the credit-limit demo: train a model, decide a stream of applicants, verify the ledger.
+
+    Example: keel demo --dir /tmp/keel-demo
+    """
+    from keel.demo import run_demo  # noqa: PLC0415
+
+    try:
+        ok = run_demo(directory, count, typer.echo)
+    except KeelError as error:
+        _fail(error)
+    if not ok:
+        raise typer.Exit(1)
+
+
+@ledger_app.command("verify")
+def ledger_verify(
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="A checkpoint file to check the ledger against.")
+    ] = None,
+    public_key: Annotated[
+        str | None, typer.Option(help="Trusted signer key (base64); else the checkpoint's own.")
+    ] = None,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Verify every entry of the ledger; exit 1 naming the first bad sequence number.
+
+    Example: keel ledger verify --checkpoint checkpoints/2026-11-24.json
+    """
+    from keel.keys import public_key_from_text  # noqa: PLC0415
+
+    cp = None
+    try:
+        if checkpoint is not None:
+            cp = load_checkpoint(checkpoint)
+            cp.verify_signature(public_key_from_text(public_key) if public_key else None)
+    except KeelError as error:
+        _fail(error)
+    with _engine(project) as engine:
+        report = engine.verify(cp)
+    if report.ok:
+        extra = f", matches checkpoint at {cp.seq}" if cp else ""
+        typer.echo(
+            f"ok: {report.entries} entries verified, head {report.head_seq} "
+            f"{report.head_hash[:16]}{extra}"
+        )
+        return
+    typer.echo(f"FAILED at entry {report.bad_seq}: {report.problem}", err=True)
+    raise typer.Exit(1)
+
+
+@ledger_app.command("checkpoint")
+def ledger_checkpoint(
+    out: Annotated[Path | None, typer.Option(help="Write the checkpoint to this file.")] = None,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Sign the chain head (Ed25519) and print or save the checkpoint; keep it elsewhere.
+
+    Example: keel ledger checkpoint --out ../checkpoints/today.json
+    """
+    with _engine(project) as engine:
+        cp = engine.checkpoint()
+    text = json.dumps(cp.to_dict(), indent=2)
+    if out is None:
+        typer.echo(text)
+    else:
+        out.write_text(text + "\n", encoding="utf-8")
+        typer.echo(f"checkpoint of entry {cp.seq} written to {out}")
+
+
+@ledger_app.command("show")
+def ledger_show(
+    limit: Annotated[int, typer.Option(min=1, max=10000, help="How many entries.")] = 20,
+    flow: Annotated[str | None, typer.Option(help="Only this flow's entries.")] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="Only this kind (decision, checkpoint…).")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the entries as JSON lines.")
+    ] = False,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Show the newest ledger entries (personal inputs appear only as digests).
+
+    Example: keel ledger show --limit 5 --flow credit_limit
+    """
+    with _engine(project) as engine:
+        entries = engine.entries(limit, flow, kind)
+    for entry in entries:
+        if as_json:
+            typer.echo(json.dumps(entry.to_dict(), ensure_ascii=False))
+            continue
+        body = entry.body
+        summary = ""
+        if entry.kind == "decision":
+            value = f" {body['value']:,.0f}" if body.get("value") is not None else ""
+            summary = f"{body['action']}{value} [{body['status']}] rule={body['rule']}"
+        elif entry.kind == "policy_registered":
+            summary = f"policy {body['policy']} {body['version'][:12]}"
+        elif entry.kind == "checkpoint":
+            summary = f"checkpoint at {body['seq']}"
+        typer.echo(
+            f"{entry.seq:>7} {entry.recorded_at} {entry.kind:<17} {entry.record_id} {summary}"
+        )
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,139 @@
+"""Project settings: read once from ``keel.yaml`` and the environment, validated, passed down.
+
+The environment is an argument (a plain mapping) so tests pass a dict instead of patching
+``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from keel.errors import ConfigError
+
+SETTINGS_FILE = "keel.yaml"
+DEFAULT_DATABASE_URL = "sqlite:///keel.db"
+DEFAULT_KEYS_DIR = ".keel/keys"
+DEFAULT_LEDGER_MAX_BATCH = 512
+DEFAULT_MODEL_TIMEOUT_MS = 1000
+ENV_DATABASE_URL = "KEEL_DATABASE_URL"
+ENV_KEYS_DIR = "KEEL_KEYS_DIR"
+
+_KNOWN_KEYS = {"name", "database_url", "keys_dir", "ledger", "models"}
+_LEDGER_KEYS = {"max_batch"}
+_MODEL_KEYS = {"default_timeout_ms"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a Keel engine needs to know about its project and environment."""
+
+    project_dir: Path
+    name: str
+    database_url: str
+    keys_dir: Path
+    ledger_max_batch: int = DEFAULT_LEDGER_MAX_BATCH
+    model_timeout_ms: int = DEFAULT_MODEL_TIMEOUT_MS
+
+    @property
+    def flows_dir(self) -> Path:
+        return self.project_dir / "flows"
+
+    @property
+    def policies_dir(self) -> Path:
+        return self.project_dir / "policies"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.project_dir / "models"
+
+    @property
+    def examples_dir(self) -> Path:
+        return self.project_dir / "examples"
+
+
+def _positive_int(section: Mapping[str, Any], key: str, where: str, default: int) -> int:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(
+            f"{where}.{key} must be a positive integer, got {value!r}",
+            {"key": f"{where}.{key}"},
+        )
+    return value
+
+
+def _section(raw: Mapping[str, Any], key: str, known: set[str], path: Path) -> Mapping[str, Any]:
+    section = raw.get(key) or {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: '{key}' must be a mapping", {"key": key})
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown setting {key}.{unknown[0]} (known: {', '.join(sorted(known))})",
+            {"key": f"{key}.{unknown[0]}"},
+        )
+    return section
+
+
+def resolve_database_url(url: str, project_dir: Path) -> str:
+    """Make a relative SQLite path relative to the project directory, not the cwd."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/"):
+        rest = url[len(prefix) :]
+        if rest and rest != ":memory:" and not rest.startswith("file:"):
+            return prefix + str((project_dir / rest).resolve())
+    return url
+
+
+def load_settings(project_dir: str | Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read ``keel.yaml`` in ``project_dir``; the environment overrides the database URL."""
+    env = os.environ if environ is None else environ
+    root = Path(project_dir).resolve()
+    path = root / SETTINGS_FILE
+    if not path.is_file():
+        raise ConfigError(
+            f"no Keel project at {root}: {SETTINGS_FILE} is missing "
+            "(create one with 'keel init DIR', or pass --project DIR)",
+            {"path": str(path)},
+        )
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}", {"path": str(path)}) from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: must be a mapping of settings", {"path": str(path)})
+    unknown = sorted(set(raw) - _KNOWN_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown setting '{unknown[0]}' (known: {', '.join(sorted(_KNOWN_KEYS))})",
+            {"key": unknown[0]},
+        )
+    name = raw.get("name", root.name)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{path}: 'name' must be a non-empty string", {"key": "name"})
+    url = env.get(ENV_DATABASE_URL) or raw.get("database_url", DEFAULT_DATABASE_URL)
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError(
+            f"database_url must be a URL such as {DEFAULT_DATABASE_URL!r}, got {url!r}",
+            {"key": "database_url"},
+        )
+    keys = env.get(ENV_KEYS_DIR) or raw.get("keys_dir", DEFAULT_KEYS_DIR)
+    if not isinstance(keys, str):
+        raise ConfigError(f"{path}: 'keys_dir' must be a path", {"key": "keys_dir"})
+    ledger = _section(raw, "ledger", _LEDGER_KEYS, path)
+    models = _section(raw, "models", _MODEL_KEYS, path)
+    return Settings(
+        project_dir=root,
+        name=name,
+        database_url=resolve_database_url(url, root),
+        keys_dir=(root / keys).resolve(),
+        ledger_max_batch=_positive_int(ledger, "max_batch", "ledger", DEFAULT_LEDGER_MAX_BATCH),
+        model_timeout_ms=_positive_int(
+            models, "default_timeout_ms", "models", DEFAULT_MODEL_TIMEOUT_MS
+        ),
+    )

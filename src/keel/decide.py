@@ -1,0 +1,256 @@
+"""The decision path: validated inputs → signals → rules → guardrails → autonomy → record.
+
+Everything up to the static guardrails happens on the caller's thread and yields a
+``Draft``. Window guardrails (rate and exposure limits) are settled by ``Draft.finalize``
+inside the ledger's write transaction, so limits hold across processes; the record it
+returns is exactly what the ledger hashes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from keel.flows import Autonomy, Flow
+from keel.ledger.writer import WindowGate
+from keel.policy.compiler import CompiledPolicy, Evaluation
+from keel.policy.guardrails import GuardrailHit, check_static, segment_of
+from keel.policy.text import render
+from keel.protect import Sealed
+from keel.signals.adapters import Model
+from keel.signals.runner import SignalResult, SignalRunner
+
+DECISION_RECORD_VERSION = 1
+PROTECTED_TEXT = "‹protected›"
+
+
+class Status:
+    FINAL = "final"
+    PENDING_REVIEW = "pending_review"
+    ADVISORY = "advisory"
+    SHADOW = "shadow"
+
+
+@dataclass
+class FlowRuntime:
+    """A flow with its compiled policy and loaded models, ready to decide."""
+
+    flow: Flow
+    policy: CompiledPolicy
+    models: dict[str, Model]
+    timeouts_ms: dict[str, int]
+
+    def signals(self, runner: SignalRunner, inputs: Mapping[str, Any]) -> SignalResult:
+        return runner.run(self.models, self.timeouts_ms, inputs)
+
+
+def settle_status(autonomy: Autonomy, review: bool, escalated: bool) -> str:
+    """Which status a decision gets at an autonomy level (DESIGN.md, 'Autonomy level')."""
+    if autonomy is Autonomy.SHADOW:
+        return Status.SHADOW
+    if autonomy is Autonomy.ADVISORY:
+        return Status.ADVISORY
+    if autonomy is Autonomy.SUPERVISED and (review or escalated):
+        return Status.PENDING_REVIEW
+    if autonomy is Autonomy.AUTONOMOUS and escalated:
+        return Status.PENDING_REVIEW
+    return Status.FINAL
+
+
+def masked_view(inputs: Mapping[str, Any], protected: list[str]) -> dict[str, Any]:
+    return {k: (PROTECTED_TEXT if k in protected else v) for k, v in inputs.items()}
+
+
+@dataclass
+class Draft:
+    """A decision before window guardrails; ``finalize`` completes it under the ledger lock."""
+
+    runtime: FlowRuntime
+    decision_id: str
+    subject_id: str | None
+    inputs: dict[str, Any]
+    stored_inputs: dict[str, Any]
+    signals: SignalResult
+    evaluation: Evaluation
+    action: str
+    value: float | None
+    reason: str
+    fallback: str | None
+    checked: list[str]
+    hits: list[GuardrailHit]
+    review: bool
+    rule: str
+    started: float
+    result: dict[str, Any] = field(default_factory=dict)
+    sealed: Sealed | None = None
+
+    def _reason_for_record(self, template_owner: str) -> str:
+        """Re-render the reason with personal inputs masked: the ledger never holds them."""
+        protected = self.runtime.flow.protected_fields()
+        if not protected:
+            return self.reason
+        policy = self.runtime.policy.policy
+        ks = policy.guardrails.kill_switch
+        template = {
+            "default": policy.default.reason,
+            "fallback": policy.fallback.reason,
+            "kill_switch": ks.reason if ks else self.reason,
+        }.get(template_owner)
+        if template is None:
+            rule = next((r for r in policy.rules if r.name == template_owner), None)
+            template = rule.reason if rule else self.reason
+        values = {
+            "input": masked_view(self.inputs, protected),
+            "signals": self.signals.values,
+            "params": policy.params,
+            "value": self.value,
+        }
+        return render(template, values, self.runtime.flow)
+
+    def finalize(self, gate: WindowGate) -> dict[str, Any]:
+        flow = self.runtime.flow
+        policy = self.runtime.policy.policy
+        escalated = any(h.on_hit == "escalate" for h in self.hits)
+        status = settle_status(flow.autonomy, self.review, escalated)
+        action, value, reason, owner = self.action, self.value, self.reason, self.rule
+        hits = list(self.hits)
+        checked = list(self.checked)
+        if status == Status.FINAL:
+            limits = [w for w in policy.guardrails.windows if w.action == action]
+            breached = None
+            for limit in limits:
+                checked.append(limit.name)
+                segment = segment_of(limit, self.inputs)
+                ok, used = gate.check(flow.name, limit, segment, value or 0.0)
+                if not ok:
+                    unit = "actions" if limit.kind == "rate" else "in value"
+                    where = f" for {limit.per} {segment}" if limit.per else ""
+                    detail = (
+                        f"{used:,.0f} {unit} already in the last {limit.window_s:,} s{where}; "
+                        f"limit {limit.maximum:,.0f}"
+                    )
+                    breached = GuardrailHit(limit.name, limit.kind, limit.on_hit, detail)
+                    break
+            if breached is not None:
+                hits.append(breached)
+                if breached.on_hit == "fallback":
+                    action, value, reason, owner = (
+                        policy.fallback.action,
+                        None,
+                        self.runtime.policy.evaluate_fallback_reason(self.inputs),
+                        "fallback",
+                    )
+                    status = settle_status(flow.autonomy, policy.fallback.review, False)
+                else:
+                    status = settle_status(flow.autonomy, self.review, True)
+            else:
+                for limit in limits:
+                    gate.consume(flow.name, limit, segment_of(limit, self.inputs), value or 0.0)
+        self.result = {
+            "action": action,
+            "value": value,
+            "status": status,
+            "reason": reason,
+            "hits": hits,
+            "checked": checked,
+            "rule": owner,
+        }
+        record_reason = self._reason_for_record(owner)
+        protected = flow.protected_fields()
+        trace = [
+            {**step, "values": masked_trace(step["values"], protected)}
+            if "values" in step
+            else step
+            for step in self.evaluation.trace
+        ]
+        return {
+            "record_version": DECISION_RECORD_VERSION,
+            "subject_id": self.subject_id,
+            "inputs": self.stored_inputs,
+            "autonomy": flow.autonomy.value,
+            "owner": flow.owner.email,
+            "policy": {"name": policy.name, "version": policy.version},
+            "signals": {
+                name: {**self.signals.values.get(name, {}), **meta}
+                for name, meta in self.signals.meta.items()
+            },
+            "failed_signals": dict(self.signals.failed),
+            "rule": owner,
+            "proposed": {"action": self.evaluation.action, "value": self.evaluation.value},
+            "action": action,
+            "value": value,
+            "status": status,
+            "reason": record_reason,
+            "fallback": self.fallback,
+            "guardrails": {"checked": checked, "hits": [h.to_dict() for h in hits]},
+            "trace": trace,
+            "timings": {
+                "model_ms": round(self.signals.model_ms, 3),
+                "decide_ms": round((time.perf_counter() - self.started) * 1000, 3),
+            },
+        }
+
+
+def masked_trace(values: Mapping[str, Any], protected: list[str]) -> dict[str, Any]:
+    return {
+        k: (PROTECTED_TEXT if k.startswith("input.") and k[6:] in protected else v)
+        for k, v in values.items()
+    }
+
+
+def draft(
+    runtime: FlowRuntime,
+    runner: SignalRunner,
+    decision_id: str,
+    subject_id: str | None,
+    inputs: dict[str, Any],
+    stored_inputs: dict[str, Any],
+    params: Mapping[str, Any] | None = None,
+    signals: SignalResult | None = None,
+) -> Draft:
+    """Evaluate one validated case up to (not including) the window guardrails."""
+    started = time.perf_counter()
+    if signals is None:
+        signals = runtime.signals(runner, inputs)
+    compiled = runtime.policy
+    evaluation = compiled.evaluate(inputs, signals.values, signals.failed, params)
+    action, value, reason = evaluation.action, evaluation.value, evaluation.reason
+    review = evaluation.review
+    fallback = evaluation.fallback_cause
+    rule = evaluation.rule
+    static = check_static(compiled.policy.guardrails, action, value, signals.values)
+    value = static.value
+    for hit in static.hits:
+        if hit.kind == "kill_switch":
+            ks = compiled.policy.guardrails.kill_switch
+            if ks is not None:
+                action, value, reason, rule = ks.action, None, ks.reason, "kill_switch"
+            break
+        if hit.on_hit == "fallback":
+            fb = compiled.policy.fallback
+            action, value = fb.action, None
+            reason = compiled.evaluate_fallback_reason(inputs)
+            review = fb.review
+            rule = "fallback"
+            fallback = f"guardrail {hit.name}: {hit.detail}"
+            break
+    return Draft(
+        runtime=runtime,
+        decision_id=decision_id,
+        subject_id=subject_id,
+        inputs=inputs,
+        stored_inputs=stored_inputs,
+        signals=signals,
+        evaluation=evaluation,
+        action=action,
+        value=value,
+        reason=reason,
+        fallback=fallback,
+        checked=static.checked,
+        hits=static.hits,
+        review=review,
+        rule=rule,
+        started=started,
+    )

@@ -1,0 +1,481 @@
+"""The engine: one open Keel project — decide, explain, what-if, and the ledger."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from keel.canonical import canonical_json
+from keel.config import Settings, load_settings
+from keel.decide import Draft, FlowRuntime, Status, draft, settle_status
+from keel.errors import InputError, KeelError, LedgerWriteError, NotFoundError
+from keel.explain.attributions import Attributions, attribute
+from keel.explain.counterfactual import Counterfactual, search_counterfactuals
+from keel.explain.narrative import explain_record, restore_trace
+from keel.keys import load_data_key, load_signing_key
+from keel.ledger.checkpoint import Checkpoint, make_checkpoint
+from keel.ledger.records import Entry, iso_time, new_id
+from keel.ledger.verify import VerifyReport, verify_ledger
+from keel.ledger.writer import LedgerWriter, Pending, WindowGate, append_in
+from keel.policy.compiler import compile_policy
+from keel.policy.guardrails import WindowState
+from keel.policy.model import policy_from_document
+from keel.policy.text import render
+from keel.project import Project, load_project
+from keel.protect import Protector, Sealed
+from keel.signals.runner import SignalResult, SignalRunner, feature_row
+from keel.store.database import Database, open_database
+from keel.store.schema import ledger, policy_versions, protected_values
+from keel.telemetry import Metrics, log
+
+MAX_SUBJECT_ID = 128
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The result for one case, as returned to the caller after it is in the ledger."""
+
+    id: str
+    flow: str
+    subject_id: str | None
+    action: str
+    value: float | None
+    status: str
+    reason: str
+    rule: str
+    policy_version: str
+    autonomy: str
+    signals: dict[str, Any]
+    failed_signals: dict[str, str]
+    guardrail_hits: list[dict[str, Any]]
+    fallback: str | None
+    recorded_at: str
+    seq: int
+    hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "flow": self.flow,
+            "subject_id": self.subject_id,
+            "action": self.action,
+            "value": self.value,
+            "status": self.status,
+            "reason": self.reason,
+            "rule": self.rule,
+            "policy_version": self.policy_version,
+            "autonomy": self.autonomy,
+            "signals": self.signals,
+            "failed_signals": self.failed_signals,
+            "guardrail_hits": self.guardrail_hits,
+            "fallback": self.fallback,
+            "recorded_at": self.recorded_at,
+            "seq": self.seq,
+            "hash": self.hash,
+        }
+
+
+def _decision(entry: Entry, body: Mapping[str, Any], reason: str) -> Decision:
+    return Decision(
+        id=entry.record_id,
+        flow=entry.flow or "",
+        subject_id=body.get("subject_id"),
+        action=body["action"],
+        value=body.get("value"),
+        status=body["status"],
+        reason=reason,
+        rule=body["rule"],
+        policy_version=body["policy"]["version"],
+        autonomy=body["autonomy"],
+        signals=body["signals"],
+        failed_signals=body["failed_signals"],
+        guardrail_hits=body["guardrails"]["hits"],
+        fallback=body.get("fallback"),
+        recorded_at=entry.recorded_at,
+        seq=entry.seq,
+        hash=entry.hash,
+    )
+
+
+class Engine:
+    """An open project. Thread-safe: decide from as many threads as you like."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        project: Project,
+        db: Database,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.project = project
+        self.db = db
+        self.clock = clock
+        self.metrics = Metrics()
+        key_id, key = load_data_key(settings.keys_dir)
+        self.protector = Protector(key_id, key)
+        self.runner = SignalRunner()
+        self.writer = LedgerWriter(db, settings.ledger_max_batch, self._max_window_s, clock)
+        self._register_policies()
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.writer.close()
+        self.runner.close()
+        self.db.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    @property
+    def flows(self) -> dict[str, FlowRuntime]:
+        return self.project.flows
+
+    def _max_window_s(self) -> int:
+        windows = [
+            w.window_s for rt in self.flows.values() for w in rt.policy.policy.guardrails.windows
+        ]
+        return max(windows, default=1)
+
+    def _register_policies(self) -> None:
+        """Store each active policy version once, with a ledger event, before any decision."""
+        for runtime in self.flows.values():
+            policy = runtime.policy.policy
+            with self.db.write() as conn:
+                exists = conn.execute(
+                    select(policy_versions.c.version).where(
+                        policy_versions.c.version == policy.version
+                    )
+                ).first()
+                if exists:
+                    continue
+                now = self.clock()
+                row = {
+                    "version": policy.version,
+                    "name": policy.name,
+                    "document": canonical_json(policy.document),
+                    "created_at": iso_time(now),
+                }
+                body = {
+                    "policy": policy.name,
+                    "version": policy.version,
+                    "flow": runtime.flow.name,
+                    "source": Path(policy.source).name,
+                }
+                event = Pending(
+                    "policy_registered",
+                    new_id("evt", now),
+                    runtime.flow.name,
+                    _constant(body),
+                    rows=((policy_versions, row),),
+                )
+                append_in(conn, [event], WindowGate(WindowState(), now))
+
+    def runtime(self, flow: str) -> FlowRuntime:
+        runtime = self.flows.get(flow)
+        if runtime is None:
+            known = ", ".join(sorted(self.flows)) or "none"
+            raise NotFoundError(f"unknown flow '{flow}' (flows: {known})", {"flow": flow})
+        return runtime
+
+    # ---- deciding ------------------------------------------------------------------------
+
+    def _prepare(self, runtime: FlowRuntime, inputs: Any, subject_id: str | None) -> Draft:
+        if subject_id is not None and (
+            not isinstance(subject_id, str) or not 0 < len(subject_id) <= MAX_SUBJECT_ID
+        ):
+            raise InputError(
+                f"subject_id must be a string of 1 to {MAX_SUBJECT_ID} characters",
+                {"flow": runtime.flow.name, "field": "subject_id"},
+            )
+        try:
+            clean = runtime.flow.validate_input(inputs)
+        except InputError:
+            self.metrics.rejected.labels(runtime.flow.name, "invalid_input").inc()
+            raise
+        decision_id = new_id("dec", self.clock())
+        stored, sealed = self.protector.split(decision_id, clean, runtime.flow.protected_fields())
+        d = draft(runtime, self.runner, decision_id, subject_id, clean, stored)
+        d.sealed = sealed
+        return d
+
+    def _record(self, drafts: Sequence[Draft]) -> list[Decision]:
+        pending = []
+        for d in drafts:
+            rows = ((protected_values, d.sealed.row()),) if d.sealed else ()
+            pending.append(
+                Pending("decision", d.decision_id, d.runtime.flow.name, d.finalize, rows)
+            )
+        try:
+            entries = self.writer.append(pending)
+        except LedgerWriteError:
+            self.metrics.ledger_failures.inc()
+            log.error("ledger write failed; %d decisions were not returned", len(drafts))
+            raise
+        out = []
+        for d, entry in zip(drafts, entries, strict=True):
+            body = entry.body
+            decision = _decision(entry, body, d.result["reason"])
+            self._count(decision, body, d)
+            out.append(decision)
+        return out
+
+    def _count(self, decision: Decision, body: Mapping[str, Any], d: Draft) -> None:
+        flow = decision.flow
+        self.metrics.decisions.labels(flow, decision.action, decision.status).inc()
+        self.metrics.latency.labels(flow).observe(time.perf_counter() - d.started)
+        for name, cause in decision.failed_signals.items():
+            self.metrics.signal_failures.labels(flow, name, cause.split(" ")[0]).inc()
+        if decision.fallback:
+            self.metrics.fallbacks.labels(flow, decision.fallback.split(":")[0]).inc()
+            log.warning(
+                "fallback taken: flow=%s decision=%s cause=%s", flow, decision.id, decision.fallback
+            )
+        for hit in decision.guardrail_hits:
+            self.metrics.guardrail_hits.labels(flow, hit["name"], hit["on_hit"]).inc()
+
+    def decide(
+        self, flow: str, inputs: Mapping[str, Any], subject_id: str | None = None
+    ) -> Decision:
+        """Decide one case; it is in the ledger before this returns."""
+        runtime = self.runtime(flow)
+        return self._record([self._prepare(runtime, inputs, subject_id)])[0]
+
+    def decide_many(
+        self,
+        flow: str,
+        cases: Sequence[Mapping[str, Any]],
+        subject_ids: Sequence[str | None] | None = None,
+    ) -> list[Decision]:
+        """Decide a batch atomically: every case is valid and recorded, or none is."""
+        runtime = self.runtime(flow)
+        if subject_ids is not None and len(subject_ids) != len(cases):
+            raise InputError("subject_ids must have one entry per case", {"flow": flow})
+        drafts = []
+        for i, case in enumerate(cases):
+            try:
+                drafts.append(self._prepare(runtime, case, subject_ids[i] if subject_ids else None))
+            except InputError as exc:
+                raise InputError(f"case {i}: {exc.message}", {**exc.detail, "index": i}) from exc
+        return self._record(drafts)
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    def entry(self, record_id: str) -> Entry:
+        with self.db.read() as conn:
+            row = conn.execute(select(ledger).where(ledger.c.record_id == record_id)).first()
+        if row is None:
+            raise NotFoundError(f"no ledger entry with id '{record_id}'", {"id": record_id})
+        return Entry(*row)
+
+    def entries(
+        self, limit: int = 20, flow: str | None = None, kind: str | None = None
+    ) -> list[Entry]:
+        """The newest ``limit`` entries, oldest first."""
+        query = select(ledger).order_by(ledger.c.seq.desc()).limit(limit)
+        if flow:
+            query = query.where(ledger.c.flow == flow)
+        if kind:
+            query = query.where(ledger.c.kind == kind)
+        with self.db.read() as conn:
+            rows = conn.execute(query).all()
+        return [Entry(*r) for r in reversed(rows)]
+
+    def _decision_entry(self, decision_id: str) -> tuple[Entry, dict[str, Any]]:
+        entry = self.entry(decision_id)
+        if entry.kind != "decision":
+            raise NotFoundError(f"'{decision_id}' is a {entry.kind} event, not a decision")
+        return entry, entry.body
+
+    def restored_inputs(self, decision_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(protected_values).where(protected_values.c.record_id == decision_id)
+            ).first()
+        sealed = Sealed(row[0], row[1], row[2], row[3]) if row else None
+        return self.protector.join(decision_id, body["inputs"], sealed)
+
+    def _policy_at(self, runtime: FlowRuntime, version: str) -> FlowRuntime:
+        if version == runtime.policy.version:
+            return runtime
+        with self.db.read() as conn:
+            doc = conn.execute(
+                select(policy_versions.c.document).where(policy_versions.c.version == version)
+            ).scalar()
+        if doc is None:
+            raise NotFoundError(
+                f"policy version {version} is not in the store", {"version": version}
+            )
+        policy = policy_from_document(json.loads(doc), f"<policy {version[:12]}>")
+        compiled = compile_policy(policy, runtime.flow)
+        return FlowRuntime(runtime.flow, compiled, runtime.models, runtime.timeouts_ms)
+
+    # ---- explaining --------------------------------------------------------------------------
+
+    def explain(self, decision_id: str) -> dict[str, Any]:
+        """Why a decision was made: rule trace, guardrails, model attributions, in sentences."""
+        entry, body = self._decision_entry(decision_id)
+        runtime = self.runtime(entry.flow or "")
+        inputs = self.restored_inputs(decision_id, body)
+        at = self._policy_at(runtime, body["policy"]["version"])
+        reason = self._reason(at, body, inputs)
+        attributions: dict[str, Attributions] = {}
+        notes = []
+        for name, meta in body["signals"].items():
+            model = runtime.models.get(name)
+            if model is None or "score" not in meta:
+                continue
+            if model.version != meta["version"]:
+                notes.append(f"model for {name} changed since the decision; attributions omitted")
+                continue
+            attributions[name] = attribute(model, feature_row(model, inputs))
+        return {
+            "decision": _decision(entry, body, reason).to_dict(),
+            "inputs": inputs,
+            "why": explain_record(runtime.flow, body, inputs, reason, attributions),
+            "trace": restore_trace(body["trace"], inputs),
+            "guardrails": body["guardrails"],
+            "attributions": {k: v.to_dict() for k, v in attributions.items()},
+            "notes": notes,
+        }
+
+    def _reason(
+        self, runtime: FlowRuntime, body: Mapping[str, Any], inputs: Mapping[str, Any]
+    ) -> str:
+        policy = runtime.policy.policy
+        rule = body["rule"]
+        if rule == "kill_switch" and policy.guardrails.kill_switch is not None:
+            return policy.guardrails.kill_switch.reason
+        template = {"default": policy.default.reason, "fallback": policy.fallback.reason}.get(rule)
+        if template is None:
+            found = next((r for r in policy.rules if r.name == rule), None)
+            template = found.reason if found else body["reason"]
+        signals = {k: v for k, v in body["signals"].items() if "score" in v}
+        values = {
+            "input": inputs,
+            "signals": signals,
+            "params": policy.params,
+            "value": body["value"],
+        }
+        return render(template, values, runtime.flow)
+
+    def _simulate(
+        self,
+        runtime: FlowRuntime,
+        inputs: Mapping[str, Any],
+        params: Mapping[str, Any] | None = None,
+        signals: SignalResult | None = None,
+    ) -> Draft:
+        """Evaluate a case without recording it (window guardrails are not consumed)."""
+        clean = runtime.flow.validate_input(inputs)
+        d = draft(runtime, self.runner, "simulation", None, clean, clean, params, signals)
+        d.finalize(WindowGate(WindowState(), self.clock()))
+        return d
+
+    def what_if(
+        self,
+        decision_id: str,
+        changes: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Re-evaluate a recorded decision with changed inputs or parameters; show what changes.
+
+        The recorded policy version is used; models are re-run on the changed inputs.
+        Window limits are not consumed and not re-checked (they depend on traffic, not the case).
+        """
+        entry, body = self._decision_entry(decision_id)
+        runtime = self._policy_at(self.runtime(entry.flow or ""), body["policy"]["version"])
+        inputs = self.restored_inputs(decision_id, body)
+        changes = dict(changes or {})
+        params = dict(params or {})
+        unknown = sorted(set(params) - set(runtime.policy.policy.params))
+        if unknown:
+            raise InputError(f"unknown parameter '{unknown[0]}' in what-if", {"param": unknown[0]})
+        before = self._simulate(runtime, inputs)
+        after = self._simulate(runtime, {**inputs, **changes}, params)
+        fields = ("action", "value", "status", "rule", "reason")
+        old = {k: before.result[k] for k in fields}
+        new = {k: after.result[k] for k in fields}
+        return {
+            "decision": decision_id,
+            "changes": changes,
+            "params": params,
+            "recorded": {k: body[k] for k in ("action", "value", "status", "rule")},
+            "before": old,
+            "after": new,
+            "changed": sorted(k for k in fields if old[k] != new[k] and k != "reason"),
+            "signals_after": after.signals.values,
+        }
+
+    def counterfactuals(
+        self, decision_id: str, target: str | None = None, max_results: int = 3
+    ) -> list[Counterfactual]:
+        """Small changes to actionable fields that would have changed the action."""
+        entry, body = self._decision_entry(decision_id)
+        runtime = self._policy_at(self.runtime(entry.flow or ""), body["policy"]["version"])
+        inputs = self.restored_inputs(decision_id, body)
+        if target is not None and target not in runtime.policy.policy.actions:
+            raise InputError(f"unknown target action '{target}'", {"target": target})
+        current = self._simulate(runtime, inputs).result["action"]
+
+        def simulate(case: Mapping[str, Any]) -> tuple[str, float | None]:
+            result = self._simulate(runtime, case).result
+            return result["action"], result["value"]
+
+        return search_counterfactuals(runtime.flow, inputs, current, simulate, target, max_results)
+
+    # ---- the ledger --------------------------------------------------------------------------
+
+    def verify(self, checkpoint: Checkpoint | None = None) -> VerifyReport:
+        return verify_ledger(self.db, checkpoint)
+
+    def checkpoint(self) -> Checkpoint:
+        """Sign the current chain head, and record that a checkpoint was taken."""
+        report = self.verify()
+        if not report.ok:
+            raise KeelError(
+                f"refusing to sign a checkpoint over a ledger that does not verify: "
+                f"entry {report.bad_seq}: {report.problem}",
+                {"bad_seq": report.bad_seq},
+            )
+        key = load_signing_key(self.settings.keys_dir)
+        now = self.clock()
+        cp = make_checkpoint(
+            key, self.settings.name, report.head_seq, report.head_hash, iso_time(now)
+        )
+        body = {"seq": cp.seq, "head_hash": cp.head_hash, "public_key": cp.public_key}
+        self.writer.append([Pending("checkpoint", new_id("evt", now), None, _constant(body))])
+        return cp
+
+
+def _constant(body: dict[str, Any]) -> Callable[[WindowGate], dict[str, Any]]:
+    return lambda _gate: body
+
+
+def open_engine(
+    project_dir: str | Path = ".",
+    environ: Mapping[str, str] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Engine:
+    """Open the Keel project in ``project_dir``: load and check it, open and migrate its store."""
+    settings = load_settings(project_dir, environ)
+    project = load_project(settings)
+    db = open_database(settings.database_url)
+    try:
+        return Engine(settings, project, db, clock)
+    except Exception:
+        db.close()
+        raise
+
+
+__all__ = ["Decision", "Engine", "Status", "open_engine", "settle_status"]

@@ -1,0 +1,122 @@
+"""Keel's exceptions: one root, a shallow tree, and messages that say what to do.
+
+    KeelError
+    ├── ConfigError            keel.yaml, environment, project layout
+    ├── DefinitionError        a flow or policy file is invalid (carries every problem found)
+    ├── InputError             a decision request does not match the flow's schema
+    ├── NotFoundError          unknown flow, decision or record
+    ├── ModelError             a model file cannot be loaded (corrupt, wrong format, missing extra)
+    ├── MissingExtraError      an optional dependency is not installed
+    ├── StoreError             the database cannot be opened, migrated, read or written
+    │   └── LedgerWriteError   a ledger append failed; the decision was not returned
+    └── ErasedDataError        the personal data a request needs has been erased
+
+Every error has a stable ``code`` (used as the error code over HTTP) and a ``detail``
+mapping with machine-readable context (flow, rule, field, file, position).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class KeelError(Exception):
+    """Root of every error Keel raises on purpose."""
+
+    code = "keel_error"
+
+    def __init__(self, message: str, detail: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail: dict[str, Any] = dict(detail or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "detail": self.detail}
+
+
+class ConfigError(KeelError):
+    code = "config_error"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a definition file, with where it is."""
+
+    file: str
+    where: str
+    message: str
+    line: int | None = None
+    column: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        position = f":{self.line}" if self.line is not None else ""
+        if self.column is not None:
+            position += f":{self.column}"
+        return f"{self.file}{position}: {self.where}: {self.message}"
+
+
+class DefinitionError(KeelError):
+    """A flow or policy is invalid; ``problems`` lists every problem found, not only the first."""
+
+    code = "invalid_definition"
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        count = len(self.problems)
+        noun = "problem" if count == 1 else "problems"
+        super().__init__(
+            f"{count} {noun} in the project definition:\n{lines}",
+            {"problems": [_problem_dict(p) for p in self.problems]},
+        )
+
+
+def _problem_dict(p: Problem) -> dict[str, Any]:
+    out: dict[str, Any] = {"file": p.file, "where": p.where, "message": p.message}
+    if p.line is not None:
+        out["line"] = p.line
+    if p.column is not None:
+        out["column"] = p.column
+    return out
+
+
+class InputError(KeelError):
+    """A request's inputs do not match the flow's schema; nothing was recorded."""
+
+    code = "invalid_input"
+
+
+class NotFoundError(KeelError):
+    code = "not_found"
+
+
+class ModelError(KeelError):
+    code = "model_error"
+
+
+class MissingExtraError(KeelError):
+    code = "missing_extra"
+
+    def __init__(self, extra: str, purpose: str) -> None:
+        super().__init__(
+            f"{purpose} needs the optional dependency group 'keel[{extra}]': "
+            f"install it with  pip install 'keel[{extra}]'",
+            {"extra": extra},
+        )
+
+
+class StoreError(KeelError):
+    code = "store_error"
+
+
+class LedgerWriteError(StoreError):
+    """The ledger could not be written, so the decision was not made."""
+
+    code = "ledger_write_failed"
+
+
+class ErasedDataError(KeelError):
+    code = "data_erased"

@@ -1,0 +1,117 @@
+"""Turning a decision record into business-language sentences: the "why"."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from keel.explain.attributions import Attributions
+from keel.flows import Flow
+from keel.policy.text import format_value
+
+TOP_ATTRIBUTIONS = 3
+
+_STATUS_TEXT = {
+    "final": "acted on automatically",
+    "pending_review": "waiting for human review",
+    "advisory": "a recommendation; a person decides",
+    "shadow": "recorded in shadow mode; nothing was acted on",
+}
+
+
+def _label(path: str, flow: Flow) -> str:
+    parts = path.split(".")
+    if parts[0] == "input" and len(parts) == 2 and parts[1] in flow.fields:
+        return flow.fields[parts[1]].display
+    if parts[0] == "signals" and len(parts) == 3 and parts[1] in flow.signals:
+        return f"{flow.signals[parts[1]].display} {parts[2]}".capitalize()
+    if parts[0] == "params" and len(parts) == 2:
+        return f"threshold {parts[1]}"
+    return path
+
+
+def _value(path: str, value: Any, flow: Flow) -> str:
+    parts = path.split(".")
+    fmt = "number"
+    if parts[0] == "input" and len(parts) == 2 and parts[1] in flow.fields:
+        fmt = flow.fields[parts[1]].format
+    return format_value(value, fmt)
+
+
+def restore_trace(trace: list[dict[str, Any]], inputs: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Put personal inputs (masked in the ledger) back into a trace for an authorised reader."""
+    out = []
+    for step in trace:
+        values = step.get("values")
+        if values is None:
+            out.append(step)
+            continue
+        restored = {
+            k: (inputs.get(k[6:], v) if k.startswith("input.") else v) for k, v in values.items()
+        }
+        out.append({**step, "values": restored})
+    return out
+
+
+def attribution_sentences(flow: Flow, signal: str, attributions: Attributions) -> list[str]:
+    spec = flow.signals.get(signal)
+    target = spec.display if spec else signal
+    ranked = sorted(attributions.items, key=lambda a: abs(a.contribution), reverse=True)
+    sentences = []
+    for i, item in enumerate(ranked[:TOP_ATTRIBUTIONS]):
+        if abs(item.contribution) < 1e-12:
+            continue
+        field = flow.fields.get(item.feature)
+        label = field.display if field else item.feature
+        shown = format_value(item.value, field.format if field else "number")
+        verb = "raised" if item.contribution > 0 else "lowered"
+        most = " the most" if i == 0 else ""
+        sentences.append(
+            f"{label} of {shown} {verb} the {target}{most} "
+            f"({item.contribution:+.2f} {attributions.unit})."
+        )
+    return sentences
+
+
+def explain_record(
+    flow: Flow,
+    body: Mapping[str, Any],
+    inputs: Mapping[str, Any],
+    reason: str,
+    attributions: Mapping[str, Attributions],
+) -> list[str]:
+    """The "why" of one decision as a list of sentences, most important first."""
+    action = body["action"]
+    value = body.get("value")
+    shown = f" {format_value(value, 'number')}" if value is not None else ""
+    status = _STATUS_TEXT.get(body["status"], body["status"])
+    why = [f"Decision: {action}{shown} ({status}).", f"Reason: {reason}"]
+    trace = restore_trace(body.get("trace", []), inputs)
+    matched = next((s for s in trace if s.get("matched")), None)
+    skipped = [s["rule"] for s in trace if s.get("matched") is False]
+    if matched is not None:
+        facts = ", ".join(
+            f"{_label(k, flow)} = {_value(k, v, flow)}"
+            for k, v in matched.get("values", {}).items()
+        )
+        why.append(f"Rule '{matched['rule']}' decided: {matched['when']} held with {facts}.")
+    elif body.get("rule") == "default":
+        why.append("No rule matched, so the policy's default action applies.")
+    if skipped:
+        why.append(f"Rules checked first that did not apply: {', '.join(skipped)}.")
+    if body.get("fallback"):
+        why.append(f"The fallback was taken because {body['fallback']}.")
+    for name, cause in body.get("failed_signals", {}).items():
+        why.append(f"No signal from {name}: {cause}.")
+    hits = body.get("guardrails", {}).get("hits", [])
+    checked = body.get("guardrails", {}).get("checked", [])
+    for hit in hits:
+        why.append(f"Guardrail {hit['name']} was hit: {hit['detail']} (so: {hit['on_hit']}).")
+    if checked and not hits:
+        why.append(f"All {len(checked)} guardrails checked passed: {', '.join(checked)}.")
+    if body.get("rule") != "default" and body.get("proposed", {}).get("action") != action:
+        proposed = body["proposed"]["action"]
+        why.append(f"The rules proposed {proposed}; guardrails changed it to {action}.")
+    for signal, attrs in attributions.items():
+        why.extend(attribution_sentences(flow, signal, attrs))
+    return why

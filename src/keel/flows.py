@@ -1,0 +1,405 @@
+"""Flows: one named business decision, its owner, input schema, signals and autonomy level."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from keel.errors import DefinitionError, InputError, Problem
+from keel.yamlfile import LocatedDict, load_yaml
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+class Autonomy(StrEnum):
+    """How much a flow may do on its own, lowest to highest (see DESIGN.md)."""
+
+    SHADOW = "shadow"
+    ADVISORY = "advisory"
+    SUPERVISED = "supervised"
+    AUTONOMOUS = "autonomous"
+
+
+class Classification(StrEnum):
+    PUBLIC = "public"
+    INTERNAL = "internal"
+    PERSONAL = "personal"
+    SENSITIVE = "sensitive"
+
+    @property
+    def protected(self) -> bool:
+        """Personal and sensitive values are encrypted at rest and never logged."""
+        return self in (Classification.PERSONAL, Classification.SENSITIVE)
+
+
+FIELD_TYPES = ("number", "integer", "string", "boolean")
+FORMATS = ("number", "integer", "percent", "currency", "text", "years", "months")
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    type: str
+    required: bool = True
+    minimum: float | None = None
+    maximum: float | None = None
+    allowed: tuple[Any, ...] | None = None
+    classification: Classification = Classification.INTERNAL
+    label: str = ""
+    format: str = "number"
+    actionable: bool = False
+    direction: str | None = None  # "increase" or "decrease": how a person could change it
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name.replace("_", " ").capitalize()
+
+
+@dataclass(frozen=True)
+class SignalSpec:
+    """A model the flow consults, and how to turn its output into a signal."""
+
+    name: str
+    model: str
+    output: str = "probability"  # probability | score | label
+    features: tuple[str, ...] = ()
+    timeout_ms: int | None = None
+    label: str = ""
+    reference: Mapping[str, float] | None = None
+    positive_class: Any = None
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name.replace("_", " ")
+
+
+@dataclass(frozen=True)
+class Owner:
+    name: str
+    email: str
+
+
+@dataclass(frozen=True)
+class Flow:
+    name: str
+    owner: Owner
+    policy: str
+    autonomy: Autonomy
+    fields: Mapping[str, FieldSpec]
+    signals: Mapping[str, SignalSpec]
+    description: str = ""
+    source: str = ""
+    outcome: str = ""
+    reviewers: tuple[str, ...] = field(default_factory=tuple)
+
+    def validate_input(self, inputs: Any) -> dict[str, Any]:
+        """Check ``inputs`` against the schema; return a normalised copy or raise ``InputError``.
+
+        Every problem is reported at once, each naming the field.
+        """
+        if not isinstance(inputs, Mapping):
+            raise InputError(
+                f"flow '{self.name}': inputs must be a JSON object, got {type(inputs).__name__}",
+                {"flow": self.name},
+            )
+        errors: list[dict[str, str]] = []
+        out: dict[str, Any] = {}
+        for key in inputs:
+            if key not in self.fields:
+                errors.append({"field": str(key), "error": "unknown field"})
+        for spec in self.fields.values():
+            if spec.name not in inputs or inputs[spec.name] is None:
+                if spec.required:
+                    errors.append({"field": spec.name, "error": "required field is missing"})
+                continue
+            value, error = _coerce(spec, inputs[spec.name])
+            if error:
+                errors.append({"field": spec.name, "error": error})
+            else:
+                out[spec.name] = value
+        if errors:
+            summary = "; ".join(f"{e['field']}: {e['error']}" for e in errors)
+            raise InputError(
+                f"flow '{self.name}': invalid input ({summary})",
+                {"flow": self.name, "errors": errors},
+            )
+        return out
+
+    def protected_fields(self) -> list[str]:
+        return [f.name for f in self.fields.values() if f.classification.protected]
+
+
+def _coerce(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
+    if spec.type in ("number", "integer"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None, f"expected a {spec.type}, got {type(value).__name__} {value!r}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return None, f"expected a finite number, got {value!r}"
+        if spec.type == "integer":
+            if isinstance(value, float) and not value.is_integer():
+                return None, f"expected an integer, got {value!r}"
+            value = int(value)
+        else:
+            value = float(value)
+        if spec.minimum is not None and value < spec.minimum:
+            return None, f"{value!r} is below the minimum {spec.minimum:g}"
+        if spec.maximum is not None and value > spec.maximum:
+            return None, f"{value!r} is above the maximum {spec.maximum:g}"
+    elif spec.type == "string":
+        if not isinstance(value, str):
+            return None, f"expected a string, got {type(value).__name__} {value!r}"
+    elif spec.type == "boolean" and not isinstance(value, bool):
+        return None, f"expected true or false, got {value!r}"
+    if spec.allowed is not None and value not in spec.allowed:
+        allowed = ", ".join(repr(a) for a in spec.allowed)
+        return None, f"{value!r} is not one of {allowed}"
+    return value, None
+
+
+# ---- loading ---------------------------------------------------------------------------
+
+_FLOW_KEYS = {
+    "flow",
+    "description",
+    "owner",
+    "policy",
+    "autonomy",
+    "inputs",
+    "signals",
+    "outcome",
+    "reviewers",
+}
+_FIELD_KEYS = {
+    "type",
+    "required",
+    "min",
+    "max",
+    "allowed",
+    "classification",
+    "label",
+    "format",
+    "actionable",
+    "direction",
+}
+_SIGNAL_KEYS = {
+    "model",
+    "output",
+    "features",
+    "timeout_ms",
+    "label",
+    "reference",
+    "positive_class",
+}
+
+
+class _Collector:
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.problems: list[Problem] = []
+
+    def add(self, where: str, message: str, node: LocatedDict | None = None, key: str = "") -> None:
+        line = node.line_of(key) if node is not None else None
+        self.problems.append(Problem(self.path, where, message, line=line))
+
+    def unknown_keys(self, node: LocatedDict, known: set[str], where: str) -> None:
+        for key in node:
+            if key not in known:
+                self.add(
+                    where, f"unknown key '{key}' (known: {', '.join(sorted(known))})", node, key
+                )
+
+
+def _number(c: _Collector, node: LocatedDict, key: str, where: str) -> float | None:
+    value = node.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        c.add(where, f"'{key}' must be a number, got {value!r}", node, key)
+        return None
+    return float(value)
+
+
+def _parse_field(c: _Collector, name: str, raw: Any, parent: LocatedDict) -> FieldSpec | None:
+    where = f"inputs.{name}"
+    if not NAME_RE.match(name):
+        c.add(where, "field names are lower_snake_case identifiers", parent, name)
+    if not isinstance(raw, LocatedDict):
+        c.add(where, "must be a mapping with at least 'type'", parent, name)
+        return None
+    c.unknown_keys(raw, _FIELD_KEYS, where)
+    ftype = raw.get("type")
+    if ftype not in FIELD_TYPES:
+        c.add(where, f"'type' must be one of {', '.join(FIELD_TYPES)}, got {ftype!r}", raw, "type")
+        return None
+    classification = raw.get("classification", "internal")
+    try:
+        cls = Classification(classification)
+    except ValueError:
+        options = ", ".join(x.value for x in Classification)
+        c.add(where, f"'classification' must be one of {options}", raw, "classification")
+        cls = Classification.INTERNAL
+    allowed = raw.get("allowed")
+    if allowed is not None and (not isinstance(allowed, list) or not allowed):
+        c.add(where, "'allowed' must be a non-empty list", raw, "allowed")
+        allowed = None
+    fmt = raw.get("format", "number" if ftype in ("number", "integer") else "text")
+    if fmt not in FORMATS:
+        c.add(where, f"'format' must be one of {', '.join(FORMATS)}", raw, "format")
+    direction = raw.get("direction")
+    if direction not in (None, "increase", "decrease"):
+        c.add(where, "'direction' must be 'increase' or 'decrease'", raw, "direction")
+    minimum = _number(c, raw, "min", where)
+    maximum = _number(c, raw, "max", where)
+    if minimum is not None and maximum is not None and minimum > maximum:
+        c.add(where, f"'min' {minimum:g} is greater than 'max' {maximum:g}", raw, "min")
+    actionable = bool(raw.get("actionable", False))
+    if actionable and ftype not in ("number", "integer"):
+        c.add(where, "only numeric fields can be actionable", raw, "actionable")
+    if actionable and (minimum is None or maximum is None):
+        c.add(where, "an actionable field needs 'min' and 'max' to bound the search", raw, "min")
+    return FieldSpec(
+        name=name,
+        type=ftype,
+        required=bool(raw.get("required", True)),
+        minimum=minimum,
+        maximum=maximum,
+        allowed=tuple(allowed) if allowed else None,
+        classification=cls,
+        label=str(raw.get("label", "")),
+        format=str(fmt),
+        actionable=actionable,
+        direction=direction,
+    )
+
+
+def _parse_signal(
+    c: _Collector, name: str, raw: Any, parent: LocatedDict, fields: Mapping[str, FieldSpec]
+) -> SignalSpec | None:
+    where = f"signals.{name}"
+    if not NAME_RE.match(name):
+        c.add(where, "signal names are lower_snake_case identifiers", parent, name)
+    if not isinstance(raw, LocatedDict):
+        c.add(where, "must be a mapping with at least 'model' and 'features'", parent, name)
+        return None
+    c.unknown_keys(raw, _SIGNAL_KEYS, where)
+    model = raw.get("model")
+    if not isinstance(model, str) or not model:
+        c.add(where, "'model' must name a model file or python:module:function", raw, "model")
+        return None
+    output = raw.get("output", "probability")
+    if output not in ("probability", "score", "label"):
+        c.add(where, "'output' must be probability, score or label", raw, "output")
+    features = raw.get("features", [])
+    if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+        c.add(where, "'features' must be a list of input field names", raw, "features")
+        features = []
+    for feature in features:
+        if feature not in fields:
+            c.add(where, f"feature '{feature}' is not an input field of the flow", raw, "features")
+        elif fields[feature].type not in ("number", "integer", "boolean"):
+            c.add(where, f"feature '{feature}' must be numeric or boolean", raw, "features")
+    timeout = raw.get("timeout_ms")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int)):
+        c.add(where, "'timeout_ms' must be an integer number of milliseconds", raw, "timeout_ms")
+        timeout = None
+    elif timeout is not None and timeout <= 0:
+        c.add(where, "'timeout_ms' must be positive", raw, "timeout_ms")
+        timeout = None
+    reference = raw.get("reference")
+    if reference is not None and (
+        not isinstance(reference, dict)
+        or set(reference) != set(features)
+        or not all(isinstance(v, int | float) for v in reference.values())
+    ):
+        c.add(where, "'reference' must give a number for every feature", raw, "reference")
+        reference = None
+    return SignalSpec(
+        name=name,
+        model=model,
+        output=str(output),
+        features=tuple(features),
+        timeout_ms=timeout,
+        label=str(raw.get("label", "")),
+        reference={k: float(v) for k, v in reference.items()} if reference else None,
+        positive_class=raw.get("positive_class"),
+    )
+
+
+def parse_flow(raw: LocatedDict, path: Path) -> Flow:
+    c = _Collector(path)
+    c.unknown_keys(raw, _FLOW_KEYS, "flow")
+    name = raw.get("flow")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        c.add("flow", "'flow' must be a lower_snake_case name", raw, "flow")
+        name = path.stem
+    owner_raw = raw.get("owner")
+    owner = Owner("", "")
+    if (
+        not isinstance(owner_raw, dict)
+        or not isinstance(owner_raw.get("name"), str)
+        or not isinstance(owner_raw.get("email"), str)
+        or "@" not in owner_raw["email"]
+    ):
+        c.add(
+            "owner",
+            "every flow needs exactly one accountable owner: {name: ..., email: ...}",
+            raw,
+            "owner",
+        )
+    else:
+        owner = Owner(owner_raw["name"], owner_raw["email"])
+    policy = raw.get("policy")
+    if not isinstance(policy, str) or not NAME_RE.match(policy):
+        c.add("policy", "'policy' must name a policy in policies/", raw, "policy")
+        policy = ""
+    try:
+        autonomy = Autonomy(raw.get("autonomy", "supervised"))
+    except ValueError:
+        levels = ", ".join(a.value for a in Autonomy)
+        c.add("autonomy", f"'autonomy' must be one of {levels}", raw, "autonomy")
+        autonomy = Autonomy.SHADOW
+    fields: dict[str, FieldSpec] = {}
+    inputs = raw.get("inputs")
+    if not isinstance(inputs, LocatedDict) or not inputs:
+        c.add("inputs", "'inputs' must map field names to their schema", raw, "inputs")
+    else:
+        for fname, fraw in inputs.items():
+            spec = _parse_field(c, fname, fraw, inputs)
+            if spec is not None:
+                fields[fname] = spec
+    signals: dict[str, SignalSpec] = {}
+    sraw = raw.get("signals") or LocatedDict()
+    if not isinstance(sraw, LocatedDict):
+        c.add("signals", "'signals' must map signal names to models", raw, "signals")
+    else:
+        for sname, sval in sraw.items():
+            sig = _parse_signal(c, sname, sval, sraw, fields)
+            if sig is not None:
+                signals[sname] = sig
+    reviewers = raw.get("reviewers", [])
+    if not isinstance(reviewers, list) or not all(isinstance(r, str) for r in reviewers):
+        c.add("reviewers", "'reviewers' must be a list of names or groups", raw, "reviewers")
+        reviewers = []
+    if c.problems:
+        raise DefinitionError(c.problems)
+    return Flow(
+        name=name,
+        owner=owner,
+        policy=policy,
+        autonomy=autonomy,
+        fields=fields,
+        signals=signals,
+        description=str(raw.get("description", "")),
+        source=str(path),
+        outcome=str(raw.get("outcome", "")),
+        reviewers=tuple(reviewers),
+    )
+
+
+def load_flow(path: Path) -> Flow:
+    return parse_flow(load_yaml(path), path)

@@ -1,0 +1,69 @@
+"""Ledger record format v1 and the chain hash.
+
+Every entry's ``record`` is canonical JSON (see ``keel.canonical``) of::
+
+    {"schema_version": 1, "kind": ..., "id": ..., "flow": ... | null,
+     "recorded_at": "2026-11-24T10:00:00.123456Z", "body": {...}}
+
+and ``hash = SHA-256(prev_hash_hex || record)`` in hex, with the genesis ``prev_hash`` being
+64 zeros. Changing, removing, inserting or reordering any entry breaks the chain after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+RECORD_SCHEMA_VERSION = 1
+GENESIS_HASH = "0" * 64
+KINDS = ("decision", "policy_registered", "checkpoint")
+
+
+def chain_hash(prev_hash: str, record_text: str) -> str:
+    return hashlib.sha256((prev_hash + record_text).encode("utf-8")).hexdigest()
+
+
+def new_id(prefix: str, now: float | None = None) -> str:
+    """A time-ordered id: 48 bits of milliseconds, then 64 random bits."""
+    millis = int((time.time() if now is None else now) * 1000)
+    return f"{prefix}_{millis:012x}{os.urandom(8).hex()}"
+
+
+def iso_time(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One committed ledger entry."""
+
+    seq: int
+    kind: str
+    record_id: str
+    flow: str | None
+    recorded_at: str
+    record: str
+    prev_hash: str
+    hash: str
+
+    @property
+    def body(self) -> dict[str, Any]:
+        body = json.loads(self.record)["body"]
+        return body if isinstance(body, dict) else {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "kind": self.kind,
+            "id": self.record_id,
+            "flow": self.flow,
+            "recorded_at": self.recorded_at,
+            "hash": self.hash,
+            "prev_hash": self.prev_hash,
+            "body": self.body,
+        }

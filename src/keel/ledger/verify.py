@@ -1,0 +1,122 @@
+"""Verifying the ledger: every link, every hash, and optionally a signed checkpoint."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+
+from keel.ledger.checkpoint import Checkpoint
+from keel.ledger.records import GENESIS_HASH, chain_hash
+from keel.store.database import Database
+from keel.store.schema import ledger, ledger_head
+
+_BATCH = 5000
+
+
+@dataclass
+class VerifyReport:
+    ok: bool
+    entries: int
+    head_seq: int
+    head_hash: str
+    bad_seq: int | None = None
+    problem: str | None = None
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "entries": self.entries,
+            "head_seq": self.head_seq,
+            "head_hash": self.head_hash,
+            "bad_seq": self.bad_seq,
+            "problem": self.problem,
+            "checkpoint": self.checkpoint,
+        }
+
+
+def _fail(report: VerifyReport, seq: int, problem: str) -> VerifyReport:
+    report.ok = False
+    report.bad_seq = seq
+    report.problem = problem
+    return report
+
+
+def verify_ledger(db: Database, checkpoint: Checkpoint | None = None) -> VerifyReport:
+    """Walk the chain from the genesis; stop at the first entry that does not verify."""
+    report = VerifyReport(ok=True, entries=0, head_seq=0, head_hash=GENESIS_HASH)
+    expected_seq = 1
+    prev = GENESIS_HASH
+    checkpoint_hash: str | None = None
+    cols = (
+        ledger.c.seq,
+        ledger.c.kind,
+        ledger.c.record_id,
+        ledger.c.flow,
+        ledger.c.recorded_at,
+        ledger.c.record,
+        ledger.c.prev_hash,
+        ledger.c.hash,
+    )
+    with db.read() as conn:
+        last = 0
+        while True:
+            rows = conn.execute(
+                select(*cols).where(ledger.c.seq > last).order_by(ledger.c.seq).limit(_BATCH)
+            ).all()
+            if not rows:
+                break
+            for seq, kind, record_id, flow, recorded_at, record, prev_hash, digest in rows:
+                last = seq
+                if seq != expected_seq:
+                    missing = f"entry {expected_seq} is missing" if seq > expected_seq else ""
+                    return _fail(report, expected_seq, missing or f"unexpected sequence {seq}")
+                if prev_hash != prev:
+                    return _fail(report, seq, "prev_hash does not match the previous entry's hash")
+                if chain_hash(prev, record) != digest:
+                    return _fail(
+                        report, seq, "hash does not match the record: the entry was altered"
+                    )
+                try:
+                    parsed = json.loads(record)
+                except ValueError:
+                    return _fail(report, seq, "record is not valid JSON")
+                columns = {"kind": kind, "id": record_id, "flow": flow, "recorded_at": recorded_at}
+                for key, value in columns.items():
+                    if parsed.get(key) != value:
+                        return _fail(report, seq, f"column '{key}' differs from the hashed record")
+                if checkpoint is not None and seq == checkpoint.seq:
+                    checkpoint_hash = digest
+                prev = digest
+                expected_seq += 1
+                report.entries += 1
+        head = conn.execute(select(ledger_head.c.seq, ledger_head.c.hash)).first()
+    report.head_seq, report.head_hash = expected_seq - 1, prev
+    head_seq, head_hash = (head[0], head[1]) if head else (0, GENESIS_HASH)
+    if (head_seq, head_hash) != (report.head_seq, report.head_hash):
+        if head_seq > report.head_seq:
+            return _fail(
+                report,
+                report.head_seq + 1,
+                f"entries {report.head_seq + 1}..{head_seq} were removed from the end",
+            )
+        return _fail(report, head_seq, "the chain head record does not match the last entry")
+    if checkpoint is not None:
+        report.checkpoint = {"seq": checkpoint.seq, "hash": checkpoint.head_hash}
+        if checkpoint.seq > report.head_seq:
+            return _fail(
+                report,
+                report.head_seq + 1,
+                f"the ledger ends at {report.head_seq} but checkpoint covers {checkpoint.seq}"
+                ": entries were removed",
+            )
+        if checkpoint.seq > 0 and checkpoint_hash != checkpoint.head_hash:
+            return _fail(
+                report,
+                checkpoint.seq,
+                "entry differs from the signed checkpoint: the ledger was rewritten",
+            )
+    return report

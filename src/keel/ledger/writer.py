@@ -1,0 +1,262 @@
+"""Group-committed, serialised ledger appends.
+
+Callers on any thread hand ``Pending`` entries to one writer thread, which takes every
+entry waiting, opens one write transaction (holding the database's write lock, so other
+processes wait), reads the chain head, brings guardrail windows up to date with what other
+processes consumed, builds each record — window guardrails are decided here, under the
+lock — chains and inserts them, and commits. Each caller gets its entries back only after
+the commit; if the commit fails, every caller in the batch gets ``LedgerWriteError`` and
+the decision is not returned.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Table, delete, func, insert, select, update
+
+from keel.canonical import canonical_json
+from keel.errors import KeelError, LedgerWriteError
+from keel.ledger.records import GENESIS_HASH, RECORD_SCHEMA_VERSION, Entry, chain_hash, iso_time
+from keel.policy.guardrails import UsageRow, WindowState
+from keel.policy.model import WindowLimit
+from keel.store.database import Database
+from keel.store.schema import guardrail_usage, ledger, ledger_head
+
+PRUNE_EVERY_S = 600.0
+
+
+class WindowGate:
+    """What a record builder sees of the guardrail windows inside the write transaction."""
+
+    def __init__(self, state: WindowState, now: float) -> None:
+        self.state = state
+        self.now = now
+        self.rows: list[UsageRow] = []
+
+    def check(
+        self, flow: str, limit: WindowLimit, segment: str, amount: float
+    ) -> tuple[bool, float]:
+        return self.state.check(flow, limit, segment, amount, self.now)
+
+    def consume(self, flow: str, limit: WindowLimit, segment: str, amount: float) -> None:
+        step = 1.0 if limit.kind == "rate" else amount
+        row = UsageRow(flow, limit.name, segment, self.now, step)
+        self.state.consume(row)
+        self.rows.append(row)
+
+
+@dataclass
+class Pending:
+    kind: str
+    record_id: str
+    flow: str | None
+    build: Callable[[WindowGate], dict[str, Any]]
+    rows: tuple[tuple[Table, dict[str, Any]], ...] = ()  # written in the same transaction
+
+
+@dataclass
+class _Group:
+    items: Sequence[Pending]
+    future: Future[list[Entry]] = field(default_factory=Future)
+
+
+class LedgerWriter:
+    def __init__(
+        self,
+        db: Database,
+        max_batch: int,
+        max_window_s: Callable[[], int],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._db = db
+        self._max_batch = max_batch
+        self._max_window_s = max_window_s
+        self._clock = clock
+        self._queue: queue.SimpleQueue[_Group | None] = queue.SimpleQueue()
+        self._windows = WindowState()
+        self._last_usage_id: int | None = None
+        self._last_prune = 0.0
+        self._closed = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="keel-ledger-writer", daemon=True)
+        self._thread.start()
+        self.batches = 0
+        self.entries = 0
+
+    def append(self, items: Sequence[Pending]) -> list[Entry]:
+        """Append ``items`` atomically, after everything submitted before; block until committed."""
+        if not items:
+            return []
+        group = _Group(items)
+        with self._lock:
+            if self._closed:
+                raise LedgerWriteError("the ledger is closed; open the engine again")
+            self._queue.put(group)
+        return group.future.result()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            groups = [first]
+            size = len(first.items)
+            stop = False
+            while size < self._max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                groups.append(nxt)
+                size += len(nxt.items)
+            self._commit(groups)
+            if stop:
+                return
+
+    def _commit(self, groups: list[_Group]) -> None:
+        results: list[tuple[_Group, list[Entry]]] = []
+        try:
+            with self._db.write() as conn:
+                now = self._clock()
+                self._sync_windows(conn, now)
+                gate = WindowGate(self._windows, now)
+                entries = append_in(conn, [i for g in groups for i in g.items], gate)
+                start = 0
+                for group in groups:
+                    results.append((group, entries[start : start + len(group.items)]))
+                    start += len(group.items)
+                if gate.rows:
+                    conn.execute(insert(guardrail_usage), [vars(r) for r in gate.rows])
+                    self._last_usage_id = conn.execute(
+                        select(func.max(guardrail_usage.c.id))
+                    ).scalar()
+                self._prune(conn, now)
+        except Exception as exc:  # noqa: BLE001 - every failure must reach every waiting caller
+            # What this batch consumed in memory was never committed: rebuild from the store.
+            self._windows.clear()
+            self._last_usage_id = None
+            error = (
+                exc
+                if isinstance(exc, KeelError) and not isinstance(exc, LedgerWriteError)
+                else None
+            )
+            for group in groups:
+                group.future.set_exception(
+                    error
+                    or LedgerWriteError(
+                        f"the ledger could not be written, so nothing was decided: {exc}",
+                        {"cause": type(exc).__name__},
+                    )
+                )
+            return
+        self.batches += 1
+        for group, entries in results:
+            self.entries += len(entries)
+            group.future.set_result(entries)
+
+    def _sync_windows(self, conn: Connection, now: float) -> None:
+        cols = (
+            guardrail_usage.c.id,
+            guardrail_usage.c.flow,
+            guardrail_usage.c.guardrail,
+            guardrail_usage.c.segment,
+            guardrail_usage.c.ts,
+            guardrail_usage.c.amount,
+        )
+        if self._last_usage_id is None:
+            query = select(*cols).where(guardrail_usage.c.ts > now - self._max_window_s())
+        else:
+            query = select(*cols).where(guardrail_usage.c.id > self._last_usage_id)
+        rows = conn.execute(query.order_by(guardrail_usage.c.id)).all()
+        self._windows.load(UsageRow(r[1], r[2], r[3], r[4], r[5]) for r in rows)
+        if rows:
+            self._last_usage_id = rows[-1][0]
+        elif self._last_usage_id is None:
+            self._last_usage_id = conn.execute(select(func.max(guardrail_usage.c.id))).scalar() or 0
+
+    def _prune(self, conn: Connection, now: float) -> None:
+        if now - self._last_prune < PRUNE_EVERY_S:
+            return
+        self._last_prune = now
+        # Usage older than twice the longest window can no longer count against any limit.
+        cutoff = now - 2 * self._max_window_s()
+        conn.execute(delete(guardrail_usage).where(guardrail_usage.c.ts < cutoff))
+
+
+def append_in(conn: Connection, items: Sequence[Pending], gate: WindowGate) -> list[Entry]:
+    """Append ``items`` to the chain inside ``conn``'s write transaction (the lock is held)."""
+    head = conn.execute(select(ledger_head.c.seq, ledger_head.c.hash)).first()
+    seq, prev = (head[0], head[1]) if head else (0, GENESIS_HASH)
+    entries: list[Entry] = []
+    extra: dict[Table, list[dict[str, Any]]] = {}
+    for item in items:
+        seq += 1
+        entry = _entry(item, seq, prev, gate.now, gate)
+        prev = entry.hash
+        entries.append(entry)
+        for table, row in item.rows:
+            extra.setdefault(table, []).append(row)
+    conn.execute(insert(ledger), [_row(e) for e in entries])
+    for table, rows in extra.items():
+        conn.execute(insert(table), rows)
+    if head:
+        conn.execute(update(ledger_head).values(seq=seq, hash=prev))
+    else:
+        conn.execute(insert(ledger_head).values(id=1, seq=seq, hash=prev))
+    return entries
+
+
+def _entry(item: Pending, seq: int, prev: str, now: float, gate: WindowGate) -> Entry:
+    recorded_at = iso_time(now)
+    body = item.build(gate)
+    record = canonical_json(
+        {
+            "schema_version": RECORD_SCHEMA_VERSION,
+            "kind": item.kind,
+            "id": item.record_id,
+            "flow": item.flow,
+            "recorded_at": recorded_at,
+            "body": body,
+        }
+    )
+    return Entry(
+        seq,
+        item.kind,
+        item.record_id,
+        item.flow,
+        recorded_at,
+        record,
+        prev,
+        chain_hash(prev, record),
+    )
+
+
+def _row(entry: Entry) -> dict[str, Any]:
+    return {
+        "seq": entry.seq,
+        "kind": entry.kind,
+        "record_id": entry.record_id,
+        "flow": entry.flow,
+        "recorded_at": entry.recorded_at,
+        "record": entry.record,
+        "prev_hash": entry.prev_hash,
+        "hash": entry.hash,
+    }

@@ -1,0 +1,352 @@
+"""Compile a policy against its flow once per version, and evaluate it per decision.
+
+Compilation checks everything that can be checked before traffic arrives: CEL syntax,
+references to unknown inputs, signals, signal attributes and parameters, unknown actions,
+type errors (each expression is evaluated on a typed probe built from the flow's schema),
+conditions that are not boolean, reason templates, and rules that can never be reached.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import cel
+
+from keel.errors import DefinitionError, Problem
+from keel.flows import Flow
+from keel.policy.model import Outcome, Policy, Rule
+from keel.policy.text import TemplateError, check_template, render
+
+SIGNAL_ATTRIBUTES = ("score", "confidence", "label")
+_STRING_RE = re.compile(r"""'''.*?'''|\"\"\".*?\"\"\"|'(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*\"""", re.S)
+_REF_RE = re.compile(r"\b(input|signals|params)\s*\.\s*([A-Za-z_]\w*)(?:\s*\.\s*([A-Za-z_]\w*))?")
+_ROOTS = frozenset({"input", "signals", "params"})
+
+
+def references(source: str) -> set[tuple[str, str, str | None]]:
+    """The (root, name, attribute) references of an expression, string literals excluded."""
+    code = _STRING_RE.sub("''", source)
+    return {(m.group(1), m.group(2), m.group(3)) for m in _REF_RE.finditer(code)}
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    rule: Rule
+    when: Any  # cel.Program
+    value: Any | None
+    signals: frozenset[str]
+    variables: tuple[tuple[str, str, str | None], ...]
+
+
+@dataclass
+class Evaluation:
+    """What the rules decided for one case, before guardrails."""
+
+    action: str
+    value: float | None
+    reason: str
+    rule: str  # the rule's name, or "default" / "fallback"
+    review: bool
+    trace: list[dict[str, Any]] = field(default_factory=list)
+    fallback_cause: str | None = None
+
+
+@dataclass(frozen=True)
+class CompiledPolicy:
+    policy: Policy
+    flow: Flow
+    rules: tuple[CompiledRule, ...]
+    default_value: Any | None
+    fallback_value: Any | None
+    _local: threading.local = field(default_factory=threading.local, compare=False, repr=False)
+
+    @property
+    def version(self) -> str:
+        return self.policy.version
+
+    def _context(self, inputs: Mapping[str, Any], signals: Mapping[str, Any]) -> Any:
+        # Building a cel.Context converts values once; every rule then runs against it. A
+        # context per thread keeps concurrent decisions apart without rebuilding params.
+        ctx = getattr(self._local, "ctx", None)
+        if ctx is None:
+            ctx = cel.Context({"params": dict(self.policy.params)})
+            self._local.ctx = ctx
+        ctx.add_variable("input", dict(inputs))
+        ctx.add_variable("signals", dict(signals))
+        return ctx
+
+    def evaluate(
+        self,
+        inputs: Mapping[str, Any],
+        signals: Mapping[str, Mapping[str, Any]],
+        failed: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> Evaluation:
+        """Run the rules in order; the first whose condition holds decides.
+
+        ``failed`` maps signals that are missing (error, timeout) to the cause; a rule that
+        needs one is never evaluated on a made-up value: the fallback decides instead.
+        ``params`` overrides parameters (for what-if) without touching the policy.
+        """
+        failed = failed or {}
+        if params:
+            merged = {**self.policy.params, **params}
+            ctx = cel.Context({"params": merged, "input": dict(inputs), "signals": dict(signals)})
+        else:
+            merged = dict(self.policy.params)
+            ctx = self._context(inputs, signals)
+        values = {"input": inputs, "signals": signals, "params": merged}
+        trace: list[dict[str, Any]] = []
+        for compiled in self.rules:
+            missing = sorted(compiled.signals & failed.keys())
+            if missing:
+                trace.append(
+                    {"rule": compiled.rule.name, "skipped": f"signal {missing[0]} unavailable"}
+                )
+                cause = f"signal '{missing[0]}' unavailable: {failed[missing[0]]}"
+                return self._outcome(
+                    self.policy.fallback, self.fallback_value, "fallback", ctx, values, trace, cause
+                )
+            matched = compiled.when.execute(ctx)
+            trace.append(
+                {
+                    "rule": compiled.rule.name,
+                    "when": compiled.rule.when,
+                    "matched": bool(matched),
+                    "values": _values(compiled.variables, values),
+                }
+            )
+            if matched:
+                value = _number(compiled.value.execute(ctx)) if compiled.value else None
+                values_with = {**values, "value": value}
+                return Evaluation(
+                    action=compiled.rule.action,
+                    value=value,
+                    reason=render(compiled.rule.reason, values_with, self.flow),
+                    rule=compiled.rule.name,
+                    review=compiled.rule.review,
+                    trace=trace,
+                )
+        return self._outcome(
+            self.policy.default, self.default_value, "default", ctx, values, trace, None
+        )
+
+    def evaluate_fallback_reason(self, inputs: Mapping[str, Any]) -> str:
+        values = {"input": inputs, "signals": {}, "params": self.policy.params, "value": None}
+        return render(self.policy.fallback.reason, values, self.flow)
+
+    def _outcome(
+        self,
+        outcome: Outcome,
+        program: Any | None,
+        rule: str,
+        ctx: Any,
+        values: Mapping[str, Any],
+        trace: list[dict[str, Any]],
+        cause: str | None,
+    ) -> Evaluation:
+        value = None
+        if program is not None:
+            try:
+                value = _number(program.execute(ctx))
+            except (KeyError, TypeError, ValueError):
+                value = None  # a fallback's value may need the failed signal; act without it
+        return Evaluation(
+            action=outcome.action,
+            value=value,
+            reason=render(outcome.reason, {**values, "value": value}, self.flow),
+            rule=rule,
+            review=outcome.review,
+            trace=trace,
+            fallback_cause=cause,
+        )
+
+
+def _number(result: Any) -> float:
+    if isinstance(result, bool) or not isinstance(result, int | float):
+        raise TypeError(f"a value expression must give a number, got {result!r}")
+    return float(result)
+
+
+def _values(
+    refs: tuple[tuple[str, str, str | None], ...], values: Mapping[str, Any]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for root, name, attr in refs:
+        item = values[root].get(name)
+        if attr is not None and isinstance(item, Mapping):
+            out[f"{root}.{name}.{attr}"] = item.get(attr)
+        elif attr is None or item is None:
+            out[f"{root}.{name}"] = item
+    return out
+
+
+# ---- compilation -------------------------------------------------------------------------
+
+
+def probe_inputs(flow: Flow) -> dict[str, Any]:
+    """A typed example input for every field, used to find type errors at load time."""
+    out: dict[str, Any] = {}
+    for spec in flow.fields.values():
+        if spec.allowed:
+            out[spec.name] = spec.allowed[0]
+        elif spec.type == "number":
+            lo = spec.minimum if spec.minimum is not None else 0.0
+            hi = spec.maximum if spec.maximum is not None else lo + 1.0
+            out[spec.name] = float((lo + hi) / 2)
+        elif spec.type == "integer":
+            out[spec.name] = int(spec.minimum or 0)
+        elif spec.type == "boolean":
+            out[spec.name] = True
+        else:
+            out[spec.name] = "example"
+    return out
+
+
+def probe_signals(flow: Flow) -> dict[str, dict[str, Any]]:
+    return {name: {"score": 0.5, "confidence": 0.9, "label": "1"} for name in flow.signals}
+
+
+class _Compiler:
+    def __init__(self, policy: Policy, flow: Flow) -> None:
+        self.policy = policy
+        self.flow = flow
+        self.problems: list[Problem] = []
+        self.probe = cel.Context(
+            {
+                "input": probe_inputs(flow),
+                "signals": probe_signals(flow),
+                "params": dict(policy.params),
+            }
+        )
+
+    def add(self, where: str, message: str, line: int | None = None) -> None:
+        self.problems.append(Problem(self.policy.source, where, message, line=line))
+
+    def check_refs(self, source: str, where: str, line: int | None) -> None:
+        for root, name, attr in sorted(references(source), key=str):
+            if root == "input" and name not in self.flow.fields:
+                self.add(where, f"unknown input '{name}' (flow '{self.flow.name}')", line)
+            elif root == "params" and name not in self.policy.params:
+                self.add(where, f"unknown parameter '{name}'", line)
+            elif root == "signals":
+                if name not in self.flow.signals:
+                    self.add(where, f"unknown signal '{name}' (flow '{self.flow.name}')", line)
+                elif attr not in SIGNAL_ATTRIBUTES:
+                    attrs = ", ".join(SIGNAL_ATTRIBUTES)
+                    self.add(where, f"signal '{name}' has no attribute '{attr}' ({attrs})", line)
+
+    def compile(self, source: str, where: str, line: int | None, want: str) -> Any | None:
+        try:
+            program = cel.compile(source)
+        except ValueError as exc:
+            self.add(where, f"CEL syntax error in {source!r}: {_first_line(exc)}", line)
+            return None
+        unknown = sorted(set(program.variables()) - _ROOTS - _comprehension_vars(source))
+        if unknown:
+            self.add(where, f"unknown variable '{unknown[0]}' (use input, signals or params)", line)
+            return None
+        before = len(self.problems)
+        self.check_refs(source, where, line)
+        if len(self.problems) > before:
+            return None
+        try:
+            result = program.execute(self.probe)
+        except TypeError as exc:
+            self.add(where, f"CEL type error in {source!r}: {_first_line(exc)}", line)
+            return None
+        except (KeyError, ValueError, ZeroDivisionError, RuntimeError):
+            return program  # data-dependent; the probe cannot decide it
+        if want == "bool" and not isinstance(result, bool):
+            self.add(where, f"'when' must be true or false, but {source!r} gives a value", line)
+        if want == "number" and (isinstance(result, bool) or not isinstance(result, int | float)):
+            self.add(where, f"'value' must be a number, but {source!r} gives {result!r}", line)
+        return program
+
+    def template(self, text: str, where: str, line: int | None) -> None:
+        try:
+            check_template(text, self.flow, self.policy.params)
+        except TemplateError as exc:
+            self.add(where, str(exc), line)
+
+    def action(self, action: str, where: str, line: int | None) -> None:
+        if action not in self.policy.actions:
+            known = ", ".join(self.policy.actions)
+            self.add(where, f"unknown action '{action}' (declared: {known})", line)
+
+    def run(self) -> CompiledPolicy:
+        rules = []
+        always: str | None = None
+        seen_conditions: dict[str, str] = {}
+        for rule in self.policy.rules:
+            where = f"rule '{rule.name}'"
+            if always is not None:
+                self.add(where, f"unreachable: rule '{always}' before it always matches", rule.line)
+            elif rule.when.strip() in seen_conditions:
+                earlier = seen_conditions[rule.when.strip()]
+                self.add(where, f"unreachable: rule '{earlier}' has the same condition", rule.line)
+            seen_conditions.setdefault(rule.when.strip(), rule.name)
+            self.action(rule.action, where, rule.line)
+            when = self.compile(rule.when, where, rule.line, "bool")
+            value = self.compile(rule.value, where, rule.line, "number") if rule.value else None
+            self.template(rule.reason, where, rule.line)
+            if when is None:
+                continue
+            if not when.variables() and when.execute({}) is True:
+                always = rule.name
+            refs = tuple(sorted(references(rule.when), key=str))
+            needs = frozenset(
+                n for r, n, _ in references(rule.when + " " + (rule.value or "")) if r == "signals"
+            )
+            rules.append(CompiledRule(rule, when, value, needs, refs))
+        outcomes = []
+        for label, outcome in (
+            ("default", self.policy.default),
+            ("fallback", self.policy.fallback),
+        ):
+            self.action(outcome.action, label, None)
+            self.template(outcome.reason, label, None)
+            outcomes.append(
+                self.compile(outcome.value, label, None, "number") if outcome.value else None
+            )
+        self._guardrails()
+        if self.problems:
+            raise DefinitionError(self.problems)
+        return CompiledPolicy(self.policy, self.flow, tuple(rules), outcomes[0], outcomes[1])
+
+    def _guardrails(self) -> None:
+        g = self.policy.guardrails
+        for i, bound in enumerate(g.bounds):
+            self.action(bound.action, f"guardrails.bounds[{i}]", None)
+        for i, floor in enumerate(g.confidence):
+            where = f"guardrails.min_confidence[{i}]"
+            spec = self.flow.signals.get(floor.signal)
+            if spec is None:
+                self.add(where, f"unknown signal '{floor.signal}' (flow '{self.flow.name}')")
+            elif spec.output == "score":
+                self.add(where, f"signal '{floor.signal}' is a score and has no confidence")
+        for window in g.windows:
+            where = f"guardrail '{window.name}'"
+            self.action(window.action, where, None)
+            if window.per is not None and window.per not in self.flow.fields:
+                self.add(where, f"'per' names unknown input '{window.per}'")
+        if g.kill_switch is not None:
+            self.action(g.kill_switch.action, "guardrails.kill_switch", None)
+
+
+def _comprehension_vars(source: str) -> set[str]:
+    # Names bound by macros such as  list.exists(x, x > 1)  are identifiers too.
+    return set(re.findall(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*(\w+)\s*,", source))
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def compile_policy(policy: Policy, flow: Flow) -> CompiledPolicy:
+    """Check ``policy`` against ``flow`` and compile its expressions; raise on any problem."""
+    return _Compiler(policy, flow).run()

@@ -1,0 +1,152 @@
+"""Guardrails: checks that always win over rules.
+
+Static guardrails (kill switch, confidence floors, bounds) need only the case itself.
+Window guardrails (rate and exposure limits) need what other decisions did over a sliding
+window; ``WindowState`` keeps that in memory and is synchronised from the store inside the
+ledger's write transaction, so limits hold across restarts and across processes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from keel.policy.model import Guardrails, WindowLimit
+
+
+@dataclass(frozen=True)
+class GuardrailHit:
+    name: str
+    kind: str  # kill_switch | confidence | bound | rate | exposure
+    on_hit: str  # escalate | fallback | clamp
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "on_hit": self.on_hit, "detail": self.detail}
+
+
+@dataclass
+class StaticResult:
+    checked: list[str]
+    hits: list[GuardrailHit]
+    value: float | None
+
+
+def check_static(
+    guardrails: Guardrails,
+    action: str,
+    value: float | None,
+    signals: Mapping[str, Mapping[str, Any]],
+) -> StaticResult:
+    """Check the kill switch, confidence floors and bounds for a proposed action and value."""
+    checked: list[str] = []
+    hits: list[GuardrailHit] = []
+    ks = guardrails.kill_switch
+    if ks is not None:
+        checked.append("kill_switch")
+        if ks.engaged:
+            hits.append(GuardrailHit("kill_switch", "kill_switch", "escalate", ks.reason))
+    for floor in guardrails.confidence:
+        name = f"min_confidence.{floor.signal}"
+        signal = signals.get(floor.signal)
+        if signal is None:
+            continue  # a missing signal already sent the case to the fallback
+        checked.append(name)
+        confidence = float(signal["confidence"])
+        if confidence < floor.minimum:
+            detail = f"model confidence {confidence:.2f} is below the floor {floor.minimum:.2f}"
+            hits.append(GuardrailHit(name, "confidence", floor.on_hit, detail))
+    for bound in guardrails.bounds:
+        if bound.action != action or value is None:
+            continue
+        name = f"bounds.{bound.action}"
+        checked.append(name)
+        low, high = bound.minimum, bound.maximum
+        if low is not None and value < low:
+            detail = f"value {value:,.2f} is below the bound {low:,.2f}"
+            hits.append(GuardrailHit(name, "bound", bound.on_hit, detail))
+            if bound.on_hit == "clamp":
+                value = low
+        elif high is not None and value > high:
+            detail = f"value {value:,.2f} is above the bound {high:,.2f}"
+            hits.append(GuardrailHit(name, "bound", bound.on_hit, detail))
+            if bound.on_hit == "clamp":
+                value = high
+    return StaticResult(checked, hits, value)
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    flow: str
+    guardrail: str
+    segment: str
+    ts: float
+    amount: float
+
+
+class _Window:
+    __slots__ = ("count", "events", "total")
+
+    def __init__(self) -> None:
+        self.events: deque[tuple[float, float]] = deque()
+        self.count = 0
+        self.total = 0.0
+
+    def evict(self, cutoff: float) -> None:
+        events = self.events
+        while events and events[0][0] <= cutoff:
+            _, amount = events.popleft()
+            self.count -= 1
+            self.total -= amount
+
+    def add(self, ts: float, amount: float) -> None:
+        self.events.append((ts, amount))
+        self.count += 1
+        self.total += amount
+
+
+class WindowState:
+    """Sliding-window usage per (flow, guardrail, segment), exact to the event."""
+
+    def __init__(self) -> None:
+        self._windows: dict[tuple[str, str, str], _Window] = {}
+
+    def clear(self) -> None:
+        self._windows.clear()
+
+    def load(self, rows: Iterable[UsageRow]) -> None:
+        for row in rows:
+            self._window(row.flow, row.guardrail, row.segment).add(row.ts, row.amount)
+
+    def _window(self, flow: str, guardrail: str, segment: str) -> _Window:
+        key = (flow, guardrail, segment)
+        window = self._windows.get(key)
+        if window is None:
+            window = self._windows[key] = _Window()
+        return window
+
+    def check(
+        self,
+        flow: str,
+        limit: WindowLimit,
+        segment: str,
+        amount: float,
+        now: float,
+    ) -> tuple[bool, float]:
+        """Would one more action of ``amount`` stay within ``limit``? Returns (ok, used)."""
+        window = self._window(flow, limit.name, segment)
+        window.evict(now - limit.window_s)
+        used = float(window.count) if limit.kind == "rate" else window.total
+        step = 1.0 if limit.kind == "rate" else amount
+        return used + step <= limit.maximum + 1e-9, used
+
+    def consume(self, row: UsageRow) -> None:
+        self._window(row.flow, row.guardrail, row.segment).add(row.ts, row.amount)
+
+
+def segment_of(limit: WindowLimit, inputs: Mapping[str, Any]) -> str:
+    if limit.per is None:
+        return "*"
+    return str(inputs.get(limit.per, ""))

@@ -1,0 +1,90 @@
+"""Business-language text: reason templates and value formatting by the flow's field formats.
+
+A template names values in braces: ``{input.annual_income}``, ``{signals.default_risk.score}``,
+``{params.max_dti}``, ``{value}``; a format may follow a colon: ``{params.max_dti:percent}``.
+Without one, an input uses its field's format.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from keel.errors import KeelError
+from keel.flows import FORMATS, Flow
+
+_PLACEHOLDER = re.compile(r"\{([^{}:]+)(?::([a-z]+))?\}")
+
+
+class TemplateError(KeelError):
+    code = "invalid_template"
+
+
+def format_value(value: Any, fmt: str) -> str:
+    if value is None:
+        return "unknown"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float):
+        if fmt == "percent":
+            return f"{value * 100:.0f}%"
+        if fmt == "currency":
+            return f"${value:,.0f}"
+        if fmt == "integer":
+            return f"{value:,.0f}"
+        if fmt in ("years", "months"):
+            unit = fmt[:-1] if value == 1 else fmt
+            return f"{value:g} {unit}"
+        return f"{value:,.2f}".rstrip("0").rstrip(".") if isinstance(value, float) else f"{value:,}"
+    return str(value)
+
+
+def _lookup(path: str, values: Mapping[str, Any]) -> Any:
+    current: Any = values
+    for part in path.split("."):
+        if not isinstance(current, Mapping) or part not in current:
+            return None
+        current = current[part]
+    return current
+
+
+def _default_format(path: str, flow: Flow) -> str:
+    parts = path.split(".")
+    if parts[0] == "input" and len(parts) == 2 and parts[1] in flow.fields:
+        return flow.fields[parts[1]].format
+    if parts[0] == "signals" and parts[-1] in ("score", "confidence"):
+        return "number"
+    return "number"
+
+
+def render(template: str, values: Mapping[str, Any], flow: Flow) -> str:
+    def replace(match: re.Match[str]) -> str:
+        path, fmt = match.group(1).strip(), match.group(2)
+        return format_value(_lookup(path, values), fmt or _default_format(path, flow))
+
+    return _PLACEHOLDER.sub(replace, template)
+
+
+def check_template(template: str, flow: Flow, params: Mapping[str, Any]) -> None:
+    """Raise ``TemplateError`` naming the first placeholder that cannot be filled."""
+    for match in _PLACEHOLDER.finditer(template):
+        path, fmt = match.group(1).strip(), match.group(2)
+        parts = path.split(".")
+        ok = (
+            (parts == ["value"])
+            or (parts[0] == "input" and len(parts) == 2 and parts[1] in flow.fields)
+            or (parts[0] == "params" and len(parts) == 2 and parts[1] in params)
+            or (
+                parts[0] == "signals"
+                and len(parts) == 3
+                and parts[1] in flow.signals
+                and parts[2] in ("score", "confidence", "label")
+            )
+        )
+        if not ok:
+            raise TemplateError(f"reason template names unknown value '{{{path}}}'")
+        if fmt is not None and fmt not in FORMATS:
+            raise TemplateError(
+                f"reason template format '{fmt}' is not one of {', '.join(FORMATS)}"
+            )

@@ -1,0 +1,260 @@
+"""Model adapters: scikit-learn (skops or joblib files), ONNX (onnxruntime), Python callables.
+
+Each adapter turns one feature row into a ``ModelOutput`` (score, confidence, label) and
+names its version: the SHA-256 of the artifact file, so a retrained model is a new version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from keel.errors import MissingExtraError, ModelError
+from keel.flows import SignalSpec
+
+# Types a skops file may contain without being listed by the flow: scikit-learn's own
+# estimators and the NumPy types they hold. Anything else must be trusted explicitly.
+_SKOPS_TRUSTED_PREFIXES = ("sklearn.", "numpy.", "builtins.", "collections.", "scipy.sparse.")
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    score: float
+    confidence: float
+    label: str
+
+
+class Model(Protocol):
+    name: str
+    version: str
+    kind: str
+    features: tuple[str, ...]
+
+    def predict(self, row: np.ndarray) -> ModelOutput: ...
+
+
+def file_version(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def _classifier_output(proba: np.ndarray, classes: list[Any], positive: Any) -> ModelOutput:
+    if positive is None:
+        index = len(classes) - 1
+    else:
+        matches = [i for i, c in enumerate(classes) if str(c) == str(positive)]
+        if not matches:
+            raise ModelError(f"positive_class {positive!r} is not one of the classes {classes}")
+        index = matches[0]
+    best = int(np.argmax(proba))
+    return ModelOutput(float(proba[index]), float(proba[best]), str(classes[best]))
+
+
+class SklearnModel:
+    kind = "sklearn"
+
+    def __init__(self, spec: SignalSpec, estimator: Any, version: str, path: Path) -> None:
+        self.name = spec.name
+        self.spec = spec
+        self.estimator = estimator
+        self.version = version
+        self.path = path
+        self.features = spec.features
+        self._classes = [c for c in getattr(estimator, "classes_", [])]
+        if spec.output in ("probability", "label") and not hasattr(estimator, "predict_proba"):
+            raise ModelError(
+                f"model {path} for signal '{spec.name}' has no predict_proba; "
+                "set output: score for a regressor",
+                {"signal": spec.name, "path": str(path)},
+            )
+        n = getattr(estimator, "n_features_in_", None)
+        if n is not None and n != len(spec.features):
+            raise ModelError(
+                f"model {path} expects {n} features but signal '{spec.name}' lists "
+                f"{len(spec.features)}",
+                {"signal": spec.name, "path": str(path)},
+            )
+
+    def predict(self, row: np.ndarray) -> ModelOutput:
+        if self.spec.output == "score":
+            value = float(self.estimator.predict(row)[0])
+            return ModelOutput(value, 1.0, f"{value:g}")
+        proba = self.estimator.predict_proba(row)[0]
+        return _classifier_output(proba, self._classes, self.spec.positive_class)
+
+
+class OnnxModel:
+    kind = "onnx"
+
+    def __init__(self, spec: SignalSpec, path: Path, version: str) -> None:
+        try:
+            import onnxruntime as ort  # noqa: PLC0415 - optional extra
+        except ImportError as exc:
+            raise MissingExtraError("onnx", f"signal '{spec.name}' (ONNX model)") from exc
+        self.name = spec.name
+        self.spec = spec
+        self.version = version
+        self.path = path
+        self.features = spec.features
+        try:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1
+            self.session = ort.InferenceSession(
+                str(path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:
+            raise ModelError(
+                f"cannot load ONNX model {path} for signal '{spec.name}': {exc}",
+                {"signal": spec.name, "path": str(path)},
+            ) from exc
+        self.input_name = self.session.get_inputs()[0].name
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def predict(self, row: np.ndarray) -> ModelOutput:
+        results = self.session.run(None, {self.input_name: row.astype(np.float32)})
+        if self.spec.output == "score":
+            value = float(np.asarray(results[0]).ravel()[0])
+            return ModelOutput(value, 1.0, f"{value:g}")
+        if len(results) < 2:
+            raise ModelError(f"ONNX model {self.path} gives no probabilities")
+        probs = results[1]
+        if isinstance(probs, list) and probs and isinstance(probs[0], Mapping):
+            classes = list(probs[0].keys())
+            proba = np.array([probs[0][c] for c in classes], dtype=float)
+        else:
+            proba = np.asarray(probs, dtype=float)[0]
+            classes = list(range(len(proba)))
+        return _classifier_output(proba, classes, self.spec.positive_class)
+
+
+class CallableModel:
+    """A plain Python function of the feature mapping, returning a score or a mapping."""
+
+    kind = "python"
+
+    def __init__(self, spec: SignalSpec, function: Callable[..., Any], version: str) -> None:
+        self.name = spec.name
+        self.spec = spec
+        self.function = function
+        self.version = version
+        self.features = spec.features
+
+    def predict(self, row: np.ndarray) -> ModelOutput:
+        values = dict(zip(self.features, (float(v) for v in row[0]), strict=True))
+        result = self.function(values)
+        if isinstance(result, Mapping):
+            score = float(result["score"])
+            confidence = float(result.get("confidence", 1.0))
+            label = str(result.get("label", f"{score:g}"))
+            return ModelOutput(score, confidence, label)
+        if isinstance(result, bool) or not isinstance(result, int | float):
+            raise ModelError(f"model function for '{self.name}' returned {result!r}, not a number")
+        score = float(result)
+        confidence = max(score, 1 - score) if self.spec.output == "probability" else 1.0
+        return ModelOutput(score, confidence, f"{score:g}")
+
+
+def _load_callable(spec: SignalSpec, target: str, project_dir: Path) -> CallableModel:
+    module_ref, _, func_name = target.rpartition(":")
+    if not module_ref or not func_name:
+        raise ModelError(
+            f"signal '{spec.name}': python models are 'python:module:function' or "
+            f"'python:path/to/file.py:function', got {target!r}"
+        )
+    try:
+        if module_ref.endswith(".py"):
+            path = (project_dir / module_ref).resolve()
+            name = f"keel_model_{spec.name}_{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
+            module_spec = importlib.util.spec_from_file_location(name, path)
+            if module_spec is None or module_spec.loader is None or not path.is_file():
+                raise ModelError(f"signal '{spec.name}': no Python file at {path}")
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[name] = module
+            module_spec.loader.exec_module(module)
+            version = file_version(path)
+        else:
+            module = importlib.import_module(module_ref)
+            source = inspect.getsourcefile(module)
+            version = file_version(Path(source)) if source else f"module:{module_ref}"
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(
+            f"signal '{spec.name}': cannot import {module_ref}: {exc}", {"signal": spec.name}
+        ) from exc
+    function = getattr(module, func_name, None)
+    if not callable(function):
+        raise ModelError(f"signal '{spec.name}': {module_ref} has no function {func_name!r}")
+    return CallableModel(spec, function, version)
+
+
+def _load_sklearn(spec: SignalSpec, path: Path, version: str) -> SklearnModel:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".skops":
+            import skops.io as sio  # noqa: PLC0415 - optional extra
+
+            untrusted = sio.get_untrusted_types(file=str(path))
+            refused = [t for t in untrusted if not t.startswith(_SKOPS_TRUSTED_PREFIXES)]
+            if refused:
+                raise ModelError(
+                    f"model {path} contains types Keel does not trust: {', '.join(refused)}",
+                    {"signal": spec.name, "path": str(path), "types": refused},
+                )
+            estimator = sio.load(str(path), trusted=untrusted)
+        else:
+            import joblib  # noqa: PLC0415 - optional extra
+
+            # joblib files are pickles: load only artifacts from your own training pipeline.
+            estimator = joblib.load(path)
+    except ImportError as exc:
+        raise MissingExtraError("sklearn", f"signal '{spec.name}' (scikit-learn model)") from exc
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(
+            f"cannot load model {path} for signal '{spec.name}': the file is corrupt or not a "
+            f"{suffix[1:]} model ({type(exc).__name__}: {exc})",
+            {"signal": spec.name, "path": str(path)},
+        ) from exc
+    if not hasattr(estimator, "predict"):
+        raise ModelError(
+            f"model {path} for signal '{spec.name}' is a {type(estimator).__name__}, "
+            "not an estimator"
+        )
+    return SklearnModel(spec, estimator, version, path)
+
+
+def load_model(spec: SignalSpec, project_dir: Path) -> Model:
+    """Load the model a signal names; raise ``ModelError`` naming the file on any failure."""
+    if spec.model.startswith("python:"):
+        return _load_callable(spec, spec.model[len("python:") :], project_dir)
+    path = (project_dir / spec.model).resolve()
+    if not path.is_file():
+        raise ModelError(
+            f"signal '{spec.name}': model file {path} does not exist",
+            {"signal": spec.name, "path": str(path)},
+        )
+    version = file_version(path)
+    suffix = path.suffix.lower()
+    if suffix in (".skops", ".joblib", ".pkl"):
+        return _load_sklearn(spec, path, version)
+    if suffix == ".onnx":
+        return OnnxModel(spec, path, version)
+    raise ModelError(
+        f"signal '{spec.name}': unknown model format {suffix!r} for {path} "
+        "(use .skops, .joblib, .onnx or python:module:function)",
+        {"signal": spec.name, "path": str(path)},
+    )

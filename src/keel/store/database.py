@@ -1,0 +1,132 @@
+"""Opening the database: engine set-up per backend, migrations, and write transactions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, exc
+from sqlalchemy.pool import NullPool
+
+from keel.errors import StoreError
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+@dataclass
+class Database:
+    """The engine Keel works through, and how to take the write lock on it."""
+
+    engine: Engine
+    url: str
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A transaction that holds the database's write lock from its first statement.
+
+        SQLite: BEGIN IMMEDIATE, so readers of the chain head inside it see the newest head
+        and no other process can append until it commits.
+        """
+        with self.engine.connect() as plain:
+            conn = plain.execution_options(keel_immediate=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_engine(url: str) -> Engine:
+    path = url[len("sqlite:///") :]
+    if path and path != ":memory:":
+        target = Path(path)
+        if target.is_dir():
+            raise StoreError(f"cannot open database {path}: it is a directory", {"url": url})
+        if not target.parent.is_dir():
+            raise StoreError(
+                f"cannot open database {path}: folder {target.parent} does not exist",
+                {"url": url},
+            )
+    engine = create_engine(url, poolclass=NullPool if not path or path == ":memory:" else None)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's begin event issue BEGIN itself (pysqlite's own is deferred-only).
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        # FULL: a committed ledger entry survives power loss, not only a crash.
+        cursor.execute("PRAGMA synchronous = FULL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("keel_immediate", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def open_database(url: str, migrate: bool = True) -> Database:
+    """Open (and by default migrate) the database at ``url``; raise ``StoreError`` if unusable."""
+    try:
+        if url.startswith("sqlite:"):
+            engine = _sqlite_engine(url)
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+    except exc.ArgumentError as error:
+        raise StoreError(f"database URL {url!r} is not valid: {error}", {"url": url}) from error
+    except ModuleNotFoundError as error:
+        raise StoreError(
+            f"no driver for database URL {url!r}: {error.name} is not installed", {"url": url}
+        ) from error
+    db = Database(engine, url)
+    if migrate:
+        try:
+            upgrade(db)
+        except exc.SQLAlchemyError as error:
+            db.close()
+            cause = str(getattr(error, "orig", error)).splitlines()[0]
+            raise StoreError(
+                f"cannot open database {_redact(url)}: {cause}",
+                {"url": _redact(url)},
+            ) from error
+    return db
+
+
+def upgrade(db: Database) -> None:
+    """Bring the schema to the newest migration."""
+    from alembic import command  # noqa: PLC0415 - alembic is slow to import; only here
+    from alembic.config import Config  # noqa: PLC0415
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with db.engine.connect() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+        conn.commit()
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a URL before it reaches a message or a log."""
+    try:
+        from sqlalchemy.engine import make_url  # noqa: PLC0415
+
+        return make_url(url).render_as_string(hide_password=True)
+    except exc.ArgumentError:
+        return "<invalid url>"

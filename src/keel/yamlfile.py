@@ -1,0 +1,74 @@
+"""YAML loading that remembers where each key was, so errors can point at a line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from keel.errors import DefinitionError, Problem
+
+
+class LocatedDict(dict[str, Any]):
+    """A mapping from a YAML file that knows the line (1-based) of each of its keys."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: dict[str, int] = {}
+        self.line: int | None = None
+
+    def line_of(self, key: str) -> int | None:
+        return self.lines.get(key, self.line)
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LocatedDict:
+    out = LocatedDict()
+    out.line = node.start_mark.line + 1
+    loader.flatten_mapping(node)
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, str):
+            key = str(key)
+        if key in out:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        out[key] = loader.construct_object(value_node, deep=True)
+        out.lines[key] = key_node.start_mark.line + 1
+    return out
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_yaml(path: Path) -> LocatedDict:
+    """Load a YAML file whose top level is a mapping; errors become ``DefinitionError``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DefinitionError([Problem(str(path), "file", f"cannot be read: {exc}")]) from exc
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        raise DefinitionError(
+            [
+                Problem(
+                    str(path),
+                    "file",
+                    f"not valid YAML: {exc.problem}",
+                    line=mark.line + 1 if mark else None,
+                    column=mark.column + 1 if mark else None,
+                )
+            ]
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise DefinitionError([Problem(str(path), "file", f"not valid YAML: {exc}")]) from exc
+    if not isinstance(data, LocatedDict):
+        raise DefinitionError([Problem(str(path), "file", "the top level must be a mapping")])
+    return data
