@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from keel.engine import open_engine
+from keel.policy.text import format_value
 from keel.scaffold import generate_applicants, init_project
 from keel.scaffold.applicants import case_inputs
 
@@ -44,7 +45,8 @@ def run_demo(directory: Path, count: int, echo: Callable[[str], None]) -> bool:
             if i < SHOWN:
                 value = f" {decision.value:,.0f}" if decision.value is not None else ""
                 echo(f"\n#{i} {decision.action}{value} [{decision.status}] — {decision.reason}")
-                for sentence in engine.explain(decision.id)["why"][2:5]:
+                why = engine.explain(decision.id)["why"]
+                for sentence in _highlights(why):
                     echo(f"     · {sentence}")
         elapsed = time.perf_counter() - started
         echo(f"\n== Summary: {count} decisions in {elapsed:.2f}s")
@@ -59,9 +61,12 @@ def run_demo(directory: Path, count: int, echo: Callable[[str], None]) -> bool:
         )
         if declined is not None:
             echo(f"\n== What would have changed decision {declined.id}? ({declined.reason})")
+            fields = runtime.flow.fields
             for cf in engine.counterfactuals(declined.id):
                 changes = ", ".join(
-                    f"{field} {old} → {new}" for field, (old, new) in cf.changes.items()
+                    f"{fields[name].display} {format_value(old, fields[name].format)} → "
+                    f"{format_value(new, fields[name].format)}"
+                    for name, (old, new) in cf.changes.items()
                 )
                 echo(f"   {changes} ⇒ {cf.action}")
         echo("\n== Ledger")
@@ -74,3 +79,10 @@ def run_demo(directory: Path, count: int, echo: Callable[[str], None]) -> bool:
             echo(f"   FAILED at entry {report.bad_seq}: {report.problem}")
         echo(f"\nTry:  keel explain {decisions[0].id} --project {directory}")
         return report.ok
+
+
+def _highlights(why: list[str]) -> list[str]:
+    """The deciding rule, the guardrails, and the model's strongest reason."""
+    picks = [s for s in why if s.startswith("Rule '") or "uardrail" in s or "fallback" in s]
+    picks += [s for s in why if " the most " in s][:1]
+    return picks

@@ -291,9 +291,11 @@ class _Compiler:
                 self.add(where, f"unreachable: rule '{earlier}' has the same condition", rule.line)
             seen_conditions.setdefault(rule.when.strip(), rule.name)
             self.action(rule.action, where, rule.line)
-            when = self.compile(rule.when, where, rule.line, "bool")
-            value = self.compile(rule.value, where, rule.line, "number") if rule.value else None
-            self.template(rule.reason, where, rule.line)
+            when = self.compile(rule.when, where, rule.when_line, "bool")
+            value = (
+                self.compile(rule.value, where, rule.value_line, "number") if rule.value else None
+            )
+            self.template(rule.reason, where, rule.reason_line)
             if when is None:
                 continue
             if not when.variables() and when.execute({}) is True:

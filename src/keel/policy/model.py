@@ -42,6 +42,9 @@ class Rule:
     value: str | None = None
     review: bool = False  # the grey zone: a supervised flow escalates it to a human
     line: int | None = None
+    when_line: int | None = None
+    value_line: int | None = None
+    reason_line: int | None = None
 
 
 @dataclass(frozen=True)
@@ -331,6 +334,9 @@ def parse_policy(raw: LocatedDict, path: Path) -> Policy:
                 value=_expr(r.get("value")),
                 review=bool(r.get("review", False)),
                 line=r.line,
+                when_line=r.line_of("when"),
+                value_line=r.line_of("value"),
+                reason_line=r.line_of("reason"),
             )
         )
     if not raw.get("rules"):

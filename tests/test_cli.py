@@ -1,0 +1,104 @@
+"""The command line through Typer's runner, on a real project and database."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from keel.cli import app
+
+runner = CliRunner()
+
+
+def keel(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_init_validate_decide_explain_whatif_verify(tmp_path: Path) -> None:
+    project = tmp_path / "p"
+    code, out, _ = keel("init", str(project))
+    assert code == 0 and "Created Keel project" in out
+    code, out, _ = keel("validate", "--project", str(project))
+    assert code == 0 and "ok  flow credit_limit" in out
+    example = project / "examples" / "low_risk.json"
+    code, out, _ = keel(
+        "decide", "credit_limit", "--input", f"@{example}", "--subject", "c-1", "-p", str(project)
+    )
+    assert code == 0, out
+    decision = json.loads(out)
+    assert decision["action"] == "approve" and decision["subject_id"] == "c-1"
+    code, out, _ = keel("explain", decision["id"], "-p", str(project))
+    assert code == 0 and "Decision: approve" in out
+    code, out, _ = keel(
+        "what-if", decision["id"], "--set", "debt_to_income=0.7", "-p", str(project)
+    )
+    assert code == 0 and json.loads(out)["after"]["action"] == "decline"
+    code, out, _ = keel("ledger", "show", "-p", str(project))
+    assert code == 0 and "policy_registered" in out and "decision" in out
+    cp = tmp_path / "cp.json"
+    code, out, _ = keel("ledger", "checkpoint", "--out", str(cp), "-p", str(project))
+    assert code == 0 and cp.exists()
+    code, out, _ = keel("ledger", "verify", "--checkpoint", str(cp), "-p", str(project))
+    assert code == 0 and "ok: 3 entries verified" in out and "matches checkpoint" in out
+    with sqlite3.connect(project / "keel.db") as conn:
+        conn.execute(
+            "update ledger set record = replace(record, 'approve', 'decline') where seq = 2"
+        )
+    code, _, err = keel("ledger", "verify", "-p", str(project))
+    assert code == 1 and "FAILED at entry 2" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("decide", "credit_limit", "--input", "{bad json"), "not valid JSON"),
+        (("decide", "credit_limit", "--input", "{}"), "required field is missing"),
+        (("decide", "nope", "--input", "{}"), "unknown flow 'nope'"),
+        (("decide", "credit_limit", "--input", "@missing.json"), "cannot read input file"),
+        (("explain", "dec_unknown"), "no ledger entry"),
+        (("what-if", "dec_unknown", "--set", "novalue"), "must look like name=value"),
+    ],
+)
+def test_errors_are_clear_and_exit_2(project: Path, args: tuple[str, ...], message: str) -> None:
+    code, _, err = keel(*args, "--project", str(project))
+    assert code == 2 and message in err
+
+
+def test_no_project_here(tmp_path: Path) -> None:
+    code, _, err = keel("validate", "--project", str(tmp_path))
+    assert code == 2 and "keel.yaml is missing" in err
+
+
+def test_init_refuses_non_empty_folder(tmp_path: Path) -> None:
+    (tmp_path / "x").write_text("x")
+    code, _, err = keel("init", str(tmp_path))
+    assert code == 2 and "not empty" in err
+
+
+def test_unreadable_database(project: Path) -> None:
+    (project / "keel.db").write_bytes(b"this is not sqlite" * 100)
+    code, _, err = keel("ledger", "verify", "--project", str(project))
+    assert code == 2 and "cannot open database" in err and "not a database" in err
+
+
+def test_every_command_is_documented() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for command in (
+        "init",
+        "validate",
+        "decide",
+        "explain",
+        "what-if",
+        "demo",
+        "ledger verify",
+        "ledger checkpoint",
+        "ledger show",
+    ):
+        assert f"keel {command}" in readme, command
+        code, out, _ = keel(*command.split(), "--help")
+        assert code == 0 and "Example:" in out

@@ -1,0 +1,174 @@
+"""Deciding through the engine: inputs checked, ledger written first, personal data protected."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keel import Engine, InputError, NotFoundError, open_engine
+from keel.errors import ErasedDataError, LedgerWriteError
+
+
+def ledger_count(project: Path) -> int:
+    with sqlite3.connect(project / "keel.db") as conn:
+        return int(conn.execute("select count(*) from ledger where kind='decision'").fetchone()[0])
+
+
+def test_decision_is_recorded_and_explained(engine: Engine, low_risk: dict[str, Any]) -> None:
+    decision = engine.decide("credit_limit", low_risk, subject_id="cust-1")
+    assert decision.action == "approve" and decision.status == "final"
+    assert decision.value == pytest.approx(6000.0)
+    assert decision.signals["default_risk"]["version"].startswith("sha256:")
+    assert decision.signals["default_risk"]["latency_ms"] >= 0
+    entry = engine.entry(decision.id)
+    assert entry.seq == decision.seq and entry.hash == decision.hash
+    why = engine.explain(decision.id)
+    assert why["decision"]["reason"] == decision.reason
+    assert any(
+        "raised the default risk the most" in s or "lowered the default risk the most" in s
+        for s in why["why"]
+    )
+    attributions = why["attributions"]["default_risk"]
+    assert attributions["method"] == "linear-exact" and attributions["unit"] == "log-odds"
+
+
+def test_personal_inputs_never_stored_in_clear(
+    engine: Engine, project: Path, low_risk: dict[str, Any]
+) -> None:
+    low_risk["annual_income"] = 87654.32
+    decision = engine.decide("credit_limit", low_risk)
+    raw = (project / "keel.db").read_bytes() + (project / "keel.db-wal").read_bytes()
+    assert b"87654.32" not in raw and b"87,654" not in raw
+    body = engine.entry(decision.id).body
+    assert set(body["inputs"]["annual_income"]) == {"$protected"}
+    assert body["inputs"]["region"] == "north"  # internal fields are kept as they are
+    assert engine.explain(decision.id)["inputs"]["annual_income"] == 87654.32
+
+
+def test_erased_personal_data_keeps_the_ledger_verifiable(
+    engine: Engine, project: Path, low_risk: dict[str, Any]
+) -> None:
+    decision = engine.decide("credit_limit", low_risk)
+    with sqlite3.connect(project / "keel.db") as conn:
+        conn.execute("delete from protected_values where record_id = ?", (decision.id,))
+    assert engine.verify().ok
+    with pytest.raises(ErasedDataError, match="erased"):
+        engine.explain(decision.id)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"annual_income": "lots"}, "annual_income: expected a number"),
+        ({"annual_income": -5.0}, "below the minimum"),
+        ({"delinquencies_2y": 1.5}, "expected an integer"),
+        ({"region": "mars"}, "is not one of"),
+        ({"favourite_colour": "blue"}, "favourite_colour: unknown field"),
+        ({"debt_to_income": float("nan")}, "finite"),
+        ({"debt_to_income": True}, "expected a number"),
+    ],
+)
+def test_bad_inputs_are_rejected_and_nothing_is_written(
+    engine: Engine, project: Path, low_risk: dict[str, Any], change: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InputError, match=message):
+        engine.decide("credit_limit", {**low_risk, **change})
+    assert ledger_count(project) == 0
+
+
+def test_missing_field_and_unknown_flow(
+    engine: Engine, project: Path, low_risk: dict[str, Any]
+) -> None:
+    del low_risk["region"]
+    with pytest.raises(InputError, match="region: required field is missing"):
+        engine.decide("credit_limit", low_risk)
+    with pytest.raises(NotFoundError, match="unknown flow 'pricing'"):
+        engine.decide("pricing", low_risk)
+    with pytest.raises(InputError, match="must be a JSON object"):
+        engine.decide("credit_limit", ["not", "a", "mapping"])  # type: ignore[arg-type]
+    assert ledger_count(project) == 0
+
+
+def test_batch_is_all_or_nothing(engine: Engine, project: Path, low_risk: dict[str, Any]) -> None:
+    with pytest.raises(InputError, match="case 2"):
+        engine.decide_many("credit_limit", [low_risk, low_risk, {**low_risk, "region": "mars"}])
+    assert ledger_count(project) == 0
+    decisions = engine.decide_many("credit_limit", [low_risk] * 5, [f"s{i}" for i in range(5)])
+    assert [d.seq for d in decisions] == list(range(decisions[0].seq, decisions[0].seq + 5))
+    assert ledger_count(project) == 5
+
+
+def test_failed_ledger_write_fails_the_decision(
+    engine: Engine, project: Path, low_risk: dict[str, Any]
+) -> None:
+    engine.decide("credit_limit", low_risk)
+    with sqlite3.connect(project / "keel.db") as conn:
+        conn.execute("alter table ledger rename to ledger_gone")
+    with pytest.raises(LedgerWriteError, match="could not be written"):
+        engine.decide("credit_limit", low_risk)
+    assert engine.metrics.ledger_failures._value.get() == 1
+
+
+def test_concurrent_deciders_build_one_chain(engine: Engine, low_risk: dict[str, Any]) -> None:
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(50):
+                engine.decide("credit_limit", low_risk)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    report = engine.verify()
+    assert report.ok and report.entries == 401  # 400 decisions + the policy registration
+    assert engine.writer.batches < 400  # appends were grouped into fewer transactions
+
+
+def test_two_engines_on_one_database_share_one_chain(
+    project: Path, low_risk: dict[str, Any]
+) -> None:
+    with open_engine(project, environ={}) as a, open_engine(project, environ={}) as b:
+        for _ in range(20):
+            a.decide("credit_limit", low_risk)
+            b.decide("credit_limit", low_risk)
+        assert a.verify().ok and a.verify().entries == 41
+
+
+def test_what_if_and_counterfactual(engine: Engine, low_risk: dict[str, Any]) -> None:
+    risky = {**low_risk, "debt_to_income": 0.45, "credit_utilization": 0.7, "delinquencies_2y": 2}
+    decision = engine.decide("credit_limit", risky)
+    assert decision.action == "decline" and decision.rule == "high_risk"
+    result = engine.what_if(decision.id, {"debt_to_income": 0.05, "credit_utilization": 0.05})
+    assert result["before"]["action"] == "decline"
+    assert result["after"]["action"] == "approve"
+    assert "action" in result["changed"]
+    loosened = engine.what_if(decision.id, params={"decline_risk": 0.99})
+    assert loosened["after"]["rule"] != "high_risk"
+    with pytest.raises(InputError, match="unknown parameter"):
+        engine.what_if(decision.id, params={"nope": 1})
+    with pytest.raises(InputError, match="debt_to_income"):
+        engine.what_if(decision.id, {"debt_to_income": "low"})
+    found = engine.counterfactuals(decision.id)
+    assert found, "a decrease in debt or utilisation should flip this decline"
+    for cf in found:
+        assert cf.action != "decline"
+        for field, (old, new) in cf.changes.items():
+            assert field in ("debt_to_income", "credit_utilization", "requested_limit")
+            assert new < old  # only in the direction the flow allows
+        flipped = engine.what_if(decision.id, {f: new for f, (_, new) in cf.changes.items()})
+        assert flipped["after"]["action"] == cf.action
+
+
+def test_unknown_decision(engine: Engine) -> None:
+    with pytest.raises(NotFoundError, match="no ledger entry"):
+        engine.explain("dec_missing")
