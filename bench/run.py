@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import platform
 import sqlite3
-import statistics
 import sys
 import tempfile
 import threading
@@ -24,18 +23,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import zen  # noqa: E402
-import zen_policy  # noqa: E402
+import zen
 
-from keel.canonical import canonical_json  # noqa: E402
-from keel.decide import draft  # noqa: E402
-from keel.engine import open_engine  # noqa: E402
-from keel.ledger.records import chain_hash, new_id  # noqa: E402
-from keel.ledger.writer import Pending, WindowGate  # noqa: E402
-from keel.policy.guardrails import WindowState  # noqa: E402
-from keel.scaffold import generate_applicants, init_project  # noqa: E402
-from keel.scaffold.applicants import case_inputs  # noqa: E402
-from keel.signals.runner import SignalResult  # noqa: E402
+import zen_policy
+from keel.canonical import canonical_json
+from keel.decide import draft
+from keel.engine import open_engine
+from keel.ledger.records import chain_hash, new_id
+from keel.ledger.writer import Pending, WindowGate
+from keel.policy.guardrails import WindowState
+from keel.scaffold import generate_applicants, init_project
+from keel.scaffold.applicants import case_inputs
 
 TENTH_RULE = """\
   - name: short_employment
@@ -66,7 +64,9 @@ def make_project(root: Path) -> Path:
 def bench_overhead(project: Path, cases: list[dict[str, Any]]) -> dict[str, float]:
     with open_engine(project, environ={}) as engine:
         runtime = engine.runtime("credit_limit")
-        assert len(runtime.policy.rules) == 10 and len(runtime.policy.policy.guardrails.windows) == 2
+        assert (
+            len(runtime.policy.rules) == 10 and len(runtime.policy.policy.guardrails.windows) == 2
+        )
         signals = [runtime.signals(engine.runner, runtime.flow.validate_input(c)) for c in cases]
         state = WindowState()
         protected = runtime.flow.protected_fields()
@@ -79,7 +79,9 @@ def bench_overhead(project: Path, cases: list[dict[str, Any]]) -> dict[str, floa
             stored, _ = engine.protector.split(did, clean, protected)
             d = draft(runtime, engine.runner, did, None, clean, stored, signals=sig)
             body = d.finalize(WindowGate(state, time.time()))
-            record = canonical_json({"schema_version": 1, "kind": "decision", "id": did, "body": body})
+            record = canonical_json(
+                {"schema_version": 1, "kind": "decision", "id": did, "body": body}
+            )
             prev = chain_hash(prev, record)
             samples.append((time.perf_counter() - start) * 1e6)
         model_us = [s.model_ms * 1000 for s in signals]
@@ -115,7 +117,10 @@ def bench_throughput(project: Path, cases: list[dict[str, Any]]) -> dict[str, fl
             for case in part:
                 engine.decide("credit_limit", case)
 
-        pool = [threading.Thread(target=work, args=(cases[i * share : (i + 1) * share],)) for i in range(threads)]
+        pool = [
+            threading.Thread(target=work, args=(cases[i * share : (i + 1) * share],))
+            for i in range(threads)
+        ]
         wall, cpu = time.perf_counter(), time.process_time()
         for t in pool:
             t.start()
@@ -129,28 +134,47 @@ def bench_throughput(project: Path, cases: list[dict[str, Any]]) -> dict[str, fl
 
 
 def bench_ledger(root: Path, n: int, batch: int) -> dict[str, float]:
-    body = {"subject_id": "s", "action": "approve", "value": 6000.0, "status": "final",
-            "inputs": {f"f{i}": i * 1.5 for i in range(8)}, "reason": "Low default risk." * 3,
-            "trace": [{"rule": f"r{i}", "matched": False, "values": {"x": i}} for i in range(6)]}
+    body = {
+        "subject_id": "s",
+        "action": "approve",
+        "value": 6000.0,
+        "status": "final",
+        "inputs": {f"f{i}": i * 1.5 for i in range(8)},
+        "reason": "Low default risk." * 3,
+        "trace": [{"rule": f"r{i}", "matched": False, "values": {"x": i}} for i in range(6)],
+    }
     # Keel: the real writer, real group commits, chained and canonicalised.
-    with open_engine(root / "bench-project", environ={"KEEL_DATABASE_URL": f"sqlite:///{root}/keel-ledger.db"}) as engine:
+    with open_engine(
+        root / "bench-project", environ={"KEEL_DATABASE_URL": f"sqlite:///{root}/keel-ledger.db"}
+    ) as engine:
         start = time.perf_counter()
         for i in range(0, n, batch):
-            engine.writer.append([
-                Pending("decision", new_id("dec"), "credit_limit", lambda _g: body) for _ in range(min(batch, n - i))
-            ])
+            engine.writer.append(
+                [
+                    Pending("decision", new_id("dec"), "credit_limit", lambda _g: body)
+                    for _ in range(min(batch, n - i))
+                ]
+            )
         keel_s = time.perf_counter() - start
         assert engine.verify().ok
-        rows = [tuple(r) for r in engine.db.engine.raw_connection().cursor().execute(
-            "select seq + 1000000, kind, record_id || 'x', flow, recorded_at, record, prev_hash, hash from ledger"
-        ).fetchall()]
+        rows = [
+            tuple(r)
+            for r in engine.db.engine.raw_connection()
+            .cursor()
+            .execute(
+                "select seq + 1000000, kind, record_id || 'x', flow, recorded_at, record, prev_hash, hash from ledger"
+            )
+            .fetchall()
+        ]
     rows = rows[-n:]
     # Raw: the same rows, batched executemany, same pragmas, no hashing or canonical JSON.
     raw = sqlite3.connect(root / "raw.db", isolation_level=None)
     raw.execute("PRAGMA journal_mode=WAL")
     raw.execute("PRAGMA synchronous=FULL")
-    raw.execute("create table ledger (seq integer primary key, kind text, record_id text, flow text, "
-                "recorded_at text, record text, prev_hash text, hash text)")
+    raw.execute(
+        "create table ledger (seq integer primary key, kind text, record_id text, flow text, "
+        "recorded_at text, record text, prev_hash text, hash text)"
+    )
     raw.execute("create unique index ix_r on ledger(record_id)")
     raw.execute("create index ix_f on ledger(flow, seq)")
     start = time.perf_counter()
@@ -186,51 +210,70 @@ def bench_policy(project: Path, cases: list[dict[str, Any]]) -> dict[str, float]
         zen_t = z if not zen_t else min(zen_t, z)
     for kr, zr in zip(keel_results, zen_results, strict=True):
         same_value = (kr.value is None and zr.get("value") is None) or (
-            kr.value is not None and abs(kr.value - float(zr["value"])) < 1e-6)
+            kr.value is not None and abs(kr.value - float(zr["value"])) < 1e-6
+        )
         agree += kr.rule == zr["rule"] and kr.action == zr["action"] and same_value
     n = len(prepared)
     return {"keel_us": keel_t / n * 1e6, "zen_us": zen_t / n * 1e6, "agree": agree, "n": n}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cases", type=int, default=5000)
     args = parser.parse_args()
     cases = [case_inputs(a) for a in generate_applicants(args.cases, seed=99)]
-    print(f"# Keel benchmarks — {time.strftime('%Y-%m-%d')} — {platform.node()} "
-          f"({platform.processor() or platform.machine()}, Python {platform.python_version()})")
+    print(
+        f"# Keel benchmarks — {time.strftime('%Y-%m-%d')} — {platform.node()} "
+        f"({platform.processor() or platform.machine()}, Python {platform.python_version()})"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         project = make_project(root)
 
         o = bench_overhead(project, cases)
-        print("\n## 1. Governance overhead per decision (10 rules, 2 guardrail windows), model excluded")
-        print(f"overhead p50 {o['overhead_p50_us']:.0f} µs, p99 {o['overhead_p99_us']:.0f} µs "
-              f"(goal p99 < 1000 µs); the model itself p50 {o['model_p50_us']:.0f} µs")
-        print(f"one caller, one decision at a time, model + durable commit: p50 {o['single_decide_p50_us']:.0f} µs, "
-              f"p99 {o['single_decide_p99_us']:.0f} µs")
+        print(
+            "\n## 1. Governance overhead per decision (10 rules, 2 guardrail windows), model excluded"
+        )
+        print(
+            f"overhead p50 {o['overhead_p50_us']:.0f} µs, p99 {o['overhead_p99_us']:.0f} µs "
+            f"(goal p99 < 1000 µs); the model itself p50 {o['model_p50_us']:.0f} µs"
+        )
+        print(
+            f"one caller, one decision at a time, model + durable commit: p50 {o['single_decide_p50_us']:.0f} µs, "
+            f"p99 {o['single_decide_p99_us']:.0f} µs"
+        )
 
         t = bench_throughput(project, cases)
         print("\n## 1b. End to end with the durable ledger (model included)")
-        print(f"decide_many, 100 per call: {t['batch100_per_s']:,.0f} decisions/s wall, "
-              f"{t['batch100_per_cpu_s']:,.0f} per CPU-second (goal ≥ 5,000 per core)")
-        print(f"8 threads calling decide(): {t['threads8_per_s']:,.0f} decisions/s wall, "
-              f"{t['threads8_per_cpu_s']:,.0f} per CPU-second")
+        print(
+            f"decide_many, 100 per call: {t['batch100_per_s']:,.0f} decisions/s wall, "
+            f"{t['batch100_per_cpu_s']:,.0f} per CPU-second (goal ≥ 5,000 per core)"
+        )
+        print(
+            f"8 threads calling decide(): {t['threads8_per_s']:,.0f} decisions/s wall, "
+            f"{t['threads8_per_cpu_s']:,.0f} per CPU-second"
+        )
 
         print("\n## 2. Ledger append vs raw batched SQLite inserts of the same rows")
         for batch in (100, 500):
             lg = bench_ledger(root, 20000, batch)
-            print(f"batch {batch}: keel {lg['keel_per_s']:,.0f}/s, raw {lg['raw_per_s']:,.0f}/s, "
-                  f"ratio {lg['keel_per_s'] / lg['raw_per_s']:.0%} (goal ≥ 25%)")
+            print(
+                f"batch {batch}: keel {lg['keel_per_s']:,.0f}/s, raw {lg['raw_per_s']:,.0f}/s, "
+                f"ratio {lg['keel_per_s'] / lg['raw_per_s']:.0%} (goal ≥ 25%)"
+            )
             for f in ("keel-ledger.db", "raw.db"):
                 for suffix in ("", "-wal", "-shm"):
                     (root / (f + suffix)).unlink(missing_ok=True)
 
         p = bench_policy(project, cases)
         print("\n## 3. Policy evaluation vs zen-engine, same decision logic")
-        print(f"keel {p['keel_us']:.1f} µs, zen-engine {p['zen_us']:.1f} µs per decision; "
-              f"keel/zen time ratio {p['keel_us'] / p['zen_us']:.2f}× (goal ≤ 3×); "
-              f"same rule, action and value on {p['agree']}/{p['n']} cases")
+        print(
+            f"keel {p['keel_us']:.1f} µs, zen-engine {p['zen_us']:.1f} µs per decision; "
+            f"keel/zen time ratio {p['keel_us'] / p['zen_us']:.2f}× (goal ≤ 3×); "
+            f"same rule, action and value on {p['agree']}/{p['n']} cases"
+        )
 
 
 if __name__ == "__main__":

@@ -28,12 +28,27 @@ HALF = f"min([input.requested_limit, input.annual_income * {P['limit_share']} * 
 
 RULES = [
     ("income_too_low", f"input.annual_income < {P['min_income']}", "decline", "null"),
-    ("recent_delinquencies", f"input.delinquencies_2y >= {P['max_delinquencies']}", "decline", "null"),
+    (
+        "recent_delinquencies",
+        f"input.delinquencies_2y >= {P['max_delinquencies']}",
+        "decline",
+        "null",
+    ),
     ("over_indebted", f"input.debt_to_income > {P['max_dti']}", "decline", "null"),
     ("high_risk", f"{SCORE} >= {P['decline_risk']}", "decline", "null"),
-    ("maxed_out", f"input.credit_utilization > {P['max_utilization']} and {SCORE} >= {P['review_risk']}", "refer", "null"),
+    (
+        "maxed_out",
+        f"input.credit_utilization > {P['max_utilization']} and {SCORE} >= {P['review_risk']}",
+        "refer",
+        "null",
+    ),
     ("short_employment", f"input.employment_years < 0.25 and {SCORE} >= 0.15", "refer", "null"),
-    ("thin_file", f"input.credit_history_years < {P['min_history_years']}", "approve", str(P["starter_limit"])),
+    (
+        "thin_file",
+        f"input.credit_history_years < {P['min_history_years']}",
+        "approve",
+        str(P["starter_limit"]),
+    ),
     ("grey_zone", f"{SCORE} >= {P['review_risk']}", "approve", HALF),
     ("large_request", f"input.requested_limit > {P['large_request']}", "approve", CAP),
     ("low_risk", f"{SCORE} < {P['review_risk']}", "approve", CAP),
@@ -43,7 +58,15 @@ RULES = [
 def jdm() -> str:
     rules = []
     for i, (name, when, action, value) in enumerate(RULES):
-        rules.append({"_id": f"r{i}", "c": when, "o_rule": json.dumps(name), "o_action": json.dumps(action), "o_value": value})
+        rules.append(
+            {
+                "_id": f"r{i}",
+                "c": when,
+                "o_rule": json.dumps(name),
+                "o_action": json.dumps(action),
+                "o_value": value,
+            }
+        )
     table: dict[str, Any] = {
         "id": "table",
         "type": "decisionTableNode",

@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 from hypothesis import given
@@ -35,10 +36,24 @@ def test_key_order_does_not_matter(mapping: dict[str, object]) -> None:
     assert sha256_hex(mapping) == sha256_hex(reordered)
 
 
+def tagged(value: object) -> object:
+    """A form in which 1 and 1.0, and 0.0 and -0.0, compare unequal, as in the canonical text."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return (type(value).__name__, value)
+    if isinstance(value, int):
+        return ("int", value)
+    if isinstance(value, float):
+        return ("float", value, math.copysign(1.0, value))
+    if isinstance(value, dict):
+        return ("dict", sorted((k, tagged(v)) for k, v in value.items()))
+    return ("list", [tagged(v) for v in value])  # type: ignore[union-attr]
+
+
 @given(values, values)
-def test_different_values_hash_differently(a: object, b: object) -> None:
-    if json.loads(canonical_json(a)) != json.loads(canonical_json(b)):
-        assert sha256_hex(a) != sha256_hex(b)
+def test_equal_values_and_only_they_hash_equal(a: object, b: object) -> None:
+    same = tagged(json.loads(canonical_json(a))) == tagged(json.loads(canonical_json(b)))
+    assert same == (sha256_hex(a) == sha256_hex(b))
+    assert tagged(json.loads(canonical_json(a))) == tagged(a)
 
 
 @given(st.floats(allow_nan=False, allow_infinity=False))
@@ -51,10 +66,16 @@ def test_no_whitespace_and_sorted_keys() -> None:
         canonical_json({"b": 1, "a": [1.5, None, True], "é": "ü"})
         == '{"a":[1.5,null,true],"b":1,"é":"ü"}'
     )
-    assert canonical_json(-0.0) == "0.0"
+    assert canonical_json(-0.0) == "-0.0" and canonical_json(1) != canonical_json(1.0)
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), {1: "x"}, {"a": object()}])
+def test_numpy_scalars_are_plain_numbers() -> None:
+    import numpy as np
+
+    assert canonical_json({"a": np.float64(0.5), "b": np.int64(3)}) == '{"a":0.5,"b":3}'
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), [-float("inf")], {"a": object()}, {1: "x", "b": 2}])
 def test_values_without_canonical_form_are_rejected(bad: object) -> None:
     with pytest.raises(CanonicalFormError):
         canonical_json(bad)

@@ -115,7 +115,9 @@ def test_onnx_model_agrees_with_sklearn(
     )
     model = load_model(spec, project)
     row = np.array([[low_risk[f] for f in FEATURES]], dtype=float)
-    assert model.predict(row).score == pytest.approx(sk.predict(row).score, abs=1e-4)
+    rows = np.vstack([row, row * 1.1])
+    ours = [o.score for o in model.predict_many(rows)]
+    assert ours == pytest.approx([o.score for o in sk.predict_many(rows)], abs=1e-4)
 
 
 def test_corrupt_onnx_file_is_named(project: Path) -> None:

@@ -1,17 +1,19 @@
 """Canonical JSON (Keel canonical form v1): the bytes that hashes and signatures cover.
 
-Rules: UTF-8; object keys sorted by code point and unique strings; no insignificant
-whitespace; integers in decimal; floats in Python's shortest round-trip form (``repr``);
-``-0.0`` written as ``0.0``; NaN and infinities rejected; tuples written as arrays;
-``True``/``False``/``None`` as ``true``/``false``/``null``. Two values that are equal as
-JSON data produce the same bytes, and the bytes parse back to an equal value.
+Rules: UTF-8; object keys sorted by code point (keys are strings: Keel's records never hold
+others); no insignificant whitespace; integers in decimal; floats in Python's shortest
+round-trip form (``repr``), so ``1`` and ``1.0`` differ and ``-0.0`` stays ``-0.0``; NaN and
+infinities rejected; tuples written as arrays; NumPy scalars written as the Python number
+they hold. The bytes parse back to an equal value, and equal values give equal bytes.
+
+The work is done by the standard library's C encoder: canonicalising a decision record is
+on every decision's path.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 from typing import Any
 
 from keel.errors import KeelError
@@ -23,47 +25,32 @@ class CanonicalFormError(KeelError):
     code = "not_canonicalisable"
 
 
-def _normalise(value: Any, path: str) -> Any:
-    if value is None or isinstance(value, bool | str):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        if math.isnan(value) or math.isinf(value):
-            raise CanonicalFormError(
-                f"{path or 'value'} is {value!r}; NaN and infinity have no canonical JSON form",
-                {"path": path},
-            )
-        return 0.0 if value == 0 else value
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise CanonicalFormError(
-                    f"{path or 'value'} has a non-string key {key!r}", {"path": path}
-                )
-            out[key] = _normalise(item, f"{path}.{key}" if path else key)
-        return out
-    if isinstance(value, list | tuple):
-        return [_normalise(item, f"{path}[{i}]") for i, item in enumerate(value)]
+def _default(value: Any) -> Any:
     # NumPy scalars and similar number-likes reach here from model outputs.
-    if hasattr(value, "item"):
-        return _normalise(value.item(), path)
-    raise CanonicalFormError(
-        f"{path or 'value'} has type {type(value).__name__}, which has no canonical JSON form",
-        {"path": path},
-    )
+    if hasattr(value, "item") and not isinstance(value, dict | list | tuple):
+        item = value.item()
+        if isinstance(item, bool | int | float | str) or item is None:
+            return item
+    raise TypeError(f"type {type(value).__name__} has no canonical JSON form")
+
+
+_ENCODER = json.JSONEncoder(
+    sort_keys=True,
+    separators=(",", ":"),
+    ensure_ascii=False,
+    allow_nan=False,
+    default=_default,
+)
 
 
 def canonical_json(value: Any) -> str:
     """Return the canonical JSON text of ``value``."""
-    return json.dumps(
-        _normalise(value, ""),
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-    )
+    try:
+        return _ENCODER.encode(value)
+    except ValueError as exc:
+        raise CanonicalFormError(f"NaN and infinity have no canonical JSON form ({exc})") from exc
+    except TypeError as exc:
+        raise CanonicalFormError(f"value has no canonical JSON form: {exc}") from exc
 
 
 def canonical_bytes(value: Any) -> bytes:

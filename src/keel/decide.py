@@ -9,7 +9,7 @@ returns is exactly what the ledger hashes.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,11 @@ class FlowRuntime:
 
     def signals(self, runner: SignalRunner, inputs: Mapping[str, Any]) -> SignalResult:
         return runner.run(self.models, self.timeouts_ms, inputs)
+
+    def signals_many(
+        self, runner: SignalRunner, cases: Sequence[Mapping[str, Any]]
+    ) -> list[SignalResult]:
+        return runner.run_many(self.models, self.timeouts_ms, cases)
 
 
 def settle_status(autonomy: Autonomy, review: bool, escalated: bool) -> str:
@@ -84,13 +89,14 @@ class Draft:
     rule: str
     started: float
     result: dict[str, Any] = field(default_factory=dict)
+    body: dict[str, Any] = field(default_factory=dict)
     sealed: Sealed | None = None
 
-    def _reason_for_record(self, template_owner: str) -> str:
+    def _reason_for_record(self, template_owner: str, rendered: str) -> str:
         """Re-render the reason with personal inputs masked: the ledger never holds them."""
         protected = self.runtime.flow.protected_fields()
         if not protected:
-            return self.reason
+            return rendered
         policy = self.runtime.policy.policy
         ks = policy.guardrails.kill_switch
         template = {
@@ -101,6 +107,8 @@ class Draft:
         if template is None:
             rule = next((r for r in policy.rules if r.name == template_owner), None)
             template = rule.reason if rule else self.reason
+        if not any(f"{{input.{name}" in template for name in protected):
+            return rendered  # nothing personal in it: the caller's text is the record's
         values = {
             "input": masked_view(self.inputs, protected),
             "signals": self.signals.values,
@@ -157,7 +165,7 @@ class Draft:
             "checked": checked,
             "rule": owner,
         }
-        record_reason = self._reason_for_record(owner)
+        record_reason = self._reason_for_record(owner, reason)
         protected = flow.protected_fields()
         trace = [
             {**step, "values": masked_trace(step["values"], protected)}
@@ -165,7 +173,7 @@ class Draft:
             else step
             for step in self.evaluation.trace
         ]
-        return {
+        self.body = {
             "record_version": DECISION_RECORD_VERSION,
             "subject_id": self.subject_id,
             "inputs": self.stored_inputs,
@@ -191,6 +199,7 @@ class Draft:
                 "decide_ms": round((time.perf_counter() - self.started) * 1000, 3),
             },
         }
+        return self.body
 
 
 def masked_trace(values: Mapping[str, Any], protected: list[str]) -> dict[str, Any]:

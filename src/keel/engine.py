@@ -190,7 +190,9 @@ class Engine:
 
     # ---- deciding ------------------------------------------------------------------------
 
-    def _prepare(self, runtime: FlowRuntime, inputs: Any, subject_id: str | None) -> Draft:
+    def _validate(
+        self, runtime: FlowRuntime, inputs: Any, subject_id: str | None
+    ) -> dict[str, Any]:
         if subject_id is not None and (
             not isinstance(subject_id, str) or not 0 < len(subject_id) <= MAX_SUBJECT_ID
         ):
@@ -199,13 +201,21 @@ class Engine:
                 {"flow": runtime.flow.name, "field": "subject_id"},
             )
         try:
-            clean = runtime.flow.validate_input(inputs)
+            return runtime.flow.validate_input(inputs)
         except InputError:
             self.metrics.rejected.labels(runtime.flow.name, "invalid_input").inc()
             raise
+
+    def _draft(
+        self,
+        runtime: FlowRuntime,
+        clean: dict[str, Any],
+        subject_id: str | None,
+        signals: SignalResult,
+    ) -> Draft:
         decision_id = new_id("dec", self.clock())
         stored, sealed = self.protector.split(decision_id, clean, runtime.flow.protected_fields())
-        d = draft(runtime, self.runner, decision_id, subject_id, clean, stored)
+        d = draft(runtime, self.runner, decision_id, subject_id, clean, stored, signals=signals)
         d.sealed = sealed
         return d
 
@@ -224,7 +234,7 @@ class Engine:
             raise
         out = []
         for d, entry in zip(drafts, entries, strict=True):
-            body = entry.body
+            body = d.body  # what the ledger hashed, without parsing it back
             decision = _decision(entry, body, d.result["reason"])
             self._count(decision, body, d)
             out.append(decision)
@@ -249,7 +259,9 @@ class Engine:
     ) -> Decision:
         """Decide one case; it is in the ledger before this returns."""
         runtime = self.runtime(flow)
-        return self._record([self._prepare(runtime, inputs, subject_id)])[0]
+        clean = self._validate(runtime, inputs, subject_id)
+        signals = runtime.signals(self.runner, clean)
+        return self._record([self._draft(runtime, clean, subject_id, signals)])[0]
 
     def decide_many(
         self,
@@ -261,12 +273,18 @@ class Engine:
         runtime = self.runtime(flow)
         if subject_ids is not None and len(subject_ids) != len(cases):
             raise InputError("subject_ids must have one entry per case", {"flow": flow})
-        drafts = []
+        subjects = list(subject_ids) if subject_ids is not None else [None] * len(cases)
+        clean = []
         for i, case in enumerate(cases):
             try:
-                drafts.append(self._prepare(runtime, case, subject_ids[i] if subject_ids else None))
+                clean.append(self._validate(runtime, case, subjects[i]))
             except InputError as exc:
                 raise InputError(f"case {i}: {exc.message}", {**exc.detail, "index": i}) from exc
+        signals = runtime.signals_many(self.runner, clean)  # one model call for the batch
+        drafts = [
+            self._draft(runtime, c, s, sig)
+            for c, s, sig in zip(clean, subjects, signals, strict=True)
+        ]
         return self._record(drafts)
 
     # ---- reading ---------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -130,8 +131,12 @@ class Flow:
             )
         return out
 
-    def protected_fields(self) -> list[str]:
+    @cached_property
+    def _protected(self) -> list[str]:
         return [f.name for f in self.fields.values() if f.classification.protected]
+
+    def protected_fields(self) -> list[str]:
+        return self._protected
 
 
 def _coerce(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:

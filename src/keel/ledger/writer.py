@@ -27,7 +27,7 @@ from keel.ledger.records import GENESIS_HASH, RECORD_SCHEMA_VERSION, Entry, chai
 from keel.policy.guardrails import UsageRow, WindowState
 from keel.policy.model import WindowLimit
 from keel.store.database import Database
-from keel.store.schema import guardrail_usage, ledger, ledger_head
+from keel.store.schema import guardrail_usage, ledger_head
 
 PRUNE_EVERY_S = 600.0
 
@@ -207,14 +207,17 @@ def append_in(conn: Connection, items: Sequence[Pending], gate: WindowGate) -> l
     seq, prev = (head[0], head[1]) if head else (0, GENESIS_HASH)
     entries: list[Entry] = []
     extra: dict[Table, list[dict[str, Any]]] = {}
+    recorded_at = iso_time(gate.now)
     for item in items:
         seq += 1
-        entry = _entry(item, seq, prev, gate.now, gate)
+        entry = _entry(item, seq, prev, recorded_at, gate)
         prev = entry.hash
         entries.append(entry)
         for table, row in item.rows:
             extra.setdefault(table, []).append(row)
-    conn.execute(insert(ledger), [_row(e) for e in entries])
+    # The hot insert goes straight to the driver's executemany: same statement, same rows,
+    # without per-row parameter processing (it is a third of the cost at this volume).
+    conn.exec_driver_sql(_insert_sql(conn), [_row(e) for e in entries])
     for table, rows in extra.items():
         conn.execute(insert(table), rows)
     if head:
@@ -224,8 +227,7 @@ def append_in(conn: Connection, items: Sequence[Pending], gate: WindowGate) -> l
     return entries
 
 
-def _entry(item: Pending, seq: int, prev: str, now: float, gate: WindowGate) -> Entry:
-    recorded_at = iso_time(now)
+def _entry(item: Pending, seq: int, prev: str, recorded_at: str, gate: WindowGate) -> Entry:
     body = item.build(gate)
     record = canonical_json(
         {
@@ -249,14 +251,25 @@ def _entry(item: Pending, seq: int, prev: str, now: float, gate: WindowGate) -> 
     )
 
 
-def _row(entry: Entry) -> dict[str, Any]:
-    return {
-        "seq": entry.seq,
-        "kind": entry.kind,
-        "record_id": entry.record_id,
-        "flow": entry.flow,
-        "recorded_at": entry.recorded_at,
-        "record": entry.record,
-        "prev_hash": entry.prev_hash,
-        "hash": entry.hash,
-    }
+_COLUMNS = ("seq", "kind", "record_id", "flow", "recorded_at", "record", "prev_hash", "hash")
+
+
+def _insert_sql(conn: Connection) -> str:
+    # Positional markers: '?' for sqlite3, '%s' for the format/pyformat drivers (psycopg).
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    columns = ", ".join(_COLUMNS)
+    marks = ", ".join([mark] * len(_COLUMNS))
+    return f"INSERT INTO ledger ({columns}) VALUES ({marks})"  # noqa: S608 - constants only
+
+
+def _row(entry: Entry) -> tuple[Any, ...]:
+    return (
+        entry.seq,
+        entry.kind,
+        entry.record_id,
+        entry.flow,
+        entry.recorded_at,
+        entry.record,
+        entry.prev_hash,
+        entry.hash,
+    )

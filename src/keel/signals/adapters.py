@@ -39,7 +39,9 @@ class Model(Protocol):
     kind: str
     features: tuple[str, ...]
 
-    def predict(self, row: np.ndarray) -> ModelOutput: ...
+    def predict_many(self, rows: np.ndarray) -> list[ModelOutput]:
+        """One output per row of ``rows`` (shape: cases × features)."""
+        ...
 
 
 def file_version(path: Path) -> str:
@@ -50,7 +52,7 @@ def file_version(path: Path) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def _classifier_output(proba: np.ndarray, classes: list[Any], positive: Any) -> ModelOutput:
+def _classifier_outputs(proba: np.ndarray, classes: list[Any], positive: Any) -> list[ModelOutput]:
     if positive is None:
         index = len(classes) - 1
     else:
@@ -58,8 +60,15 @@ def _classifier_output(proba: np.ndarray, classes: list[Any], positive: Any) -> 
         if not matches:
             raise ModelError(f"positive_class {positive!r} is not one of the classes {classes}")
         index = matches[0]
-    best = int(np.argmax(proba))
-    return ModelOutput(float(proba[index]), float(proba[best]), str(classes[best]))
+    best = np.argmax(proba, axis=1)
+    scores = proba[:, index].tolist()
+    confidence = proba[np.arange(len(proba)), best].tolist()
+    labels = [str(classes[b]) for b in best]
+    return [ModelOutput(s, c, lb) for s, c, lb in zip(scores, confidence, labels, strict=True)]
+
+
+def _score_outputs(values: np.ndarray) -> list[ModelOutput]:
+    return [ModelOutput(float(v), 1.0, f"{float(v):g}") for v in np.asarray(values).ravel()]
 
 
 class SklearnModel:
@@ -73,6 +82,9 @@ class SklearnModel:
         self.path = path
         self.features = spec.features
         self._classes = [c for c in getattr(estimator, "classes_", [])]
+        from sklearn import config_context  # noqa: PLC0415 - present with any sklearn model
+
+        self._config = config_context
         if spec.output in ("probability", "label") and not hasattr(estimator, "predict_proba"):
             raise ModelError(
                 f"model {path} for signal '{spec.name}' has no predict_proba; "
@@ -87,12 +99,13 @@ class SklearnModel:
                 {"signal": spec.name, "path": str(path)},
             )
 
-    def predict(self, row: np.ndarray) -> ModelOutput:
-        if self.spec.output == "score":
-            value = float(self.estimator.predict(row)[0])
-            return ModelOutput(value, 1.0, f"{value:g}")
-        proba = self.estimator.predict_proba(row)[0]
-        return _classifier_output(proba, self._classes, self.spec.positive_class)
+    def predict_many(self, rows: np.ndarray) -> list[ModelOutput]:
+        # Inputs were checked finite by the flow's schema; skip scikit-learn's re-checks.
+        with self._config(assume_finite=True, skip_parameter_validation=True):
+            if self.spec.output == "score":
+                return _score_outputs(self.estimator.predict(rows))
+            proba = np.asarray(self.estimator.predict_proba(rows), dtype=float)
+        return _classifier_outputs(proba, self._classes, self.spec.positive_class)
 
 
 class OnnxModel:
@@ -122,21 +135,20 @@ class OnnxModel:
         self.input_name = self.session.get_inputs()[0].name
         self.outputs = [o.name for o in self.session.get_outputs()]
 
-    def predict(self, row: np.ndarray) -> ModelOutput:
-        results = self.session.run(None, {self.input_name: row.astype(np.float32)})
+    def predict_many(self, rows: np.ndarray) -> list[ModelOutput]:
+        results = self.session.run(None, {self.input_name: rows.astype(np.float32)})
         if self.spec.output == "score":
-            value = float(np.asarray(results[0]).ravel()[0])
-            return ModelOutput(value, 1.0, f"{value:g}")
+            return _score_outputs(results[0])
         if len(results) < 2:
             raise ModelError(f"ONNX model {self.path} gives no probabilities")
         probs = results[1]
         if isinstance(probs, list) and probs and isinstance(probs[0], Mapping):
             classes = list(probs[0].keys())
-            proba = np.array([probs[0][c] for c in classes], dtype=float)
+            proba = np.array([[p[c] for c in classes] for p in probs], dtype=float)
         else:
-            proba = np.asarray(probs, dtype=float)[0]
-            classes = list(range(len(proba)))
-        return _classifier_output(proba, classes, self.spec.positive_class)
+            proba = np.asarray(probs, dtype=float)
+            classes = list(range(proba.shape[1]))
+        return _classifier_outputs(proba, classes, self.spec.positive_class)
 
 
 class CallableModel:
@@ -151,8 +163,11 @@ class CallableModel:
         self.version = version
         self.features = spec.features
 
-    def predict(self, row: np.ndarray) -> ModelOutput:
-        values = dict(zip(self.features, (float(v) for v in row[0]), strict=True))
+    def predict_many(self, rows: np.ndarray) -> list[ModelOutput]:
+        return [self._one(row) for row in rows]
+
+    def _one(self, row: np.ndarray) -> ModelOutput:
+        values = dict(zip(self.features, (float(v) for v in row), strict=True))
         result = self.function(values)
         if isinstance(result, Mapping):
             score = float(result["score"])
