@@ -32,6 +32,12 @@ def test_decision_is_recorded_and_explained(engine: Engine, low_risk: dict[str, 
         "raised the default risk the most" in s or "lowered the default risk the most" in s
         for s in why["why"]
     )
+    trace = why["trace"]
+    assert [s["rule"] for s in trace][-1] == "low_risk" and trace[-1]["matched"]
+    assert not any(s["matched"] for s in trace[:-1])
+    first = trace[0]  # income_too_low: the values it compared, rebuilt from the record
+    assert first["values"] == {"input.annual_income": 85000.0, "params.min_income": 12000.0}
+    assert engine.entry(decision.id).body["trace"] == [s["rule"] for s in trace]
     attributions = why["attributions"]["default_risk"]
     assert attributions["method"] == "linear-exact" and attributions["unit"] == "log-odds"
 

@@ -166,13 +166,6 @@ class Draft:
             "rule": owner,
         }
         record_reason = self._reason_for_record(owner, reason)
-        protected = flow.protected_fields()
-        trace = [
-            {**step, "values": masked_trace(step["values"], protected)}
-            if "values" in step
-            else step
-            for step in self.evaluation.trace
-        ]
         self.body = {
             "record_version": DECISION_RECORD_VERSION,
             "subject_id": self.subject_id,
@@ -193,20 +186,13 @@ class Draft:
             "reason": record_reason,
             "fallback": self.fallback,
             "guardrails": {"checked": checked, "hits": [h.to_dict() for h in hits]},
-            "trace": trace,
+            "trace": self.evaluation.trace,
             "timings": {
                 "model_ms": round(self.signals.model_ms, 3),
                 "decide_ms": round((time.perf_counter() - self.started) * 1000, 3),
             },
         }
         return self.body
-
-
-def masked_trace(values: Mapping[str, Any], protected: list[str]) -> dict[str, Any]:
-    return {
-        k: (PROTECTED_TEXT if k.startswith("input.") and k[6:] in protected else v)
-        for k, v in values.items()
-    }
 
 
 def draft(

@@ -17,7 +17,7 @@ from keel.decide import Draft, FlowRuntime, Status, draft, settle_status
 from keel.errors import InputError, KeelError, LedgerWriteError, NotFoundError
 from keel.explain.attributions import Attributions, attribute
 from keel.explain.counterfactual import Counterfactual, search_counterfactuals
-from keel.explain.narrative import explain_record, restore_trace
+from keel.explain.narrative import explain_record
 from keel.keys import load_data_key, load_signing_key
 from keel.ledger.checkpoint import Checkpoint, make_checkpoint
 from keel.ledger.records import Entry, iso_time, new_id
@@ -242,8 +242,9 @@ class Engine:
 
     def _count(self, decision: Decision, body: Mapping[str, Any], d: Draft) -> None:
         flow = decision.flow
-        self.metrics.decisions.labels(flow, decision.action, decision.status).inc()
-        self.metrics.latency.labels(flow).observe(time.perf_counter() - d.started)
+        self.metrics.decided(
+            flow, decision.action, decision.status, time.perf_counter() - d.started
+        )
         for name, cause in decision.failed_signals.items():
             self.metrics.signal_failures.labels(flow, name, cause.split(" ")[0]).inc()
         if decision.fallback:
@@ -347,6 +348,8 @@ class Engine:
         inputs = self.restored_inputs(decision_id, body)
         at = self._policy_at(runtime, body["policy"]["version"])
         reason = self._reason(at, body, inputs)
+        signals = {k: v for k, v in body["signals"].items() if "score" in v}
+        trace = at.policy.trace_details(body["trace"], body["rule"], inputs, signals)
         attributions: dict[str, Attributions] = {}
         notes = []
         for name, meta in body["signals"].items():
@@ -360,8 +363,8 @@ class Engine:
         return {
             "decision": _decision(entry, body, reason).to_dict(),
             "inputs": inputs,
-            "why": explain_record(runtime.flow, body, inputs, reason, attributions),
-            "trace": restore_trace(body["trace"], inputs),
+            "why": explain_record(runtime.flow, body, trace, reason, attributions),
+            "trace": trace,
             "guardrails": body["guardrails"],
             "attributions": {k: v.to_dict() for k, v in attributions.items()},
             "notes": notes,

@@ -103,5 +103,9 @@ class Protector:
 
 
 def _digest(salt: str, name: str, value: Any) -> str:
-    # Inputs reaching here passed the flow's schema: JSON scalars, so plain JSON is exact.
-    return hashlib.sha256(json.dumps([salt, name, value]).encode()).hexdigest()
+    """SHA-256 over salt, field name and the value's ``repr``, separated by U+001F.
+
+    Values here passed the flow's schema (str, int, float or bool), whose ``repr`` is exact
+    and survives the JSON round trip through the sealed payload unchanged.
+    """
+    return hashlib.sha256(f"{salt}\x1f{name}\x1f{value!r}".encode()).hexdigest()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -10,6 +11,8 @@ log = logging.getLogger("keel")
 
 
 class Metrics:
+    """Prometheus metrics in the engine's own registry (no process-wide globals)."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.decisions = Counter(
@@ -54,3 +57,17 @@ class Metrics:
             registry=self.registry,
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
         )
+        self._decided: dict[tuple[str, str, str], Any] = {}
+        self._latency: dict[str, Any] = {}
+
+    def decided(self, flow: str, action: str, status: str, seconds: float) -> None:
+        # Label lookups cost more than the increments; keep the children per combination.
+        key = (flow, action, status)
+        child = self._decided.get(key)
+        if child is None:
+            child = self._decided[key] = self.decisions.labels(flow, action, status)
+        child.inc()
+        hist = self._latency.get(flow)
+        if hist is None:
+            hist = self._latency[flow] = self.latency.labels(flow)
+        hist.observe(seconds)

@@ -38,21 +38,6 @@ def _value(path: str, value: Any, flow: Flow) -> str:
     return format_value(value, fmt)
 
 
-def restore_trace(trace: list[dict[str, Any]], inputs: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Put personal inputs (masked in the ledger) back into a trace for an authorised reader."""
-    out = []
-    for step in trace:
-        values = step.get("values")
-        if values is None:
-            out.append(step)
-            continue
-        restored = {
-            k: (inputs.get(k[6:], v) if k.startswith("input.") else v) for k, v in values.items()
-        }
-        out.append({**step, "values": restored})
-    return out
-
-
 def attribution_sentences(flow: Flow, signal: str, attributions: Attributions) -> list[str]:
     spec = flow.signals.get(signal)
     target = spec.display if spec else signal
@@ -76,7 +61,7 @@ def attribution_sentences(flow: Flow, signal: str, attributions: Attributions) -
 def explain_record(
     flow: Flow,
     body: Mapping[str, Any],
-    inputs: Mapping[str, Any],
+    trace: list[dict[str, Any]],
     reason: str,
     attributions: Mapping[str, Attributions],
 ) -> list[str]:
@@ -86,7 +71,6 @@ def explain_record(
     shown = f" {format_value(value, 'number')}" if value is not None else ""
     status = _STATUS_TEXT.get(body["status"], body["status"])
     why = [f"Decision: {action}{shown} ({status}).", f"Reason: {reason}"]
-    trace = restore_trace(body.get("trace", []), inputs)
     matched = next((s for s in trace if s.get("matched")), None)
     skipped = [s["rule"] for s in trace if s.get("matched") is False]
     if matched is not None:

@@ -39,7 +39,7 @@ class CompiledRule:
     when: Any  # cel.Program
     value: Any | None
     signals: frozenset[str]
-    variables: tuple[tuple[str, str, str | None], ...]
+    variables: tuple[Ref, ...]
 
 
 @dataclass
@@ -51,7 +51,7 @@ class Evaluation:
     reason: str
     rule: str  # the rule's name, or "default" / "fallback"
     review: bool
-    trace: list[dict[str, Any]] = field(default_factory=list)
+    trace: list[str] = field(default_factory=list)  # the rules evaluated, in order
     fallback_cause: str | None = None
 
 
@@ -62,6 +62,7 @@ class CompiledPolicy:
     rules: tuple[CompiledRule, ...]
     default_value: Any | None
     fallback_value: Any | None
+
     _local: threading.local = field(default_factory=threading.local, compare=False, repr=False)
 
     @property
@@ -100,26 +101,16 @@ class CompiledPolicy:
             merged = dict(self.policy.params)
             ctx = self._context(inputs, signals)
         values = {"input": inputs, "signals": signals, "params": merged}
-        trace: list[dict[str, Any]] = []
+        trace: list[str] = []
         for compiled in self.rules:
             missing = sorted(compiled.signals & failed.keys())
             if missing:
-                trace.append(
-                    {"rule": compiled.rule.name, "skipped": f"signal {missing[0]} unavailable"}
-                )
                 cause = f"signal '{missing[0]}' unavailable: {failed[missing[0]]}"
                 return self._outcome(
                     self.policy.fallback, self.fallback_value, "fallback", ctx, values, trace, cause
                 )
             matched = compiled.when.execute(ctx)
-            trace.append(
-                {
-                    "rule": compiled.rule.name,
-                    "when": compiled.rule.when,
-                    "matched": bool(matched),
-                    "values": _values(compiled.variables, values),
-                }
-            )
+            trace.append(compiled.rule.name)
             if matched:
                 value = _number(compiled.value.execute(ctx)) if compiled.value else None
                 values_with = {**values, "value": value}
@@ -135,6 +126,35 @@ class CompiledPolicy:
             self.policy.default, self.default_value, "default", ctx, values, trace, None
         )
 
+    def trace_details(
+        self,
+        evaluated: list[str],
+        decided: str,
+        inputs: Mapping[str, Any],
+        signals: Mapping[str, Mapping[str, Any]],
+    ) -> list[dict[str, Any]]:
+        """Each evaluated rule with its condition and the values it compared.
+
+        The ledger keeps only the names of the rules evaluated: the values follow from the
+        recorded inputs, signals and this policy version, so they are rebuilt here.
+        """
+        by_name = {r.rule.name: r for r in self.rules}
+        values = {"input": inputs, "signals": signals, "params": self.policy.params}
+        out = []
+        for name in evaluated:
+            compiled = by_name.get(name)
+            if compiled is None:
+                continue
+            out.append(
+                {
+                    "rule": name,
+                    "when": compiled.rule.when,
+                    "matched": name == decided,
+                    "values": _values(compiled.variables, values),
+                }
+            )
+        return out
+
     def evaluate_fallback_reason(self, inputs: Mapping[str, Any]) -> str:
         values = {"input": inputs, "signals": {}, "params": self.policy.params, "value": None}
         return render(self.policy.fallback.reason, values, self.flow)
@@ -146,7 +166,7 @@ class CompiledPolicy:
         rule: str,
         ctx: Any,
         values: Mapping[str, Any],
-        trace: list[dict[str, Any]],
+        trace: list[str],
         cause: str | None,
     ) -> Evaluation:
         value = None
@@ -172,16 +192,17 @@ def _number(result: Any) -> float:
     return float(result)
 
 
-def _values(
-    refs: tuple[tuple[str, str, str | None], ...], values: Mapping[str, Any]
-) -> dict[str, Any]:
+Ref = tuple[str, str, str | None, str, str]  # root, name, attribute, its key, the name's key
+
+
+def _values(refs: tuple[Ref, ...], values: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for root, name, attr in refs:
+    for root, name, attr, key, base in refs:
         item = values[root].get(name)
-        if attr is not None and isinstance(item, Mapping):
-            out[f"{root}.{name}.{attr}"] = item.get(attr)
+        if attr is not None and type(item) is dict:
+            out[key] = item.get(attr)
         elif attr is None or item is None:
-            out[f"{root}.{name}"] = item
+            out[base] = item
     return out
 
 
@@ -300,7 +321,10 @@ class _Compiler:
                 continue
             if not when.variables() and when.execute({}) is True:
                 always = rule.name
-            refs = tuple(sorted(references(rule.when), key=str))
+            refs = tuple(
+                (r, n, a, f"{r}.{n}.{a}" if a else f"{r}.{n}", f"{r}.{n}")
+                for r, n, a in sorted(references(rule.when), key=str)
+            )
             needs = frozenset(
                 n for r, n, _ in references(rule.when + " " + (rule.value or "")) if r == "signals"
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from keel.errors import KeelError
@@ -40,10 +41,10 @@ def format_value(value: Any, fmt: str) -> str:
     return str(value)
 
 
-def _lookup(path: str, values: Mapping[str, Any]) -> Any:
+def _lookup(parts: tuple[str, ...], values: Mapping[str, Any]) -> Any:
     current: Any = values
-    for part in path.split("."):
-        if not isinstance(current, Mapping) or part not in current:
+    for part in parts:
+        if not isinstance(current, dict) or part not in current:
             return None
         current = current[part]
     return current
@@ -58,12 +59,27 @@ def _default_format(path: str, flow: Flow) -> str:
     return "number"
 
 
-def render(template: str, values: Mapping[str, Any], flow: Flow) -> str:
-    def replace(match: re.Match[str]) -> str:
-        path, fmt = match.group(1).strip(), match.group(2)
-        return format_value(_lookup(path, values), fmt or _default_format(path, flow))
+@lru_cache(maxsize=4096)
+def _parse(template: str) -> tuple[tuple[str, tuple[str, ...], str | None], ...]:
+    """Split a template once into (literal text, placeholder path, format) pieces."""
+    pieces = []
+    last = 0
+    for match in _PLACEHOLDER.finditer(template):
+        path = tuple(match.group(1).strip().split("."))
+        pieces.append((template[last : match.start()], path, match.group(2)))
+        last = match.end()
+    pieces.append((template[last:], (), None))
+    return tuple(pieces)
 
-    return _PLACEHOLDER.sub(replace, template)
+
+def render(template: str, values: Mapping[str, Any], flow: Flow) -> str:
+    out = []
+    for literal, path, fmt in _parse(template):
+        out.append(literal)
+        if path:
+            dotted = ".".join(path)
+            out.append(format_value(_lookup(path, values), fmt or _default_format(dotted, flow)))
+    return "".join(out)
 
 
 def check_template(template: str, flow: Flow, params: Mapping[str, Any]) -> None:
