@@ -75,7 +75,9 @@ def test_numpy_scalars_are_plain_numbers() -> None:
     assert canonical_json({"a": np.float64(0.5), "b": np.int64(3)}) == '{"a":0.5,"b":3}'
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), [-float("inf")], {"a": object()}, {1: "x", "b": 2}])
+@pytest.mark.parametrize(
+    "bad", [float("nan"), float("inf"), [-float("inf")], {"a": object()}, {1: "x", "b": 2}]
+)
 def test_values_without_canonical_form_are_rejected(bad: object) -> None:
     with pytest.raises(CanonicalFormError):
         canonical_json(bad)
