@@ -178,3 +178,53 @@ def test_what_if_and_counterfactual(engine: Engine, low_risk: dict[str, Any]) ->
 def test_unknown_decision(engine: Engine) -> None:
     with pytest.raises(NotFoundError, match="no ledger entry"):
         engine.explain("dec_missing")
+
+
+def test_rule_that_cannot_be_evaluated_takes_recorded_fallback(
+    project: Path, low_risk: dict[str, Any]
+) -> None:
+    from tests.conftest import replace_in
+
+    replace_in(
+        project / "flows/credit_limit.yaml",
+        "    label: Requested limit\n",
+        "    label: Requested limit\n    required: false\n",
+    )
+    del low_risk["requested_limit"]
+    with open_engine(project, environ={}) as engine:
+        decision = engine.decide("credit_limit", low_risk)
+        assert decision.rule == "fallback" and decision.action == "refer"
+        assert (
+            decision.fallback
+            == "rule 'large_request' could not be evaluated: no value for 'requested_limit'"
+        )
+        assert engine.verify().ok
+
+
+def test_non_finite_value_takes_recorded_fallback(project: Path, low_risk: dict[str, Any]) -> None:
+    from tests.conftest import replace_in
+
+    policy = project / "policies/credit_limit.yaml"
+    text = policy.read_text()
+    low_rule = text.index("- name: low_risk")
+    value_at = text.index("    value:", low_rule)
+    end = text.index("\n", value_at)
+    policy.write_text(
+        text[:value_at]
+        + "    value: input.annual_income / (input.debt_to_income - input.debt_to_income)"
+        + text[end:]
+    )
+    with open_engine(project, environ={}) as engine:
+        decision = engine.decide("credit_limit", low_risk)
+        assert decision.rule == "fallback"
+        assert "not a finite number" in (decision.fallback or "")
+        assert engine.verify().ok
+
+
+def test_non_finite_parameter_is_rejected(project: Path) -> None:
+    from keel.errors import DefinitionError
+    from tests.conftest import replace_in
+
+    replace_in(project / "policies/credit_limit.yaml", "limit_share: 0.25", "limit_share: .nan")
+    with pytest.raises(DefinitionError, match="must be a finite number"):
+        open_engine(project, environ={})

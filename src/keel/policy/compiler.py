@@ -8,6 +8,7 @@ conditions that are not boolean, reason templates, and rules that can never be r
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from collections.abc import Mapping
@@ -109,10 +110,20 @@ class CompiledPolicy:
                 return self._outcome(
                     self.policy.fallback, self.fallback_value, "fallback", ctx, values, trace, cause
                 )
-            matched = compiled.when.execute(ctx)
+            try:
+                matched = compiled.when.execute(ctx)
+                value = None
+                if matched and compiled.value is not None:
+                    value = _number(compiled.value.execute(ctx))
+            except _RUNTIME_ERRORS as exc:
+                # A condition that cannot be evaluated on this case (an optional input that is
+                # absent, a division by zero) must not guess: the fallback decides, recorded.
+                cause = f"rule '{compiled.rule.name}' could not be evaluated: {_describe(exc)}"
+                return self._outcome(
+                    self.policy.fallback, self.fallback_value, "fallback", ctx, values, trace, cause
+                )
             trace.append(compiled.rule.name)
             if matched:
-                value = _number(compiled.value.execute(ctx)) if compiled.value else None
                 values_with = {**values, "value": value}
                 return Evaluation(
                     action=compiled.rule.action,
@@ -173,7 +184,7 @@ class CompiledPolicy:
         if program is not None:
             try:
                 value = _number(program.execute(ctx))
-            except (KeyError, TypeError, ValueError):
+            except _RUNTIME_ERRORS:
                 value = None  # a fallback's value may need the failed signal; act without it
         return Evaluation(
             action=outcome.action,
@@ -186,9 +197,20 @@ class CompiledPolicy:
         )
 
 
+_RUNTIME_ERRORS = (KeyError, TypeError, ValueError, ZeroDivisionError, OverflowError, RuntimeError)
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, KeyError):
+        return f"no value for {exc.args[0]!r}"
+    return _first_line(exc)
+
+
 def _number(result: Any) -> float:
     if isinstance(result, bool) or not isinstance(result, int | float):
         raise TypeError(f"a value expression must give a number, got {result!r}")
+    if not math.isfinite(result):
+        raise ValueError(f"a value expression gave {result!r}, not a finite number")
     return float(result)
 
 

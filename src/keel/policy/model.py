@@ -6,6 +6,7 @@ key order and formatting do not change it, and any change of meaning does.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -303,6 +304,8 @@ def parse_policy(raw: LocatedDict, path: Path) -> Policy:
             p.add(f"params.{key}", "parameter names are lower_snake_case", params, key)
         if not isinstance(value, int | float | str | bool):
             p.add(f"params.{key}", "a parameter is a number, string or boolean", params, key)
+        elif isinstance(value, float) and not math.isfinite(value):
+            p.add(f"params.{key}", f"a parameter must be a finite number, got {value}", params, key)
     rules: list[Rule] = []
     seen: dict[str, int] = {}
     for i, r in enumerate(_list(p, raw, "rules", "rules")):
