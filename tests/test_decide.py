@@ -202,7 +202,6 @@ def test_rule_that_cannot_be_evaluated_takes_recorded_fallback(
 
 
 def test_non_finite_value_takes_recorded_fallback(project: Path, low_risk: dict[str, Any]) -> None:
-    from tests.conftest import replace_in
 
     policy = project / "policies/credit_limit.yaml"
     text = policy.read_text()
