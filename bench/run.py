@@ -100,6 +100,21 @@ def bench_overhead(project: Path, cases: list[dict[str, Any]]) -> dict[str, floa
     }
 
 
+def in_threads(target: Any, cases: list[dict[str, Any]], threads: int) -> tuple[int, float, float]:
+    """Run ``target`` on equal shares of ``cases`` in ``threads`` threads: (n, wall s, CPU s)."""
+    share = len(cases) // threads
+    pool = [
+        threading.Thread(target=target, args=(cases[i * share : (i + 1) * share],))
+        for i in range(threads)
+    ]
+    wall, cpu = time.perf_counter(), time.process_time()
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return share * threads, time.perf_counter() - wall, time.process_time() - cpu
+
+
 def bench_throughput(project: Path, cases: list[dict[str, Any]]) -> dict[str, float]:
     out: dict[str, float] = {}
     with open_engine(project, environ={}) as engine:
@@ -110,44 +125,19 @@ def bench_throughput(project: Path, cases: list[dict[str, Any]]) -> dict[str, fl
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         out["batch100_per_s"] = len(cases) / wall
         out["batch100_per_cpu_s"] = len(cases) / cpu
-        callers = 2
-        half = len(cases) // callers
 
         def batches(part: list[dict[str, Any]]) -> None:
-            for i in range(0, len(part), 100):
-                engine.decide_many("credit_limit", part[i : i + 100])
+            for k in range(0, len(part), 100):
+                engine.decide_many("credit_limit", part[k : k + 100])
 
-        pool = [
-            threading.Thread(target=batches, args=(cases[i * half : (i + 1) * half],))
-            for i in range(callers)
-        ]
-        wall, cpu = time.perf_counter(), time.process_time()
-        for t in pool:
-            t.start()
-        for t in pool:
-            t.join()
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        out["callers2_per_s"] = half * callers / wall
-        out["callers2_per_cpu_s"] = half * callers / cpu
-        threads = 8
-        share = len(cases) // threads
-
-        def work(part: list[dict[str, Any]]) -> None:
+        def one_by_one(part: list[dict[str, Any]]) -> None:
             for case in part:
                 engine.decide("credit_limit", case)
 
-        pool = [
-            threading.Thread(target=work, args=(cases[i * share : (i + 1) * share],))
-            for i in range(threads)
-        ]
-        wall, cpu = time.perf_counter(), time.process_time()
-        for t in pool:
-            t.start()
-        for t in pool:
-            t.join()
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        out["threads8_per_s"] = share * threads / wall
-        out["threads8_per_cpu_s"] = share * threads / cpu
+        for key, target, threads in (("callers2", batches, 2), ("threads8", one_by_one, 8)):
+            n, wall, cpu = in_threads(target, cases, threads)
+            out[f"{key}_per_s"] = n / wall
+            out[f"{key}_per_cpu_s"] = n / cpu
         assert engine.verify().ok
     return out
 

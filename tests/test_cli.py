@@ -83,7 +83,29 @@ def test_init_refuses_non_empty_folder(tmp_path: Path) -> None:
 def test_unreadable_database(project: Path) -> None:
     (project / "keel.db").write_bytes(b"this is not sqlite" * 100)
     code, _, err = keel("ledger", "verify", "--project", str(project))
+    assert code == 2 and "cannot read database" in err and "not a database" in err
+    code, _, err = keel("validate", "--project", str(project))
+    assert code == 0  # definitions are fine; only the database is bad
+    code, _, err = keel("decide", "credit_limit", "--input", "{}", "--project", str(project))
     assert code == 2 and "cannot open database" in err and "not a database" in err
+
+
+def test_ledger_commands_need_only_the_database(project: Path) -> None:
+    code, _, err = keel("ledger", "verify", "--project", str(project))
+    assert code == 2 and "no Keel ledger" in err
+    assert not (project / "keel.db").exists() or (project / "keel.db").stat().st_size == 0
+    example = project / "examples" / "low_risk.json"
+    assert keel("decide", "credit_limit", "--input", f"@{example}", "-p", str(project))[0] == 0
+    (project / "models" / "default_risk.skops").write_bytes(
+        b"broken"
+    )  # the project no longer loads
+    code, out, _ = keel("ledger", "verify", "--project", str(project))
+    assert code == 0 and "ok: 2 entries verified" in out
+    code, out, _ = keel("ledger", "show", "--json", "--project", str(project))
+    assert code == 0 and [json.loads(line)["kind"] for line in out.splitlines()] == [
+        "policy_registered",
+        "decision",
+    ]
 
 
 def test_every_command_is_documented() -> None:

@@ -51,6 +51,26 @@ def _engine(project: Path) -> Iterator[Any]:
         engine.close()
 
 
+@contextmanager
+def _ledger(project: Path) -> Iterator[Any]:
+    """The project's database alone: reading and verifying the ledger needs no models."""
+    from keel.config import load_settings  # noqa: PLC0415
+    from keel.ledger.reader import require_ledger  # noqa: PLC0415
+    from keel.store.database import open_database  # noqa: PLC0415
+
+    try:
+        db = open_database(load_settings(project).database_url, migrate=False)
+    except KeelError as error:
+        _fail(error)
+    try:
+        require_ledger(db)
+        yield db
+    except KeelError as error:
+        _fail(error)
+    finally:
+        db.close()
+
+
 def _print(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
@@ -243,8 +263,10 @@ def ledger_verify(
             cp.verify_signature(public_key_from_text(public_key) if public_key else None)
     except KeelError as error:
         _fail(error)
-    with _engine(project) as engine:
-        report = engine.verify(cp)
+    from keel.ledger.verify import verify_ledger  # noqa: PLC0415
+
+    with _ledger(project) as db:
+        report = verify_ledger(db, cp)
     if report.ok:
         extra = f", matches checkpoint at {cp.seq}" if cp else ""
         typer.echo(
@@ -291,8 +313,10 @@ def ledger_show(
 
     Example: keel ledger show --limit 5 --flow credit_limit
     """
-    with _engine(project) as engine:
-        entries = engine.entries(limit, flow, kind)
+    from keel.ledger.reader import newest  # noqa: PLC0415
+
+    with _ledger(project) as db:
+        entries = newest(db, limit, flow, kind)
     for entry in entries:
         if as_json:
             typer.echo(json.dumps(entry.to_dict(), ensure_ascii=False))

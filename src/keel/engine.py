@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +13,13 @@ from sqlalchemy import select
 from keel.canonical import canonical_json
 from keel.config import Settings, load_settings
 from keel.decide import Draft, FlowRuntime, Status, draft, settle_status
+from keel.decision import Decision, decision_from
 from keel.errors import InputError, KeelError, LedgerWriteError, NotFoundError
 from keel.explain.attributions import Attributions, attribute
 from keel.explain.counterfactual import Counterfactual, search_counterfactuals
 from keel.explain.narrative import explain_record
 from keel.keys import load_data_key, load_signing_key
+from keel.ledger import reader
 from keel.ledger.checkpoint import Checkpoint, make_checkpoint
 from keel.ledger.records import Entry, iso_time, new_id
 from keel.ledger.verify import VerifyReport, verify_ledger
@@ -31,76 +32,10 @@ from keel.project import Project, load_project
 from keel.protect import Protector, Sealed
 from keel.signals.runner import SignalResult, SignalRunner, feature_row
 from keel.store.database import Database, open_database
-from keel.store.schema import ledger, policy_versions, protected_values
+from keel.store.schema import policy_versions, protected_values
 from keel.telemetry import Metrics, log
 
 MAX_SUBJECT_ID = 128
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The result for one case, as returned to the caller after it is in the ledger."""
-
-    id: str
-    flow: str
-    subject_id: str | None
-    action: str
-    value: float | None
-    status: str
-    reason: str
-    rule: str
-    policy_version: str
-    autonomy: str
-    signals: dict[str, Any]
-    failed_signals: dict[str, str]
-    guardrail_hits: list[dict[str, Any]]
-    fallback: str | None
-    recorded_at: str
-    seq: int
-    hash: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "flow": self.flow,
-            "subject_id": self.subject_id,
-            "action": self.action,
-            "value": self.value,
-            "status": self.status,
-            "reason": self.reason,
-            "rule": self.rule,
-            "policy_version": self.policy_version,
-            "autonomy": self.autonomy,
-            "signals": self.signals,
-            "failed_signals": self.failed_signals,
-            "guardrail_hits": self.guardrail_hits,
-            "fallback": self.fallback,
-            "recorded_at": self.recorded_at,
-            "seq": self.seq,
-            "hash": self.hash,
-        }
-
-
-def _decision(entry: Entry, body: Mapping[str, Any], reason: str) -> Decision:
-    return Decision(
-        id=entry.record_id,
-        flow=entry.flow or "",
-        subject_id=body.get("subject_id"),
-        action=body["action"],
-        value=body.get("value"),
-        status=body["status"],
-        reason=reason,
-        rule=body["rule"],
-        policy_version=body["policy"]["version"],
-        autonomy=body["autonomy"],
-        signals=body["signals"],
-        failed_signals=body["failed_signals"],
-        guardrail_hits=body["guardrails"]["hits"],
-        fallback=body.get("fallback"),
-        recorded_at=entry.recorded_at,
-        seq=entry.seq,
-        hash=entry.hash,
-    )
 
 
 class Engine:
@@ -235,7 +170,7 @@ class Engine:
         out = []
         for d, entry in zip(drafts, entries, strict=True):
             body = d.body  # what the ledger hashed, without parsing it back
-            decision = _decision(entry, body, d.result["reason"])
+            decision = decision_from(entry, body, d.result["reason"])
             self._count(decision, body, d)
             out.append(decision)
         return out
@@ -291,24 +226,13 @@ class Engine:
     # ---- reading ---------------------------------------------------------------------------
 
     def entry(self, record_id: str) -> Entry:
-        with self.db.read() as conn:
-            row = conn.execute(select(ledger).where(ledger.c.record_id == record_id)).first()
-        if row is None:
-            raise NotFoundError(f"no ledger entry with id '{record_id}'", {"id": record_id})
-        return Entry(*row)
+        return reader.entry(self.db, record_id)
 
     def entries(
         self, limit: int = 20, flow: str | None = None, kind: str | None = None
     ) -> list[Entry]:
         """The newest ``limit`` entries, oldest first."""
-        query = select(ledger).order_by(ledger.c.seq.desc()).limit(limit)
-        if flow:
-            query = query.where(ledger.c.flow == flow)
-        if kind:
-            query = query.where(ledger.c.kind == kind)
-        with self.db.read() as conn:
-            rows = conn.execute(query).all()
-        return [Entry(*r) for r in reversed(rows)]
+        return reader.newest(self.db, limit, flow, kind)
 
     def _decision_entry(self, decision_id: str) -> tuple[Entry, dict[str, Any]]:
         entry = self.entry(decision_id)
@@ -361,7 +285,7 @@ class Engine:
                 continue
             attributions[name] = attribute(model, feature_row(model, inputs))
         return {
-            "decision": _decision(entry, body, reason).to_dict(),
+            "decision": decision_from(entry, body, reason).to_dict(),
             "inputs": inputs,
             "why": explain_record(runtime.flow, body, trace, reason, attributions),
             "trace": trace,

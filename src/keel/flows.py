@@ -141,9 +141,10 @@ class Flow:
 
 def _coerce(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
     if spec.type in ("number", "integer"):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return None, f"expected a {spec.type}, got {type(value).__name__} {value!r}"
-        if isinstance(value, float) and not math.isfinite(value):
+        kind = type(value)  # exact types: bool is an int subclass and must not pass as one
+        if kind is not float and kind is not int:
+            return None, f"expected a {spec.type}, got {kind.__name__} {value!r}"
+        if kind is float and not math.isfinite(value):
             return None, f"expected a finite number, got {value!r}"
         if spec.type == "integer":
             if isinstance(value, float) and not value.is_integer():

@@ -6,8 +6,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import exc, select
 
+from keel.errors import StoreError
 from keel.ledger.checkpoint import Checkpoint
 from keel.ledger.records import GENESIS_HASH, chain_hash
 from keel.store.database import Database
@@ -47,6 +48,14 @@ def _fail(report: VerifyReport, seq: int, problem: str) -> VerifyReport:
 
 def verify_ledger(db: Database, checkpoint: Checkpoint | None = None) -> VerifyReport:
     """Walk the chain from the genesis; stop at the first entry that does not verify."""
+    try:
+        return _verify(db, checkpoint)
+    except exc.SQLAlchemyError as error:
+        cause = str(getattr(error, "orig", error)).splitlines()[0]
+        raise StoreError(f"cannot read the ledger in {db.url}: {cause}", {"url": db.url}) from error
+
+
+def _verify(db: Database, checkpoint: Checkpoint | None) -> VerifyReport:
     report = VerifyReport(ok=True, entries=0, head_seq=0, head_hash=GENESIS_HASH)
     expected_seq = 1
     prev = GENESIS_HASH

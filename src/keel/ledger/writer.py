@@ -217,9 +217,13 @@ def append_in(conn: Connection, items: Sequence[Pending], gate: WindowGate) -> l
             extra.setdefault(table, []).append(row)
     # The hot insert goes straight to the driver's executemany: same statement, same rows,
     # without per-row parameter processing (it is a third of the cost at this volume).
-    conn.exec_driver_sql(_insert_sql(conn), entries)  # an Entry is a tuple in column order
+    # An Entry is a tuple in the ledger table's column order.
+    conn.exec_driver_sql(_insert_sql(conn, "ledger", Entry._fields), entries)
     for table, rows in extra.items():
-        conn.execute(insert(table), rows)
+        columns = [c.name for c in table.columns]
+        conn.exec_driver_sql(
+            _insert_sql(conn, table.name, columns), [tuple(r[c] for c in columns) for r in rows]
+        )
     if head:
         conn.execute(update(ledger_head).values(seq=seq, hash=prev))
     else:
@@ -251,12 +255,9 @@ def _entry(item: Pending, seq: int, prev: str, recorded_at: str, gate: WindowGat
     )
 
 
-_COLUMNS = Entry._fields  # the ledger table's columns, in order
-
-
-def _insert_sql(conn: Connection) -> str:
-    # Positional markers: '?' for sqlite3, '%s' for the format/pyformat drivers (psycopg).
+def _insert_sql(conn: Connection, table: str, columns: Sequence[str]) -> str:
+    """An INSERT for the driver's executemany: sqlite3 takes '?', psycopg '%s'."""
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    columns = ", ".join(_COLUMNS)
-    marks = ", ".join([mark] * len(_COLUMNS))
-    return f"INSERT INTO ledger ({columns}) VALUES ({marks})"  # noqa: S608 - constants only
+    names = ", ".join(columns)
+    marks = ", ".join([mark] * len(columns))
+    return f"INSERT INTO {table} ({names}) VALUES ({marks})"  # noqa: S608 - names from our schema

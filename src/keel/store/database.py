@@ -83,7 +83,18 @@ def _sqlite_engine(url: str) -> Engine:
 
 
 def open_database(url: str, migrate: bool = True) -> Database:
-    """Open (and by default migrate) the database at ``url``; raise ``StoreError`` if unusable."""
+    """Open (and by default migrate) the database at ``url``; raise ``StoreError`` if unusable.
+
+    With ``migrate=False`` (reading and verifying only) a SQLite file that does not exist is
+    an error, not a new empty database.
+    """
+    path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
+    if not migrate and path and path != ":memory:" and not Path(path).exists():
+        raise StoreError(
+            f"no Keel ledger at {path}: the database file does not exist "
+            "(check database_url in keel.yaml or KEEL_DATABASE_URL)",
+            {"url": url},
+        )
     try:
         if url.startswith("sqlite:"):
             engine = _sqlite_engine(url)

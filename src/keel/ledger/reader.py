@@ -1,0 +1,47 @@
+"""Reading ledger entries: by id, and the newest ones, optionally by flow and kind."""
+
+from __future__ import annotations
+
+from sqlalchemy import exc, inspect, select
+
+from keel.errors import NotFoundError, StoreError
+from keel.ledger.records import Entry
+from keel.store.database import Database
+from keel.store.schema import ledger
+
+
+def require_ledger(db: Database) -> None:
+    """Raise a clear ``StoreError`` unless ``db`` holds a Keel ledger (without creating one)."""
+    try:
+        present = inspect(db.engine).has_table("ledger")
+    except exc.SQLAlchemyError as error:
+        cause = str(getattr(error, "orig", error)).splitlines()[0]
+        raise StoreError(f"cannot read database {db.url}: {cause}", {"url": db.url}) from error
+    if not present:
+        raise StoreError(
+            f"no Keel ledger in {db.url}: nothing has been recorded there yet "
+            "(check database_url in keel.yaml or KEEL_DATABASE_URL)",
+            {"url": db.url},
+        )
+
+
+def entry(db: Database, record_id: str) -> Entry:
+    with db.read() as conn:
+        row = conn.execute(select(ledger).where(ledger.c.record_id == record_id)).first()
+    if row is None:
+        raise NotFoundError(f"no ledger entry with id '{record_id}'", {"id": record_id})
+    return Entry(*row)
+
+
+def newest(
+    db: Database, limit: int = 20, flow: str | None = None, kind: str | None = None
+) -> list[Entry]:
+    """The newest ``limit`` entries, oldest first."""
+    query = select(ledger).order_by(ledger.c.seq.desc()).limit(limit)
+    if flow:
+        query = query.where(ledger.c.flow == flow)
+    if kind:
+        query = query.where(ledger.c.kind == kind)
+    with db.read() as conn:
+        rows = conn.execute(query).all()
+    return [Entry(*r) for r in reversed(rows)]
