@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from keel.policy.model import Guardrails, WindowLimit
 
@@ -77,8 +77,9 @@ def check_static(
     return StaticResult(checked, hits, value)
 
 
-@dataclass(frozen=True)
-class UsageRow:
+class UsageRow(NamedTuple):
+    """One consumption of a window limit; a tuple in the guardrail_usage table's order."""
+
     flow: str
     guardrail: str
     segment: str

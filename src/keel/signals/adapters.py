@@ -37,6 +37,7 @@ class Model(Protocol):
     name: str
     version: str
     kind: str
+    inline: bool
     features: tuple[str, ...]
 
     def predict_many(self, rows: np.ndarray) -> list[ModelOutput]:
@@ -73,6 +74,7 @@ def _score_outputs(values: np.ndarray) -> list[ModelOutput]:
 
 class SklearnModel:
     kind = "sklearn"
+    inline = True  # pure computation in this process: no thread hand-off (see runner.py)
 
     def __init__(self, spec: SignalSpec, estimator: Any, version: str, path: Path) -> None:
         self.name = spec.name
@@ -110,6 +112,7 @@ class SklearnModel:
 
 class OnnxModel:
     kind = "onnx"
+    inline = True
 
     def __init__(self, spec: SignalSpec, path: Path, version: str) -> None:
         try:
@@ -155,6 +158,7 @@ class CallableModel:
     """A plain Python function of the feature mapping, returning a score or a mapping."""
 
     kind = "python"
+    inline = False  # user code may wait on I/O: run it where the timeout can stop waiting
 
     def __init__(self, spec: SignalSpec, function: Callable[..., Any], version: str) -> None:
         self.name = spec.name

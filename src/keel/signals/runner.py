@@ -4,6 +4,14 @@ A model that raises or runs past its timeout yields no signal — never a made-u
 and the cause is returned so the policy takes its fallback and the ledger records why.
 A batch is scored with one call per model (rows × features), which is how models are
 fastest; if that call fails, every case in the batch gets no signal from that model.
+
+Two ways to hold a model to its timeout, chosen by the adapter:
+
+- in-process computation (scikit-learn, ONNX: ``inline = True``) runs on the caller's
+  thread, and a result that arrives after the timeout is discarded as timed out. It cannot
+  hang on I/O, and a thread hand-off would cost more than the model itself.
+- anything that may wait on the outside world (Python callables: ``inline = False``) runs
+  in a worker thread, and the caller stops waiting at the timeout.
 """
 
 from __future__ import annotations
@@ -42,6 +50,13 @@ def _timed(model: Model, rows: np.ndarray) -> tuple[list[ModelOutput], float]:
     return out, (time.perf_counter() - start) * 1000
 
 
+@dataclass
+class _Call:
+    outputs: list[ModelOutput] | None = None
+    ms: float = 0.0
+    cause: str | None = None
+
+
 class SignalRunner:
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(
@@ -62,44 +77,73 @@ class SignalRunner:
         timeouts_ms: Mapping[str, int],
         cases: Sequence[Mapping[str, Any]],
     ) -> list[SignalResult]:
-        results = [SignalResult() for _ in cases]
-        futures: dict[str, tuple[Future[tuple[list[ModelOutput], float]], float]] = {}
+        calls: dict[str, _Call] = {}
+        waiting: dict[str, tuple[Future[tuple[list[ModelOutput], float]], float]] = {}
         for name, model in models.items():
             try:
                 rows = np.array(
                     [[float(c[f]) for f in model.features] for c in cases], dtype=np.float64
                 )
             except (KeyError, TypeError, ValueError) as exc:
-                for result in results:
-                    result.failed[name] = f"feature missing or not numeric: {exc}"
+                calls[name] = _Call(cause=f"feature missing or not numeric: {exc}")
                 continue
-            futures[name] = (self._pool.submit(_timed, model, rows), time.perf_counter())
-        for name, (future, started) in futures.items():
+            if model.inline:
+                calls[name] = self._inline(model, rows, timeouts_ms[name])
+            else:
+                waiting[name] = (self._pool.submit(_timed, model, rows), time.perf_counter())
+        for name, (future, started) in waiting.items():
+            calls[name] = self._wait(future, started, timeouts_ms[name])
+        return self._distribute(models, calls, len(cases))
+
+    @staticmethod
+    def _inline(model: Model, rows: np.ndarray, timeout_ms: int) -> _Call:
+        started = time.perf_counter()
+        try:
+            outputs, ms = _timed(model, rows)
+        except Exception as exc:  # noqa: BLE001 - a model's failure is data, not a crash
+            return _Call(ms=(time.perf_counter() - started) * 1000, cause=_raised(exc))
+        if ms > timeout_ms:
+            return _Call(ms=ms, cause=f"timed out after {timeout_ms} ms (took {ms:.0f} ms)")
+        return _Call(outputs, ms)
+
+    @staticmethod
+    def _wait(
+        future: Future[tuple[list[ModelOutput], float]], started: float, timeout_ms: int
+    ) -> _Call:
+        remaining = max(0.0, timeout_ms / 1000 - (time.perf_counter() - started))
+        try:
+            outputs, ms = future.result(timeout=remaining)
+        except FutureTimeout:
+            future.cancel()
+            cause = f"timed out after {timeout_ms} ms"
+        except Exception as exc:  # noqa: BLE001 - a model's failure is data, not a crash
+            cause = _raised(exc)
+        else:
+            return _Call(outputs, ms)
+        return _Call(ms=(time.perf_counter() - started) * 1000, cause=cause)
+
+    @staticmethod
+    def _distribute(
+        models: Mapping[str, Model], calls: Mapping[str, _Call], count: int
+    ) -> list[SignalResult]:
+        results = [SignalResult() for _ in range(count)]
+        for name, call in calls.items():
             model = models[name]
-            remaining = max(0.0, timeouts_ms[name] / 1000 - (time.perf_counter() - started))
             meta: dict[str, Any] = {
                 "model": model.name,
                 "version": model.version,
                 "kind": model.kind,
+                "latency_ms": round(call.ms, 3),
             }
-            cause = None
-            try:
-                outputs, ms = future.result(timeout=remaining)
-            except FutureTimeout:
-                future.cancel()
-                cause = f"timed out after {timeouts_ms[name]} ms"
-            except Exception as exc:  # noqa: BLE001 - a model's failure is data, not a crash
-                cause = f"model raised {type(exc).__name__}: {exc}"
-            if cause is not None:
-                meta["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+            if count > 1:
+                meta["batch"] = count
+            if call.outputs is None:
                 for result in results:
-                    result.failed[name] = cause
-                    result.meta[name] = dict(meta)
+                    result.failed[name] = call.cause or "no output"
+                    result.meta[name] = meta
                 continue
-            meta["latency_ms"] = round(ms, 3)
-            if len(cases) > 1:
-                meta["batch"] = len(cases)
-            for result, out in zip(results, outputs, strict=True):
+            share = call.ms / count
+            for result, out in zip(results, call.outputs, strict=True):
                 if not np.isfinite(out.score) or not np.isfinite(out.confidence):
                     result.failed[name] = f"model returned a non-finite score {out.score!r}"
                 else:
@@ -108,6 +152,10 @@ class SignalRunner:
                         "confidence": out.confidence,
                         "label": out.label,
                     }
-                result.meta[name] = dict(meta)
-                result.model_ms += ms / len(cases)
+                result.meta[name] = meta
+                result.model_ms += share
         return results
+
+
+def _raised(exc: BaseException) -> str:
+    return f"model raised {type(exc).__name__}: {exc}"
