@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from keel.flows import Autonomy, Flow
@@ -64,6 +65,12 @@ def settle_status(autonomy: Autonomy, review: bool, escalated: bool) -> str:
     return Status.FINAL
 
 
+@lru_cache(maxsize=1024)
+def quotes_any(template: str, fields: tuple[str, ...]) -> bool:
+    """Does a reason template quote any of these input fields?"""
+    return any(f"{{input.{name}" in template for name in fields)
+
+
 def masked_view(inputs: Mapping[str, Any], protected: list[str]) -> dict[str, Any]:
     return {k: (PROTECTED_TEXT if k in protected else v) for k, v in inputs.items()}
 
@@ -107,7 +114,7 @@ class Draft:
         if template is None:
             rule = next((r for r in policy.rules if r.name == template_owner), None)
             template = rule.reason if rule else self.reason
-        if not any(f"{{input.{name}" in template for name in protected):
+        if not quotes_any(template, tuple(protected)):
             return rendered  # nothing personal in it: the caller's text is the record's
         values = {
             "input": masked_view(self.inputs, protected),

@@ -167,19 +167,24 @@ class Engine:
             self.metrics.ledger_failures.inc()
             log.error("ledger write failed; %d decisions were not returned", len(drafts))
             raise
-        out = []
-        for d, entry in zip(drafts, entries, strict=True):
-            body = d.body  # what the ledger hashed, without parsing it back
-            decision = decision_from(entry, body, d.result["reason"])
-            self._count(decision, body, d)
-            out.append(decision)
+        # d.body is what the ledger hashed: no need to parse the record back.
+        out = [
+            decision_from(entry, d.body, d.result["reason"])
+            for d, entry in zip(drafts, entries, strict=True)
+        ]
+        self._count(out, drafts[0].started)
         return out
 
-    def _count(self, decision: Decision, body: Mapping[str, Any], d: Draft) -> None:
-        flow = decision.flow
+    def _count(self, decisions: list[Decision], started: float) -> None:
+        flow = decisions[0].flow
         self.metrics.decided(
-            flow, decision.action, decision.status, time.perf_counter() - d.started
+            flow, [(d.action, d.status) for d in decisions], time.perf_counter() - started
         )
+        for decision in decisions:
+            if decision.failed_signals or decision.fallback or decision.guardrail_hits:
+                self._count_exceptions(flow, decision)
+
+    def _count_exceptions(self, flow: str, decision: Decision) -> None:
         for name, cause in decision.failed_signals.items():
             self.metrics.signal_failures.labels(flow, name, cause.split(" ")[0]).inc()
         if decision.fallback:

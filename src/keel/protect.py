@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -52,11 +52,11 @@ class Protector:
         secret = {name: inputs[name] for name in protected if name in inputs}
         if not secret:
             return dict(inputs), None
-        salt = secrets.token_hex(16)
+        salt = os.urandom(16).hex()
         public = dict(inputs)
         for name, value in secret.items():
             public[name] = {PROTECTED_MARK: "sha256:" + _digest(salt, name, value)}
-        nonce = secrets.token_bytes(12)
+        nonce = os.urandom(12)
         plaintext = json.dumps({"salt": salt, "values": secret}).encode()
         ciphertext = self._aead.encrypt(nonce, plaintext, record_id.encode())
         return public, Sealed(record_id, self.key_id, nonce, ciphertext)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter as Counter_
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -51,23 +52,26 @@ class Metrics:
             registry=self.registry,
         )
         self.latency = Histogram(
-            "keel_decision_seconds",
-            "Time to decide and record, model calls included",
-            ["flow"],
+            "keel_decide_call_seconds",
+            "Time for one decide (single) or decide_many (batch) call, model calls included",
+            ["flow", "kind"],
             registry=self.registry,
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
         )
         self._decided: dict[tuple[str, str, str], Any] = {}
-        self._latency: dict[str, Any] = {}
+        self._latency: dict[tuple[str, str], Any] = {}
 
-    def decided(self, flow: str, action: str, status: str, seconds: float) -> None:
-        # Label lookups cost more than the increments; keep the children per combination.
-        key = (flow, action, status)
-        child = self._decided.get(key)
-        if child is None:
-            child = self._decided[key] = self.decisions.labels(flow, action, status)
-        child.inc()
-        hist = self._latency.get(flow)
+    def decided(self, flow: str, outcomes: list[tuple[str, str]], seconds: float) -> None:
+        """Count a call's decisions by (action, status), and the call's latency once."""
+        # Label lookups and increments take locks; a batch pays them per outcome, not per case.
+        for (action, status), n in Counter_(outcomes).items():
+            key = (flow, action, status)
+            child = self._decided.get(key)
+            if child is None:
+                child = self._decided[key] = self.decisions.labels(flow, action, status)
+            child.inc(n)
+        kind = "batch" if len(outcomes) > 1 else "single"
+        hist = self._latency.get((flow, kind))
         if hist is None:
-            hist = self._latency[flow] = self.latency.labels(flow)
+            hist = self._latency[(flow, kind)] = self.latency.labels(flow, kind)
         hist.observe(seconds)
