@@ -162,6 +162,9 @@ def test_what_if_and_counterfactual(engine: Engine, low_risk: dict[str, Any]) ->
     assert loosened["after"]["rule"] != "high_risk"
     with pytest.raises(InputError, match="unknown parameter"):
         engine.what_if(decision.id, params={"nope": 1})
+    with pytest.raises(InputError, match="parameter 'decline_risk' is a float, got 'high'"):
+        engine.what_if(decision.id, params={"decline_risk": "high"})
+    assert engine.what_if(decision.id, params={"decline_risk": 1})["after"]["rule"] != "high_risk"
     with pytest.raises(InputError, match="debt_to_income"):
         engine.what_if(decision.id, {"debt_to_income": "low"})
     found = engine.counterfactuals(decision.id)

@@ -104,22 +104,13 @@ class Draft:
         protected = self.runtime.flow.protected_fields()
         if not protected:
             return rendered
-        policy = self.runtime.policy.policy
-        ks = policy.guardrails.kill_switch
-        template = {
-            "default": policy.default.reason,
-            "fallback": policy.fallback.reason,
-            "kill_switch": ks.reason if ks else self.reason,
-        }.get(template_owner)
-        if template is None:
-            rule = next((r for r in policy.rules if r.name == template_owner), None)
-            template = rule.reason if rule else self.reason
+        template = self.runtime.policy.reason_template(template_owner) or self.reason
         if not quotes_any(template, tuple(protected)):
             return rendered  # nothing personal in it: the caller's text is the record's
         values = {
             "input": masked_view(self.inputs, protected),
             "signals": self.signals.values,
-            "params": policy.params,
+            "params": self.runtime.policy.policy.params,
             "value": self.value,
         }
         return render(template, values, self.runtime.flow)

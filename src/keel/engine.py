@@ -348,9 +348,7 @@ class Engine:
         inputs = self.restored_inputs(decision_id, body)
         changes = dict(changes or {})
         params = dict(params or {})
-        unknown = sorted(set(params) - set(runtime.policy.policy.params))
-        if unknown:
-            raise InputError(f"unknown parameter '{unknown[0]}' in what-if", {"param": unknown[0]})
+        params = _same_types(params, runtime.policy.policy.params)
         before = self._simulate(runtime, inputs)
         after = self._simulate(runtime, {**inputs, **changes}, params)
         fields = ("action", "value", "status", "rule", "reason")
@@ -406,6 +404,27 @@ class Engine:
         body = {"seq": cp.seq, "head_hash": cp.head_hash, "public_key": cp.public_key}
         self.writer.append([Pending("checkpoint", new_id("evt", now), None, _constant(body))])
         return cp
+
+
+def _same_types(changes: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """What-if parameters must exist and keep their type (an int may stand for a float)."""
+    out: dict[str, Any] = {}
+    for name, value in changes.items():
+        if name not in params:
+            known = ", ".join(sorted(params))
+            raise InputError(
+                f"unknown parameter '{name}' in what-if (parameters: {known})", {"param": name}
+            )
+        current = params[name]
+        if isinstance(current, float) and type(value) is int:
+            value = float(value)
+        if type(value) is not type(current):
+            raise InputError(
+                f"parameter '{name}' is a {type(current).__name__}, got {value!r}",
+                {"param": name},
+            )
+        out[name] = value
+    return out
 
 
 def _constant(body: dict[str, Any]) -> Callable[[WindowGate], dict[str, Any]]:

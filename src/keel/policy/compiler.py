@@ -13,6 +13,7 @@ import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import cel
@@ -64,6 +65,20 @@ class CompiledPolicy:
     default_value: Any | None
     fallback_value: Any | None
 
+    def reason_template(self, decided_by: str) -> str | None:
+        """The reason template of a rule, or of 'default', 'fallback' or 'kill_switch'."""
+        return self._templates.get(decided_by)
+
+    @cached_property
+    def _templates(self) -> dict[str, str]:
+        policy = self.policy
+        out = {r.rule.name: r.rule.reason for r in self.rules}
+        out["default"] = policy.default.reason
+        out["fallback"] = policy.fallback.reason
+        if policy.guardrails.kill_switch is not None:
+            out["kill_switch"] = policy.guardrails.kill_switch.reason
+        return out
+
     _local: threading.local = field(default_factory=threading.local, compare=False, repr=False)
 
     @property
@@ -77,8 +92,8 @@ class CompiledPolicy:
         if ctx is None:
             ctx = cel.Context({"params": dict(self.policy.params)})
             self._local.ctx = ctx
-        ctx.add_variable("input", dict(inputs))
-        ctx.add_variable("signals", dict(signals))
+        ctx.add_variable("input", inputs)  # converted to CEL values, so never aliased
+        ctx.add_variable("signals", signals)
         return ctx
 
     def evaluate(
@@ -95,11 +110,12 @@ class CompiledPolicy:
         ``params`` overrides parameters (for what-if) without touching the policy.
         """
         failed = failed or {}
+        merged: Mapping[str, Any]
         if params:
             merged = {**self.policy.params, **params}
             ctx = cel.Context({"params": merged, "input": dict(inputs), "signals": dict(signals)})
         else:
-            merged = dict(self.policy.params)
+            merged = self.policy.params  # read-only here
             ctx = self._context(inputs, signals)
         values = {"input": inputs, "signals": signals, "params": merged}
         trace: list[str] = []
