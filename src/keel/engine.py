@@ -409,15 +409,14 @@ class Engine:
 def _same_types(changes: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     """What-if parameters must exist and keep their type (an int may stand for a float)."""
     out: dict[str, Any] = {}
-    for name, value in changes.items():
+    for name, given in changes.items():
         if name not in params:
             known = ", ".join(sorted(params))
             raise InputError(
                 f"unknown parameter '{name}' in what-if (parameters: {known})", {"param": name}
             )
         current = params[name]
-        if isinstance(current, float) and type(value) is int:
-            value = float(value)
+        value = float(given) if isinstance(current, float) and type(given) is int else given
         if type(value) is not type(current):
             raise InputError(
                 f"parameter '{name}' is a {type(current).__name__}, got {value!r}",
