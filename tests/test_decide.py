@@ -230,3 +230,21 @@ def test_non_finite_parameter_is_rejected(project: Path) -> None:
     replace_in(project / "policies/credit_limit.yaml", "limit_share: 0.25", "limit_share: .nan")
     with pytest.raises(DefinitionError, match="must be a finite number"):
         open_engine(project, environ={})
+
+
+@pytest.mark.parametrize(
+    ("example", "rule", "status"),
+    [
+        ("low_risk", "low_risk", "final"),
+        ("grey_zone", "grey_zone", "pending_review"),
+        ("declined", "high_risk", "final"),
+    ],
+)
+def test_scaffolded_examples_show_what_they_are_named_for(
+    engine: Engine, project: Path, example: str, rule: str, status: str
+) -> None:
+    import json
+
+    inputs = json.loads((project / "examples" / f"{example}.json").read_text())
+    decision = engine.decide("credit_limit", inputs)
+    assert (decision.rule, decision.status) == (rule, status)

@@ -6,9 +6,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from keel.config import SETTINGS_FILE
 from keel.errors import ConfigError, MissingExtraError
-from keel.scaffold.applicants import case_inputs, generate_applicants, train_risk_model
+from keel.scaffold.applicants import (
+    FEATURES,
+    case_inputs,
+    generate_applicants,
+    train_risk_model,
+)
 
 TRAINING_ROWS = 20_000
 TRAINING_SEED = 7
@@ -207,6 +214,35 @@ guardrails:
 """
 
 
+def _pick_examples(
+    model: Any, applicants: list[dict[str, Any]]
+) -> dict[str, dict[str, Any] | None]:
+    """One applicant the example policy approves, one in its grey zone, one it declines."""
+    rows = np.array([[a[f] for f in FEATURES] for a in applicants], dtype=float)
+    risk = model.predict_proba(rows)[:, 1]
+    picks: dict[str, dict[str, Any] | None] = {
+        "low_risk": None,
+        "grey_zone": None,
+        "declined": None,
+    }
+    for applicant, score in zip(applicants, risk, strict=True):
+        clean = (
+            applicant["annual_income"] >= 12000
+            and applicant["delinquencies_2y"] < 3
+            and applicant["debt_to_income"] <= 0.55
+            and applicant["credit_utilization"] <= 0.9
+            and applicant["credit_history_years"] >= 1
+            and applicant["requested_limit"] <= 30000
+        )
+        if clean and score < 0.1 and picks["low_risk"] is None:
+            picks["low_risk"] = applicant
+        elif clean and 0.28 < score < 0.38 and picks["grey_zone"] is None:
+            picks["grey_zone"] = applicant
+        elif clean and score > 0.56 and picks["declined"] is None:
+            picks["declined"] = applicant
+    return picks
+
+
 def init_project(directory: Path, name: str | None = None) -> Path:
     """Write the credit-limit example project into ``directory`` (new or empty)."""
     directory = directory.resolve()
@@ -227,25 +263,7 @@ def init_project(directory: Path, name: str | None = None) -> Path:
     (directory / ".gitignore").write_text("keel.db*\n.keel/\n")
     model = train_risk_model(generate_applicants(TRAINING_ROWS, TRAINING_SEED))
     sio.dump(model, directory / "models" / "default_risk.skops")
-    examples = generate_applicants(40, EXAMPLE_SEED)
-    picks: dict[str, dict[str, Any] | None] = {
-        "low_risk": None,
-        "grey_zone": None,
-        "declined": None,
-    }
-    for applicant in examples:
-        dti, util = applicant["debt_to_income"], applicant["credit_utilization"]
-        if (
-            picks["low_risk"] is None
-            and dti < 0.15
-            and util < 0.2
-            and not applicant["delinquencies_2y"]
-        ):
-            picks["low_risk"] = applicant
-        elif picks["declined"] is None and (applicant["delinquencies_2y"] >= 3 or dti > 0.55):
-            picks["declined"] = applicant
-        elif picks["grey_zone"] is None and 0.3 < dti < 0.45:
-            picks["grey_zone"] = applicant
+    picks = _pick_examples(model, generate_applicants(1000, EXAMPLE_SEED))
     for label, picked in picks.items():
         if picked is not None:
             path = directory / "examples" / f"{label}.json"
