@@ -124,3 +124,14 @@ def test_every_command_is_documented() -> None:
         assert f"keel {command}" in readme, command
         code, out, _ = keel(*command.split(), "--help")
         assert code == 0 and "Example:" in out
+
+
+def test_every_setting_is_documented() -> None:
+    from keel import config
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    keys = set(config._KNOWN_KEYS) - {"ledger", "models"}
+    keys |= {f"ledger.{k}" for k in config._LEDGER_KEYS} | {f"models.{k}" for k in config._MODEL_KEYS}
+    keys |= {config.ENV_DATABASE_URL, config.ENV_KEYS_DIR}
+    for key in sorted(keys):
+        assert f"`{key}`" in readme, key
