@@ -131,7 +131,9 @@ def test_every_setting_is_documented() -> None:
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     keys = set(config._KNOWN_KEYS) - {"ledger", "models"}
-    keys |= {f"ledger.{k}" for k in config._LEDGER_KEYS} | {f"models.{k}" for k in config._MODEL_KEYS}
+    keys |= {f"ledger.{k}" for k in config._LEDGER_KEYS} | {
+        f"models.{k}" for k in config._MODEL_KEYS
+    }
     keys |= {config.ENV_DATABASE_URL, config.ENV_KEYS_DIR}
     for key in sorted(keys):
         assert f"`{key}`" in readme, key
