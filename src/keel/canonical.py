@@ -18,8 +18,6 @@ from typing import Any
 
 from keel.errors import KeelError
 
-CANONICAL_FORM_VERSION = 1
-
 
 class CanonicalFormError(KeelError):
     code = "not_canonicalisable"

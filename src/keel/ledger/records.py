@@ -20,7 +20,6 @@ from typing import Any, NamedTuple
 
 RECORD_SCHEMA_VERSION = 1
 GENESIS_HASH = "0" * 64
-KINDS = ("decision", "policy_registered", "checkpoint")
 
 
 def chain_hash(prev_hash: str, record_text: str) -> str:
