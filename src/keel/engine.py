@@ -32,7 +32,7 @@ from keel.project import Project, load_project
 from keel.protect import Protector, Sealed
 from keel.signals.runner import SignalResult, SignalRunner, feature_row
 from keel.store.database import Database, open_database
-from keel.store.schema import policy_versions, protected_values
+from keel.store.schema import decisions, policy_versions, protected_values
 from keel.telemetry import Metrics, log
 
 MAX_SUBJECT_ID = 128
@@ -159,7 +159,15 @@ class Engine:
         for d in drafts:
             rows = ((protected_values, d.sealed.row()),) if d.sealed else ()
             pending.append(
-                Pending("decision", d.decision_id, d.runtime.flow.name, d.finalize, rows)
+                Pending(
+                    "decision",
+                    d.decision_id,
+                    d.runtime.flow.name,
+                    d.finalize,
+                    rows,
+                    derive=_index_row,
+                    derive_table=decisions,
+                )
             )
         try:
             entries = self.writer.append(pending)
@@ -404,6 +412,20 @@ class Engine:
         body = {"seq": cp.seq, "head_hash": cp.head_hash, "public_key": cp.public_key}
         self.writer.append([Pending("checkpoint", new_id("evt", now), None, _constant(body))])
         return cp
+
+
+def _index_row(entry: Entry, body: dict[str, Any]) -> dict[str, Any]:
+    """The decisions-table row of a decision entry: what the API filters on."""
+    return {
+        "id": entry.record_id,
+        "seq": entry.seq,
+        "flow": entry.flow,
+        "subject_id": body.get("subject_id"),
+        "action": body["action"],
+        "status": body["status"],
+        "recorded_at": entry.recorded_at,
+        "policy_version": body["policy"]["version"],
+    }
 
 
 def _same_types(changes: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:

@@ -58,6 +58,9 @@ class Pending:
     flow: str | None
     build: Callable[[WindowGate], dict[str, Any]]
     rows: tuple[tuple[Table, dict[str, Any]], ...] = ()  # written in the same transaction
+    # Rows that depend on the committed entry (an index row), also in the same transaction.
+    derive: Callable[[Entry, dict[str, Any]], dict[str, Any]] | None = None
+    derive_table: Table | None = None
 
 
 @dataclass
@@ -202,11 +205,13 @@ def append_in(conn: Connection, items: Sequence[Pending], gate: WindowGate) -> l
     recorded_at = iso_time(gate.now)
     for item in items:
         seq += 1
-        entry = _entry(item, seq, prev, recorded_at, gate)
+        entry, body = _entry(item, seq, prev, recorded_at, gate)
         prev = entry.hash
         entries.append(entry)
         for table, row in item.rows:
             extra.setdefault(table, []).append(row)
+        if item.derive is not None and item.derive_table is not None:
+            extra.setdefault(item.derive_table, []).append(item.derive(entry, body))
     # The hot insert goes straight to the driver's executemany: same statement, same rows,
     # without per-row parameter processing (it is a third of the cost at this volume).
     # An Entry is a tuple in the ledger table's column order.
@@ -227,7 +232,9 @@ def append_in(conn: Connection, items: Sequence[Pending], gate: WindowGate) -> l
     return entries
 
 
-def _entry(item: Pending, seq: int, prev: str, recorded_at: str, gate: WindowGate) -> Entry:
+def _entry(
+    item: Pending, seq: int, prev: str, recorded_at: str, gate: WindowGate
+) -> tuple[Entry, dict[str, Any]]:
     body = item.build(gate)
     record = canonical_json(
         {
@@ -239,7 +246,7 @@ def _entry(item: Pending, seq: int, prev: str, recorded_at: str, gate: WindowGat
             "body": body,
         }
     )
-    return Entry(
+    entry = Entry(
         seq,
         item.kind,
         item.record_id,
@@ -249,6 +256,7 @@ def _entry(item: Pending, seq: int, prev: str, recorded_at: str, gate: WindowGat
         prev,
         chain_hash(prev, record),
     )
+    return entry, body
 
 
 # The writer's statements go to the driver as SQL text: the same statements through

@@ -75,3 +75,64 @@ protected_values = Table(
     Column("nonce", LargeBinary, nullable=False),
     Column("ciphertext", LargeBinary, nullable=False),
 )
+
+# One row per decision, written in the same transaction as its ledger entry: what the API
+# filters and lists on. The ledger stays the record; this is its index.
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("seq", Integer, nullable=False),
+    Column("flow", String(64), nullable=False),
+    Column("subject_id", String(128)),
+    Column("action", String(64), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("recorded_at", String(32), nullable=False),
+    Column("policy_version", String(64), nullable=False),
+    Index("ix_decisions_flow_seq", "flow", "seq"),
+    Index("ix_decisions_subject", "subject_id"),
+    Index("ix_decisions_recorded_at", "recorded_at"),
+)
+
+# API keys: the secret is shown once; only its SHA-256 is kept (keys are 256-bit random).
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("prefix", String(16), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("owner", String(128), nullable=False),
+    Column("secret_sha256", String(64), nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("expires_at", String(32)),
+    Column("revoked_at", String(32)),
+)
+
+# Roles granted to principals ("key:<prefix>", "oidc:<issuer>#<subject>"), globally or on
+# one flow (flow NULL = every flow).
+grants = Table(
+    "grants",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("principal", String(256), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("flow", String(64)),
+    Column("created_at", String(32), nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Index("ix_grants_principal", "principal"),
+)
+
+# Who did what to what, and how it ended: every API request and every security event.
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", String(32), nullable=False),
+    Column("kind", String(16), nullable=False),  # request | security
+    Column("principal", String(256), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(256), nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("detail", Text, nullable=False),
+    Index("ix_audit_time", "time"),
+)

@@ -1,0 +1,49 @@
+"""Migrations and the decision index, on a real SQLite file."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+
+from keel import open_engine
+from keel.store.database import MIGRATIONS_DIR, open_database
+
+
+def index_rows(project: Path) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(project / "keel.db") as conn:
+        return conn.execute(
+            "select id, seq, flow, subject_id, action, status from decisions order by seq"
+        ).fetchall()
+
+
+def test_every_decision_has_an_index_row(project: Path, low_risk: dict[str, Any]) -> None:
+    with open_engine(project, environ={}) as engine:
+        one = engine.decide("credit_limit", low_risk, subject_id="s-1")
+        many = engine.decide_many("credit_limit", [{**low_risk, "delinquencies_2y": 4}] * 2)
+    rows = index_rows(project)
+    assert rows[0] == (one.id, one.seq, "credit_limit", "s-1", "approve", "final")
+    assert [r[4] for r in rows[1:]] == ["decline", "decline"] and rows[1][0] == many[0].id
+
+
+def test_upgrade_backfills_the_index_from_the_ledger(
+    project: Path, low_risk: dict[str, Any]
+) -> None:
+    with open_engine(project, environ={}) as engine:
+        decision = engine.decide("credit_limit", low_risk, subject_id="s-9")
+    db = open_database(f"sqlite:///{project}/keel.db")
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with db.engine.connect() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0001")
+        conn.commit()
+    db.close()
+    with open_engine(project, environ={}) as engine:  # migrates back to the newest schema
+        assert engine.verify().ok
+    assert index_rows(project) == [
+        (decision.id, decision.seq, "credit_limit", "s-9", "approve", "final")
+    ]
