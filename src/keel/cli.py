@@ -23,6 +23,10 @@ app = typer.Typer(
 )
 ledger_app = typer.Typer(help="Verify, checkpoint and read the tamper-evident ledger.")
 app.add_typer(ledger_app, name="ledger")
+keys_app = typer.Typer(help="Create, list and revoke API keys.")
+app.add_typer(keys_app, name="keys")
+audit_app = typer.Typer(help="The audit trail of requests and security events.")
+app.add_typer(audit_app, name="audit")
 
 ProjectOpt = Annotated[
     Path,
@@ -335,5 +339,191 @@ def ledger_show(
         )
 
 
+@contextmanager
+def _store(project: Path) -> Iterator[Any]:
+    """The project's database, migrated, without loading flows or models."""
+    from keel.config import load_settings  # noqa: PLC0415
+    from keel.store.database import open_database  # noqa: PLC0415
+
+    try:
+        db = open_database(load_settings(project).database_url)
+    except KeelError as error:
+        _fail(error)
+    try:
+        yield db
+    except KeelError as error:
+        _fail(error)
+    finally:
+        db.close()
+
+
+def _operator() -> str:
+    import getpass  # noqa: PLC0415
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="What uses the key (a service, a person).")],
+    role: Annotated[list[str], typer.Option(help="A role to grant (repeatable).")],
+    flow: Annotated[
+        str | None, typer.Option(help="Grant the roles on this flow only (default: all flows).")
+    ] = None,
+    owner: Annotated[str | None, typer.Option(help="Who answers for the key.")] = None,
+    expires_in: Annotated[
+        str | None, typer.Option(help="Lifetime such as 90d or 12h (default: no expiry).")
+    ] = None,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Create an API key with its roles and print it once; only its hash is kept.
+
+    Example: keel keys create --name checkout-service --role decider --flow credit_limit
+    """
+    import time  # noqa: PLC0415
+
+    from keel.policy.model import parse_window  # noqa: PLC0415
+    from keel.security.apikeys import create_key  # noqa: PLC0415
+    from keel.security.audit import AuditLog  # noqa: PLC0415
+    from keel.security.roles import Grant, parse_role  # noqa: PLC0415
+
+    try:
+        grants = [Grant(parse_role(r), flow) for r in role]
+        lifetime = parse_window(expires_in) if expires_in else None
+        if expires_in and lifetime is None:
+            raise KeelError(f"--expires-in must look like 90d, 12h or 30m, got {expires_in!r}")
+    except KeelError as error:
+        _fail(error)
+    now = time.time()
+    with _store(project) as db:
+        key, text = create_key(
+            db, name, owner or name, grants, _operator(), now, now + lifetime if lifetime else None
+        )
+        audit = AuditLog(db)
+        audit.record(
+            "security",
+            _operator(),
+            "key_created",
+            key.principal_id,
+            "ok",
+            {"name": name, "grants": [str(g) for g in grants]},
+        )
+        audit.close()
+    typer.echo(text)
+    typer.echo(
+        f"Key {key.prefix} for {name} ({', '.join(str(g) for g in grants)}). "
+        "It is shown only now: store it in your secrets manager.",
+        err=True,
+    )
+
+
+@keys_app.command("list")
+def keys_list(project: ProjectOpt = Path(".")) -> None:
+    """List API keys: prefix, name, status, grants (never the secrets).
+
+    Example: keel keys list
+    """
+    import time  # noqa: PLC0415
+
+    from keel.security.apikeys import list_keys  # noqa: PLC0415
+
+    with _store(project) as db:
+        keys = list_keys(db)
+    now = time.time()
+    for key in keys:
+        typer.echo(
+            f"{key.prefix}  {key.status(now):<8} {key.name:<24} "
+            f"{', '.join(str(g) for g in key.grants)}  expires {key.expires_at or 'never'}"
+        )
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    prefix: Annotated[str, typer.Argument(help="The key's prefix, as keys list shows it.")],
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Revoke an API key at once; requests with it are refused from now on.
+
+    Example: keel keys revoke 3f9a1c2e
+    """
+    import time  # noqa: PLC0415
+
+    from keel.security.apikeys import revoke_key  # noqa: PLC0415
+    from keel.security.audit import AuditLog  # noqa: PLC0415
+
+    with _store(project) as db:
+        key = revoke_key(db, prefix, time.time())
+        audit = AuditLog(db)
+        audit.record("security", _operator(), "key_revoked", key.principal_id, "ok", {})
+        audit.close()
+    typer.echo(f"revoked {key.prefix} ({key.name}) at {key.revoked_at}")
+
+
+@audit_app.command("export")
+def audit_export(
+    since: Annotated[str | None, typer.Option(help="ISO time to start from.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write to this file (default: stdout).")] = None,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Export the audit trail as JSON lines, oldest first, for a SIEM.
+
+    Example: keel audit export --since 2026-11-01T00:00:00Z --out audit.jsonl
+    """
+    from keel.security.audit import export_events  # noqa: PLC0415
+
+    with _store(project) as db:
+        lines = list(export_events(db, since))
+    text = "".join(line + "\n" for line in lines)
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        typer.echo(f"{len(lines)} events written to {out}", err=True)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 1,
+    audit_sink: Annotated[
+        Path | None, typer.Option(help="Also append audit events to this JSON-lines file.")
+    ] = None,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Serve the project's HTTP API (uvicorn); every route but /healthz and /readyz needs a key.
+
+    Example: keel serve --port 8080 --workers 2
+    """
+    import os  # noqa: PLC0415
+
+    try:
+        import uvicorn  # noqa: PLC0415
+    except ImportError:
+        from keel.errors import MissingExtraError  # noqa: PLC0415
+
+        _fail(MissingExtraError("server", "keel serve"))
+    from keel.api.server import ENV_AUDIT_SINK, ENV_PROJECT  # noqa: PLC0415
+
+    os.environ[ENV_PROJECT] = str(project.resolve())
+    if audit_sink is not None:
+        os.environ[ENV_AUDIT_SINK] = str(audit_sink.resolve())
+    uvicorn.run(
+        "keel.api.server:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+    )
+
+
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

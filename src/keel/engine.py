@@ -247,6 +247,54 @@ class Engine:
         """The newest ``limit`` entries, oldest first."""
         return reader.newest(self.db, limit, flow, kind)
 
+    def decision(self, decision_id: str) -> Decision:
+        """A recorded decision as the ledger holds it (personal inputs stay masked)."""
+        entry, body = self._decision_entry(decision_id)
+        return decision_from(entry, body, body["reason"])
+
+    def flow_of(self, decision_id: str) -> str:
+        """The flow a decision belongs to (for authorisation before reading it)."""
+        with self.db.read() as conn:
+            flow = conn.execute(
+                select(decisions.c.flow).where(decisions.c.id == decision_id)
+            ).scalar()
+        if flow is None:
+            raise NotFoundError(f"no decision with id '{decision_id}'", {"id": decision_id})
+        return str(flow)
+
+    def list_decisions(
+        self,
+        flows: Sequence[str],
+        *,
+        action: str | None = None,
+        status: str | None = None,
+        subject_id: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        before_seq: int | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Index rows of decisions in ``flows``, newest first, filtered; page with before_seq."""
+        if not flows:
+            return []
+        query = select(decisions).where(decisions.c.flow.in_(list(flows)))
+        for column, value in (
+            (decisions.c.action, action),
+            (decisions.c.status, status),
+            (decisions.c.subject_id, subject_id),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if since is not None:
+            query = query.where(decisions.c.recorded_at >= since)
+        if until is not None:
+            query = query.where(decisions.c.recorded_at < until)
+        if before_seq is not None:
+            query = query.where(decisions.c.seq < before_seq)
+        query = query.order_by(decisions.c.seq.desc()).limit(limit)
+        with self.db.read() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
     def _decision_entry(self, decision_id: str) -> tuple[Entry, dict[str, Any]]:
         entry = self.entry(decision_id)
         if entry.kind != "decision":

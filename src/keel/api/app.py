@@ -1,0 +1,156 @@
+"""Building the FastAPI application around an open engine."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from keel.engine import Engine
+from keel.errors import KeelError
+from keel.security.audit import AuditLog
+
+MAX_BODY_BYTES = 1_048_576
+
+# Error code → HTTP status. Codes are stable; anything unlisted is a 500 with its code.
+STATUS = {
+    "unauthenticated": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "request_too_large": 413,
+    "invalid_request": 422,
+    "invalid_input": 422,
+    "invalid_definition": 422,
+    "data_erased": 410,
+    "ledger_write_failed": 503,
+    "store_error": 503,
+    "keel_error": 400,
+}
+
+
+@dataclass
+class KeelState:
+    engine: Engine
+    audit: AuditLog
+
+
+def error_response(code: str, message: str, detail: dict[str, Any] | None = None) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if code == "unauthenticated" else None
+    return JSONResponse(
+        {"code": code, "message": message, "detail": detail or {}},
+        status_code=STATUS.get(code, 500),
+        headers=headers,
+    )
+
+
+class BodyLimit:
+    """Refuse request bodies over a size, declared or streamed, before any handler runs."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+
+        async def counting() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counting, send)
+        except _TooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            "request_too_large",
+            f"the request body is larger than {self.limit:,} bytes; send smaller batches",
+            {"limit": self.limit},
+        )
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(engine: Engine, audit: AuditLog | None = None) -> FastAPI:
+    """The API for ``engine``. The caller owns the engine; the app records to ``audit``."""
+    from keel.api import decisions, service  # noqa: PLC0415 - routers import models lazily
+
+    app = FastAPI(
+        title="Keel",
+        version="1",
+        description="Governed, explained and recorded decisions from AI models.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.keel = KeelState(engine, audit or AuditLog(engine.db, clock=engine.clock))
+
+    @app.exception_handler(KeelError)
+    async def keel_error(_request: Request, error: KeelError) -> JSONResponse:
+        return error_response(error.code, error.message, error.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"field": ".".join(str(p) for p in e["loc"][1:]) or "body", "error": e["msg"]}
+            for e in error.errors()
+        ]
+        summary = "; ".join(f"{p['field']}: {p['error']}" for p in problems[:5])
+        return error_response(
+            "invalid_request", f"invalid request ({summary})", {"errors": problems}
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        response = error_response(code, str(error.detail))
+        response.status_code = error.status_code
+        return response
+
+    @app.middleware("http")
+    async def audit_requests(request: Request, call_next: Any) -> Any:
+        started = time.perf_counter()
+        response = await call_next(request)
+        if request.url.path not in ("/healthz", "/readyz"):
+            principal = getattr(request.state, "principal", None)
+            status = response.status_code
+            outcome = "ok" if status < 400 else "denied" if status in (401, 403) else "error"
+            route = request.scope.get("route")
+            request.app.state.keel.audit.record(
+                "request",
+                principal.id if principal else "anonymous",
+                getattr(route, "name", "unknown"),
+                request.url.path,
+                outcome,
+                {
+                    "method": request.method,
+                    "status": status,
+                    "ms": round((time.perf_counter() - started) * 1000, 3),
+                },
+            )
+        return response
+
+    app.include_router(decisions.router)
+    app.include_router(service.router)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    return app

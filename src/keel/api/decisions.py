@@ -1,0 +1,126 @@
+"""Deciding, and reading, explaining and re-evaluating decisions."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from keel.api.auth import current_principal
+from keel.api.models import (
+    BatchOut,
+    BatchRequest,
+    DecideRequest,
+    DecisionList,
+    DecisionOut,
+    ErrorOut,
+    WhatIfRequest,
+)
+from keel.engine import Engine
+from keel.errors import NotFoundError
+from keel.security.roles import Permission, Principal
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (401, 403, 404, 413, 422, 503)
+}
+router = APIRouter(prefix="/v1", responses=ERRORS)
+Caller = Annotated[Principal, Depends(current_principal)]
+
+
+def _engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.keel.engine
+    return engine
+
+
+def _readable(engine: Engine, principal: Principal, decision_id: str) -> str:
+    """The decision's flow, if the caller may read it; otherwise it does not exist for them."""
+    flow = engine.flow_of(decision_id)
+    if not principal.can(Permission.READ_DECISIONS, flow):
+        # Same answer as an unknown id: a caller cannot probe for decisions it may not see.
+        raise NotFoundError(f"no decision with id '{decision_id}'", {"id": decision_id})
+    return flow
+
+
+@router.post("/flows/{flow}/decisions", response_model=DecisionOut, name="decide")
+def decide(flow: str, body: DecideRequest, principal: Caller, request: Request) -> Any:
+    """Decide one case. The decision is in the ledger before the response is sent."""
+    engine = _engine(request)
+    engine.runtime(flow)
+    principal.require(Permission.DECIDE, flow)
+    return engine.decide(flow, body.inputs, subject_id=body.subject_id).to_dict()
+
+
+@router.post("/flows/{flow}/decisions/batch", response_model=BatchOut, name="decide_batch")
+def decide_batch(flow: str, body: BatchRequest, principal: Caller, request: Request) -> Any:
+    """Decide up to 1,000 cases atomically: all are valid and recorded, or none is."""
+    engine = _engine(request)
+    engine.runtime(flow)
+    principal.require(Permission.DECIDE, flow)
+    decided = engine.decide_many(
+        flow, [c.inputs for c in body.cases], [c.subject_id for c in body.cases]
+    )
+    return {"decisions": [d.to_dict() for d in decided]}
+
+
+@router.get("/decisions", response_model=DecisionList, name="list_decisions")
+def list_decisions(
+    principal: Caller,
+    request: Request,
+    flow: str | None = None,
+    action: str | None = None,
+    status: str | None = None,
+    subject_id: str | None = None,
+    since: Annotated[str | None, Query(description="ISO time, inclusive")] = None,
+    until: Annotated[str | None, Query(description="ISO time, exclusive")] = None,
+    before_seq: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Any:
+    """Decisions the caller may read, newest first, filtered; page with before_seq."""
+    engine = _engine(request)
+    if flow is not None:
+        engine.runtime(flow)
+        principal.require(Permission.READ_DECISIONS, flow)
+        flows = [flow]
+    else:
+        flows = principal.flows_with(Permission.READ_DECISIONS, engine.flows)
+    rows = engine.list_decisions(
+        flows,
+        action=action,
+        status=status,
+        subject_id=subject_id,
+        since=since,
+        until=until,
+        before_seq=before_seq,
+        limit=limit,
+    )
+    next_page = rows[-1]["seq"] if len(rows) == limit else None
+    return {"decisions": rows, "next_before_seq": next_page}
+
+
+@router.get("/decisions/{decision_id}", response_model=DecisionOut, name="get_decision")
+def get_decision(decision_id: str, principal: Caller, request: Request) -> Any:
+    """One decision as recorded (personal inputs stay masked; see the explanation)."""
+    engine = _engine(request)
+    _readable(engine, principal, decision_id)
+    return engine.decision(decision_id).to_dict()
+
+
+@router.get("/decisions/{decision_id}/explanation", name="explain")
+def explain(decision_id: str, principal: Caller, request: Request) -> dict[str, Any]:
+    """Why: rule trace with the values compared, guardrails, model attributions, sentences."""
+    engine = _engine(request)
+    _readable(engine, principal, decision_id)
+    return engine.explain(decision_id)
+
+
+@router.post("/decisions/{decision_id}/what-if", name="what_if")
+def what_if(
+    decision_id: str, body: WhatIfRequest, principal: Caller, request: Request
+) -> dict[str, Any]:
+    """Re-evaluate a decision with changed inputs or parameters; nothing is recorded."""
+    engine = _engine(request)
+    _readable(engine, principal, decision_id)
+    result = engine.what_if(decision_id, body.set, body.params)
+    if body.counterfactual:
+        result["counterfactuals"] = [c.to_dict() for c in engine.counterfactuals(decision_id)]
+    return result

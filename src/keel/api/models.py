@@ -1,0 +1,103 @@
+"""Request and response bodies: the OpenAPI contract. Unknown fields are rejected."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_BATCH = 1000
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DecideRequest(Strict):
+    inputs: dict[str, Any] = Field(description="The case, as the flow's input schema describes it.")
+    subject_id: str | None = Field(
+        default=None, min_length=1, max_length=128, description="Who or what the case is about."
+    )
+
+
+class BatchRequest(Strict):
+    cases: list[DecideRequest] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class WhatIfRequest(Strict):
+    set: dict[str, Any] = Field(default_factory=dict, description="Changed inputs.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Changed policy parameters.")
+    counterfactual: bool = Field(
+        default=False, description="Also search for the smallest change that flips the action."
+    )
+
+
+class DecisionOut(BaseModel):
+    id: str
+    flow: str
+    subject_id: str | None
+    action: str
+    value: float | None
+    status: str
+    reason: str
+    rule: str
+    policy_version: str
+    autonomy: str
+    signals: dict[str, Any]
+    failed_signals: dict[str, str]
+    guardrail_hits: list[dict[str, Any]]
+    fallback: str | None
+    recorded_at: str
+    seq: int
+    hash: str
+
+
+class BatchOut(BaseModel):
+    decisions: list[DecisionOut]
+
+
+class DecisionSummary(BaseModel):
+    id: str
+    seq: int
+    flow: str
+    subject_id: str | None
+    action: str
+    status: str
+    recorded_at: str
+    policy_version: str
+
+
+class DecisionList(BaseModel):
+    decisions: list[DecisionSummary]
+    next_before_seq: int | None = Field(
+        description="Pass as before_seq for the next page; null on the last page."
+    )
+
+
+class FlowOut(BaseModel):
+    name: str
+    description: str
+    owner: dict[str, str]
+    autonomy: str
+    policy: dict[str, Any]
+    inputs: dict[str, dict[str, Any]]
+    signals: dict[str, dict[str, Any]]
+
+
+class VerifyOut(BaseModel):
+    ok: bool
+    entries: int
+    head_seq: int
+    head_hash: str
+    bad_seq: int | None
+    problem: str | None
+
+
+class ErrorOut(BaseModel):
+    code: str = Field(description="Stable, machine-readable error code.")
+    message: str = Field(description="What was wrong, where, and what to do.")
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class Health(BaseModel):
+    status: str

@@ -1,0 +1,106 @@
+"""Flows, the ledger, metrics and health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import exc, text
+
+from keel.api.auth import current_principal
+from keel.api.decisions import ERRORS, Caller, _engine
+from keel.api.models import FlowOut, Health, VerifyOut
+from keel.decide import FlowRuntime
+from keel.errors import StoreError
+from keel.security.roles import Permission, Principal
+
+router = APIRouter(responses=ERRORS)
+
+
+def _flow(runtime: FlowRuntime) -> dict[str, Any]:
+    flow, policy = runtime.flow, runtime.policy.policy
+    return {
+        "name": flow.name,
+        "description": flow.description,
+        "owner": {"name": flow.owner.name, "email": flow.owner.email},
+        "autonomy": flow.autonomy.value,
+        "policy": {
+            "name": policy.name,
+            "version": policy.version,
+            "rules": [r.name for r in policy.rules],
+            "actions": list(policy.actions),
+        },
+        "inputs": {
+            f.name: {
+                "type": f.type,
+                "required": f.required,
+                "min": f.minimum,
+                "max": f.maximum,
+                "allowed": list(f.allowed) if f.allowed else None,
+                "classification": f.classification.value,
+                "label": f.display,
+            }
+            for f in flow.fields.values()
+        },
+        "signals": {
+            s.name: {"model": s.model, "output": s.output, "features": list(s.features)}
+            for s in flow.signals.values()
+        },
+    }
+
+
+@router.get("/v1/flows", response_model=list[FlowOut], name="list_flows")
+def list_flows(principal: Caller, request: Request) -> Any:
+    """The flows the caller may see, with their active policy versions."""
+    engine = _engine(request)
+    names = principal.flows_with(Permission.READ_FLOWS, engine.flows)
+    return [_flow(engine.flows[n]) for n in sorted(names)]
+
+
+@router.get("/v1/flows/{flow}", response_model=FlowOut, name="get_flow")
+def get_flow(flow: str, principal: Caller, request: Request) -> Any:
+    engine = _engine(request)
+    runtime = engine.runtime(flow)
+    principal.require(Permission.READ_FLOWS, flow)
+    return _flow(runtime)
+
+
+@router.get("/v1/ledger/verification", response_model=VerifyOut, name="verify_ledger")
+def verify_ledger(principal: Caller, request: Request) -> Any:
+    """Walk the whole chain; ok is false and bad_seq names the first entry that fails."""
+    principal.require(Permission.VERIFY_LEDGER)
+    return _engine(request).verify().to_dict()
+
+
+@router.post("/v1/ledger/checkpoints", name="checkpoint_ledger")
+def checkpoint_ledger(principal: Caller, request: Request) -> dict[str, Any]:
+    """Sign the chain head (Ed25519); keep the result outside Keel."""
+    principal.require(Permission.CHECKPOINT_LEDGER)
+    return _engine(request).checkpoint().to_dict()
+
+
+@router.get("/metrics", name="metrics", response_class=Response)
+def metrics(request: Request, principal: Principal = Depends(current_principal)) -> Response:  # noqa: B008
+    """Prometheus metrics (a scraper authenticates like any other caller)."""
+    principal.require(Permission.READ_METRICS)
+    data = generate_latest(_engine(request).metrics.registry)
+    return Response(data, media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/healthz", response_model=Health, name="health", responses={})
+def health() -> Any:
+    """The process is up. No authentication."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=Health, name="ready", responses={})
+def ready(request: Request) -> Any:
+    """The database answers. No authentication."""
+    try:
+        with _engine(request).db.read() as conn:
+            conn.execute(text("SELECT 1"))
+    except exc.SQLAlchemyError as error:
+        cause = str(getattr(error, "orig", error)).splitlines()[0]
+        raise StoreError(f"the database does not answer: {cause}") from error
+    return {"status": "ready"}

@@ -1,0 +1,184 @@
+"""API keys: created with their grants, shown once, stored as a SHA-256, revocable.
+
+A key reads ``keel_<prefix>_<secret>``: the prefix (8 hex characters) names the key in
+lists and logs; the secret (32 random bytes, base64url) is never stored. Keys are 256-bit
+random values, so a plain SHA-256 is the right hash (a slow password hash buys nothing),
+compared in constant time.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select, update
+
+from keel.errors import KeelError, NotFoundError
+from keel.ledger.records import iso_time
+from keel.security.roles import AuthenticationError, Grant, Principal, Role
+from keel.store.database import Database
+from keel.store.schema import api_keys, grants
+
+KEY_RE = re.compile(r"^keel_([0-9a-f]{8})_([A-Za-z0-9_-]{43})$")
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    prefix: str
+    name: str
+    owner: str
+    created_at: str
+    created_by: str
+    expires_at: str | None
+    revoked_at: str | None
+    grants: tuple[Grant, ...]
+
+    @property
+    def principal_id(self) -> str:
+        return f"key:{self.prefix}"
+
+    def status(self, now: float) -> str:
+        if self.revoked_at:
+            return "revoked"
+        if self.expires_at and self.expires_at <= iso_time(now):
+            return "expired"
+        return "active"
+
+    def to_dict(self, now: float) -> dict[str, object]:
+        return {
+            "prefix": self.prefix,
+            "name": self.name,
+            "owner": self.owner,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+            "expires_at": self.expires_at,
+            "revoked_at": self.revoked_at,
+            "status": self.status(now),
+            "grants": [str(g) for g in self.grants],
+        }
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_key(
+    db: Database,
+    name: str,
+    owner: str,
+    key_grants: Sequence[Grant],
+    created_by: str,
+    now: float,
+    expires_at: float | None = None,
+) -> tuple[ApiKey, str]:
+    """Store a new key with its grants; return it and the full key text (shown once)."""
+    if not name.strip():
+        raise KeelError("a key needs a name that says what uses it", {"field": "name"})
+    if not key_grants:
+        raise KeelError("a key needs at least one role", {"field": "role"})
+    if expires_at is not None and expires_at <= now:
+        raise KeelError("a key's expiry must be in the future", {"field": "expires"})
+    prefix = os.urandom(4).hex()
+    secret = base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
+    created = iso_time(now)
+    expires = iso_time(expires_at) if expires_at is not None else None
+    with db.write() as conn:
+        conn.execute(
+            insert(api_keys).values(
+                prefix=prefix,
+                name=name,
+                owner=owner,
+                secret_sha256=_digest(secret),
+                created_at=created,
+                created_by=created_by,
+                expires_at=expires,
+                revoked_at=None,
+            )
+        )
+        conn.execute(
+            insert(grants),
+            [
+                {
+                    "principal": f"key:{prefix}",
+                    "role": g.role.value,
+                    "flow": g.flow,
+                    "created_at": created,
+                    "created_by": created_by,
+                }
+                for g in key_grants
+            ],
+        )
+    key = ApiKey(prefix, name, owner, created, created_by, expires, None, tuple(key_grants))
+    return key, f"keel_{prefix}_{secret}"
+
+
+def _grants(db: Database, principal: str) -> tuple[Grant, ...]:
+    with db.read() as conn:
+        rows = conn.execute(
+            select(grants.c.role, grants.c.flow)
+            .where(grants.c.principal == principal)
+            .order_by(grants.c.id)
+        ).all()
+    return tuple(Grant(Role(r[0]), r[1]) for r in rows)
+
+
+def _key(row: Sequence[object], key_grants: tuple[Grant, ...]) -> ApiKey:
+    prefix, name, owner, _secret, created_at, created_by, expires_at, revoked_at = row
+    return ApiKey(
+        str(prefix),
+        str(name),
+        str(owner),
+        str(created_at),
+        str(created_by),
+        str(expires_at) if expires_at else None,
+        str(revoked_at) if revoked_at else None,
+        key_grants,
+    )
+
+
+def list_keys(db: Database) -> list[ApiKey]:
+    with db.read() as conn:
+        rows = conn.execute(select(api_keys).order_by(api_keys.c.created_at)).all()
+    return [_key(r, _grants(db, f"key:{r[0]}")) for r in rows]
+
+
+def get_key(db: Database, prefix: str) -> ApiKey:
+    with db.read() as conn:
+        row = conn.execute(select(api_keys).where(api_keys.c.prefix == prefix)).first()
+    if row is None:
+        raise NotFoundError(f"no API key with prefix '{prefix}'", {"prefix": prefix})
+    return _key(row, _grants(db, f"key:{prefix}"))
+
+
+def revoke_key(db: Database, prefix: str, now: float) -> ApiKey:
+    """Revoke a key at once; revoking twice is an error that names when it was revoked."""
+    key = get_key(db, prefix)
+    if key.revoked_at:
+        raise KeelError(f"key {prefix} was already revoked at {key.revoked_at}", {"prefix": prefix})
+    with db.write() as conn:
+        conn.execute(
+            update(api_keys).where(api_keys.c.prefix == prefix).values(revoked_at=iso_time(now))
+        )
+    return get_key(db, prefix)
+
+
+def authenticate(db: Database, token: str, now: float) -> Principal:
+    """The principal behind a presented key, or ``AuthenticationError`` saying why not."""
+    match = KEY_RE.match(token)
+    if match is None:
+        raise AuthenticationError("not a Keel API key (keel_<prefix>_<secret>)")
+    prefix, secret = match.groups()
+    with db.read() as conn:
+        row = conn.execute(select(api_keys).where(api_keys.c.prefix == prefix)).first()
+    if row is None or not hmac.compare_digest(str(row[3]), _digest(secret)):
+        raise AuthenticationError("unknown API key", {"prefix": prefix})
+    key = _key(row, ())
+    status = key.status(now)
+    if status != "active":
+        raise AuthenticationError(f"API key {prefix} is {status}", {"prefix": prefix})
+    return Principal(key.principal_id, key.name, _grants(db, key.principal_id))

@@ -1,0 +1,132 @@
+"""Roles, permissions and grants: who may do what, on which flow. Deny by default.
+
+A grant gives a principal one role, on one flow or (flow ``None``) on every flow. Some
+permissions concern the whole installation (the ledger, the audit trail, keys, metrics):
+only a global grant carries them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from keel.errors import KeelError
+
+
+class Role(StrEnum):
+    VIEWER = "viewer"
+    DECIDER = "decider"
+    REVIEWER = "reviewer"
+    POLICY_AUTHOR = "policy_author"
+    APPROVER = "approver"
+    OWNER = "owner"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+
+
+class Permission(StrEnum):
+    DECIDE = "decide"
+    READ_DECISIONS = "read_decisions"
+    READ_FLOWS = "read_flows"
+    REVIEW = "review"
+    PROPOSE_POLICY = "propose_policy"
+    APPROVE_POLICY = "approve_policy"
+    VERIFY_LEDGER = "verify_ledger"
+    CHECKPOINT_LEDGER = "checkpoint_ledger"
+    READ_AUDIT = "read_audit"
+    READ_METRICS = "read_metrics"
+    MANAGE_KEYS = "manage_keys"
+
+
+GLOBAL_ONLY = frozenset(
+    {
+        Permission.VERIFY_LEDGER,
+        Permission.CHECKPOINT_LEDGER,
+        Permission.READ_AUDIT,
+        Permission.READ_METRICS,
+        Permission.MANAGE_KEYS,
+    }
+)
+
+_READ = {Permission.READ_FLOWS, Permission.READ_DECISIONS}
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.VIEWER: frozenset(_READ),
+    # A calling service decides and sees the flow's definition; reading other decisions is
+    # someone else's job.
+    Role.DECIDER: frozenset({Permission.DECIDE, Permission.READ_FLOWS}),
+    Role.REVIEWER: frozenset({*_READ, Permission.REVIEW}),
+    Role.POLICY_AUTHOR: frozenset({*_READ, Permission.PROPOSE_POLICY}),
+    Role.APPROVER: frozenset({*_READ, Permission.APPROVE_POLICY}),
+    Role.OWNER: frozenset(
+        {*_READ, Permission.DECIDE, Permission.REVIEW, Permission.PROPOSE_POLICY}
+    ),
+    Role.AUDITOR: frozenset(
+        {
+            *_READ,
+            Permission.VERIFY_LEDGER,
+            Permission.CHECKPOINT_LEDGER,
+            Permission.READ_AUDIT,
+            Permission.READ_METRICS,
+        }
+    ),
+    Role.ADMIN: frozenset(Permission),
+}
+
+
+class AuthenticationError(KeelError):
+    """No valid identity: a missing, malformed, unknown, expired or revoked credential."""
+
+    code = "unauthenticated"
+
+
+class PermissionDeniedError(KeelError):
+    code = "forbidden"
+
+
+@dataclass(frozen=True)
+class Grant:
+    role: Role
+    flow: str | None = None  # None: every flow
+
+    def __str__(self) -> str:
+        return f"{self.role}@{self.flow or '*'}"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller: an API key or an OIDC subject, with its grants."""
+
+    id: str  # "key:<prefix>" or "oidc:<issuer>#<subject>"
+    name: str
+    grants: tuple[Grant, ...] = field(default_factory=tuple)
+
+    def can(self, permission: Permission, flow: str | None = None) -> bool:
+        for grant in self.grants:
+            if permission not in ROLE_PERMISSIONS[grant.role]:
+                continue
+            if grant.flow is None:
+                return True
+            if permission not in GLOBAL_ONLY and flow is not None and grant.flow == flow:
+                return True
+        return False
+
+    def require(self, permission: Permission, flow: str | None = None) -> None:
+        if not self.can(permission, flow):
+            where = f" on flow '{flow}'" if flow else ""
+            raise PermissionDeniedError(
+                f"{self.name} ({self.id}) may not {permission.value.replace('_', ' ')}{where}",
+                {"permission": permission.value, "flow": flow},
+            )
+
+    def flows_with(self, permission: Permission, flows: Iterable[str]) -> list[str]:
+        """The flows among ``flows`` on which this principal has ``permission``."""
+        return [f for f in flows if self.can(permission, f)]
+
+
+def parse_role(text: str) -> Role:
+    try:
+        return Role(text)
+    except ValueError:
+        known = ", ".join(r.value for r in Role)
+        raise KeelError(f"unknown role '{text}' (roles: {known})", {"role": text}) from None

@@ -1,0 +1,270 @@
+"""The HTTP API on a real engine and database, through Starlette's httpx test client."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from keel import Engine
+from keel.api import create_app
+from keel.security.apikeys import create_key, revoke_key
+from keel.security.audit import AuditLog
+from keel.security.roles import Grant, Role
+from tests.conftest import LOW_RISK
+
+FLOW = "credit_limit"
+
+
+@pytest.fixture
+def audit(engine: Engine) -> Iterator[AuditLog]:
+    log = AuditLog(engine.db)
+    yield log
+    log.close()
+
+
+@pytest.fixture
+def client(engine: Engine, audit: AuditLog) -> Iterator[TestClient]:
+    with TestClient(create_app(engine, audit), raise_server_exceptions=False) as c:
+        yield c
+
+
+def key(engine: Engine, *grants: Grant, expires_in: float | None = None) -> dict[str, str]:
+    now = time.time()
+    _, text = create_key(
+        engine.db,
+        "test",
+        "tests",
+        list(grants),
+        "tests",
+        now,
+        now + expires_in if expires_in else None,
+    )
+    return {"Authorization": f"Bearer {text}"}
+
+
+def admin(engine: Engine) -> dict[str, str]:
+    return key(engine, Grant(Role.ADMIN))
+
+
+def test_decide_read_explain_whatif(engine: Engine, client: TestClient) -> None:
+    headers = key(engine, Grant(Role.OWNER, FLOW))
+    response = client.post(
+        f"/v1/flows/{FLOW}/decisions",
+        json={"inputs": LOW_RISK, "subject_id": "c-1"},
+        headers=headers,
+    )
+    assert response.status_code == 200, response.text
+    decision = response.json()
+    assert decision["action"] == "approve" and decision["subject_id"] == "c-1"
+    got = client.get(f"/v1/decisions/{decision['id']}", headers=headers).json()
+    assert got["hash"] == decision["hash"] and got["seq"] == decision["seq"]
+    why = client.get(f"/v1/decisions/{decision['id']}/explanation", headers=headers).json()
+    assert why["why"][0].startswith("Decision: approve")
+    whatif = client.post(
+        f"/v1/decisions/{decision['id']}/what-if",
+        json={"set": {"debt_to_income": 0.7}},
+        headers=headers,
+    ).json()
+    assert whatif["after"]["action"] == "decline"
+    listed = client.get(
+        "/v1/decisions", params={"flow": FLOW, "subject_id": "c-1"}, headers=headers
+    ).json()
+    assert [d["id"] for d in listed["decisions"]] == [decision["id"]]
+
+
+def test_batch_and_paging(engine: Engine, client: TestClient) -> None:
+    headers = key(engine, Grant(Role.OWNER, FLOW))
+    cases = [{"inputs": {**LOW_RISK, "requested_limit": 1000.0 + i}} for i in range(5)]
+    response = client.post(
+        f"/v1/flows/{FLOW}/decisions/batch", json={"cases": cases}, headers=headers
+    )
+    assert response.status_code == 200, response.text
+    seqs = [d["seq"] for d in response.json()["decisions"]]
+    page = client.get("/v1/decisions", params={"limit": 3}, headers=headers).json()
+    assert [d["seq"] for d in page["decisions"]] == sorted(seqs, reverse=True)[:3]
+    rest = client.get(
+        "/v1/decisions", params={"limit": 3, "before_seq": page["next_before_seq"]}, headers=headers
+    ).json()
+    assert [d["seq"] for d in rest["decisions"]] == sorted(seqs, reverse=True)[3:]
+    assert rest["next_before_seq"] is None
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "field"),
+    [
+        ({"inputs": {**LOW_RISK, "annual_income": "lots"}}, "invalid_input", "annual_income"),
+        ({"inputs": LOW_RISK, "colour": "blue"}, "invalid_request", "colour"),
+        ({"input": LOW_RISK}, "invalid_request", "inputs"),
+        ({"inputs": LOW_RISK, "subject_id": ""}, "invalid_request", "subject_id"),
+    ],
+)
+def test_bad_requests_name_the_field_and_record_nothing(
+    engine: Engine, client: TestClient, body: dict[str, Any], code: str, field: str
+) -> None:
+    response = client.post(f"/v1/flows/{FLOW}/decisions", json=body, headers=admin(engine))
+    assert response.status_code == 422
+    error = response.json()
+    assert error["code"] == code and field in error["message"]
+    assert engine.list_decisions([FLOW]) == []
+
+
+def test_malformed_json_and_oversized_body(engine: Engine, client: TestClient) -> None:
+    headers = {**admin(engine), "content-type": "application/json"}
+    response = client.post(f"/v1/flows/{FLOW}/decisions", content=b"{not json", headers=headers)
+    assert response.status_code == 422 and response.json()["code"] == "invalid_request"
+    big = b'{"inputs": {"x": "' + b"a" * 1_100_000 + b'"}}'
+    response = client.post(f"/v1/flows/{FLOW}/decisions", content=big, headers=headers)
+    assert response.status_code == 413 and response.json()["code"] == "request_too_large"
+    assert engine.list_decisions([FLOW]) == []
+
+
+def test_unknown_flow_and_route(engine: Engine, client: TestClient) -> None:
+    headers = admin(engine)
+    response = client.post("/v1/flows/pricing/decisions", json={"inputs": {}}, headers=headers)
+    assert response.status_code == 404 and "unknown flow 'pricing'" in response.json()["message"]
+    response = client.get("/v1/nothing-here", headers=headers)
+    assert response.status_code == 404 and response.json()["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "Bearer",
+        "Basic dXNlcjpwYXNz",
+        "Bearer keel_00000000_" + "A" * 43,
+        "Bearer not-a-key",
+    ],
+)
+def test_no_anonymous_access(client: TestClient, engine: Engine, header: str | None) -> None:
+    headers = {"Authorization": header} if header else {}
+    for method, path in (("get", "/v1/flows"), ("get", "/v1/decisions"), ("get", "/metrics")):
+        response = client.request(method, path, headers=headers)
+        assert response.status_code == 401, path
+        assert response.json()["code"] == "unauthenticated"
+        assert response.headers["www-authenticate"] == "Bearer"
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").json() == {"status": "ready"}
+
+
+def test_revoked_and_expired_keys_are_refused(engine: Engine, client: TestClient) -> None:
+    headers = key(engine, Grant(Role.VIEWER))
+    assert client.get("/v1/flows", headers=headers).status_code == 200
+    prefix = headers["Authorization"].split("_")[1]
+    revoke_key(engine.db, prefix, time.time())
+    response = client.get("/v1/flows", headers=headers)
+    assert response.status_code == 401 and "revoked" in response.json()["message"]
+    short = key(engine, Grant(Role.VIEWER), expires_in=0.5)
+    time.sleep(0.6)
+    response = client.get("/v1/flows", headers=short)
+    assert response.status_code == 401 and "expired" in response.json()["message"]
+
+
+def test_forged_secret_with_a_real_prefix_is_refused(engine: Engine, client: TestClient) -> None:
+    real = key(engine, Grant(Role.ADMIN))["Authorization"]
+    forged = real[:-5] + ("AAAAA" if not real.endswith("AAAAA") else "BBBBB")
+    assert client.get("/v1/flows", headers={"Authorization": forged}).status_code == 401
+
+
+# ---- the authorisation matrix: every endpoint against every role -------------------------
+
+ALL = set(Role)
+READERS = {
+    Role.VIEWER,
+    Role.REVIEWER,
+    Role.POLICY_AUTHOR,
+    Role.APPROVER,
+    Role.OWNER,
+    Role.AUDITOR,
+    Role.ADMIN,
+}
+# endpoint → (roles allowed with a grant on the flow, roles allowed only with a global grant)
+MATRIX: dict[str, tuple[set[Role], set[Role]]] = {
+    "decide": ({Role.DECIDER, Role.OWNER, Role.ADMIN}, set()),
+    "batch": ({Role.DECIDER, Role.OWNER, Role.ADMIN}, set()),
+    "list_flow": (READERS, set()),
+    "get": (READERS, set()),
+    "explain": (READERS, set()),
+    "what_if": (READERS, set()),
+    "get_flow": (ALL, set()),
+    "verify": (set(), {Role.AUDITOR, Role.ADMIN}),
+    "checkpoint": (set(), {Role.AUDITOR, Role.ADMIN}),
+    "metrics": (set(), {Role.AUDITOR, Role.ADMIN}),
+}
+
+
+def call(client: TestClient, endpoint: str, decision_id: str, headers: dict[str, str]) -> int:
+    body = {"inputs": LOW_RISK}
+    requests = {
+        "decide": ("post", f"/v1/flows/{FLOW}/decisions", body),
+        "batch": ("post", f"/v1/flows/{FLOW}/decisions/batch", {"cases": [body]}),
+        "list_flow": ("get", f"/v1/decisions?flow={FLOW}", None),
+        "get": ("get", f"/v1/decisions/{decision_id}", None),
+        "explain": ("get", f"/v1/decisions/{decision_id}/explanation", None),
+        "what_if": ("post", f"/v1/decisions/{decision_id}/what-if", {"set": {}}),
+        "get_flow": ("get", f"/v1/flows/{FLOW}", None),
+        "verify": ("get", "/v1/ledger/verification", None),
+        "checkpoint": ("post", "/v1/ledger/checkpoints", None),
+        "metrics": ("get", "/metrics", None),
+    }
+    method, path, json = requests[endpoint]
+    return client.request(method, path, json=json, headers=headers).status_code
+
+
+@pytest.mark.parametrize("scope", ["flow", "global", "other_flow"])
+@pytest.mark.parametrize("role", list(Role))
+def test_authorisation_matrix(engine: Engine, client: TestClient, role: Role, scope: str) -> None:
+    decision_id = engine.decide(FLOW, LOW_RISK).id
+    grant = Grant(role, None if scope == "global" else FLOW if scope == "flow" else "pricing")
+    headers = key(engine, grant)
+    for endpoint, (on_flow, global_only) in MATRIX.items():
+        allowed = (scope == "flow" and role in on_flow) or (
+            scope == "global" and role in on_flow | global_only
+        )
+        status = call(client, endpoint, decision_id, headers)
+        if allowed:
+            assert status == 200, (endpoint, role, scope, status)
+        else:
+            # Decisions a caller may not read do not exist for it; everything else is 403.
+            expected = 404 if endpoint in ("get", "explain", "what_if") else 403
+            assert status == expected, (endpoint, role, scope, status)
+
+
+def test_lists_show_only_what_the_caller_may_read(engine: Engine, client: TestClient) -> None:
+    engine.decide(FLOW, LOW_RISK)
+    elsewhere = key(engine, Grant(Role.VIEWER, "pricing"))
+    assert client.get("/v1/decisions", headers=elsewhere).json()["decisions"] == []
+    assert client.get("/v1/flows", headers=elsewhere).json() == []
+    here = key(engine, Grant(Role.VIEWER, FLOW))
+    assert len(client.get("/v1/decisions", headers=here).json()["decisions"]) == 1
+    assert [f["name"] for f in client.get("/v1/flows", headers=here).json()] == [FLOW]
+
+
+def test_every_request_is_audited(engine: Engine, client: TestClient, audit: AuditLog) -> None:
+    import json
+
+    from keel.security.audit import export_events
+
+    headers = key(engine, Grant(Role.DECIDER, FLOW))
+    client.post(f"/v1/flows/{FLOW}/decisions", json={"inputs": LOW_RISK}, headers=headers)
+    client.get("/v1/ledger/verification", headers=headers)
+    client.get("/v1/flows", headers={"Authorization": "Bearer keel_00000000_" + "A" * 43})
+    audit.flush()
+    events = [json.loads(line) for line in export_events(engine.db)]
+    prefix = headers["Authorization"].split("_")[1]
+    summary = [(e["kind"], e["principal"], e["action"], e["outcome"]) for e in events]
+    assert ("request", f"key:{prefix}", "decide", "ok") in summary
+    assert ("request", f"key:{prefix}", "verify_ledger", "denied") in summary
+    assert ("security", "key:00000000", "authenticate", "failed") in summary
+    assert ("request", "anonymous", "list_flows", "denied") in summary
+    assert all("annual_income" not in json.dumps(e) for e in events)  # no request bodies
+
+
+def test_openapi_is_published(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    assert "/v1/flows/{flow}/decisions" in schema["paths"]
+    assert "ErrorOut" in schema["components"]["schemas"]

@@ -1,0 +1,114 @@
+"""`keel serve` as a real HTTP server on 127.0.0.1, and the key and audit commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx2 as httpx
+from typer.testing import CliRunner
+
+from keel.cli import app
+from tests.conftest import LOW_RISK
+
+runner = CliRunner()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_keys_lifecycle_and_audit_export(project: Path) -> None:
+    created = runner.invoke(
+        app,
+        [
+            "keys",
+            "create",
+            "--name",
+            "svc",
+            "--role",
+            "decider",
+            "--flow",
+            "credit_limit",
+            "--expires-in",
+            "30d",
+            "-p",
+            str(project),
+        ],
+    )
+    assert created.exit_code == 0, created.stderr
+    token = created.stdout.strip()
+    assert token.startswith("keel_") and "shown only now" in created.stderr
+    prefix = token.split("_")[1]
+    listed = runner.invoke(app, ["keys", "list", "-p", str(project)])
+    assert (
+        prefix in listed.stdout
+        and "active" in listed.stdout
+        and "decider@credit_limit" in listed.stdout
+    )
+    assert token.split("_")[2] not in listed.stdout  # the secret is never shown again
+    revoked = runner.invoke(app, ["keys", "revoke", prefix, "-p", str(project)])
+    assert revoked.exit_code == 0 and "revoked" in revoked.stdout
+    again = runner.invoke(app, ["keys", "revoke", prefix, "-p", str(project)])
+    assert again.exit_code == 2 and "already revoked" in again.stderr
+    bad = runner.invoke(
+        app, ["keys", "create", "--name", "x", "--role", "wizard", "-p", str(project)]
+    )
+    assert bad.exit_code == 2 and "unknown role 'wizard'" in bad.stderr
+    exported = runner.invoke(app, ["audit", "export", "-p", str(project)])
+    actions = [json.loads(line)["action"] for line in exported.stdout.splitlines()]
+    assert actions == ["key_created", "key_revoked"]
+
+
+def test_serve_answers_over_http(project: Path) -> None:
+    token = runner.invoke(
+        app,
+        [
+            "keys",
+            "create",
+            "--name",
+            "svc",
+            "--role",
+            "owner",
+            "--flow",
+            "credit_limit",
+            "-p",
+            str(project),
+        ],
+    ).stdout.strip()
+    port = free_port()
+    sink = project / "audit.jsonl"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    log = (project / "serve.log").open("w")
+    command = [sys.executable, "-m", "keel.cli", "serve", "--port", str(port)]
+    command += ["--audit-sink", str(sink), "-p", str(project)]
+    server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError((project / "serve.log").read_text())
+        headers = {"Authorization": f"Bearer {token}"}
+        response = httpx.post(
+            f"{base}/v1/flows/credit_limit/decisions", json={"inputs": LOW_RISK}, headers=headers
+        )
+        assert response.status_code == 200, response.text
+        assert httpx.get(f"{base}/v1/flows").status_code == 401
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+    lines = [json.loads(line) for line in sink.read_text().splitlines()]
+    assert any(e["action"] == "decide" and e["outcome"] == "ok" for e in lines)
