@@ -28,7 +28,7 @@ typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
 pytest: $(VENV)/.dev-installed
-	$(BIN)/pytest
+	scripts/with-postgres.sh $(BIN)/pytest
 
 test: lint typecheck pytest
 

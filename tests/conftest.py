@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from keel.engine import Engine, open_engine
 from keel.scaffold import init_project
@@ -25,9 +28,52 @@ def project(template_project: Path, tmp_path: Path) -> Path:
     return target
 
 
+POSTGRES_ADMIN = "KEEL_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """The environment that points a project at its database: SQLite beside the project
+    (the default), or a fresh PostgreSQL database on the server `make test` starts."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    admin = os.environ.get(POSTGRES_ADMIN)
+    if not admin:
+        pytest.skip("PostgreSQL runs under `make test` (scripts/with-postgres.sh sets it up)")
+    name = f"keel_{uuid.uuid4().hex[:12]}"
+    server = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
+    with server.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield {"KEEL_DATABASE_URL": admin.replace("/postgres?", f"/{name}?")}
+    with server.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    server.dispose()
+
+
 @pytest.fixture
-def engine(project: Path) -> Iterator[Engine]:
-    with open_engine(project, environ={}) as eng:
+def db_url(project: Path, env: dict[str, str]) -> str:
+    return env.get("KEEL_DATABASE_URL", f"sqlite:///{project}/keel.db")
+
+
+def run_sql(
+    url: str, *statements: str, params: dict[str, object] | None = None
+) -> list[tuple[object, ...]]:
+    """Run statements straight against the database, as an intruder or an operator would;
+    returns the rows of the last one."""
+    engine = sa.create_engine(url)
+    rows: list[tuple[object, ...]] = []
+    with engine.begin() as conn:
+        for statement in statements:
+            result = conn.execute(sa.text(statement), params or {})
+            rows = [tuple(r) for r in result] if result.returns_rows else []
+    engine.dispose()
+    return rows
+
+
+@pytest.fixture
+def engine(project: Path, env: dict[str, str]) -> Iterator[Engine]:
+    with open_engine(project, environ=env) as eng:
         yield eng
 
 

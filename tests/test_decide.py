@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -11,11 +10,11 @@ import pytest
 
 from keel import Engine, InputError, NotFoundError, open_engine
 from keel.errors import ErasedDataError, LedgerWriteError
+from tests.conftest import run_sql
 
 
-def ledger_count(project: Path) -> int:
-    with sqlite3.connect(project / "keel.db") as conn:
-        return int(conn.execute("select count(*) from ledger where kind='decision'").fetchone()[0])
+def ledger_count(db_url: str) -> int:
+    return int(run_sql(db_url, "select count(*) from ledger where kind='decision'")[0][0])
 
 
 def test_decision_is_recorded_and_explained(engine: Engine, low_risk: dict[str, Any]) -> None:
@@ -43,12 +42,16 @@ def test_decision_is_recorded_and_explained(engine: Engine, low_risk: dict[str, 
 
 
 def test_personal_inputs_never_stored_in_clear(
-    engine: Engine, project: Path, low_risk: dict[str, Any]
+    engine: Engine, project: Path, db_url: str, low_risk: dict[str, Any]
 ) -> None:
     low_risk["annual_income"] = 87654.32
     decision = engine.decide("credit_limit", low_risk)
-    raw = (project / "keel.db").read_bytes() + (project / "keel.db-wal").read_bytes()
-    assert b"87654.32" not in raw and b"87,654" not in raw
+    if db_url.startswith("sqlite"):
+        raw = (project / "keel.db").read_bytes() + (project / "keel.db-wal").read_bytes()
+        assert b"87654.32" not in raw and b"87,654" not in raw
+    for table, column in (("ledger", "record"), ("decisions", "id"), ("audit_events", "detail")):
+        found = run_sql(db_url, f"select count(*) from {table} where {column} like '%87654%'")
+        assert found == [(0,)], table
     body = engine.entry(decision.id).body
     assert set(body["inputs"]["annual_income"]) == {"$protected"}
     assert body["inputs"]["region"] == "north"  # internal fields are kept as they are
@@ -56,11 +59,12 @@ def test_personal_inputs_never_stored_in_clear(
 
 
 def test_erased_personal_data_keeps_the_ledger_verifiable(
-    engine: Engine, project: Path, low_risk: dict[str, Any]
+    engine: Engine, db_url: str, low_risk: dict[str, Any]
 ) -> None:
     decision = engine.decide("credit_limit", low_risk)
-    with sqlite3.connect(project / "keel.db") as conn:
-        conn.execute("delete from protected_values where record_id = ?", (decision.id,))
+    run_sql(
+        db_url, "delete from protected_values where record_id = :id", params={"id": decision.id}
+    )
     assert engine.verify().ok
     with pytest.raises(ErasedDataError, match="erased"):
         engine.explain(decision.id)
@@ -79,15 +83,15 @@ def test_erased_personal_data_keeps_the_ledger_verifiable(
     ],
 )
 def test_bad_inputs_are_rejected_and_nothing_is_written(
-    engine: Engine, project: Path, low_risk: dict[str, Any], change: dict[str, Any], message: str
+    engine: Engine, db_url: str, low_risk: dict[str, Any], change: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(InputError, match=message):
         engine.decide("credit_limit", {**low_risk, **change})
-    assert ledger_count(project) == 0
+    assert ledger_count(db_url) == 0
 
 
 def test_missing_field_and_unknown_flow(
-    engine: Engine, project: Path, low_risk: dict[str, Any]
+    engine: Engine, db_url: str, low_risk: dict[str, Any]
 ) -> None:
     del low_risk["region"]
     with pytest.raises(InputError, match="region: required field is missing"):
@@ -96,24 +100,23 @@ def test_missing_field_and_unknown_flow(
         engine.decide("pricing", low_risk)
     with pytest.raises(InputError, match="must be a JSON object"):
         engine.decide("credit_limit", ["not", "a", "mapping"])  # type: ignore[arg-type]
-    assert ledger_count(project) == 0
+    assert ledger_count(db_url) == 0
 
 
-def test_batch_is_all_or_nothing(engine: Engine, project: Path, low_risk: dict[str, Any]) -> None:
+def test_batch_is_all_or_nothing(engine: Engine, db_url: str, low_risk: dict[str, Any]) -> None:
     with pytest.raises(InputError, match="case 2"):
         engine.decide_many("credit_limit", [low_risk, low_risk, {**low_risk, "region": "mars"}])
-    assert ledger_count(project) == 0
+    assert ledger_count(db_url) == 0
     decisions = engine.decide_many("credit_limit", [low_risk] * 5, [f"s{i}" for i in range(5)])
     assert [d.seq for d in decisions] == list(range(decisions[0].seq, decisions[0].seq + 5))
-    assert ledger_count(project) == 5
+    assert ledger_count(db_url) == 5
 
 
 def test_failed_ledger_write_fails_the_decision(
-    engine: Engine, project: Path, low_risk: dict[str, Any]
+    engine: Engine, db_url: str, low_risk: dict[str, Any]
 ) -> None:
     engine.decide("credit_limit", low_risk)
-    with sqlite3.connect(project / "keel.db") as conn:
-        conn.execute("alter table ledger rename to ledger_gone")
+    run_sql(db_url, "alter table ledger rename to ledger_gone")
     with pytest.raises(LedgerWriteError, match="could not be written"):
         engine.decide("credit_limit", low_risk)
     assert engine.metrics.ledger_failures._value.get() == 1
@@ -141,9 +144,9 @@ def test_concurrent_deciders_build_one_chain(engine: Engine, low_risk: dict[str,
 
 
 def test_two_engines_on_one_database_share_one_chain(
-    project: Path, low_risk: dict[str, Any]
+    project: Path, env: dict[str, str], low_risk: dict[str, Any]
 ) -> None:
-    with open_engine(project, environ={}) as a, open_engine(project, environ={}) as b:
+    with open_engine(project, environ=env) as a, open_engine(project, environ=env) as b:
         for _ in range(20):
             a.decide("credit_limit", low_risk)
             b.decide("credit_limit", low_risk)

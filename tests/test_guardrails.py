@@ -20,17 +20,17 @@ class Clock:
 
 
 def test_rate_limit_holds_across_restart_and_window_slides(
-    project: Path, low_risk: dict[str, Any]
+    project: Path, env: dict[str, str], low_risk: dict[str, Any]
 ) -> None:
     replace_in(
         project / POLICY, "      max: 200\n      window: 1h", "      max: 3\n      window: 1h"
     )
     clock = Clock()
-    with open_engine(project, environ={}, clock=clock) as engine:
+    with open_engine(project, environ=env, clock=clock) as engine:
         statuses = [engine.decide("credit_limit", low_risk).status for _ in range(2)]
     assert statuses == ["final", "final"]
     clock.now += 600
-    with open_engine(project, environ={}, clock=clock) as engine:  # a restart
+    with open_engine(project, environ=env, clock=clock) as engine:  # a restart
         third = engine.decide("credit_limit", low_risk)
         fourth = engine.decide("credit_limit", low_risk)
         assert third.status == "final"
@@ -43,11 +43,13 @@ def test_rate_limit_holds_across_restart_and_window_slides(
         assert engine.decide("credit_limit", low_risk).status == "pending_review"
 
 
-def test_rate_limit_holds_across_two_engines(project: Path, low_risk: dict[str, Any]) -> None:
+def test_rate_limit_holds_across_two_engines(
+    project: Path, env: dict[str, str], low_risk: dict[str, Any]
+) -> None:
     replace_in(
         project / POLICY, "      max: 200\n      window: 1h", "      max: 4\n      window: 1h"
     )
-    with open_engine(project, environ={}) as a, open_engine(project, environ={}) as b:
+    with open_engine(project, environ=env) as a, open_engine(project, environ=env) as b:
         results = []
         for _ in range(4):
             results.append(a.decide("credit_limit", low_risk).status)
@@ -55,13 +57,15 @@ def test_rate_limit_holds_across_two_engines(project: Path, low_risk: dict[str, 
     assert results.count("final") == 4 and results.count("pending_review") == 4
 
 
-def test_exposure_limit_is_per_segment(project: Path, low_risk: dict[str, Any]) -> None:
+def test_exposure_limit_is_per_segment(
+    project: Path, env: dict[str, str], low_risk: dict[str, Any]
+) -> None:
     replace_in(
         project / POLICY,
         "      max: 750000\n      window: 24h",
         "      max: 15000\n      window: 24h",
     )
-    with open_engine(project, environ={}) as engine:
+    with open_engine(project, environ=env) as engine:
         north = [engine.decide("credit_limit", low_risk) for _ in range(3)]  # 6,000 each
         south = engine.decide("credit_limit", {**low_risk, "region": "south"})
     assert [d.status for d in north] == ["final", "final", "pending_review"]
@@ -70,29 +74,33 @@ def test_exposure_limit_is_per_segment(project: Path, low_risk: dict[str, Any]) 
     assert south.status == "final"
 
 
-def test_fallback_on_hit_changes_the_action(project: Path, low_risk: dict[str, Any]) -> None:
+def test_fallback_on_hit_changes_the_action(
+    project: Path, env: dict[str, str], low_risk: dict[str, Any]
+) -> None:
     replace_in(
         project / POLICY,
         "      max: 200\n      window: 1h\n      on_hit: escalate",
         "      max: 1\n      window: 1h\n      on_hit: fallback",
     )
-    with open_engine(project, environ={}) as engine:
+    with open_engine(project, environ=env) as engine:
         engine.decide("credit_limit", low_risk)
         second = engine.decide("credit_limit", low_risk)
     assert second.action == "refer" and second.rule == "fallback"
     assert second.status == "pending_review"  # the fallback asks for review
 
 
-def test_kill_switch_wins_over_every_rule(project: Path, low_risk: dict[str, Any]) -> None:
+def test_kill_switch_wins_over_every_rule(
+    project: Path, env: dict[str, str], low_risk: dict[str, Any]
+) -> None:
     replace_in(project / POLICY, "engaged: false", "engaged: true")
-    with open_engine(project, environ={}) as engine:
+    with open_engine(project, environ=env) as engine:
         decision = engine.decide("credit_limit", low_risk)
         assert decision.action == "refer" and decision.rule == "kill_switch"
         assert decision.status == "pending_review"
         assert "switched off" in engine.explain(decision.id)["decision"]["reason"]
 
 
-def test_autonomy_levels(project: Path, low_risk: dict[str, Any]) -> None:
+def test_autonomy_levels(project: Path, env: dict[str, str], low_risk: dict[str, Any]) -> None:
     expected = {"shadow": "shadow", "advisory": "advisory", "autonomous": "final"}
     grey = {
         **low_risk,
@@ -104,7 +112,7 @@ def test_autonomy_levels(project: Path, low_risk: dict[str, Any]) -> None:
         replace_in(
             project / "flows/credit_limit.yaml", "autonomy: supervised", f"autonomy: {level}"
         )
-        with open_engine(project, environ={}) as engine:
+        with open_engine(project, environ=env) as engine:
             decision = engine.decide("credit_limit", grey)
             assert decision.rule == "grey_zone", decision.reason
             assert decision.status == status, level
@@ -113,11 +121,13 @@ def test_autonomy_levels(project: Path, low_risk: dict[str, Any]) -> None:
         )
 
 
-def test_shadow_decisions_do_not_consume_limits(project: Path, low_risk: dict[str, Any]) -> None:
+def test_shadow_decisions_do_not_consume_limits(
+    project: Path, env: dict[str, str], low_risk: dict[str, Any]
+) -> None:
     replace_in(
         project / POLICY, "      max: 200\n      window: 1h", "      max: 1\n      window: 1h"
     )
     replace_in(project / "flows/credit_limit.yaml", "autonomy: supervised", "autonomy: shadow")
-    with open_engine(project, environ={}) as engine:
+    with open_engine(project, environ=env) as engine:
         for _ in range(3):
             assert engine.decide("credit_limit", low_risk).guardrail_hits == []

@@ -1,9 +1,9 @@
-"""Tampering with the SQLite file directly is detected, and the first bad entry named."""
+"""Tampering with the database directly is detected, and the first bad entry named."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,33 +13,41 @@ from keel import Engine, open_engine
 from keel.canonical import canonical_json
 from keel.ledger import GENESIS_HASH, chain_hash
 from keel.ledger.checkpoint import CheckpointError, load_checkpoint
+from tests.conftest import run_sql
+
+
+@dataclass
+class Ledger:
+    project: Path
+    env: dict[str, str]
+    url: str
 
 
 @pytest.fixture
-def filled(engine: Engine, project: Path, low_risk: dict[str, Any]) -> Path:
+def filled(
+    engine: Engine, project: Path, env: dict[str, str], db_url: str, low_risk: dict[str, Any]
+) -> Ledger:
     for i in range(9):
         engine.decide("credit_limit", {**low_risk, "requested_limit": 1000.0 + i})
     assert engine.verify().entries == 10
-    return project
+    return Ledger(project, env, db_url)
 
 
-def sql(project: Path, *statements: str) -> None:
-    with sqlite3.connect(project / "keel.db") as conn:
-        for statement in statements:
-            conn.execute(statement)
+def sql(ledger: Ledger, *statements: str, **params: object) -> list[tuple[object, ...]]:
+    return run_sql(ledger.url, *statements, params=params)
 
 
-def verify(project: Path, checkpoint: Any = None) -> Any:
-    with open_engine(project, environ={}) as engine:
+def verify(ledger: Ledger, checkpoint: Any = None) -> Any:
+    with open_engine(ledger.project, environ=ledger.env) as engine:
         return engine.verify(checkpoint)
 
 
-def test_intact_ledger_verifies(filled: Path) -> None:
+def test_intact_ledger_verifies(filled: Ledger) -> None:
     report = verify(filled)
     assert report.ok and report.entries == 10 and report.head_seq == 10
 
 
-def test_edited_record_is_named(filled: Path) -> None:
+def test_edited_record_is_named(filled: Ledger) -> None:
     sql(
         filled,
         "update ledger set record = replace(record, '\"approve\"', '\"decline\"') where seq = 5",
@@ -48,47 +56,49 @@ def test_edited_record_is_named(filled: Path) -> None:
     assert not report.ok and report.bad_seq == 5 and "altered" in report.problem
 
 
-def test_edited_column_copy_is_named(filled: Path) -> None:
+def test_edited_column_copy_is_named(filled: Ledger) -> None:
     sql(filled, "update ledger set flow = 'other' where seq = 4")
     report = verify(filled)
     assert report.bad_seq == 4 and "column 'flow'" in report.problem
 
 
-def test_deleted_record_is_named(filled: Path) -> None:
+def test_deleted_record_is_named(filled: Ledger) -> None:
     sql(filled, "delete from ledger where seq = 6")
     report = verify(filled)
     assert report.bad_seq == 6 and "missing" in report.problem
 
 
-def test_inserted_record_is_named(filled: Path) -> None:
+def test_inserted_record_is_named(filled: Ledger) -> None:
     # Shift entries 7.. up by one and insert a forged, self-consistent entry at 7.
     sql(
         filled,
         "update ledger set seq = seq + 100 where seq >= 7",
         "update ledger set seq = seq - 99 where seq >= 107",
     )
-    with sqlite3.connect(filled / "keel.db") as conn:
-        prev = conn.execute("select hash from ledger where seq = 6").fetchone()[0]
-        record = canonical_json(
-            {
-                "schema_version": 1,
-                "kind": "decision",
-                "id": "dec_forged",
-                "flow": "credit_limit",
-                "recorded_at": "2026-01-01T00:00:00.000000Z",
-                "body": {"action": "approve"},
-            }
-        )
-        conn.execute(
-            "insert into ledger values (7, 'decision', 'dec_forged', 'credit_limit', "
-            "'2026-01-01T00:00:00.000000Z', ?, ?, ?)",
-            (record, prev, chain_hash(prev, record)),
-        )
+    prev = str(sql(filled, "select hash from ledger where seq = 6")[0][0])
+    record = canonical_json(
+        {
+            "schema_version": 1,
+            "kind": "decision",
+            "id": "dec_forged",
+            "flow": "credit_limit",
+            "recorded_at": "2026-01-01T00:00:00.000000Z",
+            "body": {"action": "approve"},
+        }
+    )
+    sql(
+        filled,
+        "insert into ledger values (7, 'decision', 'dec_forged', 'credit_limit', "
+        "'2026-01-01T00:00:00.000000Z', :record, :prev, :hash)",
+        record=record,
+        prev=prev,
+        hash=chain_hash(prev, record),
+    )
     report = verify(filled)
     assert report.bad_seq == 8 and "prev_hash" in report.problem
 
 
-def test_reordered_records_are_named(filled: Path) -> None:
+def test_reordered_records_are_named(filled: Ledger) -> None:
     sql(
         filled,
         "update ledger set seq = 1000 where seq = 3",
@@ -99,8 +109,8 @@ def test_reordered_records_are_named(filled: Path) -> None:
     assert report.bad_seq == 3
 
 
-def test_truncation_needs_a_checkpoint_or_the_head(filled: Path) -> None:
-    with open_engine(filled, environ={}) as engine:
+def test_truncation_needs_a_checkpoint_or_the_head(filled: Ledger) -> None:
+    with open_engine(filled.project, environ=filled.env) as engine:
         checkpoint = engine.checkpoint()
     sql(filled, "delete from ledger where seq >= 9")
     report = verify(filled)
@@ -111,31 +121,34 @@ def test_truncation_needs_a_checkpoint_or_the_head(filled: Path) -> None:
     assert not report.ok and "removed" in report.problem  # ...the checkpoint can
 
 
-def test_full_rewrite_is_caught_by_checkpoint(filled: Path) -> None:
-    with open_engine(filled, environ={}) as engine:
+def test_full_rewrite_is_caught_by_checkpoint(filled: Ledger) -> None:
+    with open_engine(filled.project, environ=filled.env) as engine:
         checkpoint = engine.checkpoint()
-    with sqlite3.connect(filled / "keel.db") as conn:
-        rows = conn.execute("select seq, record from ledger order by seq").fetchall()
-        prev = GENESIS_HASH
-        for seq, record in rows:
-            data = json.loads(record)
-            if data["kind"] == "decision":
-                data["body"]["action"] = "decline"
-            text = canonical_json(data)
-            digest = chain_hash(prev, text)
-            conn.execute(
-                "update ledger set record=?, prev_hash=?, hash=? where seq=?",
-                (text, prev, digest, seq),
-            )
-            prev = digest
-        conn.execute("update ledger_head set hash = ?", (prev,))
+    rows = sql(filled, "select seq, record from ledger order by seq")
+    prev = GENESIS_HASH
+    for seq, record in rows:
+        data = json.loads(str(record))
+        if data["kind"] == "decision":
+            data["body"]["action"] = "decline"
+        text = canonical_json(data)
+        digest = chain_hash(prev, text)
+        sql(
+            filled,
+            "update ledger set record = :text, prev_hash = :prev, hash = :digest where seq = :seq",
+            text=text,
+            prev=prev,
+            digest=digest,
+            seq=seq,
+        )
+        prev = digest
+    sql(filled, "update ledger_head set hash = :prev", prev=prev)
     assert verify(filled).ok  # internally consistent...
     report = verify(filled, checkpoint)
     assert not report.ok and "rewritten" in report.problem
 
 
-def test_checkpoint_signature(filled: Path, tmp_path: Path) -> None:
-    with open_engine(filled, environ={}) as engine:
+def test_checkpoint_signature(filled: Ledger, tmp_path: Path) -> None:
+    with open_engine(filled.project, environ=filled.env) as engine:
         checkpoint = engine.checkpoint()
     checkpoint.verify_signature()
     path = tmp_path / "cp.json"

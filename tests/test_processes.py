@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,24 +18,25 @@ from keel import open_engine
 project, count = sys.argv[1], int(sys.argv[2])
 inputs = json.loads(sys.argv[3])
 statuses = []
-with open_engine(project, environ={}) as engine:
+with open_engine(project) as engine:
     for _ in range(count):
         statuses.append(engine.decide("credit_limit", inputs).status)
 print(json.dumps(statuses))
 """
 
 
-def test_processes_share_one_chain_and_one_rate_limit(project: Path) -> None:
+def test_processes_share_one_chain_and_one_rate_limit(project: Path, env: dict[str, str]) -> None:
     replace_in(
         project / "policies/credit_limit.yaml",
         "      max: 200\n      window: 1h",
         "      max: 50\n      window: 1h",
     )
-    with open_engine(project, environ={}):
+    with open_engine(project, environ=env):
         pass  # create and migrate the database once, before the workers race
     workers = [
         subprocess.Popen(
             [sys.executable, "-c", WORKER, str(project), "40", json.dumps(LOW_RISK)],
+            env={**os.environ, **env},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -49,6 +51,6 @@ def test_processes_share_one_chain_and_one_rate_limit(project: Path) -> None:
     assert len(statuses) == 120
     assert statuses.count("final") == 50  # the limit held across the three processes
     assert statuses.count("pending_review") == 70
-    with open_engine(project, environ={}) as engine:
+    with open_engine(project, environ=env) as engine:
         report = engine.verify()
     assert report.ok and report.entries == 121 and report.head_seq == 121

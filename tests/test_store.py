@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -11,30 +10,32 @@ from alembic.config import Config
 
 from keel import open_engine
 from keel.store.database import MIGRATIONS_DIR, open_database
+from tests.conftest import run_sql
 
 
-def index_rows(project: Path) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(project / "keel.db") as conn:
-        return conn.execute(
-            "select id, seq, flow, subject_id, action, status from decisions order by seq"
-        ).fetchall()
+def index_rows(db_url: str) -> list[tuple[Any, ...]]:
+    return run_sql(
+        db_url, "select id, seq, flow, subject_id, action, status from decisions order by seq"
+    )
 
 
-def test_every_decision_has_an_index_row(project: Path, low_risk: dict[str, Any]) -> None:
-    with open_engine(project, environ={}) as engine:
+def test_every_decision_has_an_index_row(
+    project: Path, env: dict[str, str], db_url: str, low_risk: dict[str, Any]
+) -> None:
+    with open_engine(project, environ=env) as engine:
         one = engine.decide("credit_limit", low_risk, subject_id="s-1")
         many = engine.decide_many("credit_limit", [{**low_risk, "delinquencies_2y": 4}] * 2)
-    rows = index_rows(project)
+    rows = index_rows(db_url)
     assert rows[0] == (one.id, one.seq, "credit_limit", "s-1", "approve", "final")
     assert [r[4] for r in rows[1:]] == ["decline", "decline"] and rows[1][0] == many[0].id
 
 
 def test_upgrade_backfills_the_index_from_the_ledger(
-    project: Path, low_risk: dict[str, Any]
+    project: Path, env: dict[str, str], db_url: str, low_risk: dict[str, Any]
 ) -> None:
-    with open_engine(project, environ={}) as engine:
+    with open_engine(project, environ=env) as engine:
         decision = engine.decide("credit_limit", low_risk, subject_id="s-9")
-    db = open_database(f"sqlite:///{project}/keel.db")
+    db = open_database(db_url)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     with db.engine.connect() as conn:
@@ -42,8 +43,8 @@ def test_upgrade_backfills_the_index_from_the_ledger(
         command.downgrade(config, "0001")
         conn.commit()
     db.close()
-    with open_engine(project, environ={}) as engine:  # migrates back to the newest schema
+    with open_engine(project, environ=env) as engine:  # migrates back to the newest schema
         assert engine.verify().ok
-    assert index_rows(project) == [
+    assert index_rows(db_url) == [
         (decision.id, decision.seq, "credit_limit", "s-9", "approve", "final")
     ]

@@ -16,12 +16,14 @@ def require_ledger(db: Database) -> None:
         present = inspect(db.engine).has_table("ledger")
     except exc.SQLAlchemyError as error:
         cause = str(getattr(error, "orig", error)).splitlines()[0]
-        raise StoreError(f"cannot read database {db.url}: {cause}", {"url": db.url}) from error
+        raise StoreError(
+            f"cannot read database {db.display_url}: {cause}", {"url": db.display_url}
+        ) from error
     if not present:
         raise StoreError(
-            f"no Keel ledger in {db.url}: nothing has been recorded there yet "
+            f"no Keel ledger in {db.display_url}: nothing has been recorded there yet "
             "(check database_url in keel.yaml or KEEL_DATABASE_URL)",
-            {"url": db.url},
+            {"url": db.display_url},
         )
 
 

@@ -52,7 +52,9 @@ def verify_ledger(db: Database, checkpoint: Checkpoint | None = None) -> VerifyR
         return _verify(db, checkpoint)
     except exc.SQLAlchemyError as error:
         cause = str(getattr(error, "orig", error)).splitlines()[0]
-        raise StoreError(f"cannot read the ledger in {db.url}: {cause}", {"url": db.url}) from error
+        raise StoreError(
+            f"cannot read the ledger in {db.display_url}: {cause}", {"url": db.display_url}
+        ) from error
 
 
 def _verify(db: Database, checkpoint: Checkpoint | None) -> VerifyReport:

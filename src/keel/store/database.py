@@ -11,10 +11,11 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.pool import NullPool
 
-from keel.errors import StoreError
+from keel.errors import MissingExtraError, StoreError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+WRITE_LOCK_KEY = 0x4B45454C  # "KEEL": the advisory lock every PostgreSQL writer takes
 
 
 @dataclass
@@ -32,13 +33,21 @@ class Database:
     def write(self) -> Iterator[Connection]:
         """A transaction that holds the database's write lock from its first statement.
 
-        SQLite: BEGIN IMMEDIATE, so readers of the chain head inside it see the newest head
-        and no other process can append until it commits.
+        SQLite: BEGIN IMMEDIATE. PostgreSQL: a transaction-scoped advisory lock. Either way,
+        readers of the chain head inside it see the newest head, and no other process can
+        append (or take guardrail window capacity) until it commits.
         """
         with self.engine.connect() as plain:
             conn = plain.execution_options(keel_immediate=True)
             with conn.begin():
+                if not self.is_sqlite:
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
                 yield conn
+
+    @property
+    def display_url(self) -> str:
+        """The URL without its password, for messages and logs."""
+        return _redact(self.url)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -98,13 +107,24 @@ def open_database(url: str, migrate: bool = True) -> Database:
     try:
         if url.startswith("sqlite:"):
             engine = _sqlite_engine(url)
+        elif url.startswith("postgresql"):
+            engine = create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
         else:
-            engine = create_engine(url, pool_pre_ping=True)
+            raise StoreError(
+                f"unsupported database URL {_redact(url)}: use sqlite:///PATH or "
+                "postgresql+psycopg://USER@HOST/DB",
+                {"url": _redact(url)},
+            )
     except exc.ArgumentError as error:
-        raise StoreError(f"database URL {url!r} is not valid: {error}", {"url": url}) from error
-    except ModuleNotFoundError as error:
         raise StoreError(
-            f"no driver for database URL {url!r}: {error.name} is not installed", {"url": url}
+            f"database URL {_redact(url)} is not valid: {error}", {"url": _redact(url)}
+        ) from error
+    except ModuleNotFoundError as error:
+        if url.startswith("postgresql"):
+            raise MissingExtraError("postgres", "a PostgreSQL database") from error
+        raise StoreError(
+            f"no driver for database URL {_redact(url)}: {error.name} is not installed",
+            {"url": _redact(url)},
         ) from error
     db = Database(engine, url)
     if migrate:
@@ -121,16 +141,25 @@ def open_database(url: str, migrate: bool = True) -> Database:
 
 
 def upgrade(db: Database) -> None:
-    """Bring the schema to the newest migration."""
+    """Bring the schema to the newest migration, one process at a time."""
     from alembic import command  # noqa: PLC0415 - alembic is slow to import; only here
     from alembic.config import Config  # noqa: PLC0415
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with db.engine.connect() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, "head")
-        conn.commit()
+    with db.engine.connect() as plain:
+        # Under the write lock: a second process waits, then finds the schema current.
+        conn = plain.execution_options(keel_immediate=True)
+        if not db.is_sqlite:
+            conn.exec_driver_sql(f"SELECT pg_advisory_lock({WRITE_LOCK_KEY})")
+        try:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+            conn.commit()
+        finally:
+            if not db.is_sqlite:
+                conn.exec_driver_sql(f"SELECT pg_advisory_unlock({WRITE_LOCK_KEY})")
+                conn.commit()
 
 
 def _redact(url: str) -> str:
