@@ -136,10 +136,14 @@ def test_every_setting_is_documented() -> None:
     from keel import config
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
-    keys = set(config._KNOWN_KEYS) - {"ledger", "models"}
-    keys |= {f"ledger.{k}" for k in config._LEDGER_KEYS} | {
-        f"models.{k}" for k in config._MODEL_KEYS
+    sections = {
+        "ledger": config._LEDGER_KEYS,
+        "models": config._MODEL_KEYS,
+        "oidc": config._OIDC_KEYS,
+        "api": config._API_KEYS,
     }
+    keys = set(config._KNOWN_KEYS) - set(sections)
+    keys |= {f"{name}.{k}" for name, section in sections.items() for k in section}
     keys |= {config.ENV_DATABASE_URL, config.ENV_KEYS_DIR}
     for key in sorted(keys):
         assert f"`{key}`" in readme, key

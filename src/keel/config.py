@@ -24,9 +24,27 @@ DEFAULT_MODEL_TIMEOUT_MS = 1000
 ENV_DATABASE_URL = "KEEL_DATABASE_URL"
 ENV_KEYS_DIR = "KEEL_KEYS_DIR"
 
-_KNOWN_KEYS = {"name", "database_url", "keys_dir", "ledger", "models"}
+_KNOWN_KEYS = {"name", "database_url", "keys_dir", "ledger", "models", "oidc", "api"}
 _LEDGER_KEYS = {"max_batch"}
 _MODEL_KEYS = {"default_timeout_ms"}
+_OIDC_KEYS = {"issuer", "audience", "jwks_url", "jwks_file", "roles_claim", "leeway_s"}
+_API_KEYS = {"rate_per_s", "burst"}
+DEFAULT_ROLES_CLAIM = "keel_roles"
+DEFAULT_JWT_LEEWAY_S = 30
+DEFAULT_RATE_PER_S = 200
+DEFAULT_BURST = 400
+
+
+@dataclass(frozen=True)
+class OidcSettings:
+    """An OIDC issuer whose bearer tokens (JWTs) Keel accepts, and where its keys are."""
+
+    issuer: str
+    audience: str
+    jwks_url: str | None
+    jwks_file: Path | None
+    roles_claim: str = DEFAULT_ROLES_CLAIM
+    leeway_s: int = DEFAULT_JWT_LEEWAY_S
 
 
 @dataclass(frozen=True)
@@ -39,6 +57,9 @@ class Settings:
     keys_dir: Path
     ledger_max_batch: int = DEFAULT_LEDGER_MAX_BATCH
     model_timeout_ms: int = DEFAULT_MODEL_TIMEOUT_MS
+    oidc: OidcSettings | None = None
+    rate_per_s: int = DEFAULT_RATE_PER_S  # per principal, token bucket
+    burst: int = DEFAULT_BURST
 
     @property
     def flows_dir(self) -> Path:
@@ -127,6 +148,8 @@ def load_settings(project_dir: str | Path, environ: Mapping[str, str] | None = N
         raise ConfigError(f"{path}: 'keys_dir' must be a path", {"key": "keys_dir"})
     ledger = _section(raw, "ledger", _LEDGER_KEYS, path)
     models = _section(raw, "models", _MODEL_KEYS, path)
+    api = _section(raw, "api", _API_KEYS, path)
+    oidc = _oidc(_section(raw, "oidc", _OIDC_KEYS, path), root, path) if raw.get("oidc") else None
     return Settings(
         project_dir=root,
         name=name,
@@ -136,4 +159,43 @@ def load_settings(project_dir: str | Path, environ: Mapping[str, str] | None = N
         model_timeout_ms=_positive_int(
             models, "default_timeout_ms", "models", DEFAULT_MODEL_TIMEOUT_MS
         ),
+        oidc=oidc,
+        rate_per_s=_positive_int(api, "rate_per_s", "api", DEFAULT_RATE_PER_S),
+        burst=_positive_int(api, "burst", "api", DEFAULT_BURST),
+    )
+
+
+def _oidc(section: Mapping[str, Any], root: Path, path: Path) -> OidcSettings:
+    def text(key: str) -> str | None:
+        value = section.get(key)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigError(
+                f"{path}: oidc.{key} must be a non-empty string", {"key": f"oidc.{key}"}
+            )
+        return value
+
+    issuer, audience = text("issuer"), text("audience")
+    if issuer is None or audience is None:
+        raise ConfigError(f"{path}: oidc needs 'issuer' and 'audience'", {"key": "oidc"})
+    jwks_url, jwks_file = text("jwks_url"), text("jwks_file")
+    if (jwks_url is None) == (jwks_file is None):
+        raise ConfigError(
+            f"{path}: oidc needs exactly one of 'jwks_url' and 'jwks_file'", {"key": "oidc"}
+        )
+    if (
+        jwks_url is not None
+        and not jwks_url.startswith("https://")
+        and not jwks_url.startswith(("http://127.0.0.1", "http://localhost"))
+    ):
+        raise ConfigError(
+            f"{path}: oidc.jwks_url must use https (plain http only for localhost)",
+            {"key": "oidc.jwks_url"},
+        )
+    return OidcSettings(
+        issuer=issuer,
+        audience=audience,
+        jwks_url=jwks_url,
+        jwks_file=(root / jwks_file).resolve() if jwks_file else None,
+        roles_claim=text("roles_claim") or DEFAULT_ROLES_CLAIM,
+        leeway_s=_positive_int(section, "leeway_s", "oidc", DEFAULT_JWT_LEEWAY_S),
     )

@@ -15,6 +15,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from keel.engine import Engine
 from keel.errors import KeelError
 from keel.security.audit import AuditLog
+from keel.security.limits import RateLimitedError, RateLimiter
+from keel.security.oidc import OidcVerifier
 
 MAX_BODY_BYTES = 1_048_576
 
@@ -24,6 +26,7 @@ STATUS = {
     "forbidden": 403,
     "not_found": 404,
     "request_too_large": 413,
+    "rate_limited": 429,
     "invalid_request": 422,
     "invalid_input": 422,
     "invalid_definition": 422,
@@ -38,6 +41,8 @@ STATUS = {
 class KeelState:
     engine: Engine
     audit: AuditLog
+    limiter: RateLimiter
+    oidc: OidcVerifier | None
 
 
 def error_response(code: str, message: str, detail: dict[str, Any] | None = None) -> JSONResponse:
@@ -103,11 +108,20 @@ def create_app(engine: Engine, audit: AuditLog | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    app.state.keel = KeelState(engine, audit or AuditLog(engine.db, clock=engine.clock))
+    settings = engine.settings
+    app.state.keel = KeelState(
+        engine,
+        audit or AuditLog(engine.db, clock=engine.clock),
+        RateLimiter(settings.rate_per_s, settings.burst),
+        OidcVerifier(settings.oidc) if settings.oidc else None,
+    )
 
     @app.exception_handler(KeelError)
     async def keel_error(_request: Request, error: KeelError) -> JSONResponse:
-        return error_response(error.code, error.message, error.detail)
+        response = error_response(error.code, error.message, error.detail)
+        if isinstance(error, RateLimitedError):
+            response.headers["Retry-After"] = str(error.detail["retry_after"])
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
@@ -134,7 +148,9 @@ def create_app(engine: Engine, audit: AuditLog | None = None) -> FastAPI:
         if request.url.path not in ("/healthz", "/readyz"):
             principal = getattr(request.state, "principal", None)
             status = response.status_code
-            outcome = "ok" if status < 400 else "denied" if status in (401, 403) else "error"
+            outcome = {401: "denied", 403: "denied", 429: "limited"}.get(
+                status, "ok" if status < 400 else "error"
+            )
             route = request.scope.get("route")
             request.app.state.keel.audit.record(
                 "request",

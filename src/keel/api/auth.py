@@ -17,17 +17,18 @@ def current_principal(request: Request) -> Principal:
         raise AuthenticationError(
             "send an API key as 'Authorization: Bearer keel_…' (create one with keel keys create)"
         )
+    token = token.strip()
     try:
-        principal = authenticate(state.engine.db, token.strip(), state.engine.clock())
+        if token.startswith("keel_") or state.oidc is None:
+            principal = authenticate(state.engine.db, token, state.engine.clock())
+        else:
+            principal = state.oidc.authenticate(token)
     except AuthenticationError as error:
+        who = f"key:{error.detail['prefix']}" if "prefix" in error.detail else "unknown"
         state.audit.record(
-            "security",
-            f"key:{error.detail.get('prefix', '?')}",
-            "authenticate",
-            request.url.path,
-            "failed",
-            {"reason": error.message},
+            "security", who, "authenticate", request.url.path, "failed", {"reason": error.message}
         )
         raise
     request.state.principal = principal
+    state.limiter.take(principal.id)
     return principal
