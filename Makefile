@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest bench bench-load clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ test: lint typecheck pytest
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/run.py
+
+bench-load: $(VENV)/.dev-installed
+	scripts/with-postgres.sh $(BIN)/python bench/load.py
 
 clean:
 	rm -rf $(VENV) demo-project build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from keel import Engine
 from keel.api import create_app
+from keel.api.auth import CACHE_S
 from keel.security.apikeys import create_key, revoke_key
 from keel.security.audit import AuditLog
 from keel.security.roles import Grant, Role
@@ -156,6 +157,7 @@ def test_revoked_and_expired_keys_are_refused(engine: Engine, client: TestClient
     assert client.get("/v1/flows", headers=headers).status_code == 200
     prefix = headers["Authorization"].split("_")[1]
     revoke_key(engine.db, prefix, time.time())
+    time.sleep(CACHE_S + 0.1)  # verified keys are remembered for at most this long
     response = client.get("/v1/flows", headers=headers)
     assert response.status_code == 401 and "revoked" in response.json()["message"]
     short = key(engine, Grant(Role.VIEWER), expires_in=0.5)

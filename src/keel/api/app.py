@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from keel.api.auth import PrincipalCache
 from keel.engine import Engine
 from keel.errors import KeelError
 from keel.security.audit import AuditLog
@@ -43,6 +44,7 @@ class KeelState:
     audit: AuditLog
     limiter: RateLimiter
     oidc: OidcVerifier | None
+    principals: PrincipalCache
 
 
 def error_response(code: str, message: str, detail: dict[str, Any] | None = None) -> JSONResponse:
@@ -97,6 +99,51 @@ class _TooLarge(Exception):
     pass
 
 
+class AuditRequests:
+    """Record every request but the health checks: who, which route, how it ended.
+
+    Plain ASGI (no body buffering): the status comes from the response's first message,
+    the principal from what authentication left in the request state.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in ("/healthz", "/readyz"):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            principal = scope.get("state", {}).get("principal")
+            route = scope.get("route")
+            outcome = {401: "denied", 403: "denied", 429: "limited"}.get(
+                status, "ok" if status < 400 else "error"
+            )
+            scope["app"].state.keel.audit.record(
+                "request",
+                principal.id if principal else "anonymous",
+                getattr(route, "name", "unknown"),
+                scope["path"],
+                outcome,
+                {
+                    "method": scope["method"],
+                    "status": status,
+                    "ms": round((time.perf_counter() - started) * 1000, 3),
+                },
+            )
+
+
 def create_app(engine: Engine, audit: AuditLog | None = None) -> FastAPI:
     """The API for ``engine``. The caller owns the engine; the app records to ``audit``."""
     from keel.api import decisions, service  # noqa: PLC0415 - routers import models lazily
@@ -114,6 +161,7 @@ def create_app(engine: Engine, audit: AuditLog | None = None) -> FastAPI:
         audit or AuditLog(engine.db, clock=engine.clock),
         RateLimiter(settings.rate_per_s, settings.burst),
         OidcVerifier(settings.oidc) if settings.oidc else None,
+        PrincipalCache(),
     )
 
     @app.exception_handler(KeelError)
@@ -141,32 +189,8 @@ def create_app(engine: Engine, audit: AuditLog | None = None) -> FastAPI:
         response.status_code = error.status_code
         return response
 
-    @app.middleware("http")
-    async def audit_requests(request: Request, call_next: Any) -> Any:
-        started = time.perf_counter()
-        response = await call_next(request)
-        if request.url.path not in ("/healthz", "/readyz"):
-            principal = getattr(request.state, "principal", None)
-            status = response.status_code
-            outcome = {401: "denied", 403: "denied", 429: "limited"}.get(
-                status, "ok" if status < 400 else "error"
-            )
-            route = request.scope.get("route")
-            request.app.state.keel.audit.record(
-                "request",
-                principal.id if principal else "anonymous",
-                getattr(route, "name", "unknown"),
-                request.url.path,
-                outcome,
-                {
-                    "method": request.method,
-                    "status": status,
-                    "ms": round((time.perf_counter() - started) * 1000, 3),
-                },
-            )
-        return response
-
     app.include_router(decisions.router)
     app.include_router(service.router)
+    app.add_middleware(AuditRequests)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     return app

@@ -1,15 +1,51 @@
-"""Who is calling: every route but the health checks needs a valid credential."""
+"""Who is calling: every route but the health checks needs a valid credential.
+
+Verified credentials are remembered for at most ``CACHE_S`` seconds (never past their own
+expiry), so most requests cost no database read; a revoked key is refused by every worker
+within that time.
+"""
 
 from __future__ import annotations
+
+import hashlib
+import threading
+import time
 
 from fastapi import Request
 
 from keel.security.apikeys import authenticate
 from keel.security.roles import AuthenticationError, Principal
 
+CACHE_S = 1.0
+CACHE_MAX = 10_000
 
-def current_principal(request: Request) -> Principal:
-    """FastAPI dependency: the authenticated principal, or 401."""
+
+class PrincipalCache:
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[Principal, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> Principal | None:
+        key = hashlib.sha256(token.encode()).hexdigest()
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is None or entry[1] <= time.time():
+            return None
+        return entry[0]
+
+    def put(self, token: str, principal: Principal) -> None:
+        key = hashlib.sha256(token.encode()).hexdigest()
+        until = time.time() + CACHE_S
+        if principal.expires_at is not None:
+            until = min(until, principal.expires_at)
+        with self._lock:
+            if len(self._entries) >= CACHE_MAX:
+                self._entries.clear()
+            self._entries[key] = (principal, until)
+
+
+async def current_principal(request: Request) -> Principal:
+    """FastAPI dependency: the authenticated principal, or 401 (and 429 over the rate)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     state = request.app.state.keel
@@ -18,17 +54,25 @@ def current_principal(request: Request) -> Principal:
             "send an API key as 'Authorization: Bearer keel_…' (create one with keel keys create)"
         )
     token = token.strip()
-    try:
-        if token.startswith("keel_") or state.oidc is None:
-            principal = authenticate(state.engine.db, token, state.engine.clock())
-        else:
-            principal = state.oidc.authenticate(token)
-    except AuthenticationError as error:
-        who = f"key:{error.detail['prefix']}" if "prefix" in error.detail else "unknown"
-        state.audit.record(
-            "security", who, "authenticate", request.url.path, "failed", {"reason": error.message}
-        )
-        raise
+    principal: Principal | None = state.principals.get(token)
+    if principal is None:
+        try:
+            if token.startswith("keel_") or state.oidc is None:
+                principal = authenticate(state.engine.db, token, state.engine.clock())
+            else:
+                principal = state.oidc.authenticate(token)
+        except AuthenticationError as error:
+            who = f"key:{error.detail['prefix']}" if "prefix" in error.detail else "unknown"
+            state.audit.record(
+                "security",
+                who,
+                "authenticate",
+                request.url.path,
+                "failed",
+                {"reason": error.message},
+            )
+            raise
+        state.principals.put(token, principal)
     request.state.principal = principal
     state.limiter.take(principal.id)
     return principal

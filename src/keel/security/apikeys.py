@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import insert, select, update
 
@@ -181,4 +182,8 @@ def authenticate(db: Database, token: str, now: float) -> Principal:
     status = key.status(now)
     if status != "active":
         raise AuthenticationError(f"API key {prefix} is {status}", {"prefix": prefix})
-    return Principal(key.principal_id, key.name, _grants(db, key.principal_id))
+    expires = row[6]
+    until = (
+        datetime.fromisoformat(str(expires).replace("Z", "+00:00")).timestamp() if expires else None
+    )
+    return Principal(key.principal_id, key.name, _grants(db, key.principal_id), until)

@@ -97,4 +97,4 @@ class OidcVerifier:
         subject = str(claims["sub"])
         grants = grants_from_claim(claims.get(self.settings.roles_claim))
         name = str(claims.get("name") or claims.get("email") or subject)
-        return Principal(f"oidc:{claims['iss']}#{subject}", name, grants)
+        return Principal(f"oidc:{claims['iss']}#{subject}", name, grants, float(claims["exp"]))

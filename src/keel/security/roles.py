@@ -100,6 +100,7 @@ class Principal:
     id: str  # "key:<prefix>" or "oidc:<issuer>#<subject>"
     name: str
     grants: tuple[Grant, ...] = field(default_factory=tuple)
+    expires_at: float | None = None  # when the credential stops being valid (epoch seconds)
 
     def can(self, permission: Permission, flow: str | None = None) -> bool:
         for grant in self.grants:
