@@ -2,7 +2,8 @@
 
 Events carry who (principal id), what (action), on what (target), how it ended (outcome)
 and a small detail mapping; never request bodies, so never personal inputs. They are
-written by one background thread in batches, optionally copied to a JSON-lines file for a
+written by one background thread in batches (gathered for up to 0.1 s; `flush` and
+`close` write at once), optionally copied to a JSON-lines file for a
 SIEM, and exported with ``keel audit export``. A failed write is counted and logged with
 the events it lost; it never fails the request that caused it.
 """
@@ -28,6 +29,8 @@ from keel.store.schema import audit_events
 
 log = logging.getLogger("keel.audit")
 AUDIT_RECORD_VERSION = 1
+GATHER_S = 0.1
+MAX_BATCH = 2000
 
 
 @dataclass(frozen=True)
@@ -92,9 +95,12 @@ class AuditLog:
             first = self._queue.get()
             batch = [] if first is None else [first]
             marker = first is None
-            while not marker:
+            # Gather for up to GATHER_S: one write transaction per batch, not per request,
+            # so the audit trail does not compete with the ledger for the write lock.
+            deadline = time.monotonic() + GATHER_S
+            while not marker and len(batch) < MAX_BATCH:
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
                 if item is None:
