@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from keel.decision import Decision
+
 MAX_BATCH = 1000
 
 
@@ -32,28 +34,12 @@ class WhatIfRequest(Strict):
     )
 
 
-class DecisionOut(BaseModel):
-    id: str
-    flow: str
-    subject_id: str | None
-    action: str
-    value: float | None
-    status: str
-    reason: str
-    rule: str
-    policy_version: str
-    autonomy: str
-    signals: dict[str, Any]
-    failed_signals: dict[str, str]
-    guardrail_hits: list[dict[str, Any]]
-    fallback: str | None
-    recorded_at: str
-    seq: int
-    hash: str
+# A decision's response schema is the Decision dataclass itself (one definition).
+DecisionOut = Decision
 
 
 class BatchOut(BaseModel):
-    decisions: list[DecisionOut]
+    decisions: list[Decision]
 
 
 class DecisionSummary(BaseModel):
