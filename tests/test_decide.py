@@ -251,3 +251,49 @@ def test_scaffolded_examples_show_what_they_are_named_for(
     inputs = json.loads((project / "examples" / f"{example}.json").read_text())
     decision = engine.decide("credit_limit", inputs)
     assert (decision.rule, decision.status) == (rule, status)
+
+
+def test_concurrent_single_decisions_are_combined(engine: Engine, low_risk: dict[str, Any]) -> None:
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        decisions = list(
+            pool.map(
+                lambda i: engine.decide(
+                    "credit_limit", {**low_risk, "requested_limit": 1000.0 + i}, subject_id=f"s{i}"
+                ),
+                range(200),
+            )
+        )
+    assert sorted(d.subject_id or "" for d in decisions) == sorted(f"s{i}" for i in range(200))
+    assert all(
+        d.value == 1000.0 + int((d.subject_id or "s0")[1:]) for d in decisions
+    )  # each caller gets its own
+    assert engine.combiner.batches < 200  # concurrent callers shared model calls and appends
+    assert engine.verify().ok
+
+
+def test_a_case_that_fails_in_a_combined_batch_fails_alone(
+    project: Path, env: dict[str, str], low_risk: dict[str, Any]
+) -> None:
+    import concurrent.futures
+
+    from tests.conftest import replace_in
+
+    replace_in(
+        project / "flows/credit_limit.yaml",
+        "    label: Requested limit\n",
+        "    label: Requested limit\n    required: false\n",
+    )
+    partial = {k: v for k, v in low_risk.items() if k != "requested_limit"}
+    with (
+        open_engine(project, environ=env) as engine,
+        concurrent.futures.ThreadPoolExecutor(8) as pool,
+    ):
+        results = list(
+            pool.map(
+                lambda i: engine.decide("credit_limit", partial if i % 2 else low_risk), range(40)
+            )
+        )
+    assert {d.rule for d in results[1::2]} == {"fallback"}  # recorded fallback, not an error
+    assert {d.rule for d in results[0::2]} == {"low_risk"}

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select
 
 from keel.canonical import canonical_json
+from keel.combine import Combiner
 from keel.config import Settings, load_settings
 from keel.decide import Draft, FlowRuntime, Status, draft, settle_status
 from keel.decision import Decision, decision_from
@@ -57,11 +58,13 @@ class Engine:
         self.protector = Protector(key_id, key)
         self.runner = SignalRunner()
         self.writer = LedgerWriter(db, settings.ledger_max_batch, self._max_window_s, clock)
+        self.combiner = Combiner(self.runner, self._draft, self._record)
         self._register_policies()
 
     # ---- lifecycle -----------------------------------------------------------------------
 
     def close(self) -> None:
+        self.combiner.close()
         self.writer.close()
         self.runner.close()
         self.db.close()
@@ -184,13 +187,15 @@ class Engine:
         return out
 
     def _count(self, decisions: list[Decision], started: float) -> None:
-        flow = decisions[0].flow
-        self.metrics.decided(
-            flow, [(d.action, d.status) for d in decisions], time.perf_counter() - started
-        )
-        for decision in decisions:
-            if decision.failed_signals or decision.fallback or decision.guardrail_hits:
-                self._count_exceptions(flow, decision)
+        seconds = time.perf_counter() - started
+        by_flow: dict[str, list[Decision]] = {}
+        for decision in decisions:  # a combined batch may hold several flows
+            by_flow.setdefault(decision.flow, []).append(decision)
+        for flow, group in by_flow.items():
+            self.metrics.decided(flow, [(d.action, d.status) for d in group], seconds)
+            for decision in group:
+                if decision.failed_signals or decision.fallback or decision.guardrail_hits:
+                    self._count_exceptions(flow, decision)
 
     def _count_exceptions(self, flow: str, decision: Decision) -> None:
         for name, cause in decision.failed_signals.items():
@@ -209,8 +214,7 @@ class Engine:
         """Decide one case; it is in the ledger before this returns."""
         runtime = self.runtime(flow)
         clean = self._validate(runtime, inputs, subject_id)
-        signals = runtime.signals(self.runner, clean)
-        return self._record([self._draft(runtime, clean, subject_id, signals)])[0]
+        return self.combiner.decide(runtime, clean, subject_id)
 
     def decide_many(
         self,

@@ -1,0 +1,122 @@
+"""Combining concurrent single decisions into batches.
+
+Callers of ``Engine.decide`` on many threads (an API server's worker pool) each validate
+their own case, then hand it here. One thread takes every case waiting, scores each flow's
+cases with one model call, drafts them, and records them with one ledger append — what
+``decide_many`` does for a batch a caller assembled itself. While that append commits,
+new cases queue up and form the next batch, so batches grow with the load. A case that
+fails while being drafted fails alone; a failed ledger write fails every case in the batch
+(none of them was decided).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from keel.decide import Draft, FlowRuntime
+from keel.decision import Decision
+from keel.errors import LedgerWriteError
+from keel.signals.runner import SignalResult, SignalRunner
+
+MAX_COMBINED = 256
+
+
+@dataclass
+class _Case:
+    runtime: FlowRuntime
+    inputs: dict[str, Any]
+    subject_id: str | None
+    future: Future[Decision] = field(default_factory=Future)
+
+
+class Combiner:
+    def __init__(
+        self,
+        runner: SignalRunner,
+        draft: Callable[[FlowRuntime, dict[str, Any], str | None, SignalResult], Draft],
+        record: Callable[[Sequence[Draft]], list[Decision]],
+    ) -> None:
+        self._runner = runner
+        self._draft = draft
+        self._record = record
+        self._queue: queue.SimpleQueue[_Case | None] = queue.SimpleQueue()
+        self._closed = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="keel-combiner", daemon=True)
+        self._thread.start()
+        self.batches = 0
+
+    def decide(
+        self, runtime: FlowRuntime, inputs: dict[str, Any], subject_id: str | None
+    ) -> Decision:
+        case = _Case(runtime, inputs, subject_id)
+        with self._lock:
+            if self._closed:
+                raise LedgerWriteError("the engine is closed; open it again")
+            self._queue.put(case)
+        return case.future.result()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            cases = [first]
+            stop = False
+            while len(cases) < MAX_COMBINED:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                cases.append(nxt)
+            self._decide(cases)
+            if stop:
+                return
+
+    def _decide(self, cases: list[_Case]) -> None:
+        by_flow: dict[str, list[_Case]] = {}
+        for case in cases:
+            by_flow.setdefault(case.runtime.flow.name, []).append(case)
+        drafts: list[Draft] = []
+        waiting: list[_Case] = []
+        for group in by_flow.values():
+            runtime = group[0].runtime
+            try:
+                signals = runtime.signals_many(self._runner, [c.inputs for c in group])
+            except Exception as exc:  # noqa: BLE001 - reaches each caller, never lost
+                for case in group:
+                    case.future.set_exception(exc)
+                continue
+            for case, result in zip(group, signals, strict=True):
+                try:
+                    drafts.append(self._draft(runtime, case.inputs, case.subject_id, result))
+                    waiting.append(case)
+                except Exception as exc:  # noqa: BLE001 - this case fails alone
+                    case.future.set_exception(exc)
+        if not drafts:
+            return
+        try:
+            decisions = self._record(drafts)
+        except Exception as exc:  # noqa: BLE001 - every case in the batch learns why
+            for case in waiting:
+                case.future.set_exception(exc)
+            return
+        self.batches += 1
+        for case, decision in zip(waiting, decisions, strict=True):
+            case.future.set_result(decision)
