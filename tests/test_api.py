@@ -123,6 +123,12 @@ def test_malformed_json_and_oversized_body(engine: Engine, client: TestClient) -
     assert engine.list_decisions([FLOW]) == []
 
 
+def test_out_of_range_paging_is_a_clear_error(engine: Engine, client: TestClient) -> None:
+    # Found by schemathesis: a sequence number past 64 bits used to reach the database.
+    response = client.get("/v1/decisions", params={"before_seq": 2**63}, headers=admin(engine))
+    assert response.status_code == 422 and "before_seq" in response.json()["message"]
+
+
 def test_unknown_flow_and_route(engine: Engine, client: TestClient) -> None:
     headers = admin(engine)
     response = client.post("/v1/flows/pricing/decisions", json={"inputs": {}}, headers=headers)

@@ -24,6 +24,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut} for code in (401, 403, 404, 413, 422, 503)
 }
 router = APIRouter(prefix="/v1", responses=ERRORS)
+MAX_SEQ = 2**63 - 1  # sequence numbers are 64-bit integers in both databases
 Caller = Annotated[Principal, Depends(current_principal)]
 
 
@@ -72,7 +73,7 @@ def list_decisions(
     subject_id: str | None = None,
     since: Annotated[str | None, Query(description="ISO time, inclusive")] = None,
     until: Annotated[str | None, Query(description="ISO time, exclusive")] = None,
-    before_seq: Annotated[int | None, Query(ge=1)] = None,
+    before_seq: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
     """Decisions the caller may read, newest first, filtered; page with before_seq."""
