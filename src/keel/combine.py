@@ -51,15 +51,16 @@ class Combiner:
         self._thread.start()
         self.batches = 0
 
-    def decide(
+    def submit(
         self, runtime: FlowRuntime, inputs: dict[str, Any], subject_id: str | None
-    ) -> Decision:
+    ) -> Future[Decision]:
+        """Queue a validated case; the future resolves once it is in the ledger."""
         case = _Case(runtime, inputs, subject_id)
         with self._lock:
             if self._closed:
                 raise LedgerWriteError("the engine is closed; open it again")
             self._queue.put(case)
-        return case.future.result()
+        return case.future
 
     def close(self) -> None:
         with self._lock:

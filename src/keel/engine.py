@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -212,9 +213,16 @@ class Engine:
         self, flow: str, inputs: Mapping[str, Any], subject_id: str | None = None
     ) -> Decision:
         """Decide one case; it is in the ledger before this returns."""
+        return self.submit(flow, inputs, subject_id).result()
+
+    def submit(
+        self, flow: str, inputs: Mapping[str, Any], subject_id: str | None = None
+    ) -> Future[Decision]:
+        """Validate one case now (raising ``InputError`` at once) and decide it in the next
+        combined batch; the future resolves once the decision is in the ledger."""
         runtime = self.runtime(flow)
         clean = self._validate(runtime, inputs, subject_id)
-        return self.combiner.decide(runtime, clean, subject_id)
+        return self.combiner.submit(runtime, clean, subject_id)
 
     def decide_many(
         self,
