@@ -88,7 +88,7 @@ def create_key(
     secret = base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
     created = iso_time(now)
     expires = iso_time(expires_at) if expires_at is not None else None
-    with db.write() as conn:
+    with db.write(chain=False) as conn:
         conn.execute(
             insert(api_keys).values(
                 prefix=prefix,
@@ -161,7 +161,7 @@ def revoke_key(db: Database, prefix: str, now: float) -> ApiKey:
     key = get_key(db, prefix)
     if key.revoked_at:
         raise KeelError(f"key {prefix} was already revoked at {key.revoked_at}", {"prefix": prefix})
-    with db.write() as conn:
+    with db.write(chain=False) as conn:
         conn.execute(
             update(api_keys).where(api_keys.c.prefix == prefix).values(revoked_at=iso_time(now))
         )

@@ -114,7 +114,7 @@ class AuditLog:
 
     def _write(self, batch: list[AuditEvent]) -> None:
         try:
-            with self._db.write() as conn:
+            with self._db.write(chain=False) as conn:
                 conn.execute(insert(audit_events), [e.row() for e in batch])
             self.written += len(batch)
         except Exception as exc:  # noqa: BLE001 - losing audit events is counted, not raised

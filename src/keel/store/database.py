@@ -30,17 +30,19 @@ class Database:
         return self.engine.dialect.name == "sqlite"
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
+    def write(self, chain: bool = True) -> Iterator[Connection]:
         """A transaction that holds the database's write lock from its first statement.
 
         SQLite: BEGIN IMMEDIATE. PostgreSQL: a transaction-scoped advisory lock. Either way,
         readers of the chain head inside it see the newest head, and no other process can
-        append (or take guardrail window capacity) until it commits.
+        append (or take guardrail window capacity) until it commits. Writes that touch
+        neither the chain nor the windows (the audit trail) pass ``chain=False`` and, on
+        PostgreSQL, do not wait for that lock.
         """
         with self.engine.connect() as plain:
             conn = plain.execution_options(keel_immediate=True)
             with conn.begin():
-                if not self.is_sqlite:
+                if chain and not self.is_sqlite:
                     conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
                 yield conn
 
