@@ -123,6 +123,22 @@ def test_malformed_json_and_oversized_body(engine: Engine, client: TestClient) -
     assert engine.list_decisions([FLOW]) == []
 
 
+def test_time_filters(engine: Engine, client: TestClient) -> None:
+    headers = admin(engine)
+    decision = engine.decide(FLOW, LOW_RISK)
+    listed = client.get(
+        "/v1/decisions", params={"since": "2000-01-01T00:00:00Z"}, headers=headers
+    ).json()
+    assert [d["id"] for d in listed["decisions"]] == [decision.id]
+    listed = client.get("/v1/decisions", params={"until": "2000-01-01"}, headers=headers).json()
+    assert listed["decisions"] == []
+    response = client.get("/v1/decisions", params={"since": "last tuesday"}, headers=headers)
+    assert (
+        response.status_code == 422
+        and "since must be an ISO 8601 time" in response.json()["message"]
+    )
+
+
 def test_out_of_range_paging_is_a_clear_error(engine: Engine, client: TestClient) -> None:
     # Found by schemathesis: a sequence number past 64 bits used to reach the database.
     response = client.get("/v1/decisions", params={"before_seq": 2**63}, headers=admin(engine))

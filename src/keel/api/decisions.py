@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -19,7 +20,8 @@ from keel.api.models import (
     WhatIfRequest,
 )
 from keel.engine import Engine
-from keel.errors import NotFoundError
+from keel.errors import InputError, NotFoundError
+from keel.ledger.records import iso_time
 from keel.security.roles import Permission, Principal
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -33,6 +35,22 @@ Caller = Annotated[Principal, Depends(current_principal)]
 def _engine(request: Request) -> Engine:
     engine: Engine = request.app.state.keel.engine
     return engine
+
+
+def _instant(name: str, text: str | None) -> str | None:
+    """An ISO 8601 time as the ledger writes it (UTC, microseconds), or a 422 naming it."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(
+            f"{name} must be an ISO 8601 time such as 2026-11-24T10:00:00Z, got {text!r}",
+            {"field": name},
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return iso_time(moment.timestamp())
 
 
 def _readable(engine: Engine, principal: Principal, decision_id: str) -> str:
@@ -92,11 +110,11 @@ def list_decisions(
         flows = principal.flows_with(Permission.READ_DECISIONS, engine.flows)
     rows = engine.list_decisions(
         flows,
+        since=_instant("since", since),
+        until=_instant("until", until),
         action=action,
         status=status,
         subject_id=subject_id,
-        since=since,
-        until=until,
         before_seq=before_seq,
         limit=limit,
     )
