@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -213,7 +214,7 @@ MATRIX: dict[str, tuple[set[Role], set[Role]]] = {
     "list_flow": (READERS, set()),
     "get": (READERS, set()),
     "explain": (READERS, set()),
-    "what_if": (READERS, set()),
+    "what_if": ({Role.REVIEWER, Role.OWNER, Role.AUDITOR, Role.ADMIN}, set()),
     "get_flow": (ALL, set()),
     "verify": (set(), {Role.AUDITOR, Role.ADMIN}),
     "checkpoint": (set(), {Role.AUDITOR, Role.ADMIN}),
@@ -254,8 +255,31 @@ def test_authorisation_matrix(engine: Engine, client: TestClient, role: Role, sc
             assert status == 200, (endpoint, role, scope, status)
         else:
             # Decisions a caller may not read do not exist for it; everything else is 403.
-            expected = 404 if endpoint in ("get", "explain", "what_if") else 403
+            reads = scope in ("flow", "global") and role in READERS
+            hidden = endpoint in ("get", "explain", "what_if") and not reads
+            expected = 404 if hidden else 403
             assert status == expected, (endpoint, role, scope, status)
+
+
+def test_explanations_mask_personal_data_for_readers_without_the_right(
+    engine: Engine, client: TestClient
+) -> None:
+    decision_id = engine.decide(FLOW, {**LOW_RISK, "annual_income": 87654.0}).id
+    path = f"/v1/decisions/{decision_id}/explanation"
+    viewer = client.get(path, headers=key(engine, Grant(Role.VIEWER, FLOW))).json()
+    assert (
+        viewer["inputs"]["annual_income"] == "‹protected›" and viewer["inputs"]["region"] == "north"
+    )
+    shown = (
+        json.dumps(viewer["why"]) + json.dumps(viewer["trace"]) + json.dumps(viewer["attributions"])
+    )
+    assert "87654" not in shown and "87,654" not in shown
+    income_step = next(s for s in viewer["trace"] if s["rule"] == "income_too_low")
+    assert income_step["values"]["input.annual_income"] == "‹protected›"
+    owner = client.get(path, headers=key(engine, Grant(Role.OWNER, FLOW))).json()
+    assert owner["inputs"]["annual_income"] == 87654.0
+    owner_step = next(s for s in owner["trace"] if s["rule"] == "income_too_low")
+    assert owner_step["values"]["input.annual_income"] == 87654.0
 
 
 def test_lists_show_only_what_the_caller_may_read(engine: Engine, client: TestClient) -> None:

@@ -18,13 +18,12 @@ from keel.flows import Autonomy, Flow
 from keel.ledger.writer import WindowGate
 from keel.policy.compiler import CompiledPolicy, Evaluation
 from keel.policy.guardrails import GuardrailHit, check_static, segment_of
-from keel.policy.text import render
+from keel.policy.text import PROTECTED_TEXT, render
 from keel.protect import Sealed
 from keel.signals.adapters import Model
 from keel.signals.runner import SignalResult, SignalRunner
 
 DECISION_RECORD_VERSION = 1
-PROTECTED_TEXT = "‹protected›"
 
 
 class Status:

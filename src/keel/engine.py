@@ -14,7 +14,7 @@ from sqlalchemy import select
 from keel.canonical import canonical_json
 from keel.combine import Combiner
 from keel.config import Settings, load_settings
-from keel.decide import Draft, FlowRuntime, Status, draft, settle_status
+from keel.decide import Draft, FlowRuntime, Status, draft, masked_view, settle_status
 from keel.decision import Decision, decision_from
 from keel.errors import InputError, KeelError, LedgerWriteError, NotFoundError
 from keel.explain.attributions import Attributions, attribute
@@ -338,15 +338,22 @@ class Engine:
 
     # ---- explaining --------------------------------------------------------------------------
 
-    def explain(self, decision_id: str) -> dict[str, Any]:
-        """Why a decision was made: rule trace, guardrails, model attributions, in sentences."""
+    def explain(self, decision_id: str, reveal_personal: bool = True) -> dict[str, Any]:
+        """Why a decision was made: rule trace, guardrails, model attributions, in sentences.
+
+        With ``reveal_personal=False`` (a reader without the right to see personal data),
+        personal and sensitive inputs stay ``‹protected›`` everywhere in the explanation:
+        the inputs, the values the rules compared, the reason and the attribution sentences.
+        """
         entry, body = self._decision_entry(decision_id)
         runtime = self.runtime(entry.flow or "")
         inputs = self.restored_inputs(decision_id, body)
         at = self._policy_at(runtime, body["policy"]["version"])
-        reason = self._reason(at, body, inputs)
+        hidden = frozenset() if reveal_personal else frozenset(runtime.flow.protected_fields())
+        shown = masked_view(inputs, list(hidden)) if hidden else inputs
+        reason = self._reason(at, body, inputs) if not hidden else body["reason"]
         signals = {k: v for k, v in body["signals"].items() if "score" in v}
-        trace = at.policy.trace_details(body["trace"], body["rule"], inputs, signals)
+        trace = at.policy.trace_details(body["trace"], body["rule"], shown, signals)
         attributions: dict[str, Attributions] = {}
         notes = []
         for name, meta in body["signals"].items():
@@ -359,11 +366,11 @@ class Engine:
             attributions[name] = attribute(model, feature_row(model, inputs))
         return {
             "decision": decision_from(entry, body, reason).to_dict(),
-            "inputs": inputs,
-            "why": explain_record(runtime.flow, body, trace, reason, attributions),
+            "inputs": shown,
+            "why": explain_record(runtime.flow, body, trace, reason, attributions, hidden),
             "trace": trace,
             "guardrails": body["guardrails"],
-            "attributions": {k: v.to_dict() for k, v in attributions.items()},
+            "attributions": {k: v.to_dict(hidden) for k, v in attributions.items()},
             "notes": notes,
         }
 

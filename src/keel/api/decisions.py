@@ -134,8 +134,8 @@ def get_decision(decision_id: str, principal: Caller, request: Request) -> Any:
 def explain(decision_id: str, principal: Caller, request: Request) -> dict[str, Any]:
     """Why: rule trace with the values compared, guardrails, model attributions, sentences."""
     engine = _engine(request)
-    _readable(engine, principal, decision_id)
-    return engine.explain(decision_id)
+    flow = _readable(engine, principal, decision_id)
+    return engine.explain(decision_id, principal.can(Permission.READ_PERSONAL, flow))
 
 
 @router.post("/decisions/{decision_id}/what-if", name="what_if")
@@ -144,7 +144,9 @@ def what_if(
 ) -> dict[str, Any]:
     """Re-evaluate a decision with changed inputs or parameters; nothing is recorded."""
     engine = _engine(request)
-    _readable(engine, principal, decision_id)
+    flow = _readable(engine, principal, decision_id)
+    # Re-evaluating means reading the recorded personal inputs back.
+    principal.require(Permission.READ_PERSONAL, flow)
     result = engine.what_if(decision_id, body.set, body.params)
     if body.counterfactual:
         result["counterfactuals"] = [c.to_dict() for c in engine.counterfactuals(decision_id)]

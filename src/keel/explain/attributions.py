@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from keel.errors import MissingExtraError
+from keel.policy.text import PROTECTED_TEXT
 from keel.signals.adapters import Model, SklearnModel
 
 _LINEAR = (
@@ -53,8 +54,9 @@ class Attribution:
     value: float
     contribution: float
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"feature": self.feature, "value": self.value, "contribution": self.contribution}
+    def to_dict(self, hidden: frozenset[str] = frozenset()) -> dict[str, Any]:
+        value: Any = PROTECTED_TEXT if self.feature in hidden else self.value
+        return {"feature": self.feature, "value": value, "contribution": self.contribution}
 
 
 @dataclass(frozen=True)
@@ -64,12 +66,12 @@ class Attributions:
     items: tuple[Attribution, ...]
     note: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, hidden: frozenset[str] = frozenset()) -> dict[str, Any]:
         return {
             "method": self.method,
             "unit": self.unit,
             "note": self.note,
-            "items": [a.to_dict() for a in self.items],
+            "items": [a.to_dict(hidden) for a in self.items],
         }
 
 

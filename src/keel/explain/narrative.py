@@ -38,7 +38,10 @@ def _value(path: str, value: Any, flow: Flow) -> str:
     return format_value(value, fmt)
 
 
-def attribution_sentences(flow: Flow, signal: str, attributions: Attributions) -> list[str]:
+def attribution_sentences(
+    flow: Flow, signal: str, attributions: Attributions, hidden: frozenset[str] = frozenset()
+) -> list[str]:
+    """Sentences for the strongest attributions; values of ``hidden`` fields are not shown."""
     spec = flow.signals.get(signal)
     target = spec.display if spec else signal
     ranked = sorted(attributions.items, key=lambda a: abs(a.contribution), reverse=True)
@@ -49,11 +52,11 @@ def attribution_sentences(flow: Flow, signal: str, attributions: Attributions) -
         field = flow.fields.get(item.feature)
         label = field.display if field else item.feature
         shown = format_value(item.value, field.format if field else "number")
+        subject = label if item.feature in hidden else f"{label} of {shown}"
         verb = "raised" if item.contribution > 0 else "lowered"
         most = " the most" if i == 0 else ""
         sentences.append(
-            f"{label} of {shown} {verb} the {target}{most} "
-            f"({item.contribution:+.2f} {attributions.unit})."
+            f"{subject} {verb} the {target}{most} ({item.contribution:+.2f} {attributions.unit})."
         )
     return sentences
 
@@ -64,6 +67,7 @@ def explain_record(
     trace: list[dict[str, Any]],
     reason: str,
     attributions: Mapping[str, Attributions],
+    hidden: frozenset[str] = frozenset(),
 ) -> list[str]:
     """The "why" of one decision as a list of sentences, most important first."""
     action = body["action"]
@@ -97,5 +101,5 @@ def explain_record(
         proposed = body["proposed"]["action"]
         why.append(f"The rules proposed {proposed}; guardrails changed it to {action}.")
     for signal, attrs in attributions.items():
-        why.extend(attribution_sentences(flow, signal, attrs))
+        why.extend(attribution_sentences(flow, signal, attrs, hidden))
     return why

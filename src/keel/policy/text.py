@@ -15,6 +15,7 @@ from typing import Any
 from keel.errors import KeelError
 from keel.flows import FORMATS, Flow
 
+PROTECTED_TEXT = "‹protected›"  # what stands for a personal value a reader may not see
 _PLACEHOLDER = re.compile(r"\{([^{}:]+)(?::([a-z]+))?\}")
 
 

@@ -29,6 +29,7 @@ class Permission(StrEnum):
     DECIDE = "decide"
     READ_DECISIONS = "read_decisions"
     READ_FLOWS = "read_flows"
+    READ_PERSONAL = "read_personal"  # see personal inputs in explanations, run what-if
     REVIEW = "review"
     PROPOSE_POLICY = "propose_policy"
     APPROVE_POLICY = "approve_policy"
@@ -55,15 +56,22 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     # A calling service decides and sees the flow's definition; reading other decisions is
     # someone else's job.
     Role.DECIDER: frozenset({Permission.DECIDE, Permission.READ_FLOWS}),
-    Role.REVIEWER: frozenset({*_READ, Permission.REVIEW}),
+    Role.REVIEWER: frozenset({*_READ, Permission.REVIEW, Permission.READ_PERSONAL}),
     Role.POLICY_AUTHOR: frozenset({*_READ, Permission.PROPOSE_POLICY}),
     Role.APPROVER: frozenset({*_READ, Permission.APPROVE_POLICY}),
     Role.OWNER: frozenset(
-        {*_READ, Permission.DECIDE, Permission.REVIEW, Permission.PROPOSE_POLICY}
+        {
+            *_READ,
+            Permission.DECIDE,
+            Permission.REVIEW,
+            Permission.PROPOSE_POLICY,
+            Permission.READ_PERSONAL,
+        }
     ),
     Role.AUDITOR: frozenset(
         {
             *_READ,
+            Permission.READ_PERSONAL,
             Permission.VERIFY_LEDGER,
             Permission.CHECKPOINT_LEDGER,
             Permission.READ_AUDIT,
