@@ -11,13 +11,12 @@ fails while being drafted fails alone; a failed ledger write fails every case in
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from keel.batching import BatchWorker
 from keel.decide import Draft, FlowRuntime
 from keel.decision import Decision
 from keel.errors import LedgerWriteError
@@ -44,51 +43,24 @@ class Combiner:
         self._runner = runner
         self._draft = draft
         self._record = record
-        self._queue: queue.SimpleQueue[_Case | None] = queue.SimpleQueue()
-        self._closed = False
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="keel-combiner", daemon=True)
-        self._thread.start()
         self.batches = 0
+        self._worker: BatchWorker[_Case] = BatchWorker(
+            "keel-combiner",
+            self._decide,
+            MAX_COMBINED,
+            closed_error=lambda: LedgerWriteError("the engine is closed; open it again"),
+        )
 
     def submit(
         self, runtime: FlowRuntime, inputs: dict[str, Any], subject_id: str | None
     ) -> Future[Decision]:
         """Queue a validated case; the future resolves once it is in the ledger."""
         case = _Case(runtime, inputs, subject_id)
-        with self._lock:
-            if self._closed:
-                raise LedgerWriteError("the engine is closed; open it again")
-            self._queue.put(case)
+        self._worker.put(case)
         return case.future
 
     def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._queue.put(None)
-        self._thread.join()
-
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            cases = [first]
-            stop = False
-            while len(cases) < MAX_COMBINED:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                cases.append(nxt)
-            self._decide(cases)
-            if stop:
-                return
+        self._worker.close()
 
     def _decide(self, cases: list[_Case]) -> None:
         by_flow: dict[str, list[_Case]] = {}

@@ -11,8 +11,6 @@ the decision is not returned.
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -21,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table
 
+from keel.batching import BatchWorker
 from keel.canonical import canonical_json
 from keel.errors import KeelError, LedgerWriteError
 from keel.ledger.records import GENESIS_HASH, RECORD_SCHEMA_VERSION, Entry, chain_hash, iso_time
@@ -78,60 +77,31 @@ class LedgerWriter:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._db = db
-        self._max_batch = max_batch
         self._max_window_s = max_window_s
         self._clock = clock
-        self._queue: queue.SimpleQueue[_Group | None] = queue.SimpleQueue()
         self._windows = WindowState()
         self._last_usage_id: int | None = None
         self._last_prune = 0.0
-        self._closed = False
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="keel-ledger-writer", daemon=True)
-        self._thread.start()
         self.batches = 0
         self.entries = 0
+        self._worker: BatchWorker[_Group] = BatchWorker(
+            "keel-ledger-writer",
+            self._commit,
+            max_batch,
+            size=lambda group: len(group.items),
+            closed_error=lambda: LedgerWriteError("the ledger is closed; open the engine again"),
+        )
 
     def append(self, items: Sequence[Pending]) -> list[Entry]:
         """Append ``items`` atomically, after everything submitted before; block until committed."""
         if not items:
             return []
         group = _Group(items)
-        with self._lock:
-            if self._closed:
-                raise LedgerWriteError("the ledger is closed; open the engine again")
-            self._queue.put(group)
+        self._worker.put(group)
         return group.future.result()
 
     def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._queue.put(None)
-        self._thread.join()
-
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            groups = [first]
-            size = len(first.items)
-            stop = False
-            while size < self._max_batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                groups.append(nxt)
-                size += len(nxt.items)
-            self._commit(groups)
-            if stop:
-                return
+        self._worker.close()
 
     def _commit(self, groups: list[_Group]) -> None:
         results: list[tuple[_Group, list[Entry]]] = []
