@@ -4,7 +4,9 @@
 
 An open-loop client sends decide requests for the demo flow at fixed rates over keep-alive
 connections and measures each latency from the moment the request was due (so a stalled
-server cannot hide its queue: no coordinated omission). Then it compares ledger appends
+server cannot hide its queue: no coordinated omission). The same client first runs against
+bench/http_floor.py — FastAPI on uvicorn with no decision behind it — so the table shows
+what the HTTP stack alone costs on this machine in the same run. Then it compares ledger appends
 on PostgreSQL from 4 processes with raw PostgreSQL inserts of the same rows from 4
 processes. Traffic goes only to 127.0.0.1; every loop is bounded in count and time.
 """
@@ -43,6 +45,7 @@ async def _client(
     errors: dict[str, int] = {}
     queue: asyncio.Queue[tuple[int, float]] = asyncio.Queue()
     start = time.perf_counter() + 0.2
+    cpu_start = os.times()
 
     async def connection() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -86,6 +89,8 @@ async def _client(
         queue.put_nowait((-1, 0.0))
     await asyncio.wait_for(asyncio.gather(*workers), timeout=seconds + 60)
     elapsed = time.perf_counter() - start
+    cpu_end = os.times()
+    cpu_s = (cpu_end.user - cpu_start.user) + (cpu_end.system - cpu_start.system)
     latencies.sort()
     return {
         "rate": rate,
@@ -95,6 +100,7 @@ async def _client(
         "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
         "max_ms": latencies[-1] * 1000,
         "errors": errors,
+        "client_cpu_ms": cpu_s * 1000 / total,
     }
 
 
@@ -118,20 +124,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve(project: Path, env: dict[str, str], workers: int) -> tuple[subprocess.Popen[bytes], int]:
+def serve(
+    project: Path | None, env: dict[str, str], workers: int
+) -> tuple[subprocess.Popen[bytes], int]:
+    """`keel serve` on ``project``, or the bare-stack reference (bench/http_floor.py)."""
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "keel.cli",
-        "serve",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "-p",
-        str(project),
-    ]
+    if project is None:
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "http_floor:create_app",
+            "--factory",
+            "--app-dir",
+            str(Path(__file__).parent),
+            "--log-level",
+            "warning",
+        ]
+    else:
+        command = [sys.executable, "-m", "keel.cli", "serve", "-p", str(project)]
+    command += ["--port", str(port), "--workers", str(workers)]
     server = subprocess.Popen(
         command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -147,30 +159,62 @@ def serve(project: Path, env: dict[str, str], workers: int) -> tuple[subprocess.
     raise RuntimeError("keel serve did not start")
 
 
+def server_cpu_s(server: subprocess.Popen[bytes]) -> float:
+    """CPU seconds used so far by the server and its worker processes (Linux /proc)."""
+    pids = [server.pid]
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children")
+    if children.exists():
+        pids += [int(p) for p in children.read_text().split()]
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime + stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def load_runs(
-    label: str, project: Path, env: dict[str, str], token: str, workers: int, seconds: float
-) -> None:
+    label: str,
+    project: Path | None,
+    env: dict[str, str],
+    token: str,
+    workers: int,
+    seconds: float,
+    floor: dict[int, float] | None = None,
+) -> dict[int, float]:
+    """Run every rate against one server; return p99 per rate (for the ratio to the floor)."""
     server, port = serve(project, env, workers)
     ctx = get_context("spawn")
+    p99: dict[int, float] = {}
     try:
+        what = "keel serve" if project is not None else "bench/http_floor.py on uvicorn"
         print(
-            f"\n### {label}: keel serve --workers {workers}, {CONNECTIONS} client connections, "
+            f"\n### {label}: {what} --workers {workers}, {CONNECTIONS} client connections, "
             f"{seconds:.0f} s per rate"
         )
         with ctx.Pool(1) as pool:  # warm-up: connections, model and database caches
             pool.apply(client_main, (port, token, 100, 2.0))
-        print("| rate (req/s) | achieved | p50 ms | p99 ms | max ms | errors |")
-        print("|---|---|---|---|---|---|")
+        ratio = " p99 / floor p99 |" if floor else ""
+        print(
+            "| rate (req/s) | achieved | p50 ms | p99 ms | max ms | errors | "
+            f"server CPU ms/req | client CPU ms/req |{ratio}"
+        )
+        print("|---|---|---|---|---|---|---|---|" + ("---|" if floor else ""))
         for rate in RATES:
+            cpu = server_cpu_s(server)
             with ctx.Pool(1) as pool:
                 r = pool.apply(client_main, (port, token, rate, seconds))
+            server_ms = (server_cpu_s(server) - cpu) * 1000 / r["sent"]
+            p99[rate] = r["p99_ms"]
+            extra = f" {r['p99_ms'] / floor[rate]:.1f}× |" if floor else ""
             print(
                 f"| {rate} | {r['achieved']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-                f"{r['max_ms']:.1f} | {sum(r['errors'].values())} {r['errors'] or ''} |"
+                f"{r['max_ms']:.1f} | {sum(r['errors'].values())} {r['errors'] or ''} | "
+                f"{server_ms:.2f} | {r['client_cpu_ms']:.2f} |{extra}"
             )
     finally:
         server.terminate()
         server.wait(timeout=30)
+    return p99
 
 
 # ---- ledger appends on PostgreSQL: 4 processes, Keel vs raw --------------------------------
@@ -314,12 +358,15 @@ def main() -> None:
             )
         else:
             print("(PostgreSQL skipped: run through scripts/with-postgres.sh)")
+        floor = load_runs(
+            "Reference: the HTTP stack alone", None, {}, "reference", args.workers, args.seconds
+        )
         for label, env in targets:
             with open_engine(project, environ=env) as engine:
                 _, token = create_key(
                     engine.db, "load", "bench", [Grant(Role.DECIDER)], "bench", time.time()
                 )
-            load_runs(label, project, env, token, args.workers, args.seconds)
+            load_runs(label, project, env, token, args.workers, args.seconds, floor)
         if admin:
             pg_appends(project, admin)
 

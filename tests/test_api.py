@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from keel import Engine
 from keel.api import create_app
 from keel.api.auth import CACHE_S
-from keel.security.apikeys import create_key, revoke_key
+from keel.security.apikeys import change_grants, create_key, revoke_key
 from keel.security.audit import AuditLog
 from keel.security.roles import Grant, Role
 from tests.conftest import LOW_RISK
@@ -187,6 +187,19 @@ def test_revoked_and_expired_keys_are_refused(engine: Engine, client: TestClient
     time.sleep(0.6)
     response = client.get("/v1/flows", headers=short)
     assert response.status_code == 401 and "expired" in response.json()["message"]
+
+
+def test_role_changes_reach_a_running_server(engine: Engine, client: TestClient) -> None:
+    headers = key(engine, Grant(Role.VIEWER, "credit_limit"))
+    prefix = headers["Authorization"].split("_")[1]
+    assert client.get("/v1/ledger/verification", headers=headers).status_code == 403
+    change_grants(engine.db, prefix, [Grant(Role.AUDITOR)], [], "test", time.time())
+    time.sleep(CACHE_S + 0.1)
+    assert client.get("/v1/ledger/verification", headers=headers).status_code == 200
+    change_grants(engine.db, prefix, [], [Grant(Role.AUDITOR)], "test", time.time())
+    time.sleep(CACHE_S + 0.1)
+    assert client.get("/v1/ledger/verification", headers=headers).status_code == 403
+    assert client.get("/v1/flows", headers=headers).status_code == 200  # viewer still
 
 
 def test_forged_secret_with_a_real_prefix_is_refused(engine: Engine, client: TestClient) -> None:

@@ -13,8 +13,8 @@ from keel.errors import ErasedDataError, LedgerWriteError
 from tests.conftest import run_sql
 
 
-def ledger_count(db_url: str) -> int:
-    return int(run_sql(db_url, "select count(*) from ledger where kind='decision'")[0][0])
+def ledger_count(db_url: str, table: str = "ledger") -> int:
+    return int(run_sql(db_url, f"select count(*) from {table} where kind='decision'")[0][0])
 
 
 def test_decision_is_recorded_and_explained(engine: Engine, low_risk: dict[str, Any]) -> None:
@@ -120,6 +120,11 @@ def test_failed_ledger_write_fails_the_decision(
     with pytest.raises(LedgerWriteError, match="could not be written"):
         engine.decide("credit_limit", low_risk)
     assert engine.metrics.ledger_failures._value.get() == 1
+    assert ledger_count(db_url, table="ledger_gone") == 1
+    # Once the store is healthy again, the writer carries on with a fresh connection.
+    run_sql(db_url, "alter table ledger_gone rename to ledger")
+    decision = engine.decide("credit_limit", low_risk)
+    assert decision.seq == 3 and engine.verify().ok  # 1: the policy, 2: the first decision
 
 
 def test_concurrent_deciders_build_one_chain(engine: Engine, low_risk: dict[str, Any]) -> None:

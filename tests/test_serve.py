@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx2 as httpx
 from typer.testing import CliRunner
@@ -65,6 +66,60 @@ def test_keys_lifecycle_and_audit_export(project: Path) -> None:
     exported = runner.invoke(app, ["audit", "export", "-p", str(project)])
     actions = [json.loads(line)["action"] for line in exported.stdout.splitlines()]
     assert actions == ["key_created", "key_revoked"]
+
+
+def test_key_roles_change_and_every_change_is_audited(project: Path) -> None:
+    def keys(*args: str) -> Any:
+        return runner.invoke(app, ["keys", *args, "-p", str(project)])
+
+    token = keys("create", "--name", "ops", "--role", "viewer").stdout.strip()
+    prefix = token.split("_")[1]
+    granted = keys("grant", prefix, "--role", "reviewer", "--flow", "credit_limit")
+    assert granted.exit_code == 0, granted.stderr
+    assert "viewer@*, reviewer@credit_limit" in granted.stdout
+    refusals = {
+        "already has reviewer@credit_limit": (
+            "grant",
+            prefix,
+            "--role",
+            "reviewer",
+            "--flow",
+            "credit_limit",
+        ),
+        "does not have approver@*; it has viewer@*, reviewer@credit_limit": (
+            "ungrant",
+            prefix,
+            "--role",
+            "approver",
+        ),
+        "unknown role 'wizard'": ("grant", prefix, "--role", "wizard"),
+        "no API key with prefix 'ffffffff'": ("grant", "ffffffff", "--role", "viewer"),
+    }
+    for message, args in refusals.items():
+        refused = keys(*args)
+        assert refused.exit_code == 2 and message in refused.stderr, refused.stderr
+    removed = keys("ungrant", prefix, "--role", "viewer")
+    assert removed.exit_code == 0 and "now has reviewer@credit_limit" in removed.stdout
+    last = keys("ungrant", prefix, "--role", "reviewer", "--flow", "credit_limit")
+    assert last.exit_code == 2 and "no role; revoke it instead" in last.stderr
+    assert "reviewer@credit_limit" in keys("list").stdout  # refusals changed nothing
+    keys("revoke", prefix)
+    late = keys("grant", prefix, "--role", "viewer")
+    assert late.exit_code == 2 and "was revoked" in late.stderr
+    exported = runner.invoke(app, ["audit", "export", "-p", str(project)])
+    assert exported.exit_code == 0
+    events = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert [(e["action"], e["outcome"]) for e in events] == [
+        ("key_created", "ok"),
+        ("role_granted", "ok"),
+        ("role_granted", "refused"),
+        ("role_removed", "refused"),
+        ("role_granted", "refused"),
+        ("role_removed", "ok"),
+        ("role_removed", "refused"),
+        ("key_revoked", "ok"),
+        ("role_granted", "refused"),
+    ]
 
 
 def test_serve_answers_over_http(project: Path) -> None:

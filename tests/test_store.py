@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from alembic import command
 from alembic.config import Config
 
 from keel import open_engine
-from keel.store.database import MIGRATIONS_DIR, open_database
+from keel.errors import StoreError
+from keel.store.database import MIGRATIONS_DIR, WriteQueue, open_database
 from tests.conftest import run_sql
 
 
@@ -48,3 +50,19 @@ def test_upgrade_backfills_the_index_from_the_ledger(
     assert index_rows(db_url) == [
         (decision.id, decision.seq, "credit_limit", "s-9", "approve", "final")
     ]
+
+
+def test_sqlite_writers_take_turns_and_a_stuck_writer_is_named(tmp_path: Path) -> None:
+    db = open_database(f"sqlite:///{tmp_path / 'keel.db'}")
+    assert db.queue is not None and db.queue.path == tmp_path / "keel.db.lock"
+    # Another process (another open of the lock file) is in the middle of a write.
+    other = WriteQueue(db.queue.path)
+    blocked = WriteQueue(db.queue.path, timeout_s=0.2)
+    locked = pytest.raises(StoreError, match=r"database is locked: .*keel\.db\.lock")
+    with other.turn(), locked, blocked.turn():
+        pass  # pragma: no cover - never reached
+    with db.write() as conn:  # free again: the turn is taken at once
+        conn.exec_driver_sql("select 1")
+    for queue in (other, blocked):
+        queue.close()
+    db.close()

@@ -23,7 +23,7 @@ app = typer.Typer(
 )
 ledger_app = typer.Typer(help="Verify, checkpoint and read the tamper-evident ledger.")
 app.add_typer(ledger_app, name="ledger")
-keys_app = typer.Typer(help="Create, list and revoke API keys.")
+keys_app = typer.Typer(help="Create, list and revoke API keys, and change their roles.")
 app.add_typer(keys_app, name="keys")
 audit_app = typer.Typer(help="The audit trail of requests and security events.")
 app.add_typer(audit_app, name="audit")
@@ -460,6 +460,86 @@ def keys_revoke(
         audit.record("security", _operator(), "key_revoked", key.principal_id, "ok", {})
         audit.close()
     typer.echo(f"revoked {key.prefix} ({key.name}) at {key.revoked_at}")
+
+
+def _change_grants(
+    prefix: str, roles: list[str], flow: str | None, project: Path, adding: bool
+) -> None:
+    import time  # noqa: PLC0415
+
+    from keel.security.apikeys import change_grants  # noqa: PLC0415
+    from keel.security.audit import AuditLog  # noqa: PLC0415
+    from keel.security.roles import Grant, parse_role  # noqa: PLC0415
+
+    try:
+        changed = [Grant(parse_role(r), flow) for r in roles]
+    except KeelError as error:
+        _fail(error)
+    with _store(project) as db:
+        audit = AuditLog(db)
+        action = "role_granted" if adding else "role_removed"
+        try:
+            key = change_grants(
+                db,
+                prefix,
+                changed if adding else [],
+                [] if adding else changed,
+                _operator(),
+                time.time(),
+            )
+        except KeelError as error:
+            audit.record(
+                "security",
+                _operator(),
+                action,
+                f"key:{prefix}",
+                "refused",
+                {"grants": [str(g) for g in changed], "reason": error.message},
+            )
+            audit.close()
+            _fail(error)
+        audit.record(
+            "security",
+            _operator(),
+            action,
+            key.principal_id,
+            "ok",
+            {"grants": [str(g) for g in changed], "now": [str(g) for g in key.grants]},
+        )
+        audit.close()
+    typer.echo(f"{key.prefix} ({key.name}) now has {', '.join(str(g) for g in key.grants)}")
+
+
+@keys_app.command("grant")
+def keys_grant(
+    prefix: Annotated[str, typer.Argument(help="The key's prefix, as keys list shows it.")],
+    role: Annotated[list[str], typer.Option(help="A role to grant (repeatable).")],
+    flow: Annotated[
+        str | None, typer.Option(help="Grant the roles on this flow only (default: all flows).")
+    ] = None,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Give an existing key more roles; servers apply the change within a second.
+
+    Example: keel keys grant 3f9a1c2e --role reviewer --flow credit_limit
+    """
+    _change_grants(prefix, role, flow, project, adding=True)
+
+
+@keys_app.command("ungrant")
+def keys_ungrant(
+    prefix: Annotated[str, typer.Argument(help="The key's prefix, as keys list shows it.")],
+    role: Annotated[list[str], typer.Option(help="A role to take away (repeatable).")],
+    flow: Annotated[
+        str | None, typer.Option(help="The flow the role was granted on (default: all flows).")
+    ] = None,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Take roles away from a key (not its last one: revoke the key instead).
+
+    Example: keel keys ungrant 3f9a1c2e --role reviewer --flow credit_limit
+    """
+    _change_grants(prefix, role, flow, project, adding=False)
 
 
 @audit_app.command("export")

@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,8 @@ class Engine:
         self.protector = Protector(key_id, key)
         self.runner = SignalRunner()
         self.writer = LedgerWriter(db, settings.ledger_max_batch, self._max_window_s, clock)
-        self.combiner = Combiner(self.runner, self._draft, self._record)
+        # The combiner's thread commits its own batches: a hand-off would only add latency.
+        self.combiner = Combiner(self.runner, self._draft, partial(self._record, here=True))
         self._register_policies()
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -158,7 +160,7 @@ class Engine:
         d.sealed = sealed
         return d
 
-    def _record(self, drafts: Sequence[Draft]) -> list[Decision]:
+    def _record(self, drafts: Sequence[Draft], here: bool = False) -> list[Decision]:
         pending = []
         for d in drafts:
             rows = ((protected_values, d.sealed.row()),) if d.sealed else ()
@@ -174,7 +176,7 @@ class Engine:
                 )
             )
         try:
-            entries = self.writer.append(pending)
+            entries = self.writer.append(pending, here=here)
         except LedgerWriteError:
             self.metrics.ledger_failures.inc()
             log.error("ledger write failed; %d decisions were not returned", len(drafts))

@@ -11,6 +11,7 @@ the decision is not returned.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -82,6 +83,10 @@ class LedgerWriter:
         self._windows = WindowState()
         self._last_usage_id: int | None = None
         self._last_prune = 0.0
+        # One connection kept for appends (no pool checkout per batch), and the lock that
+        # lets a caller commit on its own thread (``append(here=True)``) between batches.
+        self._conn: Connection | None = None
+        self._lock = threading.Lock()
         self.batches = 0
         self.entries = 0
         self._worker: BatchWorker[_Group] = BatchWorker(
@@ -92,21 +97,42 @@ class LedgerWriter:
             closed_error=lambda: LedgerWriteError("the ledger is closed; open the engine again"),
         )
 
-    def append(self, items: Sequence[Pending]) -> list[Entry]:
-        """Append ``items`` atomically, after everything submitted before; block until committed."""
+    def append(self, items: Sequence[Pending], here: bool = False) -> list[Entry]:
+        """Append ``items`` atomically, after everything submitted before; block until committed.
+
+        ``here=True`` commits on the calling thread instead of handing the items to the
+        writer thread: for a caller that has already gathered a batch (the combiner), the
+        hand-off would only add a thread switch to every decision's latency.
+        """
         if not items:
             return []
         group = _Group(items)
-        self._worker.put(group)
+        if here:
+            self._commit([group])
+        else:
+            self._worker.put(group)
         return group.future.result()
 
     def close(self) -> None:
         self._worker.close()
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            self._conn = self._db.engine.connect()
+        return self._conn
 
     def _commit(self, groups: list[_Group]) -> None:
+        with self._lock:
+            self._commit_locked(groups)
+
+    def _commit_locked(self, groups: list[_Group]) -> None:
         results: list[tuple[_Group, list[Entry]]] = []
         try:
-            with self._db.write() as conn:
+            with self._db.write(using=self._connection()) as conn:
                 now = self._clock()
                 self._sync_windows(conn, now)
                 gate = WindowGate(self._windows, now)
@@ -116,15 +142,14 @@ class LedgerWriter:
                     results.append((group, entries[start : start + len(group.items)]))
                     start += len(group.items)
                 if gate.rows:
-                    conn.exec_driver_sql(
-                        _insert_sql(conn, "guardrail_usage", UsageRow._fields), gate.rows
-                    )
+                    _many(conn, _insert_sql("guardrail_usage", UsageRow._fields), gate.rows)
                     self._last_usage_id = _one(conn, "SELECT max(id) FROM guardrail_usage")[0]
                 self._prune(conn, now)
         except Exception as exc:  # noqa: BLE001 - every failure must reach every waiting caller
             # What this batch consumed in memory was never committed: rebuild from the store.
             self._windows.clear()
             self._last_usage_id = None
+            self._discard_connection()
             error = (
                 exc
                 if isinstance(exc, KeelError) and not isinstance(exc, LedgerWriteError)
@@ -143,6 +168,15 @@ class LedgerWriter:
         for group, entries in results:
             self.entries += len(entries)
             group.future.set_result(entries)
+
+    def _discard_connection(self) -> None:
+        # After a failure the connection may be broken (a restarted server, a lost socket):
+        # the next batch opens a fresh one.
+        if self._conn is not None:
+            try:
+                self._conn.invalidate()
+            finally:
+                self._conn = None
 
     def _sync_windows(self, conn: Connection, now: float) -> None:
         columns = "SELECT id, flow, guardrail, segment, ts, amount FROM guardrail_usage"
@@ -163,7 +197,7 @@ class LedgerWriter:
         self._last_prune = now
         # Usage older than twice the longest window can no longer count against any limit.
         cutoff = now - 2 * self._max_window_s()
-        conn.exec_driver_sql(_marks(conn, "DELETE FROM guardrail_usage WHERE ts < ?"), (cutoff,))
+        _run(conn, "DELETE FROM guardrail_usage WHERE ts < ?", (cutoff,))
 
 
 def append_in(conn: Connection, items: Sequence[Pending], gate: WindowGate) -> list[Entry]:
@@ -182,23 +216,15 @@ def append_in(conn: Connection, items: Sequence[Pending], gate: WindowGate) -> l
             extra.setdefault(table, []).append(row)
         if item.derive is not None and item.derive_table is not None:
             extra.setdefault(item.derive_table, []).append(item.derive(entry, body))
-    # The hot insert goes straight to the driver's executemany: same statement, same rows,
-    # without per-row parameter processing (it is a third of the cost at this volume).
     # An Entry is a tuple in the ledger table's column order.
-    conn.exec_driver_sql(_insert_sql(conn, "ledger", Entry._fields), entries)
+    _many(conn, _insert_sql("ledger", Entry._fields), entries)
     for table, rows in extra.items():
         columns = [c.name for c in table.columns]
-        conn.exec_driver_sql(
-            _insert_sql(conn, table.name, columns), [tuple(r[c] for c in columns) for r in rows]
-        )
+        _many(conn, _insert_sql(table.name, columns), [tuple(r[c] for c in columns) for r in rows])
     if head:
-        conn.exec_driver_sql(
-            _marks(conn, "UPDATE ledger_head SET seq = ?, hash = ? WHERE id = 1"), (seq, prev)
-        )
+        _run(conn, "UPDATE ledger_head SET seq = ?, hash = ? WHERE id = 1", (seq, prev))
     else:
-        conn.exec_driver_sql(
-            _marks(conn, "INSERT INTO ledger_head (id, seq, hash) VALUES (1, ?, ?)"), (seq, prev)
-        )
+        _run(conn, "INSERT INTO ledger_head (id, seq, hash) VALUES (1, ?, ?)", (seq, prev))
     return entries
 
 
@@ -229,25 +255,38 @@ def _entry(
     return entry, body
 
 
-# The writer's statements go to the driver as SQL text: the same statements through
-# SQLAlchemy's expression layer cost 20-80 µs each, more than SQLite takes to run them, and
-# a single decision waits for all of them. Markers are written '?' and adapted per driver.
+# The writer's statements go to the driver's cursor, inside the transaction SQLAlchemy
+# opened on the same connection: through SQLAlchemy each costs 20-80 µs more, which is
+# more than SQLite takes to run it, and every decision waits for all of them. Markers are
+# written '?' and adapted per driver.
 
 
-def _marks(conn: Connection, sql: str) -> str:
-    return sql if conn.dialect.paramstyle == "qmark" else sql.replace("?", "%s")
+def _cursor(conn: Connection, sql: str) -> tuple[Any, str]:
+    marked = sql if conn.dialect.paramstyle == "qmark" else sql.replace("?", "%s")
+    return conn.connection.cursor(), marked
 
 
-def _one(conn: Connection, sql: str, params: tuple[Any, ...] = ()) -> Any:
-    return conn.exec_driver_sql(_marks(conn, sql), params).first()
+def _run(conn: Connection, sql: str, params: Sequence[Any] = ()) -> Any:
+    cursor, marked = _cursor(conn, sql)
+    cursor.execute(marked, params)
+    return cursor
 
 
-def _all(conn: Connection, sql: str, params: tuple[Any, ...] = ()) -> Sequence[Any]:
-    return conn.exec_driver_sql(_marks(conn, sql), params).all()
+def _many(conn: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    cursor, marked = _cursor(conn, sql)
+    cursor.executemany(marked, rows)
 
 
-def _insert_sql(conn: Connection, table: str, columns: Sequence[str]) -> str:
+def _one(conn: Connection, sql: str, params: Sequence[Any] = ()) -> Any:
+    return _run(conn, sql, params).fetchone()
+
+
+def _all(conn: Connection, sql: str, params: Sequence[Any] = ()) -> Sequence[Any]:
+    rows: Sequence[Any] = _run(conn, sql, params).fetchall()
+    return rows
+
+
+def _insert_sql(table: str, columns: Sequence[str]) -> str:
     """An INSERT for the driver's executemany, columns in the order of the row tuples."""
     names, marks = ", ".join(columns), ", ".join(["?"] * len(columns))
-    sql = f"INSERT INTO {table} ({names}) VALUES ({marks})"  # noqa: S608 - our schema's names
-    return _marks(conn, sql)
+    return f"INSERT INTO {table} ({names}) VALUES ({marks})"  # noqa: S608 - our schema's names

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 
 from keel.errors import KeelError, NotFoundError
 from keel.ledger.records import iso_time
@@ -165,6 +165,70 @@ def revoke_key(db: Database, prefix: str, now: float) -> ApiKey:
         conn.execute(
             update(api_keys).where(api_keys.c.prefix == prefix).values(revoked_at=iso_time(now))
         )
+    return get_key(db, prefix)
+
+
+def change_grants(
+    db: Database,
+    prefix: str,
+    add: Sequence[Grant],
+    remove: Sequence[Grant],
+    changed_by: str,
+    now: float,
+) -> ApiKey:
+    """Give a key more roles or take some away; the change is whole or not at all.
+
+    Refused, with nothing changed: an unknown or revoked key, a grant it already has, a
+    grant it does not have, and taking away its last role (revoke the key instead).
+    Servers pick the change up within the credential cache's second.
+    """
+    key = get_key(db, prefix)
+    if key.revoked_at:
+        raise KeelError(
+            f"key {prefix} was revoked at {key.revoked_at}; its roles can no longer change",
+            {"prefix": prefix},
+        )
+    held = set(key.grants)
+    duplicate = [str(g) for g in add if g in held]
+    if duplicate:
+        raise KeelError(
+            f"key {prefix} already has {', '.join(duplicate)}", {"prefix": prefix, "field": "role"}
+        )
+    missing = [str(g) for g in remove if g not in held]
+    if missing:
+        raise KeelError(
+            f"key {prefix} does not have {', '.join(missing)}; it has "
+            f"{', '.join(str(g) for g in key.grants)}",
+            {"prefix": prefix, "field": "role"},
+        )
+    if not held - set(remove) and not add:
+        raise KeelError(
+            f"that would leave key {prefix} with no role; revoke it instead (keel keys revoke)",
+            {"prefix": prefix, "field": "role"},
+        )
+    principal = key.principal_id
+    with db.write(chain=False) as conn:
+        for grant in remove:
+            flow = grants.c.flow.is_(None) if grant.flow is None else grants.c.flow == grant.flow
+            conn.execute(
+                delete(grants).where(
+                    grants.c.principal == principal, grants.c.role == grant.role.value, flow
+                )
+            )
+        if add:
+            conn.execute(
+                insert(grants),
+                [
+                    {
+                        "principal": principal,
+                        "role": g.role.value,
+                        "flow": g.flow,
+                        "created_at": iso_time(now),
+                        "created_by": changed_by,
+                    }
+                    for g in dict.fromkeys(add)
+                ],
+            )
     return get_key(db, prefix)
 
 
