@@ -5,18 +5,20 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from keel import Engine
+from keel import Engine, open_engine
 from keel.api import create_app
 from keel.api.auth import CACHE_S
 from keel.security.apikeys import change_grants, create_key, revoke_key
 from keel.security.audit import AuditLog
 from keel.security.roles import Grant, Role
 from tests.conftest import LOW_RISK
+from tests.test_review import SHORT_HISTORY
 
 FLOW = "credit_limit"
 
@@ -211,6 +213,7 @@ def test_forged_secret_with_a_real_prefix_is_refused(engine: Engine, client: Tes
 # ---- the authorisation matrix: every endpoint against every role -------------------------
 
 ALL = set(Role)
+REVIEWERS = {Role.REVIEWER, Role.OWNER, Role.ADMIN}
 READERS = {
     Role.VIEWER,
     Role.REVIEWER,
@@ -232,12 +235,28 @@ MATRIX: dict[str, tuple[set[Role], set[Role]]] = {
     "verify": (set(), {Role.AUDITOR, Role.ADMIN}),
     "checkpoint": (set(), {Role.AUDITOR, Role.ADMIN}),
     "metrics": (set(), {Role.AUDITOR, Role.ADMIN}),
+    "list_reviews": (REVIEWERS, set()),
+    "get_review": (REVIEWERS, set()),
+    "claim": (REVIEWERS, set()),
+    "resolve": (REVIEWERS, set()),
+    "override": (REVIEWERS, set()),
 }
+# Reviews and decisions a caller may not act on do not exist for it (404), like unreadable
+# decisions; everything else refused is 403.
+HIDDEN_FROM_NON_REVIEWERS = {"get_review", "claim", "resolve", "override"}
 
 
-def call(client: TestClient, endpoint: str, decision_id: str, headers: dict[str, str]) -> int:
+def call(
+    client: TestClient, endpoint: str, decision_id: str, pending_id: str, headers: dict[str, str]
+) -> int:
     body = {"inputs": LOW_RISK}
+    verdict = {"resolution": "reject", "reason": "matrix"}
     requests = {
+        "list_reviews": ("get", f"/v1/reviews?flow={FLOW}", None),
+        "get_review": ("get", f"/v1/reviews/{pending_id}", None),
+        "claim": ("post", f"/v1/reviews/{pending_id}/claim", None),
+        "resolve": ("post", f"/v1/reviews/{pending_id}/resolution", verdict),
+        "override": ("post", f"/v1/decisions/{decision_id}/override", verdict),
         "decide": ("post", f"/v1/flows/{FLOW}/decisions", body),
         "batch": ("post", f"/v1/flows/{FLOW}/decisions/batch", {"cases": [body]}),
         "list_flow": ("get", f"/v1/decisions?flow={FLOW}", None),
@@ -257,19 +276,22 @@ def call(client: TestClient, endpoint: str, decision_id: str, headers: dict[str,
 @pytest.mark.parametrize("role", list(Role))
 def test_authorisation_matrix(engine: Engine, client: TestClient, role: Role, scope: str) -> None:
     decision_id = engine.decide(FLOW, LOW_RISK).id
+    pending_id = engine.decide(FLOW, SHORT_HISTORY).id
     grant = Grant(role, None if scope == "global" else FLOW if scope == "flow" else "pricing")
     headers = key(engine, grant)
     for endpoint, (on_flow, global_only) in MATRIX.items():
         allowed = (scope == "flow" and role in on_flow) or (
             scope == "global" and role in on_flow | global_only
         )
-        status = call(client, endpoint, decision_id, headers)
+        status = call(client, endpoint, decision_id, pending_id, headers)
         if allowed:
             assert status == 200, (endpoint, role, scope, status)
         else:
             # Decisions a caller may not read do not exist for it; everything else is 403.
             reads = scope in ("flow", "global") and role in READERS
-            hidden = endpoint in ("get", "explain", "what_if") and not reads
+            hidden = (endpoint in ("get", "explain", "what_if") and not reads) or (
+                endpoint in HIDDEN_FROM_NON_REVIEWERS
+            )
             expected = 404 if hidden else 403
             assert status == expected, (endpoint, role, scope, status)
 
@@ -323,6 +345,42 @@ def test_every_request_is_audited(engine: Engine, client: TestClient, audit: Aud
     assert ("security", "key:00000000", "authenticate", "failed") in summary
     assert ("request", "anonymous", "list_flows", "denied") in summary
     assert all("annual_income" not in json.dumps(e) for e in events)  # no request bodies
+
+
+def test_the_matrix_covers_every_operation(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    operations = sum(len(methods) for methods in schema["paths"].values())
+    unauthenticated = 2  # /healthz and /readyz
+    filtered_list = 1  # GET /v1/flows: never refused, filtered (test_lists_show_only_…)
+    assert operations == len(MATRIX) + unauthenticated + filtered_list
+
+
+def test_reviews_over_http_with_four_eyes(project: Path, env: dict[str, str]) -> None:
+    flow_file = project / "flows" / "credit_limit.yaml"
+    flow_file.write_text(flow_file.read_text() + "review:\n  four_eyes: true\n")
+    with open_engine(project, environ=env) as engine:
+        app = create_app(engine, AuditLog(engine.db))
+        with TestClient(app) as client:
+            both = key(engine, Grant(Role.DECIDER, FLOW), Grant(Role.REVIEWER, FLOW))
+            other = key(engine, Grant(Role.REVIEWER, FLOW))
+            decided = client.post(
+                f"/v1/flows/{FLOW}/decisions", json={"inputs": SHORT_HISTORY}, headers=both
+            ).json()
+            assert decided["status"] == "pending_review"
+            queue = client.get("/v1/reviews?state=open", headers=other).json()["reviews"]
+            assert [r["decision_id"] for r in queue] == [decided["id"]]
+            path = f"/v1/reviews/{decided['id']}/resolution"
+            own = client.post(path, json={"resolution": "approve", "reason": "ok"}, headers=both)
+            assert own.status_code == 409 and own.json()["code"] == "conflict"
+            missing = client.post(path, json={"resolution": "approve"}, headers=other)
+            assert missing.status_code == 422 and "reason" in json.dumps(missing.json())
+            done = client.post(
+                path, json={"resolution": "approve", "reason": "Checked."}, headers=other
+            )
+            assert done.status_code == 200 and done.json()["reviewer"]["role"] == "reviewer"
+            again = client.post(path, json={"resolution": "reject", "reason": "x"}, headers=other)
+            assert again.status_code == 409
+            assert engine.verify().ok
 
 
 def test_openapi_is_published(client: TestClient) -> None:

@@ -385,7 +385,7 @@ def keys_create(
     """
     import time  # noqa: PLC0415
 
-    from keel.policy.model import parse_window  # noqa: PLC0415
+    from keel.flows import parse_window  # noqa: PLC0415
     from keel.security.apikeys import create_key  # noqa: PLC0415
     from keel.security.audit import AuditLog  # noqa: PLC0415
     from keel.security.roles import Grant, parse_role  # noqa: PLC0415

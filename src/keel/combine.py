@@ -30,6 +30,7 @@ class _Case:
     runtime: FlowRuntime
     inputs: dict[str, Any]
     subject_id: str | None
+    requested_by: str | None
     future: Future[Decision] = field(default_factory=Future)
 
 
@@ -37,7 +38,7 @@ class Combiner:
     def __init__(
         self,
         runner: SignalRunner,
-        draft: Callable[[FlowRuntime, dict[str, Any], str | None, SignalResult], Draft],
+        draft: Callable[[FlowRuntime, dict[str, Any], str | None, str | None, SignalResult], Draft],
         record: Callable[[Sequence[Draft]], list[Decision]],
     ) -> None:
         self._runner = runner
@@ -52,10 +53,14 @@ class Combiner:
         )
 
     def submit(
-        self, runtime: FlowRuntime, inputs: dict[str, Any], subject_id: str | None
+        self,
+        runtime: FlowRuntime,
+        inputs: dict[str, Any],
+        subject_id: str | None,
+        requested_by: str | None = None,
     ) -> Future[Decision]:
         """Queue a validated case; the future resolves once it is in the ledger."""
-        case = _Case(runtime, inputs, subject_id)
+        case = _Case(runtime, inputs, subject_id, requested_by)
         self._worker.put(case)
         return case.future
 
@@ -78,7 +83,11 @@ class Combiner:
                 continue
             for case, result in zip(group, signals, strict=True):
                 try:
-                    drafts.append(self._draft(runtime, case.inputs, case.subject_id, result))
+                    drafts.append(
+                        self._draft(
+                            runtime, case.inputs, case.subject_id, case.requested_by, result
+                        )
+                    )
                     waiting.append(case)
                 except Exception as exc:  # noqa: BLE001 - this case fails alone
                     case.future.set_exception(exc)

@@ -97,6 +97,7 @@ class Draft:
     result: dict[str, Any] = field(default_factory=dict)
     body: dict[str, Any] = field(default_factory=dict)
     sealed: Sealed | None = None
+    requested_by: str | None = None  # the principal that asked (four-eyes reviews)
 
     def _reason_for_record(self, template_owner: str, rendered: str) -> str:
         """Re-render the reason with personal inputs masked: the ledger never holds them."""
@@ -166,6 +167,7 @@ class Draft:
         self.body = {
             "record_version": DECISION_RECORD_VERSION,
             "subject_id": self.subject_id,
+            "requested_by": self.requested_by,
             "inputs": self.stored_inputs,
             "autonomy": flow.autonomy.value,
             "owner": flow.owner.email,

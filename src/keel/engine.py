@@ -10,7 +10,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 
 from keel.canonical import canonical_json
 from keel.combine import Combiner
@@ -33,9 +33,10 @@ from keel.policy.model import policy_from_document
 from keel.policy.text import render
 from keel.project import Project, load_project
 from keel.protect import Protector, Sealed
+from keel.review import Reviews, open_review_row
 from keel.signals.runner import SignalResult, SignalRunner, feature_row
 from keel.store.database import Database, open_database
-from keel.store.schema import decisions, policy_versions, protected_values
+from keel.store.schema import decisions, policy_versions, protected_values, reviews
 from keel.telemetry import Metrics, log
 
 MAX_SUBJECT_ID = 128
@@ -62,6 +63,7 @@ class Engine:
         self.writer = LedgerWriter(db, settings.ledger_max_batch, self._max_window_s, clock)
         # The combiner's thread commits its own batches: a hand-off would only add latency.
         self.combiner = Combiner(self.runner, self._draft, partial(self._record, here=True))
+        self.reviews = Reviews(self)
         self._register_policies()
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -152,12 +154,14 @@ class Engine:
         runtime: FlowRuntime,
         clean: dict[str, Any],
         subject_id: str | None,
+        requested_by: str | None,
         signals: SignalResult,
     ) -> Draft:
         decision_id = new_id("dec", self.clock())
         stored, sealed = self.protector.split(decision_id, clean, runtime.flow.protected_fields())
         d = draft(runtime, self.runner, decision_id, subject_id, clean, stored, signals=signals)
         d.sealed = sealed
+        d.requested_by = requested_by
         return d
 
     def _record(self, drafts: Sequence[Draft], here: bool = False) -> list[Decision]:
@@ -171,8 +175,7 @@ class Engine:
                     d.runtime.flow.name,
                     d.finalize,
                     rows,
-                    derive=_index_row,
-                    derive_table=decisions,
+                    derive=self._derived_rows,
                 )
             )
         try:
@@ -211,26 +214,48 @@ class Engine:
         for hit in decision.guardrail_hits:
             self.metrics.guardrail_hits.labels(flow, hit["name"], hit["on_hit"]).inc()
 
+    def _derived_rows(
+        self, entry: Entry, body: dict[str, Any]
+    ) -> list[tuple[Table, dict[str, Any]]]:
+        rows = [(decisions, _index_row(entry, body))]
+        if body["status"] in (Status.PENDING_REVIEW, Status.ADVISORY):
+            settings = self.flows[str(entry.flow)].flow.review
+            rows.append((reviews, open_review_row(entry, body, settings, self.clock())))
+        return rows
+
     def decide(
-        self, flow: str, inputs: Mapping[str, Any], subject_id: str | None = None
+        self,
+        flow: str,
+        inputs: Mapping[str, Any],
+        subject_id: str | None = None,
+        requested_by: str | None = None,
     ) -> Decision:
-        """Decide one case; it is in the ledger before this returns."""
-        return self.submit(flow, inputs, subject_id).result()
+        """Decide one case; it is in the ledger before this returns.
+
+        ``requested_by`` names who asked (the API passes the caller's principal); a flow
+        with four-eyes reviews keeps that principal from reviewing this decision.
+        """
+        return self.submit(flow, inputs, subject_id, requested_by).result()
 
     def submit(
-        self, flow: str, inputs: Mapping[str, Any], subject_id: str | None = None
+        self,
+        flow: str,
+        inputs: Mapping[str, Any],
+        subject_id: str | None = None,
+        requested_by: str | None = None,
     ) -> Future[Decision]:
         """Validate one case now (raising ``InputError`` at once) and decide it in the next
         combined batch; the future resolves once the decision is in the ledger."""
         runtime = self.runtime(flow)
         clean = self._validate(runtime, inputs, subject_id)
-        return self.combiner.submit(runtime, clean, subject_id)
+        return self.combiner.submit(runtime, clean, subject_id, requested_by)
 
     def decide_many(
         self,
         flow: str,
         cases: Sequence[Mapping[str, Any]],
         subject_ids: Sequence[str | None] | None = None,
+        requested_by: str | None = None,
     ) -> list[Decision]:
         """Decide a batch atomically: every case is valid and recorded, or none is."""
         runtime = self.runtime(flow)
@@ -245,7 +270,7 @@ class Engine:
                 raise InputError(f"case {i}: {exc.message}", {**exc.detail, "index": i}) from exc
         signals = runtime.signals_many(self.runner, clean)  # one model call for the batch
         drafts = [
-            self._draft(runtime, c, s, sig)
+            self._draft(runtime, c, s, requested_by, sig)
             for c, s, sig in zip(clean, subjects, signals, strict=True)
         ]
         return self._record(drafts)

@@ -93,6 +93,13 @@ class NotFoundError(KeelError):
     code = "not_found"
 
 
+class ConflictError(KeelError):
+    """The request is valid but the record's state forbids it (already resolved, claimed by
+    someone else, a second conflicting report)."""
+
+    code = "conflict"
+
+
 class ModelError(KeelError):
     code = "model_error"
 

@@ -85,6 +85,26 @@ class Owner:
     email: str
 
 
+_WINDOW_RE = re.compile(r"^(\d+)\s*(s|m|h|d)$")
+_WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_window(text: Any) -> int | None:
+    """'90s', '15m', '1h', '7d' → seconds (a window, a deadline, a lifetime)."""
+    match = _WINDOW_RE.match(str(text).strip()) if isinstance(text, str | int) else None
+    if not match or int(match.group(1)) <= 0:
+        return None
+    return int(match.group(1)) * _WINDOW_UNITS[match.group(2)]
+
+
+@dataclass(frozen=True)
+class ReviewSettings:
+    """How the flow's review queue works: a deadline, and whether four eyes are required."""
+
+    deadline_s: int | None = None  # open reviews past this age are breached
+    four_eyes: bool = False  # whoever requested a decision cannot review it
+
+
 @dataclass(frozen=True)
 class Flow:
     name: str
@@ -97,6 +117,7 @@ class Flow:
     source: str = ""
     outcome: str = ""
     reviewers: tuple[str, ...] = field(default_factory=tuple)
+    review: ReviewSettings = field(default_factory=ReviewSettings)
 
     def validate_input(self, inputs: Any) -> dict[str, Any]:
         """Check ``inputs`` against the schema; return a normalised copy or raise ``InputError``.
@@ -179,7 +200,9 @@ _FLOW_KEYS = {
     "signals",
     "outcome",
     "reviewers",
+    "review",
 }
+_REVIEW_KEYS = {"deadline", "four_eyes"}
 _FIELD_KEYS = {
     "type",
     "required",
@@ -391,6 +414,7 @@ def parse_flow(raw: LocatedDict, path: Path) -> Flow:
     if not isinstance(reviewers, list) or not all(isinstance(r, str) for r in reviewers):
         c.add("reviewers", "'reviewers' must be a list of names or groups", raw, "reviewers")
         reviewers = []
+    review = _parse_review(c, raw)
     if c.problems:
         raise DefinitionError(c.problems)
     return Flow(
@@ -404,7 +428,36 @@ def parse_flow(raw: LocatedDict, path: Path) -> Flow:
         source=str(path),
         outcome=str(raw.get("outcome", "")),
         reviewers=tuple(reviewers),
+        review=review,
     )
+
+
+def _parse_review(c: Any, raw: LocatedDict) -> ReviewSettings:
+    section = raw.get("review")
+    if section is None:
+        return ReviewSettings()
+    if not isinstance(section, LocatedDict):
+        c.add("review", "'review' must be a mapping with deadline and four_eyes", raw, "review")
+        return ReviewSettings()
+    for key in section:
+        if key not in _REVIEW_KEYS:
+            known = ", ".join(sorted(_REVIEW_KEYS))
+            c.add(f"review.{key}", f"unknown key '{key}' in review (known: {known})", section, key)
+    deadline = None
+    if "deadline" in section:
+        deadline = parse_window(section["deadline"])
+        if deadline is None:
+            c.add(
+                "review.deadline",
+                f"'deadline' must look like 30m, 4h or 2d, got {section['deadline']!r}",
+                section,
+                "deadline",
+            )
+    four_eyes = section.get("four_eyes", False)
+    if not isinstance(four_eyes, bool):
+        c.add("review.four_eyes", "'four_eyes' must be true or false", section, "four_eyes")
+        four_eyes = False
+    return ReviewSettings(deadline, four_eyes)
 
 
 def load_flow(path: Path) -> Flow:

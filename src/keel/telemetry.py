@@ -46,6 +46,12 @@ class Metrics:
             ["flow", "code"],
             registry=self.registry,
         )
+        self.reviews = Counter(
+            "keel_reviews",
+            "Reviews resolved by people (approvals, rejections, changes, overrides)",
+            ["flow", "kind", "resolution"],
+            registry=self.registry,
+        )
         self.ledger_failures = Counter(
             "keel_ledger_write_failures",
             "Ledger appends that failed (decisions not returned)",

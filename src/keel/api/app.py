@@ -26,6 +26,7 @@ STATUS = {
     "unauthenticated": 401,
     "forbidden": 403,
     "not_found": 404,
+    "conflict": 409,
     "request_too_large": 413,
     "rate_limited": 429,
     "invalid_request": 422,
@@ -146,7 +147,7 @@ class AuditRequests:
 
 def create_app(engine: Engine, audit: AuditLog | None = None) -> FastAPI:
     """The API for ``engine``. The caller owns the engine; the app records to ``audit``."""
-    from keel.api import decisions, service  # noqa: PLC0415 - routers import models lazily
+    from keel.api import decisions, reviews, service  # noqa: PLC0415 - routers import lazily
 
     app = FastAPI(
         title="Keel",
@@ -190,6 +191,7 @@ def create_app(engine: Engine, audit: AuditLog | None = None) -> FastAPI:
         return response
 
     app.include_router(decisions.router)
+    app.include_router(reviews.router)
     app.include_router(service.router)
     app.add_middleware(AuditRequests)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)

@@ -70,7 +70,9 @@ async def decide(flow: str, body: DecideRequest, principal: Caller, request: Req
     principal.require(Permission.DECIDE, flow)
     # Validation happens here, on the event loop; the decision is made in the engine's next
     # combined batch and awaited without holding a worker thread.
-    pending = engine.submit(flow, body.inputs, subject_id=body.subject_id)
+    pending = engine.submit(
+        flow, body.inputs, subject_id=body.subject_id, requested_by=principal.id
+    )
     decision = await asyncio.wrap_future(pending)
     return JSONResponse(decision.to_dict())
 
@@ -82,7 +84,10 @@ def decide_batch(flow: str, body: BatchRequest, principal: Caller, request: Requ
     engine.runtime(flow)
     principal.require(Permission.DECIDE, flow)
     decided = engine.decide_many(
-        flow, [c.inputs for c in body.cases], [c.subject_id for c in body.cases]
+        flow,
+        [c.inputs for c in body.cases],
+        [c.subject_id for c in body.cases],
+        requested_by=principal.id,
     )
     return {"decisions": [d.to_dict() for d in decided]}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,6 +32,42 @@ class WhatIfRequest(Strict):
     counterfactual: bool = Field(
         default=False, description="Also search for the smallest change that flips the action."
     )
+
+
+class ResolveRequest(Strict):
+    resolution: Literal["approve", "reject", "change"] = Field(
+        description="approve: the proposed action stands; reject: the policy's fallback "
+        "(safe) action is taken instead; change: the action and value given here."
+    )
+    reason: str = Field(min_length=1, max_length=2000, description="Why, in words (required).")
+    action: str | None = Field(default=None, description="With change: one of the actions.")
+    value: float | None = Field(default=None, description="With change: the action's value.")
+
+
+class ReviewOut(Strict):
+    decision_id: str
+    flow: str
+    decision_seq: int
+    kind: str
+    state: str
+    opened_at: str
+    due_at: str | None
+    overdue: bool = False
+    requested_by: str | None
+    proposed_action: str
+    proposed_value: float | None
+    claimed_by: str | None
+    claimed_at: str | None
+    resolved_at: str | None
+    resolution: str | None
+    final_action: str | None
+    final_value: float | None
+    reviewer: str | None
+    review_id: str | None
+
+
+class ReviewList(Strict):
+    reviews: list[ReviewOut]
 
 
 # A decision's response schema is the Decision dataclass itself (one definition).

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Table
 
@@ -29,6 +29,7 @@ from keel.policy.model import WindowLimit
 from keel.store.database import Database
 
 PRUNE_EVERY_S = 600.0
+R = TypeVar("R")
 
 
 class WindowGate:
@@ -58,9 +59,8 @@ class Pending:
     flow: str | None
     build: Callable[[WindowGate], dict[str, Any]]
     rows: tuple[tuple[Table, dict[str, Any]], ...] = ()  # written in the same transaction
-    # Rows that depend on the committed entry (an index row), also in the same transaction.
-    derive: Callable[[Entry, dict[str, Any]], dict[str, Any]] | None = None
-    derive_table: Table | None = None
+    # Rows that depend on the entry (index rows, a review task), in the same transaction.
+    derive: Callable[[Entry, dict[str, Any]], list[tuple[Table, dict[str, Any]]]] | None = None
 
 
 @dataclass
@@ -125,49 +125,62 @@ class LedgerWriter:
             self._conn = self._db.engine.connect()
         return self._conn
 
-    def _commit(self, groups: list[_Group]) -> None:
-        with self._lock:
-            self._commit_locked(groups)
+    def transact(self, work: Callable[[Connection, WindowGate], R]) -> R:
+        """Run ``work`` in one write transaction under the ledger's lock, windows in sync.
 
-    def _commit_locked(self, groups: list[_Group]) -> None:
-        results: list[tuple[_Group, list[Entry]]] = []
-        try:
-            with self._db.write(using=self._connection()) as conn:
-                now = self._clock()
-                self._sync_windows(conn, now)
-                gate = WindowGate(self._windows, now)
-                entries = append_in(conn, [i for g in groups for i in g.items], gate)
-                start = 0
-                for group in groups:
-                    results.append((group, entries[start : start + len(group.items)]))
-                    start += len(group.items)
-                if gate.rows:
-                    _many(conn, _insert_sql("guardrail_usage", UsageRow._fields), gate.rows)
-                    self._last_usage_id = _one(conn, "SELECT max(id) FROM guardrail_usage")[0]
-                self._prune(conn, now)
-        except Exception as exc:  # noqa: BLE001 - every failure must reach every waiting caller
-            # What this batch consumed in memory was never committed: rebuild from the store.
-            self._windows.clear()
-            self._last_usage_id = None
-            self._discard_connection()
-            error = (
-                exc
-                if isinstance(exc, KeelError) and not isinstance(exc, LedgerWriteError)
-                else None
-            )
-            for group in groups:
-                group.future.set_exception(
-                    error
-                    or LedgerWriteError(
-                        f"the ledger could not be written, so nothing was decided: {exc}",
-                        {"cause": type(exc).__name__},
-                    )
-                )
-            return
+        For changes that must read the store and append in one step (a review checks the
+        queue row, appends its entry and consumes guardrail windows). ``work`` appends with
+        ``append_in``; a ``KeelError`` it raises rolls everything back and reaches the
+        caller as it is; any other failure becomes ``LedgerWriteError``.
+        """
+        with self._lock:
+            try:
+                result = self._in_transaction(work)
+            except Exception as exc:
+                raise self._failed(exc) from exc
         self.batches += 1
-        for group, entries in results:
-            self.entries += len(entries)
-            group.future.set_result(entries)
+        return result
+
+    def _in_transaction(self, work: Callable[[Connection, WindowGate], R]) -> R:
+        with self._db.write(using=self._connection()) as conn:
+            now = self._clock()
+            self._sync_windows(conn, now)
+            gate = WindowGate(self._windows, now)
+            result = work(conn, gate)
+            if gate.rows:
+                _many(conn, _insert_sql("guardrail_usage", UsageRow._fields), gate.rows)
+                self._last_usage_id = _one(conn, "SELECT max(id) FROM guardrail_usage")[0]
+            self._prune(conn, now)
+        return result
+
+    def _failed(self, exc: Exception) -> KeelError:
+        # What the transaction consumed in memory was never committed: rebuild from the store.
+        self._windows.clear()
+        self._last_usage_id = None
+        self._discard_connection()
+        if isinstance(exc, KeelError) and not isinstance(exc, LedgerWriteError):
+            return exc
+        return LedgerWriteError(
+            f"the ledger could not be written, so nothing was recorded: {exc}",
+            {"cause": type(exc).__name__},
+        )
+
+    def _commit(self, groups: list[_Group]) -> None:
+        items = [i for g in groups for i in g.items]
+        with self._lock:
+            try:
+                entries = self._in_transaction(lambda conn, gate: append_in(conn, items, gate))
+            except Exception as exc:  # noqa: BLE001 - every failure must reach every caller
+                error = self._failed(exc)
+                for group in groups:
+                    group.future.set_exception(error)
+                return
+        self.batches += 1
+        start = 0
+        for group in groups:
+            self.entries += len(group.items)
+            group.future.set_result(entries[start : start + len(group.items)])
+            start += len(group.items)
 
     def _discard_connection(self) -> None:
         # After a failure the connection may be broken (a restarted server, a lost socket):
@@ -214,8 +227,9 @@ def append_in(conn: Connection, items: Sequence[Pending], gate: WindowGate) -> l
         entries.append(entry)
         for table, row in item.rows:
             extra.setdefault(table, []).append(row)
-        if item.derive is not None and item.derive_table is not None:
-            extra.setdefault(item.derive_table, []).append(item.derive(entry, body))
+        if item.derive is not None:
+            for table, row in item.derive(entry, body):
+                extra.setdefault(table, []).append(row)
     # An Entry is a tuple in the ledger table's column order.
     _many(conn, _insert_sql("ledger", Entry._fields), entries)
     for table, rows in extra.items():

@@ -7,7 +7,6 @@ key order and formatting do not change it, and any change of meaning does.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,13 +14,11 @@ from typing import Any
 
 from keel.canonical import sha256_hex
 from keel.errors import DefinitionError, Problem
-from keel.flows import NAME_RE
+from keel.flows import NAME_RE, parse_window
 from keel.yamlfile import LocatedDict, load_yaml
 
 ON_HIT = ("escalate", "fallback")
 BOUND_ON_HIT = ("clamp", "escalate", "fallback")
-_WINDOW_RE = re.compile(r"^(\d+)\s*(s|m|h|d)$")
-_WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 @dataclass(frozen=True)
@@ -104,14 +101,6 @@ class Policy:
     document: Mapping[str, Any]
     source: str = ""
     description: str = ""
-
-
-def parse_window(text: Any) -> int | None:
-    """'90s', '15m', '1h', '7d' → seconds."""
-    match = _WINDOW_RE.match(str(text).strip()) if isinstance(text, str | int) else None
-    if not match or int(match.group(1)) <= 0:
-        return None
-    return int(match.group(1)) * _WINDOW_UNITS[match.group(2)]
 
 
 def _plain(value: Any) -> Any:

@@ -120,6 +120,14 @@ class Principal:
                 return True
         return False
 
+    def role_for(self, permission: Permission, flow: str | None = None) -> Role:
+        """The role this principal acts in for ``permission`` (recorded with reviews)."""
+        for grant in self.grants:
+            if permission in ROLE_PERMISSIONS[grant.role] and grant.flow in (None, flow):
+                return grant.role
+        self.require(permission, flow)  # raises: no grant carries it
+        raise AssertionError  # pragma: no cover - require() raised
+
     def require(self, permission: Permission, flow: str | None = None) -> None:
         if not self.can(permission, flow):
             where = f" on flow '{flow}'" if flow else ""

@@ -136,3 +136,30 @@ audit_events = Table(
     Column("detail", Text, nullable=False),
     Index("ix_audit_time", "time"),
 )
+
+# The review queue: one row per decision that waits for, or received, a human's review
+# (escalations and advisory cases, opened with the decision; overrides of final decisions,
+# opened when made). The review itself is a ledger entry; this row is its index and state.
+reviews = Table(
+    "reviews",
+    metadata,
+    Column("decision_id", String(64), primary_key=True),
+    Column("flow", String(64), nullable=False),
+    Column("decision_seq", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),  # escalation | advisory | override
+    Column("state", String(16), nullable=False),  # open | claimed | resolved
+    Column("opened_at", String(32), nullable=False),
+    Column("due_at", String(32)),
+    Column("requested_by", String(256)),
+    Column("proposed_action", String(64), nullable=False),
+    Column("proposed_value", Float),
+    Column("claimed_by", String(256)),
+    Column("claimed_at", String(32)),
+    Column("resolved_at", String(32)),
+    Column("resolution", String(16)),  # approve | reject | change
+    Column("final_action", String(64)),
+    Column("final_value", Float),
+    Column("reviewer", String(256)),
+    Column("review_id", String(64)),  # the review's ledger record
+    Index("ix_reviews_flow_state", "flow", "state", "opened_at"),
+)

@@ -1,0 +1,366 @@
+"""The review queue: people approve, reject or change what the policy decided.
+
+Escalated decisions (``pending_review``) and every case of an ``advisory`` flow open a
+review in the same transaction as the decision. Reviewers list the queue, claim a case and
+resolve it with a reason, which is mandatory:
+
+- ``approve`` — the proposed action stands;
+- ``reject`` — the proposed action is not taken; the policy's fallback (its safe action)
+  is, without a value;
+- ``change`` — another of the policy's actions, with a value inside the policy's bounds.
+
+A final decision can be overridden the same way (``reject`` or ``change``). Each resolution
+is a ``review`` entry in the ledger naming the reviewer, the role they acted in and the
+reason, written with the queue row in one transaction under the ledger's lock, so two
+reviewers cannot both resolve a case. Where the flow asks for four eyes, the principal that
+requested a decision can neither claim nor resolve its review. The action a person lets
+through consumes the policy's rate and exposure windows like an automatic one; a person may
+take it past a limit (that is what escalation is for), and the entry says which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, select, update
+
+from keel.errors import ConflictError, InputError, NotFoundError
+from keel.flows import ReviewSettings
+from keel.ledger.records import Entry, iso_time, new_id
+from keel.ledger.writer import Pending, WindowGate, append_in
+from keel.policy.guardrails import segment_of
+from keel.store.schema import decisions, reviews
+
+if TYPE_CHECKING:
+    from keel.engine import Engine
+
+RESOLUTIONS = ("approve", "reject", "change")
+MAX_REASON = 2000
+STATES = ("open", "claimed", "resolved")
+
+
+@dataclass(frozen=True)
+class Reviewer:
+    """Who acts on a review, and in which role (recorded in the ledger entry)."""
+
+    id: str
+    name: str
+    role: str
+
+
+def open_review_row(
+    entry: Entry, body: Mapping[str, Any], settings: ReviewSettings, now: float
+) -> dict[str, Any]:
+    """The queue row a decision that waits for a person opens (its index, not its record)."""
+    return {
+        "decision_id": entry.record_id,
+        "flow": entry.flow,
+        "decision_seq": entry.seq,
+        "kind": "advisory" if body["status"] == "advisory" else "escalation",
+        "state": "open",
+        "opened_at": entry.recorded_at,
+        "due_at": iso_time(now + settings.deadline_s) if settings.deadline_s else None,
+        "requested_by": body.get("requested_by"),
+        "proposed_action": body["action"],
+        "proposed_value": body["value"],
+        "claimed_by": None,
+        "claimed_at": None,
+        "resolved_at": None,
+        "resolution": None,
+        "final_action": None,
+        "final_value": None,
+        "reviewer": None,
+        "review_id": None,
+    }
+
+
+def _row(conn: Connection, decision_id: str) -> dict[str, Any] | None:
+    found = conn.execute(select(reviews).where(reviews.c.decision_id == decision_id)).first()
+    return dict(found._mapping) if found else None
+
+
+class Reviews:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    # ---- reading ---------------------------------------------------------------------
+
+    def queue(
+        self,
+        flows: Sequence[str],
+        state: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Reviews of ``flows`` (those the caller may review), oldest first."""
+        if state is not None and state not in STATES:
+            raise InputError(
+                f"state must be one of {', '.join(STATES)}, got {state!r}", {"field": "state"}
+            )
+        query = select(reviews).where(reviews.c.flow.in_(list(flows)))
+        if state is not None:
+            query = query.where(reviews.c.state == state)
+        query = query.order_by(reviews.c.opened_at, reviews.c.decision_seq).limit(limit)
+        now = iso_time(self._engine.clock())
+        with self._engine.db.read() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(query)]
+        for row in rows:
+            due = row["due_at"]
+            row["overdue"] = bool(due and row["state"] != "resolved" and due < now)
+        return rows
+
+    def get(self, decision_id: str) -> dict[str, Any]:
+        with self._engine.db.read() as conn:
+            row = _row(conn, decision_id)
+        if row is None:
+            raise NotFoundError(
+                f"decision '{decision_id}' has no review", {"decision_id": decision_id}
+            )
+        return row
+
+    # ---- acting ----------------------------------------------------------------------
+
+    def claim(self, decision_id: str, reviewer: Reviewer) -> dict[str, Any]:
+        """Take an open review; claiming one's own claim again is harmless."""
+
+        def work(conn: Connection, gate: WindowGate) -> dict[str, Any]:
+            row = self._waiting(conn, decision_id, reviewer)
+            if row["state"] == "claimed":
+                if row["claimed_by"] == reviewer.id:
+                    return row
+                raise ConflictError(
+                    f"review of '{decision_id}' is claimed by {row['claimed_by']} "
+                    f"since {row['claimed_at']}",
+                    {"decision_id": decision_id, "claimed_by": row["claimed_by"]},
+                )
+            at = iso_time(gate.now)
+            conn.execute(
+                update(reviews)
+                .where(reviews.c.decision_id == decision_id)
+                .values(state="claimed", claimed_by=reviewer.id, claimed_at=at)
+            )
+            return {**row, "state": "claimed", "claimed_by": reviewer.id, "claimed_at": at}
+
+        return self._engine.writer.transact(work)
+
+    def resolve(
+        self,
+        decision_id: str,
+        reviewer: Reviewer,
+        resolution: str,
+        reason: str,
+        action: str | None = None,
+        value: float | None = None,
+    ) -> dict[str, Any]:
+        """Resolve an open or claimed review; returns the review's ledger record body."""
+        reason = _reason(reason)
+
+        def work(conn: Connection, gate: WindowGate) -> dict[str, Any]:
+            row = self._waiting(conn, decision_id, reviewer)
+            if row["state"] == "claimed" and row["claimed_by"] != reviewer.id:
+                raise ConflictError(
+                    f"review of '{decision_id}' is claimed by {row['claimed_by']}; "
+                    "only they can resolve it",
+                    {"decision_id": decision_id, "claimed_by": row["claimed_by"]},
+                )
+            return self._record(conn, gate, row, reviewer, resolution, reason, action, value)
+
+        return self._engine.writer.transact(work)
+
+    def override(
+        self,
+        decision_id: str,
+        reviewer: Reviewer,
+        resolution: str,
+        reason: str,
+        action: str | None = None,
+        value: float | None = None,
+    ) -> dict[str, Any]:
+        """Override a final decision (reject or change), as a review of its own."""
+        reason = _reason(reason)
+        if resolution == "approve":
+            raise InputError(
+                "a final decision stands already: override it with reject or change",
+                {"field": "resolution"},
+            )
+
+        def work(conn: Connection, gate: WindowGate) -> dict[str, Any]:
+            if _row(conn, decision_id) is not None:
+                raise ConflictError(
+                    f"decision '{decision_id}' has a review already; resolve or read that",
+                    {"decision_id": decision_id},
+                )
+            found = conn.execute(select(decisions).where(decisions.c.id == decision_id)).first()
+            if found is None:
+                raise NotFoundError(
+                    f"no decision with id '{decision_id}'", {"decision_id": decision_id}
+                )
+            index = found._mapping
+            if index["status"] != "final":
+                raise ConflictError(
+                    f"decision '{decision_id}' is {index['status']}, not final: "
+                    "only final decisions are overridden",
+                    {"decision_id": decision_id, "status": index["status"]},
+                )
+            entry = self._engine.entry(decision_id)
+            row = {
+                **open_review_row(entry, entry.body, ReviewSettings(), 0.0),
+                "kind": "override",
+                "opened_at": iso_time(gate.now),
+            }
+            conn.execute(reviews.insert().values(**row))
+            return self._record(conn, gate, row, reviewer, resolution, reason, action, value)
+
+        return self._engine.writer.transact(work)
+
+    # ---- inside the transaction --------------------------------------------------------
+
+    def _waiting(self, conn: Connection, decision_id: str, reviewer: Reviewer) -> dict[str, Any]:
+        row = _row(conn, decision_id)
+        if row is None:
+            raise NotFoundError(
+                f"decision '{decision_id}' has no review waiting (unknown, or decided without one)",
+                {"decision_id": decision_id},
+            )
+        if row["state"] == "resolved":
+            raise ConflictError(
+                f"review of '{decision_id}' was resolved at {row['resolved_at']} by "
+                f"{row['reviewer']} ({row['resolution']})",
+                {"decision_id": decision_id, "resolution": row["resolution"]},
+            )
+        settings = self._engine.runtime(row["flow"]).flow.review
+        if settings.four_eyes and row["requested_by"] == reviewer.id:
+            raise ConflictError(
+                f"flow '{row['flow']}' requires four eyes: {reviewer.id} requested this "
+                "decision and cannot review it",
+                {"decision_id": decision_id, "flow": row["flow"]},
+            )
+        return row
+
+    def _record(
+        self,
+        conn: Connection,
+        gate: WindowGate,
+        row: dict[str, Any],
+        reviewer: Reviewer,
+        resolution: str,
+        reason: str,
+        action: str | None,
+        value: float | None,
+    ) -> dict[str, Any]:
+        runtime = self._engine.runtime(row["flow"])
+        policy = runtime.policy.policy
+        final_action, final_value = _outcome(
+            policy, resolution, row["proposed_action"], row["proposed_value"], action, value
+        )
+        decision_id = row["decision_id"]
+        inputs = self._engine.restored_inputs(decision_id, self._engine.entry(decision_id).body)
+        consumed, exceeded = [], []
+        for limit in policy.guardrails.windows:
+            if limit.action != final_action:
+                continue
+            segment = segment_of(limit, inputs)
+            ok, _used = gate.check(runtime.flow.name, limit, segment, final_value or 0.0)
+            if not ok:
+                exceeded.append(limit.name)
+                self._engine.metrics.guardrail_hits.labels(
+                    runtime.flow.name, limit.name, "review"
+                ).inc()
+            gate.consume(runtime.flow.name, limit, segment, final_value or 0.0)
+            consumed.append(limit.name)
+        now = iso_time(gate.now)
+        body = {
+            "decision": decision_id,
+            "decision_seq": row["decision_seq"],
+            "kind": row["kind"],
+            "resolution": resolution,
+            "proposed": {"action": row["proposed_action"], "value": row["proposed_value"]},
+            "action": final_action,
+            "value": final_value,
+            "reason": reason,
+            "reviewer": {"id": reviewer.id, "name": reviewer.name, "role": reviewer.role},
+            "requested_by": row["requested_by"],
+            "opened_at": row["opened_at"],
+            "due_at": row["due_at"],
+            "late": bool(row["due_at"] and row["due_at"] < now),
+            "windows": {"consumed": consumed, "exceeded": exceeded},
+        }
+        review_id = new_id("rev", gate.now)
+        append_in(conn, [Pending("review", review_id, runtime.flow.name, lambda _g: body)], gate)
+        conn.execute(
+            update(reviews)
+            .where(reviews.c.decision_id == decision_id)
+            .values(
+                state="resolved",
+                resolved_at=now,
+                resolution=resolution,
+                final_action=final_action,
+                final_value=final_value,
+                reviewer=reviewer.id,
+                review_id=review_id,
+            )
+        )
+        self._engine.metrics.reviews.labels(runtime.flow.name, row["kind"], resolution).inc()
+        return {"id": review_id, **body}
+
+
+def _reason(reason: str) -> str:
+    text = reason.strip() if isinstance(reason, str) else ""
+    if not text:
+        raise InputError("a review needs a reason, in words", {"field": "reason"})
+    if len(text) > MAX_REASON:
+        raise InputError(
+            f"a review's reason is at most {MAX_REASON} characters", {"field": "reason"}
+        )
+    return text
+
+
+def _outcome(
+    policy: Any,
+    resolution: str,
+    proposed_action: str,
+    proposed_value: float | None,
+    action: str | None,
+    value: float | None,
+) -> tuple[str, float | None]:
+    """The action and value a resolution leaves in force, or ``InputError`` naming why not."""
+    if resolution not in RESOLUTIONS:
+        raise InputError(
+            f"resolution must be one of {', '.join(RESOLUTIONS)}, got {resolution!r}",
+            {"field": "resolution"},
+        )
+    if resolution != "change":
+        if action is not None or value is not None:
+            raise InputError(
+                f"'{resolution}' takes no action or value; use 'change' to set them",
+                {"field": "action" if action is not None else "value"},
+            )
+        if resolution == "approve":
+            return proposed_action, proposed_value
+        return policy.fallback.action, None
+    if action is None:
+        raise InputError("'change' needs the action to take", {"field": "action"})
+    if action not in policy.actions:
+        raise InputError(
+            f"unknown action '{action}' (policy {policy.name}: {', '.join(policy.actions)})",
+            {"field": "action"},
+        )
+    for bound in policy.guardrails.bounds:
+        if bound.action != action:
+            continue
+        if value is None:
+            raise InputError(f"'{action}' needs a value", {"field": "value"})
+        low, high = bound.minimum, bound.maximum
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise InputError(
+                f"value {value:g} for '{action}' is outside the policy's bounds "
+                f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]",
+                {"field": "value"},
+            )
+    if action == proposed_action and value == proposed_value:
+        raise InputError(
+            "'change' must change the action or its value; use 'approve' to keep them",
+            {"field": "action"},
+        )
+    return action, value

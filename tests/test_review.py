@@ -1,0 +1,150 @@
+"""The review queue: escalations and advisory cases wait for a person, who resolves them
+with a reason; overrides of final decisions; four eyes; windows; the ledger records all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keel import open_engine
+from keel.engine import Engine
+from keel.errors import ConflictError, InputError, NotFoundError
+from keel.review import Reviewer
+from tests.conftest import LOW_RISK, replace_in, run_sql
+
+FLOW = "credit_limit"
+SHORT_HISTORY = {**LOW_RISK, "credit_history_years": 0.5}  # approve, to be confirmed
+ANNA = Reviewer("key:anna0001", "Anna", "reviewer")
+BEN = Reviewer("key:ben00002", "Ben", "owner")
+
+
+def test_an_escalation_waits_in_the_queue_and_its_resolution_is_in_the_ledger(
+    engine: Engine,
+) -> None:
+    final = engine.decide(FLOW, LOW_RISK)
+    pending = engine.decide(FLOW, SHORT_HISTORY, subject_id="c-7", requested_by="key:svc")
+    assert pending.status == "pending_review"
+    queue = engine.reviews.queue([FLOW])
+    assert [r["decision_id"] for r in queue] == [pending.id]  # the final one never queues
+    row = queue[0]
+    assert row["state"] == "open" and row["kind"] == "escalation"
+    assert row["requested_by"] == "key:svc" and row["proposed_action"] == pending.action
+    assert engine.reviews.claim(pending.id, ANNA)["claimed_by"] == ANNA.id
+    assert engine.reviews.claim(pending.id, ANNA)["state"] == "claimed"  # again: harmless
+    with pytest.raises(ConflictError, match="claimed by key:anna0001"):
+        engine.reviews.resolve(pending.id, BEN, "approve", "looks fine")
+    review = engine.reviews.resolve(pending.id, ANNA, "approve", "Income verified by phone.")
+    assert review["action"] == pending.action and review["value"] == pending.value
+    assert review["reviewer"] == {"id": ANNA.id, "name": "Anna", "role": "reviewer"}
+    entry = engine.entry(review["id"])
+    assert entry.kind == "review" and entry.body["decision"] == pending.id
+    assert entry.body["reason"] == "Income verified by phone."
+    assert engine.reviews.get(pending.id)["state"] == "resolved"
+    assert engine.reviews.queue([FLOW], "open") == []
+    with pytest.raises(ConflictError, match=r"was resolved at .* by key:anna0001 \(approve\)"):
+        engine.reviews.resolve(pending.id, ANNA, "reject", "second thoughts")
+    with pytest.raises(NotFoundError, match="has no review waiting"):
+        engine.reviews.resolve(final.id, ANNA, "approve", "nothing to review")
+    report = engine.verify()
+    assert report.ok and report.entries == 4  # policy, two decisions, one review
+
+
+def test_reject_takes_the_safe_action_and_change_stays_inside_the_policy(
+    engine: Engine,
+) -> None:
+    one = engine.decide(FLOW, SHORT_HISTORY)
+    two = engine.decide(FLOW, SHORT_HISTORY)
+    rejected = engine.reviews.resolve(one.id, ANNA, "reject", "Documents missing.")
+    assert rejected["action"] == "refer" and rejected["value"] is None  # the fallback
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"resolution": "change", "reason": "x"}, "needs the action"),
+        ({"resolution": "change", "reason": "x", "action": "teleport"}, "unknown action"),
+        ({"resolution": "change", "reason": "x", "action": "approve"}, "needs a value"),
+        (
+            {"resolution": "change", "reason": "x", "action": "approve", "value": 10**9},
+            "outside the policy's bounds",
+        ),
+        ({"resolution": "approve", "reason": "  "}, "needs a reason"),
+        ({"resolution": "approve", "reason": "x", "action": "decline"}, "takes no action"),
+        ({"resolution": "maybe", "reason": "x"}, "resolution must be one of"),
+    ]
+    for arguments, message in bad:
+        with pytest.raises(InputError, match=message):
+            engine.reviews.resolve(two.id, ANNA, **arguments)
+    assert engine.reviews.get(two.id)["state"] == "open"  # refusals changed nothing
+    changed = engine.reviews.resolve(
+        two.id, ANNA, "change", "Lower limit to start.", action="approve", value=800.0
+    )
+    assert (changed["action"], changed["value"]) == ("approve", 800.0)
+    assert engine.verify().ok
+
+
+def test_overrides_of_final_decisions_are_reviews(engine: Engine) -> None:
+    final = engine.decide(FLOW, LOW_RISK)
+    with pytest.raises(InputError, match="override it with reject or change"):
+        engine.reviews.override(final.id, BEN, "approve", "fine")
+    review = engine.reviews.override(
+        final.id, BEN, "change", "Customer asked for less.", action="approve", value=2000.0
+    )
+    assert review["kind"] == "override" and review["proposed"]["action"] == "approve"
+    assert engine.reviews.get(final.id)["final_value"] == 2000.0
+    with pytest.raises(ConflictError, match="has a review already"):
+        engine.reviews.override(final.id, BEN, "reject", "again")
+    pending = engine.decide(FLOW, SHORT_HISTORY)
+    with pytest.raises(ConflictError, match="has a review already"):
+        engine.reviews.override(pending.id, BEN, "reject", "not final")
+    with pytest.raises(NotFoundError):
+        engine.reviews.override("dec_unknown", BEN, "reject", "who?")
+
+
+def test_four_eyes_keeps_the_requester_from_reviewing(project: Path, env: dict[str, str]) -> None:
+    flow_file = project / "flows" / "credit_limit.yaml"
+    flow_file.write_text(flow_file.read_text() + "review:\n  deadline: 4h\n  four_eyes: true\n")
+    with open_engine(project, environ=env) as engine:
+        pending = engine.decide(FLOW, SHORT_HISTORY, requested_by=ANNA.id)
+        row = engine.reviews.get(pending.id)
+        assert row["due_at"] > row["opened_at"]
+        for act in (
+            lambda: engine.reviews.claim(pending.id, ANNA),
+            lambda: engine.reviews.resolve(pending.id, ANNA, "approve", "mine"),
+        ):
+            with pytest.raises(ConflictError, match="requires four eyes"):
+                act()
+        assert engine.reviews.resolve(pending.id, BEN, "approve", "checked")["late"] is False
+
+
+def test_bad_review_settings_are_named(project: Path, env: dict[str, str]) -> None:
+    from keel.errors import DefinitionError
+
+    flow_file = project / "flows" / "credit_limit.yaml"
+    flow_file.write_text(
+        flow_file.read_text() + "review:\n  deadline: soon\n  four_eyes: 2\n  budget: 5\n"
+    )
+    with pytest.raises(DefinitionError) as raised:
+        open_engine(project, environ=env)
+    message = str(raised.value)
+    assert "'deadline' must look like 30m" in message and "'four_eyes' must be true" in message
+    assert "unknown key 'budget' in review" in message
+
+
+def test_an_approval_consumes_the_window_and_may_pass_its_limit(
+    project: Path, env: dict[str, str], db_url: str
+) -> None:
+    replace_in(
+        project / "policies/credit_limit.yaml",
+        "      max: 200\n      window: 1h",
+        "      max: 1\n      window: 1h",
+    )
+    with open_engine(project, environ=env) as engine:
+        first = engine.decide(FLOW, SHORT_HISTORY)
+        second = engine.decide(FLOW, SHORT_HISTORY)
+        assert engine.decide(FLOW, LOW_RISK).status == "final"  # takes the one slot
+        one = engine.reviews.resolve(first.id, ANNA, "approve", "ok")
+        assert one["windows"]["consumed"] and one["windows"]["exceeded"]
+        usage = run_sql(db_url, "select count(*) from guardrail_usage")[0][0]
+        assert usage >= 2  # the automatic approval and the human one both count
+        assert engine.decide(FLOW, LOW_RISK).status == "pending_review"  # the limit holds
+        rejected = engine.reviews.resolve(second.id, ANNA, "reject", "no")
+        assert rejected["windows"] == {"consumed": [], "exceeded": []}  # refer has no limit
