@@ -210,7 +210,9 @@ class Reviews:
                 "opened_at": iso_time(gate.now),
             }
             conn.execute(reviews.insert().values(**row))
-            return self._record(conn, gate, row, reviewer, resolution, reason, action, value)
+            return self._record(
+                conn, gate, row, reviewer, resolution, reason, action, value, entry.body
+            )
 
         return self._engine.writer.transact(work)
 
@@ -248,6 +250,7 @@ class Reviews:
         reason: str,
         action: str | None,
         value: float | None,
+        decision_body: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         runtime = self._engine.runtime(row["flow"])
         policy = runtime.policy.policy
@@ -255,11 +258,14 @@ class Reviews:
             policy, resolution, row["proposed_action"], row["proposed_value"], action, value
         )
         decision_id = row["decision_id"]
-        inputs = self._engine.restored_inputs(decision_id, self._engine.entry(decision_id).body)
+        limits = [w for w in policy.guardrails.windows if w.action == final_action]
+        inputs: Mapping[str, Any] = {}
+        if limits:  # segments may be cut by inputs: read them back only when needed
+            if decision_body is None:
+                decision_body = self._engine.entry(decision_id).body
+            inputs = self._engine.restored_inputs(decision_id, decision_body)
         consumed, exceeded = [], []
-        for limit in policy.guardrails.windows:
-            if limit.action != final_action:
-                continue
+        for limit in limits:
             segment = segment_of(limit, inputs)
             ok, _used = gate.check(runtime.flow.name, limit, segment, final_value or 0.0)
             if not ok:

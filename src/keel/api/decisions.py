@@ -53,6 +53,18 @@ def _instant(name: str, text: str | None) -> str | None:
     return iso_time(moment.timestamp())
 
 
+def flows_for(
+    engine: Engine, principal: Principal, permission: Permission, flow: str | None
+) -> list[str]:
+    """The flows a list covers: the one asked for (403 without the permission on it), or
+    every flow on which the caller has the permission."""
+    if flow is None:
+        return principal.flows_with(permission, engine.flows)
+    engine.runtime(flow)
+    principal.require(permission, flow)
+    return [flow]
+
+
 def _readable(engine: Engine, principal: Principal, decision_id: str) -> str:
     """The decision's flow, if the caller may read it; otherwise it does not exist for them."""
     flow = engine.flow_of(decision_id)
@@ -107,14 +119,8 @@ def list_decisions(
 ) -> Any:
     """Decisions the caller may read, newest first, filtered; page with before_seq."""
     engine = _engine(request)
-    if flow is not None:
-        engine.runtime(flow)
-        principal.require(Permission.READ_DECISIONS, flow)
-        flows = [flow]
-    else:
-        flows = principal.flows_with(Permission.READ_DECISIONS, engine.flows)
     rows = engine.list_decisions(
-        flows,
+        flows_for(engine, principal, Permission.READ_DECISIONS, flow),
         since=_instant("since", since),
         until=_instant("until", until),
         action=action,

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from keel.api.auth import current_principal
-from keel.api.decisions import ERRORS
+from keel.api.decisions import ERRORS, flows_for
 from keel.api.models import ResolveRequest, ReviewList, ReviewOut
 from keel.engine import Engine
 from keel.errors import NotFoundError
@@ -46,12 +46,7 @@ def list_reviews(
 ) -> Any:
     """The queue of the flows the caller reviews, oldest first; overdue ones are marked."""
     engine = _engine(request)
-    if flow is not None:
-        engine.runtime(flow)
-        principal.require(Permission.REVIEW, flow)
-        flows = [flow]
-    else:
-        flows = principal.flows_with(Permission.REVIEW, engine.flows)
+    flows = flows_for(engine, principal, Permission.REVIEW, flow)
     return {"reviews": engine.reviews.queue(flows, state, limit)}
 
 

@@ -134,44 +134,47 @@ class LedgerWriter:
         caller as it is; any other failure becomes ``LedgerWriteError``.
         """
         with self._lock:
-            try:
-                result = self._in_transaction(work)
-            except Exception as exc:
-                raise self._failed(exc) from exc
+            result = self._in_transaction(work)
         self.batches += 1
         return result
 
     def _in_transaction(self, work: Callable[[Connection, WindowGate], R]) -> R:
-        with self._db.write(using=self._connection()) as conn:
-            now = self._clock()
-            self._sync_windows(conn, now)
-            gate = WindowGate(self._windows, now)
-            result = work(conn, gate)
-            if gate.rows:
-                _many(conn, _insert_sql("guardrail_usage", UsageRow._fields), gate.rows)
-                self._last_usage_id = _one(conn, "SELECT max(id) FROM guardrail_usage")[0]
-            self._prune(conn, now)
+        """Run ``work``; on failure raise the ``KeelError`` the caller should see."""
+        gate: WindowGate | None = None
+        try:
+            with self._db.write(using=self._connection()) as conn:
+                now = self._clock()
+                self._sync_windows(conn, now)
+                gate = WindowGate(self._windows, now)
+                result = work(conn, gate)
+                if gate.rows:
+                    _many(conn, _insert_sql("guardrail_usage", UsageRow._fields), gate.rows)
+                    self._last_usage_id = _one(conn, "SELECT max(id) FROM guardrail_usage")[0]
+                self._prune(conn, now)
+        except Exception as exc:
+            # A KeelError from the work is a refusal (a resolved review, a bad value): the
+            # transaction rolled back and the connection is sound. Anything else may have
+            # broken the connection: the next transaction opens a fresh one.
+            refused = isinstance(exc, KeelError) and not isinstance(exc, LedgerWriteError)
+            if not refused or gate is None or gate.rows:
+                # What was consumed in memory was never committed: rebuild from the store.
+                self._windows.clear()
+                self._last_usage_id = None
+            if refused:
+                raise
+            self._discard_connection()
+            raise LedgerWriteError(
+                f"the ledger could not be written, so nothing was recorded: {exc}",
+                {"cause": type(exc).__name__},
+            ) from exc
         return result
-
-    def _failed(self, exc: Exception) -> KeelError:
-        # What the transaction consumed in memory was never committed: rebuild from the store.
-        self._windows.clear()
-        self._last_usage_id = None
-        self._discard_connection()
-        if isinstance(exc, KeelError) and not isinstance(exc, LedgerWriteError):
-            return exc
-        return LedgerWriteError(
-            f"the ledger could not be written, so nothing was recorded: {exc}",
-            {"cause": type(exc).__name__},
-        )
 
     def _commit(self, groups: list[_Group]) -> None:
         items = [i for g in groups for i in g.items]
         with self._lock:
             try:
                 entries = self._in_transaction(lambda conn, gate: append_in(conn, items, gate))
-            except Exception as exc:  # noqa: BLE001 - every failure must reach every caller
-                error = self._failed(exc)
+            except KeelError as error:  # every failure reaches every waiting caller
                 for group in groups:
                     group.future.set_exception(error)
                 return
