@@ -141,9 +141,44 @@ def test_every_setting_is_documented() -> None:
         "models": config._MODEL_KEYS,
         "oidc": config._OIDC_KEYS,
         "api": config._API_KEYS,
+        "reviews": config._REVIEWS_KEYS,
     }
     keys = set(config._KNOWN_KEYS) - set(sections)
     keys |= {f"{name}.{k}" for name, section in sections.items() for k in section}
     keys |= {config.ENV_DATABASE_URL, config.ENV_KEYS_DIR}
     for key in sorted(keys):
         assert f"`{key}`" in readme, key
+
+
+def test_review_queue_from_the_command_line(project: Path, tmp_path: Path) -> None:
+    case = json.loads((project / "examples" / "low_risk.json").read_text())
+    case["credit_history_years"] = 0.5  # approve, to be confirmed by a person
+    source = tmp_path / "case.json"
+    source.write_text(json.dumps(case))
+    ids = []
+    for _ in range(2):
+        code, out, err = keel("decide", "credit_limit", "-i", f"@{source}", "-p", str(project))
+        assert code == 0, err
+        ids.append(json.loads(out)["id"])
+    code, out, err = keel("review", "list", "--state", "open", "-p", str(project))
+    assert code == 0 and all(i in out for i in ids) and "2 reviews" in err
+    code, out, _ = keel("review", "claim", ids[0], "-p", str(project))
+    assert code == 0 and json.loads(out)["claimed_by"].startswith("cli:")
+    code, _, err = keel("review", "resolve", ids[0], "approve", "-p", str(project))
+    assert code == 2 and "--reason" in err  # a reason is required
+    code, _, err = keel("review", "resolve", ids[0], "change", "-r", "x", "-p", str(project))
+    assert code == 2 and "'change' needs the action to take" in err
+    code, out, _ = keel(
+        "review", "resolve", ids[0], "change", "--action", "approve", "--value", "900",
+        "-r", "Start lower.", "-p", str(project),
+    )  # fmt: skip
+    review = json.loads(out)
+    assert code == 0 and review["value"] == 900.0 and review["reviewer"]["role"] == "admin"
+    code, out, _ = keel("review", "resolve", ids[1], "reject", "-r", "No.", "-p", str(project))
+    assert code == 0 and json.loads(out)["action"] == "refer"
+    code, out, _ = keel("review", "list", "--json", "-p", str(project))
+    assert [r["state"] for r in json.loads(out)] == ["resolved", "resolved"]
+    code, _, err = keel("review", "list", "--flow", "nope", "-p", str(project))
+    assert code == 2 and "unknown flow 'nope'" in err
+    code, _, err = keel("review", "sweep", "-p", str(project))
+    assert code == 0 and "0 deadline breaches recorded" in err

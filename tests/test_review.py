@@ -148,3 +148,85 @@ def test_an_approval_consumes_the_window_and_may_pass_its_limit(
         assert engine.decide(FLOW, LOW_RISK).status == "pending_review"  # the limit holds
         rejected = engine.reviews.resolve(second.id, ANNA, "reject", "no")
         assert rejected["windows"] == {"consumed": [], "exceeded": []}  # refer has no limit
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _review_section(project: Path, text: str) -> None:
+    flow_file = project / "flows" / "credit_limit.yaml"
+    flow_file.write_text(flow_file.read_text() + text)
+
+
+def test_deadline_breaches_are_recorded_once(project: Path, env: dict[str, str]) -> None:
+    _review_section(project, "review:\n  deadline: 1h\n")
+    clock = Clock()
+    with open_engine(project, environ=env, clock=clock) as engine:
+        late = engine.decide(FLOW, SHORT_HISTORY)
+        settled = engine.decide(FLOW, SHORT_HISTORY)
+        engine.reviews.resolve(settled.id, ANNA, "approve", "on time")
+        clock.now += 1800
+        assert engine.reviews.sweep() == []  # not due yet
+        clock.now += 3600
+        assert engine.reviews.queue([FLOW], "open")[0]["overdue"] is True
+        breaches = engine.reviews.sweep()
+        assert [b["decision"] for b in breaches] == [late.id]  # the resolved one is not late
+        assert engine.reviews.sweep() == []  # recorded once
+        entry = engine.entries(1, kind="review_breached")[0]
+        assert entry.body["decision"] == late.id and entry.body["due_at"] < entry.recorded_at
+        assert engine.reviews.get(late.id)["breached_at"] == entry.body["noticed_at"]
+        counted = engine.metrics.review_breaches.labels(FLOW, "escalation")._value.get()
+        assert counted == 1
+        assert engine.reviews.resolve(late.id, ANNA, "approve", "finally")["late"] is True
+        assert engine.verify().ok
+
+
+@pytest.mark.parametrize(("mode", "status"), [("fallback", "final"), ("pause", "deferred")])
+def test_saturated_reviewers_get_no_more_cases(
+    project: Path, env: dict[str, str], mode: str, status: str
+) -> None:
+    _review_section(
+        project, f"review:\n  capacity: {{max_reviews: 2, per: 1h, when_saturated: {mode}}}\n"
+    )
+    clock = Clock()
+    with open_engine(project, environ=env, clock=clock) as engine:
+        first, second, third = (engine.decide(FLOW, SHORT_HISTORY) for _ in range(3))
+        assert [first.status, second.status] == ["pending_review", "pending_review"]
+        assert third.status == status and third.action == "refer" and third.value is None
+        assert third.fallback is not None and third.fallback.startswith("review_capacity: 2 ")
+        assert [h["name"] for h in third.guardrail_hits] == ["review_capacity"]
+        assert len(engine.reviews.queue([FLOW])) == 2  # the third opened no review
+        assert engine.metrics.fallbacks.labels(FLOW, "review_capacity")._value.get() == 1
+        assert engine.decide(FLOW, LOW_RISK).status == "final"  # no review, no budget spent
+        clock.now += 3601  # the window slides: capacity is back
+        assert engine.decide(FLOW, SHORT_HISTORY).status == "pending_review"
+    with open_engine(project, environ=env, clock=clock) as engine:  # usage survives restarts
+        assert engine.decide(FLOW, SHORT_HISTORY).status == "pending_review"
+        assert engine.decide(FLOW, SHORT_HISTORY).status == status
+        assert "deferred" not in engine.explain(first.id)["why"]
+
+
+def test_bad_capacity_settings_are_named(project: Path, env: dict[str, str]) -> None:
+    from keel.errors import DefinitionError
+
+    _review_section(
+        project,
+        "review:\n  capacity: {max_reviews: 0, per: weekly, when_saturated: panic, size: 3}\n",
+    )
+    with pytest.raises(DefinitionError) as raised:
+        open_engine(project, environ=env)
+    message = str(raised.value)
+    for expected in (
+        "'max_reviews' must be a whole number of at least 1, got 0",
+        "'per' must look like 30m, 8h or 1d, got 'weekly'",
+        "'when_saturated' must be one of fallback, pause, got 'panic'",
+        "unknown key 'size' in capacity",
+    ):
+        assert expected in message

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -138,6 +139,10 @@ def test_serve_answers_over_http(project: Path) -> None:
             str(project),
         ],
     ).stdout.strip()
+    with (project / "keel.yaml").open("a") as settings:
+        settings.write("reviews: {sweep_s: 1}\n")  # the server records breaches every second
+    with (project / "flows" / "credit_limit.yaml").open("a") as flow:
+        flow.write("review: {deadline: 1s}\n")
     port = free_port()
     sink = project / "audit.jsonl"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -161,6 +166,21 @@ def test_serve_answers_over_http(project: Path) -> None:
         )
         assert response.status_code == 200, response.text
         assert httpx.get(f"{base}/v1/flows").status_code == 401
+        waiting = {**LOW_RISK, "credit_history_years": 0.5}
+        response = httpx.post(
+            f"{base}/v1/flows/credit_limit/decisions", json={"inputs": waiting}, headers=headers
+        )
+        assert response.json()["status"] == "pending_review"
+        for _ in range(100):  # the server's own sweep records the breach
+            with sqlite3.connect(project / "keel.db") as conn:
+                found = conn.execute(
+                    "select record_id from ledger where kind = 'review_breached'"
+                ).fetchall()
+            if found:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("no deadline breach recorded by the server")
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -24,11 +24,22 @@ DEFAULT_MODEL_TIMEOUT_MS = 1000
 ENV_DATABASE_URL = "KEEL_DATABASE_URL"
 ENV_KEYS_DIR = "KEEL_KEYS_DIR"
 
-_KNOWN_KEYS = {"name", "database_url", "keys_dir", "ledger", "models", "oidc", "api"}
+_KNOWN_KEYS = {
+    "name",
+    "database_url",
+    "keys_dir",
+    "ledger",
+    "models",
+    "oidc",
+    "api",
+    "reviews",
+}
 _LEDGER_KEYS = {"max_batch"}
 _MODEL_KEYS = {"default_timeout_ms"}
 _OIDC_KEYS = {"issuer", "audience", "jwks_url", "jwks_file", "roles_claim", "leeway_s"}
 _API_KEYS = {"rate_per_s", "burst"}
+_REVIEWS_KEYS = {"sweep_s"}
+DEFAULT_REVIEW_SWEEP_S = 60
 DEFAULT_ROLES_CLAIM = "keel_roles"
 DEFAULT_JWT_LEEWAY_S = 30
 DEFAULT_RATE_PER_S = 200
@@ -60,6 +71,7 @@ class Settings:
     oidc: OidcSettings | None = None
     rate_per_s: int = DEFAULT_RATE_PER_S  # per principal, token bucket
     burst: int = DEFAULT_BURST
+    review_sweep_s: int = DEFAULT_REVIEW_SWEEP_S  # how often a server records deadline breaches
 
     @property
     def flows_dir(self) -> Path:
@@ -149,6 +161,7 @@ def load_settings(project_dir: str | Path, environ: Mapping[str, str] | None = N
     ledger = _section(raw, "ledger", _LEDGER_KEYS, path)
     models = _section(raw, "models", _MODEL_KEYS, path)
     api = _section(raw, "api", _API_KEYS, path)
+    review = _section(raw, "reviews", _REVIEWS_KEYS, path)
     oidc = _oidc(_section(raw, "oidc", _OIDC_KEYS, path), root, path) if raw.get("oidc") else None
     return Settings(
         project_dir=root,
@@ -162,6 +175,7 @@ def load_settings(project_dir: str | Path, environ: Mapping[str, str] | None = N
         oidc=oidc,
         rate_per_s=_positive_int(api, "rate_per_s", "api", DEFAULT_RATE_PER_S),
         burst=_positive_int(api, "burst", "api", DEFAULT_BURST),
+        review_sweep_s=_positive_int(review, "sweep_s", "reviews", DEFAULT_REVIEW_SWEEP_S),
     )
 
 

@@ -31,6 +31,10 @@ class Status:
     PENDING_REVIEW = "pending_review"
     ADVISORY = "advisory"
     SHADOW = "shadow"
+    DEFERRED = "deferred"  # reviewers saturated and the flow pauses: nothing acted on
+
+
+WAITING = (Status.PENDING_REVIEW, Status.ADVISORY)  # statuses that open a review
 
 
 @dataclass
@@ -123,6 +127,7 @@ class Draft:
         action, value, reason, owner = self.action, self.value, self.reason, self.rule
         hits = list(self.hits)
         checked = list(self.checked)
+        fallback = self.fallback
         if status == Status.FINAL:
             limits = [w for w in policy.guardrails.windows if w.action == action]
             breached = None
@@ -154,6 +159,23 @@ class Draft:
             else:
                 for limit in limits:
                     gate.consume(flow.name, limit, segment_of(limit, self.inputs), value or 0.0)
+        capacity = flow.review.capacity
+        if status in WAITING and capacity is not None:
+            checked.append("review_capacity")
+            ok, used = gate.check(flow.name, capacity.limit, "*", 0.0)
+            if ok:
+                gate.consume(flow.name, capacity.limit, "*", 0.0)
+            else:
+                detail = (
+                    f"{used:,.0f} reviews opened in the last {capacity.period_s:,} s; "
+                    f"capacity {capacity.max_reviews:,}"
+                )
+                mode = capacity.when_saturated
+                hits.append(GuardrailHit("review_capacity", "review_capacity", mode, detail))
+                action, value, owner = policy.fallback.action, None, "fallback"
+                reason = self.runtime.policy.evaluate_fallback_reason(self.inputs)
+                status = Status.FINAL if mode == "fallback" else Status.DEFERRED
+                fallback = f"review_capacity: {detail}"
         self.result = {
             "action": action,
             "value": value,
@@ -183,7 +205,7 @@ class Draft:
             "value": value,
             "status": status,
             "reason": record_reason,
-            "fallback": self.fallback,
+            "fallback": fallback,
             "guardrails": {"checked": checked, "hits": [h.to_dict() for h in hits]},
             "trace": self.evaluation.trace,
             "timings": {

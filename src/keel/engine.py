@@ -15,7 +15,15 @@ from sqlalchemy import Table, select
 from keel.canonical import canonical_json
 from keel.combine import Combiner
 from keel.config import Settings, load_settings
-from keel.decide import Draft, FlowRuntime, Status, draft, masked_view, settle_status
+from keel.decide import (
+    WAITING,
+    Draft,
+    FlowRuntime,
+    Status,
+    draft,
+    masked_view,
+    settle_status,
+)
 from keel.decision import Decision, decision_from
 from keel.errors import InputError, KeelError, LedgerWriteError, NotFoundError
 from keel.explain.attributions import Attributions, attribute
@@ -87,6 +95,11 @@ class Engine:
     def _max_window_s(self) -> int:
         windows = [
             w.window_s for rt in self.flows.values() for w in rt.policy.policy.guardrails.windows
+        ]
+        windows += [
+            rt.flow.review.capacity.period_s
+            for rt in self.flows.values()
+            if rt.flow.review.capacity is not None
         ]
         return max(windows, default=1)
 
@@ -218,7 +231,7 @@ class Engine:
         self, entry: Entry, body: dict[str, Any]
     ) -> list[tuple[Table, dict[str, Any]]]:
         rows = [(decisions, _index_row(entry, body))]
-        if body["status"] in (Status.PENDING_REVIEW, Status.ADVISORY):
+        if body["status"] in WAITING:
             settings = self.flows[str(entry.flow)].flow.review
             rows.append((reviews, open_review_row(entry, body, settings, self.clock())))
         return rows

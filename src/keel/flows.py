@@ -9,10 +9,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keel.errors import DefinitionError, InputError, Problem
 from keel.yamlfile import LocatedDict, load_yaml
+
+if TYPE_CHECKING:
+    from keel.policy.model import WindowLimit
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
@@ -97,12 +100,44 @@ def parse_window(text: Any) -> int | None:
     return int(match.group(1)) * _WINDOW_UNITS[match.group(2)]
 
 
+SATURATION = ("fallback", "pause")
+
+
+@dataclass(frozen=True)
+class ReviewCapacity:
+    """How many reviews the flow's reviewers can take per period, and what happens beyond.
+
+    ``fallback``: a case that would wait for review is decided with the policy's fallback
+    (its safe action), final. ``pause``: automation pauses — the case is recorded as
+    ``deferred``, nothing is acted on or queued, and the caller tries again later.
+    """
+
+    max_reviews: int
+    period_s: int
+    when_saturated: str = "fallback"
+
+    @cached_property
+    def limit(self) -> WindowLimit:
+        """The budget as a sliding-window rate limit, kept with the guardrail windows."""
+        from keel.policy.model import WindowLimit  # noqa: PLC0415 - it imports this module
+
+        return WindowLimit(
+            name="review_capacity",
+            kind="rate",
+            action="*",
+            maximum=float(self.max_reviews),
+            window_s=self.period_s,
+            on_hit=self.when_saturated,
+        )
+
+
 @dataclass(frozen=True)
 class ReviewSettings:
-    """How the flow's review queue works: a deadline, and whether four eyes are required."""
+    """How the flow's review queue works: deadline, four eyes, reviewer capacity."""
 
     deadline_s: int | None = None  # open reviews past this age are breached
     four_eyes: bool = False  # whoever requested a decision cannot review it
+    capacity: ReviewCapacity | None = None  # None: reviews are never refused for lack of people
 
 
 @dataclass(frozen=True)
@@ -202,7 +237,8 @@ _FLOW_KEYS = {
     "reviewers",
     "review",
 }
-_REVIEW_KEYS = {"deadline", "four_eyes"}
+_REVIEW_KEYS = {"deadline", "four_eyes", "capacity"}
+_CAPACITY_KEYS = {"max_reviews", "per", "when_saturated"}
 _FIELD_KEYS = {
     "type",
     "required",
@@ -457,7 +493,50 @@ def _parse_review(c: Any, raw: LocatedDict) -> ReviewSettings:
     if not isinstance(four_eyes, bool):
         c.add("review.four_eyes", "'four_eyes' must be true or false", section, "four_eyes")
         four_eyes = False
-    return ReviewSettings(deadline, four_eyes)
+    return ReviewSettings(deadline, four_eyes, _parse_capacity(c, section))
+
+
+def _parse_capacity(c: Any, section: LocatedDict) -> ReviewCapacity | None:
+    raw = section.get("capacity")
+    if raw is None:
+        return None
+    where = "review.capacity"
+    if not isinstance(raw, LocatedDict):
+        c.add(where, "'capacity' must be a mapping with max_reviews, per, when_saturated", section)
+        return None
+    for key in raw:
+        if key not in _CAPACITY_KEYS:
+            known = ", ".join(sorted(_CAPACITY_KEYS))
+            c.add(f"{where}.{key}", f"unknown key '{key}' in capacity (known: {known})", raw, key)
+    count = raw.get("max_reviews")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        c.add(
+            f"{where}.max_reviews",
+            f"'max_reviews' must be a whole number of at least 1, got {count!r}",
+            raw,
+            "max_reviews",
+        )
+        count = None
+    period = parse_window(raw.get("per"))
+    if period is None:
+        c.add(
+            f"{where}.per",
+            f"'per' must look like 30m, 8h or 1d, got {raw.get('per')!r}",
+            raw,
+            "per",
+        )
+    mode = raw.get("when_saturated", "fallback")
+    if mode not in SATURATION:
+        c.add(
+            f"{where}.when_saturated",
+            f"'when_saturated' must be one of {', '.join(SATURATION)}, got {mode!r}",
+            raw,
+            "when_saturated",
+        )
+        return None
+    if count is None or period is None:
+        return None
+    return ReviewCapacity(count, period, mode)
 
 
 def load_flow(path: Path) -> Flow:

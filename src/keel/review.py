@@ -20,7 +20,7 @@ take it past a limit (that is what escalation is for), and the entry says which.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,7 @@ from keel.ledger.records import Entry, iso_time, new_id
 from keel.ledger.writer import Pending, WindowGate, append_in
 from keel.policy.guardrails import segment_of
 from keel.store.schema import decisions, reviews
+from keel.telemetry import log
 
 if TYPE_CHECKING:
     from keel.engine import Engine
@@ -73,6 +74,7 @@ def open_review_row(
         "final_value": None,
         "reviewer": None,
         "review_id": None,
+        "breached_at": None,
     }
 
 
@@ -120,6 +122,63 @@ class Reviews:
         return row
 
     # ---- acting ----------------------------------------------------------------------
+
+    def sweep(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """Record a ``review_breached`` event for each waiting review past its deadline.
+
+        Each breach is recorded once (the queue row keeps when), so any number of servers
+        may sweep; returns the events recorded by this call, at most ``limit``.
+        """
+
+        def work(conn: Connection, gate: WindowGate) -> list[dict[str, Any]]:
+            now = iso_time(gate.now)
+            due = conn.execute(
+                select(reviews)
+                .where(
+                    reviews.c.state != "resolved",
+                    reviews.c.due_at < now,
+                    reviews.c.breached_at.is_(None),
+                )
+                .order_by(reviews.c.due_at)
+                .limit(limit)
+            ).fetchall()
+            events, bodies = [], []
+            for found in due:
+                row = found._mapping
+                body = {
+                    "decision": row["decision_id"],
+                    "decision_seq": row["decision_seq"],
+                    "kind": row["kind"],
+                    "state": row["state"],
+                    "claimed_by": row["claimed_by"],
+                    "opened_at": row["opened_at"],
+                    "due_at": row["due_at"],
+                    "noticed_at": now,
+                }
+                events.append(
+                    Pending("review_breached", new_id("evt", gate.now), row["flow"], _const(body))
+                )
+                bodies.append({"flow": row["flow"], **body})
+            if not events:
+                return []
+            append_in(conn, events, gate)
+            conn.execute(
+                update(reviews)
+                .where(reviews.c.decision_id.in_([b["decision"] for b in bodies]))
+                .values(breached_at=now)
+            )
+            return bodies
+
+        breaches = self._engine.writer.transact(work)
+        for b in breaches:
+            self._engine.metrics.review_breaches.labels(b["flow"], b["kind"]).inc()
+            log.warning(
+                "review deadline breached: flow=%s decision=%s due=%s",
+                b["flow"],
+                b["decision"],
+                b["due_at"],
+            )
+        return breaches
 
     def claim(self, decision_id: str, reviewer: Reviewer) -> dict[str, Any]:
         """Take an open review; claiming one's own claim again is harmless."""
@@ -309,6 +368,10 @@ class Reviews:
         )
         self._engine.metrics.reviews.labels(runtime.flow.name, row["kind"], resolution).inc()
         return {"id": review_id, **body}
+
+
+def _const(body: dict[str, Any]) -> Callable[[WindowGate], dict[str, Any]]:
+    return lambda _gate: body
 
 
 def _reason(reason: str) -> str:

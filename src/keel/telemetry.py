@@ -52,6 +52,17 @@ class Metrics:
             ["flow", "kind", "resolution"],
             registry=self.registry,
         )
+        self.review_breaches = Counter(
+            "keel_review_breaches",
+            "Reviews still waiting past their flow's deadline (counted once each)",
+            ["flow", "kind"],
+            registry=self.registry,
+        )
+        self.sweep_failures = Counter(
+            "keel_review_sweep_failures",
+            "Review deadline sweeps that failed (the next one tries again)",
+            registry=self.registry,
+        )
         self.ledger_failures = Counter(
             "keel_ledger_write_failures",
             "Ledger appends that failed (decisions not returned)",

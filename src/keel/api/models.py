@@ -64,6 +64,9 @@ class ReviewOut(Strict):
     final_value: float | None
     reviewer: str | None
     review_id: str | None
+    breached_at: str | None = Field(
+        default=None, description="When the deadline breach was recorded, if it was."
+    )
 
 
 class ReviewList(Strict):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,11 +12,27 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from keel.api.app import create_app
-from keel.engine import open_engine
+from keel.engine import Engine, open_engine
 from keel.security.audit import AuditLog
+from keel.telemetry import log
 
 ENV_PROJECT = "KEEL_PROJECT"
 ENV_AUDIT_SINK = "KEEL_AUDIT_SINK"
+
+
+async def sweep_reviews(engine: Engine, every_s: float) -> None:
+    """Record review deadline breaches every ``every_s`` seconds while the server runs.
+
+    Every worker sweeps; each breach is recorded once. A failed sweep is logged and counted
+    and the next one tries again.
+    """
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await asyncio.to_thread(engine.reviews.sweep)
+        except Exception:  # noqa: BLE001 - one failed sweep must not stop the next
+            engine.metrics.sweep_failures.inc()
+            log.exception("review deadline sweep failed; retrying in %s s", every_s)
 
 
 def app_from_env() -> FastAPI:
@@ -26,7 +44,11 @@ def app_from_env() -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        sweeper = asyncio.create_task(sweep_reviews(engine, engine.settings.review_sweep_s))
         yield
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
         audit.close()
         engine.close()
 

@@ -16,6 +16,7 @@ _STATUS_TEXT = {
     "pending_review": "waiting for human review",
     "advisory": "a recommendation; a person decides",
     "shadow": "recorded in shadow mode; nothing was acted on",
+    "deferred": "deferred: reviewers were at capacity, so nothing was acted on",
 }
 
 

@@ -161,5 +161,7 @@ reviews = Table(
     Column("final_value", Float),
     Column("reviewer", String(256)),
     Column("review_id", String(64)),  # the review's ledger record
+    Column("breached_at", String(32)),  # when the deadline breach was recorded, once
     Index("ix_reviews_flow_state", "flow", "state", "opened_at"),
+    Index("ix_reviews_due", "state", "due_at"),
 )
