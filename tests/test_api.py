@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from keel import Engine, open_engine
 from keel.api import create_app
 from keel.api.auth import CACHE_S
+from keel.outcomes import OutcomeReport
 from keel.security.apikeys import change_grants, create_key, revoke_key
 from keel.security.audit import AuditLog
 from keel.security.roles import Grant, Role
@@ -214,6 +215,7 @@ def test_forged_secret_with_a_real_prefix_is_refused(engine: Engine, client: Tes
 
 ALL = set(Role)
 REVIEWERS = {Role.REVIEWER, Role.OWNER, Role.ADMIN}
+REPORTERS = {Role.DECIDER, Role.OWNER, Role.ADMIN}
 READERS = {
     Role.VIEWER,
     Role.REVIEWER,
@@ -240,10 +242,13 @@ MATRIX: dict[str, tuple[set[Role], set[Role]]] = {
     "claim": (REVIEWERS, set()),
     "resolve": (REVIEWERS, set()),
     "override": (REVIEWERS, set()),
+    "report_outcome": (REPORTERS, set()),
+    "get_outcome": (READERS, set()),
+    "report_outcomes": (REPORTERS, set()),
 }
 # Reviews and decisions a caller may not act on do not exist for it (404), like unreadable
 # decisions; everything else refused is 403.
-HIDDEN_FROM_NON_REVIEWERS = {"get_review", "claim", "resolve", "override"}
+HIDDEN_UNLESS_ALLOWED = {"get_review", "claim", "resolve", "override", "report_outcome"}
 
 
 def call(
@@ -251,6 +256,7 @@ def call(
 ) -> int:
     body = {"inputs": LOW_RISK}
     verdict = {"resolution": "reject", "reason": "matrix"}
+    resend = {"decision_id": decision_id, "label": "repaid"}
     requests = {
         "list_reviews": ("get", f"/v1/reviews?flow={FLOW}", None),
         "get_review": ("get", f"/v1/reviews/{pending_id}", None),
@@ -267,6 +273,9 @@ def call(
         "verify": ("get", "/v1/ledger/verification", None),
         "checkpoint": ("post", "/v1/ledger/checkpoints", None),
         "metrics": ("get", "/metrics", None),
+        "report_outcome": ("put", f"/v1/decisions/{decision_id}/outcome", {"label": "repaid"}),
+        "get_outcome": ("get", f"/v1/decisions/{decision_id}/outcome", None),
+        "report_outcomes": ("post", "/v1/outcomes", {"outcomes": [resend]}),
     }
     method, path, json = requests[endpoint]
     return client.request(method, path, json=json, headers=headers).status_code
@@ -277,6 +286,7 @@ def call(
 def test_authorisation_matrix(engine: Engine, client: TestClient, role: Role, scope: str) -> None:
     decision_id = engine.decide(FLOW, LOW_RISK).id
     pending_id = engine.decide(FLOW, SHORT_HISTORY).id
+    engine.outcomes.report(OutcomeReport(decision_id, "repaid"), "test")  # reports: resends
     grant = Grant(role, None if scope == "global" else FLOW if scope == "flow" else "pricing")
     headers = key(engine, grant)
     for endpoint, (on_flow, global_only) in MATRIX.items():
@@ -289,8 +299,8 @@ def test_authorisation_matrix(engine: Engine, client: TestClient, role: Role, sc
         else:
             # Decisions a caller may not read do not exist for it; everything else is 403.
             reads = scope in ("flow", "global") and role in READERS
-            hidden = (endpoint in ("get", "explain", "what_if") and not reads) or (
-                endpoint in HIDDEN_FROM_NON_REVIEWERS
+            hidden = (endpoint in ("get", "explain", "what_if", "get_outcome") and not reads) or (
+                endpoint in HIDDEN_UNLESS_ALLOWED
             )
             expected = 404 if hidden else 403
             assert status == expected, (endpoint, role, scope, status)

@@ -29,6 +29,8 @@ audit_app = typer.Typer(help="The audit trail of requests and security events.")
 app.add_typer(audit_app, name="audit")
 review_app = typer.Typer(help="The review queue: list, claim, resolve, override, sweep.")
 app.add_typer(review_app, name="review")
+outcomes_app = typer.Typer(help="What came of decisions: report, import, show.")
+app.add_typer(outcomes_app, name="outcomes")
 
 ProjectOpt = Annotated[
     Path,
@@ -680,6 +682,57 @@ def review_sweep(project: ProjectOpt = Path(".")) -> None:
     for b in breaches:
         typer.echo(f"{b['decision']}  {b['flow']:<16} {b['kind']:<10} due {b['due_at']}")
     typer.echo(f"{len(breaches)} deadline breaches recorded", err=True)
+
+
+@outcomes_app.command("report")
+def outcomes_report(
+    decision_id: Annotated[str, typer.Argument(help="The decision it is about.")],
+    label: Annotated[str, typer.Argument(help="One of the flow's outcome labels.")],
+    value: Annotated[float | None, typer.Option(help="A number that goes with it.")] = None,
+    observed_at: Annotated[
+        str | None, typer.Option(help="When it happened (ISO 8601; default: now).")
+    ] = None,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Report what came of one decision (a resend of the same outcome changes nothing).
+
+    Example: keel outcomes report dec_0193... defaulted --value 1850 --observed-at 2027-06-01
+    """
+    from keel.outcomes import OutcomeReport  # noqa: PLC0415
+
+    with _engine(project) as engine:
+        row, created = engine.outcomes.report(
+            OutcomeReport(decision_id, label, value, observed_at), _operator(), "cli"
+        )
+    _print(row)
+    typer.echo("recorded" if created else "already recorded: nothing changed", err=True)
+
+
+@outcomes_app.command("import")
+def outcomes_import(
+    file: Annotated[Path, typer.Argument(help="A .csv or .parquet file of outcomes.")],
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Import outcomes from a CSV or Parquet file: all rows, or (on any problem) none.
+
+    Example: keel outcomes import outcomes-2027-06.parquet
+    """
+    with _engine(project) as engine:
+        result = engine.outcomes.import_file(file, _operator())
+    typer.echo(f"{result.recorded} outcomes recorded, {result.unchanged} already recorded")
+
+
+@outcomes_app.command("show")
+def outcomes_show(
+    decision_id: Annotated[str, typer.Argument(help="The decision.")],
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Show the outcome reported for a decision.
+
+    Example: keel outcomes show dec_0193...
+    """
+    with _engine(project) as engine:
+        _print(engine.outcomes.get(decision_id))
 
 
 @app.command()

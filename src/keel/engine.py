@@ -35,6 +35,7 @@ from keel.ledger.checkpoint import Checkpoint, make_checkpoint
 from keel.ledger.records import Entry, iso_time, new_id
 from keel.ledger.verify import VerifyReport, verify_ledger
 from keel.ledger.writer import LedgerWriter, Pending, WindowGate, append_in
+from keel.outcomes import Outcomes
 from keel.policy.compiler import compile_policy
 from keel.policy.guardrails import WindowState
 from keel.policy.model import policy_from_document
@@ -72,6 +73,7 @@ class Engine:
         # The combiner's thread commits its own batches: a hand-off would only add latency.
         self.combiner = Combiner(self.runner, self._draft, partial(self._record, here=True))
         self.reviews = Reviews(self)
+        self.outcomes = Outcomes(self)
         self._register_policies()
 
     # ---- lifecycle -----------------------------------------------------------------------

@@ -141,6 +141,16 @@ class ReviewSettings:
 
 
 @dataclass(frozen=True)
+class OutcomeSpec:
+    """What counts as the flow's outcome: the labels reporters may use, each with the action
+    that would have been right for it (``None``: the label does not judge the action)."""
+
+    description: str = ""
+    labels: Mapping[str, str | None] = field(default_factory=dict)
+    value: str = ""  # what a reported value means, e.g. "amount written off, EUR"
+
+
+@dataclass(frozen=True)
 class Flow:
     name: str
     owner: Owner
@@ -150,7 +160,7 @@ class Flow:
     signals: Mapping[str, SignalSpec]
     description: str = ""
     source: str = ""
-    outcome: str = ""
+    outcome: OutcomeSpec = field(default_factory=OutcomeSpec)
     reviewers: tuple[str, ...] = field(default_factory=tuple)
     review: ReviewSettings = field(default_factory=ReviewSettings)
 
@@ -238,6 +248,7 @@ _FLOW_KEYS = {
     "review",
 }
 _REVIEW_KEYS = {"deadline", "four_eyes", "capacity"}
+_OUTCOME_KEYS = {"description", "labels", "value"}
 _CAPACITY_KEYS = {"max_reviews", "per", "when_saturated"}
 _FIELD_KEYS = {
     "type",
@@ -451,6 +462,7 @@ def parse_flow(raw: LocatedDict, path: Path) -> Flow:
         c.add("reviewers", "'reviewers' must be a list of names or groups", raw, "reviewers")
         reviewers = []
     review = _parse_review(c, raw)
+    outcome = _parse_outcome(c, raw)
     if c.problems:
         raise DefinitionError(c.problems)
     return Flow(
@@ -462,10 +474,51 @@ def parse_flow(raw: LocatedDict, path: Path) -> Flow:
         signals=signals,
         description=str(raw.get("description", "")),
         source=str(path),
-        outcome=str(raw.get("outcome", "")),
+        outcome=outcome,
         reviewers=tuple(reviewers),
         review=review,
     )
+
+
+def _parse_outcome(c: Any, raw: LocatedDict) -> OutcomeSpec:
+    """``outcome: TEXT`` describes it; a mapping also names the labels that can be reported."""
+    section = raw.get("outcome")
+    if section is None:
+        return OutcomeSpec()
+    if isinstance(section, str):
+        return OutcomeSpec(description=section)
+    if not isinstance(section, LocatedDict):
+        c.add("outcome", "'outcome' must be a text or a mapping with labels", raw, "outcome")
+        return OutcomeSpec()
+    for key in section:
+        if key not in _OUTCOME_KEYS:
+            known = ", ".join(sorted(_OUTCOME_KEYS))
+            c.add(
+                f"outcome.{key}", f"unknown key '{key}' in outcome (known: {known})", section, key
+            )
+    labels = section.get("labels")
+    if not isinstance(labels, dict) or not labels:
+        c.add(
+            "outcome.labels",
+            "'labels' must map each outcome label to the action that would have been right "
+            "(or null)",
+            section,
+            "labels",
+        )
+        labels = {}
+    clean: dict[str, str | None] = {}
+    for label, action in labels.items():
+        if not isinstance(label, str) or not NAME_RE.match(label):
+            c.add(f"outcome.labels.{label}", "an outcome label must be lower_snake_case", labels)
+        elif action is not None and not isinstance(action, str):
+            c.add(f"outcome.labels.{label}", "must name an action, or be null", labels, label)
+        else:
+            clean[label] = action
+    text = {k: section.get(k, "") for k in ("description", "value")}
+    for key, value in text.items():
+        if not isinstance(value, str):
+            c.add(f"outcome.{key}", f"'{key}' must be a text", section, key)
+    return OutcomeSpec(str(text["description"]), clean, str(text["value"]))
 
 
 def _parse_review(c: Any, raw: LocatedDict) -> ReviewSettings:

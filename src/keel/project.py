@@ -77,6 +77,16 @@ def load_project(settings: Settings) -> Project:
         except DefinitionError as exc:
             problems.extend(exc.problems)
             continue
+        for label, action in flow.outcome.labels.items():
+            if action is not None and action not in found.actions:
+                problems.append(
+                    Problem(
+                        flow.source,
+                        f"outcome.labels.{label}",
+                        f"'{action}' is not an action of policy {found.name} "
+                        f"({', '.join(found.actions)})",
+                    )
+                )
         models: dict[str, Model] = {}
         for name, spec in flow.signals.items():
             try:

@@ -52,6 +52,12 @@ class Metrics:
             ["flow", "kind", "resolution"],
             registry=self.registry,
         )
+        self.outcomes = Counter(
+            "keel_outcomes",
+            "Outcomes reported for decisions (new ones; resends are not counted)",
+            ["flow", "label"],
+            registry=self.registry,
+        )
         self.review_breaches = Counter(
             "keel_review_breaches",
             "Reviews still waiting past their flow's deadline (counted once each)",

@@ -44,6 +44,44 @@ class ResolveRequest(Strict):
     value: float | None = Field(default=None, description="With change: the action's value.")
 
 
+class OutcomeIn(Strict):
+    label: str = Field(min_length=1, max_length=64, description="One of the flow's outcome labels.")
+    value: float | None = Field(
+        default=None, description="A number that goes with it (the flow says what it means)."
+    )
+    observed_at: str | None = Field(
+        default=None,
+        description="When it happened (ISO 8601; default: now). Never before the decision.",
+    )
+
+
+class OutcomeBatchItem(OutcomeIn):
+    decision_id: str = Field(min_length=1, max_length=64)
+
+
+class OutcomeBatch(Strict):
+    outcomes: list[OutcomeBatchItem] = Field(min_length=1, max_length=10_000)
+
+
+class OutcomeOut(Strict):
+    decision_id: str
+    flow: str
+    decision_seq: int
+    label: str
+    value: float | None
+    observed_at: str
+    reported_at: str
+    reported_by: str
+    source: str
+    record_id: str = Field(description="The outcome's ledger entry.")
+    created: bool = Field(default=False, description="False when this report was a resend.")
+
+
+class OutcomeImportOut(Strict):
+    recorded: int = Field(description="New outcomes, each now in the ledger.")
+    unchanged: int = Field(description="Reports identical to outcomes already recorded.")
+
+
 class ReviewOut(Strict):
     decision_id: str
     flow: str

@@ -40,7 +40,12 @@ owner:
 policy: credit_limit
 autonomy: supervised
 reviewers: [credit-underwriters]
-outcome: defaulted within 24 months
+outcome:
+  description: whether the account defaulted within 24 months
+  labels:                 # each label, with the action that would have been right
+    repaid: approve
+    defaulted: decline
+  value: amount written off, in EUR
 inputs:
   annual_income:
     type: number

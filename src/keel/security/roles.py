@@ -31,6 +31,7 @@ class Permission(StrEnum):
     READ_FLOWS = "read_flows"
     READ_PERSONAL = "read_personal"  # see personal inputs in explanations, run what-if
     REVIEW = "review"
+    REPORT_OUTCOME = "report_outcome"
     PROPOSE_POLICY = "propose_policy"
     APPROVE_POLICY = "approve_policy"
     VERIFY_LEDGER = "verify_ledger"
@@ -53,9 +54,9 @@ GLOBAL_ONLY = frozenset(
 _READ = {Permission.READ_FLOWS, Permission.READ_DECISIONS}
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.VIEWER: frozenset(_READ),
-    # A calling service decides and sees the flow's definition; reading other decisions is
-    # someone else's job.
-    Role.DECIDER: frozenset({Permission.DECIDE, Permission.READ_FLOWS}),
+    # A calling service decides, reports what came of its decisions and sees the flow's
+    # definition; reading other decisions is someone else's job.
+    Role.DECIDER: frozenset({Permission.DECIDE, Permission.READ_FLOWS, Permission.REPORT_OUTCOME}),
     Role.REVIEWER: frozenset({*_READ, Permission.REVIEW, Permission.READ_PERSONAL}),
     Role.POLICY_AUTHOR: frozenset({*_READ, Permission.PROPOSE_POLICY}),
     Role.APPROVER: frozenset({*_READ, Permission.APPROVE_POLICY}),
@@ -64,6 +65,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             *_READ,
             Permission.DECIDE,
             Permission.REVIEW,
+            Permission.REPORT_OUTCOME,
             Permission.PROPOSE_POLICY,
             Permission.READ_PERSONAL,
         }

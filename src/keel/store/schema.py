@@ -165,3 +165,21 @@ reviews = Table(
     Index("ix_reviews_flow_state", "flow", "state", "opened_at"),
     Index("ix_reviews_due", "state", "due_at"),
 )
+
+# What really happened after a decision: one row per decision at most (a second, different
+# report is refused). The report itself is an ``outcome`` ledger entry; this is its index.
+outcomes = Table(
+    "outcomes",
+    metadata,
+    Column("decision_id", String(64), primary_key=True),
+    Column("flow", String(64), nullable=False),
+    Column("decision_seq", Integer, nullable=False),
+    Column("label", String(64), nullable=False),
+    Column("value", Float),
+    Column("observed_at", String(32), nullable=False),
+    Column("reported_at", String(32), nullable=False),
+    Column("reported_by", String(256), nullable=False),
+    Column("source", String(256), nullable=False),
+    Column("record_id", String(64), nullable=False),
+    Index("ix_outcomes_flow_seq", "flow", "decision_seq"),
+)
