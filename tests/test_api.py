@@ -15,6 +15,7 @@ from keel import Engine, open_engine
 from keel.api import create_app
 from keel.api.auth import CACHE_S
 from keel.outcomes import OutcomeReport
+from keel.rollout.changes import Actor
 from keel.security.apikeys import change_grants, create_key, revoke_key
 from keel.security.audit import AuditLog
 from keel.security.roles import Grant, Role
@@ -216,6 +217,8 @@ def test_forged_secret_with_a_real_prefix_is_refused(engine: Engine, client: Tes
 ALL = set(Role)
 REVIEWERS = {Role.REVIEWER, Role.OWNER, Role.ADMIN}
 REPORTERS = {Role.DECIDER, Role.OWNER, Role.ADMIN}
+PROPOSERS = {Role.POLICY_AUTHOR, Role.OWNER, Role.ADMIN}
+ACTIVATORS = {Role.APPROVER, Role.OWNER, Role.ADMIN}
 READERS = {
     Role.VIEWER,
     Role.REVIEWER,
@@ -245,16 +248,43 @@ MATRIX: dict[str, tuple[set[Role], set[Role]]] = {
     "report_outcome": (REPORTERS, set()),
     "get_outcome": (READERS, set()),
     "report_outcomes": (REPORTERS, set()),
+    "propose_policy": (PROPOSERS, set()),
+    "list_policy_changes": (ALL, set()),
+    "get_policy_change": (ALL, set()),
+    "diff_policy_change": (ALL, set()),
+    "approve_policy_change": ({Role.APPROVER, Role.ADMIN}, set()),
+    "activate_policy_change": (ACTIVATORS, set()),
+    "edit_policy_change": (PROPOSERS, set()),
+    "policy_history": (ALL, set()),
+    "active_policy": (ALL, set()),
+    "rollback_policy": (ACTIVATORS, set()),
+}
+# Change management depends on the change's state (a principal may not approve what it
+# wrote, nor activate what nobody approved): allowed there means not refused for identity.
+STATEFUL = {
+    "propose_policy",
+    "approve_policy_change",
+    "activate_policy_change",
+    "edit_policy_change",
+    "rollback_policy",
+}
+CHANGE_ROUTES = {
+    "get_policy_change",
+    "diff_policy_change",
+    "approve_policy_change",
+    "activate_policy_change",
+    "edit_policy_change",
 }
 # Reviews and decisions a caller may not act on do not exist for it (404), like unreadable
 # decisions; everything else refused is 403.
 HIDDEN_UNLESS_ALLOWED = {"get_review", "claim", "resolve", "override", "report_outcome"}
 
 
-def call(
-    client: TestClient, endpoint: str, decision_id: str, pending_id: str, headers: dict[str, str]
-) -> int:
+def call(client: TestClient, endpoint: str, ids: dict[str, str], headers: dict[str, str]) -> int:
+    decision_id, pending_id, change_id = ids["decision"], ids["pending"], ids["change"]
     body = {"inputs": LOW_RISK}
+    proposal = {"document": ids["document"], "reason": "matrix"}
+    changes = f"/v1/policy-changes/{change_id}"
     verdict = {"resolution": "reject", "reason": "matrix"}
     resend = {"decision_id": decision_id, "label": "repaid"}
     requests = {
@@ -276,6 +306,20 @@ def call(
         "report_outcome": ("put", f"/v1/decisions/{decision_id}/outcome", {"label": "repaid"}),
         "get_outcome": ("get", f"/v1/decisions/{decision_id}/outcome", None),
         "report_outcomes": ("post", "/v1/outcomes", {"outcomes": [resend]}),
+        "propose_policy": ("post", f"/v1/flows/{FLOW}/policy/changes", proposal),
+        "list_policy_changes": ("get", f"/v1/flows/{FLOW}/policy/changes", None),
+        "get_policy_change": ("get", changes, None),
+        "diff_policy_change": ("get", f"{changes}/diff", None),
+        "approve_policy_change": ("post", f"{changes}/approvals", {"reason": "matrix"}),
+        "activate_policy_change": ("post", f"{changes}/activation", {}),
+        "edit_policy_change": ("put", changes, {**proposal, "document": ids["edited"]}),
+        "policy_history": ("get", f"/v1/flows/{FLOW}/policy/history", None),
+        "active_policy": ("get", f"/v1/flows/{FLOW}/policy/active", None),
+        "rollback_policy": (
+            "post",
+            f"/v1/flows/{FLOW}/policy/rollback",
+            {"version": ids["first"], "reason": "matrix"},
+        ),
     }
     method, path, json = requests[endpoint]
     return client.request(method, path, json=json, headers=headers).status_code
@@ -287,15 +331,29 @@ def test_authorisation_matrix(engine: Engine, client: TestClient, role: Role, sc
     decision_id = engine.decide(FLOW, LOW_RISK).id
     pending_id = engine.decide(FLOW, SHORT_HISTORY).id
     engine.outcomes.report(OutcomeReport(decision_id, "repaid"), "test")  # reports: resends
+    text = (engine.settings.policies_dir / "credit_limit.yaml").read_text()
+    document = text.replace("  starter_limit: 1000.0\n", "  starter_limit: 900.0\n")
+    someone = Actor("key:someone", "Someone", "policy_author")
+    ids = {
+        "decision": decision_id,
+        "pending": pending_id,
+        "change": engine.changes.propose(FLOW, document, someone, "matrix")["id"],
+        "document": document,
+        "edited": text.replace("  starter_limit: 1000.0\n", "  starter_limit: 800.0\n"),
+        "first": engine.runtime(FLOW).policy.version,
+    }
     grant = Grant(role, None if scope == "global" else FLOW if scope == "flow" else "pricing")
     headers = key(engine, grant)
     for endpoint, (on_flow, global_only) in MATRIX.items():
         allowed = (scope == "flow" and role in on_flow) or (
             scope == "global" and role in on_flow | global_only
         )
-        status = call(client, endpoint, decision_id, pending_id, headers)
+        status = call(client, endpoint, ids, headers)
         if allowed:
-            assert status == 200, (endpoint, role, scope, status)
+            ok = {200, 201, 409} if endpoint in STATEFUL else {200, 201}
+            assert status in ok, (endpoint, role, scope, status)
+        elif endpoint in CHANGE_ROUTES and scope == "other_flow":
+            assert status == 404, (endpoint, role, scope, status)  # its flow is unreadable
         else:
             # Decisions a caller may not read do not exist for it; everything else is 403.
             reads = scope in ("flow", "global") and role in READERS

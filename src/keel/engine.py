@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
@@ -36,13 +35,12 @@ from keel.ledger.records import Entry, iso_time, new_id
 from keel.ledger.verify import VerifyReport, verify_ledger
 from keel.ledger.writer import LedgerWriter, Pending, WindowGate, append_in
 from keel.outcomes import Outcomes
-from keel.policy.compiler import compile_policy
 from keel.policy.guardrails import WindowState
-from keel.policy.model import policy_from_document
 from keel.policy.text import render
 from keel.project import Project, load_project
 from keel.protect import Protector, Sealed
 from keel.review import Reviews, open_review_row
+from keel.rollout.changes import Changes
 from keel.signals.runner import SignalResult, SignalRunner, feature_row
 from keel.store.database import Database, open_database
 from keel.store.schema import decisions, policy_versions, protected_values, reviews
@@ -75,6 +73,8 @@ class Engine:
         self.reviews = Reviews(self)
         self.outcomes = Outcomes(self)
         self._register_policies()
+        self.changes = Changes(self)
+        self.changes.start()  # the store's active versions decide, not the files
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -139,7 +139,10 @@ class Engine:
                 )
                 append_in(conn, [event], WindowGate(WindowState(), now))
 
-    def runtime(self, flow: str) -> FlowRuntime:
+    def runtime(self, flow: str, refresh: bool = True) -> FlowRuntime:
+        """The flow as it decides now (activations elsewhere are seen within a second)."""
+        if refresh:
+            self.changes.refresh()
         runtime = self.flows.get(flow)
         if runtime is None:
             known = ", ".join(sorted(self.flows)) or "none"
@@ -364,19 +367,7 @@ class Engine:
         return self.protector.join(decision_id, body["inputs"], sealed)
 
     def _policy_at(self, runtime: FlowRuntime, version: str) -> FlowRuntime:
-        if version == runtime.policy.version:
-            return runtime
-        with self.db.read() as conn:
-            doc = conn.execute(
-                select(policy_versions.c.document).where(policy_versions.c.version == version)
-            ).scalar()
-        if doc is None:
-            raise NotFoundError(
-                f"policy version {version} is not in the store", {"version": version}
-            )
-        policy = policy_from_document(json.loads(doc), f"<policy {version[:12]}>")
-        compiled = compile_policy(policy, runtime.flow)
-        return FlowRuntime(runtime.flow, compiled, runtime.models, runtime.timeouts_ms)
+        return self.changes.runtime_of(runtime.flow.name, version)
 
     # ---- explaining --------------------------------------------------------------------------
 

@@ -52,6 +52,11 @@ def load_yaml(path: Path) -> LocatedDict:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise DefinitionError([Problem(str(path), "file", f"cannot be read: {exc}")]) from exc
+    return load_yaml_text(text, str(path))
+
+
+def load_yaml_text(text: str, source: str) -> LocatedDict:
+    """Parse YAML text (a file's, or one sent over the API) named ``source`` in errors."""
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from SafeLoader
     except yaml.MarkedYAMLError as exc:
@@ -59,7 +64,7 @@ def load_yaml(path: Path) -> LocatedDict:
         raise DefinitionError(
             [
                 Problem(
-                    str(path),
+                    source,
                     "file",
                     f"not valid YAML: {exc.problem}",
                     line=mark.line + 1 if mark else None,
@@ -68,7 +73,7 @@ def load_yaml(path: Path) -> LocatedDict:
             ]
         ) from exc
     except yaml.YAMLError as exc:
-        raise DefinitionError([Problem(str(path), "file", f"not valid YAML: {exc}")]) from exc
+        raise DefinitionError([Problem(source, "file", f"not valid YAML: {exc}")]) from exc
     if not isinstance(data, LocatedDict):
-        raise DefinitionError([Problem(str(path), "file", "the top level must be a mapping")])
+        raise DefinitionError([Problem(source, "file", "the top level must be a mapping")])
     return data

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -20,8 +19,8 @@ from keel.api.models import (
     WhatIfRequest,
 )
 from keel.engine import Engine
-from keel.errors import InputError, NotFoundError
-from keel.ledger.records import iso_time
+from keel.errors import NotFoundError
+from keel.ledger.records import parse_instant
 from keel.security.roles import Permission, Principal
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -35,22 +34,6 @@ Caller = Annotated[Principal, Depends(current_principal)]
 def _engine(request: Request) -> Engine:
     engine: Engine = request.app.state.keel.engine
     return engine
-
-
-def _instant(name: str, text: str | None) -> str | None:
-    """An ISO 8601 time as the ledger writes it (UTC, microseconds), or a 422 naming it."""
-    if text is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise InputError(
-            f"{name} must be an ISO 8601 time such as 2026-11-24T10:00:00Z, got {text!r}",
-            {"field": name},
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return iso_time(moment.timestamp())
 
 
 def flows_for(
@@ -121,8 +104,8 @@ def list_decisions(
     engine = _engine(request)
     rows = engine.list_decisions(
         flows_for(engine, principal, Permission.READ_DECISIONS, flow),
-        since=_instant("since", since),
-        until=_instant("until", until),
+        since=parse_instant("since", since),
+        until=parse_instant("until", until),
         action=action,
         status=status,
         subject_id=subject_id,

@@ -82,6 +82,84 @@ class OutcomeImportOut(Strict):
     unchanged: int = Field(description="Reports identical to outcomes already recorded.")
 
 
+class ProposeRequest(Strict):
+    document: str = Field(
+        min_length=1, max_length=262_144, description="The whole policy, as YAML text."
+    )
+    reason: str = Field(min_length=1, max_length=2000, description="Why the change, in words.")
+
+
+class ReasonRequest(Strict):
+    reason: str = Field(min_length=1, max_length=2000, description="Why, in words.")
+
+
+class ActivateRequest(Strict):
+    reason: str | None = Field(
+        default=None, max_length=2000, description="Why now (default: the change's reason)."
+    )
+
+
+class RollbackRequest(Strict):
+    version: str = Field(
+        min_length=4, max_length=64, description="A version the flow used before (or a prefix)."
+    )
+    reason: str = Field(min_length=1, max_length=2000, description="Why, in words.")
+
+
+class ApprovalOut(Strict):
+    id: int
+    change_id: str
+    version: str
+    approver: str
+    role: str
+    reason: str
+    approved_at: str
+    record_id: str
+
+
+class ChangeOut(Strict):
+    id: str
+    flow: str
+    state: str = Field(description="proposed, approved or active.")
+    version: str
+    base_version: str = Field(description="The active version it was proposed (or edited) on.")
+    author: str
+    editors: list[str]
+    reason: str
+    created_at: str
+    updated_at: str
+    approvals: list[ApprovalOut] = Field(
+        default_factory=list, description="Approvals of the current version."
+    )
+
+
+class ActivationOut(Strict):
+    id: int | None = None
+    flow: str
+    version: str
+    activated_at: str
+    activated_by: str
+    kind: str = Field(description="initial, inferred, activate or rollback.")
+    change_id: str | None
+    reason: str
+    record_id: str | None
+
+
+class DifferenceOut(Strict):
+    section: str
+    name: str
+    field: str
+    change: str
+    before: Any
+    after: Any
+
+
+class DiffOut(Strict):
+    before: str
+    after: str
+    differences: list[DifferenceOut]
+
+
 class ReviewOut(Strict):
     decision_id: str
     flow: str

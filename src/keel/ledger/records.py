@@ -18,6 +18,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from keel.errors import InputError
+
 RECORD_SCHEMA_VERSION = 1
 GENESIS_HASH = "0" * 64
 
@@ -34,6 +36,22 @@ def new_id(prefix: str, now: float | None = None) -> str:
 
 def iso_time(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_instant(name: str, text: str | None) -> str | None:
+    """An ISO 8601 time as the ledger writes it (UTC, microseconds), or ``InputError`` naming it."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(
+            f"{name} must be an ISO 8601 time such as 2026-11-24T10:00:00Z, got {text!r}",
+            {"field": name},
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return iso_time(moment.timestamp())
 
 
 class Entry(NamedTuple):

@@ -34,6 +34,7 @@ class Permission(StrEnum):
     REPORT_OUTCOME = "report_outcome"
     PROPOSE_POLICY = "propose_policy"
     APPROVE_POLICY = "approve_policy"
+    ACTIVATE_POLICY = "activate_policy"  # put an approved change into force, or roll back
     VERIFY_LEDGER = "verify_ledger"
     CHECKPOINT_LEDGER = "checkpoint_ledger"
     READ_AUDIT = "read_audit"
@@ -59,7 +60,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.DECIDER: frozenset({Permission.DECIDE, Permission.READ_FLOWS, Permission.REPORT_OUTCOME}),
     Role.REVIEWER: frozenset({*_READ, Permission.REVIEW, Permission.READ_PERSONAL}),
     Role.POLICY_AUTHOR: frozenset({*_READ, Permission.PROPOSE_POLICY}),
-    Role.APPROVER: frozenset({*_READ, Permission.APPROVE_POLICY}),
+    Role.APPROVER: frozenset({*_READ, Permission.APPROVE_POLICY, Permission.ACTIVATE_POLICY}),
     Role.OWNER: frozenset(
         {
             *_READ,
@@ -67,6 +68,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.REVIEW,
             Permission.REPORT_OUTCOME,
             Permission.PROPOSE_POLICY,
+            Permission.ACTIVATE_POLICY,
             Permission.READ_PERSONAL,
         }
     ),

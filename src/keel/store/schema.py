@@ -183,3 +183,53 @@ outcomes = Table(
     Column("record_id", String(64), nullable=False),
     Index("ix_outcomes_flow_seq", "flow", "decision_seq"),
 )
+
+# Proposed policy changes for a flow: the version proposed now (an edit replaces it and
+# voids its approvals), who wrote it, and where it stands. Each step is a ledger event.
+policy_changes = Table(
+    "policy_changes",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("flow", String(64), nullable=False),
+    Column("state", String(16), nullable=False),  # proposed | approved | active
+    Column("version", String(64), nullable=False),
+    Column("base_version", String(64), nullable=False),  # active when proposed or edited
+    Column("author", String(256), nullable=False),
+    Column("editors", Text, nullable=False),  # JSON list: everyone who wrote a revision
+    Column("reason", Text, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("updated_at", String(32), nullable=False),
+    Index("ix_policy_changes_flow", "flow", "created_at"),
+)
+
+# Approvals of a change; only those of its current version count.
+policy_approvals = Table(
+    "policy_approvals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("change_id", String(64), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("approver", String(256), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("approved_at", String(32), nullable=False),
+    Column("record_id", String(64), nullable=False),
+    Index("ix_policy_approvals_change", "change_id"),
+)
+
+# Which policy version each flow used from when: the last row at or before an instant is
+# the version active then. Appended by activations and rollbacks, never updated.
+flow_activations = Table(
+    "flow_activations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("flow", String(64), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("activated_at", String(32), nullable=False),
+    Column("activated_by", String(256), nullable=False),
+    Column("kind", String(16), nullable=False),  # initial | inferred | activate | rollback
+    Column("change_id", String(64)),
+    Column("reason", Text, nullable=False),
+    Column("record_id", String(64)),  # the policy_activated ledger event (none if inferred)
+    Index("ix_flow_activations_flow", "flow", "activated_at"),
+)

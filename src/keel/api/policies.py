@@ -1,0 +1,151 @@
+"""Policy change management over HTTP: propose, edit, approve, activate, roll back, read.
+
+Each step needs its permission on the flow — ``propose_policy`` (policy author, owner),
+``approve_policy`` (approver), ``activate_policy`` (approver, owner) — and reading needs
+``read_flows``. A change on a flow the caller may not read answers 404, like an unknown one.
+The acting principal and the role it acts in are recorded in each step's ledger event.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+
+from keel.api.auth import current_principal
+from keel.api.decisions import ERRORS
+from keel.api.models import (
+    ActivateRequest,
+    ActivationOut,
+    ChangeOut,
+    DiffOut,
+    ProposeRequest,
+    ReasonRequest,
+    RollbackRequest,
+)
+from keel.engine import Engine
+from keel.errors import NotFoundError
+from keel.ledger.records import parse_instant
+from keel.rollout.changes import Actor
+from keel.security.roles import Permission, Principal
+
+router = APIRouter(prefix="/v1", responses={**ERRORS, 409: ERRORS[404]})
+Caller = Annotated[Principal, Depends(current_principal)]
+
+
+def _engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.keel.engine
+    return engine
+
+
+def _actor(principal: Principal, permission: Permission, flow: str) -> Actor:
+    principal.require(permission, flow)
+    return Actor(principal.id, principal.name, principal.role_for(permission, flow).value)
+
+
+def _change_flow(engine: Engine, principal: Principal, change_id: str) -> str:
+    """The flow of a change the caller may read (404 otherwise, as for an unknown id)."""
+    flow = str(engine.changes.get(change_id)["flow"])
+    if not principal.can(Permission.READ_FLOWS, flow):
+        raise NotFoundError(f"no policy change with id '{change_id}'", {"change_id": change_id})
+    return flow
+
+
+@router.post(
+    "/flows/{flow}/policy/changes",
+    response_model=ChangeOut,
+    status_code=201,
+    name="propose_policy",
+)
+def propose(flow: str, body: ProposeRequest, principal: Caller, request: Request) -> Any:
+    """Propose a new version of the flow's policy (checked like a policy file)."""
+    engine = _engine(request)
+    actor = _actor(principal, Permission.PROPOSE_POLICY, flow)
+    return engine.changes.propose(flow, body.document, actor, body.reason, "<proposal>")
+
+
+@router.get(
+    "/flows/{flow}/policy/changes", response_model=list[ChangeOut], name="list_policy_changes"
+)
+def list_changes(flow: str, principal: Caller, request: Request) -> Any:
+    """The flow's policy changes, newest first."""
+    principal.require(Permission.READ_FLOWS, flow)
+    return _engine(request).changes.changes(flow)
+
+
+@router.get(
+    "/flows/{flow}/policy/history", response_model=list[ActivationOut], name="policy_history"
+)
+def history(flow: str, principal: Caller, request: Request) -> Any:
+    """Every activation of the flow, oldest first: which version ran from when, and why."""
+    principal.require(Permission.READ_FLOWS, flow)
+    return _engine(request).changes.history(flow)
+
+
+@router.get("/flows/{flow}/policy/active", response_model=ActivationOut, name="active_policy")
+def active(flow: str, principal: Caller, request: Request, at: str | None = None) -> Any:
+    """The version active now, or at the instant ``at`` (ISO 8601)."""
+    principal.require(Permission.READ_FLOWS, flow)
+    return _engine(request).changes.active_at(flow, parse_instant("at", at))
+
+
+@router.post("/flows/{flow}/policy/rollback", response_model=ActivationOut, name="rollback_policy")
+def rollback(flow: str, body: RollbackRequest, principal: Caller, request: Request) -> Any:
+    """Put back a version the flow used before, at once."""
+    actor = _actor(principal, Permission.ACTIVATE_POLICY, flow)
+    return _engine(request).changes.rollback(flow, body.version, actor, body.reason)
+
+
+@router.get("/policy-changes/{change_id}", response_model=ChangeOut, name="get_policy_change")
+def get_change(change_id: str, principal: Caller, request: Request) -> Any:
+    """One change, with the approvals of its current version."""
+    engine = _engine(request)
+    _change_flow(engine, principal, change_id)
+    return engine.changes.get(change_id)
+
+
+@router.get("/policy-changes/{change_id}/diff", response_model=DiffOut, name="diff_policy_change")
+def diff(change_id: str, principal: Caller, request: Request) -> Any:
+    """What the change would change: parameters, rules and guardrails, before and after."""
+    engine = _engine(request)
+    flow = _change_flow(engine, principal, change_id)
+    change = engine.changes.get(change_id)
+    differences = engine.changes.diff(flow, change["base_version"], change["version"])
+    return {
+        "before": change["base_version"],
+        "after": change["version"],
+        "differences": [d.to_dict() for d in differences],
+    }
+
+
+@router.put("/policy-changes/{change_id}", response_model=ChangeOut, name="edit_policy_change")
+def edit(change_id: str, body: ProposeRequest, principal: Caller, request: Request) -> Any:
+    """Replace the proposed version; approvals it had are void."""
+    engine = _engine(request)
+    actor = _actor(principal, Permission.PROPOSE_POLICY, _change_flow(engine, principal, change_id))
+    return engine.changes.edit(change_id, body.document, actor, body.reason)
+
+
+@router.post(
+    "/policy-changes/{change_id}/approvals",
+    response_model=ChangeOut,
+    name="approve_policy_change",
+)
+def approve(change_id: str, body: ReasonRequest, principal: Caller, request: Request) -> Any:
+    """Approve the change's current version (not by anyone who wrote it)."""
+    engine = _engine(request)
+    actor = _actor(principal, Permission.APPROVE_POLICY, _change_flow(engine, principal, change_id))
+    return engine.changes.approve(change_id, actor, body.reason)
+
+
+@router.post(
+    "/policy-changes/{change_id}/activation",
+    response_model=ActivationOut,
+    name="activate_policy_change",
+)
+def activate(change_id: str, body: ActivateRequest, principal: Caller, request: Request) -> Any:
+    """Put an approved change into force."""
+    engine = _engine(request)
+    flow = _change_flow(engine, principal, change_id)
+    actor = _actor(principal, Permission.ACTIVATE_POLICY, flow)
+    return engine.changes.activate(change_id, actor, body.reason or "")

@@ -1,0 +1,1 @@
+"""Safe change: versioned policies with approval, and (to come) replay, shadow and canary."""

@@ -1,0 +1,603 @@
+"""Policy change management: propose, edit, approve, activate, roll back — all recorded.
+
+A flow's policy changes only through versions (each immutable, named by its content hash):
+
+1. **propose** — an author with ``propose_policy`` sends a policy document; it is checked
+   against the flow like a file would be, stored, and a change is opened;
+2. **edit** — a new revision of the proposal replaces its version and voids every approval
+   the old one had (the approvers are named in the ledger event);
+3. **approve** — a principal with ``approve_policy`` who wrote no revision of it approves
+   the current version, with a reason;
+4. **activate** — someone with ``activate_policy`` puts an approved change into force, if
+   the flow's active version is still the one it was proposed against;
+5. **roll back** — any version the flow used before can be put back into force at once,
+   with a reason (it was approved when it first went live).
+
+Every step is a ledger event written in one transaction with the tables that index it.
+The activation history answers which version was active at any past instant; every
+decision also names the version that made it.
+
+The project's policy file seeds a flow's first version. Once a flow has an active version
+in the store, that version decides, whatever the file says: editing the file changes
+nothing until the edit is proposed, approved and activated (the engine warns at start).
+Other processes pick an activation up within a second.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, func, select, update
+
+from keel.canonical import canonical_json
+from keel.decide import FlowRuntime
+from keel.errors import ConflictError, DefinitionError, InputError, NotFoundError, Problem
+from keel.ledger.records import iso_time, new_id
+from keel.ledger.writer import Pending, WindowGate, append_in
+from keel.policy.compiler import compile_policy
+from keel.policy.model import Policy, parse_policy, policy_from_document
+from keel.rollout.diff import Difference, diff_policies
+from keel.security.roles import ROLE_PERMISSIONS, Permission, Role
+from keel.store.schema import flow_activations, policy_approvals, policy_changes, policy_versions
+from keel.telemetry import log
+from keel.yamlfile import load_yaml_text
+
+if TYPE_CHECKING:
+    from keel.engine import Engine
+
+REFRESH_S = 1.0  # how stale this process's view of activations may be
+APPROVALS_NEEDED = 1
+MAX_REASON = 2000
+MAX_DOCUMENT = 256 * 1024
+FIRST = "first version, from the project's policy file"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who takes a step, and in which role (recorded in the ledger event)."""
+
+    id: str
+    name: str
+    role: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"id": self.id, "name": self.name, "role": self.role}
+
+    def require(self, permission: Permission, step: str) -> None:
+        try:
+            allowed = permission in ROLE_PERMISSIONS[Role(self.role)]
+        except ValueError:
+            allowed = False
+        if not allowed:
+            raise ConflictError(
+                f"{self.id} acts as {self.role}, which may not {step}",
+                {"role": self.role, "permission": permission.value},
+            )
+
+
+def _reason(reason: str, step: str) -> str:
+    text = reason.strip() if isinstance(reason, str) else ""
+    if not text:
+        raise InputError(f"{step} needs a reason, in words", {"field": "reason"})
+    if len(text) > MAX_REASON:
+        raise InputError(f"a reason is at most {MAX_REASON} characters", {"field": "reason"})
+    return text
+
+
+def _change_row(conn: Connection, change_id: str) -> dict[str, Any]:
+    found = conn.execute(select(policy_changes).where(policy_changes.c.id == change_id)).first()
+    if found is None:
+        raise NotFoundError(f"no policy change with id '{change_id}'", {"change_id": change_id})
+    return dict(found._mapping)
+
+
+def _approvals(conn: Connection, change_id: str, version: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(policy_approvals)
+        .where(policy_approvals.c.change_id == change_id, policy_approvals.c.version == version)
+        .order_by(policy_approvals.c.id)
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+def _active(conn: Connection, flow: str) -> dict[str, Any] | None:
+    found = conn.execute(
+        select(flow_activations)
+        .where(flow_activations.c.flow == flow)
+        .order_by(flow_activations.c.id.desc())
+        .limit(1)
+    ).first()
+    return dict(found._mapping) if found else None
+
+
+def _event(kind: str, flow: str, body: dict[str, Any], now: float) -> Pending:
+    return Pending(kind, new_id("evt", now), flow, lambda _g: body)
+
+
+class Changes:
+    """The change workflow of an engine's flows, and which version each flow runs."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._compiled: dict[tuple[str, str], FlowRuntime] = {}
+        self._file_versions = {name: rt.policy.version for name, rt in engine.flows.items()}
+        self._files = {name: Path(rt.policy.policy.source) for name, rt in engine.flows.items()}
+        self._lock = threading.Lock()
+        self._seen: int | None = None  # the newest activation id this process applied
+        self._checked = 0.0
+
+    # ---- which version runs ----------------------------------------------------------
+
+    def start(self) -> None:
+        """Seed flows without a history from their files; run each flow's active version."""
+        for flow, version in self._file_versions.items():
+
+            def work(
+                conn: Connection, gate: WindowGate, flow: str = flow, v: str = version
+            ) -> None:
+                if _active(conn, flow) is None:
+                    self._activate_in(conn, gate, flow, v, None, "initial", None, "project file")
+
+            self._engine.writer.transact(work)
+        self._apply_all()
+        for flow, version in self._file_versions.items():
+            active = self._engine.flows[flow].policy.version
+            if active != version:
+                log.warning(
+                    "flow %s runs policy version %s from the store; its file holds %s, which "
+                    "takes effect only once proposed, approved and activated",
+                    flow,
+                    active[:12],
+                    version[:12],
+                )
+
+    def file_drift(self) -> dict[str, tuple[str, str]]:
+        """Flows whose policy file differs from the active version: {flow: (active, file)}."""
+        return {
+            flow: (self._engine.flows[flow].policy.version, version)
+            for flow, version in self._file_versions.items()
+            if self._engine.flows[flow].policy.version != version
+        }
+
+    def file_of(self, flow: str) -> Path:
+        """The project file the flow's policy was loaded from."""
+        self._engine.runtime(flow, refresh=False)
+        return self._files[flow]
+
+    def file_version(self, flow: str) -> str:
+        self._engine.runtime(flow, refresh=False)
+        return self._file_versions[flow]
+
+    def resolve(self, flow: str, prefix: str) -> str:
+        """The stored version of the flow's policy that ``prefix`` names (at least 4 digits)."""
+        name = self._engine.runtime(flow).flow.policy
+        with self._engine.db.read() as conn:
+            found = [
+                v
+                for (v,) in conn.execute(
+                    select(policy_versions.c.version).where(policy_versions.c.name == name)
+                )
+                if len(prefix) >= 4 and v.startswith(prefix)
+            ]
+        if len(found) != 1:
+            what = "matches several versions" if found else "is not a stored version"
+            raise NotFoundError(
+                f"'{prefix}' {what} of policy {name} (give at least 4 hex digits)",
+                {"flow": flow, "version": prefix},
+            )
+        return str(found[0])
+
+    def refresh(self) -> None:
+        """Apply activations made by other processes (at most one check per second)."""
+        now = time.monotonic()
+        if now - self._checked < REFRESH_S:
+            return
+        self._checked = now
+        with self._engine.db.read() as conn:
+            newest = conn.execute(select(func.max(flow_activations.c.id))).scalar()
+        if newest != self._seen:
+            self._apply_all()
+
+    def _apply_all(self) -> None:
+        with self._lock:
+            with self._engine.db.read() as conn:
+                newest = conn.execute(select(func.max(flow_activations.c.id))).scalar()
+                active = {flow: _active(conn, flow) for flow in self._file_versions}
+            for flow, row in active.items():
+                if row is not None:
+                    self._run(flow, row["version"])
+            self._seen = newest
+            self._checked = time.monotonic()
+
+    def _run(self, flow: str, version: str) -> None:
+        engine = self._engine
+        if engine.flows[flow].policy.version != version:
+            engine.flows[flow] = self.runtime_of(flow, version)
+            log.info("flow %s now runs policy version %s", flow, version[:12])
+
+    def runtime_of(self, flow: str, version: str) -> FlowRuntime:
+        """The flow with a stored policy version compiled (cached per version)."""
+        key = (flow, version)
+        found = self._compiled.get(key)
+        if found is not None:
+            return found
+        current = self._engine.runtime(flow, refresh=False)
+        if current.policy.version == version:
+            return current
+        with self._engine.db.read() as conn:
+            doc = conn.execute(
+                select(policy_versions.c.document).where(policy_versions.c.version == version)
+            ).scalar()
+        if doc is None:
+            raise NotFoundError(
+                f"policy version {version} is not in the store", {"version": version}
+            )
+        policy = policy_from_document(json.loads(doc), f"<policy {version[:12]}>")
+        compiled = compile_policy(policy, current.flow)
+        runtime = FlowRuntime(current.flow, compiled, current.models, current.timeouts_ms)
+        self._compiled[key] = runtime
+        return runtime
+
+    # ---- reading ---------------------------------------------------------------------
+
+    def get(self, change_id: str) -> dict[str, Any]:
+        with self._engine.db.read() as conn:
+            row = _change_row(conn, change_id)
+            row["approvals"] = _approvals(conn, change_id, row["version"])
+        row["editors"] = json.loads(row["editors"])
+        return row
+
+    def changes(self, flow: str, limit: int = 100) -> list[dict[str, Any]]:
+        """A flow's changes, newest first."""
+        self._engine.runtime(flow)
+        with self._engine.db.read() as conn:
+            rows = conn.execute(
+                select(policy_changes)
+                .where(policy_changes.c.flow == flow)
+                .order_by(policy_changes.c.created_at.desc())
+                .limit(limit)
+            )
+            out = [dict(r._mapping) for r in rows]
+        for row in out:
+            row["editors"] = json.loads(row["editors"])
+        return out
+
+    def history(self, flow: str) -> list[dict[str, Any]]:
+        """Every activation of the flow, oldest first."""
+        self._engine.runtime(flow)
+        with self._engine.db.read() as conn:
+            rows = conn.execute(
+                select(flow_activations)
+                .where(flow_activations.c.flow == flow)
+                .order_by(flow_activations.c.id)
+            )
+            return [dict(r._mapping) for r in rows]
+
+    def active_at(self, flow: str, instant: str | None = None) -> dict[str, Any]:
+        """The activation in force at ``instant`` (ISO 8601, as the ledger writes it; now if
+        None): its version, since when, by whom and why."""
+        self._engine.runtime(flow)
+        at = instant or iso_time(self._engine.clock())
+        with self._engine.db.read() as conn:
+            found = conn.execute(
+                select(flow_activations)
+                .where(flow_activations.c.flow == flow, flow_activations.c.activated_at <= at)
+                .order_by(flow_activations.c.activated_at.desc(), flow_activations.c.id.desc())
+                .limit(1)
+            ).first()
+        if found is None:
+            raise NotFoundError(
+                f"flow '{flow}' had no active policy version at {at}", {"flow": flow, "at": at}
+            )
+        return dict(found._mapping)
+
+    def policy(self, flow: str, version: str) -> Policy:
+        return self.runtime_of(flow, version).policy.policy
+
+    def diff(self, flow: str, before: str, after: str) -> list[Difference]:
+        """How ``after`` differs from ``before`` (two stored versions of the flow's policy)."""
+        return diff_policies(self.policy(flow, before), self.policy(flow, after))
+
+    # ---- the steps ---------------------------------------------------------------------
+
+    def _parse(self, flow: str, text: str, source: str) -> Policy:
+        """A proposed document, checked against the flow exactly like a policy file."""
+        if not isinstance(text, str) or not text.strip():
+            raise InputError("the proposed policy is empty", {"field": "document"})
+        if len(text.encode("utf-8")) > MAX_DOCUMENT:
+            raise InputError(
+                f"a policy document is at most {MAX_DOCUMENT // 1024} KiB", {"field": "document"}
+            )
+        runtime = self._engine.runtime(flow)
+        policy = parse_policy(load_yaml_text(text, source), Path(source))
+        if policy.name != runtime.flow.policy:
+            raise DefinitionError(
+                [
+                    Problem(
+                        source,
+                        "policy",
+                        f"flow '{flow}' uses policy '{runtime.flow.policy}', not '{policy.name}'",
+                    )
+                ]
+            )
+        compile_policy(policy, runtime.flow)  # raises naming every problem
+        return policy
+
+    def _store_version(self, conn: Connection, policy: Policy, now: float) -> None:
+        exists = conn.execute(
+            select(policy_versions.c.version).where(policy_versions.c.version == policy.version)
+        ).first()
+        if not exists:
+            conn.execute(
+                policy_versions.insert().values(
+                    version=policy.version,
+                    name=policy.name,
+                    document=canonical_json(policy.document),
+                    created_at=iso_time(now),
+                )
+            )
+
+    def propose(
+        self, flow: str, text: str, author: Actor, reason: str, source: str = "<proposal>"
+    ) -> dict[str, Any]:
+        """Open a change proposing the policy in ``text`` (YAML) for ``flow``."""
+        author.require(Permission.PROPOSE_POLICY, "propose policy changes")
+        reason = _reason(reason, "a proposal")
+        policy = self._parse(flow, text, source)
+
+        def work(conn: Connection, gate: WindowGate) -> str:
+            active = _active(conn, flow)
+            base = active["version"] if active else ""
+            if policy.version == base:
+                raise ConflictError(
+                    f"policy version {base[:12]} is already active on flow '{flow}': "
+                    "nothing to propose",
+                    {"flow": flow, "version": base},
+                )
+            self._store_version(conn, policy, gate.now)
+            now = iso_time(gate.now)
+            row = {
+                "id": new_id("chg", gate.now),
+                "flow": flow,
+                "state": "proposed",
+                "version": policy.version,
+                "base_version": base,
+                "author": author.id,
+                "editors": json.dumps([author.id]),
+                "reason": reason,
+                "created_at": now,
+                "updated_at": now,
+            }
+            conn.execute(policy_changes.insert().values(**row))
+            body = {
+                "change": row["id"],
+                "version": policy.version,
+                "base_version": base,
+                "author": author.to_dict(),
+                "reason": reason,
+            }
+            append_in(conn, [_event("policy_proposed", flow, body, gate.now)], gate)
+            return str(row["id"])
+
+        return self.get(self._engine.writer.transact(work))
+
+    def edit(self, change_id: str, text: str, editor: Actor, reason: str) -> dict[str, Any]:
+        """Replace a proposed change's version; every approval it had is void."""
+        editor.require(Permission.PROPOSE_POLICY, "edit policy changes")
+        reason = _reason(reason, "an edit")
+        with self._engine.db.read() as conn:
+            flow = _change_row(conn, change_id)["flow"]
+        policy = self._parse(flow, text, f"<change {change_id}>")
+
+        def work(conn: Connection, gate: WindowGate) -> str:
+            row = self._open(conn, change_id, "edited")
+            if policy.version == row["version"]:
+                raise ConflictError(
+                    "the edit leaves the proposed policy as it is: nothing changed",
+                    {"change_id": change_id},
+                )
+            voided = _approvals(conn, change_id, row["version"])
+            active = _active(conn, flow)
+            self._store_version(conn, policy, gate.now)
+            editors = json.loads(row["editors"])
+            if editor.id not in editors:
+                editors.append(editor.id)
+            conn.execute(
+                update(policy_changes)
+                .where(policy_changes.c.id == change_id)
+                .values(
+                    version=policy.version,
+                    base_version=active["version"] if active else "",
+                    state="proposed",
+                    editors=json.dumps(editors),
+                    updated_at=iso_time(gate.now),
+                )
+            )
+            body = {
+                "change": change_id,
+                "from_version": row["version"],
+                "version": policy.version,
+                "editor": editor.to_dict(),
+                "reason": reason,
+                "voided_approvals": [a["approver"] for a in voided],
+            }
+            append_in(conn, [_event("policy_edited", flow, body, gate.now)], gate)
+            return change_id
+
+        return self.get(self._engine.writer.transact(work))
+
+    def approve(self, change_id: str, approver: Actor, reason: str) -> dict[str, Any]:
+        """Approve a change's current version (never by anyone who wrote a revision of it)."""
+        approver.require(Permission.APPROVE_POLICY, "approve policy changes")
+        reason = _reason(reason, "an approval")
+
+        def work(conn: Connection, gate: WindowGate) -> str:
+            row = self._open(conn, change_id, "approved")
+            editors = json.loads(row["editors"])
+            if approver.id in editors:
+                who = "author" if approver.id == row["author"] else "an editor"
+                raise ConflictError(
+                    f"{approver.id} is {who} of change {change_id} and cannot approve it: "
+                    "approvals come from someone else",
+                    {"change_id": change_id, "approver": approver.id},
+                )
+            given = _approvals(conn, change_id, row["version"])
+            if any(a["approver"] == approver.id for a in given):
+                raise ConflictError(
+                    f"{approver.id} has approved version {row['version'][:12]} already",
+                    {"change_id": change_id},
+                )
+            record_id = new_id("evt", gate.now)
+            conn.execute(
+                policy_approvals.insert().values(
+                    change_id=change_id,
+                    version=row["version"],
+                    approver=approver.id,
+                    role=approver.role,
+                    reason=reason,
+                    approved_at=iso_time(gate.now),
+                    record_id=record_id,
+                )
+            )
+            if len(given) + 1 >= APPROVALS_NEEDED:
+                conn.execute(
+                    update(policy_changes)
+                    .where(policy_changes.c.id == change_id)
+                    .values(state="approved", updated_at=iso_time(gate.now))
+                )
+            body = {
+                "change": change_id,
+                "version": row["version"],
+                "approver": approver.to_dict(),
+                "reason": reason,
+                "approvals": len(given) + 1,
+                "needed": APPROVALS_NEEDED,
+            }
+            pending = Pending("policy_approved", record_id, row["flow"], lambda _g: body)
+            append_in(conn, [pending], gate)
+            return change_id
+
+        return self.get(self._engine.writer.transact(work))
+
+    def activate(self, change_id: str, actor: Actor, reason: str = "") -> dict[str, Any]:
+        """Put an approved change into force; returns the activation."""
+        actor.require(Permission.ACTIVATE_POLICY, "activate policy versions")
+
+        def work(conn: Connection, gate: WindowGate) -> dict[str, Any]:
+            row = self._open(conn, change_id, "activated")
+            given = _approvals(conn, change_id, row["version"])
+            if len(given) < APPROVALS_NEEDED:
+                raise ConflictError(
+                    f"change {change_id} is not approved: {len(given)} of {APPROVALS_NEEDED} "
+                    f"approval{'s' if APPROVALS_NEEDED > 1 else ''} for its version "
+                    f"{row['version'][:12]}",
+                    {"change_id": change_id, "approvals": len(given)},
+                )
+            active = _active(conn, row["flow"])
+            current = active["version"] if active else ""
+            if current != row["base_version"]:
+                raise ConflictError(
+                    f"flow '{row['flow']}' runs version {current[:12]}, not the "
+                    f"{row['base_version'][:12]} this change was proposed against: edit the "
+                    "change onto the active version and have it approved again",
+                    {"change_id": change_id, "active": current},
+                )
+            conn.execute(
+                update(policy_changes)
+                .where(policy_changes.c.id == change_id)
+                .values(state="active", updated_at=iso_time(gate.now))
+            )
+            why = reason.strip() if isinstance(reason, str) and reason.strip() else row["reason"]
+            return self._activate_in(
+                conn, gate, row["flow"], row["version"], actor, "activate", change_id, why
+            )
+
+        activation = self._engine.writer.transact(work)
+        self._apply_all()
+        return activation
+
+    def rollback(self, flow: str, version: str, actor: Actor, reason: str) -> dict[str, Any]:
+        """Put back a version the flow used before; returns the activation."""
+        actor.require(Permission.ACTIVATE_POLICY, "roll back policy versions")
+        reason = _reason(reason, "a rollback")
+        self._engine.runtime(flow)
+
+        def work(conn: Connection, gate: WindowGate) -> dict[str, Any]:
+            used = conn.execute(
+                select(flow_activations.c.version).where(flow_activations.c.flow == flow)
+            ).fetchall()
+            matches = sorted({v for (v,) in used if v.startswith(version)})
+            if not version or len(matches) != 1:
+                what = "matches several versions" if matches else "was never active"
+                raise NotFoundError(
+                    f"version '{version}' {what} on flow '{flow}': a rollback goes to a "
+                    "version the flow used before (see its history)",
+                    {"flow": flow, "version": version},
+                )
+            target = matches[0]
+            active = _active(conn, flow)
+            if active is not None and active["version"] == target:
+                raise ConflictError(
+                    f"version {target[:12]} is active on flow '{flow}' already",
+                    {"flow": flow, "version": target},
+                )
+            return self._activate_in(conn, gate, flow, target, actor, "rollback", None, reason)
+
+        activation = self._engine.writer.transact(work)
+        self._apply_all()
+        return activation
+
+    # ---- inside the transaction --------------------------------------------------------
+
+    def _open(self, conn: Connection, change_id: str, step: str) -> dict[str, Any]:
+        row = _change_row(conn, change_id)
+        if row["state"] == "active":
+            raise ConflictError(
+                f"change {change_id} is active since {row['updated_at']}: it cannot be {step}; "
+                "propose a new change instead",
+                {"change_id": change_id, "state": row["state"]},
+            )
+        return row
+
+    def _activate_in(
+        self,
+        conn: Connection,
+        gate: WindowGate,
+        flow: str,
+        version: str,
+        actor: Actor | None,
+        kind: str,
+        change_id: str | None,
+        reason: str,
+    ) -> dict[str, Any]:
+        active = _active(conn, flow)
+        record_id = new_id("evt", gate.now)
+        by = actor.id if actor else "keel"
+        row = {
+            "flow": flow,
+            "version": version,
+            "activated_at": iso_time(gate.now),
+            "activated_by": by,
+            "kind": kind,
+            "change_id": change_id,
+            "reason": reason
+            if kind != "initial"
+            else "first version, from the project's policy file",
+            "record_id": record_id,
+        }
+        conn.execute(flow_activations.insert().values(**row))
+        body = {
+            "version": version,
+            "previous": active["version"] if active else None,
+            "kind": kind,
+            "change": change_id,
+            "by": actor.to_dict() if actor else {"id": "keel", "name": "Keel", "role": "system"},
+            "reason": row["reason"],
+        }
+        append_in(conn, [Pending("policy_activated", record_id, flow, lambda _g: body)], gate)
+        return row
