@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test lint typecheck pytest bench bench-load clean
+.PHONY: demo test lint typecheck pytest bench bench-load bench-replay clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ test: lint typecheck pytest
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/run.py
+
+bench-replay: $(VENV)/.dev-installed
+	$(BIN)/python bench/replay.py
 
 bench-load: $(VENV)/.dev-installed
 	scripts/with-postgres.sh $(BIN)/python bench/load.py

@@ -925,6 +925,69 @@ def policy_active(
 
 
 @app.command()
+def replay(
+    flow: Annotated[str, typer.Argument(help="The flow whose decisions are replayed.")],
+    since: Annotated[str, typer.Option(help="From this instant (ISO 8601), inclusive.")],
+    until: Annotated[str, typer.Option(help="To this instant (ISO 8601), exclusive.")],
+    candidate: Annotated[
+        str | None, typer.Argument(help="A change (chg_…) or a stored version (prefix).")
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="Or: a policy YAML to replay.")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, max=64, help="Processes (default: one per CPU).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole report.")] = False,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Replay a candidate policy on the decisions recorded in a time range: what changes.
+
+    Example: keel replay credit_limit chg_0193... --since 2026-10-01 --until 2026-11-01
+    """
+    from keel.errors import InputError  # noqa: PLC0415
+    from keel.ledger.records import parse_instant  # noqa: PLC0415
+
+    with _engine(project) as engine:
+        if (candidate is None) == (file is None):
+            raise InputError("give a candidate (change or version) or --file, not both")
+        if file is not None:
+            text, source = _policy_file(engine, flow, file)
+            candidate = engine.changes.register(flow, text, source)
+        start, end = parse_instant("since", since), parse_instant("until", until)
+        assert candidate is not None and start is not None and end is not None
+        report = engine.replay(flow, candidate, start, end, workers)
+    if as_json:
+        _print(report)
+        return
+    typer.echo(
+        f"{flow}: candidate {report['candidate'][:12]} on {report['decisions']:,} decisions "
+        f"from {report['since']} to {report['until']} ({report['seconds']:,.1f} s)"
+    )
+    typer.echo(f"changed: {report['changed']:,} ({report['changed_share']:.1%})")
+    typer.echo("transitions (recorded → candidate):")
+    for old, row in report["transitions"].items():
+        cells = ", ".join(f"{new} {n:,}" for new, n in row.items())
+        typer.echo(f"  {old:<12} → {cells}")
+    typer.echo("sums of values (recorded → candidate):")
+    for action, sums in report["sums"].items():
+        typer.echo(f"  {action:<12} {sums['recorded']:>16,.2f} → {sums['candidate']:>16,.2f}")
+    review = report["review"]
+    typer.echo(f"waiting for review: {review['recorded']:,} → {review['candidate']:,}")
+    outcomes = report["outcomes"]
+    if outcomes["known"]:
+        typer.echo(
+            f"outcomes known: {outcomes['known']:,}; right {outcomes['recorded_right']:,} → "
+            f"{outcomes['candidate_right']:,} (fixed {outcomes['fixed']:,}, "
+            f"broken {outcomes['broken']:,}; value {outcomes['fixed_value']:,.2f} gained, "
+            f"{outcomes['broken_value']:,.2f} lost)"
+        )
+    if report["erased"]:
+        typer.echo(f"not replayed: {report['erased']:,} decisions whose inputs were erased")
+    typer.echo(f"not replayed: {report['not_replayed']}", err=True)
+
+
+@app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,

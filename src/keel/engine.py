@@ -490,6 +490,24 @@ class Engine:
 
         return search_counterfactuals(runtime.flow, inputs, current, simulate, target, max_results)
 
+    # ---- safe change ---------------------------------------------------------------------------
+
+    def replay(
+        self,
+        flow: str,
+        candidate: str,
+        since: str,
+        until: str,
+        workers: int | None = None,
+        parallel_from: int | None = None,
+    ) -> dict[str, Any]:
+        """What the stored policy version (or change) ``candidate`` would have decided on the
+        flow's decisions recorded in ``[since, until)`` (see ``keel.rollout.replay``)."""
+        from keel.rollout import replay  # noqa: PLC0415 - it imports the engine's parts
+
+        threshold = replay.PARALLEL_FROM if parallel_from is None else parallel_from
+        return replay.replay(self, flow, candidate, since, until, workers, threshold)
+
     # ---- the ledger --------------------------------------------------------------------------
 
     def verify(self, checkpoint: Checkpoint | None = None) -> VerifyReport:

@@ -160,6 +160,17 @@ class DiffOut(Strict):
     differences: list[DifferenceOut]
 
 
+class ReplayRequest(Strict):
+    since: str = Field(description="From this instant (ISO 8601), inclusive.")
+    until: str = Field(description="To this instant (ISO 8601), exclusive.")
+    candidate: str | None = Field(
+        default=None, description="A change id (chg_…) or a stored version (or its prefix)."
+    )
+    document: str | None = Field(
+        default=None, max_length=262_144, description="Or: a policy as YAML text."
+    )
+
+
 class ReviewOut(Strict):
     decision_id: str
     flow: str

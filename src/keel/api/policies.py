@@ -21,10 +21,11 @@ from keel.api.models import (
     DiffOut,
     ProposeRequest,
     ReasonRequest,
+    ReplayRequest,
     RollbackRequest,
 )
 from keel.engine import Engine
-from keel.errors import NotFoundError
+from keel.errors import InputError, NotFoundError
 from keel.ledger.records import parse_instant
 from keel.rollout.changes import Actor
 from keel.security.roles import Permission, Principal
@@ -149,3 +150,24 @@ def activate(change_id: str, body: ActivateRequest, principal: Caller, request: 
     flow = _change_flow(engine, principal, change_id)
     actor = _actor(principal, Permission.ACTIVATE_POLICY, flow)
     return engine.changes.activate(change_id, actor, body.reason or "")
+
+
+@router.post("/flows/{flow}/replays", name="replay_policy")
+def replay(flow: str, body: ReplayRequest, principal: Caller, request: Request) -> dict[str, Any]:
+    """Replay a candidate policy on the decisions recorded in ``[since, until)``: how many
+    change and which, the transition matrix, sums, and gains where outcomes are known.
+    Those who write, approve or put policies into force may replay them."""
+    if not (
+        principal.can(Permission.PROPOSE_POLICY, flow)
+        or principal.can(Permission.APPROVE_POLICY, flow)
+    ):
+        principal.require(Permission.PROPOSE_POLICY, flow)  # raises, naming the permission
+    engine = _engine(request)
+    if (body.candidate is None) == (body.document is None):
+        raise InputError(
+            "give either candidate (a change or version) or document (YAML), not both",
+            {"field": "candidate"},
+        )
+    candidate = body.candidate or engine.changes.register(flow, body.document or "")
+    since, until = parse_instant("since", body.since), parse_instant("until", body.until)
+    return engine.replay(flow, candidate, since or "", until or "")

@@ -102,8 +102,11 @@ class CompiledPolicy:
         signals: Mapping[str, Mapping[str, Any]],
         failed: Mapping[str, str] | None = None,
         params: Mapping[str, Any] | None = None,
+        reason: bool = True,
     ) -> Evaluation:
         """Run the rules in order; the first whose condition holds decides.
+
+        ``reason=False`` leaves the reason text empty (replay needs only the outcome).
 
         ``failed`` maps signals that are missing (error, timeout) to the cause; a rule that
         needs one is never evaluated on a made-up value: the fallback decides instead.
@@ -140,17 +143,19 @@ class CompiledPolicy:
                 )
             trace.append(compiled.rule.name)
             if matched:
-                values_with = {**values, "value": value}
+                text = ""
+                if reason:
+                    text = render(compiled.rule.reason, {**values, "value": value}, self.flow)
                 return Evaluation(
                     action=compiled.rule.action,
                     value=value,
-                    reason=render(compiled.rule.reason, values_with, self.flow),
+                    reason=text,
                     rule=compiled.rule.name,
                     review=compiled.rule.review,
                     trace=trace,
                 )
         return self._outcome(
-            self.policy.default, self.default_value, "default", ctx, values, trace, None
+            self.policy.default, self.default_value, "default", ctx, values, trace, None, reason
         )
 
     def trace_details(
@@ -195,6 +200,7 @@ class CompiledPolicy:
         values: Mapping[str, Any],
         trace: list[str],
         cause: str | None,
+        reason: bool = True,
     ) -> Evaluation:
         value = None
         if program is not None:
@@ -205,7 +211,7 @@ class CompiledPolicy:
         return Evaluation(
             action=outcome.action,
             value=value,
-            reason=render(outcome.reason, {**values, "value": value}, self.flow),
+            reason=render(outcome.reason, {**values, "value": value}, self.flow) if reason else "",
             rule=rule,
             review=outcome.review,
             trace=trace,

@@ -342,6 +342,29 @@ class Changes:
                 )
             )
 
+    def register(self, flow: str, text: str, source: str = "<candidate>") -> str:
+        """Check and store a policy version without proposing it (to replay it, say);
+        returns its version. Registering is a ledger event the first time."""
+        policy = self._parse(flow, text, source)
+
+        def work(conn: Connection, gate: WindowGate) -> None:
+            exists = conn.execute(
+                select(policy_versions.c.version).where(policy_versions.c.version == policy.version)
+            ).first()
+            if exists:
+                return
+            self._store_version(conn, policy, gate.now)
+            body = {
+                "policy": policy.name,
+                "version": policy.version,
+                "flow": flow,
+                "source": Path(source).name,
+            }
+            append_in(conn, [_event("policy_registered", flow, body, gate.now)], gate)
+
+        self._engine.writer.transact(work)
+        return policy.version
+
     def propose(
         self, flow: str, text: str, author: Actor, reason: str, source: str = "<proposal>"
     ) -> dict[str, Any]:

@@ -1,0 +1,360 @@
+"""Replay: what a candidate policy would have decided on the recorded cases of a time range.
+
+For every decision a flow recorded in ``[since, until)``, the candidate policy is evaluated on
+the decision's own inputs (personal ones decrypted from the store) and the signals its models
+gave then, with the candidate's static guardrails (kill switch, confidence floors, bounds).
+The report says how many decisions change and which, the transition matrix (recorded action →
+candidate action), the sums of values per action before and after (approved amount,
+exposure), how many cases would now wait for review, and — where outcomes are known — how
+many decisions the candidate gets right that were wrong, and the reverse, with the outcome
+values at stake.
+
+Rate and exposure limits are not replayed: they depend on the live traffic around each case,
+which a candidate would have shaped differently; the report says so. Models are not re-run:
+the recorded signals are what the models said then (a candidate model is a separate replay
+of signals, to come).
+
+Large ranges are split into slices of the ledger replayed by worker processes in parallel,
+each reading its slice straight from the store.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import text
+
+from keel.decide import settle_status
+from keel.errors import ErasedDataError, InputError
+from keel.flows import Flow
+from keel.keys import load_data_key
+from keel.policy.compiler import CompiledPolicy, compile_policy
+from keel.policy.guardrails import check_static
+from keel.policy.model import policy_from_document
+from keel.protect import Protector, Sealed
+from keel.store.database import open_database
+
+if TYPE_CHECKING:
+    from keel.engine import Engine
+
+SAMPLE = 100  # changed decisions listed in the report
+_FETCH = 2000
+PARALLEL_FROM = 20_000  # ranges at least this large are replayed by worker processes
+
+_QUERY = """
+SELECT d.id, l.record, p.key_id, p.nonce, p.ciphertext, o.label, o.value
+FROM decisions d
+JOIN ledger l ON l.seq = d.seq
+LEFT JOIN protected_values p ON p.record_id = d.id
+LEFT JOIN outcomes o ON o.decision_id = d.id
+WHERE d.flow = :flow AND d.recorded_at >= :since AND d.recorded_at < :until
+  AND d.seq >= :low AND d.seq < :high
+ORDER BY d.seq
+"""
+
+
+@dataclass
+class Tally:
+    """What one slice of the range adds up to; slices merge into the report."""
+
+    decisions: int = 0
+    changed: int = 0
+    transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    recorded_sums: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    candidate_sums: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    recorded_review: int = 0
+    candidate_review: int = 0
+    fallbacks: int = 0
+    erased: int = 0
+    versions: Counter[str] = field(default_factory=Counter)
+    known: int = 0
+    recorded_right: int = 0
+    candidate_right: int = 0
+    fixed: int = 0
+    broken: int = 0
+    fixed_value: float = 0.0
+    broken_value: float = 0.0
+    sample: list[dict[str, Any]] = field(default_factory=list)
+
+    def merge(self, other: Tally) -> None:
+        for name in (
+            "decisions",
+            "changed",
+            "recorded_review",
+            "candidate_review",
+            "fallbacks",
+            "erased",
+            "known",
+            "recorded_right",
+            "candidate_right",
+            "fixed",
+            "broken",
+            "fixed_value",
+            "broken_value",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.transitions.update(other.transitions)
+        self.versions.update(other.versions)
+        for mine, theirs in (
+            (self.recorded_sums, other.recorded_sums),
+            (self.candidate_sums, other.candidate_sums),
+        ):
+            for action, total in theirs.items():
+                mine[action] += total
+        self.sample.extend(other.sample[: max(0, SAMPLE - len(self.sample))])
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Everything a worker needs to replay one slice, picklable."""
+
+    database_url: str
+    keys_dir: str
+    flow: Flow
+    document: Mapping[str, Any]
+    labels: Mapping[str, str | None]
+    since: str
+    until: str
+    low: int
+    high: int
+
+
+def _replay_slice(job: _Job) -> Tally:
+    """Replay one slice of the range (in a worker process, or in the caller's)."""
+    policy = policy_from_document(job.document, "<candidate>")
+    compiled = compile_policy(policy, job.flow)
+    key_id, key = load_data_key(Path(job.keys_dir))
+    protector = Protector(key_id, key)
+    db = open_database(job.database_url, migrate=False)
+    try:
+        with db.read() as conn:
+            rows = conn.execute(
+                text(_QUERY),
+                {
+                    "flow": job.flow.name,
+                    "since": job.since,
+                    "until": job.until,
+                    "low": job.low,
+                    "high": job.high,
+                },
+            )
+            return _tally(rows_of(rows), compiled, job.flow, protector, job.labels)
+    finally:
+        db.close()
+
+
+def rows_of(result: Any) -> Iterator[tuple[Any, ...]]:
+    while True:
+        batch = result.fetchmany(_FETCH)
+        if not batch:
+            return
+        yield from batch
+
+
+def _tally(
+    rows: Iterator[tuple[Any, ...]],
+    compiled: CompiledPolicy,
+    flow: Flow,
+    protector: Protector,
+    labels: Mapping[str, str | None],
+) -> Tally:
+    tally = Tally()
+    guardrails = compiled.policy.guardrails
+    kill_switch = guardrails.kill_switch
+    autonomy = flow.autonomy
+    for decision_id, record, key_id, nonce, ciphertext, label, outcome_value in rows:
+        body = json.loads(record)["body"]
+        sealed = Sealed(decision_id, key_id, nonce, ciphertext) if key_id is not None else None
+        try:
+            inputs = protector.join(decision_id, body["inputs"], sealed)
+        except ErasedDataError:
+            tally.erased += 1  # its personal inputs were erased on request: cannot be replayed
+            continue
+        signals = {k: v for k, v in body["signals"].items() if "score" in v}
+        evaluation = compiled.evaluate(inputs, signals, body["failed_signals"], reason=False)
+        action, value, review = evaluation.action, evaluation.value, evaluation.review
+        static = check_static(guardrails, action, value, signals)
+        value = static.value
+        escalated = False
+        for hit in static.hits:
+            if hit.kind == "kill_switch" and kill_switch is not None:
+                action, value, escalated = kill_switch.action, None, True
+                break
+            if hit.on_hit == "fallback":
+                action, value, review = compiled.policy.fallback.action, None, True
+                break
+            escalated = escalated or hit.on_hit == "escalate"
+        if evaluation.fallback_cause:
+            tally.fallbacks += 1
+        status = settle_status(autonomy, review, escalated)
+        old_action, old_value = body["action"], body["value"]
+        tally.decisions += 1
+        tally.versions[body["policy"]["version"]] += 1
+        tally.transitions[(old_action, action)] += 1
+        tally.recorded_sums[old_action] += old_value or 0.0
+        tally.candidate_sums[action] += value or 0.0
+        tally.recorded_review += body["status"] == "pending_review"
+        tally.candidate_review += status == "pending_review"
+        changed = old_action != action or not _same_value(old_value, value)
+        if changed:
+            tally.changed += 1
+            if len(tally.sample) < SAMPLE:
+                tally.sample.append(
+                    {
+                        "decision": decision_id,
+                        "recorded": {"action": old_action, "value": old_value},
+                        "candidate": {"action": action, "value": value, "status": status},
+                        "rule": evaluation.rule,
+                    }
+                )
+        right = labels.get(label) if label is not None else None
+        if right is not None:
+            tally.known += 1
+            was, now = old_action == right, action == right
+            tally.recorded_right += was
+            tally.candidate_right += now
+            if now and not was:
+                tally.fixed += 1
+                tally.fixed_value += outcome_value or 0.0
+            elif was and not now:
+                tally.broken += 1
+                tally.broken_value += outcome_value or 0.0
+    return tally
+
+
+def _same_value(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def replay(
+    engine: Engine,
+    flow: str,
+    candidate: str,
+    since: str,
+    until: str,
+    workers: int | None = None,
+    parallel_from: int = PARALLEL_FROM,
+) -> dict[str, Any]:
+    """Replay the stored policy version ``candidate`` (or a prefix of it, or a change id) on
+    ``flow``'s decisions recorded in ``[since, until)``: in ``workers`` processes (default:
+    one per CPU) when the range holds at least ``parallel_from`` decisions."""
+    started = time.perf_counter()
+    runtime = engine.runtime(flow)
+    if candidate.startswith("chg_"):
+        change = engine.changes.get(candidate)
+        if change["flow"] != flow:
+            raise InputError(
+                f"change {candidate} is for flow '{change['flow']}', not '{flow}'",
+                {"candidate": candidate},
+            )
+        candidate = change["version"]
+    version = engine.changes.resolve(flow, candidate)
+    policy = engine.changes.policy(flow, version)
+    if since >= until:
+        raise InputError(
+            f"the range is empty: since {since} is not before until {until}",
+            {"since": since, "until": until},
+        )
+    with engine.db.read() as conn:
+        low, high, count = conn.execute(
+            text(
+                "SELECT min(seq), max(seq), count(*) FROM decisions "
+                "WHERE flow = :flow AND recorded_at >= :since AND recorded_at < :until"
+            ),
+            {"flow": flow, "since": since, "until": until},
+        ).one()
+    if not count:
+        raise InputError(
+            f"flow '{flow}' recorded no decisions between {since} and {until}: nothing to replay",
+            {"flow": flow, "since": since, "until": until},
+        )
+    settings = engine.settings
+    parts = max(1, workers if workers is not None else (os.cpu_count() or 1))
+    if count < parallel_from:
+        parts = 1
+    step = max(1, math.ceil((high + 1 - low) / parts))
+    jobs = [
+        _Job(
+            settings.database_url,
+            str(settings.keys_dir),
+            runtime.flow,
+            dict(policy.document),
+            dict(runtime.flow.outcome.labels),
+            since,
+            until,
+            start,
+            min(start + step, high + 1),
+        )
+        for start in range(low, high + 1, step)
+    ]
+    total = Tally()
+    if len(jobs) == 1:
+        total.merge(_replay_slice(jobs[0]))
+    else:
+        with ProcessPoolExecutor(len(jobs)) as pool:
+            for part in pool.map(_replay_slice, jobs):
+                total.merge(part)
+    seconds = time.perf_counter() - started
+    report = _report(flow, version, since, until, total, seconds, runtime.flow)
+    report["workers"] = len(jobs)
+    return report
+
+
+def _report(
+    flow: str, version: str, since: str, until: str, t: Tally, seconds: float, spec: Flow
+) -> dict[str, Any]:
+    matrix: dict[str, dict[str, int]] = {}
+    for (old, new), n in sorted(t.transitions.items()):
+        matrix.setdefault(old, {})[new] = n
+    actions = sorted(set(t.recorded_sums) | set(t.candidate_sums))
+    known = t.known
+    return {
+        "flow": flow,
+        "candidate": version,
+        "recorded_versions": dict(t.versions),
+        "since": since,
+        "until": until,
+        "decisions": t.decisions,
+        "changed": t.changed,
+        "changed_share": t.changed / t.decisions,
+        "transitions": matrix,
+        "sums": {
+            a: {
+                "recorded": t.recorded_sums.get(a, 0.0),
+                "candidate": t.candidate_sums.get(a, 0.0),
+                "difference": t.candidate_sums.get(a, 0.0) - t.recorded_sums.get(a, 0.0),
+            }
+            for a in actions
+        },
+        "review": {"recorded": t.recorded_review, "candidate": t.candidate_review},
+        "candidate_fallbacks": t.fallbacks,
+        "erased": t.erased,
+        "outcomes": {
+            "known": known,
+            "recorded_right": t.recorded_right,
+            "candidate_right": t.candidate_right,
+            "recorded_accuracy": t.recorded_right / known if known else None,
+            "candidate_accuracy": t.candidate_right / known if known else None,
+            "fixed": t.fixed,
+            "broken": t.broken,
+            "fixed_value": t.fixed_value,
+            "broken_value": t.broken_value,
+            "value_means": spec.outcome.value,
+        },
+        "changed_sample": t.sample,
+        "not_replayed": "rate and exposure limits (they depend on live traffic); models "
+        "(the recorded signals are used)",
+        "seconds": round(seconds, 3),
+        "per_second": round(t.decisions / seconds) if seconds > 0 else None,
+    }
