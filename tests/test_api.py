@@ -259,6 +259,7 @@ MATRIX: dict[str, tuple[set[Role], set[Role]]] = {
     "active_policy": (ALL, set()),
     "rollback_policy": (ACTIVATORS, set()),
     "replay_policy": ({Role.POLICY_AUTHOR, Role.APPROVER, Role.OWNER, Role.ADMIN}, set()),
+    "trust_metrics": (READERS, set()),
 }
 # Change management depends on the change's state (a principal may not approve what it
 # wrote, nor activate what nobody approved): allowed there means not refused for identity.
@@ -320,6 +321,11 @@ def call(client: TestClient, endpoint: str, ids: dict[str, str], headers: dict[s
             "post",
             f"/v1/flows/{FLOW}/policy/rollback",
             {"version": ids["first"], "reason": "matrix"},
+        ),
+        "trust_metrics": (
+            "get",
+            f"/v1/flows/{FLOW}/trust?since=2000-01-01&until=2100-01-01",
+            None,
         ),
         "replay_policy": (
             "post",

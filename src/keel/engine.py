@@ -543,6 +543,8 @@ def _index_row(entry: Entry, body: dict[str, Any]) -> dict[str, Any]:
         "status": body["status"],
         "recorded_at": entry.recorded_at,
         "policy_version": body["policy"]["version"],
+        "guardrail_hits": len(body["guardrails"]["hits"]),
+        "fallback": 1 if body["fallback"] else 0,
     }
 
 

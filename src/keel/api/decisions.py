@@ -145,3 +145,20 @@ def what_if(
     if body.counterfactual:
         result["counterfactuals"] = [c.to_dict() for c in engine.counterfactuals(decision_id)]
     return result
+
+
+@router.get("/flows/{flow}/trust", name="trust_metrics")
+def trust(
+    flow: str,
+    principal: Caller,
+    request: Request,
+    since: str,
+    until: str,
+    bucket: Annotated[str, Query(pattern="^(hour|day|week)$")] = "day",
+) -> dict[str, Any]:
+    """The flow's trust metrics per bucket over ``[since, until)`` (ISO 8601)."""
+    from keel.monitor.trust import trust_metrics  # noqa: PLC0415
+
+    principal.require(Permission.READ_DECISIONS, flow)
+    start, end = parse_instant("since", since), parse_instant("until", until)
+    return trust_metrics(_engine(request), flow, start or "", end or "", bucket)

@@ -89,6 +89,8 @@ decisions = Table(
     Column("status", String(32), nullable=False),
     Column("recorded_at", String(32), nullable=False),
     Column("policy_version", String(64), nullable=False),
+    Column("guardrail_hits", Integer, nullable=False, server_default="0"),
+    Column("fallback", Integer, nullable=False, server_default="0"),  # 1: a fallback decided
     Index("ix_decisions_flow_seq", "flow", "seq"),
     Index("ix_decisions_subject", "subject_id"),
     Index("ix_decisions_recorded_at", "recorded_at"),

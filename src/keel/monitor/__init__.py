@@ -1,0 +1,1 @@
+"""Watching decisions: trust metrics per flow (and, to come, drift and behaviour monitors)."""
