@@ -260,6 +260,8 @@ MATRIX: dict[str, tuple[set[Role], set[Role]]] = {
     "rollback_policy": (ACTIVATORS, set()),
     "replay_policy": ({Role.POLICY_AUTHOR, Role.APPROVER, Role.OWNER, Role.ADMIN}, set()),
     "trust_metrics": (READERS, set()),
+    "get_autonomy": (ALL, set()),
+    "change_autonomy": (ACTIVATORS, set()),
 }
 # Change management depends on the change's state (a principal may not approve what it
 # wrote, nor activate what nobody approved): allowed there means not refused for identity.
@@ -269,6 +271,7 @@ STATEFUL = {
     "activate_policy_change",
     "edit_policy_change",
     "rollback_policy",
+    "change_autonomy",
 }
 CHANGE_ROUTES = {
     "get_policy_change",
@@ -321,6 +324,12 @@ def call(client: TestClient, endpoint: str, ids: dict[str, str], headers: dict[s
             "post",
             f"/v1/flows/{FLOW}/policy/rollback",
             {"version": ids["first"], "reason": "matrix"},
+        ),
+        "get_autonomy": ("get", f"/v1/flows/{FLOW}/autonomy", None),
+        "change_autonomy": (
+            "post",
+            f"/v1/flows/{FLOW}/autonomy",
+            {"level": "advisory", "reason": "matrix"},
         ),
         "trust_metrics": (
             "get",
@@ -432,7 +441,8 @@ def test_the_matrix_covers_every_operation(client: TestClient) -> None:
     operations = sum(len(methods) for methods in schema["paths"].values())
     unauthenticated = 2  # /healthz and /readyz
     filtered_list = 1  # GET /v1/flows: never refused, filtered (test_lists_show_only_…)
-    assert operations == len(MATRIX) + unauthenticated + filtered_list
+    elsewhere = 1  # approving a raise needs a request first: tests/test_autonomy.py
+    assert operations == len(MATRIX) + unauthenticated + filtered_list + elsewhere
 
 
 def test_reviews_over_http_with_four_eyes(project: Path, env: dict[str, str]) -> None:

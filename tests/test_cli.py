@@ -44,13 +44,13 @@ def test_init_validate_decide_explain_whatif_verify(tmp_path: Path) -> None:
     code, out, _ = keel("ledger", "checkpoint", "--out", str(cp), "-p", str(project))
     assert code == 0 and cp.exists()
     code, out, _ = keel("ledger", "verify", "--checkpoint", str(cp), "-p", str(project))
-    assert code == 0 and "ok: 4 entries verified" in out and "matches checkpoint" in out
+    assert code == 0 and "ok: 5 entries verified" in out and "matches checkpoint" in out
     with sqlite3.connect(project / "keel.db") as conn:
         conn.execute(
-            "update ledger set record = replace(record, 'approve', 'decline') where seq = 3"
+            "update ledger set record = replace(record, 'approve', 'decline') where seq = 4"
         )
     code, _, err = keel("ledger", "verify", "-p", str(project))
-    assert code == 1 and "FAILED at entry 3" in err
+    assert code == 1 and "FAILED at entry 4" in err
 
 
 @pytest.mark.parametrize(
@@ -100,11 +100,12 @@ def test_ledger_commands_need_only_the_database(project: Path) -> None:
         b"broken"
     )  # the project no longer loads
     code, out, _ = keel("ledger", "verify", "--project", str(project))
-    assert code == 0 and "ok: 3 entries verified" in out
+    assert code == 0 and "ok: 4 entries verified" in out
     code, out, _ = keel("ledger", "show", "--json", "--project", str(project))
     assert code == 0 and [json.loads(line)["kind"] for line in out.splitlines()] == [
         "policy_registered",
         "policy_activated",
+        "autonomy_changed",
         "decision",
     ]
 

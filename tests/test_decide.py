@@ -124,7 +124,7 @@ def test_failed_ledger_write_fails_the_decision(
     # Once the store is healthy again, the writer carries on with a fresh connection.
     run_sql(db_url, "alter table ledger_gone rename to ledger")
     decision = engine.decide("credit_limit", low_risk)
-    assert decision.seq == 4 and engine.verify().ok  # 1, 2: the policy; 3: the first decision
+    assert decision.seq == 5 and engine.verify().ok  # 1-3: policy, autonomy; 4: a decision
 
 
 def test_concurrent_deciders_build_one_chain(engine: Engine, low_risk: dict[str, Any]) -> None:
@@ -145,7 +145,7 @@ def test_concurrent_deciders_build_one_chain(engine: Engine, low_risk: dict[str,
     assert not errors
     report = engine.verify()
     assert (
-        report.ok and report.entries == 402
+        report.ok and report.entries == 403
     )  # 400 decisions + the policy registration and activation
     assert engine.writer.batches < 400  # appends were grouped into fewer transactions
 
@@ -157,7 +157,7 @@ def test_two_engines_on_one_database_share_one_chain(
         for _ in range(20):
             a.decide("credit_limit", low_risk)
             b.decide("credit_limit", low_risk)
-        assert a.verify().ok and a.verify().entries == 42
+        assert a.verify().ok and a.verify().entries == 43
 
 
 def test_what_if_and_counterfactual(engine: Engine, low_risk: dict[str, Any]) -> None:

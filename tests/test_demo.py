@@ -14,7 +14,7 @@ def test_demo_runs_and_verifies(tmp_path: Path) -> None:
     assert "Deciding 120 applicants" in out
     assert "approve" in out and "decline" in out
     assert "raised the default risk" in out or "lowered the default risk" in out
-    assert "ok: 123 entries verified" in out  # policy registration, activation, 120, checkpoint
+    assert "ok: 124 entries verified" in out  # policy (2), autonomy, 120 decisions, checkpoint
     # Running it again recreates the demo folder instead of failing on it.
     again = CliRunner().invoke(app, ["demo", "--dir", str(tmp_path / "demo"), "--count", "5"])
     assert again.exit_code == 0, again.stdout

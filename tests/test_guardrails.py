@@ -101,24 +101,32 @@ def test_kill_switch_wins_over_every_rule(
 
 
 def test_autonomy_levels(project: Path, env: dict[str, str], low_risk: dict[str, Any]) -> None:
-    expected = {"shadow": "shadow", "advisory": "advisory", "autonomous": "final"}
+    from keel.rollout.changes import Actor
+
     grey = {
         **low_risk,
         "requested_limit": 20000.0,
         "debt_to_income": 0.35,
         "credit_utilization": 0.6,
     }
-    for level, status in expected.items():
-        replace_in(
-            project / "flows/credit_limit.yaml", "autonomy: supervised", f"autonomy: {level}"
-        )
-        with open_engine(project, environ=env) as engine:
+    with (project / "flows/credit_limit.yaml").open("a") as flow:
+        flow.write("earned_autonomy:\n  autonomous: {over: 1d}\n")  # no evidence asked
+    owner, approver = Actor("key:o", "O", "owner"), Actor("key:a", "A", "approver")
+    with open_engine(project, environ=env) as engine:
+        assert engine.decide("credit_limit", grey).status == "pending_review"  # supervised
+        request = engine.autonomy.request("credit_limit", "autonomous", owner, "earned")
+        engine.autonomy.approve(request["request"]["id"], approver, "ok")
+        for level, status in (
+            ("autonomous", "final"),
+            ("advisory", "advisory"),
+            ("shadow", "shadow"),
+        ):
+            if level != "autonomous":
+                engine.autonomy.request("credit_limit", level, owner, "lower")
             decision = engine.decide("credit_limit", grey)
             assert decision.rule == "grey_zone", decision.reason
             assert decision.status == status, level
-        replace_in(
-            project / "flows/credit_limit.yaml", f"autonomy: {level}", "autonomy: supervised"
-        )
+            assert engine.entry(decision.id).body["autonomy"] == level
 
 
 def test_shadow_decisions_do_not_consume_limits(

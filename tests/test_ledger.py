@@ -27,7 +27,7 @@ class Ledger:
 def filled(
     engine: Engine, project: Path, env: dict[str, str], db_url: str, low_risk: dict[str, Any]
 ) -> Ledger:
-    for i in range(8):  # after the policy registration and its first activation
+    for i in range(7):  # after the policy registration, activation and autonomy level
         engine.decide("credit_limit", {**low_risk, "requested_limit": 1000.0 + i})
     assert engine.verify().entries == 10
     return Ledger(project, env, db_url)

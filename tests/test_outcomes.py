@@ -53,7 +53,7 @@ def test_an_outcome_is_recorded_once_and_never_contradicted(engine: Engine) -> N
             engine.outcomes.report(conflicting, "key:other")
     assert engine.outcomes.get(decision.id)["reported_by"] == "key:svc"  # the first stands
     assert engine.metrics.outcomes.labels(FLOW, "defaulted")._value.get() == 1
-    assert engine.verify().ok and engine.verify().entries == 4
+    assert engine.verify().ok and engine.verify().entries == 5
 
 
 def test_bad_reports_are_refused_and_change_nothing(engine: Engine, db_url: str) -> None:
@@ -74,7 +74,7 @@ def test_bad_reports_are_refused_and_change_nothing(engine: Engine, db_url: str)
             engine.outcomes.report(report, "t")
     assert made  # the decision's own time bounds observed_at from below
     assert run_sql(db_url, "select count(*) from outcomes")[0][0] == 0
-    assert engine.verify().entries == 3  # the policy (2) and the decision; no outcome
+    assert engine.verify().entries == 4  # policy (2), autonomy, the decision; no outcome
     with pytest.raises(NotFoundError, match="no outcome has been reported"):
         engine.outcomes.get(decision.id)
 

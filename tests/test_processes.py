@@ -53,4 +53,4 @@ def test_processes_share_one_chain_and_one_rate_limit(project: Path, env: dict[s
     assert statuses.count("pending_review") == 70
     with open_engine(project, environ=env) as engine:
         report = engine.verify()
-    assert report.ok and report.entries == 122 and report.head_seq == 122
+    assert report.ok and report.entries == 123 and report.head_seq == 123

@@ -48,7 +48,7 @@ def test_an_escalation_waits_in_the_queue_and_its_resolution_is_in_the_ledger(
     with pytest.raises(NotFoundError, match="has no review waiting"):
         engine.reviews.resolve(final.id, ANNA, "approve", "nothing to review")
     report = engine.verify()
-    assert report.ok and report.entries == 5  # policy (2), two decisions, one review
+    assert report.ok and report.entries == 6  # policy (2), autonomy, 2 decisions, 1 review
 
 
 def test_reject_takes_the_safe_action_and_change_stays_inside_the_policy(

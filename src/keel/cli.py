@@ -31,6 +31,8 @@ review_app = typer.Typer(help="The review queue: list, claim, resolve, override,
 app.add_typer(review_app, name="review")
 outcomes_app = typer.Typer(help="What came of decisions: report, import, show.")
 app.add_typer(outcomes_app, name="outcomes")
+autonomy_app = typer.Typer(help="Autonomy levels: raise with evidence and approval, lower.")
+app.add_typer(autonomy_app, name="autonomy")
 report_app = typer.Typer(help="Reports: trust metrics per flow.")
 app.add_typer(report_app, name="report")
 policy_app = typer.Typer(
@@ -924,6 +926,61 @@ def policy_active(
 
     with _engine(project) as engine:
         _print(engine.changes.active_at(flow, parse_instant("at", at)))
+
+
+@autonomy_app.command("request")
+def autonomy_request(
+    flow: Annotated[str, typer.Argument(help="The flow.")],
+    level: Annotated[str, typer.Argument(help="shadow, advisory, supervised or autonomous.")],
+    reason: ReasonOpt,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Lower a flow's autonomy at once, or ask to raise it (checked against its evidence
+    criteria; refused with the unmet ones).
+
+    Example: keel autonomy request credit_limit autonomous -r "Six weeks at 97% agreement"
+    """
+    with _engine(project) as engine:
+        try:
+            _print(engine.autonomy.request(flow, level, _cli_actor(), reason))
+        except KeelError as error:
+            for line in error.detail.get("unmet", []):
+                typer.echo(f"unmet: {line}", err=True)
+            raise
+
+
+@autonomy_app.command("approve")
+def autonomy_approve(
+    request_id: Annotated[str, typer.Argument(help="The raise request (aut_…).")],
+    reason: ReasonOpt,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Approve a raise someone else requested; the evidence is checked again now.
+
+    Example: keel autonomy approve aut_0193... -r "Evidence reviewed"
+    """
+    with _engine(project) as engine:
+        _print(engine.autonomy.approve(request_id, _cli_actor(), reason))
+
+
+@autonomy_app.command("show")
+def autonomy_show(
+    flow: Annotated[str, typer.Argument(help="The flow.")],
+    evidence: Annotated[
+        str | None, typer.Option(help="Also show the evidence for raising to this level.")
+    ] = None,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """The level in force, its history and open raise requests.
+
+    Example: keel autonomy show credit_limit --evidence autonomous
+    """
+    with _engine(project) as engine:
+        shown = engine.autonomy.show(flow)
+        if evidence is not None:
+            figures, unmet = engine.autonomy.evidence(flow, evidence)
+            shown["evidence"] = {"level": evidence, "figures": figures, "unmet": unmet}
+    _print(shown)
 
 
 @app.command()

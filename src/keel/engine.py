@@ -40,6 +40,7 @@ from keel.policy.text import render
 from keel.project import Project, load_project
 from keel.protect import Protector, Sealed
 from keel.review import Reviews, open_review_row
+from keel.rollout.autonomy import AutonomyControl
 from keel.rollout.changes import Changes
 from keel.signals.runner import SignalResult, SignalRunner, feature_row
 from keel.store.database import Database, open_database
@@ -73,6 +74,7 @@ class Engine:
         self.reviews = Reviews(self)
         self.outcomes = Outcomes(self)
         self._register_policies()
+        self.autonomy = AutonomyControl(self)
         self.changes = Changes(self)
         self.changes.start()  # the store's active versions decide, not the files
 

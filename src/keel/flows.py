@@ -151,6 +151,20 @@ class OutcomeSpec:
 
 
 @dataclass(frozen=True)
+class Criteria:
+    """The evidence a flow must show, over the last ``over_s`` seconds, to be raised to a
+    level: enough reviewed cases, enough agreement, few enough guardrail hits, and (if set)
+    enough outcome accuracy."""
+
+    over_s: int
+    min_reviewed: int = 0
+    min_agreement: float | None = None
+    max_guardrail_hits: int | None = None
+    min_outcome_accuracy: float | None = None
+    min_outcomes: int = 0
+
+
+@dataclass(frozen=True)
 class Flow:
     name: str
     owner: Owner
@@ -163,6 +177,7 @@ class Flow:
     outcome: OutcomeSpec = field(default_factory=OutcomeSpec)
     reviewers: tuple[str, ...] = field(default_factory=tuple)
     review: ReviewSettings = field(default_factory=ReviewSettings)
+    earned_autonomy: Mapping[str, Criteria] = field(default_factory=dict)  # by target level
 
     def validate_input(self, inputs: Any) -> dict[str, Any]:
         """Check ``inputs`` against the schema; return a normalised copy or raise ``InputError``.
@@ -246,6 +261,15 @@ _FLOW_KEYS = {
     "outcome",
     "reviewers",
     "review",
+    "earned_autonomy",
+}
+_CRITERIA_KEYS = {
+    "over",
+    "min_reviewed",
+    "min_agreement",
+    "max_guardrail_hits",
+    "min_outcome_accuracy",
+    "min_outcomes",
 }
 _REVIEW_KEYS = {"deadline", "four_eyes", "capacity"}
 _OUTCOME_KEYS = {"description", "labels", "value"}
@@ -463,6 +487,7 @@ def parse_flow(raw: LocatedDict, path: Path) -> Flow:
         reviewers = []
     review = _parse_review(c, raw)
     outcome = _parse_outcome(c, raw)
+    earned = _parse_earned(c, raw)
     if c.problems:
         raise DefinitionError(c.problems)
     return Flow(
@@ -475,9 +500,88 @@ def parse_flow(raw: LocatedDict, path: Path) -> Flow:
         description=str(raw.get("description", "")),
         source=str(path),
         outcome=outcome,
+        earned_autonomy=earned,
         reviewers=tuple(reviewers),
         review=review,
     )
+
+
+def _parse_earned(c: Any, raw: LocatedDict) -> dict[str, Criteria]:
+    """``earned_autonomy: {LEVEL: {over: 14d, min_reviewed: 500, ...}}``: what raising the
+    flow to each level takes. A level not listed cannot be reached by a raise."""
+    section = raw.get("earned_autonomy")
+    if section is None:
+        return {}
+    if not isinstance(section, LocatedDict):
+        c.add(
+            "earned_autonomy", "'earned_autonomy' maps levels to criteria", raw, "earned_autonomy"
+        )
+        return {}
+    out: dict[str, Criteria] = {}
+    raisable = [a.value for a in Autonomy][1:]
+    for level, node in section.items():
+        where = f"earned_autonomy.{level}"
+        if level not in raisable:
+            c.add(
+                where,
+                f"'{level}' is not a level to raise to ({', '.join(raisable)})",
+                section,
+                level,
+            )
+            continue
+        if not isinstance(node, LocatedDict):
+            c.add(where, "criteria must be a mapping", section, level)
+            continue
+        for key in node:
+            if key not in _CRITERIA_KEYS:
+                known = ", ".join(sorted(_CRITERIA_KEYS))
+                c.add(f"{where}.{key}", f"unknown criterion '{key}' (known: {known})", node, key)
+        over = parse_window(node.get("over"))
+        if over is None:
+            c.add(
+                f"{where}.over",
+                f"'over' must look like 7d or 14d, got {node.get('over')!r}",
+                node,
+                "over",
+            )
+        counts = {}
+        for key in ("min_reviewed", "max_guardrail_hits", "min_outcomes"):
+            value = node.get(key)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 0
+            ):
+                c.add(
+                    f"{where}.{key}",
+                    f"'{key}' must be a whole number ≥ 0, got {value!r}",
+                    node,
+                    key,
+                )
+                value = None
+            counts[key] = value
+        shares = {}
+        for key in ("min_agreement", "min_outcome_accuracy"):
+            value = node.get(key)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1
+            ):
+                c.add(
+                    f"{where}.{key}",
+                    f"'{key}' must be a share from 0 to 1, got {value!r}",
+                    node,
+                    key,
+                )
+                value = None
+            shares[key] = float(value) if value is not None else None
+        if over is not None:
+            out[level] = Criteria(
+                over_s=over,
+                min_reviewed=counts["min_reviewed"] or 0,
+                min_agreement=shares["min_agreement"],
+                max_guardrail_hits=counts["max_guardrail_hits"],
+                min_outcome_accuracy=shares["min_outcome_accuracy"],
+                min_outcomes=counts["min_outcomes"] or 0,
+            )
+    return out
 
 
 def _parse_outcome(c: Any, raw: LocatedDict) -> OutcomeSpec:

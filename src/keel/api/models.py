@@ -171,6 +171,11 @@ class ReplayRequest(Strict):
     )
 
 
+class AutonomyRequest(Strict):
+    level: Literal["shadow", "advisory", "supervised", "autonomous"]
+    reason: str = Field(min_length=1, max_length=2000, description="Why, in words.")
+
+
 class ReviewOut(Strict):
     decision_id: str
     flow: str

@@ -17,6 +17,7 @@ from keel.api.decisions import ERRORS
 from keel.api.models import (
     ActivateRequest,
     ActivationOut,
+    AutonomyRequest,
     ChangeOut,
     DiffOut,
     ProposeRequest,
@@ -171,3 +172,33 @@ def replay(flow: str, body: ReplayRequest, principal: Caller, request: Request) 
     candidate = body.candidate or engine.changes.register(flow, body.document or "")
     since, until = parse_instant("since", body.since), parse_instant("until", body.until)
     return engine.replay(flow, candidate, since or "", until or "")
+
+
+@router.get("/flows/{flow}/autonomy", name="get_autonomy")
+def get_autonomy(flow: str, principal: Caller, request: Request) -> dict[str, Any]:
+    """The flow's autonomy level, its history and open raise requests."""
+    principal.require(Permission.READ_FLOWS, flow)
+    return _engine(request).autonomy.show(flow)
+
+
+@router.post("/flows/{flow}/autonomy", name="change_autonomy")
+def change_autonomy(
+    flow: str, body: AutonomyRequest, principal: Caller, request: Request
+) -> dict[str, Any]:
+    """Lower the level at once (``applied``), or ask to raise it (``request``, for an
+    approver); a raise whose evidence falls short is refused (409) with ``detail.unmet``."""
+    actor = _actor(principal, Permission.CHANGE_AUTONOMY, flow)
+    return _engine(request).autonomy.request(flow, body.level, actor, body.reason)
+
+
+@router.post("/autonomy-requests/{request_id}/approval", name="approve_autonomy")
+def approve_autonomy(
+    request_id: str, body: ReasonRequest, principal: Caller, request: Request
+) -> dict[str, Any]:
+    """Approve a raise someone else requested; the evidence is checked again."""
+    engine = _engine(request)
+    flow = engine.autonomy.flow_of(request_id)
+    if not principal.can(Permission.READ_FLOWS, flow):
+        raise NotFoundError(f"no autonomy request with id '{request_id}'", {"id": request_id})
+    actor = _actor(principal, Permission.APPROVE_POLICY, flow)
+    return engine.autonomy.approve(request_id, actor, body.reason)

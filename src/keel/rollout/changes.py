@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,13 +37,21 @@ from sqlalchemy import Connection, func, select, update
 from keel.canonical import canonical_json
 from keel.decide import FlowRuntime
 from keel.errors import ConflictError, DefinitionError, InputError, NotFoundError, Problem
+from keel.flows import Autonomy
 from keel.ledger.records import iso_time, new_id
 from keel.ledger.writer import Pending, WindowGate, append_in
 from keel.policy.compiler import compile_policy
 from keel.policy.model import Policy, parse_policy, policy_from_document
+from keel.rollout.autonomy import current_level
 from keel.rollout.diff import Difference, diff_policies
 from keel.security.roles import ROLE_PERMISSIONS, Permission, Role
-from keel.store.schema import flow_activations, policy_approvals, policy_changes, policy_versions
+from keel.store.schema import (
+    autonomy_changes,
+    flow_activations,
+    policy_approvals,
+    policy_changes,
+    policy_versions,
+)
 from keel.telemetry import log
 from keel.yamlfile import load_yaml_text
 
@@ -127,33 +135,43 @@ class Changes:
         self._compiled: dict[tuple[str, str], FlowRuntime] = {}
         self._file_versions = {name: rt.policy.version for name, rt in engine.flows.items()}
         self._files = {name: Path(rt.policy.policy.source) for name, rt in engine.flows.items()}
+        self._file_levels = {name: rt.flow.autonomy for name, rt in engine.flows.items()}
         self._lock = threading.Lock()
-        self._seen: int | None = None  # the newest activation id this process applied
+        self._seen: tuple[Any, Any] | None = None  # newest activation and autonomy ids applied
         self._checked = 0.0
 
     # ---- which version runs ----------------------------------------------------------
 
     def start(self) -> None:
         """Seed flows without a history from their files; run each flow's active version."""
-        for flow, version in self._file_versions.items():
 
-            def work(
-                conn: Connection, gate: WindowGate, flow: str = flow, v: str = version
-            ) -> None:
+        def seed(conn: Connection, gate: WindowGate) -> None:
+            for flow, version in self._file_versions.items():
                 if _active(conn, flow) is None:
-                    self._activate_in(conn, gate, flow, v, None, "initial", None, "project file")
+                    self._activate_in(conn, gate, flow, version, None, "initial", None, FIRST)
+            self._engine.autonomy.seed_in(conn, gate)
 
-            self._engine.writer.transact(work)
+        self._engine.writer.transact(seed)
         self._apply_all()
-        for flow, version in self._file_versions.items():
-            active = self._engine.flows[flow].policy.version
-            if active != version:
+        for flow, (active, version) in self.file_drift().items():
+            log.warning(
+                "flow %s runs policy version %s from the store; its file holds %s, which "
+                "takes effect only once proposed, approved and activated",
+                flow,
+                active[:12],
+                version[:12],
+            )
+        for flow, level in self._file_levels.items():
+            running = self._engine.flows[flow].flow.autonomy
+            if running is not level:
                 log.warning(
-                    "flow %s runs policy version %s from the store; its file holds %s, which "
-                    "takes effect only once proposed, approved and activated",
+                    "flow %s runs at autonomy %s from the store; its file says %s, which "
+                    "changes nothing (keel autonomy request %s %s)",
                     flow,
-                    active[:12],
-                    version[:12],
+                    running,
+                    level,
+                    flow,
+                    level,
                 )
 
     def file_drift(self) -> dict[str, tuple[str, str]]:
@@ -193,32 +211,50 @@ class Changes:
         return str(found[0])
 
     def refresh(self) -> None:
-        """Apply activations made by other processes (at most one check per second)."""
+        """Apply activations and autonomy changes made by other processes (at most one
+        check per second)."""
         now = time.monotonic()
         if now - self._checked < REFRESH_S:
             return
         self._checked = now
         with self._engine.db.read() as conn:
-            newest = conn.execute(select(func.max(flow_activations.c.id))).scalar()
+            newest = self._newest(conn)
         if newest != self._seen:
             self._apply_all()
+
+    def refresh_now(self) -> None:
+        """Apply what the store says now (after a change made in this process)."""
+        self._apply_all()
+
+    def _newest(self, conn: Connection) -> tuple[Any, Any]:
+        return (
+            conn.execute(select(func.max(flow_activations.c.id))).scalar(),
+            conn.execute(select(func.max(autonomy_changes.c.id))).scalar(),
+        )
 
     def _apply_all(self) -> None:
         with self._lock:
             with self._engine.db.read() as conn:
-                newest = conn.execute(select(func.max(flow_activations.c.id))).scalar()
+                newest = self._newest(conn)
                 active = {flow: _active(conn, flow) for flow in self._file_versions}
+                levels = {flow: current_level(conn, flow) for flow in self._file_versions}
             for flow, row in active.items():
                 if row is not None:
-                    self._run(flow, row["version"])
+                    self._run(flow, row["version"], levels[flow])
             self._seen = newest
             self._checked = time.monotonic()
 
-    def _run(self, flow: str, version: str) -> None:
+    def _run(self, flow: str, version: str, level: str | None) -> None:
         engine = self._engine
-        if engine.flows[flow].policy.version != version:
-            engine.flows[flow] = self.runtime_of(flow, version)
-            log.info("flow %s now runs policy version %s", flow, version[:12])
+        current = engine.flows[flow]
+        autonomy = Autonomy(level) if level else current.flow.autonomy
+        if current.policy.version == version and current.flow.autonomy is autonomy:
+            return
+        runtime = self.runtime_of(flow, version)
+        if runtime.flow.autonomy is not autonomy:
+            runtime = replace(runtime, flow=replace(runtime.flow, autonomy=autonomy))
+        engine.flows[flow] = runtime
+        log.info("flow %s now runs policy %s at autonomy %s", flow, version[:12], autonomy)
 
     def runtime_of(self, flow: str, version: str) -> FlowRuntime:
         """The flow with a stored policy version compiled (cached per version)."""
@@ -608,9 +644,7 @@ class Changes:
             "activated_by": by,
             "kind": kind,
             "change_id": change_id,
-            "reason": reason
-            if kind != "initial"
-            else "first version, from the project's policy file",
+            "reason": reason,
             "record_id": record_id,
         }
         conn.execute(flow_activations.insert().values(**row))

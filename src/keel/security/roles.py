@@ -35,6 +35,7 @@ class Permission(StrEnum):
     PROPOSE_POLICY = "propose_policy"
     APPROVE_POLICY = "approve_policy"
     ACTIVATE_POLICY = "activate_policy"  # put an approved change into force, or roll back
+    CHANGE_AUTONOMY = "change_autonomy"  # lower a flow's autonomy, or ask to raise it
     VERIFY_LEDGER = "verify_ledger"
     CHECKPOINT_LEDGER = "checkpoint_ledger"
     READ_AUDIT = "read_audit"
@@ -60,7 +61,14 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.DECIDER: frozenset({Permission.DECIDE, Permission.READ_FLOWS, Permission.REPORT_OUTCOME}),
     Role.REVIEWER: frozenset({*_READ, Permission.REVIEW, Permission.READ_PERSONAL}),
     Role.POLICY_AUTHOR: frozenset({*_READ, Permission.PROPOSE_POLICY}),
-    Role.APPROVER: frozenset({*_READ, Permission.APPROVE_POLICY, Permission.ACTIVATE_POLICY}),
+    Role.APPROVER: frozenset(
+        {
+            *_READ,
+            Permission.APPROVE_POLICY,
+            Permission.ACTIVATE_POLICY,
+            Permission.CHANGE_AUTONOMY,
+        }
+    ),
     Role.OWNER: frozenset(
         {
             *_READ,
@@ -69,6 +77,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.REPORT_OUTCOME,
             Permission.PROPOSE_POLICY,
             Permission.ACTIVATE_POLICY,
+            Permission.CHANGE_AUTONOMY,
             Permission.READ_PERSONAL,
         }
     ),

@@ -235,3 +235,38 @@ flow_activations = Table(
     Column("record_id", String(64)),  # the policy_activated ledger event (none if inferred)
     Index("ix_flow_activations_flow", "flow", "activated_at"),
 )
+
+# A flow's autonomy level over time: the last row is in force. Seeded from the flow file;
+# raised only with evidence and an approval, lowered at any time; never updated.
+autonomy_changes = Table(
+    "autonomy_changes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("flow", String(64), nullable=False),
+    Column("level", String(16), nullable=False),
+    Column("previous", String(16)),
+    Column("kind", String(16), nullable=False),  # initial | raise | lower
+    Column("requested_by", String(256), nullable=False),
+    Column("approved_by", String(256)),
+    Column("changed_at", String(32), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("evidence", Text),  # JSON: the figures and criteria a raise was judged on
+    Column("record_id", String(64), nullable=False),
+    Index("ix_autonomy_changes_flow", "flow", "id"),
+)
+
+# Requests to raise a flow's autonomy, waiting for an approver.
+autonomy_requests = Table(
+    "autonomy_requests",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("flow", String(64), nullable=False),
+    Column("level", String(16), nullable=False),
+    Column("state", String(16), nullable=False),  # open | approved
+    Column("requested_by", String(256), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("evidence", Text, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("decided_at", String(32)),
+    Column("decided_by", String(256)),
+)

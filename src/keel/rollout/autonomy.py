@@ -1,0 +1,331 @@
+"""Earned autonomy: a flow's autonomy level goes up only with evidence and an approval.
+
+The flow file seeds the level. After that:
+
+- **lowering** (to any lower level) is always allowed to those who may change autonomy
+  (owner, approver, admin), takes effect at once and is recorded;
+- **raising** needs evidence criteria from the flow's ``earned_autonomy`` section for the
+  target level — measured over the trailing window from the flow's own record (resolved
+  reviews, agreement, guardrail hits, outcome accuracy). A request whose criteria are not
+  met is refused with the list of unmet ones; one whose criteria are met waits for an
+  approver other than the requester, and the criteria are checked again when approved.
+
+Each change is an ``autonomy_changed`` ledger event (with the evidence for raises), each
+request an ``autonomy_requested`` one. Every decision records the level it was made at.
+Other processes follow a change within a second.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, select, update
+
+from keel.errors import ConflictError, InputError, NotFoundError
+from keel.flows import Autonomy, Criteria
+from keel.ledger.records import iso_time, new_id
+from keel.ledger.writer import Pending, WindowGate, append_in
+from keel.monitor.trust import trust_metrics
+from keel.security.roles import Permission
+from keel.store.schema import autonomy_changes, autonomy_requests
+
+if TYPE_CHECKING:
+    from keel.engine import Engine
+    from keel.rollout.changes import Actor
+
+ORDER = [a.value for a in Autonomy]  # lowest to highest
+
+
+def current_level(conn: Connection, flow: str) -> str | None:
+    found = conn.execute(
+        select(autonomy_changes.c.level)
+        .where(autonomy_changes.c.flow == flow)
+        .order_by(autonomy_changes.c.id.desc())
+        .limit(1)
+    ).scalar()
+    return str(found) if found is not None else None
+
+
+def _level(text: str) -> str:
+    if text not in ORDER:
+        raise InputError(
+            f"unknown autonomy level '{text}' (levels, lowest first: {', '.join(ORDER)})",
+            {"field": "level"},
+        )
+    return text
+
+
+def _reason(reason: str) -> str:
+    text = reason.strip() if isinstance(reason, str) else ""
+    if not text:
+        raise InputError("an autonomy change needs a reason, in words", {"field": "reason"})
+    return text[:2000]
+
+
+class AutonomyControl:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def seed_in(self, conn: Connection, gate: WindowGate) -> None:
+        """Record the file's level for flows with no autonomy history (at engine start)."""
+        for name, runtime in self._engine.flows.items():
+            if current_level(conn, name) is None:
+                self._change_in(
+                    conn,
+                    gate,
+                    name,
+                    runtime.flow.autonomy.value,
+                    None,
+                    "initial",
+                    "keel",
+                    None,
+                    "first level, from the flow file",
+                    None,
+                )
+
+    # ---- reading ---------------------------------------------------------------------
+
+    def show(self, flow: str) -> dict[str, Any]:
+        """The level in force, its history (oldest first) and open raise requests."""
+        runtime = self._engine.runtime(flow)
+        with self._engine.db.read() as conn:
+            history = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    select(autonomy_changes)
+                    .where(autonomy_changes.c.flow == flow)
+                    .order_by(autonomy_changes.c.id)
+                )
+            ]
+            requests = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    select(autonomy_requests).where(
+                        autonomy_requests.c.flow == flow, autonomy_requests.c.state == "open"
+                    )
+                )
+            ]
+        for row in [*history, *requests]:
+            row["evidence"] = json.loads(row["evidence"]) if row["evidence"] else None
+        return {
+            "flow": flow,
+            "level": runtime.flow.autonomy.value,
+            "history": history,
+            "open_requests": requests,
+        }
+
+    def flow_of(self, request_id: str) -> str:
+        with self._engine.db.read() as conn:
+            flow = conn.execute(
+                select(autonomy_requests.c.flow).where(autonomy_requests.c.id == request_id)
+            ).scalar()
+        if flow is None:
+            raise NotFoundError(
+                f"no autonomy request with id '{request_id}'", {"request_id": request_id}
+            )
+        return str(flow)
+
+    def evidence(self, flow: str, level: str) -> tuple[dict[str, Any], list[str]]:
+        """The figures raising ``flow`` to ``level`` is judged on, and the unmet criteria."""
+        criteria = self._engine.runtime(flow).flow.earned_autonomy.get(level)
+        if criteria is None:
+            listed = ", ".join(self._engine.runtime(flow).flow.earned_autonomy) or "none"
+            return {}, [
+                f"the flow defines no evidence criteria for '{level}' "
+                f"(earned_autonomy lists: {listed})"
+            ]
+        now = self._engine.clock()
+        since, until = iso_time(now - criteria.over_s), iso_time(now)
+        total = trust_metrics(self._engine, flow, since, until)["total"]
+        figures = {
+            "since": since,
+            "until": until,
+            "reviewed": total["reviews_resolved"],
+            "agreement": total["review_agreement"],
+            "guardrail_hits": total["guardrail_hits"],
+            "outcomes": total["outcomes_known"],
+            "outcome_accuracy": total["outcome_accuracy"],
+            "criteria": _criteria_dict(criteria),
+        }
+        return figures, _unmet(criteria, figures)
+
+    # ---- acting ----------------------------------------------------------------------
+
+    def request(self, flow: str, level: str, actor: Actor, reason: str) -> dict[str, Any]:
+        """Lower at once, or open a request to raise (refused if the evidence falls short).
+
+        Returns ``{"applied": change}`` or ``{"request": request}``."""
+        actor.require(Permission.CHANGE_AUTONOMY, "change autonomy levels")
+        level, reason = _level(level), _reason(reason)
+        current = self._engine.runtime(flow).flow.autonomy.value
+        if level == current:
+            raise ConflictError(
+                f"flow '{flow}' is at '{level}' already", {"flow": flow, "level": level}
+            )
+        if ORDER.index(level) < ORDER.index(current):
+
+            def lower(conn: Connection, gate: WindowGate) -> dict[str, Any]:
+                return self._change_in(
+                    conn, gate, flow, level, current, "lower", actor.id, None, reason, None
+                )
+
+            change = self._engine.writer.transact(lower)
+            self._engine.changes.refresh_now()
+            return {"applied": change}
+        evidence, unmet = self.evidence(flow, level)
+        if unmet:
+            raise ConflictError(
+                f"raising flow '{flow}' to '{level}' is refused: {'; '.join(unmet)}",
+                {"flow": flow, "level": level, "unmet": unmet, "evidence": evidence},
+            )
+
+        def open_request(conn: Connection, gate: WindowGate) -> dict[str, Any]:
+            row = {
+                "id": new_id("aut", gate.now),
+                "flow": flow,
+                "level": level,
+                "state": "open",
+                "requested_by": actor.id,
+                "reason": reason,
+                "evidence": json.dumps(evidence),
+                "created_at": iso_time(gate.now),
+                "decided_at": None,
+                "decided_by": None,
+            }
+            conn.execute(autonomy_requests.insert().values(**row))
+            body = {
+                "request": row["id"],
+                "from": current,
+                "to": level,
+                "by": actor.to_dict(),
+                "reason": reason,
+                "evidence": evidence,
+            }
+            event = Pending("autonomy_requested", new_id("evt", gate.now), flow, lambda _g: body)
+            append_in(conn, [event], gate)
+            return {**row, "evidence": evidence}
+
+        return {"request": self._engine.writer.transact(open_request)}
+
+    def approve(self, request_id: str, approver: Actor, reason: str) -> dict[str, Any]:
+        """Approve a raise (not one's own); the evidence is checked again now."""
+        approver.require(Permission.APPROVE_POLICY, "approve autonomy raises")
+        reason = _reason(reason)
+        with self._engine.db.read() as conn:
+            found = conn.execute(
+                select(autonomy_requests).where(autonomy_requests.c.id == request_id)
+            ).first()
+        if found is None:
+            raise NotFoundError(
+                f"no autonomy request with id '{request_id}'", {"request_id": request_id}
+            )
+        req = dict(found._mapping)
+        if req["state"] != "open":
+            raise ConflictError(
+                f"autonomy request {request_id} was {req['state']} at {req['decided_at']}",
+                {"request_id": request_id},
+            )
+        if req["requested_by"] == approver.id:
+            raise ConflictError(
+                f"{approver.id} requested this raise and cannot approve it",
+                {"request_id": request_id},
+            )
+        flow, level = req["flow"], req["level"]
+        evidence, unmet = self.evidence(flow, level)
+        if unmet:
+            raise ConflictError(
+                f"raising flow '{flow}' to '{level}' is refused now: {'; '.join(unmet)}",
+                {"flow": flow, "level": level, "unmet": unmet, "evidence": evidence},
+            )
+
+        def apply(conn: Connection, gate: WindowGate) -> dict[str, Any]:
+            state = conn.execute(
+                select(autonomy_requests.c.state).where(autonomy_requests.c.id == request_id)
+            ).scalar()
+            if state != "open":
+                raise ConflictError(f"autonomy request {request_id} is {state}", {})
+            previous = current_level(conn, flow)
+            conn.execute(
+                update(autonomy_requests)
+                .where(autonomy_requests.c.id == request_id)
+                .values(state="approved", decided_at=iso_time(gate.now), decided_by=approver.id)
+            )
+            why = f"{req['reason']} (approved: {reason})"
+            return self._change_in(
+                conn, gate, flow, level, previous, "raise", req["requested_by"], approver.id,
+                why, evidence,
+            )  # fmt: skip
+
+        change = self._engine.writer.transact(apply)
+        self._engine.changes.refresh_now()
+        return change
+
+    def _change_in(
+        self,
+        conn: Connection,
+        gate: WindowGate,
+        flow: str,
+        level: str,
+        previous: str | None,
+        kind: str,
+        requested_by: str,
+        approved_by: str | None,
+        reason: str,
+        evidence: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        record_id = new_id("evt", gate.now)
+        row = {
+            "flow": flow,
+            "level": level,
+            "previous": previous,
+            "kind": kind,
+            "requested_by": requested_by,
+            "approved_by": approved_by,
+            "changed_at": iso_time(gate.now),
+            "reason": reason,
+            "evidence": json.dumps(evidence) if evidence is not None else None,
+            "record_id": record_id,
+        }
+        conn.execute(autonomy_changes.insert().values(**row))
+        body = {**row, "evidence": evidence}
+        del body["record_id"], body["flow"]
+        append_in(conn, [Pending("autonomy_changed", record_id, flow, lambda _g: body)], gate)
+        return {**row, "evidence": evidence}
+
+
+def _criteria_dict(c: Criteria) -> dict[str, Any]:
+    return {
+        "over_s": c.over_s,
+        "min_reviewed": c.min_reviewed,
+        "min_agreement": c.min_agreement,
+        "max_guardrail_hits": c.max_guardrail_hits,
+        "min_outcomes": c.min_outcomes,
+        "min_outcome_accuracy": c.min_outcome_accuracy,
+    }
+
+
+def _unmet(c: Criteria, f: dict[str, Any]) -> list[str]:
+    unmet = []
+    days = f"in the last {c.over_s / 86400:g} days"
+    if f["reviewed"] < c.min_reviewed:
+        unmet.append(f"{f['reviewed']} reviewed cases {days}, at least {c.min_reviewed} needed")
+    if c.min_agreement is not None and (f["agreement"] or 0.0) < c.min_agreement:
+        shown = "none" if f["agreement"] is None else f"{f['agreement']:.1%}"
+        unmet.append(f"agreement {shown} {days}, at least {c.min_agreement:.1%} needed")
+    if c.max_guardrail_hits is not None and f["guardrail_hits"] > c.max_guardrail_hits:
+        unmet.append(
+            f"{f['guardrail_hits']} decisions hit a guardrail {days}, "
+            f"at most {c.max_guardrail_hits} allowed"
+        )
+    if f["outcomes"] < c.min_outcomes:
+        unmet.append(f"{f['outcomes']} outcomes known {days}, at least {c.min_outcomes} needed")
+    if (
+        c.min_outcome_accuracy is not None
+        and (f["outcome_accuracy"] or 0.0) < c.min_outcome_accuracy
+    ):
+        shown = "none" if f["outcome_accuracy"] is None else f"{f['outcome_accuracy']:.1%}"
+        unmet.append(
+            f"outcome accuracy {shown} {days}, at least {c.min_outcome_accuracy:.1%} needed"
+        )
+    return unmet
