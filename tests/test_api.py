@@ -262,6 +262,9 @@ MATRIX: dict[str, tuple[set[Role], set[Role]]] = {
     "trust_metrics": (READERS, set()),
     "get_autonomy": (ALL, set()),
     "change_autonomy": (ACTIVATORS, set()),
+    "start_rollout": (ACTIVATORS, set()),
+    "list_rollouts": (ALL, set()),
+    "stop_rollout": (ACTIVATORS, set()),
 }
 # Change management depends on the change's state (a principal may not approve what it
 # wrote, nor activate what nobody approved): allowed there means not refused for identity.
@@ -272,6 +275,8 @@ STATEFUL = {
     "edit_policy_change",
     "rollback_policy",
     "change_autonomy",
+    "start_rollout",
+    "stop_rollout",
 }
 CHANGE_ROUTES = {
     "get_policy_change",
@@ -326,6 +331,13 @@ def call(client: TestClient, endpoint: str, ids: dict[str, str], headers: dict[s
             {"version": ids["first"], "reason": "matrix"},
         ),
         "get_autonomy": ("get", f"/v1/flows/{FLOW}/autonomy", None),
+        "start_rollout": (
+            "post",
+            f"/v1/flows/{FLOW}/rollouts",
+            {"mode": "shadow", "candidate": change_id, "reason": "matrix"},
+        ),
+        "list_rollouts": ("get", f"/v1/flows/{FLOW}/rollouts", None),
+        "stop_rollout": ("post", f"/v1/flows/{FLOW}/rollouts/stop", {"reason": "matrix"}),
         "change_autonomy": (
             "post",
             f"/v1/flows/{FLOW}/autonomy",

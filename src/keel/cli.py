@@ -33,6 +33,8 @@ outcomes_app = typer.Typer(help="What came of decisions: report, import, show.")
 app.add_typer(outcomes_app, name="outcomes")
 autonomy_app = typer.Typer(help="Autonomy levels: raise with evidence and approval, lower.")
 app.add_typer(autonomy_app, name="autonomy")
+rollout_app = typer.Typer(help="Shadow and canary rollouts of candidate policy versions.")
+app.add_typer(rollout_app, name="rollout")
 report_app = typer.Typer(help="Reports: trust metrics per flow.")
 app.add_typer(report_app, name="report")
 policy_app = typer.Typer(
@@ -981,6 +983,62 @@ def autonomy_show(
             figures, unmet = engine.autonomy.evidence(flow, evidence)
             shown["evidence"] = {"level": evidence, "figures": figures, "unmet": unmet}
     _print(shown)
+
+
+@rollout_app.command("start")
+def rollout_start(
+    flow: Annotated[str, typer.Argument(help="The flow.")],
+    candidate: Annotated[
+        str, typer.Argument(help="Shadow: a version or change; canary: an approved change.")
+    ],
+    reason: ReasonOpt,
+    mode: Annotated[str, typer.Option(help="shadow or canary.")] = "shadow",
+    share: Annotated[float, typer.Option(help="Canary: share of subjects served.")] = 0.0,
+    max_guardrail_hit_rate: Annotated[float | None, typer.Option()] = None,
+    max_override_rate: Annotated[float | None, typer.Option()] = None,
+    min_decisions: Annotated[int | None, typer.Option()] = None,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Run a candidate beside the active version, in shadow or as a canary.
+
+    Example: keel rollout start credit_limit chg_0193... --mode canary --share 0.1 -r "10%"
+    """
+    given = {
+        "max_guardrail_hit_rate": max_guardrail_hit_rate,
+        "max_override_rate": max_override_rate,
+        "min_decisions": min_decisions,
+    }
+    bounds = {k: float(v) for k, v in given.items() if v is not None}
+    with _engine(project) as engine:
+        _print(engine.rollouts.start(flow, mode, candidate, _cli_actor(), reason, share, bounds))
+
+
+@rollout_app.command("stop")
+def rollout_stop(
+    flow: Annotated[str, typer.Argument(help="The flow.")],
+    reason: ReasonOpt,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Stop the flow's running rollout.
+
+    Example: keel rollout stop credit_limit -r "Seen enough"
+    """
+    with _engine(project) as engine:
+        _print(engine.rollouts.stop(flow, _cli_actor(), reason))
+
+
+@rollout_app.command("report")
+def rollout_report(
+    flow: Annotated[str, typer.Argument(help="The flow.")],
+    project: ProjectOpt = Path("."),
+) -> None:
+    """The running (or latest) rollout: agreement for a shadow, per-arm rates for a canary.
+
+    Example: keel rollout report credit_limit
+    """
+    with _engine(project) as engine:
+        current = engine.rollouts.current(flow)
+        _print(engine.rollouts.report(current["id"]))
 
 
 @app.command()

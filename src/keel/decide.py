@@ -102,6 +102,7 @@ class Draft:
     body: dict[str, Any] = field(default_factory=dict)
     sealed: Sealed | None = None
     requested_by: str | None = None  # the principal that asked (four-eyes reviews)
+    beside: dict[str, Any] | None = None  # the shadow or canary rollout it went through
 
     def _reason_for_record(self, template_owner: str, rendered: str) -> str:
         """Re-render the reason with personal inputs masked: the ledger never holds them."""
@@ -213,6 +214,8 @@ class Draft:
                 "decide_ms": round((time.perf_counter() - self.started) * 1000, 3),
             },
         }
+        if self.beside is not None:
+            self.body["rollout"] = self.beside
         return self.body
 
 

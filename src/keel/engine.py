@@ -41,6 +41,7 @@ from keel.project import Project, load_project
 from keel.protect import Protector, Sealed
 from keel.review import Reviews, open_review_row
 from keel.rollout.autonomy import AutonomyControl
+from keel.rollout.canary import Rollouts, Running
 from keel.rollout.changes import Changes
 from keel.signals.runner import SignalResult, SignalRunner, feature_row
 from keel.store.database import Database, open_database
@@ -76,7 +77,9 @@ class Engine:
         self._register_policies()
         self.autonomy = AutonomyControl(self)
         self.changes = Changes(self)
-        self.changes.start()  # the store's active versions decide, not the files
+        self.changes.start()
+        self.rollouts = Rollouts(self)
+        self.rollouts.refresh(force=True)  # the store's active versions decide, not the files
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -145,6 +148,7 @@ class Engine:
         """The flow as it decides now (activations elsewhere are seen within a second)."""
         if refresh:
             self.changes.refresh()
+            self.rollouts.refresh()
         runtime = self.flows.get(flow)
         if runtime is None:
             known = ", ".join(sorted(self.flows)) or "none"
@@ -179,9 +183,15 @@ class Engine:
     ) -> Draft:
         decision_id = new_id("dec", self.clock())
         stored, sealed = self.protector.split(decision_id, clean, runtime.flow.protected_fields())
-        d = draft(runtime, self.runner, decision_id, subject_id, clean, stored, signals=signals)
+        rollout = self.rollouts.running.get(runtime.flow.name)
+        serving = runtime
+        if rollout is not None and rollout.serves(subject_id):
+            serving = rollout.runtime  # the canary decides this subject
+        d = draft(serving, self.runner, decision_id, subject_id, clean, stored, signals=signals)
         d.sealed = sealed
         d.requested_by = requested_by
+        if rollout is not None:
+            d.beside = _beside(rollout, serving is rollout.runtime, self.runner, clean, signals)
         return d
 
     def _record(self, drafts: Sequence[Draft], here: bool = False) -> list[Decision]:
@@ -536,6 +546,7 @@ class Engine:
 
 def _index_row(entry: Entry, body: dict[str, Any]) -> dict[str, Any]:
     """The decisions-table row of a decision entry: what the API filters on."""
+    rollout = body.get("rollout")
     return {
         "id": entry.record_id,
         "seq": entry.seq,
@@ -547,6 +558,34 @@ def _index_row(entry: Entry, body: dict[str, Any]) -> dict[str, Any]:
         "policy_version": body["policy"]["version"],
         "guardrail_hits": len(body["guardrails"]["hits"]),
         "fallback": 1 if body["fallback"] else 0,
+        "rollout": rollout["id"] if rollout else None,
+        "arm": rollout["arm"] if rollout else None,
+        "shadow_action": rollout.get("action") if rollout else None,
+    }
+
+
+def _beside(
+    rollout: Running,
+    served: bool,
+    runner: SignalRunner,
+    inputs: dict[str, Any],
+    signals: SignalResult,
+) -> dict[str, Any]:
+    """What a decision records of the rollout beside it: its arm, and in shadow, what the
+    candidate would have done with the same inputs and signals (never acted on)."""
+    if rollout.mode == "canary":
+        arm = "candidate" if served else "active"
+        return {"id": rollout.id, "mode": "canary", "arm": arm, "version": rollout.version}
+    shadow = draft(rollout.runtime, runner, "shadow", None, inputs, inputs, signals=signals)
+    return {
+        "id": rollout.id,
+        "mode": "shadow",
+        "arm": "shadow",
+        "version": rollout.version,
+        "action": shadow.action,
+        "value": shadow.value,
+        "rule": shadow.rule,
+        "review": shadow.review,
     }
 
 

@@ -58,6 +58,12 @@ class Metrics:
             ["flow", "label"],
             registry=self.registry,
         )
+        self.rollbacks = Counter(
+            "keel_rollout_rollbacks",
+            "Canary rollouts stopped automatically for passing their bounds",
+            ["flow"],
+            registry=self.registry,
+        )
         self.review_breaches = Counter(
             "keel_review_breaches",
             "Reviews still waiting past their flow's deadline (counted once each)",

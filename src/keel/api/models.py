@@ -176,6 +176,20 @@ class AutonomyRequest(Strict):
     reason: str = Field(min_length=1, max_length=2000, description="Why, in words.")
 
 
+class RolloutRequest(Strict):
+    mode: Literal["shadow", "canary"]
+    candidate: str = Field(
+        description="Shadow: a stored version (or prefix) or change; canary: an approved change."
+    )
+    reason: str = Field(min_length=1, max_length=2000, description="Why, in words.")
+    share: float = Field(default=0.0, description="Canary: the share of subjects served.")
+    bounds: dict[str, float] | None = Field(
+        default=None,
+        description="max_guardrail_hit_rate, max_override_rate, min_decisions (defaults: "
+        "0.05, 0.10, 50).",
+    )
+
+
 class ReviewOut(Strict):
     decision_id: str
     flow: str

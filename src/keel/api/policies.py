@@ -24,6 +24,7 @@ from keel.api.models import (
     ReasonRequest,
     ReplayRequest,
     RollbackRequest,
+    RolloutRequest,
 )
 from keel.engine import Engine
 from keel.errors import InputError, NotFoundError
@@ -202,3 +203,31 @@ def approve_autonomy(
         raise NotFoundError(f"no autonomy request with id '{request_id}'", {"id": request_id})
     actor = _actor(principal, Permission.APPROVE_POLICY, flow)
     return engine.autonomy.approve(request_id, actor, body.reason)
+
+
+@router.post("/flows/{flow}/rollouts", name="start_rollout")
+def start_rollout(
+    flow: str, body: RolloutRequest, principal: Caller, request: Request
+) -> dict[str, Any]:
+    """Run a candidate beside the active version: in shadow, or as a sticky canary."""
+    actor = _actor(principal, Permission.ACTIVATE_POLICY, flow)
+    return _engine(request).rollouts.start(
+        flow, body.mode, body.candidate, actor, body.reason, body.share, body.bounds
+    )
+
+
+@router.post("/flows/{flow}/rollouts/stop", name="stop_rollout")
+def stop_rollout(
+    flow: str, body: ReasonRequest, principal: Caller, request: Request
+) -> dict[str, Any]:
+    """Stop the flow's running rollout."""
+    actor = _actor(principal, Permission.ACTIVATE_POLICY, flow)
+    return _engine(request).rollouts.stop(flow, actor, body.reason)
+
+
+@router.get("/flows/{flow}/rollouts", name="list_rollouts")
+def list_rollouts(flow: str, principal: Caller, request: Request) -> dict[str, Any]:
+    """The flow's recent rollouts with their reports (agreement; per-arm rates), newest
+    first."""
+    principal.require(Permission.READ_FLOWS, flow)
+    return {"rollouts": _engine(request).rollouts.recent(flow)}

@@ -43,6 +43,7 @@ from keel.ledger.writer import Pending, WindowGate, append_in
 from keel.policy.compiler import compile_policy
 from keel.policy.model import Policy, parse_policy, policy_from_document
 from keel.rollout.autonomy import current_level
+from keel.rollout.canary import end_running_in
 from keel.rollout.diff import Difference, diff_policies
 from keel.security.roles import ROLE_PERMISSIONS, Permission, Role
 from keel.store.schema import (
@@ -578,6 +579,7 @@ class Changes:
 
         activation = self._engine.writer.transact(work)
         self._apply_all()
+        self._engine.rollouts.refresh(force=True)  # an activation ends a running rollout
         return activation
 
     def rollback(self, flow: str, version: str, actor: Actor, reason: str) -> dict[str, Any]:
@@ -609,6 +611,7 @@ class Changes:
 
         activation = self._engine.writer.transact(work)
         self._apply_all()
+        self._engine.rollouts.refresh(force=True)  # an activation ends a running rollout
         return activation
 
     # ---- inside the transaction --------------------------------------------------------
@@ -648,6 +651,8 @@ class Changes:
             "record_id": record_id,
         }
         conn.execute(flow_activations.insert().values(**row))
+        if kind != "initial":
+            end_running_in(conn, gate, flow, "ended", by, f"version {version[:12]} activated")
         body = {
             "version": version,
             "previous": active["version"] if active else None,

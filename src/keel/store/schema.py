@@ -91,9 +91,13 @@ decisions = Table(
     Column("policy_version", String(64), nullable=False),
     Column("guardrail_hits", Integer, nullable=False, server_default="0"),
     Column("fallback", Integer, nullable=False, server_default="0"),  # 1: a fallback decided
+    Column("rollout", String(64)),  # the shadow or canary running beside it, if any
+    Column("arm", String(16)),  # canary: candidate | active; shadow: shadow
+    Column("shadow_action", String(64)),  # what the shadow candidate would have done
     Index("ix_decisions_flow_seq", "flow", "seq"),
     Index("ix_decisions_subject", "subject_id"),
     Index("ix_decisions_recorded_at", "recorded_at"),
+    Index("ix_decisions_rollout", "rollout"),
 )
 
 # API keys: the secret is shown once; only its SHA-256 is kept (keys are 256-bit random).
@@ -269,4 +273,27 @@ autonomy_requests = Table(
     Column("created_at", String(32), nullable=False),
     Column("decided_at", String(32)),
     Column("decided_by", String(256)),
+)
+
+# Candidate policy versions running beside the active one: in shadow (evaluated and
+# recorded, never acted on) or as a canary (serving a sticky share of subjects), with the
+# bounds that stop it automatically. At most one runs per flow.
+rollouts = Table(
+    "rollouts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("flow", String(64), nullable=False),
+    Column("mode", String(16), nullable=False),  # shadow | canary
+    Column("version", String(64), nullable=False),
+    Column("change_id", String(64)),
+    Column("share", Float, nullable=False),  # canary: share of subjects served (0 for shadow)
+    Column("bounds", Text, nullable=False),  # JSON: max rates and the minimum sample
+    Column("state", String(16), nullable=False),  # running | stopped | rolled_back | ended
+    Column("started_at", String(32), nullable=False),
+    Column("started_by", String(256), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("ended_at", String(32)),
+    Column("ended_by", String(256)),
+    Column("end_reason", Text),
+    Index("ix_rollouts_flow_state", "flow", "state"),
 )

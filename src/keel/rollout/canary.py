@@ -1,0 +1,366 @@
+"""Shadow and canary rollouts: a candidate policy version beside the active one, live.
+
+- **Shadow**: every decision of the flow is also evaluated by the candidate, on the same
+  inputs and signals; what the candidate would have done is recorded with the decision
+  (never acted on), and the rollout's report gives the agreement.
+- **Canary**: a share of subjects — sticky: a subject is always in or always out, by a hash
+  of the rollout and the subject id — is decided by the candidate, which must be an
+  approved change. Decisions without a subject id stay with the active version. If the
+  canary's guardrail-hit rate or override rate (overrides, rejections and changes of its
+  decisions by reviewers) goes past its bounds once it has decided ``min_decisions``
+  cases, it is stopped automatically: a ``rollout_stopped`` ledger event with the figures,
+  a warning and a count (``keel_rollout_rollbacks``).
+
+At most one rollout runs per flow. Starting and stopping are ledger events; activating or
+rolling back the flow's policy ends a running rollout. Each decision records the rollout
+and arm it went through; the decisions index keeps them for the reports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, select, text, update
+
+from keel.decide import FlowRuntime
+from keel.errors import ConflictError, InputError, NotFoundError
+from keel.ledger.records import iso_time, new_id
+from keel.ledger.writer import Pending, WindowGate, append_in
+from keel.security.roles import Permission
+from keel.store.schema import rollouts
+from keel.telemetry import log
+
+if TYPE_CHECKING:
+    from keel.engine import Engine
+    from keel.rollout.changes import Actor
+
+MODES = ("shadow", "canary")
+DEFAULT_BOUNDS = {"max_guardrail_hit_rate": 0.05, "max_override_rate": 0.10, "min_decisions": 50}
+CHECK_S = 1.0
+
+
+@dataclass(frozen=True)
+class Running:
+    """A rollout this process applies to decisions."""
+
+    id: str
+    flow: str
+    mode: str
+    version: str
+    share: float
+    runtime: FlowRuntime  # the candidate, at the flow's current autonomy
+
+    def serves(self, subject_id: str | None) -> bool:
+        """Is this subject in the canary's share? Always the same answer for a subject."""
+        if self.mode != "canary" or subject_id is None:
+            return False
+        digest = hashlib.sha256(f"{self.id}:{subject_id}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < self.share
+
+
+def _running_row(conn: Connection, flow: str) -> dict[str, Any] | None:
+    found = conn.execute(
+        select(rollouts).where(rollouts.c.flow == flow, rollouts.c.state == "running")
+    ).first()
+    return dict(found._mapping) if found else None
+
+
+def end_running_in(
+    conn: Connection, gate: WindowGate, flow: str, state: str, by: str, reason: str
+) -> dict[str, Any] | None:
+    """Stop the flow's running rollout inside a transaction, with its ledger event."""
+    row = _running_row(conn, flow)
+    if row is None:
+        return None
+    at = iso_time(gate.now)
+    conn.execute(
+        update(rollouts)
+        .where(rollouts.c.id == row["id"])
+        .values(state=state, ended_at=at, ended_by=by, end_reason=reason)
+    )
+    body = {"rollout": row["id"], "mode": row["mode"], "version": row["version"],
+            "state": state, "by": by, "reason": reason}  # fmt: skip
+    append_in(
+        conn, [Pending("rollout_stopped", new_id("evt", gate.now), flow, lambda _g: body)], gate
+    )
+    return {**row, "state": state, "ended_at": at, "ended_by": by, "end_reason": reason}
+
+
+class Rollouts:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self.running: dict[str, Running] = {}
+        self._lock = threading.Lock()
+        self._checked = 0.0
+
+    # ---- what decisions see ------------------------------------------------------------
+
+    def refresh(self, force: bool = False) -> None:
+        """Load running rollouts, and stop canaries past their bounds (once a second)."""
+        now = time.monotonic()
+        if not force and now - self._checked < CHECK_S:
+            return
+        with self._lock:
+            self._checked = now
+            with self._engine.db.read() as conn:
+                rows = [
+                    dict(r._mapping)
+                    for r in conn.execute(select(rollouts).where(rollouts.c.state == "running"))
+                ]
+            running = {}
+            for row in rows:
+                flow = row["flow"]
+                if flow not in self._engine.flows:
+                    continue
+                current = self._engine.flows[flow]
+                candidate = self._engine.changes.runtime_of(flow, row["version"])
+                candidate = replace(candidate, flow=current.flow)
+                running[flow] = Running(
+                    row["id"], flow, row["mode"], row["version"], row["share"], candidate
+                )
+            self.running = running
+        for found in list(self.running.values()):
+            if found.mode == "canary":
+                self.check(found.id)
+
+    # ---- acting ------------------------------------------------------------------------
+
+    def start(
+        self,
+        flow: str,
+        mode: str,
+        candidate: str,
+        actor: Actor,
+        reason: str,
+        share: float = 0.0,
+        bounds: dict[str, float] | None = None,
+    ) -> dict[str, Any]:
+        """Start a shadow (any stored version) or a canary (an approved change)."""
+        actor.require(Permission.ACTIVATE_POLICY, "start rollouts")
+        if mode not in MODES:
+            raise InputError(f"mode must be shadow or canary, got {mode!r}", {"field": "mode"})
+        reason = reason.strip() if isinstance(reason, str) else ""
+        if not reason:
+            raise InputError("a rollout needs a reason, in words", {"field": "reason"})
+        limits = {**DEFAULT_BOUNDS, **(bounds or {})}
+        for key, value in limits.items():
+            if key not in DEFAULT_BOUNDS:
+                raise InputError(f"unknown bound '{key}' (bounds: {', '.join(DEFAULT_BOUNDS)})")
+            top = None if key == "min_decisions" else 1.0
+            if not isinstance(value, int | float) or value < 0 or (top and value > top):
+                raise InputError(f"bound {key} must be a number from 0 to {top or 'any'}")
+        change_id = None
+        if mode == "canary":
+            if not 0 < share < 1:
+                raise InputError(
+                    f"a canary serves a share between 0 and 1 (exclusive), got {share!r}",
+                    {"field": "share"},
+                )
+            if not candidate.startswith("chg_"):
+                raise InputError(
+                    "a canary serves real traffic: give an approved change (chg_…)",
+                    {"field": "candidate"},
+                )
+            change = self._engine.changes.get(candidate)
+            if change["flow"] != flow:
+                raise InputError(f"change {candidate} is for flow '{change['flow']}'")
+            if change["state"] != "approved":
+                raise ConflictError(
+                    f"change {candidate} is {change['state']}, not approved: a canary needs "
+                    "an approved change",
+                    {"change_id": candidate},
+                )
+            change_id, version = candidate, change["version"]
+        else:
+            share = 0.0
+            if candidate.startswith("chg_"):
+                change_id, version = candidate, self._engine.changes.get(candidate)["version"]
+            else:
+                version = self._engine.changes.resolve(flow, candidate)
+        if version == self._engine.runtime(flow).policy.version:
+            raise ConflictError(f"version {version[:12]} is the active one already", {})
+
+        def work(conn: Connection, gate: WindowGate) -> dict[str, Any]:
+            busy = _running_row(conn, flow)
+            if busy is not None:
+                raise ConflictError(
+                    f"a {busy['mode']} rollout ({busy['id']}) runs on flow '{flow}' already: "
+                    "stop it first",
+                    {"rollout": busy["id"]},
+                )
+            row = {
+                "id": new_id("rol", gate.now),
+                "flow": flow,
+                "mode": mode,
+                "version": version,
+                "change_id": change_id,
+                "share": float(share),
+                "bounds": json.dumps(limits),
+                "state": "running",
+                "started_at": iso_time(gate.now),
+                "started_by": actor.id,
+                "reason": reason,
+                "ended_at": None,
+                "ended_by": None,
+                "end_reason": None,
+            }
+            conn.execute(rollouts.insert().values(**row))
+            body = {k: row[k] for k in ("id", "mode", "version", "change_id", "share", "reason")}
+            body = {**body, "bounds": limits, "by": actor.to_dict()}
+            event = Pending("rollout_started", new_id("evt", gate.now), flow, lambda _g: body)
+            append_in(conn, [event], gate)
+            return row
+
+        row = self._engine.writer.transact(work)
+        self.refresh(force=True)
+        return row
+
+    def stop(self, flow: str, actor: Actor, reason: str) -> dict[str, Any]:
+        actor.require(Permission.ACTIVATE_POLICY, "stop rollouts")
+        if not (isinstance(reason, str) and reason.strip()):
+            raise InputError("stopping a rollout needs a reason, in words", {"field": "reason"})
+
+        def work(conn: Connection, gate: WindowGate) -> dict[str, Any]:
+            ended = end_running_in(conn, gate, flow, "stopped", actor.id, reason.strip())
+            if ended is None:
+                raise NotFoundError(f"no rollout runs on flow '{flow}'", {"flow": flow})
+            return ended
+
+        row = self._engine.writer.transact(work)
+        self.refresh(force=True)
+        return row
+
+    def check(self, rollout_id: str) -> dict[str, Any] | None:
+        """Stop a running canary whose figures passed its bounds; returns the stop, if any."""
+        figures = self.report(rollout_id)
+        row = figures["rollout"]
+        if row["state"] != "running" or row["mode"] != "canary":
+            return None
+        bounds, canary = row["bounds"], figures["candidate"]
+        if canary["decisions"] < bounds["min_decisions"]:
+            return None
+        breaches = [
+            f"{name} {canary[rate]:.1%} is above the bound {bounds[bound]:.1%}"
+            for name, rate, bound in (
+                ("guardrail-hit rate", "guardrail_hit_rate", "max_guardrail_hit_rate"),
+                ("override rate", "override_rate", "max_override_rate"),
+            )
+            if canary[rate] is not None and canary[rate] > bounds[bound]
+        ]
+        if not breaches:
+            return None
+        reason = f"automatic rollback after {canary['decisions']} decisions: {'; '.join(breaches)}"
+
+        def work(conn: Connection, gate: WindowGate) -> dict[str, Any] | None:
+            current = _running_row(conn, row["flow"])
+            if current is None or current["id"] != rollout_id:
+                return None  # another process stopped it first
+            return end_running_in(conn, gate, row["flow"], "rolled_back", "keel", reason)
+
+        stopped = self._engine.writer.transact(work)
+        if stopped is not None:
+            self._engine.metrics.rollbacks.labels(row["flow"]).inc()
+            log.warning("canary %s on flow %s rolled back: %s", rollout_id, row["flow"], reason)
+            self.refresh(force=True)
+        return stopped
+
+    # ---- reading -----------------------------------------------------------------------
+
+    def get(self, rollout_id: str) -> dict[str, Any]:
+        with self._engine.db.read() as conn:
+            found = conn.execute(select(rollouts).where(rollouts.c.id == rollout_id)).first()
+        if found is None:
+            raise NotFoundError(f"no rollout with id '{rollout_id}'", {"rollout": rollout_id})
+        row = dict(found._mapping)
+        row["bounds"] = json.loads(row["bounds"])
+        return row
+
+    def recent(self, flow: str, limit: int = 20) -> list[dict[str, Any]]:
+        """Reports of the flow's rollouts, newest first."""
+        self._engine.runtime(flow)
+        with self._engine.db.read() as conn:
+            ids = conn.execute(
+                select(rollouts.c.id)
+                .where(rollouts.c.flow == flow)
+                .order_by(rollouts.c.started_at.desc())
+                .limit(limit)
+            ).scalars()
+            found = [str(i) for i in ids]
+        return [self.report(i) for i in found]
+
+    def current(self, flow: str) -> dict[str, Any]:
+        """The flow's running rollout, or its latest one."""
+        self._engine.runtime(flow)
+        with self._engine.db.read() as conn:
+            found = conn.execute(
+                select(rollouts.c.id)
+                .where(rollouts.c.flow == flow)
+                .order_by(rollouts.c.started_at.desc())
+                .limit(1)
+            ).scalar()
+        if found is None:
+            raise NotFoundError(f"flow '{flow}' has had no rollout", {"flow": flow})
+        return self.get(str(found))
+
+    def report(self, rollout_id: str) -> dict[str, Any]:
+        """How the candidate did: agreement for a shadow; per arm rates for a canary."""
+        row = self.get(rollout_id)
+        params = {"id": rollout_id}
+        arms: dict[str, dict[str, Any]] = {}
+        agreement: dict[str, dict[str, int]] = {}
+        with self._engine.db.read() as conn:
+            for arm, n, hits in conn.execute(
+                text(
+                    "SELECT arm, count(*), sum(CASE WHEN guardrail_hits > 0 THEN 1 ELSE 0 END) "
+                    "FROM decisions WHERE rollout = :id GROUP BY arm"
+                ),
+                params,
+            ):
+                arms[arm] = {"decisions": int(n), "guardrail_hits": int(hits or 0), "overrides": 0}
+            for arm, n in conn.execute(
+                text(
+                    "SELECT d.arm, count(*) FROM reviews r JOIN decisions d "
+                    "ON d.id = r.decision_id WHERE d.rollout = :id AND r.state = 'resolved' "
+                    "AND (r.kind = 'override' OR r.resolution IN ('reject', 'change')) "
+                    "GROUP BY d.arm"
+                ),
+                params,
+            ):
+                arms.setdefault(arm, {"decisions": 0, "guardrail_hits": 0, "overrides": 0})
+                arms[arm]["overrides"] = int(n)
+            if row["mode"] == "shadow":
+                for action, shadow, n in conn.execute(
+                    text(
+                        "SELECT action, shadow_action, count(*) FROM decisions "
+                        "WHERE rollout = :id GROUP BY action, shadow_action"
+                    ),
+                    params,
+                ):
+                    agreement.setdefault(action, {})[shadow] = int(n)
+        for figures in arms.values():
+            n = figures["decisions"]
+            figures["guardrail_hit_rate"] = figures["guardrail_hits"] / n if n else None
+            figures["override_rate"] = figures["overrides"] / n if n else None
+        empty = {
+            "decisions": 0,
+            "guardrail_hits": 0,
+            "overrides": 0,
+            "guardrail_hit_rate": None,
+            "override_rate": None,
+        }
+        out: dict[str, Any] = {"rollout": row}
+        if row["mode"] == "canary":
+            out["candidate"] = arms.get("candidate", dict(empty))
+            out["active"] = arms.get("active", dict(empty))
+        else:
+            total = sum(n for row_ in agreement.values() for n in row_.values())
+            same = sum(agreement.get(a, {}).get(a, 0) for a in agreement)
+            out["decisions"] = total
+            out["agreement"] = same / total if total else None
+            out["transitions"] = agreement
+        return out

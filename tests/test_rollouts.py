@@ -1,0 +1,133 @@
+"""Shadow and canary rollouts: recorded beside live decisions, sticky, stopped by bounds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from keel.engine import Engine
+from keel.errors import ConflictError, InputError, NotFoundError
+from keel.rollout.changes import Actor
+from tests.conftest import LOW_RISK
+from tests.test_changes import SHORTER, policy_text
+from tests.test_review import ANNA, SHORT_HISTORY
+
+FLOW = "credit_limit"
+AUTHOR = Actor("key:auth0001", "Ann", "policy_author")
+APPROVER = Actor("key:appr0002", "Paul", "approver")
+STRICT = ("  min_income: 12000.0\n", "  min_income: 100000.0\n")  # declines everyone
+
+
+def test_a_shadow_is_recorded_beside_each_decision_and_never_acted_on(
+    engine: Engine, project: Path
+) -> None:
+    version = engine.changes.register(FLOW, policy_text(project, *STRICT))
+    with pytest.raises(ConflictError, match="is the active one already"):
+        engine.rollouts.start(FLOW, "shadow", engine.runtime(FLOW).policy.version, APPROVER, "x")
+    with pytest.raises(ConflictError, match="acts as policy_author, which may not start"):
+        engine.rollouts.start(FLOW, "shadow", version, AUTHOR, "x")
+    rollout = engine.rollouts.start(FLOW, "shadow", version[:10], APPROVER, "watch it")
+    with pytest.raises(ConflictError, match="runs on flow 'credit_limit' already"):
+        engine.rollouts.start(FLOW, "shadow", version, APPROVER, "again")
+    decided = [engine.decide(FLOW, LOW_RISK, subject_id=f"s-{i}") for i in range(3)]
+    assert all(d.action == "approve" and d.status == "final" for d in decided)  # acted as before
+    beside = engine.entry(decided[0].id).body["rollout"]
+    assert beside["mode"] == "shadow" and beside["action"] == "decline"
+    assert beside["rule"] == "income_too_low" and beside["version"] == version
+    report = engine.rollouts.report(rollout["id"])
+    assert report["decisions"] == 3 and report["agreement"] == 0.0
+    assert report["transitions"] == {"approve": {"decline": 3}}
+    stopped = engine.rollouts.stop(FLOW, APPROVER, "seen enough")
+    assert stopped["state"] == "stopped"
+    assert "rollout" not in engine.entry(engine.decide(FLOW, LOW_RISK).id).body
+    with pytest.raises(NotFoundError, match="no rollout runs on flow"):
+        engine.rollouts.stop(FLOW, APPROVER, "again")
+    kinds = [e.kind for e in engine.entries(50) if e.kind.startswith("rollout")]
+    assert kinds == ["rollout_started", "rollout_stopped"]
+    assert engine.verify().ok
+
+
+def test_a_canary_serves_a_sticky_share_and_rolls_back_past_its_bounds(
+    engine: Engine, project: Path
+) -> None:
+    change = engine.changes.propose(FLOW, policy_text(project, *SHORTER), AUTHOR, "thin files")
+    with pytest.raises(ConflictError, match="is proposed, not approved"):
+        engine.rollouts.start(FLOW, "canary", change["id"], APPROVER, "try", share=0.5)
+    engine.changes.approve(change["id"], APPROVER, "ok")
+    for kwargs, message in (
+        ({"share": 0.0}, "a canary serves a share between 0 and 1"),
+        ({"share": 0.5, "bounds": {"max_cost": 1.0}}, "unknown bound 'max_cost'"),
+        ({"share": 0.5, "bounds": {"max_override_rate": 2.0}}, "must be a number from 0 to 1"),
+    ):
+        with pytest.raises(InputError, match=message):
+            engine.rollouts.start(FLOW, "canary", change["id"], APPROVER, "try", **kwargs)
+    with pytest.raises(InputError, match="give an approved change"):
+        engine.rollouts.start(FLOW, "canary", change["version"], APPROVER, "try", share=0.5)
+    bounds = {"min_decisions": 4, "max_override_rate": 0.2}
+    rollout = engine.rollouts.start(
+        FLOW, "canary", change["id"], APPROVER, "half", share=0.5, bounds=bounds
+    )
+    first = {f"s-{i}": engine.decide(FLOW, SHORT_HISTORY, subject_id=f"s-{i}") for i in range(24)}
+    served = [s for s, d in first.items() if d.policy_version == change["version"]]
+    assert 4 <= len(served) <= 20  # about half: a hash decides
+    for subject, decision in first.items():  # the candidate acts; the active version escalates
+        assert decision.status == ("final" if subject in served else "pending_review")
+        again = engine.decide(FLOW, SHORT_HISTORY, subject_id=subject)
+        assert again.policy_version == decision.policy_version  # sticky per subject
+    assert engine.decide(FLOW, SHORT_HISTORY).policy_version != change["version"]  # no subject
+    assert engine.rollouts.check(rollout["id"]) is None  # within bounds
+    for subject in served:  # reviewers override half the canary's decisions
+        engine.reviews.override(first[subject].id, ANNA, "reject", "too generous")
+    stopped = engine.rollouts.check(rollout["id"])
+    assert stopped is not None and stopped["state"] == "rolled_back"
+    assert (
+        "override rate" in stopped["end_reason"]
+        and "above the bound 20.0%" in stopped["end_reason"]
+    )
+    assert engine.metrics.rollbacks.labels(FLOW)._value.get() == 1
+    after = engine.decide(FLOW, SHORT_HISTORY, subject_id=served[0])
+    assert after.policy_version != change["version"] and after.status == "pending_review"
+    report = engine.rollouts.report(rollout["id"])
+    assert report["candidate"]["overrides"] == len(served)
+    assert report["candidate"]["override_rate"] == pytest.approx(0.5)
+    assert report["active"]["decisions"] > 0
+
+
+def test_activating_a_version_ends_the_rollout(engine: Engine, project: Path) -> None:
+    change = engine.changes.propose(FLOW, policy_text(project, *SHORTER), AUTHOR, "thin files")
+    engine.rollouts.start(FLOW, "shadow", change["id"], APPROVER, "watch")
+    engine.changes.approve(change["id"], APPROVER, "ok")
+    engine.changes.activate(change["id"], APPROVER)
+    current = engine.rollouts.current(FLOW)
+    assert current["state"] == "ended" and "activated" in current["end_reason"]
+    assert "rollout" not in engine.entry(engine.decide(FLOW, LOW_RISK).id).body
+
+
+def test_rollouts_from_the_command_line(project: Path) -> None:
+    from typer.testing import CliRunner
+
+    from keel import open_engine
+    from keel.cli import app
+
+    with open_engine(project) as engine:
+        version = engine.changes.register(FLOW, policy_text(project, *STRICT))
+    runner = CliRunner()
+
+    def keel(*args: str) -> tuple[int, str, str]:
+        result = runner.invoke(app, [*args, "-p", str(project)])
+        return result.exit_code, result.stdout, result.stderr
+
+    code, out, err = keel("rollout", "start", FLOW, version[:12], "-r", "watch")
+    assert code == 0, err
+    code, _, err = keel("decide", FLOW, "-i", json.dumps(LOW_RISK))
+    assert code == 0, err
+    code, out, _ = keel("rollout", "report", FLOW)
+    assert json.loads(out)["transitions"] == {"approve": {"decline": 1}}
+    code, _, err = keel("rollout", "start", FLOW, version[:12], "-r", "again")
+    assert code == 2 and "runs on flow 'credit_limit' already" in err
+    code, _, err = keel("rollout", "start", FLOW, "chg_x", "--mode", "canary", "-r", "x")
+    assert code == 2 and "a canary serves a share between 0 and 1" in err
+    code, out, _ = keel("rollout", "stop", FLOW, "-r", "done")
+    assert code == 0 and json.loads(out)["state"] == "stopped"
