@@ -10,7 +10,7 @@ import pytest
 
 from keel import open_engine
 from keel.engine import Engine
-from keel.errors import ConflictError, DefinitionError, InputError, NotFoundError
+from keel.errors import ConflictError, DefinitionError, InputError, KeelError, NotFoundError
 from keel.ledger.records import iso_time
 from keel.rollout.changes import Actor
 from keel.rollout.diff import render_table
@@ -124,7 +124,7 @@ def test_bad_proposals_are_refused_and_store_nothing(
         ("policy: [unclosed", DefinitionError, "not valid YAML"),
         (policy_text(project, "action: refer\n", "action: shred\n"), DefinitionError, "shred"),
         (policy_text(project, "policy: credit_limit", "policy: pricing"), DefinitionError, "uses"),
-        (policy_text(project), ConflictError, "is already active on flow 'credit_limit'"),
+        (policy_text(project), ConflictError, "are already active on flow 'credit_limit'"),
         ("  ", InputError, "the proposed policy is empty"),
     ]
     for text, error, message in bad:
@@ -263,3 +263,75 @@ def test_changes_over_http(engine: Engine, project: Path) -> None:
         broken = {"document": "policy: [", "reason": "x"}
         invalid = client.post(f"/v1/flows/{FLOW}/policy/changes", json=broken, headers=author)
         assert invalid.status_code == 422 and invalid.json()["code"] == "invalid_definition"
+
+
+def other_model(path: Path, inverted: bool = False) -> Path:
+    """A retrained risk model (different data, so a different file and version); an
+    ``inverted`` one learnt the outcomes backwards, so it calls safe cases risky."""
+    import skops.io as sio
+
+    from keel.scaffold.applicants import generate_applicants, train_risk_model
+
+    applicants = generate_applicants(400, seed=5)
+    if inverted:
+        applicants = [{**a, "defaulted": 1 - a["defaulted"]} for a in applicants]
+    sio.dump(train_risk_model(applicants), path)
+    return path
+
+
+def test_a_model_changes_only_through_a_version(project: Path, env: dict[str, str]) -> None:
+    retrained = other_model(project / "retrained.skops")
+    with open_engine(project, environ=env) as engine:
+        first_model = engine.runtime(FLOW).models["default_risk"].version
+        assert engine.changes.active_models(FLOW) == {"default_risk": first_model}
+        with pytest.raises(InputError, match="has no signal 'fraud'"):
+            engine.changes.propose(FLOW, None, ANNA, "x", models={"fraud": retrained})
+        broken = project / "broken.skops"
+        broken.write_bytes(b"not a model")
+        with pytest.raises(KeelError, match=r"broken\.skops"):
+            engine.changes.propose(FLOW, None, ANNA, "x", models={"default_risk": broken})
+        with pytest.raises(InputError, match="propose a policy, a model, or both"):
+            engine.changes.propose(FLOW, None, ANNA, "x")
+        change = engine.changes.propose(
+            FLOW, None, ANNA, "Retrained on Q3", models={"default_risk": retrained}
+        )
+        new_model = change["models"]["default_risk"]
+        assert new_model != first_model
+        _, differences = engine.changes.change_diff(change["id"])
+        assert [(d.section, d.name, d.before, d.after) for d in differences] == [
+            ("models", "default_risk", first_model, new_model)
+        ]
+        engine.changes.approve(change["id"], CARL, "backtested")
+        engine.changes.activate(change["id"], CARL)
+        decided = engine.decide(FLOW, LOW_RISK)
+        assert decided.signals["default_risk"]["version"] == new_model
+        first_policy = engine.runtime(FLOW).policy.version
+        assert engine.changes.history(FLOW)[-1]["models"] is not None
+    # A model saved over the project's file is not what runs: the store's pinned model is.
+    import skops.io as sio
+
+    from keel.scaffold.applicants import generate_applicants, train_risk_model
+
+    sio.dump(
+        train_risk_model(generate_applicants(300, seed=9)),
+        project / "models" / "default_risk.skops",
+    )
+    with open_engine(project, environ=env) as engine:
+        assert engine.decide(FLOW, LOW_RISK).signals["default_risk"]["version"] == new_model
+        with pytest.raises(ConflictError, match="is active on flow 'credit_limit' already"):
+            engine.changes.rollback(FLOW, first_policy, OWEN, "same policy")
+
+
+def test_a_model_proposal_from_the_command_line(project: Path) -> None:
+    from typer.testing import CliRunner
+
+    from keel.cli import app
+
+    retrained = other_model(project / "q3.skops")
+    runner = CliRunner()
+    base = ["policy", "propose", FLOW, "-r", "Retrained", "--model-only", "-p", str(project)]
+    result = runner.invoke(app, [*base, "--model", f"default_risk={retrained}"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["models"]["default_risk"].startswith("sha256:")
+    result = runner.invoke(app, [*base, "--model", "default_risk"])
+    assert result.exit_code == 2 and "--model takes SIGNAL=PATH" in result.stderr

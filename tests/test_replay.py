@@ -122,3 +122,24 @@ def test_replay_from_the_command_line(project: Path) -> None:
         app, [*args[:4], "--until", "soon", "-p", str(project), "-f", str(candidate)]
     )
     assert result.exit_code == 2 and "must be an ISO 8601 time" in result.stderr
+
+
+def test_a_candidate_model_is_rerun_on_the_recorded_inputs(engine: Engine, project: Path) -> None:
+    from tests.test_changes import other_model
+
+    recorded(engine)
+    retrained = other_model(project / "retrained.skops", inverted=True)
+    author = Actor("a", "A", "owner")
+    change = engine.changes.propose(
+        FLOW, None, author, "retrained", models={"default_risk": retrained}
+    )
+    alone = engine.replay(FLOW, change["id"], *ALL_TIME)
+    assert alone["candidate_models"] == change["models"] and alone["decisions"] == 12
+    # The inverted model calls the low-risk cases risky: they would have been declined.
+    assert alone["transitions"]["approve"].get("decline", 0) >= 5
+    assert "models the candidate does not change" not in alone["not_replayed"]
+    split = engine.replay(FLOW, change["id"], *ALL_TIME, workers=2, parallel_from=1)
+    for key in ("decisions", "changed", "transitions", "sums"):
+        assert split[key] == alone[key], key
+    same_policy = engine.replay(FLOW, change["version"], *ALL_TIME)  # the models as recorded
+    assert same_policy["changed"] == 0 and same_policy["candidate_models"] == {}

@@ -774,15 +774,32 @@ def policy_propose(
     flow: Annotated[str, typer.Argument(help="The flow whose policy changes.")],
     reason: ReasonOpt,
     file: FileOpt = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(help="SIGNAL=PATH: a new model file for a signal (repeatable)."),
+    ] = None,
+    model_only: Annotated[
+        bool, typer.Option(help="Keep the active policy; propose only the --model files.")
+    ] = False,
     project: ProjectOpt = Path("."),
 ) -> None:
-    """Propose the policy in a file as the flow's next version; prints the change.
+    """Propose the policy in a file (and, optionally, new model files) as the flow's next
+    version; prints the change.
 
-    Example: keel policy propose credit_limit -r "Raise the review threshold"
+    Example: keel policy propose credit_limit -r "Retrained" --model default_risk=models/q3.skops
     """
+    from keel.errors import InputError  # noqa: PLC0415
+
+    models = {}
+    for item in model or []:
+        signal, sep, path = item.partition("=")
+        if not sep or not signal or not path:
+            _fail(InputError(f"--model takes SIGNAL=PATH, got {item!r}"))
+        models[signal] = Path(path)
     with _engine(project) as engine:
-        text, source = _policy_file(engine, flow, file)
-        _print(engine.changes.propose(flow, text, _cli_actor(), reason, source))
+        text, source = (None, "<active>") if model_only else _policy_file(engine, flow, file)
+        change = engine.changes.propose(flow, text, _cli_actor(), reason, source, models)
+        _print(change)
 
 
 @policy_app.command("edit")

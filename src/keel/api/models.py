@@ -128,6 +128,9 @@ class ChangeOut(Strict):
     reason: str
     created_at: str
     updated_at: str
+    models: dict[str, str] | None = Field(
+        default=None, description="Model versions per signal the change pins."
+    )
     approvals: list[ApprovalOut] = Field(
         default_factory=list, description="Approvals of the current version."
     )
@@ -143,6 +146,7 @@ class ActivationOut(Strict):
     change_id: str | None
     reason: str
     record_id: str | None
+    models: str | None = Field(default=None, description="JSON: model versions pinned.")
 
 
 class DifferenceOut(Strict):

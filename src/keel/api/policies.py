@@ -109,11 +109,11 @@ def get_change(change_id: str, principal: Caller, request: Request) -> Any:
 
 @router.get("/policy-changes/{change_id}/diff", response_model=DiffOut, name="diff_policy_change")
 def diff(change_id: str, principal: Caller, request: Request) -> Any:
-    """What the change would change: parameters, rules and guardrails, before and after."""
+    """What the change would change: parameters, rules, guardrails and model versions,
+    before and after."""
     engine = _engine(request)
-    flow = _change_flow(engine, principal, change_id)
-    change = engine.changes.get(change_id)
-    differences = engine.changes.diff(flow, change["base_version"], change["version"])
+    _change_flow(engine, principal, change_id)
+    change, differences = engine.changes.change_diff(change_id)
     return {
         "before": change["base_version"],
         "after": change["version"],

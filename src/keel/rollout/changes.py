@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,10 +43,12 @@ from keel.ledger.records import iso_time, new_id
 from keel.ledger.writer import Pending, WindowGate, append_in
 from keel.policy.compiler import compile_policy
 from keel.policy.model import Policy, parse_policy, policy_from_document
+from keel.rollout.artifacts import load_pinned, materialise, pinnable, store_in
 from keel.rollout.autonomy import current_level
 from keel.rollout.canary import end_running_in
-from keel.rollout.diff import Difference, diff_policies
+from keel.rollout.diff import Difference, diff_models, diff_policies
 from keel.security.roles import ROLE_PERMISSIONS, Permission, Role
+from keel.signals.adapters import Model, load_model
 from keel.store.schema import (
     autonomy_changes,
     flow_activations,
@@ -124,6 +127,14 @@ def _active(conn: Connection, flow: str) -> dict[str, Any] | None:
     return dict(found._mapping) if found else None
 
 
+def _pins(row: Mapping[str, Any] | None) -> dict[str, str] | None:
+    """The model pins an activation or change row holds (None: none recorded)."""
+    if row is None or not row.get("models"):
+        return None
+    pins = row["models"] if isinstance(row["models"], dict) else json.loads(row["models"])
+    return pins if isinstance(pins, dict) else None
+
+
 def _event(kind: str, flow: str, body: dict[str, Any], now: float) -> Pending:
     return Pending(kind, new_id("evt", now), flow, lambda _g: body)
 
@@ -137,6 +148,16 @@ class Changes:
         self._file_versions = {name: rt.policy.version for name, rt in engine.flows.items()}
         self._files = {name: Path(rt.policy.policy.source) for name, rt in engine.flows.items()}
         self._file_levels = {name: rt.flow.autonomy for name, rt in engine.flows.items()}
+        self._file_models = {
+            name: {
+                signal: model.version
+                for signal, model in rt.models.items()
+                if pinnable(rt.flow.signals[signal])
+            }
+            for name, rt in engine.flows.items()
+        }
+        self._pinned: dict[tuple[str, str, str], Model] = {}
+        self._cache = engine.settings.keys_dir.parent / "models"
         self._lock = threading.Lock()
         self._seen: tuple[Any, Any] | None = None  # newest activation and autonomy ids applied
         self._checked = 0.0
@@ -149,7 +170,8 @@ class Changes:
         def seed(conn: Connection, gate: WindowGate) -> None:
             for flow, version in self._file_versions.items():
                 if _active(conn, flow) is None:
-                    self._activate_in(conn, gate, flow, version, None, "initial", None, FIRST)
+                    pins = self._store_file_models(conn, flow, gate.now)
+                    self._activate_in(conn, gate, flow, version, None, "initial", None, FIRST, pins)
             self._engine.autonomy.seed_in(conn, gate)
 
         self._engine.writer.transact(seed)
@@ -162,6 +184,18 @@ class Changes:
                 active[:12],
                 version[:12],
             )
+        for flow, files in self._file_models.items():
+            loaded = {s: m.version for s, m in self._engine.flows[flow].models.items()}
+            for signal, version in files.items():
+                if loaded.get(signal) != version:
+                    log.warning(
+                        "flow %s runs model %s for %s from the store; its file holds %s, "
+                        "which takes effect only once proposed, approved and activated",
+                        flow,
+                        loaded.get(signal),
+                        signal,
+                        version,
+                    )
         for flow, level in self._file_levels.items():
             running = self._engine.flows[flow].flow.autonomy
             if running is not level:
@@ -174,6 +208,32 @@ class Changes:
                     flow,
                     level,
                 )
+
+    def _store_file_models(self, conn: Connection, flow: str, now: float) -> dict[str, str]:
+        runtime = self._engine.flows[flow]
+        root = self._engine.settings.project_dir
+        return {
+            signal: store_in(conn, (root / runtime.flow.signals[signal].model).resolve(), now)
+            for signal in self._file_models[flow]
+        }
+
+    def model(self, flow: str, signal: str, version: str) -> Model:
+        """A pinned model version of the flow's signal, loaded from the store (cached)."""
+        key = (flow, signal, version)
+        found = self._pinned.get(key)
+        if found is None:
+            spec = self._engine.flows[flow].flow.signals[signal]
+            found = self._pinned[key] = load_pinned(self._engine.db, self._cache, spec, version)
+        return found
+
+    def model_path(self, version: str) -> Path:
+        """A pinned model file on this machine's disk."""
+        return materialise(self._engine.db, self._cache, version)
+
+    def active_models(self, flow: str) -> dict[str, str]:
+        """The model versions the flow's active version pins."""
+        with self._engine.db.read() as conn:
+            return _pins(_active(conn, flow)) or {}
 
     def file_drift(self) -> dict[str, tuple[str, str]]:
         """Flows whose policy file differs from the active version: {flow: (active, file)}."""
@@ -241,19 +301,32 @@ class Changes:
                 levels = {flow: current_level(conn, flow) for flow in self._file_versions}
             for flow, row in active.items():
                 if row is not None:
-                    self._run(flow, row["version"], levels[flow])
+                    self._run(flow, row["version"], levels[flow], _pins(row))
             self._seen = newest
             self._checked = time.monotonic()
 
-    def _run(self, flow: str, version: str, level: str | None) -> None:
+    def _run(
+        self, flow: str, version: str, level: str | None, pins: Mapping[str, str] | None
+    ) -> None:
         engine = self._engine
         current = engine.flows[flow]
         autonomy = Autonomy(level) if level else current.flow.autonomy
-        if current.policy.version == version and current.flow.autonomy is autonomy:
+        running = {s: m.version for s, m in current.models.items()}
+        if (
+            current.policy.version == version
+            and current.flow.autonomy is autonomy
+            and all(running.get(s) == v for s, v in (pins or {}).items())
+        ):
             return
         runtime = self.runtime_of(flow, version)
         if runtime.flow.autonomy is not autonomy:
             runtime = replace(runtime, flow=replace(runtime.flow, autonomy=autonomy))
+        models = dict(runtime.models)
+        for signal, pinned in (pins or {}).items():
+            if signal in models and models[signal].version != pinned:
+                models[signal] = self.model(flow, signal, pinned)
+        if models != runtime.models:
+            runtime = replace(runtime, models=models)
         engine.flows[flow] = runtime
         log.info("flow %s now runs policy %s at autonomy %s", flow, version[:12], autonomy)
 
@@ -287,6 +360,7 @@ class Changes:
             row = _change_row(conn, change_id)
             row["approvals"] = _approvals(conn, change_id, row["version"])
         row["editors"] = json.loads(row["editors"])
+        row["models"] = _pins(row)
         return row
 
     def changes(self, flow: str, limit: int = 100) -> list[dict[str, Any]]:
@@ -302,6 +376,7 @@ class Changes:
             out = [dict(r._mapping) for r in rows]
         for row in out:
             row["editors"] = json.loads(row["editors"])
+            row["models"] = _pins(row)
         return out
 
     def history(self, flow: str) -> list[dict[str, Any]]:
@@ -339,6 +414,26 @@ class Changes:
     def diff(self, flow: str, before: str, after: str) -> list[Difference]:
         """How ``after`` differs from ``before`` (two stored versions of the flow's policy)."""
         return diff_policies(self.policy(flow, before), self.policy(flow, after))
+
+    def change_diff(self, change_id: str) -> tuple[dict[str, Any], list[Difference]]:
+        """A change against the version it was proposed on: policy and model pins."""
+        change = self.get(change_id)
+        flow = change["flow"]
+        with self._engine.db.read() as conn:
+            base = conn.execute(
+                select(flow_activations)
+                .where(
+                    flow_activations.c.flow == flow,
+                    flow_activations.c.version == change["base_version"],
+                )
+                .order_by(flow_activations.c.id.desc())
+                .limit(1)
+            ).first()
+        base_pins = (_pins(dict(base._mapping)) if base else None) or {}
+        pins = _pins(change) or base_pins
+        differences = self.diff(flow, change["base_version"], change["version"])
+        differences += diff_models(base_pins, pins)
+        return change, differences
 
     # ---- the steps ---------------------------------------------------------------------
 
@@ -402,21 +497,59 @@ class Changes:
         self._engine.writer.transact(work)
         return policy.version
 
+    def _model_files(self, flow: str, models: Mapping[str, Path] | None) -> dict[str, Path]:
+        """Proposed model files, each checked: a pinnable signal of the flow, and loadable."""
+        runtime = self._engine.runtime(flow)
+        checked = {}
+        for signal, path in (models or {}).items():
+            spec = runtime.flow.signals.get(signal)
+            if spec is None:
+                known = ", ".join(runtime.flow.signals)
+                raise InputError(
+                    f"flow '{flow}' has no signal '{signal}' (signals: {known})",
+                    {"signal": signal},
+                )
+            if not pinnable(spec):
+                raise InputError(
+                    f"signal '{signal}' is a Python function: it changes with the project's "
+                    "code, not through a proposal",
+                    {"signal": signal},
+                )
+            file = Path(path).resolve()
+            load_model(replace(spec, model=str(file)), file.parent)  # raises naming the file
+            checked[signal] = file
+        return checked
+
     def propose(
-        self, flow: str, text: str, author: Actor, reason: str, source: str = "<proposal>"
+        self,
+        flow: str,
+        text: str | None,
+        author: Actor,
+        reason: str,
+        source: str = "<proposal>",
+        models: Mapping[str, Path] | None = None,
     ) -> dict[str, Any]:
-        """Open a change proposing the policy in ``text`` (YAML) for ``flow``."""
+        """Open a change proposing the policy in ``text`` (YAML; None: the active policy)
+        and, optionally, new model files for some of the flow's signals."""
         author.require(Permission.PROPOSE_POLICY, "propose policy changes")
         reason = _reason(reason, "a proposal")
-        policy = self._parse(flow, text, source)
+        files = self._model_files(flow, models)
+        if text is None:
+            if not files:
+                raise InputError("propose a policy, a model, or both", {"field": "document"})
+            policy = self._engine.runtime(flow).policy.policy
+        else:
+            policy = self._parse(flow, text, source)
 
         def work(conn: Connection, gate: WindowGate) -> str:
             active = _active(conn, flow)
             base = active["version"] if active else ""
-            if policy.version == base:
+            base_pins = _pins(active) or {}
+            pins = {**base_pins, **{s: store_in(conn, f, gate.now) for s, f in files.items()}}
+            if policy.version == base and pins == base_pins:
                 raise ConflictError(
-                    f"policy version {base[:12]} is already active on flow '{flow}': "
-                    "nothing to propose",
+                    f"policy version {base[:12]} and its models are already active on flow "
+                    f"'{flow}': nothing to propose",
                     {"flow": flow, "version": base},
                 )
             self._store_version(conn, policy, gate.now)
@@ -432,12 +565,15 @@ class Changes:
                 "reason": reason,
                 "created_at": now,
                 "updated_at": now,
+                "models": json.dumps(pins) if pins else None,
             }
             conn.execute(policy_changes.insert().values(**row))
             body = {
                 "change": row["id"],
                 "version": policy.version,
                 "base_version": base,
+                "models": pins or None,
+                "base_models": base_pins or None,
                 "author": author.to_dict(),
                 "reason": reason,
             }
@@ -574,7 +710,15 @@ class Changes:
             )
             why = reason.strip() if isinstance(reason, str) and reason.strip() else row["reason"]
             return self._activate_in(
-                conn, gate, row["flow"], row["version"], actor, "activate", change_id, why
+                conn,
+                gate,
+                row["flow"],
+                row["version"],
+                actor,
+                "activate",
+                change_id,
+                why,
+                _pins(row) or _pins(active),
             )
 
         activation = self._engine.writer.transact(work)
@@ -607,7 +751,16 @@ class Changes:
                     f"version {target[:12]} is active on flow '{flow}' already",
                     {"flow": flow, "version": target},
                 )
-            return self._activate_in(conn, gate, flow, target, actor, "rollback", None, reason)
+            last = conn.execute(
+                select(flow_activations)
+                .where(flow_activations.c.flow == flow, flow_activations.c.version == target)
+                .order_by(flow_activations.c.id.desc())
+                .limit(1)
+            ).first()
+            pins = _pins(dict(last._mapping)) if last else None
+            return self._activate_in(
+                conn, gate, flow, target, actor, "rollback", None, reason, pins
+            )
 
         activation = self._engine.writer.transact(work)
         self._apply_all()
@@ -636,6 +789,7 @@ class Changes:
         kind: str,
         change_id: str | None,
         reason: str,
+        models: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         active = _active(conn, flow)
         record_id = new_id("evt", gate.now)
@@ -649,6 +803,7 @@ class Changes:
             "change_id": change_id,
             "reason": reason,
             "record_id": record_id,
+            "models": json.dumps(dict(models)) if models else None,
         }
         conn.execute(flow_activations.insert().values(**row))
         if kind != "initial":
@@ -660,6 +815,8 @@ class Changes:
             "change": change_id,
             "by": actor.to_dict() if actor else {"id": "keel", "name": "Keel", "role": "system"},
             "reason": row["reason"],
+            "models": dict(models) if models else None,
+            "previous_models": _pins(active),
         }
         append_in(conn, [Pending("policy_activated", record_id, flow, lambda _g: body)], gate)
         return row

@@ -43,6 +43,11 @@ def diff_policies(before: Policy, after: Policy) -> list[Difference]:
     ]
 
 
+def diff_models(before: Mapping[str, str], after: Mapping[str, str]) -> list[Difference]:
+    """Model versions pinned per signal, before and after."""
+    return list(_mapping("models", before, after))
+
+
 def _mapping(
     section: str, before: Mapping[str, Any], after: Mapping[str, Any]
 ) -> Iterator[Difference]:

@@ -10,9 +10,9 @@ many decisions the candidate gets right that were wrong, and the reverse, with t
 values at stake.
 
 Rate and exposure limits are not replayed: they depend on the live traffic around each case,
-which a candidate would have shaped differently; the report says so. Models are not re-run:
-the recorded signals are what the models said then (a candidate model is a separate replay
-of signals, to come).
+which a candidate would have shaped differently; the report says so. A candidate change that
+pins other model versions has those models re-run on the recorded inputs (one call per model
+per chunk of cases); the other signals are what the models said then.
 
 Large ranges are split into slices of the ledger replayed by worker processes in parallel,
 each reading its slice straight from the store.
@@ -25,9 +25,9 @@ import math
 import os
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +41,8 @@ from keel.policy.compiler import CompiledPolicy, compile_policy
 from keel.policy.guardrails import check_static
 from keel.policy.model import policy_from_document
 from keel.protect import Protector, Sealed
+from keel.signals.adapters import load_model
+from keel.signals.runner import SignalResult, SignalRunner
 from keel.store.database import open_database
 
 if TYPE_CHECKING:
@@ -126,6 +128,8 @@ class _Job:
     until: str
     low: int
     high: int
+    models: Mapping[str, str] = field(default_factory=dict)  # signal → candidate model file
+    timeouts_ms: Mapping[str, int] = field(default_factory=dict)
 
 
 def _replay_slice(job: _Job) -> Tally:
@@ -147,40 +151,80 @@ def _replay_slice(job: _Job) -> Tally:
                     "high": job.high,
                 },
             )
-            return _tally(rows_of(rows), compiled, job.flow, protector, job.labels)
+            rescore = _rescorer(job) if job.models else None
+            return _tally(rows_of(rows), compiled, job.flow, protector, job.labels, rescore)
     finally:
         db.close()
 
 
-def rows_of(result: Any) -> Iterator[tuple[Any, ...]]:
+def _rescorer(job: _Job) -> Callable[[list[dict[str, Any]]], list[SignalResult]]:
+    """Score cases with the candidate's models (one call per model per chunk)."""
+    models = {
+        signal: load_model(replace(job.flow.signals[signal], model=path), Path(path).parent)
+        for signal, path in job.models.items()
+    }
+    runner = SignalRunner()
+
+    def rescore(cases: list[dict[str, Any]]) -> list[SignalResult]:
+        return runner.run_many(models, job.timeouts_ms, cases)
+
+    return rescore
+
+
+def rows_of(result: Any) -> Iterator[list[tuple[Any, ...]]]:
     while True:
         batch = result.fetchmany(_FETCH)
         if not batch:
             return
-        yield from batch
+        yield batch
+
+
+def _cases(
+    chunks: Iterator[list[tuple[Any, ...]]],
+    protector: Protector,
+    tally: Tally,
+    rescore: Callable[[list[dict[str, Any]]], list[SignalResult]] | None,
+) -> Iterator[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any], dict[str, str], Any, Any]]:
+    """Each replayable case: id, record body, inputs, signals, failed signals, outcome."""
+    for chunk in chunks:
+        ready = []
+        for decision_id, record, key_id, nonce, ciphertext, label, outcome_value in chunk:
+            body = json.loads(record)["body"]
+            sealed = Sealed(decision_id, key_id, nonce, ciphertext) if key_id else None
+            try:
+                inputs = protector.join(decision_id, body["inputs"], sealed)
+            except ErasedDataError:
+                tally.erased += 1  # personal inputs erased on request: cannot be replayed
+                continue
+            signals = {k: v for k, v in body["signals"].items() if "score" in v}
+            ready.append((decision_id, body, inputs, signals, dict(body["failed_signals"]),
+                          label, outcome_value))  # fmt: skip
+        if rescore is not None and ready:
+            for case, result in zip(ready, rescore([c[2] for c in ready]), strict=True):
+                signals, failed = case[3], case[4]
+                for name in result.values.keys() | result.failed.keys():
+                    signals.pop(name, None)
+                    failed.pop(name, None)
+                signals.update(result.values)
+                failed.update(result.failed)
+        yield from ready
 
 
 def _tally(
-    rows: Iterator[tuple[Any, ...]],
+    chunks: Iterator[list[tuple[Any, ...]]],
     compiled: CompiledPolicy,
     flow: Flow,
     protector: Protector,
     labels: Mapping[str, str | None],
+    rescore: Callable[[list[dict[str, Any]]], list[SignalResult]] | None = None,
 ) -> Tally:
     tally = Tally()
     guardrails = compiled.policy.guardrails
     kill_switch = guardrails.kill_switch
     autonomy = flow.autonomy
-    for decision_id, record, key_id, nonce, ciphertext, label, outcome_value in rows:
-        body = json.loads(record)["body"]
-        sealed = Sealed(decision_id, key_id, nonce, ciphertext) if key_id is not None else None
-        try:
-            inputs = protector.join(decision_id, body["inputs"], sealed)
-        except ErasedDataError:
-            tally.erased += 1  # its personal inputs were erased on request: cannot be replayed
-            continue
-        signals = {k: v for k, v in body["signals"].items() if "score" in v}
-        evaluation = compiled.evaluate(inputs, signals, body["failed_signals"], reason=False)
+    cases = _cases(chunks, protector, tally, rescore)
+    for decision_id, body, inputs, signals, failed, label, outcome_value in cases:
+        evaluation = compiled.evaluate(inputs, signals, failed, reason=False)
         action, value, review = evaluation.action, evaluation.value, evaluation.review
         static = check_static(guardrails, action, value, signals)
         value = static.value
@@ -251,6 +295,7 @@ def replay(
     one per CPU) when the range holds at least ``parallel_from`` decisions."""
     started = time.perf_counter()
     runtime = engine.runtime(flow)
+    pins: dict[str, str] = {}
     if candidate.startswith("chg_"):
         change = engine.changes.get(candidate)
         if change["flow"] != flow:
@@ -259,6 +304,13 @@ def replay(
                 {"candidate": candidate},
             )
         candidate = change["version"]
+        pins = change["models"] or {}
+    running = {s: m.version for s, m in runtime.models.items()}
+    changed_models = {
+        signal: str(engine.changes.model_path(version))
+        for signal, version in pins.items()
+        if running.get(signal) != version
+    }
     version = engine.changes.resolve(flow, candidate)
     policy = engine.changes.policy(flow, version)
     if since >= until:
@@ -295,6 +347,8 @@ def replay(
             until,
             start,
             min(start + step, high + 1),
+            changed_models,
+            dict(runtime.timeouts_ms),
         )
         for start in range(low, high + 1, step)
     ]
@@ -308,6 +362,9 @@ def replay(
     seconds = time.perf_counter() - started
     report = _report(flow, version, since, until, total, seconds, runtime.flow)
     report["workers"] = len(jobs)
+    report["candidate_models"] = {s: pins[s] for s in changed_models}
+    if changed_models:
+        report["not_replayed"] = "rate and exposure limits (they depend on live traffic)"
     return report
 
 
@@ -353,8 +410,8 @@ def _report(
             "value_means": spec.outcome.value,
         },
         "changed_sample": t.sample,
-        "not_replayed": "rate and exposure limits (they depend on live traffic); models "
-        "(the recorded signals are used)",
+        "not_replayed": "rate and exposure limits (they depend on live traffic); models the "
+        "candidate does not change (their recorded signals are used)",
         "seconds": round(seconds, 3),
         "per_second": round(t.decisions / seconds) if seconds > 0 else None,
     }

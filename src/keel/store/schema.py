@@ -205,6 +205,7 @@ policy_changes = Table(
     Column("reason", Text, nullable=False),
     Column("created_at", String(32), nullable=False),
     Column("updated_at", String(32), nullable=False),
+    Column("models", Text),  # JSON {signal: model version} the change pins
     Index("ix_policy_changes_flow", "flow", "created_at"),
 )
 
@@ -237,6 +238,7 @@ flow_activations = Table(
     Column("change_id", String(64)),
     Column("reason", Text, nullable=False),
     Column("record_id", String(64)),  # the policy_activated ledger event (none if inferred)
+    Column("models", Text),  # JSON {signal: model version}; null: the project's model files
     Index("ix_flow_activations_flow", "flow", "activated_at"),
 )
 
@@ -296,4 +298,16 @@ rollouts = Table(
     Column("ended_by", String(256)),
     Column("end_reason", Text),
     Index("ix_rollouts_flow_state", "flow", "state"),
+)
+
+# Model files a flow version pinned, by content hash ("sha256:…"): a rollback or another
+# server loads exactly the model that was approved, whatever the project folder holds now.
+model_artifacts = Table(
+    "model_artifacts",
+    metadata,
+    Column("version", String(80), primary_key=True),
+    Column("filename", String(256), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("created_at", String(32), nullable=False),
 )
