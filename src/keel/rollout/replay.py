@@ -197,17 +197,21 @@ def _cases(
                 tally.erased += 1  # personal inputs erased on request: cannot be replayed
                 continue
             signals = {k: v for k, v in body["signals"].items() if "score" in v}
-            ready.append((decision_id, body, inputs, signals, dict(body["failed_signals"]),
-                          label, outcome_value))  # fmt: skip
-        if rescore is not None and ready:
+            case = (decision_id, body, inputs, signals, body["failed_signals"], label,
+                    outcome_value)  # fmt: skip
+            if rescore is None:
+                yield case
+            else:
+                ready.append(case)
+        if ready and rescore is not None:
             for case, result in zip(ready, rescore([c[2] for c in ready]), strict=True):
-                signals, failed = case[3], case[4]
+                signals, failed = case[3], dict(case[4])
                 for name in result.values.keys() | result.failed.keys():
                     signals.pop(name, None)
                     failed.pop(name, None)
                 signals.update(result.values)
                 failed.update(result.failed)
-        yield from ready
+                yield (*case[:4], failed, *case[5:])
 
 
 def _tally(
