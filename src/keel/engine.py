@@ -33,7 +33,7 @@ from keel.ledger import reader
 from keel.ledger.checkpoint import Checkpoint, make_checkpoint
 from keel.ledger.records import Entry, iso_time, new_id
 from keel.ledger.verify import VerifyReport, verify_ledger
-from keel.ledger.writer import LedgerWriter, Pending, WindowGate, append_in
+from keel.ledger.writer import LedgerWriter, Pending, WindowGate, append_in, event
 from keel.outcomes import Outcomes
 from keel.policy.guardrails import WindowState
 from keel.policy.text import render
@@ -135,14 +135,9 @@ class Engine:
                     "flow": runtime.flow.name,
                     "source": Path(policy.source).name,
                 }
-                event = Pending(
-                    "policy_registered",
-                    new_id("evt", now),
-                    runtime.flow.name,
-                    _constant(body),
-                    rows=((policy_versions, row),),
-                )
-                append_in(conn, [event], WindowGate(WindowState(), now))
+                rows = ((policy_versions, row),)
+                registered = event("policy_registered", runtime.flow.name, body, now, rows=rows)
+                append_in(conn, [registered], WindowGate(WindowState(), now))
 
     def runtime(self, flow: str, refresh: bool = True) -> FlowRuntime:
         """The flow as it decides now (activations elsewhere are seen within a second)."""
@@ -540,7 +535,7 @@ class Engine:
             key, self.settings.name, report.head_seq, report.head_hash, iso_time(now)
         )
         body = {"seq": cp.seq, "head_hash": cp.head_hash, "public_key": cp.public_key}
-        self.writer.append([Pending("checkpoint", new_id("evt", now), None, _constant(body))])
+        self.writer.append([event("checkpoint", None, body, now)])
         return cp
 
 
@@ -607,10 +602,6 @@ def _same_types(changes: Mapping[str, Any], params: Mapping[str, Any]) -> dict[s
             )
         out[name] = value
     return out
-
-
-def _constant(body: dict[str, Any]) -> Callable[[WindowGate], dict[str, Any]]:
-    return lambda _gate: body
 
 
 def open_engine(

@@ -29,7 +29,7 @@ from sqlalchemy import Connection, select
 
 from keel.errors import ConflictError, InputError, MissingExtraError, NotFoundError
 from keel.ledger.records import iso_time, new_id
-from keel.ledger.writer import Pending, WindowGate, append_in
+from keel.ledger.writer import Pending, WindowGate, append_in, event
 from keel.store.schema import decisions, outcomes
 
 if TYPE_CHECKING:
@@ -295,9 +295,7 @@ def _event(row: dict[str, Any]) -> Pending:
         "reported_by": row["reported_by"],
         "source": row["source"],
     }
-    return Pending(
-        "outcome", row["record_id"], row["flow"], lambda _g: body, rows=((outcomes, row),)
-    )
+    return event("outcome", row["flow"], body, 0.0, row["record_id"], ((outcomes, row),))
 
 
 def _refuse(problems: list[str], source: str) -> None:

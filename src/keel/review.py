@@ -20,7 +20,7 @@ take it past a limit (that is what escalation is for), and the entry says which.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +29,9 @@ from sqlalchemy import Connection, select, update
 from keel.errors import ConflictError, InputError, NotFoundError
 from keel.flows import ReviewSettings
 from keel.ledger.records import Entry, iso_time, new_id
-from keel.ledger.writer import Pending, WindowGate, append_in
+from keel.ledger.writer import WindowGate, append_in, event
 from keel.policy.guardrails import segment_of
+from keel.reasons import required_reason
 from keel.store.schema import decisions, reviews
 from keel.telemetry import log
 
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
     from keel.engine import Engine
 
 RESOLUTIONS = ("approve", "reject", "change")
-MAX_REASON = 2000
 STATES = ("open", "claimed", "resolved")
 
 
@@ -155,9 +155,7 @@ class Reviews:
                     "due_at": row["due_at"],
                     "noticed_at": now,
                 }
-                events.append(
-                    Pending("review_breached", new_id("evt", gate.now), row["flow"], _const(body))
-                )
+                events.append(event("review_breached", row["flow"], body, gate.now))
                 bodies.append({"flow": row["flow"], **body})
             if not events:
                 return []
@@ -213,7 +211,7 @@ class Reviews:
         value: float | None = None,
     ) -> dict[str, Any]:
         """Resolve an open or claimed review; returns the review's ledger record body."""
-        reason = _reason(reason)
+        reason = required_reason(reason, "a review")
 
         def work(conn: Connection, gate: WindowGate) -> dict[str, Any]:
             row = self._waiting(conn, decision_id, reviewer)
@@ -237,7 +235,7 @@ class Reviews:
         value: float | None = None,
     ) -> dict[str, Any]:
         """Override a final decision (reject or change), as a review of its own."""
-        reason = _reason(reason)
+        reason = required_reason(reason, "a review")
         if resolution == "approve":
             raise InputError(
                 "a final decision stands already: override it with reject or change",
@@ -352,7 +350,7 @@ class Reviews:
             "windows": {"consumed": consumed, "exceeded": exceeded},
         }
         review_id = new_id("rev", gate.now)
-        append_in(conn, [Pending("review", review_id, runtime.flow.name, lambda _g: body)], gate)
+        append_in(conn, [event("review", runtime.flow.name, body, gate.now, review_id)], gate)
         conn.execute(
             update(reviews)
             .where(reviews.c.decision_id == decision_id)
@@ -368,21 +366,6 @@ class Reviews:
         )
         self._engine.metrics.reviews.labels(runtime.flow.name, row["kind"], resolution).inc()
         return {"id": review_id, **body}
-
-
-def _const(body: dict[str, Any]) -> Callable[[WindowGate], dict[str, Any]]:
-    return lambda _gate: body
-
-
-def _reason(reason: str) -> str:
-    text = reason.strip() if isinstance(reason, str) else ""
-    if not text:
-        raise InputError("a review needs a reason, in words", {"field": "reason"})
-    if len(text) > MAX_REASON:
-        raise InputError(
-            f"a review's reason is at most {MAX_REASON} characters", {"field": "reason"}
-        )
-    return text
 
 
 def _outcome(

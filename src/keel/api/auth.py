@@ -10,11 +10,15 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
 from keel.security.apikeys import authenticate
 from keel.security.roles import AuthenticationError, Principal
+
+if TYPE_CHECKING:
+    from keel.engine import Engine
 
 CACHE_S = 1.0
 CACHE_MAX = 10_000
@@ -76,3 +80,9 @@ async def current_principal(request: Request) -> Principal:
     request.state.principal = principal
     state.limiter.take(principal.id)
     return principal
+
+
+def engine_of(request: Request) -> Engine:
+    """The engine the app serves (every router reads it from here)."""
+    engine: Engine = request.app.state.keel.engine
+    return engine

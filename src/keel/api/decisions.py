@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from keel.api.auth import current_principal
+from keel.api.auth import current_principal, engine_of
 from keel.api.models import (
     BatchOut,
     BatchRequest,
@@ -29,11 +29,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 router = APIRouter(prefix="/v1", responses=ERRORS)
 MAX_SEQ = 2**63 - 1  # sequence numbers are 64-bit integers in both databases
 Caller = Annotated[Principal, Depends(current_principal)]
-
-
-def _engine(request: Request) -> Engine:
-    engine: Engine = request.app.state.keel.engine
-    return engine
 
 
 def flows_for(
@@ -60,7 +55,7 @@ def _readable(engine: Engine, principal: Principal, decision_id: str) -> str:
 @router.post("/flows/{flow}/decisions", response_model=DecisionOut, name="decide")
 async def decide(flow: str, body: DecideRequest, principal: Caller, request: Request) -> Any:
     """Decide one case. The decision is in the ledger before the response is sent."""
-    engine = _engine(request)
+    engine = engine_of(request)
     engine.runtime(flow)
     principal.require(Permission.DECIDE, flow)
     # Validation happens here, on the event loop; the decision is made in the engine's next
@@ -75,7 +70,7 @@ async def decide(flow: str, body: DecideRequest, principal: Caller, request: Req
 @router.post("/flows/{flow}/decisions/batch", response_model=BatchOut, name="decide_batch")
 def decide_batch(flow: str, body: BatchRequest, principal: Caller, request: Request) -> Any:
     """Decide up to 1,000 cases atomically: all are valid and recorded, or none is."""
-    engine = _engine(request)
+    engine = engine_of(request)
     engine.runtime(flow)
     principal.require(Permission.DECIDE, flow)
     decided = engine.decide_many(
@@ -101,7 +96,7 @@ def list_decisions(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
     """Decisions the caller may read, newest first, filtered; page with before_seq."""
-    engine = _engine(request)
+    engine = engine_of(request)
     rows = engine.list_decisions(
         flows_for(engine, principal, Permission.READ_DECISIONS, flow),
         since=parse_instant("since", since),
@@ -119,7 +114,7 @@ def list_decisions(
 @router.get("/decisions/{decision_id}", response_model=DecisionOut, name="get_decision")
 def get_decision(decision_id: str, principal: Caller, request: Request) -> Any:
     """One decision as recorded (personal inputs stay masked; see the explanation)."""
-    engine = _engine(request)
+    engine = engine_of(request)
     _readable(engine, principal, decision_id)
     return engine.decision(decision_id).to_dict()
 
@@ -127,7 +122,7 @@ def get_decision(decision_id: str, principal: Caller, request: Request) -> Any:
 @router.get("/decisions/{decision_id}/explanation", name="explain")
 def explain(decision_id: str, principal: Caller, request: Request) -> dict[str, Any]:
     """Why: rule trace with the values compared, guardrails, model attributions, sentences."""
-    engine = _engine(request)
+    engine = engine_of(request)
     flow = _readable(engine, principal, decision_id)
     return engine.explain(decision_id, principal.can(Permission.READ_PERSONAL, flow))
 
@@ -137,7 +132,7 @@ def what_if(
     decision_id: str, body: WhatIfRequest, principal: Caller, request: Request
 ) -> dict[str, Any]:
     """Re-evaluate a decision with changed inputs or parameters; nothing is recorded."""
-    engine = _engine(request)
+    engine = engine_of(request)
     flow = _readable(engine, principal, decision_id)
     # Re-evaluating means reading the recorded personal inputs back.
     principal.require(Permission.READ_PERSONAL, flow)
@@ -161,4 +156,4 @@ def trust(
 
     principal.require(Permission.READ_DECISIONS, flow)
     start, end = parse_instant("since", since), parse_instant("until", until)
-    return trust_metrics(_engine(request), flow, start or "", end or "", bucket)
+    return trust_metrics(engine_of(request), flow, start or "", end or "", bucket)

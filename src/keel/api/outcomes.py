@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from keel.api.auth import current_principal
+from keel.api.auth import current_principal, engine_of
 from keel.api.decisions import ERRORS
 from keel.api.models import OutcomeBatch, OutcomeImportOut, OutcomeIn, OutcomeOut
 from keel.engine import Engine
@@ -20,11 +20,6 @@ from keel.security.roles import Permission, PermissionDeniedError, Principal
 
 router = APIRouter(prefix="/v1", responses={**ERRORS, 409: ERRORS[404]})
 Caller = Annotated[Principal, Depends(current_principal)]
-
-
-def _engine(request: Request) -> Engine:
-    engine: Engine = request.app.state.keel.engine
-    return engine
 
 
 def _visible(
@@ -47,7 +42,7 @@ def report_outcome(
 ) -> Any:
     """Report what came of a decision: 201 when recorded, 200 when it was already (a resend),
     409 when a different outcome was reported before (the first stands)."""
-    engine = _engine(request)
+    engine = engine_of(request)
     _visible(engine, principal, Permission.REPORT_OUTCOME, decision_id)
     report = OutcomeReport(decision_id, body.label, body.value, body.observed_at)
     row, created = engine.outcomes.report(report, principal.id, "api")
@@ -59,7 +54,7 @@ def report_outcome(
 @router.get("/decisions/{decision_id}/outcome", response_model=OutcomeOut, name="get_outcome")
 def get_outcome(decision_id: str, principal: Caller, request: Request) -> Any:
     """The outcome reported for a decision (404 until there is one)."""
-    engine = _engine(request)
+    engine = engine_of(request)
     _visible(engine, principal, Permission.READ_DECISIONS, decision_id)
     return engine.outcomes.get(decision_id)
 
@@ -68,7 +63,7 @@ def get_outcome(decision_id: str, principal: Caller, request: Request) -> Any:
 def report_outcomes(body: OutcomeBatch, principal: Caller, request: Request) -> Any:
     """Report up to 10,000 outcomes at once: all are recorded, or (on any problem, each
     named by its position) none is. Resends of recorded outcomes count as unchanged."""
-    engine = _engine(request)
+    engine = engine_of(request)
     if not principal.flows_with(Permission.REPORT_OUTCOME, engine.flows):
         raise PermissionDeniedError(
             f"{principal.name} ({principal.id}) may not report outcomes on any flow",

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
-from keel.api.auth import current_principal
+from keel.api.auth import current_principal, engine_of
 from keel.api.decisions import ERRORS
 from keel.api.models import (
     ActivateRequest,
@@ -36,11 +36,6 @@ router = APIRouter(prefix="/v1", responses={**ERRORS, 409: ERRORS[404]})
 Caller = Annotated[Principal, Depends(current_principal)]
 
 
-def _engine(request: Request) -> Engine:
-    engine: Engine = request.app.state.keel.engine
-    return engine
-
-
 def _actor(principal: Principal, permission: Permission, flow: str) -> Actor:
     principal.require(permission, flow)
     return Actor(principal.id, principal.name, principal.role_for(permission, flow).value)
@@ -62,7 +57,7 @@ def _change_flow(engine: Engine, principal: Principal, change_id: str) -> str:
 )
 def propose(flow: str, body: ProposeRequest, principal: Caller, request: Request) -> Any:
     """Propose a new version of the flow's policy (checked like a policy file)."""
-    engine = _engine(request)
+    engine = engine_of(request)
     actor = _actor(principal, Permission.PROPOSE_POLICY, flow)
     return engine.changes.propose(flow, body.document, actor, body.reason, "<proposal>")
 
@@ -73,7 +68,7 @@ def propose(flow: str, body: ProposeRequest, principal: Caller, request: Request
 def list_changes(flow: str, principal: Caller, request: Request) -> Any:
     """The flow's policy changes, newest first."""
     principal.require(Permission.READ_FLOWS, flow)
-    return _engine(request).changes.changes(flow)
+    return engine_of(request).changes.changes(flow)
 
 
 @router.get(
@@ -82,27 +77,27 @@ def list_changes(flow: str, principal: Caller, request: Request) -> Any:
 def history(flow: str, principal: Caller, request: Request) -> Any:
     """Every activation of the flow, oldest first: which version ran from when, and why."""
     principal.require(Permission.READ_FLOWS, flow)
-    return _engine(request).changes.history(flow)
+    return engine_of(request).changes.history(flow)
 
 
 @router.get("/flows/{flow}/policy/active", response_model=ActivationOut, name="active_policy")
 def active(flow: str, principal: Caller, request: Request, at: str | None = None) -> Any:
     """The version active now, or at the instant ``at`` (ISO 8601)."""
     principal.require(Permission.READ_FLOWS, flow)
-    return _engine(request).changes.active_at(flow, parse_instant("at", at))
+    return engine_of(request).changes.active_at(flow, parse_instant("at", at))
 
 
 @router.post("/flows/{flow}/policy/rollback", response_model=ActivationOut, name="rollback_policy")
 def rollback(flow: str, body: RollbackRequest, principal: Caller, request: Request) -> Any:
     """Put back a version the flow used before, at once."""
     actor = _actor(principal, Permission.ACTIVATE_POLICY, flow)
-    return _engine(request).changes.rollback(flow, body.version, actor, body.reason)
+    return engine_of(request).changes.rollback(flow, body.version, actor, body.reason)
 
 
 @router.get("/policy-changes/{change_id}", response_model=ChangeOut, name="get_policy_change")
 def get_change(change_id: str, principal: Caller, request: Request) -> Any:
     """One change, with the approvals of its current version."""
-    engine = _engine(request)
+    engine = engine_of(request)
     _change_flow(engine, principal, change_id)
     return engine.changes.get(change_id)
 
@@ -111,7 +106,7 @@ def get_change(change_id: str, principal: Caller, request: Request) -> Any:
 def diff(change_id: str, principal: Caller, request: Request) -> Any:
     """What the change would change: parameters, rules, guardrails and model versions,
     before and after."""
-    engine = _engine(request)
+    engine = engine_of(request)
     _change_flow(engine, principal, change_id)
     change, differences = engine.changes.change_diff(change_id)
     return {
@@ -124,7 +119,7 @@ def diff(change_id: str, principal: Caller, request: Request) -> Any:
 @router.put("/policy-changes/{change_id}", response_model=ChangeOut, name="edit_policy_change")
 def edit(change_id: str, body: ProposeRequest, principal: Caller, request: Request) -> Any:
     """Replace the proposed version; approvals it had are void."""
-    engine = _engine(request)
+    engine = engine_of(request)
     actor = _actor(principal, Permission.PROPOSE_POLICY, _change_flow(engine, principal, change_id))
     return engine.changes.edit(change_id, body.document, actor, body.reason)
 
@@ -136,7 +131,7 @@ def edit(change_id: str, body: ProposeRequest, principal: Caller, request: Reque
 )
 def approve(change_id: str, body: ReasonRequest, principal: Caller, request: Request) -> Any:
     """Approve the change's current version (not by anyone who wrote it)."""
-    engine = _engine(request)
+    engine = engine_of(request)
     actor = _actor(principal, Permission.APPROVE_POLICY, _change_flow(engine, principal, change_id))
     return engine.changes.approve(change_id, actor, body.reason)
 
@@ -148,7 +143,7 @@ def approve(change_id: str, body: ReasonRequest, principal: Caller, request: Req
 )
 def activate(change_id: str, body: ActivateRequest, principal: Caller, request: Request) -> Any:
     """Put an approved change into force."""
-    engine = _engine(request)
+    engine = engine_of(request)
     flow = _change_flow(engine, principal, change_id)
     actor = _actor(principal, Permission.ACTIVATE_POLICY, flow)
     return engine.changes.activate(change_id, actor, body.reason or "")
@@ -164,7 +159,7 @@ def replay(flow: str, body: ReplayRequest, principal: Caller, request: Request) 
         or principal.can(Permission.APPROVE_POLICY, flow)
     ):
         principal.require(Permission.PROPOSE_POLICY, flow)  # raises, naming the permission
-    engine = _engine(request)
+    engine = engine_of(request)
     if (body.candidate is None) == (body.document is None):
         raise InputError(
             "give either candidate (a change or version) or document (YAML), not both",
@@ -179,7 +174,7 @@ def replay(flow: str, body: ReplayRequest, principal: Caller, request: Request) 
 def get_autonomy(flow: str, principal: Caller, request: Request) -> dict[str, Any]:
     """The flow's autonomy level, its history and open raise requests."""
     principal.require(Permission.READ_FLOWS, flow)
-    return _engine(request).autonomy.show(flow)
+    return engine_of(request).autonomy.show(flow)
 
 
 @router.post("/flows/{flow}/autonomy", name="change_autonomy")
@@ -189,7 +184,7 @@ def change_autonomy(
     """Lower the level at once (``applied``), or ask to raise it (``request``, for an
     approver); a raise whose evidence falls short is refused (409) with ``detail.unmet``."""
     actor = _actor(principal, Permission.CHANGE_AUTONOMY, flow)
-    return _engine(request).autonomy.request(flow, body.level, actor, body.reason)
+    return engine_of(request).autonomy.request(flow, body.level, actor, body.reason)
 
 
 @router.post("/autonomy-requests/{request_id}/approval", name="approve_autonomy")
@@ -197,7 +192,7 @@ def approve_autonomy(
     request_id: str, body: ReasonRequest, principal: Caller, request: Request
 ) -> dict[str, Any]:
     """Approve a raise someone else requested; the evidence is checked again."""
-    engine = _engine(request)
+    engine = engine_of(request)
     flow = engine.autonomy.flow_of(request_id)
     if not principal.can(Permission.READ_FLOWS, flow):
         raise NotFoundError(f"no autonomy request with id '{request_id}'", {"id": request_id})
@@ -211,7 +206,7 @@ def start_rollout(
 ) -> dict[str, Any]:
     """Run a candidate beside the active version: in shadow, or as a sticky canary."""
     actor = _actor(principal, Permission.ACTIVATE_POLICY, flow)
-    return _engine(request).rollouts.start(
+    return engine_of(request).rollouts.start(
         flow, body.mode, body.candidate, actor, body.reason, body.share, body.bounds
     )
 
@@ -222,7 +217,7 @@ def stop_rollout(
 ) -> dict[str, Any]:
     """Stop the flow's running rollout."""
     actor = _actor(principal, Permission.ACTIVATE_POLICY, flow)
-    return _engine(request).rollouts.stop(flow, actor, body.reason)
+    return engine_of(request).rollouts.stop(flow, actor, body.reason)
 
 
 @router.get("/flows/{flow}/rollouts", name="list_rollouts")
@@ -230,4 +225,4 @@ def list_rollouts(flow: str, principal: Caller, request: Request) -> dict[str, A
     """The flow's recent rollouts with their reports (agreement; per-arm rates), newest
     first."""
     principal.require(Permission.READ_FLOWS, flow)
-    return {"rollouts": _engine(request).rollouts.recent(flow)}
+    return {"rollouts": engine_of(request).rollouts.recent(flow)}

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from keel.api.auth import current_principal
+from keel.api.auth import current_principal, engine_of
 from keel.api.decisions import ERRORS, flows_for
 from keel.api.models import ResolveRequest, ReviewList, ReviewOut
 from keel.engine import Engine
@@ -20,11 +20,6 @@ from keel.security.roles import Permission, Principal
 
 router = APIRouter(prefix="/v1", responses={**ERRORS, 409: ERRORS[404]})
 Caller = Annotated[Principal, Depends(current_principal)]
-
-
-def _engine(request: Request) -> Engine:
-    engine: Engine = request.app.state.keel.engine
-    return engine
 
 
 def _reviewer(engine: Engine, principal: Principal, decision_id: str) -> Reviewer:
@@ -45,7 +40,7 @@ def list_reviews(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
     """The queue of the flows the caller reviews, oldest first; overdue ones are marked."""
-    engine = _engine(request)
+    engine = engine_of(request)
     flows = flows_for(engine, principal, Permission.REVIEW, flow)
     return {"reviews": engine.reviews.queue(flows, state, limit)}
 
@@ -53,7 +48,7 @@ def list_reviews(
 @router.get("/reviews/{decision_id}", response_model=ReviewOut, name="get_review")
 def get_review(decision_id: str, principal: Caller, request: Request) -> Any:
     """One decision's review: its state, and the resolution once there is one."""
-    engine = _engine(request)
+    engine = engine_of(request)
     _reviewer(engine, principal, decision_id)
     return engine.reviews.get(decision_id)
 
@@ -61,7 +56,7 @@ def get_review(decision_id: str, principal: Caller, request: Request) -> Any:
 @router.post("/reviews/{decision_id}/claim", response_model=ReviewOut, name="claim_review")
 def claim_review(decision_id: str, principal: Caller, request: Request) -> Any:
     """Take a review so that nobody else resolves it meanwhile."""
-    engine = _engine(request)
+    engine = engine_of(request)
     return engine.reviews.claim(decision_id, _reviewer(engine, principal, decision_id))
 
 
@@ -70,7 +65,7 @@ def resolve_review(
     decision_id: str, body: ResolveRequest, principal: Caller, request: Request
 ) -> dict[str, Any]:
     """Approve, reject or change a decision that waits for review; recorded in the ledger."""
-    engine = _engine(request)
+    engine = engine_of(request)
     reviewer = _reviewer(engine, principal, decision_id)
     return engine.reviews.resolve(
         decision_id, reviewer, body.resolution, body.reason, body.action, body.value
@@ -82,7 +77,7 @@ def override_decision(
     decision_id: str, body: ResolveRequest, principal: Caller, request: Request
 ) -> dict[str, Any]:
     """Override a final decision (reject or change) as a review; recorded in the ledger."""
-    engine = _engine(request)
+    engine = engine_of(request)
     reviewer = _reviewer(engine, principal, decision_id)
     return engine.reviews.override(
         decision_id, reviewer, body.resolution, body.reason, body.action, body.value

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import exc, text
 
-from keel.api.auth import current_principal
-from keel.api.decisions import ERRORS, Caller, _engine
+from keel.api.auth import current_principal, engine_of
+from keel.api.decisions import ERRORS, Caller
 from keel.api.models import FlowOut, Health, VerifyOut
 from keel.decide import FlowRuntime
 from keel.errors import StoreError
@@ -53,14 +53,14 @@ def _flow(runtime: FlowRuntime) -> dict[str, Any]:
 @router.get("/v1/flows", response_model=list[FlowOut], name="list_flows")
 def list_flows(principal: Caller, request: Request) -> Any:
     """The flows the caller may see, with their active policy versions."""
-    engine = _engine(request)
+    engine = engine_of(request)
     names = principal.flows_with(Permission.READ_FLOWS, engine.flows)
     return [_flow(engine.flows[n]) for n in sorted(names)]
 
 
 @router.get("/v1/flows/{flow}", response_model=FlowOut, name="get_flow")
 def get_flow(flow: str, principal: Caller, request: Request) -> Any:
-    engine = _engine(request)
+    engine = engine_of(request)
     runtime = engine.runtime(flow)
     principal.require(Permission.READ_FLOWS, flow)
     return _flow(runtime)
@@ -70,21 +70,21 @@ def get_flow(flow: str, principal: Caller, request: Request) -> Any:
 def verify_ledger(principal: Caller, request: Request) -> Any:
     """Walk the whole chain; ok is false and bad_seq names the first entry that fails."""
     principal.require(Permission.VERIFY_LEDGER)
-    return _engine(request).verify().to_dict()
+    return engine_of(request).verify().to_dict()
 
 
 @router.post("/v1/ledger/checkpoints", name="checkpoint_ledger")
 def checkpoint_ledger(principal: Caller, request: Request) -> dict[str, Any]:
     """Sign the chain head (Ed25519); keep the result outside Keel."""
     principal.require(Permission.CHECKPOINT_LEDGER)
-    return _engine(request).checkpoint().to_dict()
+    return engine_of(request).checkpoint().to_dict()
 
 
 @router.get("/metrics", name="metrics", response_class=Response)
 def metrics(request: Request, principal: Principal = Depends(current_principal)) -> Response:  # noqa: B008
     """Prometheus metrics (a scraper authenticates like any other caller)."""
     principal.require(Permission.READ_METRICS)
-    data = generate_latest(_engine(request).metrics.registry)
+    data = generate_latest(engine_of(request).metrics.registry)
     return Response(data, media_type=CONTENT_TYPE_LATEST)
 
 
@@ -98,7 +98,7 @@ def health() -> Any:
 def ready(request: Request) -> Any:
     """The database answers. No authentication."""
     try:
-        with _engine(request).db.read() as conn:
+        with engine_of(request).db.read() as conn:
             conn.execute(text("SELECT 1"))
     except exc.SQLAlchemyError as error:
         cause = str(getattr(error, "orig", error)).splitlines()[0]

@@ -23,7 +23,14 @@ from sqlalchemy import Connection, Table
 from keel.batching import BatchWorker
 from keel.canonical import canonical_json
 from keel.errors import KeelError, LedgerWriteError
-from keel.ledger.records import GENESIS_HASH, RECORD_SCHEMA_VERSION, Entry, chain_hash, iso_time
+from keel.ledger.records import (
+    GENESIS_HASH,
+    RECORD_SCHEMA_VERSION,
+    Entry,
+    chain_hash,
+    iso_time,
+    new_id,
+)
 from keel.policy.guardrails import UsageRow, WindowState
 from keel.policy.model import WindowLimit
 from keel.store.database import Database
@@ -61,6 +68,18 @@ class Pending:
     rows: tuple[tuple[Table, dict[str, Any]], ...] = ()  # written in the same transaction
     # Rows that depend on the entry (index rows, a review task), in the same transaction.
     derive: Callable[[Entry, dict[str, Any]], list[tuple[Table, dict[str, Any]]]] | None = None
+
+
+def event(
+    kind: str,
+    flow: str | None,
+    body: dict[str, Any],
+    now: float,
+    record_id: str | None = None,
+    rows: tuple[tuple[Table, dict[str, Any]], ...] = (),
+) -> Pending:
+    """A governance event whose body is fixed (it settles no guardrail window)."""
+    return Pending(kind, record_id or new_id("evt", now), flow, lambda _gate: body, rows)
 
 
 @dataclass

@@ -25,8 +25,9 @@ from sqlalchemy import Connection, select, update
 from keel.errors import ConflictError, InputError, NotFoundError
 from keel.flows import Autonomy, Criteria
 from keel.ledger.records import iso_time, new_id
-from keel.ledger.writer import Pending, WindowGate, append_in
+from keel.ledger.writer import WindowGate, append_in, event
 from keel.monitor.trust import trust_metrics
+from keel.reasons import required_reason
 from keel.security.roles import Permission
 from keel.store.schema import autonomy_changes, autonomy_requests
 
@@ -54,13 +55,6 @@ def _level(text: str) -> str:
             {"field": "level"},
         )
     return text
-
-
-def _reason(reason: str) -> str:
-    text = reason.strip() if isinstance(reason, str) else ""
-    if not text:
-        raise InputError("an autonomy change needs a reason, in words", {"field": "reason"})
-    return text[:2000]
 
 
 class AutonomyControl:
@@ -157,7 +151,7 @@ class AutonomyControl:
 
         Returns ``{"applied": change}`` or ``{"request": request}``."""
         actor.require(Permission.CHANGE_AUTONOMY, "change autonomy levels")
-        level, reason = _level(level), _reason(reason)
+        level, reason = _level(level), required_reason(reason, "an autonomy change")
         current = self._engine.runtime(flow).flow.autonomy.value
         if level == current:
             raise ConflictError(
@@ -202,8 +196,7 @@ class AutonomyControl:
                 "reason": reason,
                 "evidence": evidence,
             }
-            event = Pending("autonomy_requested", new_id("evt", gate.now), flow, lambda _g: body)
-            append_in(conn, [event], gate)
+            append_in(conn, [event("autonomy_requested", flow, body, gate.now)], gate)
             return {**row, "evidence": evidence}
 
         return {"request": self._engine.writer.transact(open_request)}
@@ -211,7 +204,7 @@ class AutonomyControl:
     def approve(self, request_id: str, approver: Actor, reason: str) -> dict[str, Any]:
         """Approve a raise (not one's own); the evidence is checked again now."""
         approver.require(Permission.APPROVE_POLICY, "approve autonomy raises")
-        reason = _reason(reason)
+        reason = required_reason(reason, "an approval")
         with self._engine.db.read() as conn:
             found = conn.execute(
                 select(autonomy_requests).where(autonomy_requests.c.id == request_id)
@@ -290,7 +283,7 @@ class AutonomyControl:
         conn.execute(autonomy_changes.insert().values(**row))
         body = {**row, "evidence": evidence}
         del body["record_id"], body["flow"]
-        append_in(conn, [Pending("autonomy_changed", record_id, flow, lambda _g: body)], gate)
+        append_in(conn, [event("autonomy_changed", flow, body, gate.now, record_id)], gate)
         return {**row, "evidence": evidence}
 
 

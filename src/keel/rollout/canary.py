@@ -30,7 +30,8 @@ from sqlalchemy import Connection, select, text, update
 from keel.decide import FlowRuntime
 from keel.errors import ConflictError, InputError, NotFoundError
 from keel.ledger.records import iso_time, new_id
-from keel.ledger.writer import Pending, WindowGate, append_in
+from keel.ledger.writer import WindowGate, append_in, event
+from keel.reasons import required_reason
 from keel.security.roles import Permission
 from keel.store.schema import rollouts
 from keel.telemetry import log
@@ -85,9 +86,7 @@ def end_running_in(
     )
     body = {"rollout": row["id"], "mode": row["mode"], "version": row["version"],
             "state": state, "by": by, "reason": reason}  # fmt: skip
-    append_in(
-        conn, [Pending("rollout_stopped", new_id("evt", gate.now), flow, lambda _g: body)], gate
-    )
+    append_in(conn, [event("rollout_stopped", flow, body, gate.now)], gate)
     return {**row, "state": state, "ended_at": at, "ended_by": by, "end_reason": reason}
 
 
@@ -144,9 +143,7 @@ class Rollouts:
         actor.require(Permission.ACTIVATE_POLICY, "start rollouts")
         if mode not in MODES:
             raise InputError(f"mode must be shadow or canary, got {mode!r}", {"field": "mode"})
-        reason = reason.strip() if isinstance(reason, str) else ""
-        if not reason:
-            raise InputError("a rollout needs a reason, in words", {"field": "reason"})
+        reason = required_reason(reason, "a rollout")
         limits = {**DEFAULT_BOUNDS, **(bounds or {})}
         for key, value in limits.items():
             if key not in DEFAULT_BOUNDS:
@@ -212,8 +209,7 @@ class Rollouts:
             conn.execute(rollouts.insert().values(**row))
             body = {k: row[k] for k in ("id", "mode", "version", "change_id", "share", "reason")}
             body = {**body, "bounds": limits, "by": actor.to_dict()}
-            event = Pending("rollout_started", new_id("evt", gate.now), flow, lambda _g: body)
-            append_in(conn, [event], gate)
+            append_in(conn, [event("rollout_started", flow, body, gate.now)], gate)
             return row
 
         row = self._engine.writer.transact(work)
@@ -222,11 +218,10 @@ class Rollouts:
 
     def stop(self, flow: str, actor: Actor, reason: str) -> dict[str, Any]:
         actor.require(Permission.ACTIVATE_POLICY, "stop rollouts")
-        if not (isinstance(reason, str) and reason.strip()):
-            raise InputError("stopping a rollout needs a reason, in words", {"field": "reason"})
+        reason = required_reason(reason, "stopping a rollout")
 
         def work(conn: Connection, gate: WindowGate) -> dict[str, Any]:
-            ended = end_running_in(conn, gate, flow, "stopped", actor.id, reason.strip())
+            ended = end_running_in(conn, gate, flow, "stopped", actor.id, reason)
             if ended is None:
                 raise NotFoundError(f"no rollout runs on flow '{flow}'", {"flow": flow})
             return ended

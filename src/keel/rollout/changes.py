@@ -40,9 +40,10 @@ from keel.decide import FlowRuntime
 from keel.errors import ConflictError, DefinitionError, InputError, NotFoundError, Problem
 from keel.flows import Autonomy
 from keel.ledger.records import iso_time, new_id
-from keel.ledger.writer import Pending, WindowGate, append_in
+from keel.ledger.writer import WindowGate, append_in, event
 from keel.policy.compiler import compile_policy
 from keel.policy.model import Policy, parse_policy, policy_from_document
+from keel.reasons import required_reason
 from keel.rollout.artifacts import load_pinned, materialise, pinnable, store_in
 from keel.rollout.autonomy import current_level
 from keel.rollout.canary import end_running_in
@@ -64,7 +65,6 @@ if TYPE_CHECKING:
 
 REFRESH_S = 1.0  # how stale this process's view of activations may be
 APPROVALS_NEEDED = 1
-MAX_REASON = 2000
 MAX_DOCUMENT = 256 * 1024
 FIRST = "first version, from the project's policy file"
 
@@ -90,15 +90,6 @@ class Actor:
                 f"{self.id} acts as {self.role}, which may not {step}",
                 {"role": self.role, "permission": permission.value},
             )
-
-
-def _reason(reason: str, step: str) -> str:
-    text = reason.strip() if isinstance(reason, str) else ""
-    if not text:
-        raise InputError(f"{step} needs a reason, in words", {"field": "reason"})
-    if len(text) > MAX_REASON:
-        raise InputError(f"a reason is at most {MAX_REASON} characters", {"field": "reason"})
-    return text
 
 
 def _change_row(conn: Connection, change_id: str) -> dict[str, Any]:
@@ -133,10 +124,6 @@ def _pins(row: Mapping[str, Any] | None) -> dict[str, str] | None:
         return None
     pins = row["models"] if isinstance(row["models"], dict) else json.loads(row["models"])
     return pins if isinstance(pins, dict) else None
-
-
-def _event(kind: str, flow: str, body: dict[str, Any], now: float) -> Pending:
-    return Pending(kind, new_id("evt", now), flow, lambda _g: body)
 
 
 class Changes:
@@ -492,7 +479,7 @@ class Changes:
                 "flow": flow,
                 "source": Path(source).name,
             }
-            append_in(conn, [_event("policy_registered", flow, body, gate.now)], gate)
+            append_in(conn, [event("policy_registered", flow, body, gate.now)], gate)
 
         self._engine.writer.transact(work)
         return policy.version
@@ -532,7 +519,7 @@ class Changes:
         """Open a change proposing the policy in ``text`` (YAML; None: the active policy)
         and, optionally, new model files for some of the flow's signals."""
         author.require(Permission.PROPOSE_POLICY, "propose policy changes")
-        reason = _reason(reason, "a proposal")
+        reason = required_reason(reason, "a proposal")
         files = self._model_files(flow, models)
         if text is None:
             if not files:
@@ -577,7 +564,7 @@ class Changes:
                 "author": author.to_dict(),
                 "reason": reason,
             }
-            append_in(conn, [_event("policy_proposed", flow, body, gate.now)], gate)
+            append_in(conn, [event("policy_proposed", flow, body, gate.now)], gate)
             return str(row["id"])
 
         return self.get(self._engine.writer.transact(work))
@@ -585,7 +572,7 @@ class Changes:
     def edit(self, change_id: str, text: str, editor: Actor, reason: str) -> dict[str, Any]:
         """Replace a proposed change's version; every approval it had is void."""
         editor.require(Permission.PROPOSE_POLICY, "edit policy changes")
-        reason = _reason(reason, "an edit")
+        reason = required_reason(reason, "an edit")
         with self._engine.db.read() as conn:
             flow = _change_row(conn, change_id)["flow"]
         policy = self._parse(flow, text, f"<change {change_id}>")
@@ -622,7 +609,7 @@ class Changes:
                 "reason": reason,
                 "voided_approvals": [a["approver"] for a in voided],
             }
-            append_in(conn, [_event("policy_edited", flow, body, gate.now)], gate)
+            append_in(conn, [event("policy_edited", flow, body, gate.now)], gate)
             return change_id
 
         return self.get(self._engine.writer.transact(work))
@@ -630,7 +617,7 @@ class Changes:
     def approve(self, change_id: str, approver: Actor, reason: str) -> dict[str, Any]:
         """Approve a change's current version (never by anyone who wrote a revision of it)."""
         approver.require(Permission.APPROVE_POLICY, "approve policy changes")
-        reason = _reason(reason, "an approval")
+        reason = required_reason(reason, "an approval")
 
         def work(conn: Connection, gate: WindowGate) -> str:
             row = self._open(conn, change_id, "approved")
@@ -674,8 +661,9 @@ class Changes:
                 "approvals": len(given) + 1,
                 "needed": APPROVALS_NEEDED,
             }
-            pending = Pending("policy_approved", record_id, row["flow"], lambda _g: body)
-            append_in(conn, [pending], gate)
+            append_in(
+                conn, [event("policy_approved", row["flow"], body, gate.now, record_id)], gate
+            )
             return change_id
 
         return self.get(self._engine.writer.transact(work))
@@ -729,7 +717,7 @@ class Changes:
     def rollback(self, flow: str, version: str, actor: Actor, reason: str) -> dict[str, Any]:
         """Put back a version the flow used before; returns the activation."""
         actor.require(Permission.ACTIVATE_POLICY, "roll back policy versions")
-        reason = _reason(reason, "a rollback")
+        reason = required_reason(reason, "a rollback")
         self._engine.runtime(flow)
 
         def work(conn: Connection, gate: WindowGate) -> dict[str, Any]:
@@ -818,5 +806,5 @@ class Changes:
             "models": dict(models) if models else None,
             "previous_models": _pins(active),
         }
-        append_in(conn, [Pending("policy_activated", record_id, flow, lambda _g: body)], gate)
+        append_in(conn, [event("policy_activated", flow, body, gate.now, record_id)], gate)
         return row
