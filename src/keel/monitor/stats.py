@@ -93,6 +93,38 @@ def _none(column: str, method: str, note: str) -> Statistic:
     return Statistic(column, method, None, None, THRESHOLDS[method], None, note)
 
 
+@dataclass(frozen=True)
+class NumericSample:
+    """A numeric column as the statistics need it: its finite values sorted, and counts of
+    missing and infinite ones (a reference profile stores exactly this)."""
+
+    values: np.ndarray
+    missing: int
+    infinite: int
+    rows: int
+
+    @classmethod
+    def of(cls, column: str, values: Sequence[Any] | np.ndarray) -> NumericSample:
+        finite, missing, infinite = numeric_values(column, values)
+        return cls(np.sort(finite), missing, infinite, len(values))
+
+
+@dataclass(frozen=True)
+class CategoricalSample:
+    """A categorical column as the statistics need it: counts per category (as text), and
+    the count of missing values."""
+
+    counts: dict[str, int]
+    missing: int
+    rows: int
+
+    @classmethod
+    def of(cls, values: Sequence[Any] | np.ndarray) -> CategoricalSample:
+        counts = Counter(c for c in map(_category, values) if c is not None)
+        present = sum(counts.values())
+        return cls(dict(counts), len(values) - present, len(values))
+
+
 def numeric_values(column: str, values: Sequence[Any] | np.ndarray) -> tuple[np.ndarray, int, int]:
     """The finite values of a numeric column, and how many were missing and infinite.
 
@@ -134,14 +166,17 @@ def _psi(reference: np.ndarray, current: np.ndarray) -> float:
 
 def numeric_drift(
     column: str,
-    reference: Sequence[Any] | np.ndarray,
-    current: Sequence[Any] | np.ndarray,
+    reference: NumericSample | Sequence[Any] | np.ndarray,
+    current: NumericSample | Sequence[Any] | np.ndarray,
     methods: Sequence[str] = NUMERIC_METHODS,
 ) -> list[Statistic]:
     """Every requested method for one numeric column, plus ``missing_share``."""
-    ref, ref_missing, _ = numeric_values(column, reference)
-    cur, cur_missing, _ = numeric_values(column, current)
-    out = [_missing(column, ref_missing, len(reference), cur_missing, len(current))]
+    r_sample = (
+        reference if isinstance(reference, NumericSample) else NumericSample.of(column, reference)
+    )
+    c_sample = current if isinstance(current, NumericSample) else NumericSample.of(column, current)
+    ref, cur = r_sample.values, c_sample.values
+    out = [_missing(column, r_sample.missing, r_sample.rows, c_sample.missing, c_sample.rows)]
     for method in methods:
         if method not in NUMERIC_METHODS:
             raise InputError(
@@ -184,16 +219,18 @@ def _category(value: Any) -> str | None:
 
 def categorical_drift(
     column: str,
-    reference: Sequence[Any] | np.ndarray,
-    current: Sequence[Any] | np.ndarray,
+    reference: CategoricalSample | Sequence[Any] | np.ndarray,
+    current: CategoricalSample | Sequence[Any] | np.ndarray,
     methods: Sequence[str] = CATEGORICAL_METHODS,
 ) -> list[Statistic]:
     """Every requested method for one categorical column, plus ``missing_share``."""
-    ref = Counter(c for c in map(_category, reference) if c is not None)
-    cur = Counter(c for c in map(_category, current) if c is not None)
+    r_sample = (
+        reference if isinstance(reference, CategoricalSample) else CategoricalSample.of(reference)
+    )
+    c_sample = current if isinstance(current, CategoricalSample) else CategoricalSample.of(current)
+    ref, cur = Counter(r_sample.counts), Counter(c_sample.counts)
     ref_n, cur_n = sum(ref.values()), sum(cur.values())
-    out = [_missing(column, len(reference) - ref_n, len(reference), len(current) - cur_n,
-                    len(current))]  # fmt: skip
+    out = [_missing(column, r_sample.missing, r_sample.rows, c_sample.missing, c_sample.rows)]
     categories = sorted(ref.keys() | cur.keys())
     for method in methods:
         if method not in CATEGORICAL_METHODS:
