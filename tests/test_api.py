@@ -15,10 +15,9 @@ from keel import Engine, open_engine
 from keel.api import create_app
 from keel.api.auth import CACHE_S
 from keel.outcomes import OutcomeReport
-from keel.rollout.changes import Actor
 from keel.security.apikeys import change_grants, create_key, revoke_key
 from keel.security.audit import AuditLog
-from keel.security.roles import Grant, Role
+from keel.security.roles import Actor, Grant, Role
 from tests.conftest import LOW_RISK
 from tests.test_review import SHORT_HISTORY
 

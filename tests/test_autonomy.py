@@ -9,7 +9,7 @@ import pytest
 
 from keel import open_engine
 from keel.errors import ConflictError, DefinitionError, InputError
-from keel.rollout.changes import Actor
+from keel.security.roles import Actor
 from tests.conftest import LOW_RISK
 from tests.test_review import ANNA, SHORT_HISTORY
 

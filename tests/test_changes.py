@@ -12,8 +12,8 @@ from keel import open_engine
 from keel.engine import Engine
 from keel.errors import ConflictError, DefinitionError, InputError, KeelError, NotFoundError
 from keel.ledger.records import iso_time
-from keel.rollout.changes import Actor
 from keel.rollout.diff import render_table
+from keel.security.roles import Actor
 from tests.conftest import LOW_RISK, run_sql
 from tests.test_review import SHORT_HISTORY
 

@@ -101,7 +101,7 @@ def test_kill_switch_wins_over_every_rule(
 
 
 def test_autonomy_levels(project: Path, env: dict[str, str], low_risk: dict[str, Any]) -> None:
-    from keel.rollout.changes import Actor
+    from keel.security.roles import Actor
 
     grey = {
         **low_risk,

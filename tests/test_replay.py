@@ -13,7 +13,7 @@ from keel.cli import app
 from keel.engine import Engine
 from keel.errors import InputError, NotFoundError
 from keel.outcomes import OutcomeReport
-from keel.rollout.changes import Actor
+from keel.security.roles import Actor
 from tests.conftest import LOW_RISK, run_sql
 from tests.test_changes import SHORTER, policy_text
 from tests.test_review import SHORT_HISTORY

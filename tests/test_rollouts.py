@@ -9,7 +9,7 @@ import pytest
 
 from keel.engine import Engine
 from keel.errors import ConflictError, InputError, NotFoundError
-from keel.rollout.changes import Actor
+from keel.security.roles import Actor
 from tests.conftest import LOW_RISK
 from tests.test_changes import SHORTER, policy_text
 from tests.test_review import ANNA, SHORT_HISTORY

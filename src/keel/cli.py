@@ -578,14 +578,6 @@ def audit_export(
         typer.echo(f"{len(lines)} events written to {out}", err=True)
 
 
-def _cli_reviewer() -> Any:
-    """Who acts from the command line: the local operator, who holds the store (admin)."""
-    from keel.review import Reviewer  # noqa: PLC0415
-
-    operator = _operator()
-    return Reviewer(operator, operator.removeprefix("cli:"), "admin")
-
-
 ReasonOpt = Annotated[str, typer.Option("--reason", "-r", help="Why, in words (required).")]
 ActionOpt = Annotated[
     str | None, typer.Option("--action", help="With change: the action to take instead.")
@@ -638,7 +630,7 @@ def review_claim(
     Example: keel review claim dec_0193...
     """
     with _engine(project) as engine:
-        _print(engine.reviews.claim(decision_id, _cli_reviewer()))
+        _print(engine.reviews.claim(decision_id, _cli_actor()))
 
 
 @review_app.command("resolve")
@@ -657,9 +649,7 @@ def review_resolve(
     (approve and reject take no --action or --value).
     """
     with _engine(project) as engine:
-        _print(
-            engine.reviews.resolve(decision_id, _cli_reviewer(), resolution, reason, action, value)
-        )
+        _print(engine.reviews.resolve(decision_id, _cli_actor(), resolution, reason, action, value))
 
 
 @review_app.command("override")
@@ -677,7 +667,7 @@ def review_override(
     """
     with _engine(project) as engine:
         _print(
-            engine.reviews.override(decision_id, _cli_reviewer(), resolution, reason, action, value)
+            engine.reviews.override(decision_id, _cli_actor(), resolution, reason, action, value)
         )
 
 
@@ -747,7 +737,7 @@ def outcomes_show(
 
 def _cli_actor() -> Any:
     """The local operator (admin: it holds the store). Four eyes hold across OS users."""
-    from keel.rollout.changes import Actor  # noqa: PLC0415
+    from keel.security.roles import Actor  # noqa: PLC0415
 
     operator = _operator()
     return Actor(operator, operator.removeprefix("cli:"), "admin")

@@ -21,7 +21,6 @@ take it past a limit (that is what escalation is for), and the entry says which.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, select, update
@@ -32,6 +31,7 @@ from keel.ledger.records import Entry, iso_time, new_id
 from keel.ledger.writer import WindowGate, append_in, event
 from keel.policy.guardrails import segment_of
 from keel.reasons import required_reason
+from keel.security.roles import Actor
 from keel.store.schema import decisions, reviews
 from keel.telemetry import log
 
@@ -42,13 +42,7 @@ RESOLUTIONS = ("approve", "reject", "change")
 STATES = ("open", "claimed", "resolved")
 
 
-@dataclass(frozen=True)
-class Reviewer:
-    """Who acts on a review, and in which role (recorded in the ledger entry)."""
-
-    id: str
-    name: str
-    role: str
+Reviewer = Actor  # who acts on a review, and in which role (recorded in the ledger entry)
 
 
 def open_review_row(
@@ -342,7 +336,7 @@ class Reviews:
             "action": final_action,
             "value": final_value,
             "reason": reason,
-            "reviewer": {"id": reviewer.id, "name": reviewer.name, "role": reviewer.role},
+            "reviewer": reviewer.to_dict(),
             "requested_by": row["requested_by"],
             "opened_at": row["opened_at"],
             "due_at": row["due_at"],

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from keel.api.auth import current_principal, engine_of
+from keel.api.auth import current_principal, engine_of, hide_unless
 from keel.api.models import (
     BatchOut,
     BatchRequest,
@@ -19,7 +19,6 @@ from keel.api.models import (
     WhatIfRequest,
 )
 from keel.engine import Engine
-from keel.errors import NotFoundError
 from keel.ledger.records import parse_instant
 from keel.security.roles import Permission, Principal
 
@@ -46,9 +45,7 @@ def flows_for(
 def _readable(engine: Engine, principal: Principal, decision_id: str) -> str:
     """The decision's flow, if the caller may read it; otherwise it does not exist for them."""
     flow = engine.flow_of(decision_id)
-    if not principal.can(Permission.READ_DECISIONS, flow):
-        # Same answer as an unknown id: a caller cannot probe for decisions it may not see.
-        raise NotFoundError(f"no decision with id '{decision_id}'", {"id": decision_id})
+    hide_unless(principal, Permission.READ_DECISIONS, flow, "decision", decision_id)
     return flow
 
 

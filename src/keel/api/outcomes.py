@@ -10,11 +10,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from keel.api.auth import current_principal, engine_of
+from keel.api.auth import current_principal, engine_of, hide_unless
 from keel.api.decisions import ERRORS
 from keel.api.models import OutcomeBatch, OutcomeImportOut, OutcomeIn, OutcomeOut
 from keel.engine import Engine
-from keel.errors import NotFoundError
 from keel.outcomes import OutcomeReport
 from keel.security.roles import Permission, PermissionDeniedError, Principal
 
@@ -25,9 +24,7 @@ Caller = Annotated[Principal, Depends(current_principal)]
 def _visible(
     engine: Engine, principal: Principal, permission: Permission, decision_id: str
 ) -> None:
-    flow = engine.flow_of(decision_id)
-    if not principal.can(permission, flow):
-        raise NotFoundError(f"no decision with id '{decision_id}'", {"id": decision_id})
+    hide_unless(principal, permission, engine.flow_of(decision_id), "decision", decision_id)
 
 
 @router.put(

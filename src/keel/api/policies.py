@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
-from keel.api.auth import current_principal, engine_of
+from keel.api.auth import current_principal, engine_of, hide_unless
 from keel.api.decisions import ERRORS
 from keel.api.models import (
     ActivateRequest,
@@ -27,25 +27,23 @@ from keel.api.models import (
     RolloutRequest,
 )
 from keel.engine import Engine
-from keel.errors import InputError, NotFoundError
+from keel.errors import InputError
 from keel.ledger.records import parse_instant
-from keel.rollout.changes import Actor
-from keel.security.roles import Permission, Principal
+from keel.security.roles import Actor, Permission, Principal
 
 router = APIRouter(prefix="/v1", responses={**ERRORS, 409: ERRORS[404]})
 Caller = Annotated[Principal, Depends(current_principal)]
 
 
 def _actor(principal: Principal, permission: Permission, flow: str) -> Actor:
-    principal.require(permission, flow)
-    return Actor(principal.id, principal.name, principal.role_for(permission, flow).value)
+    principal.require(permission, flow)  # 403 naming the permission
+    return principal.actor(permission, flow)
 
 
 def _change_flow(engine: Engine, principal: Principal, change_id: str) -> str:
     """The flow of a change the caller may read (404 otherwise, as for an unknown id)."""
     flow = str(engine.changes.get(change_id)["flow"])
-    if not principal.can(Permission.READ_FLOWS, flow):
-        raise NotFoundError(f"no policy change with id '{change_id}'", {"change_id": change_id})
+    hide_unless(principal, Permission.READ_FLOWS, flow, "policy change", change_id)
     return flow
 
 
@@ -194,8 +192,7 @@ def approve_autonomy(
     """Approve a raise someone else requested; the evidence is checked again."""
     engine = engine_of(request)
     flow = engine.autonomy.flow_of(request_id)
-    if not principal.can(Permission.READ_FLOWS, flow):
-        raise NotFoundError(f"no autonomy request with id '{request_id}'", {"id": request_id})
+    hide_unless(principal, Permission.READ_FLOWS, flow, "autonomy request", request_id)
     actor = _actor(principal, Permission.APPROVE_POLICY, flow)
     return engine.autonomy.approve(request_id, actor, body.reason)
 

@@ -10,11 +10,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from keel.api.auth import current_principal, engine_of
+from keel.api.auth import current_principal, engine_of, hide_unless
 from keel.api.decisions import ERRORS, flows_for
 from keel.api.models import ResolveRequest, ReviewList, ReviewOut
 from keel.engine import Engine
-from keel.errors import NotFoundError
 from keel.review import Reviewer
 from keel.security.roles import Permission, Principal
 
@@ -25,10 +24,8 @@ Caller = Annotated[Principal, Depends(current_principal)]
 def _reviewer(engine: Engine, principal: Principal, decision_id: str) -> Reviewer:
     """The caller as a reviewer of this decision's flow, or 404 if they may not review it."""
     flow = engine.flow_of(decision_id)
-    if not principal.can(Permission.REVIEW, flow):
-        raise NotFoundError(f"no decision with id '{decision_id}'", {"id": decision_id})
-    role = principal.role_for(Permission.REVIEW, flow)
-    return Reviewer(principal.id, principal.name, role.value)
+    hide_unless(principal, Permission.REVIEW, flow, "decision", decision_id)
+    return principal.actor(Permission.REVIEW, flow)
 
 
 @router.get("/reviews", response_model=ReviewList, name="list_reviews")

@@ -33,7 +33,7 @@ from keel.store.schema import autonomy_changes, autonomy_requests
 
 if TYPE_CHECKING:
     from keel.engine import Engine
-    from keel.rollout.changes import Actor
+    from keel.security.roles import Actor
 
 ORDER = [a.value for a in Autonomy]  # lowest to highest
 

@@ -38,7 +38,7 @@ from keel.telemetry import log
 
 if TYPE_CHECKING:
     from keel.engine import Engine
-    from keel.rollout.changes import Actor
+    from keel.security.roles import Actor
 
 MODES = ("shadow", "canary")
 DEFAULT_BOUNDS = {"max_guardrail_hit_rate": 0.05, "max_override_rate": 0.10, "min_decisions": 50}

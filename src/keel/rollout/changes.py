@@ -29,7 +29,7 @@ import json
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +48,7 @@ from keel.rollout.artifacts import load_pinned, materialise, pinnable, store_in
 from keel.rollout.autonomy import current_level
 from keel.rollout.canary import end_running_in
 from keel.rollout.diff import Difference, diff_models, diff_policies
-from keel.security.roles import ROLE_PERMISSIONS, Permission, Role
+from keel.security.roles import Actor, Permission
 from keel.signals.adapters import Model, load_model
 from keel.store.schema import (
     autonomy_changes,
@@ -67,29 +67,6 @@ REFRESH_S = 1.0  # how stale this process's view of activations may be
 APPROVALS_NEEDED = 1
 MAX_DOCUMENT = 256 * 1024
 FIRST = "first version, from the project's policy file"
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who takes a step, and in which role (recorded in the ledger event)."""
-
-    id: str
-    name: str
-    role: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"id": self.id, "name": self.name, "role": self.role}
-
-    def require(self, permission: Permission, step: str) -> None:
-        try:
-            allowed = permission in ROLE_PERMISSIONS[Role(self.role)]
-        except ValueError:
-            allowed = False
-        if not allowed:
-            raise ConflictError(
-                f"{self.id} acts as {self.role}, which may not {step}",
-                {"role": self.role, "permission": permission.value},
-            )
 
 
 def _change_row(conn: Connection, change_id: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from keel.errors import KeelError
+from keel.errors import ConflictError, KeelError
 
 
 class Role(StrEnum):
@@ -115,6 +115,31 @@ class Grant:
 
 
 @dataclass(frozen=True)
+class Actor:
+    """Who takes a governance step (a review, a policy change, an autonomy change, a
+    rollout), and in which role: recorded with the step in the ledger. The engine checks
+    the role again, whatever surface the step came from."""
+
+    id: str
+    name: str
+    role: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"id": self.id, "name": self.name, "role": self.role}
+
+    def require(self, permission: Permission, step: str) -> None:
+        try:
+            allowed = permission in ROLE_PERMISSIONS[Role(self.role)]
+        except ValueError:
+            allowed = False
+        if not allowed:
+            raise ConflictError(
+                f"{self.id} acts as {self.role}, which may not {step}",
+                {"role": self.role, "permission": permission.value},
+            )
+
+
+@dataclass(frozen=True)
 class Principal:
     """An authenticated caller: an API key or an OIDC subject, with its grants."""
 
@@ -140,6 +165,10 @@ class Principal:
                 return grant.role
         self.require(permission, flow)  # raises: no grant carries it
         raise AssertionError  # pragma: no cover - require() raised
+
+    def actor(self, permission: Permission, flow: str | None = None) -> Actor:
+        """This principal acting with ``permission`` on ``flow``, in the role that grants it."""
+        return Actor(self.id, self.name, self.role_for(permission, flow).value)
 
     def require(self, permission: Permission, flow: str | None = None) -> None:
         if not self.can(permission, flow):
