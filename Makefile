@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test lint typecheck pytest bench bench-load bench-replay clean
+.PHONY: demo test lint typecheck pytest bench bench-load bench-replay bench-drift clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,17 @@ bench: $(VENV)/.dev-installed
 bench-replay: $(VENV)/.dev-installed
 	$(BIN)/python bench/replay.py
 
+# Evidently, the drift bench's reference, lives in an environment of its own.
+$(VENV)-bench/.installed: bench/requirements-evidently.txt
+	$(PYTHON) -m venv $(VENV)-bench
+	$(VENV)-bench/bin/python -m pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+bench-drift: $(VENV)/.dev-installed $(VENV)-bench/.installed
+	$(BIN)/python bench/drift.py
+
 bench-load: $(VENV)/.dev-installed
 	scripts/with-postgres.sh $(BIN)/python bench/load.py
 
 clean:
-	rm -rf $(VENV) demo-project build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(VENV)-bench demo-project build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache

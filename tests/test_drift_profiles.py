@@ -35,22 +35,31 @@ def test_a_profile_is_stored_once_and_compares_like_the_raw_data(tmp_path: Path)
     loaded = store.load(profile.id)
     income = loaded.columns["income"]
     assert income.missing == 20 and income.infinite == 2 and income.rows == 2000
-    from_profile = {(r.column, r.method): r for r in compare(loaded, current)}
+    from_profile = {(r.column, r.method): r for r in compare(loaded, current).statistics}
     raw = numeric_drift("income", reference["income"], current["income"])
     raw += categorical_drift("region", reference["region"], current["region"])
     for r in raw:
         got = from_profile[(r.column, r.method)]
         assert (got.value, got.p_value, got.drift) == (r.value, r.p_value, r.drift), r.method
     assert from_profile[("income", "ks")].drift is True
-    only_ks = compare(loaded, current, ["ks"])
+    only_ks = compare(loaded, current, ["ks"]).statistics
     assert {r.method for r in only_ks} == {"ks", "missing_share"}
 
 
 def test_bad_profiles_and_data_are_named(tmp_path: Path) -> None:
     store = ProfileStore(tmp_path)
     profile = build_profile(table(1), "train.csv")
-    with pytest.raises(InputError, match="lacks column region of reference profile"):
-        compare(profile, {"income": [1.0], "age": [30]})
+    partial = compare(profile, {"income": [1.0], "age": [30]})
+    assert partial.problems == ["column 'region' is missing from the current data"]
+    region = [s for s in partial.statistics if s.column == "region"]
+    assert len(region) == 1 and region[0].value is None and region[0].drift is None
+    with pytest.raises(InputError, match="shares no column with reference profile"):
+        compare(profile, {"colour": ["red"]})
+    with pytest.raises(InputError, match="the current data has no rows"):
+        compare(profile, {"income": [], "age": [], "region": []})
+    store.path("e" * 64).write_bytes(b"not an archive")
+    with pytest.raises(InputError, match=r"stored profile e{12} cannot be read"):
+        store.load("e" * 64)
     with pytest.raises(InputError, match="columns of different lengths"):
         build_profile({"a": [1, 2], "b": [1]}, "bad.csv")
     with pytest.raises(InputError, match="no columns to profile"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from keel.errors import KeelError
+from keel.errors import InputError, KeelError
 from keel.ledger.checkpoint import load_checkpoint
 
 app = typer.Typer(
@@ -37,6 +38,10 @@ rollout_app = typer.Typer(help="Shadow and canary rollouts of candidate policy v
 app.add_typer(rollout_app, name="rollout")
 report_app = typer.Typer(help="Reports: trust metrics per flow.")
 app.add_typer(report_app, name="report")
+drift_app = typer.Typer(help="Data drift: reference profiles and drift reports.")
+app.add_typer(drift_app, name="drift")
+monitor_app = typer.Typer(help="Monitors: a flow's drift and behaviour against its baseline.")
+app.add_typer(monitor_app, name="monitor")
 policy_app = typer.Typer(
     help="Policy versions: propose, diff, approve, activate, roll back, history."
 )
@@ -1162,6 +1167,206 @@ def _cell(value: Any, kind: str) -> str:
     if value is None:
         return "-"
     return f"{value:.1%}" if kind == "rate" else f"{value:,}"
+
+
+def _profile_store(project: Path, profiles: Path | None) -> Any:
+    from keel.monitor.profile import ProfileStore  # noqa: PLC0415
+
+    return ProfileStore(profiles if profiles is not None else project / ".keel" / "profiles")
+
+
+def _reference_profile(store: Any, reference: str) -> Any:
+    """A stored profile by id (or a unique prefix of 12+ characters), else a data file."""
+    from keel.monitor.drift_report import read_table  # noqa: PLC0415
+
+    if (
+        not Path(reference).exists()
+        and len(reference) >= 12
+        and all(ch in "0123456789abcdef" for ch in reference)
+    ):
+        matches = sorted(store.folder.glob(f"{reference}*.npz"))
+        if len(matches) != 1:
+            raise InputError(
+                f"no stored profile {reference}" if not matches
+                else f"{reference} names {len(matches)} profiles: give more of the id",
+                {"profile": reference},
+            )  # fmt: skip
+        return store.load(matches[0].stem)
+    return store.of_file(Path(reference), read_table)
+
+
+ProfilesOpt = Annotated[
+    Path | None,
+    typer.Option(help="Where reference profiles are stored (default: PROJECT/.keel/profiles)."),
+]
+
+
+@drift_app.command("profile")
+def drift_profile(
+    data: Annotated[Path, typer.Argument(help="A Parquet or CSV file (needs keel[tables]).")],
+    profiles: ProfilesOpt = None,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Build and store the reference profile of a data file (or find it, stored before),
+    and print its id.
+
+    Example: keel drift profile training.parquet
+    """
+    try:
+        profile = _reference_profile(_profile_store(project, profiles), str(data))
+    except KeelError as error:
+        _fail(error)
+    kinds = Counter(profile.kind(c) for c in profile.columns)
+    typer.echo(
+        f"{profile.id}  {profile.rows:,} rows, {kinds['numeric']} numeric and "
+        f"{kinds['categorical']} categorical columns, from {profile.source}"
+    )
+
+
+@drift_app.command("report")
+def drift_report(
+    reference: Annotated[
+        str, typer.Option(help="Reference: a Parquet or CSV file, or a stored profile's id.")
+    ],
+    current: Annotated[Path, typer.Option(help="Current data: a Parquet or CSV file.")],
+    out: Annotated[Path, typer.Option(help="Folder for report.html and report.json.")],
+    method: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Only these methods (repeat for several); the first that applies to a "
+            "column's type gives its verdict."
+        ),
+    ] = None,
+    compat: Annotated[
+        str, typer.Option(help="keel, or evidently for Evidently 0.7's figures and verdicts.")
+    ] = "keel",
+    num_method: Annotated[
+        str | None, typer.Option(help="Evidently mode: the method for numeric columns.")
+    ] = None,
+    cat_method: Annotated[
+        str | None, typer.Option(help="Evidently mode: the method for categorical columns.")
+    ] = None,
+    profiles: ProfilesOpt = None,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Compare current data with a reference, column by column, and write
+    OUT/report.html (self-contained, a chart per column) and OUT/report.json (per column
+    the method, statistic, p-value, threshold and verdict). Exits 1 when a column drifted.
+
+    Example: keel drift report --reference train.parquet --current week.parquet --out drift
+    """
+    import time  # noqa: PLC0415
+
+    from keel.ledger.records import iso_time  # noqa: PLC0415
+    from keel.monitor.drift_report import read_table, report_data, write_report  # noqa: PLC0415
+    from keel.monitor.profile import check_methods, compare  # noqa: PLC0415
+
+    try:
+        check_methods(method, compat)
+        if compat != "evidently" and (num_method or cat_method):
+            raise InputError("--num-method and --cat-method belong to --compat evidently", {})
+        store = _profile_store(project, profiles)
+        profile = _reference_profile(store, reference)
+        table = read_table(current)
+        comparison = compare(
+            profile, table, method, mode=compat, num_method=num_method, cat_method=cat_method
+        )
+        rows = len(next(iter(table.values())))
+        data = report_data(
+            profile, comparison, current_source=str(current), current_rows=rows, mode=compat,
+            methods=method, generated_at=iso_time(time.time()),
+        )  # fmt: skip
+    except KeelError as error:
+        _fail(error)
+    json_path, html_path = write_report(data, out)
+    summary = data["summary"]
+    typer.echo(
+        f"{len(summary['drifted'])} of {summary['columns']} columns drifted"
+        + (f": {', '.join(summary['drifted'])}" if summary["drifted"] else "")
+    )
+    for problem in data["problems"]:
+        typer.echo(f"not compared: {problem}", err=True)
+    typer.echo(f"wrote {html_path} and {json_path}", err=True)
+    if summary["drifted"]:
+        raise typer.Exit(1)
+
+
+@monitor_app.command("run")
+def monitor_run(
+    flow: Annotated[str, typer.Argument(help="The flow.")],
+    window: Annotated[str, typer.Option(help="The current window's length (15m, 6h, 1d).")] = "1d",
+    baseline: Annotated[
+        str, typer.Option(help="The baseline's length, right before the current window.")
+    ] = "7d",
+    until: Annotated[
+        str | None, typer.Option(help="End of the current window; default now.")
+    ] = None,
+    method: Annotated[
+        list[str] | None, typer.Option(help="Only these drift methods (repeatable).")
+    ] = None,
+    max_change: Annotated[
+        float, typer.Option(help="A rate breaches when it moves by this much.")
+    ] = 0.1,
+    max_ratio: Annotated[
+        float, typer.Option(help="Latency p99 breaches at this multiple of the baseline's.")
+    ] = 1.5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print every figure as JSON.")] = False,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Compare a flow's last window with the baseline before it: drift of every input,
+    signal score and action, and the behaviour figures (automation, escalation, override,
+    guardrail-hit, fallback and model-error rates, latency p99). Exits 1 on a breach.
+
+    Example: keel monitor run credit_limit --window 1d --baseline 14d
+    """
+    import time  # noqa: PLC0415
+
+    from keel.ledger.records import iso_time, parse_instant  # noqa: PLC0415
+    from keel.monitor.monitors import Limits, run_monitor  # noqa: PLC0415
+    from keel.monitor.windows import Window, duration  # noqa: PLC0415
+
+    with _engine(project) as engine:
+        end = parse_instant("until", until) or iso_time(time.time())
+        size, before = duration("--window", window), duration("--baseline", baseline)
+        end_ts = _instant_ts(end)
+        current = Window(iso_time(end_ts - size.total_seconds()), end)
+        base = Window(iso_time(end_ts - size.total_seconds() - before.total_seconds()),
+                      current.since)  # fmt: skip
+        result = run_monitor(engine, flow, current, base, Limits(max_change, max_ratio), method)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        typer.echo(
+            f"{flow}: {result['current']['decisions']:,} decisions in "
+            f"[{current.since}, {current.until}) against {result['baseline']['decisions']:,} "
+            f"in [{base.since}, {base.until})"
+        )
+        for check in result["behaviour"]:
+            mark = "BREACH" if check["breached"] else ""
+            typer.echo(
+                f"  {check['figure']:<20} {_plain(check['baseline']):>10} → "
+                f"{_plain(check['current']):>10}  {mark}"
+            )
+        drift = result["drift"]
+        typer.echo(
+            f"  drift: {len(drift['summary']['drifted'])} of {drift['summary']['columns']} "
+            f"columns" + (f" ({', '.join(drift['summary']['drifted'])})"
+                          if drift["summary"]["drifted"] else "")
+        )  # fmt: skip
+        for problem in drift["problems"]:
+            typer.echo(f"  not compared: {problem}")
+    if result["breaches"]:
+        raise typer.Exit(1)
+
+
+def _plain(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4g}"
+
+
+def _instant_ts(instant: str) -> float:
+    from datetime import datetime  # noqa: PLC0415
+
+    return datetime.fromisoformat(instant.replace("Z", "+00:00")).timestamp()
 
 
 def _days_before(instant: str, days: int) -> str:

@@ -30,7 +30,8 @@ COLUMNS = (
 CARDS = ("volume", "automation_rate", "override_rate", "review_agreement", "outcome_accuracy")
 W, H, PAD = 760, 240, 44
 
-_STYLE = """
+# Shared by the drift report (keel.monitor.drift_report).
+STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:60rem;
 color:#111827;padding:0 1rem}h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.1rem;
 margin-top:2rem}p.meta{color:#4b5563;margin-top:0}table{border-collapse:collapse;width:100%;
@@ -152,7 +153,7 @@ def trust_html(report: dict[str, Any], generated_at: str) -> str:
     )
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>"
+        f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>"
         f"<h1>{escape(title)}</h1>"
         f'<p class="meta">Owner {escape(report["owner"])} · autonomy '
         f"{escape(report['autonomy'])} · {escape(report['since'])} to "

@@ -69,6 +69,12 @@ class Statistic:
     threshold: float
     drift: bool | None
     note: str = ""
+    mode: str = "keel"  # "keel", or "evidently" for Evidently 0.7's recipe (keel.monitor.compat)
+
+    @property
+    def score(self) -> float | None:
+        """The one figure a verdict rests on: the p-value where there is one, else the value."""
+        return self.p_value if self.p_value is not None else self.value
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,17 +102,20 @@ def _none(column: str, method: str, note: str) -> Statistic:
 @dataclass(frozen=True)
 class NumericSample:
     """A numeric column as the statistics need it: its finite values sorted, and counts of
-    missing and infinite ones (a reference profile stores exactly this)."""
+    missing and infinite ones (a reference profile stores exactly this). ``integer`` says
+    the column held integers (Evidently's binning treats them apart)."""
 
     values: np.ndarray
     missing: int
     infinite: int
     rows: int
+    integer: bool = False
 
     @classmethod
     def of(cls, column: str, values: Sequence[Any] | np.ndarray) -> NumericSample:
-        finite, missing, infinite = numeric_values(column, values)
-        return cls(np.sort(finite), missing, infinite, len(values))
+        array = as_array(values)
+        finite, missing, infinite = numeric_values(column, array)
+        return cls(np.sort(finite), missing, infinite, len(array), bool(array.dtype.kind in "iu"))
 
 
 @dataclass(frozen=True)
@@ -120,9 +129,27 @@ class CategoricalSample:
 
     @classmethod
     def of(cls, values: Sequence[Any] | np.ndarray) -> CategoricalSample:
+        if hasattr(values, "value_counts") and hasattr(values, "null_count"):  # Arrow array
+            counts: Counter[str] = Counter()
+            for entry in values.value_counts().to_pylist():
+                category = _category(entry["values"])
+                if category is not None:
+                    counts[category] += entry["counts"]
+            return cls(dict(counts), len(values) - sum(counts.values()), len(values))
         counts = Counter(c for c in map(_category, values) if c is not None)
         present = sum(counts.values())
         return cls(dict(counts), len(values) - present, len(values))
+
+
+def as_array(values: Any) -> np.ndarray:
+    """NumPy values of a column given as a NumPy array, a sequence or an Arrow array (whose
+    nulls become NaN in numeric columns, None otherwise)."""
+    if isinstance(values, np.ndarray):
+        return values
+    if hasattr(values, "to_numpy") and hasattr(values, "null_count"):  # Arrow array
+        array = values.to_numpy(zero_copy_only=False)
+        return np.asarray(array)
+    return np.asarray([np.nan if v is None else v for v in values])
 
 
 def numeric_values(column: str, values: Sequence[Any] | np.ndarray) -> tuple[np.ndarray, int, int]:
@@ -130,12 +157,7 @@ def numeric_values(column: str, values: Sequence[Any] | np.ndarray) -> tuple[np.
 
     Raises ``InputError`` naming the column if a value is not a number."""
     try:
-        array = np.asarray(
-            [np.nan if v is None else v for v in values]
-            if not isinstance(values, np.ndarray)
-            else values,
-            dtype=np.float64,
-        )
+        array = np.asarray(as_array(values), dtype=np.float64)
     except (TypeError, ValueError):
         raise InputError(
             f"column '{column}' is numeric in the reference but holds non-numbers here",
@@ -176,6 +198,7 @@ def numeric_drift(
     )
     c_sample = current if isinstance(current, NumericSample) else NumericSample.of(column, current)
     ref, cur = r_sample.values, c_sample.values
+    pair = SortedPair(ref, cur)
     out = [_missing(column, r_sample.missing, r_sample.rows, c_sample.missing, c_sample.rows)]
     for method in methods:
         if method not in NUMERIC_METHODS:
@@ -188,14 +211,14 @@ def numeric_drift(
             out.append(_none(column, method, f"no finite values in the {where}"))
             continue
         if method == "ks":
-            result = sps.ks_2samp(ref, cur)
-            out.append(_result(column, method, result.statistic, float(result.pvalue)))
+            statistic, p_value = pair.ks()
+            out.append(_result(column, method, statistic, p_value))
         elif method == "wasserstein":
             spread = float(np.std(ref))
             if spread == 0.0:
                 out.append(_none(column, method, "the reference is constant: no scale"))
                 continue
-            out.append(_result(column, method, sps.wasserstein_distance(ref, cur) / spread))
+            out.append(_result(column, method, pair.wasserstein() / spread))
         else:
             edges = _edges(ref)
             r, c = _shares(ref, edges), _shares(cur, edges)
@@ -204,6 +227,57 @@ def numeric_drift(
             else:
                 out.append(_result(column, method, _js(r, c)))
     return out
+
+
+class SortedPair:
+    """Two sorted samples and the difference of their empirical CDFs at every value of
+    either, computed once and shared by KS and Wasserstein.
+
+    These are SciPy's own figures (``ks_2samp``; ``wasserstein_distance``'s
+    ``_cdf_distance``) without SciPy's sorting and binary searches: the samples come
+    sorted, one stable merge orders both, and a running count of reference values gives
+    both CDFs. At the last of equal values the counts are exactly the ``searchsorted(...,
+    side="right")`` counts SciPy divides; inside a run of equal values they fall short, but
+    there the distance between neighbours is 0 and KS reads only the run's last position.
+    Same integers, same divisions, same order of summation: the same result to the bit."""
+
+    EXACT_UP_TO = 10_000  # ks_2samp's 'auto' mode: exact p-values up to this many values
+
+    def __init__(self, reference: np.ndarray, current: np.ndarray) -> None:
+        self.reference, self.current = reference, current
+        self._diffs: tuple[np.ndarray, np.ndarray] | None = None
+
+    def diffs(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every value of both samples in order, and F_ref − F_cur at each."""
+        if self._diffs is None:
+            both = np.concatenate([self.reference, self.current])
+            order = np.argsort(both, kind="stable")  # two sorted runs: one linear merge
+            merged = both[order]
+            n1, n2 = len(self.reference), len(self.current)
+            below_ref = np.cumsum(order < n1)
+            below_cur = np.arange(1, n1 + n2 + 1) - below_ref
+            self._diffs = merged, below_ref / n1 - below_cur / n2
+        return self._diffs
+
+    def ks(self) -> tuple[float, float]:
+        n1, n2 = len(self.reference), len(self.current)
+        if max(n1, n2) <= self.EXACT_UP_TO:
+            result = sps.ks_2samp(self.reference, self.current)
+            return float(result.statistic), float(result.pvalue)
+        merged, diffs = self.diffs()
+        last_of_run = np.empty(len(merged), dtype=bool)
+        np.not_equal(merged[:-1], merged[1:], out=last_of_run[:-1])
+        last_of_run[-1] = True
+        at_values = diffs[last_of_run]
+        low, high = float(np.clip(-np.min(at_values), 0, 1)), float(np.max(at_values))
+        statistic = low if low > high else high
+        m, n = sorted([float(n1), float(n2)], reverse=True)
+        p_value = np.clip(sps.kstwo.sf(statistic, np.round(m * n / (m + n))), 0, 1)
+        return statistic, float(p_value)
+
+    def wasserstein(self) -> float:
+        merged, diffs = self.diffs()
+        return float(np.vecdot(np.abs(diffs[:-1]), np.diff(merged)))
 
 
 def _js(r: np.ndarray, c: np.ndarray) -> float:
