@@ -1184,14 +1184,7 @@ def _reference_profile(store: Any, reference: str) -> Any:
         and len(reference) >= 12
         and all(ch in "0123456789abcdef" for ch in reference)
     ):
-        matches = sorted(store.folder.glob(f"{reference}*.npz"))
-        if len(matches) != 1:
-            raise InputError(
-                f"no stored profile {reference}" if not matches
-                else f"{reference} names {len(matches)} profiles: give more of the id",
-                {"profile": reference},
-            )  # fmt: skip
-        return store.load(matches[0].stem)
+        return store.find(reference)
     return store.of_file(Path(reference), read_table)
 
 
@@ -1323,12 +1316,12 @@ def monitor_run(
 
     from keel.ledger.records import iso_time, parse_instant  # noqa: PLC0415
     from keel.monitor.monitors import Limits, run_monitor  # noqa: PLC0415
-    from keel.monitor.windows import Window, duration  # noqa: PLC0415
+    from keel.monitor.windows import Window, duration, moment  # noqa: PLC0415
 
     with _engine(project) as engine:
         end = parse_instant("until", until) or iso_time(time.time())
         size, before = duration("--window", window), duration("--baseline", baseline)
-        end_ts = _instant_ts(end)
+        end_ts = moment(end).timestamp()
         current = Window(iso_time(end_ts - size.total_seconds()), end)
         base = Window(iso_time(end_ts - size.total_seconds() - before.total_seconds()),
                       current.since)  # fmt: skip
@@ -1361,12 +1354,6 @@ def monitor_run(
 
 def _plain(value: float | None) -> str:
     return "–" if value is None else f"{value:.4g}"
-
-
-def _instant_ts(instant: str) -> float:
-    from datetime import datetime  # noqa: PLC0415
-
-    return datetime.fromisoformat(instant.replace("Z", "+00:00")).timestamp()
 
 
 def _days_before(instant: str, days: int) -> str:

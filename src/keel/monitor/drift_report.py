@@ -140,8 +140,10 @@ def report_data(
     mode: str,
     methods: Sequence[str] | None,
     generated_at: str,
+    charts: bool = True,
 ) -> dict[str, Any]:
-    """Every figure of the report (what ``report.json`` holds)."""
+    """Every figure of the report (what ``report.json`` holds); ``charts`` adds each
+    column's shares for its chart."""
     by_column: dict[str, list[Statistic]] = {}
     for statistic in comparison.statistics:
         by_column.setdefault(statistic.column, []).append(statistic)
@@ -163,7 +165,7 @@ def report_data(
         }
         if chosen is None and name in comparison.current:
             entry["note"] = f"no chosen method applies to {kind} columns"
-        if name in comparison.current:
+        if charts and name in comparison.current:
             entry["histogram"] = _histogram(profile.columns[name], comparison.current[name])
         columns[name] = entry
     drifted = sorted(n for n, c in columns.items() if c["drift"])

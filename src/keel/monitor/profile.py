@@ -174,6 +174,17 @@ class ProfileStore:
             ) from None
         return Profile(manifest["id"], manifest["source"], manifest["rows"], columns)
 
+    def find(self, prefix: str) -> Profile:
+        """The stored profile whose id starts with ``prefix``."""
+        matches = sorted(self.folder.glob(f"{prefix}*.npz"))
+        if len(matches) != 1:
+            raise InputError(
+                f"no stored profile {prefix}" if not matches
+                else f"{prefix} names {len(matches)} profiles: give more of the id",
+                {"profile": prefix},
+            )  # fmt: skip
+        return self.load(matches[0].stem)
+
     def profile(self, table: Mapping[str, Column], source: str) -> Profile:
         """The stored profile of this data, stored the first time."""
         built = build_profile(table, source)

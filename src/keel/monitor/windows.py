@@ -55,18 +55,19 @@ def duration(name: str, value: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def _moment(instant: str) -> datetime:
+def moment(instant: str) -> datetime:
+    """A ledger instant (ISO 8601, UTC) as a datetime."""
     return datetime.fromisoformat(instant.replace("Z", "+00:00"))
 
 
-def _iso(moment: datetime) -> str:
-    return iso_time(moment.timestamp())
+def _iso(instant: datetime) -> str:
+    return iso_time(instant.timestamp())
 
 
 def tumbling(since: str, until: str, size: timedelta) -> list[Window]:
     """Back-to-back windows of ``size`` covering ``[since, until)``, aligned to the epoch;
     the first and last are cut to the span."""
-    start, end = _moment(since), _moment(until)
+    start, end = moment(since), moment(until)
     if start >= end:
         raise InputError(
             f"the span is empty: since {since} is not before until {until}",
@@ -91,7 +92,7 @@ def sliding(until: str, size: timedelta, step: timedelta, count: int) -> list[Wi
     """``count`` windows of ``size`` ending at ``until``, ``until − step``, …, oldest first."""
     if not 1 <= count <= MAX_WINDOWS:
         raise InputError(f"count must be between 1 and {MAX_WINDOWS}", {"count": count})
-    end = _moment(until)
+    end = moment(until)
     windows = [Window(_iso(end - i * step - size), _iso(end - i * step)) for i in range(count)]
     return windows[::-1]
 
