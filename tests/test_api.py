@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from keel import Engine, open_engine
 from keel.api import create_app
 from keel.api.auth import CACHE_S
+from keel.monitor.alarms import settle_in
 from keel.outcomes import OutcomeReport
 from keel.security.apikeys import change_grants, create_key, revoke_key
 from keel.security.audit import AuditLog
@@ -264,6 +265,13 @@ MATRIX: dict[str, tuple[set[Role], set[Role]]] = {
     "start_rollout": (ACTIVATORS, set()),
     "list_rollouts": (ALL, set()),
     "stop_rollout": (ACTIVATORS, set()),
+    "run_monitor": (ACTIVATORS, set()),
+    "list_monitor_runs": (ALL, set()),
+    "list_alarms": (ALL, set()),
+    "get_alarm": (ALL, set()),
+    "resolve_alarm": (ACTIVATORS, set()),
+    "get_hold": (ALL, set()),
+    "lift_hold": ({Role.APPROVER, Role.ADMIN}, set()),
 }
 # Change management depends on the change's state (a principal may not approve what it
 # wrote, nor activate what nobody approved): allowed there means not refused for identity.
@@ -276,6 +284,8 @@ STATEFUL = {
     "change_autonomy",
     "start_rollout",
     "stop_rollout",
+    "resolve_alarm",
+    "lift_hold",
 }
 CHANGE_ROUTES = {
     "get_policy_change",
@@ -287,6 +297,18 @@ CHANGE_ROUTES = {
 # Reviews and decisions a caller may not act on do not exist for it (404), like unreadable
 # decisions; everything else refused is 403.
 HIDDEN_UNLESS_ALLOWED = {"get_review", "claim", "resolve", "override", "report_outcome"}
+ALARM_ROUTES = {"get_alarm", "resolve_alarm"}  # an alarm on an unreadable flow is unknown
+
+
+def raise_alarm(engine: Engine) -> str:
+    """A firing drift alarm on the flow, as a monitor run would leave it."""
+    spec = engine.runtime(FLOW).flow.monitoring
+    run = {"id": "mon_matrix", "verdicts": {"drift": "breach"}}
+    figures = {"drift": {"drifted": ["input.region"], "limit": 1}}
+    notices, _ = engine.writer.transact(
+        lambda conn, gate: settle_in(engine, conn, gate, FLOW, spec, run, figures)
+    )
+    return str(notices[0].alarm["id"])
 
 
 def call(client: TestClient, endpoint: str, ids: dict[str, str], headers: dict[str, str]) -> int:
@@ -330,6 +352,13 @@ def call(client: TestClient, endpoint: str, ids: dict[str, str], headers: dict[s
             {"version": ids["first"], "reason": "matrix"},
         ),
         "get_autonomy": ("get", f"/v1/flows/{FLOW}/autonomy", None),
+        "run_monitor": ("post", f"/v1/flows/{FLOW}/monitor-runs", {}),
+        "list_monitor_runs": ("get", f"/v1/flows/{FLOW}/monitor-runs", None),
+        "list_alarms": ("get", f"/v1/flows/{FLOW}/alarms?state=firing", None),
+        "get_alarm": ("get", f"/v1/alarms/{ids['alarm']}", None),
+        "resolve_alarm": ("post", f"/v1/alarms/{ids['alarm']}/resolution", {"reason": "m"}),
+        "get_hold": ("get", f"/v1/flows/{FLOW}/hold", None),
+        "lift_hold": ("post", f"/v1/flows/{FLOW}/hold/lift", {"reason": "matrix"}),
         "start_rollout": (
             "post",
             f"/v1/flows/{FLOW}/rollouts",
@@ -373,6 +402,7 @@ def test_authorisation_matrix(engine: Engine, client: TestClient, role: Role, sc
         "document": document,
         "edited": text.replace("  starter_limit: 1000.0\n", "  starter_limit: 800.0\n"),
         "first": engine.runtime(FLOW).policy.version,
+        "alarm": raise_alarm(engine),
     }
     grant = Grant(role, None if scope == "global" else FLOW if scope == "flow" else "pricing")
     headers = key(engine, grant)
@@ -384,7 +414,7 @@ def test_authorisation_matrix(engine: Engine, client: TestClient, role: Role, sc
         if allowed:
             ok = {200, 201, 409} if endpoint in STATEFUL else {200, 201}
             assert status in ok, (endpoint, role, scope, status)
-        elif endpoint in CHANGE_ROUTES and scope == "other_flow":
+        elif endpoint in CHANGE_ROUTES | ALARM_ROUTES and scope == "other_flow":
             assert status == 404, (endpoint, role, scope, status)  # its flow is unreadable
         else:
             # Decisions a caller may not read do not exist for it; everything else is 403.

@@ -142,8 +142,10 @@ def test_serve_answers_over_http(project: Path) -> None:
     ).stdout.strip()
     with (project / "keel.yaml").open("a") as settings:
         settings.write("reviews: {sweep_s: 1}\n")  # the server records breaches every second
+        settings.write("monitors: {check_s: 1}\n")  # and looks for due monitors as often
     with (project / "flows" / "credit_limit.yaml").open("a") as flow:
         flow.write("review: {deadline: 1s}\n")
+        flow.write("monitoring: {window: 1h, baseline: 1d, every: 2s}\n")
     port = free_port()
     sink = project / "audit.jsonl"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -182,6 +184,17 @@ def test_serve_answers_over_http(project: Path) -> None:
             time.sleep(0.1)
         else:
             raise AssertionError("no deadline breach recorded by the server")
+        for _ in range(100):  # the server runs the flow's monitors on their schedule
+            runs = httpx.get(f"{base}/v1/flows/credit_limit/monitor-runs", headers=headers)
+            assert runs.status_code == 200, runs.text
+            scheduled = [r for r in runs.json()["runs"] if r["trigger"] == "schedule"]
+            if scheduled:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("no scheduled monitor run: " + (project / "serve.log").read_text())
+        # Two decisions in a day: too few to judge, and the run says so.
+        assert scheduled[0]["state"] == "skipped" and "no decisions" in scheduled[0]["note"]
     finally:
         server.terminate()
         server.wait(timeout=30)

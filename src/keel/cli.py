@@ -42,6 +42,8 @@ drift_app = typer.Typer(help="Data drift: reference profiles and drift reports."
 app.add_typer(drift_app, name="drift")
 monitor_app = typer.Typer(help="Monitors: a flow's drift and behaviour against its baseline.")
 app.add_typer(monitor_app, name="monitor")
+alarms_app = typer.Typer(help="Alarms from monitors: list, show, resolve.")
+app.add_typer(alarms_app, name="alarms")
 policy_app = typer.Typer(
     help="Policy versions: propose, diff, approve, activate, roll back, history."
 )
@@ -1218,11 +1220,28 @@ def drift_profile(
 
 @drift_app.command("report")
 def drift_report(
-    reference: Annotated[
-        str, typer.Option(help="Reference: a Parquet or CSV file, or a stored profile's id.")
-    ],
-    current: Annotated[Path, typer.Option(help="Current data: a Parquet or CSV file.")],
     out: Annotated[Path, typer.Option(help="Folder for report.html and report.json.")],
+    reference: Annotated[
+        str | None, typer.Option(help="Reference: a Parquet or CSV file, or a stored profile's id.")
+    ] = None,
+    current: Annotated[
+        Path | None, typer.Option(help="Current data: a Parquet or CSV file.")
+    ] = None,
+    flow: Annotated[
+        str | None,
+        typer.Option(
+            help="Instead of files: a flow's recorded decisions, window against baseline."
+        ),
+    ] = None,
+    window: Annotated[
+        str | None, typer.Option(help="With --flow: the current window (default: the flow's).")
+    ] = None,
+    baseline: Annotated[
+        str | None, typer.Option(help="With --flow: the baseline before it (default: the flow's).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="With --flow: end of the current window; default now.")
+    ] = None,
     method: Annotated[
         list[str] | None,
         typer.Option(
@@ -1244,7 +1263,10 @@ def drift_report(
 ) -> None:
     """Compare current data with a reference, column by column, and write
     OUT/report.html (self-contained, a chart per column) and OUT/report.json (per column
-    the method, statistic, p-value, threshold and verdict). Exits 1 when a column drifted.
+    the method, statistic, p-value, threshold and verdict). The data are two files, or a
+    flow's recorded decisions: its last window against the baseline before it (inputs,
+    signal scores, action; the baseline's profile is stored like a file's). Exits 1 when
+    a column drifted.
 
     Example: keel drift report --reference train.parquet --current week.parquet --out drift
     """
@@ -1259,14 +1281,25 @@ def drift_report(
         if compat != "evidently" and (num_method or cat_method):
             raise InputError("--num-method and --cat-method belong to --compat evidently", {})
         store = _profile_store(project, profiles)
-        profile = _reference_profile(store, reference)
-        table = read_table(current)
+        if flow is not None:
+            if reference is not None or current is not None:
+                raise InputError("give --flow, or --reference and --current: not both", {})
+            profile, table, source = _flow_windows(project, store, flow, window, baseline, until)
+        else:
+            if reference is None or current is None:
+                raise InputError(
+                    "give --reference and --current (files or a profile), or --flow", {}
+                )
+            if window or baseline or until:
+                raise InputError("--window, --baseline and --until belong to --flow", {})
+            profile = _reference_profile(store, reference)
+            table, source = read_table(current), str(current)
         comparison = compare(
             profile, table, method, mode=compat, num_method=num_method, cat_method=cat_method
         )
         rows = len(next(iter(table.values())))
         data = report_data(
-            profile, comparison, current_source=str(current), current_rows=rows, mode=compat,
+            profile, comparison, current_source=source, current_rows=rows, mode=compat,
             methods=method, generated_at=iso_time(time.time()),
         )  # fmt: skip
     except KeelError as error:
@@ -1284,13 +1317,51 @@ def drift_report(
         raise typer.Exit(1)
 
 
+def _flow_windows(
+    project: Path,
+    store: Any,
+    flow: str,
+    window: str | None,
+    baseline: str | None,
+    until: str | None,
+) -> tuple[Any, Any, str]:
+    """The stored profile of a flow's baseline window, its current window's table, and
+    the current window's name."""
+    from keel.engine import open_engine  # noqa: PLC0415
+    from keel.ledger.records import iso_time, parse_instant  # noqa: PLC0415
+    from keel.monitor.windows import Window, duration, moment, read_window  # noqa: PLC0415
+
+    with open_engine(project) as engine:
+        spec = engine.runtime(flow).flow.monitoring
+        end = parse_instant("until", until)
+        end_ts = moment(end).timestamp() if end else engine.clock()
+        size = duration("--window", window).total_seconds() if window else spec.window_s
+        before = duration("--baseline", baseline).total_seconds() if baseline else spec.baseline_s
+        current = Window(iso_time(end_ts - size), iso_time(end_ts))
+        base = Window(iso_time(end_ts - size - before), current.since)
+        tables = []
+        for label, span in (("baseline", base), ("current", current)):
+            data = read_window(engine, flow, span)
+            if data.decisions == 0:
+                raise InputError(
+                    f"the {label} window [{span.since}, {span.until}) holds no decisions of "
+                    f"flow '{flow}'",
+                    {"window": label, **span.to_dict()},
+                )
+            tables.append(data.table())
+    profile = store.profile(tables[0], f"{flow} {base.since}..{base.until}")
+    return profile, tables[1], f"{flow} {current.since}..{current.until}"
+
+
 @monitor_app.command("run")
 def monitor_run(
     flow: Annotated[str, typer.Argument(help="The flow.")],
-    window: Annotated[str, typer.Option(help="The current window's length (15m, 6h, 1d).")] = "1d",
+    window: Annotated[
+        str | None, typer.Option(help="The current window's length (default: the flow's).")
+    ] = None,
     baseline: Annotated[
-        str, typer.Option(help="The baseline's length, right before the current window.")
-    ] = "7d",
+        str | None, typer.Option(help="The baseline's length, right before the current window.")
+    ] = None,
     until: Annotated[
         str | None, typer.Option(help="End of the current window; default now.")
     ] = None,
@@ -1298,58 +1369,213 @@ def monitor_run(
         list[str] | None, typer.Option(help="Only these drift methods (repeatable).")
     ] = None,
     max_change: Annotated[
-        float, typer.Option(help="A rate breaches when it moves by this much.")
-    ] = 0.1,
+        float | None, typer.Option(help="Every rate breaches when it moves by this much.")
+    ] = None,
     max_ratio: Annotated[
-        float, typer.Option(help="Latency p99 breaches at this multiple of the baseline's.")
-    ] = 1.5,
+        float | None, typer.Option(help="Latency p99 breaches at this multiple of the baseline.")
+    ] = None,
+    record: Annotated[
+        bool,
+        typer.Option(
+            "--record",
+            help="Record the run by the flow's monitoring section: raise or resolve alarms, "
+            "and let the governor act.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print every figure as JSON.")] = False,
     project: ProjectOpt = Path("."),
 ) -> None:
     """Compare a flow's last window with the baseline before it: drift of every input,
     signal score and action, and the behaviour figures (automation, escalation, override,
-    guardrail-hit, fallback and model-error rates, latency p99). Exits 1 on a breach.
+    guardrail-hit, fallback and model-error rates, latency p99). Thresholds come from the
+    flow's monitoring section; options override them for a look that records nothing.
+    Exits 1 on a breach.
 
     Example: keel monitor run credit_limit --window 1d --baseline 14d
     """
-    import time  # noqa: PLC0415
+    from dataclasses import replace  # noqa: PLC0415
 
     from keel.ledger.records import iso_time, parse_instant  # noqa: PLC0415
     from keel.monitor.monitors import Limits, run_monitor  # noqa: PLC0415
     from keel.monitor.windows import Window, duration, moment  # noqa: PLC0415
+    from keel.monitoring import LATENCY, RATES, Check  # noqa: PLC0415
 
+    overrides = [window, baseline, method, max_change, max_ratio]
     with _engine(project) as engine:
-        end = parse_instant("until", until) or iso_time(time.time())
-        size, before = duration("--window", window), duration("--baseline", baseline)
-        end_ts = moment(end).timestamp()
-        current = Window(iso_time(end_ts - size.total_seconds()), end)
-        base = Window(iso_time(end_ts - size.total_seconds() - before.total_seconds()),
-                      current.since)  # fmt: skip
-        result = run_monitor(engine, flow, current, base, Limits(max_change, max_ratio), method)
-    if as_json:
-        typer.echo(json.dumps(result, indent=2))
-    else:
-        typer.echo(
-            f"{flow}: {result['current']['decisions']:,} decisions in "
-            f"[{current.since}, {current.until}) against {result['baseline']['decisions']:,} "
-            f"in [{base.since}, {base.until})"
-        )
-        for check in result["behaviour"]:
-            mark = "BREACH" if check["breached"] else ""
-            typer.echo(
-                f"  {check['figure']:<20} {_plain(check['baseline']):>10} → "
-                f"{_plain(check['current']):>10}  {mark}"
+        if record and any(o is not None for o in overrides):
+            raise InputError(
+                "--record judges by the flow's monitoring section: leave out --window, "
+                "--baseline, --method, --max-change and --max-ratio",
+                {"flow": flow},
             )
-        drift = result["drift"]
-        typer.echo(
-            f"  drift: {len(drift['summary']['drifted'])} of {drift['summary']['columns']} "
-            f"columns" + (f" ({', '.join(drift['summary']['drifted'])})"
-                          if drift["summary"]["drifted"] else "")
-        )  # fmt: skip
-        for problem in drift["problems"]:
-            typer.echo(f"  not compared: {problem}")
+        end = parse_instant("until", until)
+        end_ts = moment(end).timestamp() if end else engine.clock()
+        if record:
+            run = engine.monitoring.run(flow, _cli_actor(), end_ts)
+            if run["state"] != "judged":
+                typer.echo(f"{flow}: run {run['id']} {run['state']}: {run['note']}", err=True)
+                raise typer.Exit(2)
+            result = run["result"]
+        else:
+            spec = engine.runtime(flow).flow.monitoring
+            current, base = engine.monitoring.windows(flow, end_ts)
+            if window is not None or baseline is not None:
+                size = duration("--window", window).total_seconds() if window else spec.window_s
+                before = (duration("--baseline", baseline).total_seconds() if baseline
+                          else spec.baseline_s)  # fmt: skip
+                current = Window(iso_time(end_ts - size), iso_time(end_ts))
+                base = Window(iso_time(end_ts - size - before), current.since)
+            checks = dict(spec.checks)
+            for name, check in checks.items():
+                if name == LATENCY and max_ratio is not None:
+                    checks[name] = Check(max_ratio, check.severity)
+                elif name in RATES and max_change is not None:
+                    checks[name] = Check(max_change, check.severity)
+            limits = replace(Limits.of(spec), checks=checks, min_decisions=1)
+            result = run_monitor(engine, flow, current, base, limits, method)
+        if as_json:
+            typer.echo(json.dumps(result if not record else run, indent=2, default=str))
+        else:
+            _show_run(flow, result)
+            if record:
+                for alarm in run["alarms"]:
+                    acts = ", ".join(a["action"] for a in alarm["actions"]) or "no action"
+                    typer.echo(f"  {alarm['kind']}: {alarm['id']} {alarm['monitor']} "
+                               f"({alarm['severity']}) — {acts}")  # fmt: skip
     if result["breaches"]:
         raise typer.Exit(1)
+
+
+@monitor_app.command("run-due")
+def monitor_run_due(project: ProjectOpt = Path(".")) -> None:
+    """Run every flow whose monitoring schedule (monitoring.every) has a period not yet
+    run — what a server does by itself; for a cron job where no server runs.
+
+    Example: keel monitor run-due
+    """
+    with _engine(project) as engine:
+        runs = engine.monitoring.run_due()
+    for run in runs:
+        typer.echo(f"{run['flow']}: {run['id']} {run['state']}"
+                   + (f" — breaches: {', '.join(run['breaches'])}" if run["breaches"] else "")
+                   + (f" — {run['note']}" if run.get("note") else ""))  # fmt: skip
+    if not runs:
+        typer.echo("no scheduled run was due", err=True)
+
+
+@monitor_app.command("runs")
+def monitor_runs(
+    flow: Annotated[str, typer.Argument(help="The flow.")],
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many.")] = 20,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """A flow's recent monitor runs, newest first: windows, state, breaches.
+
+    Example: keel monitor runs credit_limit --limit 5
+    """
+    with _engine(project) as engine:
+        runs = engine.monitoring.runs(flow, limit)
+    for run in runs:
+        said = ", ".join(run["breaches"]) or run["note"] or "no breach"
+        typer.echo(f"{run['id']}  {run['state']:<8} {run['trigger']:<10} "
+                   f"[{run['current_since']}, {run['current_until']})  {said}")  # fmt: skip
+
+
+@monitor_app.command("hold")
+def monitor_hold(
+    flow: Annotated[str, typer.Argument(help="The flow.")],
+    project: ProjectOpt = Path("."),
+) -> None:
+    """The hold on a flow (none, escalate_all or pause) and its history.
+
+    Example: keel monitor hold credit_limit
+    """
+    with _engine(project) as engine:
+        _print(engine.holds.show(flow))
+
+
+@monitor_app.command("lift")
+def monitor_lift(
+    flow: Annotated[str, typer.Argument(help="The flow.")],
+    reason: ReasonOpt,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Lift the governor's hold on a flow; refused while an alarm that set it fires.
+
+    Example: keel monitor lift credit_limit -r "Income feed fixed, drift resolved"
+    """
+    with _engine(project) as engine:
+        _print(engine.holds.lift(flow, _cli_actor(), reason))
+
+
+@alarms_app.command("list")
+def alarms_list(
+    flow: Annotated[str | None, typer.Option(help="Only this flow's alarms.")] = None,
+    state: Annotated[str | None, typer.Option(help="firing or resolved.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many.")] = 100,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Alarms, newest first.
+
+    Example: keel alarms list --flow credit_limit --state firing
+    """
+    with _engine(project) as engine:
+        found = engine.monitoring.alarms(flow, state, limit)
+    for a in found:
+        typer.echo(f"{a['id']}  {a['state']:<8} {a['severity']:<8} {a['flow']}/{a['monitor']}"
+                   f"  since {a['opened_at']}  {a['summary']}")  # fmt: skip
+    if not found:
+        typer.echo("no alarms", err=True)
+
+
+@alarms_app.command("show")
+def alarms_show(
+    alarm_id: Annotated[str, typer.Argument(help="The alarm (alm_…).")],
+    project: ProjectOpt = Path("."),
+) -> None:
+    """One alarm with its evidence and what the governor did about it.
+
+    Example: keel alarms show alm_0193...
+    """
+    with _engine(project) as engine:
+        _print(engine.monitoring.alarm(alarm_id))
+
+
+@alarms_app.command("resolve")
+def alarms_resolve(
+    alarm_id: Annotated[str, typer.Argument(help="The alarm (alm_…).")],
+    reason: ReasonOpt,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Resolve a firing alarm by hand; holds and autonomy stay as the governor left them.
+
+    Example: keel alarms resolve alm_0193... -r "New price list explains the shift"
+    """
+    with _engine(project) as engine:
+        _print(engine.monitoring.resolve(alarm_id, _cli_actor(), reason))
+
+
+def _show_run(flow: str, result: dict[str, Any]) -> None:
+    current, base = result["current"], result["baseline"]
+    typer.echo(
+        f"{flow}: {current['decisions']:,} decisions in [{current['since']}, "
+        f"{current['until']}) against {base['decisions']:,} in [{base['since']}, "
+        f"{base['until']})"
+    )
+    for check in result["behaviour"]:
+        mark = {"breach": "BREACH", "band": "near"}.get(check["verdict"], "")
+        typer.echo(
+            f"  {check['figure']:<20} {_plain(check['baseline']):>10} → "
+            f"{_plain(check['current']):>10}  {mark}"
+        )
+    drift = result["drift"]
+    typer.echo(
+        f"  drift: {len(drift['summary']['drifted'])} of {drift['summary']['columns']} "
+        f"columns" + (f" ({', '.join(drift['summary']['drifted'])})"
+                      if drift["summary"]["drifted"] else "")
+    )  # fmt: skip
+    for problem in drift["problems"]:
+        typer.echo(f"  not compared: {problem}")
 
 
 def _plain(value: float | None) -> str:

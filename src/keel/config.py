@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +33,16 @@ _KNOWN_KEYS = {
     "oidc",
     "api",
     "reviews",
+    "monitors",
 }
 _LEDGER_KEYS = {"max_batch"}
 _MODEL_KEYS = {"default_timeout_ms"}
 _OIDC_KEYS = {"issuer", "audience", "jwks_url", "jwks_file", "roles_claim", "leeway_s"}
 _API_KEYS = {"rate_per_s", "burst"}
 _REVIEWS_KEYS = {"sweep_s"}
+_MONITORS_KEYS = {"check_s"}
 DEFAULT_REVIEW_SWEEP_S = 60
+DEFAULT_MONITOR_CHECK_S = 30
 DEFAULT_ROLES_CLAIM = "keel_roles"
 DEFAULT_JWT_LEEWAY_S = 30
 DEFAULT_RATE_PER_S = 200
@@ -72,6 +75,9 @@ class Settings:
     rate_per_s: int = DEFAULT_RATE_PER_S  # per principal, token bucket
     burst: int = DEFAULT_BURST
     review_sweep_s: int = DEFAULT_REVIEW_SWEEP_S  # how often a server records deadline breaches
+    monitor_check_s: int = DEFAULT_MONITOR_CHECK_S  # how often a server looks for due monitors
+    # The environment Keel was started with: webhook secrets are read from it by name.
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def flows_dir(self) -> Path:
@@ -162,6 +168,7 @@ def load_settings(project_dir: str | Path, environ: Mapping[str, str] | None = N
     models = _section(raw, "models", _MODEL_KEYS, path)
     api = _section(raw, "api", _API_KEYS, path)
     review = _section(raw, "reviews", _REVIEWS_KEYS, path)
+    monitors = _section(raw, "monitors", _MONITORS_KEYS, path)
     oidc = _oidc(_section(raw, "oidc", _OIDC_KEYS, path), root, path) if raw.get("oidc") else None
     return Settings(
         project_dir=root,
@@ -176,6 +183,8 @@ def load_settings(project_dir: str | Path, environ: Mapping[str, str] | None = N
         rate_per_s=_positive_int(api, "rate_per_s", "api", DEFAULT_RATE_PER_S),
         burst=_positive_int(api, "burst", "api", DEFAULT_BURST),
         review_sweep_s=_positive_int(review, "sweep_s", "reviews", DEFAULT_REVIEW_SWEEP_S),
+        monitor_check_s=_positive_int(monitors, "check_s", "monitors", DEFAULT_MONITOR_CHECK_S),
+        environ=dict(env),
     )
 
 

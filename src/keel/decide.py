@@ -45,6 +45,7 @@ class FlowRuntime:
     policy: CompiledPolicy
     models: dict[str, Model]
     timeouts_ms: dict[str, int]
+    hold: str = "none"  # escalate_all | pause: set by the governor (keel.rollout.holds)
 
     def signals(self, runner: SignalRunner, inputs: Mapping[str, Any]) -> SignalResult:
         return runner.run(self.models, self.timeouts_ms, inputs)
@@ -129,6 +130,13 @@ class Draft:
         hits = list(self.hits)
         checked = list(self.checked)
         fallback = self.fallback
+        hold = self.runtime.hold
+        if hold == "escalate_all" and status == Status.FINAL:
+            status = Status.PENDING_REVIEW
+        elif hold == "pause" and status in (Status.FINAL, Status.PENDING_REVIEW):
+            status, action, value, owner = Status.DEFERRED, policy.fallback.action, None, "hold"
+            reason = self.runtime.policy.evaluate_fallback_reason(self.inputs)
+            fallback = "hold: automation paused by the governor"
         if status == Status.FINAL:
             limits = [w for w in policy.guardrails.windows if w.action == action]
             breached = None
@@ -214,6 +222,8 @@ class Draft:
                 "decide_ms": round((time.perf_counter() - self.started) * 1000, 3),
             },
         }
+        if hold != "none":
+            self.body["hold"] = hold  # why a case waited or was deferred
         if self.beside is not None:
             self.body["rollout"] = self.beside
         return self.body

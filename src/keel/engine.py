@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, select
 
@@ -43,10 +43,14 @@ from keel.review import Reviews, open_review_row
 from keel.rollout.autonomy import AutonomyControl
 from keel.rollout.canary import Rollouts, Running
 from keel.rollout.changes import Changes
+from keel.rollout.holds import Holds
 from keel.signals.runner import SignalResult, SignalRunner, feature_row
 from keel.store.database import Database, open_database
 from keel.store.schema import decisions, policy_versions, protected_values, reviews
 from keel.telemetry import Metrics, log
+
+if TYPE_CHECKING:
+    from keel.monitor.runs import Monitoring
 
 MAX_SUBJECT_ID = 128
 
@@ -76,6 +80,7 @@ class Engine:
         self.outcomes = Outcomes(self)
         self._register_policies()
         self.autonomy = AutonomyControl(self)
+        self.holds = Holds(self)
         self.changes = Changes(self)
         self.changes.start()
         self.rollouts = Rollouts(self)
@@ -94,6 +99,13 @@ class Engine:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+    @cached_property
+    def monitoring(self) -> Monitoring:
+        """Monitor runs, alarms and the governor (loaded on first use: NumPy and SciPy)."""
+        from keel.monitor.runs import Monitoring  # noqa: PLC0415
+
+        return Monitoring(self)
 
     @property
     def flows(self) -> dict[str, FlowRuntime]:

@@ -15,6 +15,7 @@ from keel.errors import DefinitionError, InputError, Problem
 from keel.yamlfile import LocatedDict, load_yaml
 
 if TYPE_CHECKING:
+    from keel.monitoring import MonitoringSpec
     from keel.policy.model import WindowLimit
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -164,6 +165,12 @@ class Criteria:
     min_outcomes: int = 0
 
 
+def _monitoring_defaults() -> MonitoringSpec:
+    from keel.monitoring import MonitoringSpec  # noqa: PLC0415 - it imports this module
+
+    return MonitoringSpec()
+
+
 @dataclass(frozen=True)
 class Flow:
     name: str
@@ -178,6 +185,7 @@ class Flow:
     reviewers: tuple[str, ...] = field(default_factory=tuple)
     review: ReviewSettings = field(default_factory=ReviewSettings)
     earned_autonomy: Mapping[str, Criteria] = field(default_factory=dict)  # by target level
+    monitoring: MonitoringSpec = field(default_factory=_monitoring_defaults)
 
     def validate_input(self, inputs: Any) -> dict[str, Any]:
         """Check ``inputs`` against the schema; return a normalised copy or raise ``InputError``.
@@ -252,6 +260,7 @@ def _coerce(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
 
 _FLOW_KEYS = {
     "flow",
+    "monitoring",
     "description",
     "owner",
     "policy",
@@ -488,6 +497,9 @@ def parse_flow(raw: LocatedDict, path: Path) -> Flow:
     review = _parse_review(c, raw)
     outcome = _parse_outcome(c, raw)
     earned = _parse_earned(c, raw)
+    from keel.monitoring import parse_monitoring  # noqa: PLC0415 - it imports this module
+
+    monitoring = parse_monitoring(c, raw)
     if c.problems:
         raise DefinitionError(c.problems)
     return Flow(
@@ -503,6 +515,7 @@ def parse_flow(raw: LocatedDict, path: Path) -> Flow:
         earned_autonomy=earned,
         reviewers=tuple(reviewers),
         review=review,
+        monitoring=monitoring,
     )
 
 

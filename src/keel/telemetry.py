@@ -75,6 +75,36 @@ class Metrics:
             "Review deadline sweeps that failed (the next one tries again)",
             registry=self.registry,
         )
+        self.monitor_runs = Counter(
+            "keel_monitor_runs",
+            "Monitor runs, by how they ended (judged, skipped for too little data, failed)",
+            ["flow", "state"],
+            registry=self.registry,
+        )
+        self.alarms = Counter(
+            "keel_alarms",
+            "Alarms raised",
+            ["flow", "monitor", "severity"],
+            registry=self.registry,
+        )
+        self.alarms_suppressed = Counter(
+            "keel_alarm_notices_suppressed",
+            "Breaches of a firing alarm not notified again (inside its cool-down)",
+            ["flow", "monitor"],
+            registry=self.registry,
+        )
+        self.governor_actions = Counter(
+            "keel_governor_actions",
+            "Actions the governor took on alarms (skipped ones included)",
+            ["flow", "action"],
+            registry=self.registry,
+        )
+        self.delivery_failures = Counter(
+            "keel_delivery_failures",
+            "Alarm notices and retraining requests that could not be delivered",
+            ["flow", "kind"],
+            registry=self.registry,
+        )
         self.ledger_failures = Counter(
             "keel_ledger_write_failures",
             "Ledger appends that failed (decisions not returned)",

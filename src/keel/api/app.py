@@ -147,7 +147,7 @@ class AuditRequests:
 
 def create_app(engine: Engine, audit: AuditLog | None = None) -> FastAPI:
     """The API for ``engine``. The caller owns the engine; the app records to ``audit``."""
-    from keel.api import decisions, outcomes, policies, reviews, service  # noqa: PLC0415 - routers import lazily
+    from keel.api import decisions, monitoring, outcomes, policies, reviews, service  # noqa: PLC0415 - routers import lazily
 
     app = FastAPI(
         title="Keel",
@@ -194,6 +194,7 @@ def create_app(engine: Engine, audit: AuditLog | None = None) -> FastAPI:
     app.include_router(reviews.router)
     app.include_router(outcomes.router)
     app.include_router(policies.router)
+    app.include_router(monitoring.router)
     app.include_router(service.router)
     app.add_middleware(AuditRequests)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)

@@ -93,6 +93,12 @@ class ReasonRequest(Strict):
     reason: str = Field(min_length=1, max_length=2000, description="Why, in words.")
 
 
+class MonitorRunRequest(Strict):
+    until: str | None = Field(
+        default=None, description="End of the current window (ISO 8601); default now."
+    )
+
+
 class ActivateRequest(Strict):
     reason: str | None = Field(
         default=None, max_length=2000, description="Why now (default: the change's reason)."

@@ -35,6 +35,21 @@ async def sweep_reviews(engine: Engine, every_s: float) -> None:
             log.exception("review deadline sweep failed; retrying in %s s", every_s)
 
 
+async def run_monitors(engine: Engine, every_s: float) -> None:
+    """Every ``every_s`` seconds, run the monitors of flows whose schedule has a period not
+    yet run (``monitoring.every``). Workers claim each period, so it runs once; a failure
+    is logged and counted, and the next check tries again."""
+    while True:
+        await asyncio.sleep(every_s)
+        if not any(rt.flow.monitoring.every_s for rt in engine.flows.values()):
+            continue
+        try:
+            await asyncio.to_thread(engine.monitoring.run_due)
+        except Exception:  # noqa: BLE001 - one failed check must not stop the next
+            engine.metrics.monitor_runs.labels("*", "failed").inc()
+            log.exception("scheduled monitor check failed; retrying in %s s", every_s)
+
+
 def app_from_env() -> FastAPI:
     """Open the project named by KEEL_PROJECT (default: the current directory) and serve it."""
     engine = open_engine(os.environ.get(ENV_PROJECT, "."))
@@ -44,11 +59,15 @@ def app_from_env() -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        sweeper = asyncio.create_task(sweep_reviews(engine, engine.settings.review_sweep_s))
+        tasks = [
+            asyncio.create_task(sweep_reviews(engine, engine.settings.review_sweep_s)),
+            asyncio.create_task(run_monitors(engine, engine.settings.monitor_check_s)),
+        ]
         yield
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         audit.close()
         engine.close()
 

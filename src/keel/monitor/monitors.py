@@ -9,14 +9,20 @@ Behaviour figures (each ``None`` when there is nothing to count, never 0):
   guardrail hit, decided by a fallback, with a failed model, per decision;
 - ``latency_p99_ms`` — the 99th percentile of the time to decide.
 
-A rate breaches its limit when it moved by at least ``max_change`` (absolute) from the
-baseline; latency when it is at least ``max_ratio`` times the baseline's. Drift covers each
-input field, each signal's score (the score distribution) and the action taken, with
-Keel's statistics (``keel.monitor.stats``); a column drifts by its verdict method.
+Each monitor (``keel.monitoring.MONITORS``) gets a verdict against the flow's checks:
+``breach`` when a rate moved by at least its ``max_change`` (absolute), latency reached
+``max_ratio`` times the baseline's, or at least ``min_columns`` columns drifted; ``clean``
+when a rate's change is under ``clear_below`` times its limit (latency: the ratio's excess
+over 1 likewise; drift: no column drifted); ``band`` in between (an alarm neither opens nor
+counts towards clearing: the hysteresis); ``unjudged`` when a figure has no value. Drift
+covers each input field, each signal's score (the score distribution) and the action
+taken, with Keel's statistics (``keel.monitor.stats``); a column drifts by its verdict
+method.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,26 +32,30 @@ from keel.errors import InputError
 from keel.monitor.drift_report import report_data
 from keel.monitor.profile import build_profile, compare
 from keel.monitor.windows import Window, WindowData, read_window
+from keel.monitoring import (
+    DEFAULT_CLEAR_BELOW,
+    DRIFT,
+    LATENCY,
+    RATES,
+    Check,
+    MonitoringSpec,
+)
 
 if TYPE_CHECKING:
     from keel.engine import Engine
 
-RATES = (
-    "automation_rate",
-    "escalation_rate",
-    "override_rate",
-    "guardrail_hit_rate",
-    "fallback_rate",
-    "model_error_rate",
-)
-
 
 @dataclass(frozen=True)
 class Limits:
-    """When a behaviour figure breaches: rates by absolute change, latency by ratio."""
+    """The figures a run judges by (default: the flow's ``monitoring`` section)."""
 
-    max_change: float = 0.1
-    max_ratio: float = 1.5
+    checks: Mapping[str, Check]
+    clear_below: float = DEFAULT_CLEAR_BELOW
+    min_decisions: int = 1
+
+    @classmethod
+    def of(cls, spec: MonitoringSpec) -> Limits:
+        return cls(spec.checks, spec.clear_below, spec.min_decisions)
 
 
 def _rate(part: int, whole: int) -> float | None:
@@ -63,29 +73,43 @@ def behaviour(data: WindowData) -> dict[str, float | None]:
         "guardrail_hit_rate": _rate(data.guardrail_hits, data.decisions),
         "fallback_rate": _rate(data.fallbacks, data.decisions),
         "model_error_rate": _rate(data.model_errors, data.decisions),
-        "latency_p99_ms": float(np.percentile(data.decide_ms, 99)) if data.decide_ms else None,
+        LATENCY: float(np.percentile(data.decide_ms, 99)) if data.decide_ms else None,
     }
 
 
 def compare_behaviour(
     baseline: dict[str, float | None], current: dict[str, float | None], limits: Limits
 ) -> list[dict[str, Any]]:
-    """Each behaviour figure against the baseline: values, change, limit, breach."""
+    """Each watched behaviour figure against the baseline: values, change, limit, verdict."""
     out = []
-    for name in (*RATES, "latency_p99_ms"):
+    for name in (*RATES, LATENCY):
+        check = limits.checks.get(name)
+        if check is None:
+            continue
         before, now = baseline[name], current[name]
-        entry: dict[str, Any] = {"figure": name, "baseline": before, "current": now}
-        if before is None or now is None:
-            entry.update(change=None, limit=None, breached=None)
-        elif name == "latency_p99_ms":
-            ratio = now / before if before else None
-            entry.update(change=ratio, limit=limits.max_ratio,
-                         breached=ratio is not None and ratio >= limits.max_ratio)  # fmt: skip
+        entry: dict[str, Any] = {"figure": name, "baseline": before, "current": now,
+                                 "limit": check.limit, "severity": check.severity}  # fmt: skip
+        if name == LATENCY:
+            change = now / before if before and now is not None else None
+            size = None if change is None else change - 1.0
+            bound = check.limit - 1.0
         else:
-            entry.update(change=now - before, limit=limits.max_change,
-                         breached=abs(now - before) >= limits.max_change)  # fmt: skip
+            change = now - before if before is not None and now is not None else None
+            size = None if change is None else abs(change)
+            bound = check.limit
+        entry["change"] = change
+        entry["verdict"] = _verdict(size, bound, limits.clear_below)
+        entry["breached"] = entry["verdict"] == "breach"
         out.append(entry)
     return out
+
+
+def _verdict(size: float | None, bound: float, clear_below: float) -> str:
+    if size is None:
+        return "unjudged"
+    if size >= bound:
+        return "breach"
+    return "clean" if size < bound * clear_below else "band"
 
 
 def run_monitor(
@@ -97,7 +121,9 @@ def run_monitor(
     methods: list[str] | None = None,
 ) -> dict[str, Any]:
     """The drift and behaviour of ``flow`` in ``current`` against ``baseline``."""
-    limits = limits or Limits()
+    spec = engine.runtime(flow).flow.monitoring
+    limits = limits or Limits.of(spec)
+    methods = methods if methods is not None else list(spec.methods) or None
     before = read_window(engine, flow, baseline)
     now = read_window(engine, flow, current)
     for label, data in (("baseline", before), ("current", now)):
@@ -107,6 +133,13 @@ def run_monitor(
                 f"decisions of flow '{flow}'",
                 {"window": label, **data.window.to_dict()},
             )
+        if data.decisions < limits.min_decisions:
+            raise InputError(
+                f"the {label} window [{data.window.since}, {data.window.until}) holds "
+                f"{data.decisions} decisions of flow '{flow}', fewer than the "
+                f"{limits.min_decisions} a judgement needs (monitoring.min_decisions)",
+                {"window": label, **data.window.to_dict(), "decisions": data.decisions},
+            )
     profile = build_profile(before.table(), f"{flow} {baseline.since}..{baseline.until}")
     comparison = compare(profile, now.table(), methods)
     drift = report_data(
@@ -115,6 +148,13 @@ def run_monitor(
         generated_at=current.until, charts=False,
     )  # fmt: skip
     checks = compare_behaviour(behaviour(before), behaviour(now), limits)
+    verdicts = {c["figure"]: c["verdict"] for c in checks}
+    drift_check = limits.checks.get(DRIFT)
+    drifted = drift["summary"]["drifted"]
+    if drift_check is not None:
+        verdicts[DRIFT] = (
+            "breach" if len(drifted) >= drift_check.limit else "band" if drifted else "clean"
+        )
     return {
         "flow": flow,
         "baseline": {
@@ -125,6 +165,10 @@ def run_monitor(
         "current": {**current.to_dict(), "decisions": now.decisions, "erased": now.erased},
         "behaviour": checks,
         "drift": {k: drift[k] for k in ("summary", "problems", "columns")},
-        "breaches": [c["figure"] for c in checks if c["breached"]]
-        + [f"drift:{c}" for c in drift["summary"]["drifted"]],
-    }
+        "drift_check": None if drift_check is None else {
+            "min_columns": int(drift_check.limit), "severity": drift_check.severity,
+            "drifted": drifted,
+        },
+        "verdicts": verdicts,
+        "breaches": [m for m, v in verdicts.items() if v == "breach"],
+    }  # fmt: skip

@@ -29,7 +29,7 @@ from keel.ledger.writer import WindowGate, append_in, event
 from keel.monitor.trust import trust_metrics
 from keel.reasons import required_reason
 from keel.security.roles import Permission
-from keel.store.schema import autonomy_changes, autonomy_requests
+from keel.store.schema import alarms, autonomy_changes, autonomy_requests
 
 if TYPE_CHECKING:
     from keel.engine import Engine
@@ -142,7 +142,16 @@ class AutonomyControl:
             "outcome_accuracy": total["outcome_accuracy"],
             "criteria": _criteria_dict(criteria),
         }
-        return figures, _unmet(criteria, figures)
+        unmet = _unmet(criteria, figures)
+        with self._engine.db.read() as conn:
+            firing = conn.execute(
+                select(alarms.c.id, alarms.c.monitor, alarms.c.severity).where(
+                    alarms.c.flow == flow, alarms.c.state == "firing"
+                )
+            ).fetchall()
+        figures["alarms_firing"] = [a.id for a in firing]
+        unmet += [f"alarm {a.id} ({a.monitor}, {a.severity}) is firing" for a in firing]
+        return figures, unmet
 
     # ---- acting ----------------------------------------------------------------------
 
@@ -253,6 +262,25 @@ class AutonomyControl:
         change = self._engine.writer.transact(apply)
         self._engine.changes.refresh_now()
         return change
+
+    def lower_in(
+        self,
+        conn: Connection,
+        gate: WindowGate,
+        flow: str,
+        level: str,
+        by: str,
+        reason: str,
+        evidence: dict[str, Any],
+    ) -> dict[str, Any] | None:
+        """Lower ``flow`` to ``level`` inside a transaction (the governor); nothing when it
+        is at that level or lower already."""
+        current = current_level(conn, flow) or self._engine.runtime(flow).flow.autonomy.value
+        if ORDER.index(level) >= ORDER.index(current):
+            return None
+        return self._change_in(
+            conn, gate, flow, level, current, "lower", by, None, reason, evidence
+        )
 
     def _change_in(
         self,

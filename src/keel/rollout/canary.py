@@ -118,7 +118,7 @@ class Rollouts:
                     continue
                 current = self._engine.flows[flow]
                 candidate = self._engine.changes.runtime_of(flow, row["version"])
-                candidate = replace(candidate, flow=current.flow)
+                candidate = replace(candidate, flow=current.flow, hold=current.hold)
                 running[flow] = Running(
                     row["id"], flow, row["mode"], row["version"], row["share"], candidate
                 )

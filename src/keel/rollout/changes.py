@@ -48,11 +48,13 @@ from keel.rollout.artifacts import load_pinned, materialise, pinnable, store_in
 from keel.rollout.autonomy import current_level
 from keel.rollout.canary import end_running_in
 from keel.rollout.diff import Difference, diff_models, diff_policies
+from keel.rollout.holds import current_hold
 from keel.security.roles import Actor, Permission
 from keel.signals.adapters import Model, load_model
 from keel.store.schema import (
     autonomy_changes,
     flow_activations,
+    flow_holds,
     policy_approvals,
     policy_changes,
     policy_versions,
@@ -123,7 +125,7 @@ class Changes:
         self._pinned: dict[tuple[str, str, str], Model] = {}
         self._cache = engine.settings.keys_dir.parent / "models"
         self._lock = threading.Lock()
-        self._seen: tuple[Any, Any] | None = None  # newest activation and autonomy ids applied
+        self._seen: tuple[Any, ...] | None = None  # newest activation, autonomy, hold ids applied
         self._checked = 0.0
 
     # ---- which version runs ----------------------------------------------------------
@@ -251,10 +253,11 @@ class Changes:
         """Apply what the store says now (after a change made in this process)."""
         self._apply_all()
 
-    def _newest(self, conn: Connection) -> tuple[Any, Any]:
+    def _newest(self, conn: Connection) -> tuple[Any, ...]:
         return (
             conn.execute(select(func.max(flow_activations.c.id))).scalar(),
             conn.execute(select(func.max(autonomy_changes.c.id))).scalar(),
+            conn.execute(select(func.max(flow_holds.c.id))).scalar(),
         )
 
     def _apply_all(self) -> None:
@@ -263,14 +266,20 @@ class Changes:
                 newest = self._newest(conn)
                 active = {flow: _active(conn, flow) for flow in self._file_versions}
                 levels = {flow: current_level(conn, flow) for flow in self._file_versions}
+                holds = {flow: current_hold(conn, flow) for flow in self._file_versions}
             for flow, row in active.items():
                 if row is not None:
-                    self._run(flow, row["version"], levels[flow], _pins(row))
+                    self._run(flow, row["version"], levels[flow], _pins(row), holds[flow])
             self._seen = newest
             self._checked = time.monotonic()
 
     def _run(
-        self, flow: str, version: str, level: str | None, pins: Mapping[str, str] | None
+        self,
+        flow: str,
+        version: str,
+        level: str | None,
+        pins: Mapping[str, str] | None,
+        hold: str = "none",
     ) -> None:
         engine = self._engine
         current = engine.flows[flow]
@@ -279,6 +288,7 @@ class Changes:
         if (
             current.policy.version == version
             and current.flow.autonomy is autonomy
+            and current.hold == hold
             and all(running.get(s) == v for s, v in (pins or {}).items())
         ):
             return
@@ -291,8 +301,13 @@ class Changes:
                 models[signal] = self.model(flow, signal, pinned)
         if models != runtime.models:
             runtime = replace(runtime, models=models)
+        if runtime.hold != hold:
+            runtime = replace(runtime, hold=hold)
         engine.flows[flow] = runtime
-        log.info("flow %s now runs policy %s at autonomy %s", flow, version[:12], autonomy)
+        log.info(
+            "flow %s now runs policy %s at autonomy %s (hold: %s)",
+            flow, version[:12], autonomy, hold,
+        )  # fmt: skip
 
     def runtime_of(self, flow: str, version: str) -> FlowRuntime:
         """The flow with a stored policy version compiled (cached per version)."""

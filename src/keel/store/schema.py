@@ -12,6 +12,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -310,4 +311,72 @@ model_artifacts = Table(
     Column("size", Integer, nullable=False),
     Column("data", LargeBinary, nullable=False),
     Column("created_at", String(32), nullable=False),
+)
+
+# Monitor runs: one row per run of a flow's monitors, scheduled or on demand. A scheduled
+# run claims its slot (the number of its period since the epoch), so however many servers
+# run the schedule, each period is judged once.
+monitor_runs = Table(
+    "monitor_runs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("flow", String(64), nullable=False),
+    Column("slot", Integer),  # scheduled runs: floor(epoch seconds / every); else null
+    Column("trigger", String(16), nullable=False),  # schedule | on_demand
+    Column("requested_by", String(256), nullable=False),
+    Column("started_at", String(32), nullable=False),
+    Column("finished_at", String(32)),
+    Column("state", String(16), nullable=False),  # running | judged | skipped | failed
+    Column("current_since", String(32), nullable=False),
+    Column("current_until", String(32), nullable=False),
+    Column("baseline_since", String(32), nullable=False),
+    Column("breaches", Text),  # JSON: the monitors that breached
+    Column("result", Text),  # JSON: every figure the run computed
+    Column("note", Text),  # why a run was skipped or failed
+    UniqueConstraint("flow", "slot", name="uq_monitor_runs_slot"),
+    Index("ix_monitor_runs_flow", "flow", "started_at"),
+)
+
+# Alarms: at most one firing alarm per flow and monitor (a breach while one fires is the
+# same alarm seen again). It resolves after enough clean runs, or when a person resolves it.
+alarms = Table(
+    "alarms",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("flow", String(64), nullable=False),
+    Column("monitor", String(32), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("state", String(16), nullable=False),  # firing | resolved
+    Column("opened_at", String(32), nullable=False),
+    Column("last_seen_at", String(32), nullable=False),
+    Column("notified_at", String(32), nullable=False),
+    Column("runs", Integer, nullable=False),  # runs that found the breach
+    Column("suppressed", Integer, nullable=False),  # of those, not notified (cool-down)
+    Column("clean_runs", Integer, nullable=False),  # consecutive clean runs since
+    Column("summary", Text, nullable=False),
+    Column("evidence", Text, nullable=False),  # JSON: the figures of the latest breach
+    Column("actions", Text, nullable=False),  # JSON: what the governor did about it
+    Column("resolved_at", String(32)),
+    Column("resolved_by", String(256)),
+    Column("resolve_reason", Text),
+    Column("record_id", String(64), nullable=False),
+    Index("ix_alarms_flow_state", "flow", "state", "monitor"),
+)
+
+# Holds the governor (or a person) put on a flow: escalate every case to review, or pause
+# automation. The newest row per flow is in force; ``none`` is a lifted hold.
+flow_holds = Table(
+    "flow_holds",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("flow", String(64), nullable=False),
+    Column("hold", String(16), nullable=False),  # none | escalate_all | pause
+    Column("previous", String(16), nullable=False),
+    Column("set_by", String(256), nullable=False),
+    Column("at", String(32), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("alarm_id", String(64)),
+    Column("evidence", Text),
+    Column("record_id", String(64), nullable=False),
+    Index("ix_flow_holds_flow", "flow", "id"),
 )

@@ -1,0 +1,103 @@
+"""Monitoring over HTTP: monitor runs, alarms, and the holds the governor puts on flows.
+
+Reading needs ``read_flows`` on the flow; running monitors and resolving alarms needs
+``change_autonomy`` (owner, approver), since a run may raise alarms the governor acts on;
+lifting a hold needs ``approve_policy``. An alarm on a flow the caller may not read
+answers 404, like an unknown one.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from keel.api.auth import current_principal, engine_of, hide_unless
+from keel.api.decisions import ERRORS
+from keel.api.models import MonitorRunRequest, ReasonRequest
+from keel.ledger.records import parse_instant
+from keel.security.roles import Permission, Principal
+
+router = APIRouter(prefix="/v1", responses={**ERRORS, 409: ERRORS[404]})
+Caller = Annotated[Principal, Depends(current_principal)]
+
+
+@router.post("/flows/{flow}/monitor-runs", name="run_monitor")
+def run_monitor(
+    flow: str, body: MonitorRunRequest, principal: Caller, request: Request
+) -> dict[str, Any]:
+    """Run the flow's monitors now, by its ``monitoring`` section: the run, the alarms it
+    raised or resolved, and what the governor did. A window with too few decisions gives a
+    ``skipped`` run with the reason."""
+    principal.require(Permission.CHANGE_AUTONOMY, flow)
+    engine = engine_of(request)
+    until = parse_instant("until", body.until)
+    end = None
+    if until is not None:
+        from keel.monitor.windows import moment  # noqa: PLC0415 - NumPy on first use
+
+        end = moment(until).timestamp()
+    return engine.monitoring.run(flow, principal.actor(Permission.CHANGE_AUTONOMY, flow), end)
+
+
+@router.get("/flows/{flow}/monitor-runs", name="list_monitor_runs")
+def list_monitor_runs(
+    flow: str,
+    principal: Caller,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+) -> dict[str, Any]:
+    """The flow's recent monitor runs, newest first, with every figure they computed."""
+    principal.require(Permission.READ_FLOWS, flow)
+    return {"runs": engine_of(request).monitoring.runs(flow, limit)}
+
+
+@router.get("/flows/{flow}/alarms", name="list_alarms")
+def list_alarms(
+    flow: str,
+    principal: Caller,
+    request: Request,
+    state: Annotated[str | None, Query(description="firing or resolved")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """The flow's alarms, newest first: severity, summary, evidence, governor actions."""
+    principal.require(Permission.READ_FLOWS, flow)
+    return {"alarms": engine_of(request).monitoring.alarms(flow, state, limit)}
+
+
+@router.get("/alarms/{alarm_id}", name="get_alarm")
+def get_alarm(alarm_id: str, principal: Caller, request: Request) -> dict[str, Any]:
+    """One alarm with its evidence and what the governor did about it."""
+    alarm = engine_of(request).monitoring.alarm(alarm_id)
+    hide_unless(principal, Permission.READ_FLOWS, alarm["flow"], "alarm", alarm_id)
+    return alarm
+
+
+@router.post("/alarms/{alarm_id}/resolution", name="resolve_alarm")
+def resolve_alarm(
+    alarm_id: str, body: ReasonRequest, principal: Caller, request: Request
+) -> dict[str, Any]:
+    """Resolve a firing alarm by hand, with a reason; holds and autonomy stay as they are."""
+    engine = engine_of(request)
+    flow = engine.monitoring.alarm(alarm_id)["flow"]
+    hide_unless(principal, Permission.READ_FLOWS, flow, "alarm", alarm_id)
+    principal.require(Permission.CHANGE_AUTONOMY, flow)
+    actor = principal.actor(Permission.CHANGE_AUTONOMY, flow)
+    return engine.monitoring.resolve(alarm_id, actor, body.reason)
+
+
+@router.get("/flows/{flow}/hold", name="get_hold")
+def get_hold(flow: str, principal: Caller, request: Request) -> dict[str, Any]:
+    """The hold in force on the flow (none, escalate_all, pause) and its history."""
+    principal.require(Permission.READ_FLOWS, flow)
+    return engine_of(request).holds.show(flow)
+
+
+@router.post("/flows/{flow}/hold/lift", name="lift_hold")
+def lift_hold(
+    flow: str, body: ReasonRequest, principal: Caller, request: Request
+) -> dict[str, Any]:
+    """Lift the flow's hold; 409 while an alarm that set it still fires."""
+    principal.require(Permission.APPROVE_POLICY, flow)
+    actor = principal.actor(Permission.APPROVE_POLICY, flow)
+    return engine_of(request).holds.lift(flow, actor, body.reason)

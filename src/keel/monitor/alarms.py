@@ -1,0 +1,285 @@
+"""Alarms from monitor verdicts, and the governor that acts on them.
+
+One alarm per flow and monitor fires at a time (deduplication): a breach while it fires is
+the same alarm seen again. Its life, inside the transaction that records the run:
+
+- **raised** — the first breach opens it (``alarm_raised`` ledger event) and notifies;
+- **seen again** — notifies again (``alarm_repeated``) only when the cool-down since the
+  last notice has passed or the severity grew (``alarm_escalated``); otherwise it is
+  counted as suppressed;
+- **resolved** — after ``clear_after`` clean runs in a row (a run in the band between the
+  limit and ``clear_below`` times it resets the count) or by a person with a reason
+  (``alarm_resolved``).
+
+When an alarm is raised or escalated, each governor rule that matches it acts, in the same
+transaction, and what it did is kept with the alarm and in the ledger: ``lower_autonomy``
+(an ``autonomy_changed`` event by ``keel-governor``, the alarm's figures as evidence),
+``escalate_all`` and ``pause`` (``flow_hold_changed``), ``retrain`` (a
+``retraining_requested`` event; the webhook or command runs after the commit). The
+governor only ever lowers; raising back goes through the earned-autonomy approval, which
+refuses while an alarm on the flow fires. Repeats never act again: with the cool-down and
+``clear_after``, that is the hysteresis that keeps a flow from flapping at a threshold.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, select, update
+
+from keel.errors import ConflictError, NotFoundError
+from keel.ledger.records import iso_time, new_id
+from keel.ledger.writer import WindowGate, append_in, event
+from keel.monitoring import SEVERITIES, MonitoringSpec, Rule
+from keel.rollout.holds import set_hold_in
+from keel.store.schema import alarms
+
+if TYPE_CHECKING:
+    from keel.engine import Engine
+
+GOVERNOR = "keel-governor"
+FIRING, RESOLVED = "firing", "resolved"
+
+
+@dataclass
+class Notice:
+    """Something to tell the owner once the transaction has committed."""
+
+    kind: str  # alarm_raised | alarm_repeated | alarm_escalated | alarm_resolved
+    alarm: dict[str, Any]
+    retrain: bool = False  # a retrain rule matched: send the request
+    actions: list[dict[str, Any]] = field(default_factory=list)
+
+
+def alarm_row(row: Any) -> dict[str, Any]:
+    out = dict(row._mapping)
+    for key in ("evidence", "actions"):
+        out[key] = json.loads(out[key])
+    return out
+
+
+def firing_in(conn: Connection, flow: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(alarms)
+        .where(alarms.c.flow == flow, alarms.c.state == FIRING)
+        .order_by(alarms.c.opened_at)
+    )
+    return [alarm_row(r) for r in rows]
+
+
+def summary_of(monitor: str, evidence: dict[str, Any]) -> str:
+    """One line for the owner: what moved, from what to what, against which limit."""
+    if monitor == "drift":
+        drifted = evidence.get("drifted", [])
+        return f"{len(drifted)} column(s) drifted: {', '.join(drifted[:8])}" + (
+            "…" if len(drifted) > 8 else ""
+        )
+    before, now, limit = evidence.get("baseline"), evidence.get("current"), evidence.get("limit")
+    if monitor == "latency_p99_ms":
+        return f"latency p99 {before:.1f} ms → {now:.1f} ms (limit ×{limit:g})"
+    return f"{monitor.replace('_', ' ')} {before:.1%} → {now:.1%} (limit ±{limit:.1%})"
+
+
+def settle_in(
+    engine: Engine,
+    conn: Connection,
+    gate: WindowGate,
+    flow: str,
+    spec: MonitoringSpec,
+    run: dict[str, Any],
+    evidence: dict[str, dict[str, Any]],
+) -> tuple[list[Notice], list[str]]:
+    """Open, update or resolve the flow's alarms from one judged run; the governor acts.
+
+    Returns what to notify once committed, and the monitors whose notice was suppressed."""
+    now = iso_time(gate.now)
+    notices: list[Notice] = []
+    suppressed: list[str] = []
+    current = {a["monitor"]: a for a in firing_in(conn, flow)}
+    for monitor, verdict in run["verdicts"].items():
+        found = current.get(monitor)
+        check = spec.checks[monitor]
+        if verdict == "breach":
+            figures = {**evidence[monitor], "run": run["id"]}
+            if found is None:
+                notices.append(_raise_in(engine, conn, gate, flow, spec, monitor, check.severity,
+                                         figures))  # fmt: skip
+                continue
+            changes: dict[str, Any] = {
+                "last_seen_at": now, "runs": found["runs"] + 1, "clean_runs": 0,
+                "evidence": json.dumps(figures), "summary": summary_of(monitor, figures),
+            }  # fmt: skip
+            graver = SEVERITIES.index(check.severity) > SEVERITIES.index(found["severity"])
+            cooled = gate.now - _seconds(found["notified_at"]) >= spec.cooldown_s
+            if graver or cooled:
+                kind = "alarm_escalated" if graver else "alarm_repeated"
+                changes.update(severity=check.severity, notified_at=now)
+                alarm = {**found, **changes, "evidence": figures}
+                actions: list[dict[str, Any]] = []
+                retrain = False
+                if graver:
+                    actions, retrain = _govern_in(engine, conn, gate, flow, spec, alarm)
+                    changes["actions"] = json.dumps([*found["actions"], *actions])
+                    alarm["actions"] = [*found["actions"], *actions]
+                body = {"alarm": found["id"], "monitor": monitor, "severity": check.severity,
+                        "summary": changes["summary"], "evidence": figures,
+                        "actions": actions}  # fmt: skip
+                append_in(conn, [event(kind, flow, body, gate.now)], gate)
+                notices.append(Notice(kind, alarm, retrain, actions))
+            else:
+                changes["suppressed"] = found["suppressed"] + 1
+                suppressed.append(monitor)
+            conn.execute(update(alarms).where(alarms.c.id == found["id"]).values(**changes))
+        elif found is not None and verdict in ("clean", "band"):
+            clean = found["clean_runs"] + 1 if verdict == "clean" else 0
+            if clean >= spec.clear_after:
+                why = f"{clean} clean run(s) in a row"
+                notices.append(_resolve_in(conn, gate, found, "keel", why))
+            else:
+                conn.execute(
+                    update(alarms).where(alarms.c.id == found["id"]).values(clean_runs=clean)
+                )
+    return notices, suppressed
+
+
+def _seconds(instant: str) -> float:
+    from keel.monitor.windows import moment  # noqa: PLC0415 - numpy-free callers stay light
+
+    return moment(instant).timestamp()
+
+
+def _raise_in(
+    engine: Engine,
+    conn: Connection,
+    gate: WindowGate,
+    flow: str,
+    spec: MonitoringSpec,
+    monitor: str,
+    severity: str,
+    figures: dict[str, Any],
+) -> Notice:
+    now = iso_time(gate.now)
+    record_id = new_id("evt", gate.now)
+    alarm: dict[str, Any] = {
+        "id": new_id("alm", gate.now),
+        "flow": flow,
+        "monitor": monitor,
+        "severity": severity,
+        "state": FIRING,
+        "opened_at": now,
+        "last_seen_at": now,
+        "notified_at": now,
+        "runs": 1,
+        "suppressed": 0,
+        "clean_runs": 0,
+        "summary": summary_of(monitor, figures),
+        "evidence": figures,
+        "actions": [],
+        "resolved_at": None,
+        "resolved_by": None,
+        "resolve_reason": None,
+        "record_id": record_id,
+    }
+    actions, retrain = _govern_in(engine, conn, gate, flow, spec, alarm)
+    alarm["actions"] = actions
+    conn.execute(
+        alarms.insert().values(
+            **{**alarm, "evidence": json.dumps(figures), "actions": json.dumps(actions)}
+        )
+    )
+    body = {k: alarm[k] for k in ("monitor", "severity", "summary", "evidence", "actions")}
+    body["alarm"] = alarm["id"]
+    append_in(conn, [event("alarm_raised", flow, body, gate.now, record_id)], gate)
+    return Notice("alarm_raised", alarm, retrain, actions)
+
+
+def _resolve_in(
+    conn: Connection, gate: WindowGate, alarm: dict[str, Any], by: str, reason: str
+) -> Notice:
+    now = iso_time(gate.now)
+    conn.execute(
+        update(alarms)
+        .where(alarms.c.id == alarm["id"])
+        .values(state=RESOLVED, resolved_at=now, resolved_by=by, resolve_reason=reason)
+    )
+    body = {"alarm": alarm["id"], "monitor": alarm["monitor"], "by": by, "reason": reason,
+            "opened_at": alarm["opened_at"], "runs": alarm["runs"]}  # fmt: skip
+    append_in(conn, [event("alarm_resolved", alarm["flow"], body, gate.now)], gate)
+    resolved = {**alarm, "state": RESOLVED, "resolved_at": now, "resolved_by": by,
+                "resolve_reason": reason}  # fmt: skip
+    return Notice("alarm_resolved", resolved)
+
+
+def resolve(engine: Engine, alarm_id: str, by: str, reason: str) -> Notice:
+    """A person resolves a firing alarm (the governor's actions stay as they are)."""
+
+    def work(conn: Connection, gate: WindowGate) -> Notice:
+        found = conn.execute(select(alarms).where(alarms.c.id == alarm_id)).first()
+        if found is None:
+            raise NotFoundError(f"no alarm with id '{alarm_id}'", {"alarm_id": alarm_id})
+        alarm = alarm_row(found)
+        if alarm["state"] != FIRING:
+            raise ConflictError(
+                f"alarm {alarm_id} was resolved at {alarm['resolved_at']} by "
+                f"{alarm['resolved_by']}",
+                {"alarm_id": alarm_id},
+            )
+        return _resolve_in(conn, gate, alarm, by, reason)
+
+    return engine.writer.transact(work)
+
+
+def _govern_in(
+    engine: Engine,
+    conn: Connection,
+    gate: WindowGate,
+    flow: str,
+    spec: MonitoringSpec,
+    alarm: dict[str, Any],
+) -> tuple[list[dict[str, Any]], bool]:
+    """Take every matching rule's action; returns what was done, and whether to retrain."""
+    done: list[dict[str, Any]] = []
+    retrain = False
+    evidence = {"alarm": alarm["id"], "monitor": alarm["monitor"],
+                "severity": alarm["severity"], "figures": alarm["evidence"]}  # fmt: skip
+    why = f"governor: alarm {alarm['id']} ({alarm['severity']}): {alarm['summary']}"
+    for rule in spec.governor:
+        if not rule.matches(alarm["monitor"], alarm["severity"]):
+            continue
+        entry: dict[str, Any] = {"action": rule.action, "rule": _rule_text(rule)}
+        if rule.action == "lower_autonomy" and rule.level is not None:
+            change = engine.autonomy.lower_in(conn, gate, flow, rule.level, GOVERNOR, why,
+                                              evidence)  # fmt: skip
+            entry.update(
+                {"to": rule.level, "from": change["previous"], "record": change["record_id"]}
+                if change is not None
+                else {"to": rule.level, "skipped": f"already at {rule.level} or lower"}
+            )
+        elif rule.action in ("escalate_all", "pause"):
+            held = set_hold_in(conn, gate, flow, rule.action, GOVERNOR, why, alarm["id"],
+                               evidence)  # fmt: skip
+            entry.update(
+                {"record": held["record_id"], "from": held["previous"]}
+                if held is not None
+                else {"skipped": "held already (this hold or a graver one)"}
+            )
+        elif rule.action == "retrain" and spec.retrain is not None:
+            target = {"webhook": spec.retrain.webhook.url if spec.retrain.webhook else None,
+                      "command": list(spec.retrain.command) or None}  # fmt: skip
+            body = {"alarm": alarm["id"], "monitor": alarm["monitor"], **target,
+                    "evidence": evidence}  # fmt: skip
+            record_id = new_id("evt", gate.now)
+            append_in(conn, [event("retraining_requested", flow, body, gate.now, record_id)],
+                      gate)  # fmt: skip
+            entry["record"] = record_id
+            retrain = True
+        done.append(entry)
+    return done, retrain
+
+
+def _rule_text(rule: Rule) -> str:
+    on = ", ".join(rule.alarms) or "any alarm"
+    to = f" to {rule.level}" if rule.level else ""
+    return f"{on} at {rule.severity} or graver → {rule.action}{to}"

@@ -1,0 +1,312 @@
+"""Monitor runs, on demand and on the flow's schedule, and what they leave behind.
+
+A run reads the flow's current window and the baseline before it (``monitoring.window``,
+``monitoring.baseline``), judges every watched monitor (``keel.monitor.monitors``), and in
+one transaction records the run and opens, updates or resolves alarms, the governor acting
+on them (``keel.monitor.alarms``). Only after the commit are notices logged and sent to the
+flow's webhooks, and retraining requests delivered.
+
+Scheduled runs end on a multiple of ``monitoring.every`` since the epoch; the run of each
+period claims its slot in ``monitor_runs``, so any number of server workers run each
+period once. A window with too few decisions is a ``skipped`` run (with the reason), a
+crash a ``failed`` one: both are recorded, logged and counted, never silent.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from keel.errors import InputError, KeelError, NotFoundError
+from keel.ledger.records import iso_time, new_id
+from keel.monitor import alarms as alarm_life
+from keel.monitor.deliver import post, run_command
+from keel.monitor.monitors import Limits, run_monitor
+from keel.monitor.windows import Window
+from keel.monitoring import DRIFT, MonitoringSpec
+from keel.reasons import required_reason
+from keel.security.roles import Permission
+from keel.store.schema import alarms, monitor_runs
+from keel.telemetry import log
+
+if TYPE_CHECKING:
+    from keel.engine import Engine
+    from keel.security.roles import Actor
+
+SCHEDULER = "keel-scheduler"
+STATES = ("firing", "resolved")
+
+
+class Monitoring:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def spec(self, flow: str) -> MonitoringSpec:
+        return self._engine.runtime(flow).flow.monitoring
+
+    def windows(self, flow: str, until: float) -> tuple[Window, Window]:
+        """The current window ending at ``until`` and the baseline right before it."""
+        spec = self.spec(flow)
+        since = until - spec.window_s
+        current = Window(iso_time(since), iso_time(until))
+        return current, Window(iso_time(since - spec.baseline_s), current.since)
+
+    # ---- running -----------------------------------------------------------------------
+
+    def run(self, flow: str, actor: Actor, until: float | None = None) -> dict[str, Any]:
+        """Run the flow's monitors now (alarms and governor included) and return the run.
+
+        A window with too few decisions gives a ``skipped`` run, returned like any other."""
+        actor.require(Permission.CHANGE_AUTONOMY, "run monitors (they may raise alarms)")
+        end = self._engine.clock() if until is None else until
+        run = self._run(flow, end, "on_demand", actor.id, None)
+        if run is None:  # pragma: no cover - only scheduled runs claim slots
+            raise InputError("the run was not started", {"flow": flow})
+        return run
+
+    def due(self) -> list[tuple[str, int, int]]:
+        """Scheduled flows as ``(flow, slot, every_s)`` whose current slot has no run."""
+        now = self._engine.clock()
+        wanted = []
+        for name, runtime in self._engine.flows.items():
+            every = runtime.flow.monitoring.every_s
+            if every is not None:
+                wanted.append((name, int(now // every), every))
+        if not wanted:
+            return []
+        with self._engine.db.read() as conn:
+            taken = {
+                (r.flow, r.slot)
+                for r in conn.execute(
+                    select(monitor_runs.c.flow, monitor_runs.c.slot).where(
+                        monitor_runs.c.slot.in_([slot for _, slot, _ in wanted])
+                    )
+                )
+            }
+        return [w for w in wanted if (w[0], w[1]) not in taken]
+
+    def run_due(self) -> list[dict[str, Any]]:
+        """Run every scheduled flow whose period has not been run; returns the runs made."""
+        done = []
+        for flow, slot, every in self.due():
+            try:
+                run = self._run(flow, float(slot * every), "schedule", SCHEDULER, slot)
+            except Exception:  # noqa: BLE001 - one flow's failure must not stop the others
+                log.exception("scheduled monitor run of flow %s failed", flow)
+                continue
+            if run is not None:
+                done.append(run)
+        return done
+
+    def _run(
+        self, flow: str, until: float, trigger: str, by: str, slot: int | None
+    ) -> dict[str, Any] | None:
+        engine = self._engine
+        spec = self.spec(flow)
+        current, baseline = self.windows(flow, until)
+        row = {
+            "id": new_id("mon", engine.clock()),
+            "flow": flow,
+            "slot": slot,
+            "trigger": trigger,
+            "requested_by": by,
+            "started_at": iso_time(engine.clock()),
+            "state": "running",
+            "current_since": current.since,
+            "current_until": current.until,
+            "baseline_since": baseline.since,
+        }
+        try:
+            with engine.db.write() as conn:
+                conn.execute(monitor_runs.insert().values(**row))
+        except IntegrityError:
+            return None  # another worker claimed this period
+        try:
+            result = run_monitor(engine, flow, current, baseline, Limits.of(spec))
+        except InputError as skipped:
+            return self._finish(row, "skipped", note=skipped.message)
+        except Exception as failed:
+            self._finish(row, "failed", note=f"{type(failed).__name__}: {failed}")
+            raise
+        result["id"] = row["id"]
+        evidence = _evidence(result)
+
+        def work(conn: Any, gate: Any) -> tuple[list[alarm_life.Notice], list[str]]:
+            notices, suppressed = alarm_life.settle_in(
+                engine, conn, gate, flow, spec, result, evidence
+            )
+            conn.execute(
+                update(monitor_runs)
+                .where(monitor_runs.c.id == row["id"])
+                .values(
+                    state="judged",
+                    finished_at=iso_time(gate.now),
+                    breaches=json.dumps(result["breaches"]),
+                    result=json.dumps(result, default=str),
+                )
+            )
+            return notices, suppressed
+
+        try:
+            notices, suppressed = engine.writer.transact(work)
+        except KeelError as failed:
+            self._finish(row, "failed", note=str(failed))
+            raise
+        if any(n.actions for n in notices):
+            engine.changes.refresh_now()  # the governor's acts hold from the next decision
+        engine.metrics.monitor_runs.labels(flow, "judged").inc()
+        for monitor in suppressed:
+            engine.metrics.alarms_suppressed.labels(flow, monitor).inc()
+        deliveries = self._deliver(flow, spec, notices)
+        run = {**row, "state": "judged", "breaches": result["breaches"], "result": result}
+        run["alarms"] = [
+            {"kind": n.kind, **{k: n.alarm[k] for k in ("id", "monitor", "severity", "summary")},
+             "actions": n.actions}
+            for n in notices
+        ]  # fmt: skip
+        run["deliveries"] = deliveries
+        return run
+
+    def _finish(self, row: dict[str, Any], state: str, note: str) -> dict[str, Any]:
+        engine = self._engine
+        done = {**row, "state": state, "note": note, "finished_at": iso_time(engine.clock())}
+        with engine.db.write() as conn:
+            conn.execute(
+                update(monitor_runs)
+                .where(monitor_runs.c.id == row["id"])
+                .values(state=state, note=note, finished_at=done["finished_at"])
+            )
+        engine.metrics.monitor_runs.labels(row["flow"], state).inc()
+        log.warning("monitor run %s of flow %s %s: %s", row["id"], row["flow"], state, note)
+        return {**done, "breaches": [], "result": None}
+
+    # ---- telling people ----------------------------------------------------------------
+
+    def _deliver(
+        self, flow: str, spec: MonitoringSpec, notices: list[alarm_life.Notice]
+    ) -> list[dict[str, Any]]:
+        engine = self._engine
+        environ = engine.settings.environ
+        runtime = engine.runtime(flow, refresh=False)
+        out: list[dict[str, Any]] = []
+        for notice in notices:
+            alarm = notice.alarm
+            if notice.kind == "alarm_raised":
+                engine.metrics.alarms.labels(flow, alarm["monitor"], alarm["severity"]).inc()
+            for action in notice.actions:
+                engine.metrics.governor_actions.labels(flow, action["action"]).inc()
+            say = log.info if notice.kind == "alarm_resolved" else log.warning
+            say("%s: flow=%s alarm=%s monitor=%s severity=%s %s actions=%s", notice.kind, flow,
+                alarm["id"], alarm["monitor"], alarm["severity"], alarm["summary"],
+                [a["action"] for a in notice.actions])  # fmt: skip
+            payload = {
+                "kind": notice.kind,
+                "flow": flow,
+                "owner": runtime.flow.owner.email,
+                "alarm": {k: alarm[k] for k in ("id", "monitor", "severity", "state",
+                                                "summary", "opened_at", "evidence")},
+                "actions": notice.actions,
+                "sent_at": iso_time(engine.clock()),
+            }  # fmt: skip
+            for hook in spec.notify:
+                sent = post(hook, payload, environ)
+                out.append({"alarm": alarm["id"], "kind": notice.kind, **sent})
+                if not sent["ok"]:
+                    engine.metrics.delivery_failures.labels(flow, "webhook").inc()
+            if notice.retrain and spec.retrain is not None:
+                request = {**payload, "kind": "retraining_requested",
+                           "models": {s: m.version for s, m in runtime.models.items()}}  # fmt: skip
+                if spec.retrain.webhook is not None:
+                    sent = post(spec.retrain.webhook, request, environ)
+                    out.append({"alarm": alarm["id"], "kind": "retrain", **sent})
+                    if not sent["ok"]:
+                        engine.metrics.delivery_failures.labels(flow, "retrain").inc()
+                if spec.retrain.command:
+                    ran = run_command(spec.retrain.command, request,
+                                      engine.settings.project_dir, environ)  # fmt: skip
+                    out.append({"alarm": alarm["id"], "kind": "retrain", **ran})
+                    if not ran["ok"]:
+                        engine.metrics.delivery_failures.labels(flow, "retrain").inc()
+        return out
+
+    # ---- reading and resolving -----------------------------------------------------------
+
+    def runs(self, flow: str, limit: int = 20) -> list[dict[str, Any]]:
+        self._engine.runtime(flow)
+        with self._engine.db.read() as conn:
+            rows = conn.execute(
+                select(monitor_runs)
+                .where(monitor_runs.c.flow == flow)
+                .order_by(monitor_runs.c.started_at.desc())
+                .limit(limit)
+            ).fetchall()
+        out = []
+        for r in rows:
+            run = dict(r._mapping)
+            run["breaches"] = json.loads(run["breaches"]) if run["breaches"] else []
+            run["result"] = json.loads(run["result"]) if run["result"] else None
+            out.append(run)
+        return out
+
+    def alarms(
+        self, flow: str | None = None, state: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Alarms, newest first; of one flow, in one state."""
+        if state is not None and state not in STATES:
+            raise InputError(
+                f"unknown alarm state '{state}' (one of {', '.join(STATES)})", {"state": state}
+            )
+        query = select(alarms).order_by(alarms.c.opened_at.desc()).limit(limit)
+        if flow is not None:
+            self._engine.runtime(flow)
+            query = query.where(alarms.c.flow == flow)
+        if state is not None:
+            query = query.where(alarms.c.state == state)
+        with self._engine.db.read() as conn:
+            return [alarm_life.alarm_row(r) for r in conn.execute(query)]
+
+    def alarm(self, alarm_id: str) -> dict[str, Any]:
+        with self._engine.db.read() as conn:
+            found = conn.execute(select(alarms).where(alarms.c.id == alarm_id)).first()
+        if found is None:
+            raise NotFoundError(f"no alarm with id '{alarm_id}'", {"alarm_id": alarm_id})
+        return alarm_life.alarm_row(found)
+
+    def resolve(self, alarm_id: str, actor: Actor, reason: str) -> dict[str, Any]:
+        """Resolve a firing alarm by hand, with a reason (the flow's holds and autonomy
+        stay as the governor left them)."""
+        actor.require(Permission.CHANGE_AUTONOMY, "resolve alarms")
+        reason = required_reason(reason, "resolving an alarm")
+        notice = alarm_life.resolve(self._engine, alarm_id, actor.id, reason)
+        flow = notice.alarm["flow"]
+        if flow in self._engine.flows:
+            self._deliver(flow, self.spec(flow), [notice])
+        return notice.alarm
+
+
+def _evidence(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per monitor, the figures an alarm keeps (windows, values, limit)."""
+    windows = {
+        "current": {k: result["current"][k] for k in ("since", "until", "decisions")},
+        "baseline": {k: result["baseline"][k] for k in ("since", "until", "decisions")},
+    }
+    out: dict[str, dict[str, Any]] = {}
+    for check in result["behaviour"]:
+        out[check["figure"]] = {
+            "windows": windows,
+            **{k: check[k] for k in ("baseline", "current", "change", "limit", "severity")},
+        }
+    if result["drift_check"] is not None:
+        drifted = result["drift_check"]["drifted"]
+        columns = {}
+        for name in drifted:
+            entry = result["drift"]["columns"][name]
+            chosen = next(s for s in entry["statistics"] if s["method"] == entry["method"])
+            columns[name] = {k: chosen.get(k) for k in ("method", "value", "p_value",
+                                                        "threshold")}  # fmt: skip
+        out[DRIFT] = {"windows": windows, "drifted": drifted, "columns": columns,
+                      "limit": result["drift_check"]["min_columns"]}  # fmt: skip
+    return out

@@ -1,0 +1,453 @@
+"""A flow's ``monitoring:`` section: windows, thresholds, schedule, alarms and governor.
+
+```yaml
+monitoring:
+  window: 1d             # the current window …
+  baseline: 7d           # … against the one right before it
+  every: 1h              # run inside the server this often (left out: on demand only)
+  min_decisions: 30      # a window with fewer decisions is not judged
+  drift: {methods: [jensenshannon], min_columns: 1, severity: warning}
+  limits:                # rates: largest absolute change; latency: largest ratio
+    automation_rate: {max_change: 0.1, severity: critical}
+    override_rate: 0.05  # shorthand: the limit, severity warning
+    latency_p99_ms: {max_ratio: 2}
+    fallback_rate: false # not watched
+  alarms: {cooldown: 6h, clear_after: 2, clear_below: 0.8}
+  notify:
+    - {url: "https://hooks.example.com/keel", secret_env: KEEL_HOOK_SECRET}
+  governor:
+    - when: {alarm: [drift, automation_rate], severity: critical}
+      do: lower_autonomy
+      to: advisory
+    - {when: {alarm: model_error_rate}, do: pause}
+    - {when: {alarm: drift}, do: retrain}
+  retrain:
+    webhook: {url: "https://ml.example.com/retrain", secret_env: KEEL_HOOK_SECRET}
+    command: [python, retrain.py]
+```
+
+Every key is optional; a flow without the section is watched with the defaults below,
+on demand only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from keel.flows import Autonomy, parse_window
+from keel.yamlfile import LocatedDict
+
+RATES = (
+    "automation_rate",
+    "escalation_rate",
+    "override_rate",
+    "guardrail_hit_rate",
+    "fallback_rate",
+    "model_error_rate",
+)
+LATENCY = "latency_p99_ms"
+DRIFT = "drift"
+MONITORS = (DRIFT, *RATES, LATENCY)
+SEVERITIES = ("info", "warning", "critical")  # lowest first
+ACTIONS = ("lower_autonomy", "escalate_all", "pause", "retrain")
+DRIFT_METHODS = ("ks", "psi", "wasserstein", "jensenshannon", "chisquare", "new_categories")
+
+DEFAULT_WINDOW_S = 86_400
+DEFAULT_BASELINE_S = 7 * 86_400
+DEFAULT_MIN_DECISIONS = 30
+DEFAULT_MAX_CHANGE = 0.1
+DEFAULT_MAX_RATIO = 1.5
+DEFAULT_COOLDOWN_S = 6 * 3600
+DEFAULT_CLEAR_AFTER = 2
+DEFAULT_CLEAR_BELOW = 0.8
+SECRET_ENV_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+_KEYS = {
+    "window",
+    "baseline",
+    "every",
+    "min_decisions",
+    "drift",
+    "limits",
+    "alarms",
+    "notify",
+    "governor",
+    "retrain",
+}
+_DRIFT_KEYS = {"methods", "min_columns", "severity"}
+_ALARM_KEYS = {"cooldown", "clear_after", "clear_below"}
+_HOOK_KEYS = {"url", "secret_env"}
+_RULE_KEYS = {"when", "do", "to"}
+_WHEN_KEYS = {"alarm", "severity"}
+_RETRAIN_KEYS = {"webhook", "command"}
+
+
+@dataclass(frozen=True)
+class Check:
+    """When one monitor breaches and how grave that is. ``limit`` is an absolute change
+    for rates, a ratio for latency, and a number of drifted columns for drift."""
+
+    limit: float
+    severity: str = "warning"
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """Where to POST: the body is signed with HMAC-SHA256 when ``secret_env`` names an
+    environment variable holding the secret (the secret itself never sits in a file)."""
+
+    url: str
+    secret_env: str | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The governor: when an alarm on one of ``alarms`` (empty: any) is raised at
+    ``severity`` or graver, take ``action``."""
+
+    action: str
+    alarms: tuple[str, ...] = ()
+    severity: str = "info"
+    level: str | None = None  # lower_autonomy: the level to lower to
+
+    def matches(self, monitor: str, severity: str) -> bool:
+        graver = SEVERITIES.index(severity) >= SEVERITIES.index(self.severity)
+        return graver and (not self.alarms or monitor in self.alarms)
+
+
+@dataclass(frozen=True)
+class Retrain:
+    """Where a retraining request goes: a webhook, a command (argv), or both."""
+
+    webhook: Webhook | None = None
+    command: tuple[str, ...] = ()
+
+
+def _default_checks() -> dict[str, Check]:
+    checks = {name: Check(DEFAULT_MAX_CHANGE) for name in RATES}
+    checks[LATENCY] = Check(DEFAULT_MAX_RATIO)
+    checks[DRIFT] = Check(1.0)
+    return checks
+
+
+@dataclass(frozen=True)
+class MonitoringSpec:
+    window_s: int = DEFAULT_WINDOW_S
+    baseline_s: int = DEFAULT_BASELINE_S
+    every_s: int | None = None
+    min_decisions: int = DEFAULT_MIN_DECISIONS
+    methods: tuple[str, ...] = ()
+    checks: Mapping[str, Check] = field(default_factory=_default_checks)  # watched monitors
+    cooldown_s: int = DEFAULT_COOLDOWN_S
+    clear_after: int = DEFAULT_CLEAR_AFTER
+    clear_below: float = DEFAULT_CLEAR_BELOW
+    notify: tuple[Webhook, ...] = ()
+    governor: tuple[Rule, ...] = ()
+    retrain: Retrain | None = None
+
+
+def parse_monitoring(c: Any, raw: LocatedDict) -> MonitoringSpec:
+    """Read a flow's ``monitoring`` section; problems go to the collector ``c``."""
+    section = raw.get("monitoring")
+    if section is None:
+        return MonitoringSpec()
+    if not isinstance(section, LocatedDict):
+        c.add("monitoring", "'monitoring' must be a mapping", raw, "monitoring")
+        return MonitoringSpec()
+    c.unknown_keys(section, _KEYS, "monitoring")
+    windows: dict[str, int | None] = {}
+    for key, default in (
+        ("window", DEFAULT_WINDOW_S),
+        ("baseline", DEFAULT_BASELINE_S),
+        ("every", None),
+    ):
+        windows[key] = default
+        if key in section:
+            windows[key] = parse_window(section[key])
+            if windows[key] is None:
+                c.add(
+                    f"monitoring.{key}",
+                    f"'{key}' must look like 15m, 6h or 1d, got {section[key]!r}",
+                    section,
+                    key,
+                )
+    min_decisions = _count(c, section, "min_decisions", "monitoring", DEFAULT_MIN_DECISIONS, 1)
+    checks = _default_checks()
+    methods = _parse_drift(c, section, checks)
+    _parse_limits(c, section, checks)
+    cooldown, clear_after, clear_below = _parse_alarms(c, section)
+    hooks = section.get("notify", [])
+    notify: list[Webhook] = []
+    if not isinstance(hooks, list):
+        c.add("monitoring.notify", "'notify' must be a list of webhooks", section, "notify")
+    else:
+        for i, hook in enumerate(hooks):
+            parsed = _parse_hook(c, hook, f"monitoring.notify[{i}]", section, "notify")
+            if parsed is not None:
+                notify.append(parsed)
+    retrain = _parse_retrain(c, section)
+    rules = _parse_governor(c, section, checks, retrain)
+    return MonitoringSpec(
+        window_s=windows["window"] or DEFAULT_WINDOW_S,
+        baseline_s=windows["baseline"] or DEFAULT_BASELINE_S,
+        every_s=windows["every"],
+        min_decisions=min_decisions,
+        methods=methods,
+        checks=checks,
+        cooldown_s=cooldown,
+        clear_after=clear_after,
+        clear_below=clear_below,
+        notify=tuple(notify),
+        governor=rules,
+        retrain=retrain,
+    )
+
+
+def _count(c: Any, node: LocatedDict, key: str, where: str, default: int, least: int) -> int:
+    value = node.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        c.add(
+            f"{where}.{key}", f"'{key}' must be a whole number ≥ {least}, got {value!r}", node, key
+        )
+        return default
+    return value
+
+
+def _severity(c: Any, node: LocatedDict, where: str) -> str:
+    value = node.get("severity", "warning")
+    if value not in SEVERITIES:
+        c.add(
+            f"{where}.severity",
+            f"'severity' must be one of {', '.join(SEVERITIES)}, got {value!r}",
+            node,
+            "severity",
+        )
+        return "warning"
+    return str(value)
+
+
+def _parse_drift(c: Any, section: LocatedDict, checks: dict[str, Check]) -> tuple[str, ...]:
+    node = section.get("drift")
+    if node is None:
+        return ()
+    where = "monitoring.drift"
+    if node is False:
+        del checks[DRIFT]
+        return ()
+    if not isinstance(node, LocatedDict):
+        c.add(where, "'drift' must be a mapping (or false: not watched)", section, "drift")
+        return ()
+    c.unknown_keys(node, _DRIFT_KEYS, where)
+    methods = node.get("methods", [])
+    if not isinstance(methods, list) or not all(m in DRIFT_METHODS for m in methods):
+        c.add(
+            f"{where}.methods",
+            f"'methods' must list drift methods from {', '.join(DRIFT_METHODS)}, got {methods!r}",
+            node,
+            "methods",
+        )
+        methods = []
+    columns = _count(c, node, "min_columns", where, 1, 1)
+    checks[DRIFT] = Check(float(columns), _severity(c, node, where))
+    return tuple(methods)
+
+
+def _parse_limits(c: Any, section: LocatedDict, checks: dict[str, Check]) -> None:
+    node = section.get("limits")
+    if node is None:
+        return
+    if not isinstance(node, LocatedDict):
+        c.add("monitoring.limits", "'limits' must map behaviour figures to limits", section)
+        return
+    for name, given in node.items():
+        where = f"monitoring.limits.{name}"
+        value = given
+        if name not in (*RATES, LATENCY):
+            known = ", ".join((*RATES, LATENCY))
+            c.add(where, f"unknown behaviour figure '{name}' (known: {known})", node, name)
+            continue
+        kind = "max_ratio" if name == LATENCY else "max_change"
+        if value is False:
+            checks.pop(name, None)
+            continue
+        severity = "warning"
+        if isinstance(value, LocatedDict):
+            c.unknown_keys(value, {kind, "severity"}, where)
+            severity = _severity(c, value, where)
+            value = value.get(kind, checks[name].limit)
+        least, most = (1.0, float("inf")) if name == LATENCY else (0.0, 1.0)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not least < value <= most
+        ):
+            rule = "a ratio above 1" if name == LATENCY else "a share above 0, at most 1"
+            c.add(where, f"the {kind} of '{name}' must be {rule}, got {value!r}", node, name)
+            continue
+        checks[name] = Check(float(value), severity)
+
+
+def _parse_alarms(c: Any, section: LocatedDict) -> tuple[int, int, float]:
+    node = section.get("alarms")
+    if node is None:
+        return DEFAULT_COOLDOWN_S, DEFAULT_CLEAR_AFTER, DEFAULT_CLEAR_BELOW
+    where = "monitoring.alarms"
+    if not isinstance(node, LocatedDict):
+        c.add(where, "'alarms' must be a mapping", section, "alarms")
+        return DEFAULT_COOLDOWN_S, DEFAULT_CLEAR_AFTER, DEFAULT_CLEAR_BELOW
+    c.unknown_keys(node, _ALARM_KEYS, where)
+    cooldown = DEFAULT_COOLDOWN_S
+    if "cooldown" in node:
+        parsed = parse_window(node["cooldown"])
+        if parsed is None:
+            c.add(
+                f"{where}.cooldown",
+                f"'cooldown' must look like 30m, 6h or 1d, got {node['cooldown']!r}",
+                node,
+                "cooldown",
+            )
+        else:
+            cooldown = parsed
+    clear_after = _count(c, node, "clear_after", where, DEFAULT_CLEAR_AFTER, 1)
+    below = node.get("clear_below", DEFAULT_CLEAR_BELOW)
+    if isinstance(below, bool) or not isinstance(below, int | float) or not 0 < below <= 1:
+        c.add(
+            f"{where}.clear_below",
+            f"'clear_below' must be a share of the limit above 0, at most 1, got {below!r}",
+            node,
+            "clear_below",
+        )
+        below = DEFAULT_CLEAR_BELOW
+    return cooldown, clear_after, float(below)
+
+
+def _parse_hook(c: Any, raw: Any, where: str, parent: LocatedDict, key: str) -> Webhook | None:
+    if isinstance(raw, str):
+        raw = {"url": raw}
+    if not isinstance(raw, dict):
+        c.add(where, "a webhook is a URL or {url: ..., secret_env: ...}", parent, key)
+        return None
+    if isinstance(raw, LocatedDict):
+        c.unknown_keys(raw, _HOOK_KEYS, where)
+    url = raw.get("url")
+    if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+        c.add(f"{where}.url", f"'url' must be an http(s) URL, got {url!r}", parent, key)
+        return None
+    secret = raw.get("secret_env")
+    if secret is not None and (not isinstance(secret, str) or not SECRET_ENV_RE.match(secret)):
+        c.add(
+            f"{where}.secret_env",
+            f"'secret_env' must name an environment variable (UPPER_SNAKE), got {secret!r}",
+            parent,
+            key,
+        )
+        return None
+    return Webhook(url, secret)
+
+
+def _parse_retrain(c: Any, section: LocatedDict) -> Retrain | None:
+    node = section.get("retrain")
+    if node is None:
+        return None
+    where = "monitoring.retrain"
+    if not isinstance(node, LocatedDict):
+        c.add(where, "'retrain' must be a mapping with webhook and/or command", section)
+        return None
+    c.unknown_keys(node, _RETRAIN_KEYS, where)
+    hook = None
+    if "webhook" in node:
+        hook = _parse_hook(c, node["webhook"], f"{where}.webhook", node, "webhook")
+    command = node.get("command", [])
+    if not isinstance(command, list) or not all(isinstance(p, str) and p for p in command):
+        c.add(
+            f"{where}.command",
+            "'command' must be a list of words (argv), e.g. [python, retrain.py]",
+            node,
+            "command",
+        )
+        command = []
+    if hook is None and not command:
+        c.add(where, "'retrain' needs a webhook or a command", section, "retrain")
+        return None
+    return Retrain(hook, tuple(command))
+
+
+def _parse_governor(
+    c: Any, section: LocatedDict, checks: dict[str, Check], retrain: Retrain | None
+) -> tuple[Rule, ...]:
+    node = section.get("governor")
+    if node is None:
+        return ()
+    if not isinstance(node, list):
+        c.add("monitoring.governor", "'governor' must be a list of rules", section, "governor")
+        return ()
+    rules = []
+    levels = [a.value for a in Autonomy]
+    for i, raw in enumerate(node):
+        where = f"monitoring.governor[{i}]"
+        if not isinstance(raw, LocatedDict):
+            c.add(where, "a rule is {when: {alarm, severity}, do: ACTION}", section, "governor")
+            continue
+        c.unknown_keys(raw, _RULE_KEYS, where)
+        action = raw.get("do")
+        if action not in ACTIONS:
+            c.add(f"{where}.do", f"'do' must be one of {', '.join(ACTIONS)}", raw, "do")
+            continue
+        when = raw.get("when", LocatedDict())
+        if not isinstance(when, LocatedDict):
+            c.add(f"{where}.when", "'when' must be a mapping: {alarm, severity}", raw, "when")
+            continue
+        c.unknown_keys(when, _WHEN_KEYS, f"{where}.when")
+        alarms = when.get("alarm", [])
+        alarms = [alarms] if isinstance(alarms, str) else alarms
+        if not isinstance(alarms, list) or not all(a in MONITORS for a in alarms):
+            c.add(
+                f"{where}.when.alarm",
+                f"'alarm' must name monitors from {', '.join(MONITORS)}, got {alarms!r}",
+                when,
+                "alarm",
+            )
+            continue
+        unwatched = [a for a in alarms if a not in checks]
+        if unwatched:
+            c.add(
+                f"{where}.when.alarm",
+                f"{', '.join(unwatched)} is not watched (its limit is false): "
+                "this rule could never fire",
+                when,
+                "alarm",
+            )
+        severity = when.get("severity", "info")
+        if severity not in SEVERITIES:
+            c.add(
+                f"{where}.when.severity",
+                f"'severity' must be one of {', '.join(SEVERITIES)}, got {severity!r}",
+                when,
+                "severity",
+            )
+            continue
+        level = raw.get("to")
+        if action == "lower_autonomy":
+            if level not in levels[:-1]:
+                c.add(
+                    f"{where}.to",
+                    f"lower_autonomy needs 'to': one of {', '.join(levels[:-1])}",
+                    raw,
+                    "to",
+                )
+                continue
+        elif level is not None:
+            c.add(f"{where}.to", f"'to' belongs to lower_autonomy, not {action}", raw, "to")
+            continue
+        if action == "retrain" and retrain is None:
+            c.add(
+                f"{where}.do",
+                "a retrain rule needs a 'retrain' section (webhook or command)",
+                raw,
+                "do",
+            )
+        rules.append(Rule(str(action), tuple(alarms), str(severity), level))
+    return tuple(rules)

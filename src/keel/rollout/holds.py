@@ -1,0 +1,141 @@
+"""Holds on a flow: escalate every case to review, or pause automation.
+
+The governor puts a hold on a flow when an alarm matches one of its rules; a person can
+lift it. While ``escalate_all`` holds, a decision that would have been final waits for
+review instead; while ``pause`` holds, a decision that would have been acted on or queued
+is recorded as ``deferred`` with the policy's fallback action, and the caller tries again
+later (as when reviewers are saturated). Shadow and advisory decisions are unchanged:
+they act on nothing already.
+
+Lifting needs ``approve_policy`` and a reason, and is refused while an alarm whose
+governor rule set a hold is still firing: resolve the alarm first (or let it clear).
+Every change is a ``flow_hold_changed`` ledger event, written in the same transaction as
+its row; other processes follow within a second.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, select
+
+from keel.errors import ConflictError, InputError
+from keel.ledger.records import iso_time, new_id
+from keel.ledger.writer import WindowGate, append_in, event
+from keel.reasons import required_reason
+from keel.security.roles import Permission
+from keel.store.schema import alarms, flow_holds
+
+if TYPE_CHECKING:
+    from keel.engine import Engine
+    from keel.security.roles import Actor
+
+NONE = "none"
+HOLDS = ("escalate_all", "pause")
+GRAVITY = {NONE: 0, "escalate_all": 1, "pause": 2}  # a graver hold is never replaced by a milder
+
+
+def current_hold(conn: Connection, flow: str) -> str:
+    found = conn.execute(
+        select(flow_holds.c.hold)
+        .where(flow_holds.c.flow == flow)
+        .order_by(flow_holds.c.id.desc())
+        .limit(1)
+    ).scalar()
+    return str(found) if found is not None else NONE
+
+
+def set_hold_in(
+    conn: Connection,
+    gate: WindowGate,
+    flow: str,
+    hold: str,
+    set_by: str,
+    reason: str,
+    alarm_id: str | None = None,
+    evidence: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """Put ``hold`` in force (``none`` lifts); nothing when that hold or a graver one
+    already holds. Returns the change, or ``None``."""
+    previous = current_hold(conn, flow)
+    if hold == previous or (hold != NONE and GRAVITY[hold] < GRAVITY[previous]):
+        return None
+    record_id = new_id("evt", gate.now)
+    row = {
+        "flow": flow,
+        "hold": hold,
+        "previous": previous,
+        "set_by": set_by,
+        "at": iso_time(gate.now),
+        "reason": reason,
+        "alarm_id": alarm_id,
+        "evidence": json.dumps(evidence) if evidence is not None else None,
+        "record_id": record_id,
+    }
+    conn.execute(flow_holds.insert().values(**row))
+    body: dict[str, Any] = {k: v for k, v in row.items() if k not in ("flow", "record_id")}
+    body["evidence"] = evidence
+    append_in(conn, [event("flow_hold_changed", flow, body, gate.now, record_id)], gate)
+    return {**row, "evidence": evidence}
+
+
+class Holds:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def show(self, flow: str) -> dict[str, Any]:
+        """The hold in force and its history, newest first."""
+        self._engine.runtime(flow)
+        with self._engine.db.read() as conn:
+            rows = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    select(flow_holds)
+                    .where(flow_holds.c.flow == flow)
+                    .order_by(flow_holds.c.id.desc())
+                    .limit(100)
+                )
+            ]
+        for row in rows:
+            row["evidence"] = json.loads(row["evidence"]) if row["evidence"] else None
+        return {"flow": flow, "hold": rows[0]["hold"] if rows else NONE, "history": rows}
+
+    def lift(self, flow: str, actor: Actor, reason: str) -> dict[str, Any]:
+        """Lift the flow's hold; refused while an alarm that set it still fires."""
+        actor.require(Permission.APPROVE_POLICY, "lift holds on flows")
+        reason = required_reason(reason, "lifting a hold")
+        self._engine.runtime(flow)
+
+        def work(conn: Connection, gate: WindowGate) -> dict[str, Any]:
+            held = current_hold(conn, flow)
+            if held == NONE:
+                raise ConflictError(f"flow '{flow}' is not held", {"flow": flow})
+            setters = {
+                r.alarm_id
+                for r in conn.execute(
+                    select(flow_holds.c.alarm_id).where(
+                        flow_holds.c.flow == flow, flow_holds.c.alarm_id.is_not(None)
+                    )
+                )
+            }
+            firing = conn.execute(
+                select(alarms.c.id, alarms.c.monitor).where(
+                    alarms.c.id.in_(setters), alarms.c.state == "firing"
+                )
+            ).fetchall()
+            if firing:
+                named = ", ".join(f"{a.id} ({a.monitor})" for a in firing)
+                raise ConflictError(
+                    f"flow '{flow}' is held by alarms still firing: {named}; resolve them "
+                    "first (keel alarms resolve ID) or let them clear",
+                    {"flow": flow, "alarms": [a.id for a in firing]},
+                )
+            change = set_hold_in(conn, gate, flow, NONE, actor.id, reason)
+            if change is None:  # pragma: no cover - held above, in the same transaction
+                raise InputError(f"flow '{flow}' is not held", {"flow": flow})
+            return change
+
+        change = self._engine.writer.transact(work)
+        self._engine.changes.refresh_now()
+        return change
