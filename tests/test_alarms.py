@@ -17,8 +17,9 @@ import pytest
 
 from keel import open_engine
 from keel.decide import Status
-from keel.errors import ConflictError, DefinitionError, NotFoundError
+from keel.errors import ConflictError, DefinitionError, InputError, NotFoundError
 from keel.flows import parse_flow
+from keel.monitor.profile import ProfileStore
 from keel.monitoring import Check
 from keel.security.roles import Actor
 from keel.yamlfile import load_yaml_text
@@ -317,6 +318,8 @@ BAD = [
         "fallback_rate is not watched",
     ),
     ("monitoring: {retrain: {}}", "'retrain' needs a webhook or a command"),
+    ("monitoring: {drift: {reference: train.parquet}}", "'reference' must be a stored profile"),
+    ("monitoring: {drift: {reference: 123456789012}}", "'reference' must be quoted"),
     ("monitoring: {retrain: {command: python retrain.py}}", "'command' must be a list of words"),
 ]
 
@@ -421,3 +424,33 @@ def test_a_webhook_that_fails_is_logged_and_counted_and_loses_nothing(
         assert SECRET not in caplog.text
     finally:
         refusing.close()
+
+
+def test_drift_against_a_stored_training_profile(project: Path, env: dict[str, str]) -> None:
+    rng = np.random.default_rng(9)
+    training = {
+        "annual_income": rng.normal(80_000, 5_000, 2_000),
+        "region": np.array(["north"] * 2_000, dtype=object),
+    }
+    stored = ProfileStore.of_project(project).profile(training, "training.parquet")
+    monitoring(project, "monitoring: {window: 1d, baseline: 1d, min_decisions: 20,\n"
+               "  limits: {latency_p99_ms: false},\n"
+               f"  drift: {{methods: [ks, chisquare], reference: {stored.id[:16]}}}}}\n")  # fmt: skip
+    clock = Clock(START)
+    with open_engine(project, environ=env, clock=clock) as engine:
+        decide_day(engine, clock, 0, 80_000)
+        decide_day(engine, clock, 1, 120_000)
+        run = engine.monitoring.run(FLOW, OWNER, until=START + 2 * DAY)
+        drift = run["result"]["drift"]
+        assert drift["summary"]["drifted"] == ["annual_income"]  # the profile's names
+        assert set(drift["columns"]) == {"annual_income", "region"}
+        assert any("not in the reference" in p and "signal.default_risk" in p
+                   for p in drift["problems"])  # fmt: skip
+    # A reference that is not stored: the run fails, says why, and is recorded as failed.
+    flow = project / "flows" / "credit_limit.yaml"
+    flow.write_text(flow.read_text().replace(stored.id[:16], "f" * 16))
+    with open_engine(project, environ=env, clock=clock) as engine:
+        with pytest.raises(InputError, match="no stored profile ffffffffffffffff"):
+            engine.monitoring.run(FLOW, OWNER, until=START + 2 * DAY)
+        failed = engine.monitoring.runs(FLOW)[0]
+        assert failed["state"] == "failed" and "no stored profile" in failed["note"]

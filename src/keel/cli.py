@@ -1174,7 +1174,7 @@ def _cell(value: Any, kind: str) -> str:
 def _profile_store(project: Path, profiles: Path | None) -> Any:
     from keel.monitor.profile import ProfileStore  # noqa: PLC0415
 
-    return ProfileStore(profiles if profiles is not None else project / ".keel" / "profiles")
+    return ProfileStore(profiles) if profiles is not None else ProfileStore.of_project(project)
 
 
 def _reference_profile(store: Any, reference: str) -> Any:

@@ -6,7 +6,8 @@ monitoring:
   baseline: 7d           # … against the one right before it
   every: 1h              # run inside the server this often (left out: on demand only)
   min_decisions: 30      # a window with fewer decisions is not judged
-  drift: {methods: [jensenshannon], min_columns: 1, severity: warning}
+  drift: {methods: [jensenshannon], min_columns: 1, severity: warning,
+          reference: 1938ef89d181}  # a stored profile (training data), not the baseline
   limits:                # rates: largest absolute change; latency: largest ratio
     automation_rate: {max_change: 0.1, severity: critical}
     override_rate: 0.05  # shorthand: the limit, severity warning
@@ -77,7 +78,8 @@ _KEYS = {
     "governor",
     "retrain",
 }
-_DRIFT_KEYS = {"methods", "min_columns", "severity"}
+_DRIFT_KEYS = {"methods", "min_columns", "severity", "reference"}
+PROFILE_ID_RE = re.compile(r"^[0-9a-f]{12,64}$")
 _ALARM_KEYS = {"cooldown", "clear_after", "clear_below"}
 _HOOK_KEYS = {"url", "secret_env"}
 _RULE_KEYS = {"when", "do", "to"}
@@ -140,6 +142,7 @@ class MonitoringSpec:
     every_s: int | None = None
     min_decisions: int = DEFAULT_MIN_DECISIONS
     methods: tuple[str, ...] = ()
+    reference: str | None = None  # a stored profile (training data) instead of the baseline
     checks: Mapping[str, Check] = field(default_factory=_default_checks)  # watched monitors
     cooldown_s: int = DEFAULT_COOLDOWN_S
     clear_after: int = DEFAULT_CLEAR_AFTER
@@ -176,7 +179,7 @@ def parse_monitoring(c: Any, raw: LocatedDict) -> MonitoringSpec:
                 )
     min_decisions = _count(c, section, "min_decisions", "monitoring", DEFAULT_MIN_DECISIONS, 1)
     checks = _default_checks()
-    methods = _parse_drift(c, section, checks)
+    methods, reference = _parse_drift(c, section, checks)
     _parse_limits(c, section, checks)
     cooldown, clear_after, clear_below = _parse_alarms(c, section)
     hooks = section.get("notify", [])
@@ -196,6 +199,7 @@ def parse_monitoring(c: Any, raw: LocatedDict) -> MonitoringSpec:
         every_s=windows["every"],
         min_decisions=min_decisions,
         methods=methods,
+        reference=reference,
         checks=checks,
         cooldown_s=cooldown,
         clear_after=clear_after,
@@ -216,8 +220,8 @@ def _count(c: Any, node: LocatedDict, key: str, where: str, default: int, least:
     return value
 
 
-def _severity(c: Any, node: LocatedDict, where: str) -> str:
-    value = node.get("severity", "warning")
+def _severity(c: Any, node: LocatedDict, where: str, default: str = "warning") -> str:
+    value = node.get("severity", default)
     if value not in SEVERITIES:
         c.add(
             f"{where}.severity",
@@ -225,21 +229,23 @@ def _severity(c: Any, node: LocatedDict, where: str) -> str:
             node,
             "severity",
         )
-        return "warning"
+        return default
     return str(value)
 
 
-def _parse_drift(c: Any, section: LocatedDict, checks: dict[str, Check]) -> tuple[str, ...]:
+def _parse_drift(
+    c: Any, section: LocatedDict, checks: dict[str, Check]
+) -> tuple[tuple[str, ...], str | None]:
     node = section.get("drift")
     if node is None:
-        return ()
+        return (), None
     where = "monitoring.drift"
     if node is False:
         del checks[DRIFT]
-        return ()
+        return (), None
     if not isinstance(node, LocatedDict):
         c.add(where, "'drift' must be a mapping (or false: not watched)", section, "drift")
-        return ()
+        return (), None
     c.unknown_keys(node, _DRIFT_KEYS, where)
     methods = node.get("methods", [])
     if not isinstance(methods, list) or not all(m in DRIFT_METHODS for m in methods):
@@ -252,7 +258,27 @@ def _parse_drift(c: Any, section: LocatedDict, checks: dict[str, Check]) -> tupl
         methods = []
     columns = _count(c, node, "min_columns", where, 1, 1)
     checks[DRIFT] = Check(float(columns), _severity(c, node, where))
-    return tuple(methods)
+    reference = node.get("reference")
+    if isinstance(reference, int | float) and not isinstance(reference, bool):
+        c.add(
+            f"{where}.reference",
+            "'reference' must be quoted: YAML reads an id of digits alone as a number",
+            node,
+            "reference",
+        )
+        reference = None
+    elif reference is not None and (
+        not isinstance(reference, str) or not PROFILE_ID_RE.match(reference)
+    ):
+        c.add(
+            f"{where}.reference",
+            "'reference' must be a stored profile's id (12 to 64 hex digits, as "
+            f"'keel drift profile' prints it), got {reference!r}",
+            node,
+            "reference",
+        )
+        reference = None
+    return tuple(methods), reference
 
 
 def _parse_limits(c: Any, section: LocatedDict, checks: dict[str, Check]) -> None:
@@ -420,15 +446,7 @@ def _parse_governor(
                 when,
                 "alarm",
             )
-        severity = when.get("severity", "info")
-        if severity not in SEVERITIES:
-            c.add(
-                f"{where}.when.severity",
-                f"'severity' must be one of {', '.join(SEVERITIES)}, got {severity!r}",
-                when,
-                "severity",
-            )
-            continue
+        severity = _severity(c, when, f"{where}.when", default="info")
         level = raw.get("to")
         if action == "lower_autonomy":
             if level not in levels[:-1]:

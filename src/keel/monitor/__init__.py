@@ -1,1 +1,2 @@
-"""Watching decisions: trust metrics per flow (and, to come, drift and behaviour monitors)."""
+"""Watching decisions: trust metrics, drift (tables and embeddings), behaviour monitors,
+monitor runs, alarms and the governor that lowers a flow's autonomy on its own."""

@@ -21,11 +21,16 @@ from typing import Any
 import numpy as np
 
 from keel.errors import InputError
+from keel.monitor.embeddings import EMBEDDING_METHODS, EmbeddingSample, projections
 from keel.monitor.profile import Comparison, Profile, Sample
 from keel.monitor.report import STYLE
 from keel.monitor.stats import CATEGORICAL_METHODS, NUMERIC_METHODS, NumericSample, Statistic
 
-PRIMARY = {"numeric": "wasserstein", "categorical": "jensenshannon"}
+PRIMARY = {
+    "numeric": "wasserstein",
+    "categorical": "jensenshannon",
+    "embedding": "domain_classifier",
+}
 FORMATS = (".parquet", ".csv")
 BARS = 24
 TOP_CATEGORIES = 12
@@ -61,14 +66,14 @@ def read_table(path: Path) -> dict[str, Any]:
     return {name: table.column(name) for name in table.column_names}
 
 
-def _kind(sample: Sample) -> str:
-    return "numeric" if isinstance(sample, NumericSample) else "categorical"
-
-
 def verdict_method(
     kind: str, mode: str, methods: Sequence[str] | None, statistics: Sequence[Statistic]
 ) -> Statistic | None:
     """The statistic whose verdict is the column's."""
+    if kind == "embedding":  # Keel's methods in either mode: Evidently's differ
+        chosen = next((m for m in methods or () if m in EMBEDDING_METHODS), None)
+        method = chosen if methods else PRIMARY[kind]
+        return next((s for s in statistics if s.method == method), None)
     if mode == "evidently":
         return next((s for s in statistics if s.mode == "evidently"), None)
     applicable = NUMERIC_METHODS if kind == "numeric" else CATEGORICAL_METHODS
@@ -78,7 +83,10 @@ def verdict_method(
 
 
 def _histogram(reference: Sample, current: Sample) -> dict[str, Any]:
-    """Shares of both samples in common bins, for the chart."""
+    """Shares of both samples in common bins, for the chart (an embedding: its rows
+    projected on the line between the two means)."""
+    if isinstance(reference, EmbeddingSample) and isinstance(current, EmbeddingSample):
+        return {**_histogram(*projections(reference, current)), "projection": True}
     if isinstance(reference, NumericSample) and isinstance(current, NumericSample):
         ref_values, cur_values = reference.values, current.values
         if len(ref_values) == 0 or len(cur_values) == 0:
@@ -272,7 +280,7 @@ def report_html(data: Mapping[str, Any]) -> str:
     for name, column in data["columns"].items():
         chosen = next(
             (s for s in column["statistics"] if s["method"] == column["method"]
-             and (s["mode"] == data["mode"])), None,
+             and (s["mode"] == data["mode"] or column["type"] == "embedding")), None,
         )  # fmt: skip
         out.append(
             f'<tr><td><a href="#col-{escape(name)}">{escape(name)}</a></td>'
@@ -290,9 +298,14 @@ def report_html(data: Mapping[str, Any]) -> str:
         if "note" in column:
             out.append(f"<p>{escape(column['note'])}</p>")
         if "histogram" in column:
+            what = (
+                "share of rows per bin, projected on the line between the two means"
+                if column["histogram"].get("projection")
+                else "share of values per bin"
+            )
             out.append(
                 f'<p class="legend"><i style="background:{REF_COLOUR}"></i>reference'
-                f'<i style="background:{CUR_COLOUR}"></i>current (share of values per bin)</p>'
+                f'<i style="background:{CUR_COLOUR}"></i>current ({what})</p>'
             )
             out.append(_chart(column["histogram"]))
         out.append(

@@ -30,7 +30,7 @@ import numpy as np
 
 from keel.errors import InputError
 from keel.monitor.drift_report import report_data
-from keel.monitor.profile import build_profile, compare
+from keel.monitor.profile import Profile, ProfileStore, build_profile, compare
 from keel.monitor.windows import Window, WindowData, read_window
 from keel.monitoring import (
     DEFAULT_CLEAR_BELOW,
@@ -140,8 +140,13 @@ def run_monitor(
                 f"{limits.min_decisions} a judgement needs (monitoring.min_decisions)",
                 {"window": label, **data.window.to_dict(), "decisions": data.decisions},
             )
-    profile = build_profile(before.table(), f"{flow} {baseline.since}..{baseline.until}")
-    comparison = compare(profile, now.table(), methods)
+    table = now.table()
+    if spec.reference is not None:
+        profile = ProfileStore.of_project(engine.settings.project_dir).find(spec.reference)
+        table = _as_named_in(profile, table)
+    else:
+        profile = build_profile(before.table(), f"{flow} {baseline.since}..{baseline.until}")
+    comparison = compare(profile, table, methods)
     drift = report_data(
         profile, comparison, current_source=f"{flow} {current.since}..{current.until}",
         current_rows=now.decisions, mode="keel", methods=methods,
@@ -172,3 +177,14 @@ def run_monitor(
         "verdicts": verdicts,
         "breaches": [m for m, v in verdicts.items() if v == "breach"],
     }  # fmt: skip
+
+
+def _as_named_in(profile: Profile, table: dict[str, Any]) -> dict[str, Any]:
+    """A window's columns named as in a training-data profile: ``input.income`` is
+    compared with the profile's ``income`` when the profile has no ``input.income``."""
+    out = {}
+    for name, values in table.items():
+        plain = name.removeprefix("input.")
+        renamed = plain != name and plain in profile.columns and name not in profile.columns
+        out[plain if renamed else name] = values
+    return out

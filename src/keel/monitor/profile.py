@@ -27,6 +27,12 @@ import numpy as np
 
 from keel.errors import InputError
 from keel.monitor import compat
+from keel.monitor.embeddings import (
+    EMBEDDING_METHODS,
+    EmbeddingSample,
+    embedding_drift,
+    is_embedding,
+)
 from keel.monitor.stats import (
     CATEGORICAL_METHODS,
     NUMERIC_METHODS,
@@ -36,12 +42,13 @@ from keel.monitor.stats import (
     Statistic,
     as_array,
     categorical_drift,
+    missing_share,
     numeric_drift,
 )
 
 PROFILE_FORMAT = 2
 MODES = ("keel", "evidently")
-Sample = NumericSample | CategoricalSample
+Sample = NumericSample | CategoricalSample | EmbeddingSample
 Column = Sequence[Any] | np.ndarray | Any  # also an Arrow array or chunked array
 
 
@@ -53,7 +60,13 @@ class Profile:
     columns: dict[str, Sample]
 
     def kind(self, column: str) -> str:
-        return "numeric" if isinstance(self.columns[column], NumericSample) else "categorical"
+        return kind_of(self.columns[column])
+
+
+def kind_of(entry: Sample) -> str:
+    if isinstance(entry, NumericSample):
+        return "numeric"
+    return "embedding" if isinstance(entry, EmbeddingSample) else "categorical"
 
 
 def is_numeric(values: Column) -> bool:
@@ -66,8 +79,12 @@ def is_numeric(values: Column) -> bool:
     return as_array(values).dtype.kind in "iuf"
 
 
-def sample(column: str, values: Column, numeric: bool) -> Sample:
-    return NumericSample.of(column, values) if numeric else CategoricalSample.of(values)
+def sample(column: str, values: Column) -> Sample:
+    if is_embedding(values):
+        return EmbeddingSample.of(column, values)
+    if is_numeric(values):
+        return NumericSample.of(column, values)
+    return CategoricalSample.of(values)
 
 
 def _content_id(columns: Mapping[str, Sample]) -> str:
@@ -78,6 +95,10 @@ def _content_id(columns: Mapping[str, Sample]) -> str:
             head = ["numeric", name, entry.missing, entry.infinite, entry.rows, entry.integer]
             digest.update(json.dumps(head).encode())
             digest.update(np.ascontiguousarray(entry.values, dtype=np.float64).tobytes())
+        elif isinstance(entry, EmbeddingSample):
+            digest.update(json.dumps(["embedding", name, entry.missing, entry.rows]).encode())
+            digest.update(np.ascontiguousarray(entry.mean, dtype=np.float64).tobytes())
+            digest.update(np.ascontiguousarray(entry.sample, dtype=np.float32).tobytes())
         else:
             head = ["categorical", name, entry.missing, entry.rows, sorted(entry.counts.items())]
             digest.update(json.dumps(head).encode())
@@ -92,7 +113,7 @@ def _samples(table: Mapping[str, Column], source: str, workers: int) -> dict[str
         raise InputError(f"{source}: columns of different lengths", {"source": source})
     names = sorted(table)
     with ThreadPoolExecutor(workers) as pool:  # sorting releases the GIL
-        built = pool.map(lambda n: sample(n, table[n], is_numeric(table[n])), names)
+        built = pool.map(lambda n: sample(n, table[n]), names)
         return dict(zip(names, built, strict=True))
 
 
@@ -117,6 +138,11 @@ class ProfileStore:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
+    @classmethod
+    def of_project(cls, project_dir: Path) -> ProfileStore:
+        """The project's own store, ``.keel/profiles``."""
+        return cls(project_dir / ".keel" / "profiles")
+
     def path(self, profile_id: str) -> Path:
         return self.folder / f"{profile_id}.npz"
 
@@ -130,6 +156,9 @@ class ProfileStore:
                 arrays[f"c{i}"] = entry.values
                 fields = {"kind": "numeric", "missing": entry.missing,
                           "infinite": entry.infinite, "integer": entry.integer}  # fmt: skip
+            elif isinstance(entry, EmbeddingSample):
+                arrays[f"c{i}_mean"], arrays[f"c{i}_sample"] = entry.mean, entry.sample
+                fields = {"kind": "embedding", "missing": entry.missing}
             else:
                 fields = {"kind": "categorical", "missing": entry.missing,
                           "counts": entry.counts}  # fmt: skip
@@ -161,6 +190,11 @@ class ProfileStore:
                         columns[name] = NumericSample(
                             archive[f"c{entry['index']}"], entry["missing"], entry["infinite"],
                             entry["rows"], entry["integer"],
+                        )  # fmt: skip
+                    elif entry["kind"] == "embedding":
+                        columns[name] = EmbeddingSample(
+                            archive[f"c{entry['index']}_mean"],
+                            archive[f"c{entry['index']}_sample"], entry["missing"], entry["rows"],
                         )  # fmt: skip
                     else:
                         columns[name] = CategoricalSample(
@@ -234,6 +268,22 @@ def _compare_column(
     name: str, reference: Sample, values: Column, methods: Sequence[str] | None,
     mode: str, num_method: str | None, cat_method: str | None,
 ) -> tuple[list[Statistic], Sample]:  # fmt: skip
+    if isinstance(reference, EmbeddingSample):
+        if not is_embedding(values):
+            raise InputError(
+                f"column '{name}' is an embedding in the reference but not in the current data",
+                {"column": name},
+            )
+        embedded = EmbeddingSample.of(name, values)
+        chosen = [m for m in methods or EMBEDDING_METHODS if m in EMBEDDING_METHODS]
+        missing = missing_share(name, reference.missing, reference.rows, embedded.missing,
+                                embedded.rows)  # fmt: skip
+        return [missing, *embedding_drift(name, reference, embedded, chosen)], embedded
+    if is_embedding(values):
+        raise InputError(
+            f"column '{name}' is an embedding in the current data but not in the reference",
+            {"column": name},
+        )
     if isinstance(reference, NumericSample):
         current = NumericSample.of(name, values)
         if mode == "evidently":
@@ -272,7 +322,7 @@ def check_methods(methods: Sequence[str] | None, mode: str) -> None:
         for method in methods or ():
             compat.check_method(method)
         return
-    known = set(NUMERIC_METHODS) | set(CATEGORICAL_METHODS)
+    known = set(NUMERIC_METHODS) | set(CATEGORICAL_METHODS) | set(EMBEDDING_METHODS)
     for method in methods or ():
         if method not in known:
             raise InputError(

@@ -126,8 +126,11 @@ class Monitoring:
             return None  # another worker claimed this period
         try:
             result = run_monitor(engine, flow, current, baseline, Limits.of(spec))
-        except InputError as skipped:
-            return self._finish(row, "skipped", note=skipped.message)
+        except InputError as refused:
+            if "window" in refused.detail:  # too little traffic to judge: not a fault
+                return self._finish(row, "skipped", note=refused.message)
+            self._finish(row, "failed", note=refused.message)
+            raise
         except Exception as failed:
             self._finish(row, "failed", note=f"{type(failed).__name__}: {failed}")
             raise

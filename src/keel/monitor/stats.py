@@ -199,7 +199,7 @@ def numeric_drift(
     c_sample = current if isinstance(current, NumericSample) else NumericSample.of(column, current)
     ref, cur = r_sample.values, c_sample.values
     pair = SortedPair(ref, cur)
-    out = [_missing(column, r_sample.missing, r_sample.rows, c_sample.missing, c_sample.rows)]
+    out = [missing_share(column, r_sample.missing, r_sample.rows, c_sample.missing, c_sample.rows)]
     for method in methods:
         if method not in NUMERIC_METHODS:
             raise InputError(
@@ -304,7 +304,7 @@ def categorical_drift(
     c_sample = current if isinstance(current, CategoricalSample) else CategoricalSample.of(current)
     ref, cur = Counter(r_sample.counts), Counter(c_sample.counts)
     ref_n, cur_n = sum(ref.values()), sum(cur.values())
-    out = [_missing(column, r_sample.missing, r_sample.rows, c_sample.missing, c_sample.rows)]
+    out = [missing_share(column, r_sample.missing, r_sample.rows, c_sample.missing, c_sample.rows)]
     categories = sorted(ref.keys() | cur.keys())
     for method in methods:
         if method not in CATEGORICAL_METHODS:
@@ -341,7 +341,9 @@ def categorical_drift(
     return out
 
 
-def _missing(column: str, ref_missing: int, ref_n: int, cur_missing: int, cur_n: int) -> Statistic:
+def missing_share(
+    column: str, ref_missing: int, ref_n: int, cur_missing: int, cur_n: int
+) -> Statistic:
     if cur_n == 0 or ref_n == 0:
         where = "reference" if ref_n == 0 else "current data"
         raise InputError(f"column '{column}': the {where} has no rows", {"column": column})
