@@ -17,11 +17,12 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 
 from keel.errors import InputError, KeelError, NotFoundError
 from keel.ledger.records import iso_time, new_id
+from keel.ledger.writer import WindowGate
 from keel.monitor import alarms as alarm_life
 from keel.monitor.deliver import post, run_command
 from keel.monitor.monitors import Limits, run_monitor
@@ -137,7 +138,7 @@ class Monitoring:
         result["id"] = row["id"]
         evidence = _evidence(result)
 
-        def work(conn: Any, gate: Any) -> tuple[list[alarm_life.Notice], list[str]]:
+        def work(conn: Connection, gate: WindowGate) -> tuple[list[alarm_life.Notice], list[str]]:
             notices, suppressed = alarm_life.settle_in(
                 engine, conn, gate, flow, spec, result, evidence
             )
