@@ -1328,26 +1328,22 @@ def _flow_windows(
     """The stored profile of a flow's baseline window, its current window's table, and
     the current window's name."""
     from keel.engine import open_engine  # noqa: PLC0415
-    from keel.ledger.records import iso_time, parse_instant  # noqa: PLC0415
-    from keel.monitor.windows import Window, duration, moment, read_window  # noqa: PLC0415
+    from keel.ledger.records import parse_instant  # noqa: PLC0415
+    from keel.monitor.monitors import require_decisions  # noqa: PLC0415
+    from keel.monitor.windows import duration, moment, read_window  # noqa: PLC0415
 
     with open_engine(project) as engine:
-        spec = engine.runtime(flow).flow.monitoring
         end = parse_instant("until", until)
-        end_ts = moment(end).timestamp() if end else engine.clock()
-        size = duration("--window", window).total_seconds() if window else spec.window_s
-        before = duration("--baseline", baseline).total_seconds() if baseline else spec.baseline_s
-        current = Window(iso_time(end_ts - size), iso_time(end_ts))
-        base = Window(iso_time(end_ts - size - before), current.since)
+        current, base = engine.monitoring.windows(
+            flow,
+            moment(end).timestamp() if end else engine.clock(),
+            duration("--window", window).total_seconds() if window else None,
+            duration("--baseline", baseline).total_seconds() if baseline else None,
+        )
         tables = []
         for label, span in (("baseline", base), ("current", current)):
             data = read_window(engine, flow, span)
-            if data.decisions == 0:
-                raise InputError(
-                    f"the {label} window [{span.since}, {span.until}) holds no decisions of "
-                    f"flow '{flow}'",
-                    {"window": label, **span.to_dict()},
-                )
+            require_decisions(data, label, flow)
             tables.append(data.table())
     profile = store.profile(tables[0], f"{flow} {base.since}..{base.until}")
     return profile, tables[1], f"{flow} {current.since}..{current.until}"
@@ -1395,9 +1391,9 @@ def monitor_run(
     """
     from dataclasses import replace  # noqa: PLC0415
 
-    from keel.ledger.records import iso_time, parse_instant  # noqa: PLC0415
+    from keel.ledger.records import parse_instant  # noqa: PLC0415
     from keel.monitor.monitors import Limits, run_monitor  # noqa: PLC0415
-    from keel.monitor.windows import Window, duration, moment  # noqa: PLC0415
+    from keel.monitor.windows import duration, moment  # noqa: PLC0415
     from keel.monitoring import LATENCY, RATES, Check  # noqa: PLC0415
 
     overrides = [window, baseline, method, max_change, max_ratio]
@@ -1418,13 +1414,12 @@ def monitor_run(
             result = run["result"]
         else:
             spec = engine.runtime(flow).flow.monitoring
-            current, base = engine.monitoring.windows(flow, end_ts)
-            if window is not None or baseline is not None:
-                size = duration("--window", window).total_seconds() if window else spec.window_s
-                before = (duration("--baseline", baseline).total_seconds() if baseline
-                          else spec.baseline_s)  # fmt: skip
-                current = Window(iso_time(end_ts - size), iso_time(end_ts))
-                base = Window(iso_time(end_ts - size - before), current.since)
+            current, base = engine.monitoring.windows(
+                flow,
+                end_ts,
+                duration("--window", window).total_seconds() if window else None,
+                duration("--baseline", baseline).total_seconds() if baseline else None,
+            )
             checks = dict(spec.checks)
             for name, check in checks.items():
                 if name == LATENCY and max_ratio is not None:

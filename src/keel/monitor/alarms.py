@@ -32,6 +32,7 @@ from sqlalchemy import Connection, select, update
 from keel.errors import ConflictError, NotFoundError
 from keel.ledger.records import iso_time, new_id
 from keel.ledger.writer import WindowGate, append_in, event
+from keel.monitor.windows import moment
 from keel.monitoring import SEVERITIES, MonitoringSpec, Rule
 from keel.rollout.holds import set_hold_in
 from keel.store.schema import alarms
@@ -112,7 +113,7 @@ def settle_in(
                 "evidence": json.dumps(figures), "summary": summary_of(monitor, figures),
             }  # fmt: skip
             graver = SEVERITIES.index(check.severity) > SEVERITIES.index(found["severity"])
-            cooled = gate.now - _seconds(found["notified_at"]) >= spec.cooldown_s
+            cooled = gate.now - moment(found["notified_at"]).timestamp() >= spec.cooldown_s
             if graver or cooled:
                 kind = "alarm_escalated" if graver else "alarm_repeated"
                 changes.update(severity=check.severity, notified_at=now)
@@ -142,12 +143,6 @@ def settle_in(
                     update(alarms).where(alarms.c.id == found["id"]).values(clean_runs=clean)
                 )
     return notices, suppressed
-
-
-def _seconds(instant: str) -> float:
-    from keel.monitor.windows import moment  # noqa: PLC0415 - numpy-free callers stay light
-
-    return moment(instant).timestamp()
 
 
 def _raise_in(

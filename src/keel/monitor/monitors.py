@@ -112,6 +112,24 @@ def _verdict(size: float | None, bound: float, clear_below: float) -> str:
     return "clean" if size < bound * clear_below else "band"
 
 
+def require_decisions(data: WindowData, label: str, flow: str, least: int = 1) -> None:
+    """Refuse a window with fewer than ``least`` decisions, naming it (``detail.window``)."""
+    window = data.window
+    if data.decisions == 0:
+        raise InputError(
+            f"the {label} window [{window.since}, {window.until}) holds no decisions of "
+            f"flow '{flow}'",
+            {"window": label, **window.to_dict()},
+        )
+    if data.decisions < least:
+        raise InputError(
+            f"the {label} window [{window.since}, {window.until}) holds {data.decisions} "
+            f"decisions of flow '{flow}', fewer than the {least} a judgement needs "
+            "(monitoring.min_decisions)",
+            {"window": label, **window.to_dict(), "decisions": data.decisions},
+        )
+
+
 def run_monitor(
     engine: Engine,
     flow: str,
@@ -127,19 +145,7 @@ def run_monitor(
     before = read_window(engine, flow, baseline)
     now = read_window(engine, flow, current)
     for label, data in (("baseline", before), ("current", now)):
-        if data.decisions == 0:
-            raise InputError(
-                f"the {label} window [{data.window.since}, {data.window.until}) holds no "
-                f"decisions of flow '{flow}'",
-                {"window": label, **data.window.to_dict()},
-            )
-        if data.decisions < limits.min_decisions:
-            raise InputError(
-                f"the {label} window [{data.window.since}, {data.window.until}) holds "
-                f"{data.decisions} decisions of flow '{flow}', fewer than the "
-                f"{limits.min_decisions} a judgement needs (monitoring.min_decisions)",
-                {"window": label, **data.window.to_dict(), "decisions": data.decisions},
-            )
+        require_decisions(data, label, flow, limits.min_decisions)
     table = now.table()
     if spec.reference is not None:
         profile = ProfileStore.of_project(engine.settings.project_dir).find(spec.reference)

@@ -48,12 +48,20 @@ class Monitoring:
     def spec(self, flow: str) -> MonitoringSpec:
         return self._engine.runtime(flow).flow.monitoring
 
-    def windows(self, flow: str, until: float) -> tuple[Window, Window]:
-        """The current window ending at ``until`` and the baseline right before it."""
+    def windows(
+        self,
+        flow: str,
+        until: float,
+        window_s: float | None = None,
+        baseline_s: float | None = None,
+    ) -> tuple[Window, Window]:
+        """The current window ending at ``until`` and the baseline right before it, of the
+        flow's lengths unless given."""
         spec = self.spec(flow)
-        since = until - spec.window_s
+        since = until - (window_s or spec.window_s)
         current = Window(iso_time(since), iso_time(until))
-        return current, Window(iso_time(since - spec.baseline_s), current.since)
+        before = baseline_s or spec.baseline_s
+        return current, Window(iso_time(since - before), current.since)
 
     # ---- running -----------------------------------------------------------------------
 
@@ -196,6 +204,12 @@ class Monitoring:
         environ = engine.settings.environ
         runtime = engine.runtime(flow, refresh=False)
         out: list[dict[str, Any]] = []
+
+        def sent(alarm_id: str, kind: str, failure: str, result: dict[str, Any]) -> None:
+            out.append({"alarm": alarm_id, "kind": kind, **result})
+            if not result["ok"]:
+                engine.metrics.delivery_failures.labels(flow, failure).inc()
+
         for notice in notices:
             alarm = notice.alarm
             if notice.kind == "alarm_raised":
@@ -216,24 +230,17 @@ class Monitoring:
                 "sent_at": iso_time(engine.clock()),
             }  # fmt: skip
             for hook in spec.notify:
-                sent = post(hook, payload, environ)
-                out.append({"alarm": alarm["id"], "kind": notice.kind, **sent})
-                if not sent["ok"]:
-                    engine.metrics.delivery_failures.labels(flow, "webhook").inc()
+                sent(alarm["id"], notice.kind, "webhook", post(hook, payload, environ))
             if notice.retrain and spec.retrain is not None:
                 request = {**payload, "kind": "retraining_requested",
                            "models": {s: m.version for s, m in runtime.models.items()}}  # fmt: skip
                 if spec.retrain.webhook is not None:
-                    sent = post(spec.retrain.webhook, request, environ)
-                    out.append({"alarm": alarm["id"], "kind": "retrain", **sent})
-                    if not sent["ok"]:
-                        engine.metrics.delivery_failures.labels(flow, "retrain").inc()
+                    answer = post(spec.retrain.webhook, request, environ)
+                    sent(alarm["id"], "retrain", "retrain", answer)
                 if spec.retrain.command:
                     ran = run_command(spec.retrain.command, request,
                                       engine.settings.project_dir, environ)  # fmt: skip
-                    out.append({"alarm": alarm["id"], "kind": "retrain", **ran})
-                    if not ran["ok"]:
-                        engine.metrics.delivery_failures.labels(flow, "retrain").inc()
+                    sent(alarm["id"], "retrain", "retrain", ran)
         return out
 
     # ---- reading and resolving -----------------------------------------------------------
