@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from keel.engine import open_engine
 from keel.ledger.records import iso_time
-from keel.outcomes import OutcomeReport
+from keel.review.outcomes import OutcomeReport
 from keel.scaffold import generate_applicants
 from keel.scaffold.applicants import case_inputs
 from keel.security.roles import Actor

@@ -28,11 +28,11 @@ import zen
 
 import zen_policy
 from keel.canonical import canonical_json
-from keel.decide import draft
+from keel.decide.draft import draft
 from keel.engine import open_engine
 from keel.ledger.records import chain_hash, new_id
+from keel.ledger.windows import WindowState
 from keel.ledger.writer import Pending, WindowGate
-from keel.policy.guardrails import WindowState
 from keel.scaffold import generate_applicants, init_project
 from keel.scaffold.applicants import case_inputs
 

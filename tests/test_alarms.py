@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 from keel import open_engine
-from keel.decide import Status
+from keel.decide.draft import Status
 from keel.errors import ConflictError, DefinitionError, InputError, NotFoundError
 from keel.flows import parse_flow
+from keel.flows.monitoring import Check
 from keel.monitor.profile import ProfileStore
-from keel.monitoring import Check
 from keel.security.roles import Actor
 from keel.yamlfile import load_yaml_text
 from tests.conftest import LOW_RISK

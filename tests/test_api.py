@@ -15,7 +15,7 @@ from keel import Engine, open_engine
 from keel.api import create_app
 from keel.api.auth import CACHE_S
 from keel.monitor.alarms import settle_in
-from keel.outcomes import OutcomeReport
+from keel.review.outcomes import OutcomeReport
 from keel.security.apikeys import change_grants, create_key, revoke_key
 from keel.security.audit import AuditLog
 from keel.security.roles import Actor, Grant, Role
@@ -306,7 +306,7 @@ def raise_alarm(engine: Engine) -> str:
     run = {"id": "mon_matrix", "verdicts": {"drift": "breach"}}
     figures = {"drift": {"drifted": ["input.region"], "limit": 1}}
     notices, _ = engine.writer.transact(
-        lambda conn, gate: settle_in(engine, conn, gate, FLOW, spec, run, figures)
+        lambda conn, gate: settle_in(conn, gate, FLOW, spec, run, figures)
     )
     return str(notices[0].alarm["id"])
 

@@ -276,7 +276,7 @@ def test_concurrent_single_decisions_are_combined(engine: Engine, low_risk: dict
     assert all(
         d.value == 1000.0 + int((d.subject_id or "s0")[1:]) for d in decisions
     )  # each caller gets its own
-    assert engine.combiner.batches < 200  # concurrent callers shared model calls and appends
+    assert engine.decider.batches < 200  # concurrent callers shared model calls and appends
     assert engine.verify().ok
 
 

@@ -12,10 +12,10 @@ import pytest
 
 from keel import open_engine
 from keel.errors import InputError
+from keel.flows.monitoring import DRIFT, LATENCY, RATES, Check
 from keel.ledger.records import iso_time
 from keel.monitor.monitors import Limits, run_monitor
 from keel.monitor.windows import Window, duration, read_window, sliding, tumbling
-from keel.monitoring import DRIFT, LATENCY, RATES, Check
 from tests.conftest import LOW_RISK
 from tests.test_cli import keel
 from tests.test_review import SHORT_HISTORY, Clock
@@ -64,14 +64,14 @@ def test_a_window_against_its_baseline(project: Path, env: dict[str, str]) -> No
     baseline = Window(iso_time(START - 3600), iso_time(START + DAY - 3600))
     current = Window(iso_time(START + DAY - 3600), iso_time(START + 2 * DAY))
     with open_engine(project, environ=env) as engine:
-        data = read_window(engine, FLOW, current)
+        data = read_window(engine.ctx, FLOW, current)
         assert data.decisions == 30 and data.statuses["pending_review"] == 10
         table = data.table()
         assert table["input.annual_income"].dtype == float and table["action"].dtype == object
         assert len(table["signal.default_risk"]) == 30
-        result = run_monitor(engine, FLOW, current, baseline)
+        result = run_monitor(engine.ctx, FLOW, current, baseline)
         loose = {name: Check(0.5) for name in RATES} | {LATENCY: Check(100.0), DRIFT: Check(1)}
-        relaxed = run_monitor(engine, FLOW, current, baseline, Limits(loose))
+        relaxed = run_monitor(engine.ctx, FLOW, current, baseline, Limits(loose))
     checks = {c["figure"]: c for c in result["behaviour"]}
     assert checks["automation_rate"]["baseline"] == 1.0
     assert checks["automation_rate"]["current"] == pytest.approx(20 / 30)
@@ -93,9 +93,9 @@ def test_empty_windows_are_named(project: Path, env: dict[str, str]) -> None:
         empty = Window("2020-01-01T00:00:00Z", "2020-01-02T00:00:00Z")
         full = Window(iso_time(START), iso_time(START + DAY))
         with pytest.raises(InputError, match=r"the baseline window .* holds no decisions"):
-            run_monitor(engine, FLOW, full, empty)
+            run_monitor(engine.ctx, FLOW, full, empty)
         with pytest.raises(InputError, match=r"the current window .* holds no decisions"):
-            run_monitor(engine, FLOW, empty, full)
+            run_monitor(engine.ctx, FLOW, empty, full)
 
 
 def test_monitor_from_the_command_line(project: Path) -> None:

@@ -18,7 +18,7 @@ from keel.cli import app
 from keel.engine import Engine
 from keel.errors import ConflictError, DefinitionError, InputError, NotFoundError
 from keel.ledger.records import iso_time
-from keel.outcomes import OutcomeReport
+from keel.review.outcomes import OutcomeReport
 from keel.security.apikeys import create_key
 from keel.security.roles import Grant, Role
 from tests.conftest import LOW_RISK, replace_in, run_sql

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from keel.config import load_settings
-from keel.decide import draft
+from keel.decide.draft import draft
+from keel.ledger.windows import WindowState
 from keel.ledger.writer import WindowGate
-from keel.policy.guardrails import WindowState
 from keel.project import load_project
 from keel.signals.runner import SignalResult, SignalRunner
 from tests.conftest import LOW_RISK

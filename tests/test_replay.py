@@ -12,7 +12,7 @@ from keel import open_engine
 from keel.cli import app
 from keel.engine import Engine
 from keel.errors import InputError, NotFoundError
-from keel.outcomes import OutcomeReport
+from keel.review.outcomes import OutcomeReport
 from keel.security.roles import Actor
 from tests.conftest import LOW_RISK, run_sql
 from tests.test_changes import SHORTER, policy_text

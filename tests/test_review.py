@@ -11,7 +11,7 @@ import pytest
 from keel import open_engine
 from keel.engine import Engine
 from keel.errors import ConflictError, InputError, NotFoundError
-from keel.review import Reviewer
+from keel.review.queue import Reviewer
 from tests.conftest import LOW_RISK, replace_in, run_sql
 
 FLOW = "credit_limit"

@@ -13,8 +13,8 @@ from keel.cli import app
 from keel.errors import InputError, NotFoundError
 from keel.ledger.records import iso_time
 from keel.monitor.report import trust_html
-from keel.monitor.trust import trust_metrics
-from keel.outcomes import OutcomeReport
+from keel.review.outcomes import OutcomeReport
+from keel.review.trust import trust_metrics
 from tests.conftest import LOW_RISK, replace_in
 from tests.test_replay import ALL_TIME, RISKY
 from tests.test_review import ANNA, SHORT_HISTORY, Clock
@@ -39,7 +39,7 @@ def test_trust_figures_per_day_and_week(project: Path, env: dict[str, str]) -> N
             engine.outcomes.report(OutcomeReport(decision.id, label), "t")
         clock.now += DAY
         engine.decide(FLOW, RISKY)
-        report = trust_metrics(engine, FLOW, *ALL_TIME)
+        report = trust_metrics(engine.ctx, FLOW, *ALL_TIME)
         first, second = report["buckets"]
         assert (first["start"], second["start"]) == ("2027-01-15", "2027-01-16")
         assert first["volume"] == 5 and first["final"] == 3 and first["pending_review"] == 2
@@ -53,19 +53,19 @@ def test_trust_figures_per_day_and_week(project: Path, env: dict[str, str]) -> N
         assert first["outcomes_known"] == 3 and first["outcome_accuracy"] == pytest.approx(1 / 3)
         assert second["volume"] == 1 and second["final"] == 1 and second["outcome_accuracy"] is None
         assert report["total"]["volume"] == 6
-        weekly = trust_metrics(engine, FLOW, *ALL_TIME, bucket="week")
+        weekly = trust_metrics(engine.ctx, FLOW, *ALL_TIME, bucket="week")
         assert [b["start"] for b in weekly["buckets"]] == ["2027-01-11"]  # Friday and Saturday
         assert weekly["buckets"][0]["volume"] == 6
-        hourly = trust_metrics(engine, FLOW, *ALL_TIME, bucket="hour")
+        hourly = trust_metrics(engine.ctx, FLOW, *ALL_TIME, bucket="hour")
         assert len(hourly["buckets"]) == 2
-        nothing = trust_metrics(engine, FLOW, "2001-01-01", "2001-02-01")
+        nothing = trust_metrics(engine.ctx, FLOW, "2001-01-01", "2001-02-01")
         assert nothing["buckets"] == [] and nothing["total"]["automation_rate"] is None
         with pytest.raises(InputError, match="bucket must be one of hour, day, week"):
-            trust_metrics(engine, FLOW, *ALL_TIME, bucket="month")
+            trust_metrics(engine.ctx, FLOW, *ALL_TIME, bucket="month")
         with pytest.raises(InputError, match="the range is empty"):
-            trust_metrics(engine, FLOW, ALL_TIME[1], ALL_TIME[0])
+            trust_metrics(engine.ctx, FLOW, ALL_TIME[1], ALL_TIME[0])
         with pytest.raises(NotFoundError, match="unknown flow"):
-            trust_metrics(engine, "pricing", *ALL_TIME)
+            trust_metrics(engine.ctx, "pricing", *ALL_TIME)
         page = trust_html(report, iso_time(clock.now))
         assert page.startswith("<!doctype html>") and page.count("<svg") == 2
         assert "<script" not in page and "http" not in page  # self-contained
@@ -84,7 +84,7 @@ def test_advisory_agreement_and_guardrail_hits(project: Path, env: dict[str, str
             FLOW, {**LOW_RISK, "annual_income": 400000.0, "requested_limit": 60000.0}
         )
         assert big.guardrail_hits  # the approval bound clamps it
-        total = trust_metrics(engine, FLOW, *ALL_TIME)["total"]
+        total = trust_metrics(engine.ctx, FLOW, *ALL_TIME)["total"]
         assert total["advisory"] == 3 and total["automation_rate"] == 0.0
         assert total["advisory_agreement"] == pytest.approx(0.5)
         assert total["guardrail_hits"] == 1

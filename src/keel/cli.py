@@ -406,10 +406,10 @@ def keys_create(
     """
     import time  # noqa: PLC0415
 
-    from keel.flows import parse_window  # noqa: PLC0415
     from keel.security.apikeys import create_key  # noqa: PLC0415
     from keel.security.audit import AuditLog  # noqa: PLC0415
     from keel.security.roles import Grant, parse_role  # noqa: PLC0415
+    from keel.yamlfile import parse_window  # noqa: PLC0415
 
     try:
         grants = [Grant(parse_role(r), flow) for r in role]
@@ -705,7 +705,7 @@ def outcomes_report(
 
     Example: keel outcomes report dec_0193... defaulted --value 1850 --observed-at 2027-06-01
     """
-    from keel.outcomes import OutcomeReport  # noqa: PLC0415
+    from keel.review.outcomes import OutcomeReport  # noqa: PLC0415
 
     with _engine(project) as engine:
         row, created = engine.outcomes.report(
@@ -1141,12 +1141,12 @@ def report_trust(
 
     from keel.ledger.records import iso_time, parse_instant  # noqa: PLC0415
     from keel.monitor.report import COLUMNS, trust_html  # noqa: PLC0415
-    from keel.monitor.trust import trust_metrics  # noqa: PLC0415
+    from keel.review.trust import trust_metrics  # noqa: PLC0415
 
     with _engine(project) as engine:
         end = parse_instant("until", until) or iso_time(time.time())
         start = parse_instant("since", since) or _days_before(end, 30)
-        report = trust_metrics(engine, flow, start, end, bucket)
+        report = trust_metrics(engine.ctx, flow, start, end, bucket)
     if html is not None:
         html.write_text(trust_html(report, iso_time(time.time())), encoding="utf-8")
         typer.echo(f"wrote {html}", err=True)
@@ -1342,7 +1342,7 @@ def _flow_windows(
         )
         tables = []
         for label, span in (("baseline", base), ("current", current)):
-            data = read_window(engine, flow, span)
+            data = read_window(engine.ctx, flow, span)
             require_decisions(data, label, flow)
             tables.append(data.table())
     profile = store.profile(tables[0], f"{flow} {base.since}..{base.until}")
@@ -1391,10 +1391,10 @@ def monitor_run(
     """
     from dataclasses import replace  # noqa: PLC0415
 
+    from keel.flows.monitoring import LATENCY, RATES, Check  # noqa: PLC0415
     from keel.ledger.records import parse_instant  # noqa: PLC0415
     from keel.monitor.monitors import Limits, run_monitor  # noqa: PLC0415
     from keel.monitor.windows import duration, moment  # noqa: PLC0415
-    from keel.monitoring import LATENCY, RATES, Check  # noqa: PLC0415
 
     overrides = [window, baseline, method, max_change, max_ratio]
     with _engine(project) as engine:
@@ -1427,7 +1427,7 @@ def monitor_run(
                 elif name in RATES and max_change is not None:
                     checks[name] = Check(max_change, check.severity)
             limits = replace(Limits.of(spec), checks=checks, min_decisions=1)
-            result = run_monitor(engine, flow, current, base, limits, method)
+            result = run_monitor(engine.ctx, flow, current, base, limits, method)
         if as_json:
             typer.echo(json.dumps(result if not record else run, indent=2, default=str))
         else:

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from keel.config import Settings
-from keel.decide import FlowRuntime
 from keel.errors import DefinitionError, KeelError, Problem
 from keel.flows import Flow, load_flow
 from keel.policy.compiler import compile_policy
 from keel.policy.model import Policy, load_policy
+from keel.runtime import FlowRuntime
 from keel.signals.adapters import Model, load_model
 
 

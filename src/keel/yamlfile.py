@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from keel.errors import DefinitionError, Problem
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")  # flow, policy, field and parameter names
+_WINDOW_RE = re.compile(r"^(\d+)\s*(s|m|h|d)$")
+_WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class LocatedDict(dict[str, Any]):
@@ -77,3 +82,44 @@ def load_yaml_text(text: str, source: str) -> LocatedDict:
     if not isinstance(data, LocatedDict):
         raise DefinitionError([Problem(source, "file", "the top level must be a mapping")])
     return data
+
+
+def parse_window(text: Any) -> int | None:
+    """'90s', '15m', '1h', '7d' → seconds (a window, a deadline, a lifetime)."""
+    match = _WINDOW_RE.match(str(text).strip()) if isinstance(text, str | int) else None
+    if not match or int(match.group(1)) <= 0:
+        return None
+    return int(match.group(1)) * _WINDOW_UNITS[match.group(2)]
+
+
+class Problems:
+    """Every problem found in one definition (a flow or policy file, a stored document),
+    each with its place and, where known, its line: all reported at once."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self.items: list[Problem] = []
+
+    def add(
+        self,
+        where: str,
+        message: str,
+        node: Any = None,
+        key: str = "",
+        line: int | None = None,
+    ) -> None:
+        if line is None and isinstance(node, LocatedDict):
+            line = node.line_of(key)
+        self.items.append(Problem(self.path, where, message, line=line))
+
+    def unknown_keys(self, node: LocatedDict, known: set[str], where: str) -> None:
+        for key in node:
+            if key not in known:
+                self.add(
+                    where, f"unknown key '{key}' (known: {', '.join(sorted(known))})", node, key
+                )
+
+    def raise_any(self) -> None:
+        """Refuse the definition, naming every problem, if there is one."""
+        if self.items:
+            raise DefinitionError(self.items)

@@ -149,8 +149,8 @@ def trust(
     bucket: Annotated[str, Query(pattern="^(hour|day|week)$")] = "day",
 ) -> dict[str, Any]:
     """The flow's trust metrics per bucket over ``[since, until)`` (ISO 8601)."""
-    from keel.monitor.trust import trust_metrics  # noqa: PLC0415
+    from keel.review.trust import trust_metrics  # noqa: PLC0415
 
     principal.require(Permission.READ_DECISIONS, flow)
     start, end = parse_instant("since", since), parse_instant("until", until)
-    return trust_metrics(engine_of(request), flow, start or "", end or "", bucket)
+    return trust_metrics(engine_of(request).ctx, flow, start or "", end or "", bucket)

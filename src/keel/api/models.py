@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from keel.decision import Decision
+from keel.decide.record import Decision
 
 MAX_BATCH = 1000
 

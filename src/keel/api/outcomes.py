@@ -14,7 +14,7 @@ from keel.api.auth import current_principal, engine_of, hide_unless
 from keel.api.decisions import ERRORS
 from keel.api.models import OutcomeBatch, OutcomeImportOut, OutcomeIn, OutcomeOut
 from keel.engine import Engine
-from keel.outcomes import OutcomeReport
+from keel.review.outcomes import OutcomeReport
 from keel.security.roles import Permission, PermissionDeniedError, Principal
 
 router = APIRouter(prefix="/v1", responses={**ERRORS, 409: ERRORS[404]})

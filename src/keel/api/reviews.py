@@ -14,7 +14,7 @@ from keel.api.auth import current_principal, engine_of, hide_unless
 from keel.api.decisions import ERRORS, flows_for
 from keel.api.models import ResolveRequest, ReviewList, ReviewOut
 from keel.engine import Engine
-from keel.review import Reviewer
+from keel.review.queue import Reviewer
 from keel.security.roles import Permission, Principal
 
 router = APIRouter(prefix="/v1", responses={**ERRORS, 409: ERRORS[404]})

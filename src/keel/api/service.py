@@ -11,8 +11,8 @@ from sqlalchemy import exc, text
 from keel.api.auth import current_principal, engine_of
 from keel.api.decisions import ERRORS, Caller
 from keel.api.models import FlowOut, Health, VerifyOut
-from keel.decide import FlowRuntime
 from keel.errors import StoreError
+from keel.runtime import FlowRuntime
 from keel.security.roles import Permission, Principal
 
 router = APIRouter(responses=ERRORS)

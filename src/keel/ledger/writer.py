@@ -29,14 +29,19 @@ from keel.ledger.records import (
     Entry,
     chain_hash,
     iso_time,
-    new_id,
 )
-from keel.policy.guardrails import UsageRow, WindowState
-from keel.policy.model import WindowLimit
+from keel.ledger.windows import Limit, UsageRow, WindowState
 from keel.store.database import Database
 
 PRUNE_EVERY_S = 600.0
 R = TypeVar("R")
+
+
+class NestedTransactionError(LedgerWriteError):
+    """A programming error caught before it could hang the writer: a transaction's work
+    asked for another transaction (or an append) on the same thread."""
+
+    code = "nested_transaction"
 
 
 class WindowGate:
@@ -47,12 +52,10 @@ class WindowGate:
         self.now = now
         self.rows: list[UsageRow] = []
 
-    def check(
-        self, flow: str, limit: WindowLimit, segment: str, amount: float
-    ) -> tuple[bool, float]:
+    def check(self, flow: str, limit: Limit, segment: str, amount: float) -> tuple[bool, float]:
         return self.state.check(flow, limit, segment, amount, self.now)
 
-    def consume(self, flow: str, limit: WindowLimit, segment: str, amount: float) -> None:
+    def consume(self, flow: str, limit: Limit, segment: str, amount: float) -> None:
         step = 1.0 if limit.kind == "rate" else amount
         row = UsageRow(flow, limit.name, segment, self.now, step)
         self.state.consume(row)
@@ -61,6 +64,9 @@ class WindowGate:
 
 @dataclass
 class Pending:
+    """An entry to append; its body comes from ``build`` inside the write transaction.
+    Built by ``keel.events`` only: the writer never looks inside a body."""
+
     kind: str
     record_id: str
     flow: str | None
@@ -68,18 +74,6 @@ class Pending:
     rows: tuple[tuple[Table, dict[str, Any]], ...] = ()  # written in the same transaction
     # Rows that depend on the entry (index rows, a review task), in the same transaction.
     derive: Callable[[Entry, dict[str, Any]], list[tuple[Table, dict[str, Any]]]] | None = None
-
-
-def event(
-    kind: str,
-    flow: str | None,
-    body: dict[str, Any],
-    now: float,
-    record_id: str | None = None,
-    rows: tuple[tuple[Table, dict[str, Any]], ...] = (),
-) -> Pending:
-    """A governance event whose body is fixed (it settles no guardrail window)."""
-    return Pending(kind, record_id or new_id("evt", now), flow, lambda _gate: body, rows)
 
 
 @dataclass
@@ -106,6 +100,7 @@ class LedgerWriter:
         # lets a caller commit on its own thread (``append(here=True)``) between batches.
         self._conn: Connection | None = None
         self._lock = threading.Lock()
+        self._owner: int | None = None  # the thread inside a write transaction, if any
         self.batches = 0
         self.entries = 0
         self._worker: BatchWorker[_Group] = BatchWorker(
@@ -125,12 +120,25 @@ class LedgerWriter:
         """
         if not items:
             return []
+        self._refuse_nested("append")
         group = _Group(items)
         if here:
             self._commit([group])
         else:
             self._worker.put(group)
         return group.future.result()
+
+    def in_transaction(self) -> bool:
+        """Is the calling thread inside one of this writer's write transactions?"""
+        return self._owner == threading.get_ident()
+
+    def _refuse_nested(self, what: str) -> None:
+        # The lock is not re-entrant, and waiting for it from inside would wait forever.
+        if self.in_transaction():
+            raise NestedTransactionError(
+                f"{what} called inside a write transaction on the same thread: the work of "
+                "a transaction appends with append_in and calls no other service"
+            )
 
     def close(self) -> None:
         self._worker.close()
@@ -152,8 +160,13 @@ class LedgerWriter:
         ``append_in``; a ``KeelError`` it raises rolls everything back and reaches the
         caller as it is; any other failure becomes ``LedgerWriteError``.
         """
+        self._refuse_nested("transact")
         with self._lock:
-            result = self._in_transaction(work)
+            self._owner = threading.get_ident()
+            try:
+                result = self._in_transaction(work)
+            finally:
+                self._owner = None
         self.batches += 1
         return result
 
@@ -191,12 +204,15 @@ class LedgerWriter:
     def _commit(self, groups: list[_Group]) -> None:
         items = [i for g in groups for i in g.items]
         with self._lock:
+            self._owner = threading.get_ident()
             try:
                 entries = self._in_transaction(lambda conn, gate: append_in(conn, items, gate))
             except KeelError as error:  # every failure reaches every waiting caller
                 for group in groups:
                     group.future.set_exception(error)
                 return
+            finally:
+                self._owner = None
         self.batches += 1
         start = 0
         for group in groups:

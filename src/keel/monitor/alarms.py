@@ -1,4 +1,4 @@
-"""Alarms from monitor verdicts, and the governor that acts on them.
+"""Alarms from monitor verdicts; the governor (``keel.rollout.governor``) acts on them.
 
 One alarm per flow and monitor fires at a time (deduplication): a breach while it fires is
 the same alarm seen again. Its life, inside the transaction that records the run:
@@ -25,22 +25,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, select, update
 
+from keel.context import Context
 from keel.errors import ConflictError, NotFoundError
+from keel.events import AlarmEscalated, AlarmRaised, AlarmRepeated, AlarmResolved, pending
+from keel.flows.monitoring import SEVERITIES, MonitoringSpec
 from keel.ledger.records import iso_time, new_id
-from keel.ledger.writer import WindowGate, append_in, event
+from keel.ledger.writer import WindowGate, append_in
 from keel.monitor.windows import moment
-from keel.monitoring import SEVERITIES, MonitoringSpec, Rule
-from keel.rollout.holds import set_hold_in
+from keel.rollout.governor import govern_in
 from keel.store.schema import alarms
 
-if TYPE_CHECKING:
-    from keel.engine import Engine
-
-GOVERNOR = "keel-governor"
 FIRING, RESOLVED = "firing", "resolved"
 
 
@@ -84,7 +82,6 @@ def summary_of(monitor: str, evidence: dict[str, Any]) -> str:
 
 
 def settle_in(
-    engine: Engine,
     conn: Connection,
     gate: WindowGate,
     flow: str,
@@ -105,8 +102,7 @@ def settle_in(
         if verdict == "breach":
             figures = {**evidence[monitor], "run": run["id"]}
             if found is None:
-                notices.append(_raise_in(engine, conn, gate, flow, spec, monitor, check.severity,
-                                         figures))  # fmt: skip
+                notices.append(_raise_in(conn, gate, flow, spec, monitor, check.severity, figures))
                 continue
             changes: dict[str, Any] = {
                 "last_seen_at": now, "runs": found["runs"] + 1, "clean_runs": 0,
@@ -121,13 +117,14 @@ def settle_in(
                 actions: list[dict[str, Any]] = []
                 retrain = False
                 if graver:
-                    actions, retrain = _govern_in(engine, conn, gate, flow, spec, alarm)
+                    actions, retrain = govern_in(conn, gate, flow, spec, alarm)
                     changes["actions"] = json.dumps([*found["actions"], *actions])
                     alarm["actions"] = [*found["actions"], *actions]
-                body = {"alarm": found["id"], "monitor": monitor, "severity": check.severity,
-                        "summary": changes["summary"], "evidence": figures,
-                        "actions": actions}  # fmt: skip
-                append_in(conn, [event(kind, flow, body, gate.now)], gate)
+                seen = (AlarmEscalated if graver else AlarmRepeated)(
+                    alarm=found["id"], monitor=monitor, severity=check.severity,
+                    summary=changes["summary"], evidence=figures, actions=actions,
+                )  # fmt: skip
+                append_in(conn, [pending(seen, flow, gate.now)], gate)
                 notices.append(Notice(kind, alarm, retrain, actions))
             else:
                 changes["suppressed"] = found["suppressed"] + 1
@@ -146,7 +143,6 @@ def settle_in(
 
 
 def _raise_in(
-    engine: Engine,
     conn: Connection,
     gate: WindowGate,
     flow: str,
@@ -177,16 +173,18 @@ def _raise_in(
         "resolve_reason": None,
         "record_id": record_id,
     }
-    actions, retrain = _govern_in(engine, conn, gate, flow, spec, alarm)
+    actions, retrain = govern_in(conn, gate, flow, spec, alarm)
     alarm["actions"] = actions
     conn.execute(
         alarms.insert().values(
             **{**alarm, "evidence": json.dumps(figures), "actions": json.dumps(actions)}
         )
     )
-    body = {k: alarm[k] for k in ("monitor", "severity", "summary", "evidence", "actions")}
-    body["alarm"] = alarm["id"]
-    append_in(conn, [event("alarm_raised", flow, body, gate.now, record_id)], gate)
+    raised = AlarmRaised(
+        alarm=alarm["id"], monitor=monitor, severity=severity, summary=alarm["summary"],
+        evidence=figures, actions=actions,
+    )  # fmt: skip
+    append_in(conn, [pending(raised, flow, gate.now, record_id)], gate)
     return Notice("alarm_raised", alarm, retrain, actions)
 
 
@@ -199,15 +197,17 @@ def _resolve_in(
         .where(alarms.c.id == alarm["id"])
         .values(state=RESOLVED, resolved_at=now, resolved_by=by, resolve_reason=reason)
     )
-    body = {"alarm": alarm["id"], "monitor": alarm["monitor"], "by": by, "reason": reason,
-            "opened_at": alarm["opened_at"], "runs": alarm["runs"]}  # fmt: skip
-    append_in(conn, [event("alarm_resolved", alarm["flow"], body, gate.now)], gate)
+    resolved_event = AlarmResolved(
+        alarm=alarm["id"], monitor=alarm["monitor"], by=by, reason=reason,
+        opened_at=alarm["opened_at"], runs=alarm["runs"],
+    )  # fmt: skip
+    append_in(conn, [pending(resolved_event, alarm["flow"], gate.now)], gate)
     resolved = {**alarm, "state": RESOLVED, "resolved_at": now, "resolved_by": by,
                 "resolve_reason": reason}  # fmt: skip
     return Notice("alarm_resolved", resolved)
 
 
-def resolve(engine: Engine, alarm_id: str, by: str, reason: str) -> Notice:
+def resolve(ctx: Context, alarm_id: str, by: str, reason: str) -> Notice:
     """A person resolves a firing alarm (the governor's actions stay as they are)."""
 
     def work(conn: Connection, gate: WindowGate) -> Notice:
@@ -223,58 +223,4 @@ def resolve(engine: Engine, alarm_id: str, by: str, reason: str) -> Notice:
             )
         return _resolve_in(conn, gate, alarm, by, reason)
 
-    return engine.writer.transact(work)
-
-
-def _govern_in(
-    engine: Engine,
-    conn: Connection,
-    gate: WindowGate,
-    flow: str,
-    spec: MonitoringSpec,
-    alarm: dict[str, Any],
-) -> tuple[list[dict[str, Any]], bool]:
-    """Take every matching rule's action; returns what was done, and whether to retrain."""
-    done: list[dict[str, Any]] = []
-    retrain = False
-    evidence = {"alarm": alarm["id"], "monitor": alarm["monitor"],
-                "severity": alarm["severity"], "figures": alarm["evidence"]}  # fmt: skip
-    why = f"governor: alarm {alarm['id']} ({alarm['severity']}): {alarm['summary']}"
-    for rule in spec.governor:
-        if not rule.matches(alarm["monitor"], alarm["severity"]):
-            continue
-        entry: dict[str, Any] = {"action": rule.action, "rule": _rule_text(rule)}
-        if rule.action == "lower_autonomy" and rule.level is not None:
-            change = engine.autonomy.lower_in(conn, gate, flow, rule.level, GOVERNOR, why,
-                                              evidence)  # fmt: skip
-            entry.update(
-                {"to": rule.level, "from": change["previous"], "record": change["record_id"]}
-                if change is not None
-                else {"to": rule.level, "skipped": f"already at {rule.level} or lower"}
-            )
-        elif rule.action in ("escalate_all", "pause"):
-            held = set_hold_in(conn, gate, flow, rule.action, GOVERNOR, why, alarm["id"],
-                               evidence)  # fmt: skip
-            entry.update(
-                {"record": held["record_id"], "from": held["previous"]}
-                if held is not None
-                else {"skipped": "held already (this hold or a graver one)"}
-            )
-        elif rule.action == "retrain" and spec.retrain is not None:
-            target = {"webhook": spec.retrain.webhook.url if spec.retrain.webhook else None,
-                      "command": list(spec.retrain.command) or None}  # fmt: skip
-            body = {"alarm": alarm["id"], "monitor": alarm["monitor"], **target,
-                    "evidence": evidence}  # fmt: skip
-            record_id = new_id("evt", gate.now)
-            append_in(conn, [event("retraining_requested", flow, body, gate.now, record_id)],
-                      gate)  # fmt: skip
-            entry["record"] = record_id
-            retrain = True
-        done.append(entry)
-    return done, retrain
-
-
-def _rule_text(rule: Rule) -> str:
-    on = ", ".join(rule.alarms) or "any alarm"
-    to = f" to {rule.level}" if rule.level else ""
-    return f"{on} at {rule.severity} or graver → {rule.action}{to}"
+    return ctx.writer.transact(work)

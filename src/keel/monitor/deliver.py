@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from keel.monitoring import Webhook
+from keel.flows.monitoring import Webhook
 from keel.telemetry import log
 
 TRIES = 3

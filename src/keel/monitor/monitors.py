@@ -9,7 +9,7 @@ Behaviour figures (each ``None`` when there is nothing to count, never 0):
   guardrail hit, decided by a fallback, with a failed model, per decision;
 - ``latency_p99_ms`` — the 99th percentile of the time to decide.
 
-Each monitor (``keel.monitoring.MONITORS``) gets a verdict against the flow's checks:
+Each monitor (``keel.flows.monitoring.MONITORS``) gets a verdict against the flow's checks:
 ``breach`` when a rate moved by at least its ``max_change`` (absolute), latency reached
 ``max_ratio`` times the baseline's, or at least ``min_columns`` columns drifted; ``clean``
 when a rate's change is under ``clear_below`` times its limit (latency: the ratio's excess
@@ -24,15 +24,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from keel.context import Context
 from keel.errors import InputError
-from keel.monitor.drift_report import report_data
-from keel.monitor.profile import Profile, ProfileStore, build_profile, compare
-from keel.monitor.windows import Window, WindowData, read_window
-from keel.monitoring import (
+from keel.flows.monitoring import (
     DEFAULT_CLEAR_BELOW,
     DRIFT,
     LATENCY,
@@ -40,9 +38,9 @@ from keel.monitoring import (
     Check,
     MonitoringSpec,
 )
-
-if TYPE_CHECKING:
-    from keel.engine import Engine
+from keel.monitor.drift_report import report_data
+from keel.monitor.profile import Profile, ProfileStore, build_profile, compare
+from keel.monitor.windows import Window, WindowData, read_window
 
 
 @dataclass(frozen=True)
@@ -131,7 +129,7 @@ def require_decisions(data: WindowData, label: str, flow: str, least: int = 1) -
 
 
 def run_monitor(
-    engine: Engine,
+    ctx: Context,
     flow: str,
     current: Window,
     baseline: Window,
@@ -139,16 +137,16 @@ def run_monitor(
     methods: list[str] | None = None,
 ) -> dict[str, Any]:
     """The drift and behaviour of ``flow`` in ``current`` against ``baseline``."""
-    spec = engine.runtime(flow).flow.monitoring
+    spec = ctx.registry.current(flow).flow.monitoring
     limits = limits or Limits.of(spec)
     methods = methods if methods is not None else list(spec.methods) or None
-    before = read_window(engine, flow, baseline)
-    now = read_window(engine, flow, current)
+    before = read_window(ctx, flow, baseline)
+    now = read_window(ctx, flow, current)
     for label, data in (("baseline", before), ("current", now)):
         require_decisions(data, label, flow, limits.min_decisions)
     table = now.table()
     if spec.reference is not None:
-        profile = ProfileStore.of_project(engine.settings.project_dir).find(spec.reference)
+        profile = ProfileStore.of_project(ctx.settings.project_dir).find(spec.reference)
         table = _as_named_in(profile, table)
     else:
         profile = build_profile(before.table(), f"{flow} {baseline.since}..{baseline.until}")

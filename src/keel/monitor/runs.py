@@ -15,38 +15,37 @@ crash a ``failed`` one: both are recorded, logged and counted, never silent.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 
+from keel.context import Context
 from keel.errors import InputError, KeelError, NotFoundError
+from keel.flows.monitoring import DRIFT, MonitoringSpec
 from keel.ledger.records import iso_time, new_id
 from keel.ledger.writer import WindowGate
 from keel.monitor import alarms as alarm_life
 from keel.monitor.deliver import post, run_command
 from keel.monitor.monitors import Limits, run_monitor
 from keel.monitor.windows import Window
-from keel.monitoring import DRIFT, MonitoringSpec
 from keel.reasons import required_reason
-from keel.security.roles import Permission
+from keel.security.roles import Actor, Permission
 from keel.store.schema import alarms, monitor_runs
 from keel.telemetry import log
-
-if TYPE_CHECKING:
-    from keel.engine import Engine
-    from keel.security.roles import Actor
 
 SCHEDULER = "keel-scheduler"
 STATES = ("firing", "resolved")
 
 
 class Monitoring:
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    """Monitor runs (on demand and scheduled), their alarms, and resolving alarms."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
 
     def spec(self, flow: str) -> MonitoringSpec:
-        return self._engine.runtime(flow).flow.monitoring
+        return self._ctx.registry.current(flow).flow.monitoring
 
     def windows(
         self,
@@ -70,7 +69,7 @@ class Monitoring:
 
         A window with too few decisions gives a ``skipped`` run, returned like any other."""
         actor.require(Permission.CHANGE_AUTONOMY, "run monitors (they may raise alarms)")
-        end = self._engine.clock() if until is None else until
+        end = self._ctx.clock() if until is None else until
         run = self._run(flow, end, "on_demand", actor.id, None)
         if run is None:  # pragma: no cover - only scheduled runs claim slots
             raise InputError("the run was not started", {"flow": flow})
@@ -78,15 +77,15 @@ class Monitoring:
 
     def due(self) -> list[tuple[str, int, int]]:
         """Scheduled flows as ``(flow, slot, every_s)`` whose current slot has no run."""
-        now = self._engine.clock()
+        now = self._ctx.clock()
         wanted = []
-        for name, runtime in self._engine.flows.items():
+        for name, runtime in self._ctx.registry.flows.items():
             every = runtime.flow.monitoring.every_s
             if every is not None:
                 wanted.append((name, int(now // every), every))
         if not wanted:
             return []
-        with self._engine.db.read() as conn:
+        with self._ctx.db.read() as conn:
             taken = {
                 (r.flow, r.slot)
                 for r in conn.execute(
@@ -113,28 +112,28 @@ class Monitoring:
     def _run(
         self, flow: str, until: float, trigger: str, by: str, slot: int | None
     ) -> dict[str, Any] | None:
-        engine = self._engine
+        ctx = self._ctx
         spec = self.spec(flow)
         current, baseline = self.windows(flow, until)
         row = {
-            "id": new_id("mon", engine.clock()),
+            "id": new_id("mon", ctx.clock()),
             "flow": flow,
             "slot": slot,
             "trigger": trigger,
             "requested_by": by,
-            "started_at": iso_time(engine.clock()),
+            "started_at": iso_time(ctx.clock()),
             "state": "running",
             "current_since": current.since,
             "current_until": current.until,
             "baseline_since": baseline.since,
         }
         try:
-            with engine.db.write() as conn:
+            with ctx.db.write() as conn:
                 conn.execute(monitor_runs.insert().values(**row))
         except IntegrityError:
             return None  # another worker claimed this period
         try:
-            result = run_monitor(engine, flow, current, baseline, Limits.of(spec))
+            result = run_monitor(ctx, flow, current, baseline, Limits.of(spec))
         except InputError as refused:
             if "window" in refused.detail:  # too little traffic to judge: not a fault
                 return self._finish(row, "skipped", note=refused.message)
@@ -147,9 +146,7 @@ class Monitoring:
         evidence = _evidence(result)
 
         def work(conn: Connection, gate: WindowGate) -> tuple[list[alarm_life.Notice], list[str]]:
-            notices, suppressed = alarm_life.settle_in(
-                engine, conn, gate, flow, spec, result, evidence
-            )
+            notices, suppressed = alarm_life.settle_in(conn, gate, flow, spec, result, evidence)
             conn.execute(
                 update(monitor_runs)
                 .where(monitor_runs.c.id == row["id"])
@@ -163,15 +160,15 @@ class Monitoring:
             return notices, suppressed
 
         try:
-            notices, suppressed = engine.writer.transact(work)
+            notices, suppressed = ctx.writer.transact(work)
         except KeelError as failed:
             self._finish(row, "failed", note=str(failed))
             raise
         if any(n.actions for n in notices):
-            engine.changes.refresh_now()  # the governor's acts hold from the next decision
-        engine.metrics.monitor_runs.labels(flow, "judged").inc()
+            ctx.registry.refresh(force=True)  # the governor's acts hold from the next decision
+        ctx.metrics.monitor_runs.labels(flow, "judged").inc()
         for monitor in suppressed:
-            engine.metrics.alarms_suppressed.labels(flow, monitor).inc()
+            ctx.metrics.alarms_suppressed.labels(flow, monitor).inc()
         deliveries = self._deliver(flow, spec, notices)
         run = {**row, "state": "judged", "breaches": result["breaches"], "result": result}
         run["alarms"] = [
@@ -183,15 +180,15 @@ class Monitoring:
         return run
 
     def _finish(self, row: dict[str, Any], state: str, note: str) -> dict[str, Any]:
-        engine = self._engine
-        done = {**row, "state": state, "note": note, "finished_at": iso_time(engine.clock())}
-        with engine.db.write() as conn:
+        ctx = self._ctx
+        done = {**row, "state": state, "note": note, "finished_at": iso_time(ctx.clock())}
+        with ctx.db.write() as conn:
             conn.execute(
                 update(monitor_runs)
                 .where(monitor_runs.c.id == row["id"])
                 .values(state=state, note=note, finished_at=done["finished_at"])
             )
-        engine.metrics.monitor_runs.labels(row["flow"], state).inc()
+        ctx.metrics.monitor_runs.labels(row["flow"], state).inc()
         log.warning("monitor run %s of flow %s %s: %s", row["id"], row["flow"], state, note)
         return {**done, "breaches": [], "result": None}
 
@@ -200,22 +197,22 @@ class Monitoring:
     def _deliver(
         self, flow: str, spec: MonitoringSpec, notices: list[alarm_life.Notice]
     ) -> list[dict[str, Any]]:
-        engine = self._engine
-        environ = engine.settings.environ
-        runtime = engine.runtime(flow, refresh=False)
+        ctx = self._ctx
+        environ = ctx.settings.environ
+        runtime = ctx.registry.runtime_of(flow)
         out: list[dict[str, Any]] = []
 
         def sent(alarm_id: str, kind: str, failure: str, result: dict[str, Any]) -> None:
             out.append({"alarm": alarm_id, "kind": kind, **result})
             if not result["ok"]:
-                engine.metrics.delivery_failures.labels(flow, failure).inc()
+                ctx.metrics.delivery_failures.labels(flow, failure).inc()
 
         for notice in notices:
             alarm = notice.alarm
             if notice.kind == "alarm_raised":
-                engine.metrics.alarms.labels(flow, alarm["monitor"], alarm["severity"]).inc()
+                ctx.metrics.alarms.labels(flow, alarm["monitor"], alarm["severity"]).inc()
             for action in notice.actions:
-                engine.metrics.governor_actions.labels(flow, action["action"]).inc()
+                ctx.metrics.governor_actions.labels(flow, action["action"]).inc()
             say = log.info if notice.kind == "alarm_resolved" else log.warning
             say("%s: flow=%s alarm=%s monitor=%s severity=%s %s actions=%s", notice.kind, flow,
                 alarm["id"], alarm["monitor"], alarm["severity"], alarm["summary"],
@@ -227,7 +224,7 @@ class Monitoring:
                 "alarm": {k: alarm[k] for k in ("id", "monitor", "severity", "state",
                                                 "summary", "opened_at", "evidence")},
                 "actions": notice.actions,
-                "sent_at": iso_time(engine.clock()),
+                "sent_at": iso_time(ctx.clock()),
             }  # fmt: skip
             for hook in spec.notify:
                 sent(alarm["id"], notice.kind, "webhook", post(hook, payload, environ))
@@ -239,15 +236,15 @@ class Monitoring:
                     sent(alarm["id"], "retrain", "retrain", answer)
                 if spec.retrain.command:
                     ran = run_command(spec.retrain.command, request,
-                                      engine.settings.project_dir, environ)  # fmt: skip
+                                      ctx.settings.project_dir, environ)  # fmt: skip
                     sent(alarm["id"], "retrain", "retrain", ran)
         return out
 
     # ---- reading and resolving -----------------------------------------------------------
 
     def runs(self, flow: str, limit: int = 20) -> list[dict[str, Any]]:
-        self._engine.runtime(flow)
-        with self._engine.db.read() as conn:
+        self._ctx.registry.current(flow)
+        with self._ctx.db.read() as conn:
             rows = conn.execute(
                 select(monitor_runs)
                 .where(monitor_runs.c.flow == flow)
@@ -272,15 +269,15 @@ class Monitoring:
             )
         query = select(alarms).order_by(alarms.c.opened_at.desc()).limit(limit)
         if flow is not None:
-            self._engine.runtime(flow)
+            self._ctx.registry.current(flow)
             query = query.where(alarms.c.flow == flow)
         if state is not None:
             query = query.where(alarms.c.state == state)
-        with self._engine.db.read() as conn:
+        with self._ctx.db.read() as conn:
             return [alarm_life.alarm_row(r) for r in conn.execute(query)]
 
     def alarm(self, alarm_id: str) -> dict[str, Any]:
-        with self._engine.db.read() as conn:
+        with self._ctx.db.read() as conn:
             found = conn.execute(select(alarms).where(alarms.c.id == alarm_id)).first()
         if found is None:
             raise NotFoundError(f"no alarm with id '{alarm_id}'", {"alarm_id": alarm_id})
@@ -291,9 +288,9 @@ class Monitoring:
         stay as the governor left them)."""
         actor.require(Permission.CHANGE_AUTONOMY, "resolve alarms")
         reason = required_reason(reason, "resolving an alarm")
-        notice = alarm_life.resolve(self._engine, alarm_id, actor.id, reason)
+        notice = alarm_life.resolve(self._ctx, alarm_id, actor.id, reason)
         flow = notice.alarm["flow"]
-        if flow in self._engine.flows:
+        if flow in self._ctx.registry.flows:
             self._deliver(flow, self.spec(flow), [notice])
         return notice.alarm
 

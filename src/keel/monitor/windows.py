@@ -20,18 +20,16 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from sqlalchemy import text
 
+from keel.context import Context
 from keel.errors import ErasedDataError, InputError
-from keel.flows import parse_window
 from keel.ledger.records import iso_time
 from keel.protect import Sealed
-
-if TYPE_CHECKING:
-    from keel.engine import Engine
+from keel.yamlfile import parse_window
 
 MAX_WINDOWS = 1000
 
@@ -142,9 +140,9 @@ WHERE d.flow = :flow AND d.recorded_at >= :since AND d.recorded_at < :until
 """
 
 
-def read_window(engine: Engine, flow: str, window: Window) -> WindowData:
+def read_window(ctx: Context, flow: str, window: Window) -> WindowData:
     """The decisions ``flow`` recorded in ``window``, as drift columns and behaviour counts."""
-    spec = engine.runtime(flow).flow
+    spec = ctx.registry.current(flow).flow
     fields = list(spec.fields)
     signals = list(spec.signals)
     data = WindowData(window)
@@ -152,7 +150,7 @@ def read_window(engine: Engine, flow: str, window: Window) -> WindowData:
     columns.update({f"signal.{s}": [] for s in signals})
     columns["action"] = []
     params = {"flow": flow, **window.to_dict()}
-    with engine.db.read() as conn:
+    with ctx.db.read() as conn:
         rows = conn.execute(text(_ROWS), params)
         for decision_id, record, key_id, nonce, ciphertext in rows:
             body = json.loads(record)["body"]
@@ -164,7 +162,7 @@ def read_window(engine: Engine, flow: str, window: Window) -> WindowData:
             data.decide_ms.append(float(body.get("timings", {}).get("decide_ms", 0.0)))
             sealed = Sealed(decision_id, key_id, nonce, ciphertext) if key_id else None
             try:
-                inputs = engine.protector.join(decision_id, body["inputs"], sealed)
+                inputs = ctx.protector.join(decision_id, body["inputs"], sealed)
             except ErasedDataError:
                 data.erased += 1
                 inputs = {}

@@ -18,10 +18,10 @@ from typing import Any
 
 import cel
 
-from keel.errors import DefinitionError, Problem
 from keel.flows import Flow
 from keel.policy.model import Outcome, Policy, Rule
 from keel.policy.text import TemplateError, check_template, render
+from keel.yamlfile import Problems
 
 SIGNAL_ATTRIBUTES = ("score", "confidence", "label")
 _STRING_RE = re.compile(r"""'''.*?'''|\"\"\".*?\"\"\"|'(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*\"""", re.S)
@@ -280,7 +280,7 @@ class _Compiler:
     def __init__(self, policy: Policy, flow: Flow) -> None:
         self.policy = policy
         self.flow = flow
-        self.problems: list[Problem] = []
+        self.problems = Problems(policy.source)
         self.probe = cel.Context(
             {
                 "input": probe_inputs(flow),
@@ -290,7 +290,7 @@ class _Compiler:
         )
 
     def add(self, where: str, message: str, line: int | None = None) -> None:
-        self.problems.append(Problem(self.policy.source, where, message, line=line))
+        self.problems.add(where, message, line=line)
 
     def check_refs(self, source: str, where: str, line: int | None) -> None:
         for root, name, attr in sorted(references(source), key=str):
@@ -315,9 +315,9 @@ class _Compiler:
         if unknown:
             self.add(where, f"unknown variable '{unknown[0]}' (use input, signals or params)", line)
             return None
-        before = len(self.problems)
+        before = len(self.problems.items)
         self.check_refs(source, where, line)
-        if len(self.problems) > before:
+        if len(self.problems.items) > before:
             return None
         try:
             result = program.execute(self.probe)
@@ -384,8 +384,7 @@ class _Compiler:
                 self.compile(outcome.value, label, None, "number") if outcome.value else None
             )
         self._guardrails()
-        if self.problems:
-            raise DefinitionError(self.problems)
+        self.problems.raise_any()
         return CompiledPolicy(self.policy, self.flow, tuple(rules), outcomes[0], outcomes[1])
 
     def _guardrails(self) -> None:

@@ -2,16 +2,15 @@
 
 Static guardrails (kill switch, confidence floors, bounds) need only the case itself.
 Window guardrails (rate and exposure limits) need what other decisions did over a sliding
-window; ``WindowState`` keeps that in memory and is synchronised from the store inside the
+window: ``keel.ledger.windows`` keeps that in memory, synchronised from the store inside the
 ledger's write transaction, so limits hold across restarts and across processes.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from keel.policy.model import Guardrails, WindowLimit
 
@@ -75,76 +74,6 @@ def check_static(
             if bound.on_hit == "clamp":
                 value = high
     return StaticResult(checked, hits, value)
-
-
-class UsageRow(NamedTuple):
-    """One consumption of a window limit; a tuple in the guardrail_usage table's order."""
-
-    flow: str
-    guardrail: str
-    segment: str
-    ts: float
-    amount: float
-
-
-class _Window:
-    __slots__ = ("count", "events", "total")
-
-    def __init__(self) -> None:
-        self.events: deque[tuple[float, float]] = deque()
-        self.count = 0
-        self.total = 0.0
-
-    def evict(self, cutoff: float) -> None:
-        events = self.events
-        while events and events[0][0] <= cutoff:
-            _, amount = events.popleft()
-            self.count -= 1
-            self.total -= amount
-
-    def add(self, ts: float, amount: float) -> None:
-        self.events.append((ts, amount))
-        self.count += 1
-        self.total += amount
-
-
-class WindowState:
-    """Sliding-window usage per (flow, guardrail, segment), exact to the event."""
-
-    def __init__(self) -> None:
-        self._windows: dict[tuple[str, str, str], _Window] = {}
-
-    def clear(self) -> None:
-        self._windows.clear()
-
-    def load(self, rows: Iterable[UsageRow]) -> None:
-        for row in rows:
-            self._window(row.flow, row.guardrail, row.segment).add(row.ts, row.amount)
-
-    def _window(self, flow: str, guardrail: str, segment: str) -> _Window:
-        key = (flow, guardrail, segment)
-        window = self._windows.get(key)
-        if window is None:
-            window = self._windows[key] = _Window()
-        return window
-
-    def check(
-        self,
-        flow: str,
-        limit: WindowLimit,
-        segment: str,
-        amount: float,
-        now: float,
-    ) -> tuple[bool, float]:
-        """Would one more action of ``amount`` stay within ``limit``? Returns (ok, used)."""
-        window = self._window(flow, limit.name, segment)
-        window.evict(now - limit.window_s)
-        used = float(window.count) if limit.kind == "rate" else window.total
-        step = 1.0 if limit.kind == "rate" else amount
-        return used + step <= limit.maximum + 1e-9, used
-
-    def consume(self, row: UsageRow) -> None:
-        self._window(row.flow, row.guardrail, row.segment).add(row.ts, row.amount)
 
 
 def segment_of(limit: WindowLimit, inputs: Mapping[str, Any]) -> str:

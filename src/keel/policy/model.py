@@ -14,8 +14,7 @@ from typing import Any
 
 from keel.canonical import sha256_hex
 from keel.errors import DefinitionError, Problem
-from keel.flows import NAME_RE, parse_window
-from keel.yamlfile import LocatedDict, load_yaml
+from keel.yamlfile import NAME_RE, LocatedDict, Problems, load_yaml, parse_window
 
 ON_HIT = ("escalate", "fallback")
 BOUND_ON_HIT = ("clamp", "escalate", "fallback")
@@ -111,28 +110,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class _Problems:
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.items: list[Problem] = []
-
-    def add(self, where: str, message: str, node: Any = None, key: str = "") -> None:
-        line = node.line_of(key) if isinstance(node, LocatedDict) else None
-        self.items.append(Problem(self.path, where, message, line=line))
-
-    def unknown(self, node: LocatedDict, known: set[str], where: str) -> None:
-        for key in node:
-            if key not in known:
-                self.add(
-                    where, f"unknown key '{key}' (known: {', '.join(sorted(known))})", node, key
-                )
-
-
-def _outcome(p: _Problems, raw: Any, where: str, parent: LocatedDict) -> Outcome | None:
+def _outcome(p: Problems, raw: Any, where: str, parent: LocatedDict) -> Outcome | None:
     if not isinstance(raw, LocatedDict):
         p.add(where, "must be a mapping with 'action' and 'reason'", parent, where)
         return None
-    p.unknown(raw, {"action", "reason", "review", "value"}, where)
+    p.unknown_keys(raw, {"action", "reason", "review", "value"}, where)
     action, reason = raw.get("action"), raw.get("reason")
     if not isinstance(action, str) or not isinstance(reason, str):
         p.add(where, "needs an 'action' and a 'reason' (strings)", raw, "action")
@@ -149,14 +131,14 @@ def _expr(value: Any) -> str | None:
     return str(value)
 
 
-def _on_hit(p: _Problems, raw: LocatedDict, where: str, allowed: tuple[str, ...]) -> str:
+def _on_hit(p: Problems, raw: LocatedDict, where: str, allowed: tuple[str, ...]) -> str:
     on_hit = raw.get("on_hit", "escalate")
     if on_hit not in allowed:
         p.add(where, f"'on_hit' must be one of {', '.join(allowed)}", raw, "on_hit")
     return str(on_hit)
 
 
-def _list(p: _Problems, node: LocatedDict, key: str, where: str) -> list[LocatedDict]:
+def _list(p: Problems, node: LocatedDict, key: str, where: str) -> list[LocatedDict]:
     raw = node.get(key) or []
     if not isinstance(raw, list) or not all(isinstance(x, LocatedDict) for x in raw):
         p.add(where, f"'{key}' must be a list of mappings", node, key)
@@ -164,7 +146,7 @@ def _list(p: _Problems, node: LocatedDict, key: str, where: str) -> list[Located
     return raw
 
 
-def _num(p: _Problems, node: LocatedDict, key: str, where: str, required: bool) -> float | None:
+def _num(p: Problems, node: LocatedDict, key: str, where: str, required: bool) -> float | None:
     value = node.get(key)
     if value is None:
         if required:
@@ -176,13 +158,13 @@ def _num(p: _Problems, node: LocatedDict, key: str, where: str, required: bool) 
     return float(value)
 
 
-def _guardrails(p: _Problems, raw: Any, parent: LocatedDict) -> Guardrails:
+def _guardrails(p: Problems, raw: Any, parent: LocatedDict) -> Guardrails:
     if raw is None:
         return Guardrails()
     if not isinstance(raw, LocatedDict):
         p.add("guardrails", "must be a mapping", parent, "guardrails")
         return Guardrails()
-    p.unknown(
+    p.unknown_keys(
         raw,
         {"bounds", "min_confidence", "rate_limits", "exposure_limits", "kill_switch"},
         "guardrails",
@@ -190,7 +172,7 @@ def _guardrails(p: _Problems, raw: Any, parent: LocatedDict) -> Guardrails:
     bounds = []
     for i, b in enumerate(_list(p, raw, "bounds", "guardrails.bounds")):
         where = f"guardrails.bounds[{i}]"
-        p.unknown(b, {"action", "min", "max", "on_hit"}, where)
+        p.unknown_keys(b, {"action", "min", "max", "on_hit"}, where)
         lo, hi = _num(p, b, "min", where, False), _num(p, b, "max", where, False)
         if lo is None and hi is None:
             p.add(where, "a bound needs 'min', 'max' or both", b, "action")
@@ -200,7 +182,7 @@ def _guardrails(p: _Problems, raw: Any, parent: LocatedDict) -> Guardrails:
     floors = []
     for i, f in enumerate(_list(p, raw, "min_confidence", "guardrails.min_confidence")):
         where = f"guardrails.min_confidence[{i}]"
-        p.unknown(f, {"signal", "min", "on_hit"}, where)
+        p.unknown_keys(f, {"signal", "min", "on_hit"}, where)
         minimum = _num(p, f, "min", where, True)
         if minimum is not None and not 0 <= minimum <= 1:
             p.add(where, "'min' is a confidence between 0 and 1", f, "min")
@@ -212,7 +194,7 @@ def _guardrails(p: _Problems, raw: Any, parent: LocatedDict) -> Guardrails:
     for kind, key in (("rate", "rate_limits"), ("exposure", "exposure_limits")):
         for i, w in enumerate(_list(p, raw, key, f"guardrails.{key}")):
             where = f"guardrails.{key}[{i}]"
-            p.unknown(w, {"name", "action", "max", "window", "per", "on_hit"}, where)
+            p.unknown_keys(w, {"name", "action", "max", "window", "per", "on_hit"}, where)
             name = w.get("name")
             if not isinstance(name, str) or not NAME_RE.match(name):
                 p.add(where, "'name' must be a lower_snake_case name", w, "name")
@@ -249,7 +231,7 @@ def _guardrails(p: _Problems, raw: Any, parent: LocatedDict) -> Guardrails:
         if not isinstance(kraw, LocatedDict):
             p.add("guardrails.kill_switch", "must be a mapping", raw, "kill_switch")
         else:
-            p.unknown(kraw, {"engaged", "action", "reason"}, "guardrails.kill_switch")
+            p.unknown_keys(kraw, {"engaged", "action", "reason"}, "guardrails.kill_switch")
             if not isinstance(kraw.get("engaged", False), bool):
                 p.add("guardrails.kill_switch", "'engaged' must be true or false", kraw, "engaged")
             kill = KillSwitch(
@@ -262,7 +244,7 @@ def _guardrails(p: _Problems, raw: Any, parent: LocatedDict) -> Guardrails:
 
 def parse_policy(raw: LocatedDict, path: Path) -> Policy:
     """Check the document's shape and build a ``Policy``; the compiler checks expressions."""
-    p = _Problems(str(path))
+    p = Problems(str(path))
     known = {
         "policy",
         "description",
@@ -273,7 +255,7 @@ def parse_policy(raw: LocatedDict, path: Path) -> Policy:
         "fallback",
         "guardrails",
     }
-    p.unknown(raw, known, "policy")
+    p.unknown_keys(raw, known, "policy")
     name = raw.get("policy")
     if not isinstance(name, str) or not NAME_RE.match(name):
         p.add("policy", "'policy' must be a lower_snake_case name", raw, "policy")
@@ -299,7 +281,7 @@ def parse_policy(raw: LocatedDict, path: Path) -> Policy:
     seen: dict[str, int] = {}
     for i, r in enumerate(_list(p, raw, "rules", "rules")):
         where = f"rules[{i}]"
-        p.unknown(r, {"name", "when", "action", "value", "reason", "review"}, where)
+        p.unknown_keys(r, {"name", "when", "action", "value", "reason", "review"}, where)
         rname = r.get("name")
         if not isinstance(rname, str) or not NAME_RE.match(rname):
             p.add(where, "'name' must be a lower_snake_case name", r, "name")

@@ -18,34 +18,23 @@ Other processes follow a change within a second.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, select, update
 
+from keel.context import Context
 from keel.errors import ConflictError, InputError, NotFoundError
+from keel.events import AutonomyChanged, AutonomyRequested, pending
 from keel.flows import Autonomy, Criteria
 from keel.ledger.records import iso_time, new_id
-from keel.ledger.writer import WindowGate, append_in, event
-from keel.monitor.trust import trust_metrics
+from keel.ledger.writer import WindowGate, append_in
 from keel.reasons import required_reason
-from keel.security.roles import Permission
+from keel.review.trust import trust_metrics
+from keel.runtime import current_level
+from keel.security.roles import Actor, Permission
 from keel.store.schema import alarms, autonomy_changes, autonomy_requests
 
-if TYPE_CHECKING:
-    from keel.engine import Engine
-    from keel.security.roles import Actor
-
 ORDER = [a.value for a in Autonomy]  # lowest to highest
-
-
-def current_level(conn: Connection, flow: str) -> str | None:
-    found = conn.execute(
-        select(autonomy_changes.c.level)
-        .where(autonomy_changes.c.flow == flow)
-        .order_by(autonomy_changes.c.id.desc())
-        .limit(1)
-    ).scalar()
-    return str(found) if found is not None else None
 
 
 def _level(text: str) -> str:
@@ -58,32 +47,15 @@ def _level(text: str) -> str:
 
 
 class AutonomyControl:
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-
-    def seed_in(self, conn: Connection, gate: WindowGate) -> None:
-        """Record the file's level for flows with no autonomy history (at engine start)."""
-        for name, runtime in self._engine.flows.items():
-            if current_level(conn, name) is None:
-                self._change_in(
-                    conn,
-                    gate,
-                    name,
-                    runtime.flow.autonomy.value,
-                    None,
-                    "initial",
-                    "keel",
-                    None,
-                    "first level, from the flow file",
-                    None,
-                )
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
 
     # ---- reading ---------------------------------------------------------------------
 
     def show(self, flow: str) -> dict[str, Any]:
         """The level in force, its history (oldest first) and open raise requests."""
-        runtime = self._engine.runtime(flow)
-        with self._engine.db.read() as conn:
+        runtime = self._ctx.registry.current(flow)
+        with self._ctx.db.read() as conn:
             history = [
                 dict(r._mapping)
                 for r in conn.execute(
@@ -110,7 +82,7 @@ class AutonomyControl:
         }
 
     def flow_of(self, request_id: str) -> str:
-        with self._engine.db.read() as conn:
+        with self._ctx.db.read() as conn:
             flow = conn.execute(
                 select(autonomy_requests.c.flow).where(autonomy_requests.c.id == request_id)
             ).scalar()
@@ -122,16 +94,16 @@ class AutonomyControl:
 
     def evidence(self, flow: str, level: str) -> tuple[dict[str, Any], list[str]]:
         """The figures raising ``flow`` to ``level`` is judged on, and the unmet criteria."""
-        criteria = self._engine.runtime(flow).flow.earned_autonomy.get(level)
+        criteria = self._ctx.registry.current(flow).flow.earned_autonomy.get(level)
         if criteria is None:
-            listed = ", ".join(self._engine.runtime(flow).flow.earned_autonomy) or "none"
+            listed = ", ".join(self._ctx.registry.current(flow).flow.earned_autonomy) or "none"
             return {}, [
                 f"the flow defines no evidence criteria for '{level}' "
                 f"(earned_autonomy lists: {listed})"
             ]
-        now = self._engine.clock()
+        now = self._ctx.clock()
         since, until = iso_time(now - criteria.over_s), iso_time(now)
-        total = trust_metrics(self._engine, flow, since, until)["total"]
+        total = trust_metrics(self._ctx, flow, since, until)["total"]
         figures = {
             "since": since,
             "until": until,
@@ -143,7 +115,7 @@ class AutonomyControl:
             "criteria": _criteria_dict(criteria),
         }
         unmet = _unmet(criteria, figures)
-        with self._engine.db.read() as conn:
+        with self._ctx.db.read() as conn:
             firing = conn.execute(
                 select(alarms.c.id, alarms.c.monitor, alarms.c.severity).where(
                     alarms.c.flow == flow, alarms.c.state == "firing"
@@ -161,7 +133,7 @@ class AutonomyControl:
         Returns ``{"applied": change}`` or ``{"request": request}``."""
         actor.require(Permission.CHANGE_AUTONOMY, "change autonomy levels")
         level, reason = _level(level), required_reason(reason, "an autonomy change")
-        current = self._engine.runtime(flow).flow.autonomy.value
+        current = self._ctx.registry.current(flow).flow.autonomy.value
         if level == current:
             raise ConflictError(
                 f"flow '{flow}' is at '{level}' already", {"flow": flow, "level": level}
@@ -169,12 +141,12 @@ class AutonomyControl:
         if ORDER.index(level) < ORDER.index(current):
 
             def lower(conn: Connection, gate: WindowGate) -> dict[str, Any]:
-                return self._change_in(
+                return change_level_in(
                     conn, gate, flow, level, current, "lower", actor.id, None, reason, None
                 )
 
-            change = self._engine.writer.transact(lower)
-            self._engine.changes.refresh_now()
+            change = self._ctx.writer.transact(lower)
+            self._ctx.registry.refresh(force=True)
             return {"applied": change}
         evidence, unmet = self.evidence(flow, level)
         if unmet:
@@ -184,8 +156,9 @@ class AutonomyControl:
             )
 
         def open_request(conn: Connection, gate: WindowGate) -> dict[str, Any]:
+            request_id = new_id("aut", gate.now)
             row = {
-                "id": new_id("aut", gate.now),
+                "id": request_id,
                 "flow": flow,
                 "level": level,
                 "state": "open",
@@ -197,24 +170,24 @@ class AutonomyControl:
                 "decided_by": None,
             }
             conn.execute(autonomy_requests.insert().values(**row))
-            body = {
-                "request": row["id"],
-                "from": current,
-                "to": level,
-                "by": actor.to_dict(),
-                "reason": reason,
-                "evidence": evidence,
-            }
-            append_in(conn, [event("autonomy_requested", flow, body, gate.now)], gate)
+            requested = AutonomyRequested(
+                request=request_id,
+                from_level=current,
+                to_level=level,
+                by=actor.to_dict(),
+                reason=reason,
+                evidence=evidence,
+            )
+            append_in(conn, [pending(requested, flow, gate.now)], gate)
             return {**row, "evidence": evidence}
 
-        return {"request": self._engine.writer.transact(open_request)}
+        return {"request": self._ctx.writer.transact(open_request)}
 
     def approve(self, request_id: str, approver: Actor, reason: str) -> dict[str, Any]:
         """Approve a raise (not one's own); the evidence is checked again now."""
         approver.require(Permission.APPROVE_POLICY, "approve autonomy raises")
         reason = required_reason(reason, "an approval")
-        with self._engine.db.read() as conn:
+        with self._ctx.db.read() as conn:
             found = conn.execute(
                 select(autonomy_requests).where(autonomy_requests.c.id == request_id)
             ).first()
@@ -254,65 +227,72 @@ class AutonomyControl:
                 .values(state="approved", decided_at=iso_time(gate.now), decided_by=approver.id)
             )
             why = f"{req['reason']} (approved: {reason})"
-            return self._change_in(
+            return change_level_in(
                 conn, gate, flow, level, previous, "raise", req["requested_by"], approver.id,
                 why, evidence,
             )  # fmt: skip
 
-        change = self._engine.writer.transact(apply)
-        self._engine.changes.refresh_now()
+        change = self._ctx.writer.transact(apply)
+        self._ctx.registry.refresh(force=True)
         return change
 
-    def lower_in(
-        self,
-        conn: Connection,
-        gate: WindowGate,
-        flow: str,
-        level: str,
-        by: str,
-        reason: str,
-        evidence: dict[str, Any],
-    ) -> dict[str, Any] | None:
-        """Lower ``flow`` to ``level`` inside a transaction (the governor); nothing when it
-        is at that level or lower already."""
-        current = current_level(conn, flow) or self._engine.runtime(flow).flow.autonomy.value
-        if ORDER.index(level) >= ORDER.index(current):
-            return None
-        return self._change_in(
-            conn, gate, flow, level, current, "lower", by, None, reason, evidence
-        )
 
-    def _change_in(
-        self,
-        conn: Connection,
-        gate: WindowGate,
-        flow: str,
-        level: str,
-        previous: str | None,
-        kind: str,
-        requested_by: str,
-        approved_by: str | None,
-        reason: str,
-        evidence: dict[str, Any] | None,
-    ) -> dict[str, Any]:
-        record_id = new_id("evt", gate.now)
-        row = {
-            "flow": flow,
-            "level": level,
-            "previous": previous,
-            "kind": kind,
-            "requested_by": requested_by,
-            "approved_by": approved_by,
-            "changed_at": iso_time(gate.now),
-            "reason": reason,
-            "evidence": json.dumps(evidence) if evidence is not None else None,
-            "record_id": record_id,
-        }
-        conn.execute(autonomy_changes.insert().values(**row))
-        body = {**row, "evidence": evidence}
-        del body["record_id"], body["flow"]
-        append_in(conn, [event("autonomy_changed", flow, body, gate.now, record_id)], gate)
-        return {**row, "evidence": evidence}
+def lower_in(
+    conn: Connection,
+    gate: WindowGate,
+    flow: str,
+    level: str,
+    by: str,
+    reason: str,
+    evidence: dict[str, Any],
+) -> dict[str, Any] | None:
+    """Lower ``flow`` to ``level`` inside a transaction (the governor); nothing when it is
+    at that level or lower already (a flow is seeded with a level before it decides)."""
+    current = current_level(conn, flow)
+    if current is None or ORDER.index(level) >= ORDER.index(current):
+        return None
+    return change_level_in(conn, gate, flow, level, current, "lower", by, None, reason, evidence)
+
+
+def change_level_in(
+    conn: Connection,
+    gate: WindowGate,
+    flow: str,
+    level: str,
+    previous: str | None,
+    kind: str,
+    requested_by: str,
+    approved_by: str | None,
+    reason: str,
+    evidence: dict[str, Any] | None,
+) -> dict[str, Any]:
+    record_id = new_id("evt", gate.now)
+    at = iso_time(gate.now)
+    row = {
+        "flow": flow,
+        "level": level,
+        "previous": previous,
+        "kind": kind,
+        "requested_by": requested_by,
+        "approved_by": approved_by,
+        "changed_at": at,
+        "reason": reason,
+        "evidence": json.dumps(evidence) if evidence is not None else None,
+        "record_id": record_id,
+    }
+    conn.execute(autonomy_changes.insert().values(**row))
+    changed = AutonomyChanged(
+        level=level,
+        previous=previous,
+        kind=kind,
+        requested_by=requested_by,
+        approved_by=approved_by,
+        changed_at=at,
+        reason=reason,
+        evidence=evidence,
+    )
+    append_in(conn, [pending(changed, flow, gate.now, record_id)], gate)
+    return {**row, "evidence": evidence}
 
 
 def _criteria_dict(c: Criteria) -> dict[str, Any]:

@@ -18,114 +18,34 @@ and arm it went through; the decisions index keeps them for the reports.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import threading
-import time
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import Connection, select, text, update
+from sqlalchemy import Connection, select, text
 
-from keel.decide import FlowRuntime
+from keel.context import Context
 from keel.errors import ConflictError, InputError, NotFoundError
+from keel.events import RolloutStarted, pending
 from keel.ledger.records import iso_time, new_id
-from keel.ledger.writer import WindowGate, append_in, event
+from keel.ledger.writer import WindowGate, append_in
 from keel.reasons import required_reason
-from keel.security.roles import Permission
+from keel.rollout.changes import Changes, end_running_in
+from keel.runtime import running_row
+from keel.security.roles import Actor, Permission
 from keel.store.schema import rollouts
 from keel.telemetry import log
 
-if TYPE_CHECKING:
-    from keel.engine import Engine
-    from keel.security.roles import Actor
-
 MODES = ("shadow", "canary")
 DEFAULT_BOUNDS = {"max_guardrail_hit_rate": 0.05, "max_override_rate": 0.10, "min_decisions": 50}
-CHECK_S = 1.0
-
-
-@dataclass(frozen=True)
-class Running:
-    """A rollout this process applies to decisions."""
-
-    id: str
-    flow: str
-    mode: str
-    version: str
-    share: float
-    runtime: FlowRuntime  # the candidate, at the flow's current autonomy
-
-    def serves(self, subject_id: str | None) -> bool:
-        """Is this subject in the canary's share? Always the same answer for a subject."""
-        if self.mode != "canary" or subject_id is None:
-            return False
-        digest = hashlib.sha256(f"{self.id}:{subject_id}".encode()).digest()
-        return int.from_bytes(digest[:8], "big") / 2**64 < self.share
-
-
-def _running_row(conn: Connection, flow: str) -> dict[str, Any] | None:
-    found = conn.execute(
-        select(rollouts).where(rollouts.c.flow == flow, rollouts.c.state == "running")
-    ).first()
-    return dict(found._mapping) if found else None
-
-
-def end_running_in(
-    conn: Connection, gate: WindowGate, flow: str, state: str, by: str, reason: str
-) -> dict[str, Any] | None:
-    """Stop the flow's running rollout inside a transaction, with its ledger event."""
-    row = _running_row(conn, flow)
-    if row is None:
-        return None
-    at = iso_time(gate.now)
-    conn.execute(
-        update(rollouts)
-        .where(rollouts.c.id == row["id"])
-        .values(state=state, ended_at=at, ended_by=by, end_reason=reason)
-    )
-    body = {"rollout": row["id"], "mode": row["mode"], "version": row["version"],
-            "state": state, "by": by, "reason": reason}  # fmt: skip
-    append_in(conn, [event("rollout_stopped", flow, body, gate.now)], gate)
-    return {**row, "state": state, "ended_at": at, "ended_by": by, "end_reason": reason}
+CHECK_S = 1.0  # how often a server checks running canaries against their bounds
 
 
 class Rollouts:
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self.running: dict[str, Running] = {}
-        self._lock = threading.Lock()
-        self._checked = 0.0
+    """Starting, stopping and judging rollouts; the registry applies them to decisions."""
 
-    # ---- what decisions see ------------------------------------------------------------
-
-    def refresh(self, force: bool = False) -> None:
-        """Load running rollouts, and stop canaries past their bounds (once a second)."""
-        now = time.monotonic()
-        if not force and now - self._checked < CHECK_S:
-            return
-        with self._lock:
-            self._checked = now
-            with self._engine.db.read() as conn:
-                rows = [
-                    dict(r._mapping)
-                    for r in conn.execute(select(rollouts).where(rollouts.c.state == "running"))
-                ]
-            running = {}
-            for row in rows:
-                flow = row["flow"]
-                if flow not in self._engine.flows:
-                    continue
-                current = self._engine.flows[flow]
-                candidate = self._engine.changes.runtime_of(flow, row["version"])
-                candidate = replace(candidate, flow=current.flow, hold=current.hold)
-                running[flow] = Running(
-                    row["id"], flow, row["mode"], row["version"], row["share"], candidate
-                )
-            self.running = running
-        for found in list(self.running.values()):
-            if found.mode == "canary":
-                self.check(found.id)
+    def __init__(self, ctx: Context, changes: Changes) -> None:
+        self._ctx = ctx
+        self._changes = changes
 
     # ---- acting ------------------------------------------------------------------------
 
@@ -163,7 +83,7 @@ class Rollouts:
                     "a canary serves real traffic: give an approved change (chg_…)",
                     {"field": "candidate"},
                 )
-            change = self._engine.changes.get(candidate)
+            change = self._changes.get(candidate)
             if change["flow"] != flow:
                 raise InputError(f"change {candidate} is for flow '{change['flow']}'")
             if change["state"] != "approved":
@@ -176,14 +96,14 @@ class Rollouts:
         else:
             share = 0.0
             if candidate.startswith("chg_"):
-                change_id, version = candidate, self._engine.changes.get(candidate)["version"]
+                change_id, version = candidate, self._changes.get(candidate)["version"]
             else:
-                version = self._engine.changes.resolve(flow, candidate)
-        if version == self._engine.runtime(flow).policy.version:
+                version = self._changes.resolve(flow, candidate)
+        if version == self._ctx.registry.current(flow).policy.version:
             raise ConflictError(f"version {version[:12]} is the active one already", {})
 
         def work(conn: Connection, gate: WindowGate) -> dict[str, Any]:
-            busy = _running_row(conn, flow)
+            busy = running_row(conn, flow)
             if busy is not None:
                 raise ConflictError(
                     f"a {busy['mode']} rollout ({busy['id']}) runs on flow '{flow}' already: "
@@ -207,13 +127,15 @@ class Rollouts:
                 "end_reason": None,
             }
             conn.execute(rollouts.insert().values(**row))
-            body = {k: row[k] for k in ("id", "mode", "version", "change_id", "share", "reason")}
-            body = {**body, "bounds": limits, "by": actor.to_dict()}
-            append_in(conn, [event("rollout_started", flow, body, gate.now)], gate)
+            started = RolloutStarted(
+                id=row["id"], mode=mode, version=version, change_id=change_id,
+                share=row["share"], reason=reason, bounds=limits, by=actor.to_dict(),
+            )  # fmt: skip
+            append_in(conn, [pending(started, flow, gate.now)], gate)
             return row
 
-        row = self._engine.writer.transact(work)
-        self.refresh(force=True)
+        row = self._ctx.writer.transact(work)
+        self._ctx.registry.refresh(force=True)
         return row
 
     def stop(self, flow: str, actor: Actor, reason: str) -> dict[str, Any]:
@@ -226,9 +148,22 @@ class Rollouts:
                 raise NotFoundError(f"no rollout runs on flow '{flow}'", {"flow": flow})
             return ended
 
-        row = self._engine.writer.transact(work)
-        self.refresh(force=True)
+        row = self._ctx.writer.transact(work)
+        self._ctx.registry.refresh(force=True)
         return row
+
+    def check_running(self) -> list[dict[str, Any]]:
+        """Judge every running canary against its bounds (scheduled work: a server does it
+        every ``CHECK_S``; never a side effect of reading). Returns the stops made."""
+        with self._ctx.db.read() as conn:
+            running = conn.execute(
+                select(rollouts.c.id).where(
+                    rollouts.c.state == "running", rollouts.c.mode == "canary"
+                )
+            ).scalars()
+            ids = [str(i) for i in running]
+        stops = [self.check(rollout_id) for rollout_id in ids]
+        return [s for s in stops if s is not None]
 
     def check(self, rollout_id: str) -> dict[str, Any] | None:
         """Stop a running canary whose figures passed its bounds; returns the stop, if any."""
@@ -252,22 +187,22 @@ class Rollouts:
         reason = f"automatic rollback after {canary['decisions']} decisions: {'; '.join(breaches)}"
 
         def work(conn: Connection, gate: WindowGate) -> dict[str, Any] | None:
-            current = _running_row(conn, row["flow"])
+            current = running_row(conn, row["flow"])
             if current is None or current["id"] != rollout_id:
                 return None  # another process stopped it first
             return end_running_in(conn, gate, row["flow"], "rolled_back", "keel", reason)
 
-        stopped = self._engine.writer.transact(work)
+        stopped = self._ctx.writer.transact(work)
         if stopped is not None:
-            self._engine.metrics.rollbacks.labels(row["flow"]).inc()
+            self._ctx.metrics.rollbacks.labels(row["flow"]).inc()
             log.warning("canary %s on flow %s rolled back: %s", rollout_id, row["flow"], reason)
-            self.refresh(force=True)
+            self._ctx.registry.refresh(force=True)
         return stopped
 
     # ---- reading -----------------------------------------------------------------------
 
     def get(self, rollout_id: str) -> dict[str, Any]:
-        with self._engine.db.read() as conn:
+        with self._ctx.db.read() as conn:
             found = conn.execute(select(rollouts).where(rollouts.c.id == rollout_id)).first()
         if found is None:
             raise NotFoundError(f"no rollout with id '{rollout_id}'", {"rollout": rollout_id})
@@ -277,8 +212,8 @@ class Rollouts:
 
     def recent(self, flow: str, limit: int = 20) -> list[dict[str, Any]]:
         """Reports of the flow's rollouts, newest first."""
-        self._engine.runtime(flow)
-        with self._engine.db.read() as conn:
+        self._ctx.registry.current(flow)
+        with self._ctx.db.read() as conn:
             ids = conn.execute(
                 select(rollouts.c.id)
                 .where(rollouts.c.flow == flow)
@@ -290,8 +225,8 @@ class Rollouts:
 
     def current(self, flow: str) -> dict[str, Any]:
         """The flow's running rollout, or its latest one."""
-        self._engine.runtime(flow)
-        with self._engine.db.read() as conn:
+        self._ctx.registry.current(flow)
+        with self._ctx.db.read() as conn:
             found = conn.execute(
                 select(rollouts.c.id)
                 .where(rollouts.c.flow == flow)
@@ -308,7 +243,7 @@ class Rollouts:
         params = {"id": rollout_id}
         arms: dict[str, dict[str, Any]] = {}
         agreement: dict[str, dict[str, int]] = {}
-        with self._engine.db.read() as conn:
+        with self._ctx.db.read() as conn:
             for arm, n, hits in conn.execute(
                 text(
                     "SELECT arm, count(*), sum(CASE WHEN guardrail_hits > 0 THEN 1 ELSE 0 END) "

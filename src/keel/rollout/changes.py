@@ -26,49 +26,50 @@ Other processes pick an activation up within a second.
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, select, update
 
 from keel.canonical import canonical_json
-from keel.decide import FlowRuntime
+from keel.context import Context
 from keel.errors import ConflictError, DefinitionError, InputError, NotFoundError, Problem
-from keel.flows import Autonomy
+from keel.events import (
+    PolicyActivated,
+    PolicyApproved,
+    PolicyEdited,
+    PolicyProposed,
+    PolicyRegistered,
+    RolloutStopped,
+    pending,
+)
 from keel.ledger.records import iso_time, new_id
-from keel.ledger.writer import WindowGate, append_in, event
+from keel.ledger.writer import WindowGate, append_in
 from keel.policy.compiler import compile_policy
-from keel.policy.model import Policy, parse_policy, policy_from_document
+from keel.policy.model import Policy, parse_policy
 from keel.reasons import required_reason
-from keel.rollout.artifacts import load_pinned, materialise, pinnable, store_in
-from keel.rollout.autonomy import current_level
-from keel.rollout.canary import end_running_in
+from keel.rollout.autonomy import change_level_in
 from keel.rollout.diff import Difference, diff_models, diff_policies
-from keel.rollout.holds import current_hold
+from keel.runtime import active_row, current_level, pins_of, running_row
 from keel.security.roles import Actor, Permission
-from keel.signals.adapters import Model, load_model
+from keel.signals.adapters import load_model
+from keel.signals.artifacts import pinnable, store_in
 from keel.store.schema import (
-    autonomy_changes,
     flow_activations,
-    flow_holds,
     policy_approvals,
     policy_changes,
     policy_versions,
+    rollouts,
 )
 from keel.telemetry import log
 from keel.yamlfile import load_yaml_text
 
-if TYPE_CHECKING:
-    from keel.engine import Engine
-
-REFRESH_S = 1.0  # how stale this process's view of activations may be
 APPROVALS_NEEDED = 1
 MAX_DOCUMENT = 256 * 1024
 FIRST = "first version, from the project's policy file"
+SYSTEM = {"id": "keel", "name": "Keel", "role": "system"}  # who seeds a flow's first state
 
 
 def _change_row(conn: Connection, change_id: str) -> dict[str, Any]:
@@ -87,141 +88,118 @@ def _approvals(conn: Connection, change_id: str, version: str) -> list[dict[str,
     return [dict(r._mapping) for r in rows]
 
 
-def _active(conn: Connection, flow: str) -> dict[str, Any] | None:
-    found = conn.execute(
-        select(flow_activations)
-        .where(flow_activations.c.flow == flow)
-        .order_by(flow_activations.c.id.desc())
-        .limit(1)
-    ).first()
-    return dict(found._mapping) if found else None
-
-
-def _pins(row: Mapping[str, Any] | None) -> dict[str, str] | None:
-    """The model pins an activation or change row holds (None: none recorded)."""
-    if row is None or not row.get("models"):
+def end_running_in(
+    conn: Connection, gate: WindowGate, flow: str, state: str, by: str, reason: str
+) -> dict[str, Any] | None:
+    """Stop the flow's running rollout inside a transaction, with its ledger event."""
+    row = running_row(conn, flow)
+    if row is None:
         return None
-    pins = row["models"] if isinstance(row["models"], dict) else json.loads(row["models"])
-    return pins if isinstance(pins, dict) else None
+    at = iso_time(gate.now)
+    conn.execute(
+        update(rollouts)
+        .where(rollouts.c.id == row["id"])
+        .values(state=state, ended_at=at, ended_by=by, end_reason=reason)
+    )
+    stopped = RolloutStopped(
+        rollout=row["id"], mode=row["mode"], version=row["version"], state=state, by=by,
+        reason=reason,
+    )  # fmt: skip
+    append_in(conn, [pending(stopped, flow, gate.now)], gate)
+    return {**row, "state": state, "ended_at": at, "ended_by": by, "end_reason": reason}
 
 
 class Changes:
-    """The change workflow of an engine's flows, and which version each flow runs."""
+    """The change workflow of the flows' policies and models, and the reads about it.
+    What each flow runs now is the registry's (``keel.runtime``)."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._compiled: dict[tuple[str, str], FlowRuntime] = {}
-        self._file_versions = {name: rt.policy.version for name, rt in engine.flows.items()}
-        self._files = {name: Path(rt.policy.policy.source) for name, rt in engine.flows.items()}
-        self._file_levels = {name: rt.flow.autonomy for name, rt in engine.flows.items()}
-        self._file_models = {
-            name: {
-                signal: model.version
-                for signal, model in rt.models.items()
-                if pinnable(rt.flow.signals[signal])
-            }
-            for name, rt in engine.flows.items()
-        }
-        self._pinned: dict[tuple[str, str, str], Model] = {}
-        self._cache = engine.settings.keys_dir.parent / "models"
-        self._lock = threading.Lock()
-        self._seen: tuple[Any, ...] | None = None  # newest activation, autonomy, hold ids applied
-        self._checked = 0.0
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
 
-    # ---- which version runs ----------------------------------------------------------
+    # ---- a flow's first state --------------------------------------------------------
 
-    def start(self) -> None:
-        """Seed flows without a history from their files; run each flow's active version."""
+    def seed(self) -> None:
+        """Give every flow without a history its first version, models and autonomy level
+        from its files (ledger events), then run what the store says and warn where the
+        files differ from it."""
+        registry = self._ctx.registry
 
         def seed(conn: Connection, gate: WindowGate) -> None:
-            for flow, version in self._file_versions.items():
-                if _active(conn, flow) is None:
+            for flow, runtime in registry.flows.items():
+                policy = runtime.policy.policy
+                self._register_in(conn, gate, flow, policy, policy.source)
+                if active_row(conn, flow) is None:
                     pins = self._store_file_models(conn, flow, gate.now)
+                    version = registry.file_version(flow)
                     self._activate_in(conn, gate, flow, version, None, "initial", None, FIRST, pins)
-            self._engine.autonomy.seed_in(conn, gate)
+                if current_level(conn, flow) is None:
+                    level = registry.file_level(flow).value
+                    change_level_in(conn, gate, flow, level, None, "initial", "keel", None,
+                                    "first level, from the flow file", None)  # fmt: skip
 
-        self._engine.writer.transact(seed)
-        self._apply_all()
-        for flow, (active, version) in self.file_drift().items():
+        self._ctx.writer.transact(seed)
+        registry.refresh(force=True)
+        self._warn_file_drift()
+
+    def _warn_file_drift(self) -> None:
+        registry = self._ctx.registry
+        for flow, (active, version) in registry.file_drift().items():
             log.warning(
                 "flow %s runs policy version %s from the store; its file holds %s, which "
                 "takes effect only once proposed, approved and activated",
-                flow,
-                active[:12],
-                version[:12],
-            )
-        for flow, files in self._file_models.items():
-            loaded = {s: m.version for s, m in self._engine.flows[flow].models.items()}
-            for signal, version in files.items():
+                flow, active[:12], version[:12],
+            )  # fmt: skip
+        for flow, runtime in registry.flows.items():
+            loaded = {s: m.version for s, m in runtime.models.items()}
+            for signal, version in registry.file_models(flow).items():
                 if loaded.get(signal) != version:
                     log.warning(
                         "flow %s runs model %s for %s from the store; its file holds %s, "
                         "which takes effect only once proposed, approved and activated",
-                        flow,
-                        loaded.get(signal),
-                        signal,
-                        version,
-                    )
-        for flow, level in self._file_levels.items():
-            running = self._engine.flows[flow].flow.autonomy
-            if running is not level:
+                        flow, loaded.get(signal), signal, version,
+                    )  # fmt: skip
+            level = registry.file_level(flow)
+            if runtime.flow.autonomy is not level:
                 log.warning(
                     "flow %s runs at autonomy %s from the store; its file says %s, which "
                     "changes nothing (keel autonomy request %s %s)",
-                    flow,
-                    running,
-                    level,
-                    flow,
-                    level,
-                )
+                    flow, runtime.flow.autonomy, level, flow, level,
+                )  # fmt: skip
 
     def _store_file_models(self, conn: Connection, flow: str, now: float) -> dict[str, str]:
-        runtime = self._engine.flows[flow]
-        root = self._engine.settings.project_dir
+        runtime = self._ctx.registry.runtime_of(flow)
+        root = self._ctx.settings.project_dir
         return {
             signal: store_in(conn, (root / runtime.flow.signals[signal].model).resolve(), now)
-            for signal in self._file_models[flow]
+            for signal in self._ctx.registry.file_models(flow)
         }
 
-    def model(self, flow: str, signal: str, version: str) -> Model:
-        """A pinned model version of the flow's signal, loaded from the store (cached)."""
-        key = (flow, signal, version)
-        found = self._pinned.get(key)
-        if found is None:
-            spec = self._engine.flows[flow].flow.signals[signal]
-            found = self._pinned[key] = load_pinned(self._engine.db, self._cache, spec, version)
-        return found
-
-    def model_path(self, version: str) -> Path:
-        """A pinned model file on this machine's disk."""
-        return materialise(self._engine.db, self._cache, version)
+    # ---- what the files hold, and stored versions --------------------------------------
 
     def active_models(self, flow: str) -> dict[str, str]:
         """The model versions the flow's active version pins."""
-        with self._engine.db.read() as conn:
-            return _pins(_active(conn, flow)) or {}
+        with self._ctx.db.read() as conn:
+            return pins_of(active_row(conn, flow)) or {}
 
     def file_drift(self) -> dict[str, tuple[str, str]]:
         """Flows whose policy file differs from the active version: {flow: (active, file)}."""
-        return {
-            flow: (self._engine.flows[flow].policy.version, version)
-            for flow, version in self._file_versions.items()
-            if self._engine.flows[flow].policy.version != version
-        }
+        return self._ctx.registry.file_drift()
 
     def file_of(self, flow: str) -> Path:
         """The project file the flow's policy was loaded from."""
-        self._engine.runtime(flow, refresh=False)
-        return self._files[flow]
+        return self._ctx.registry.file_of(flow)
 
     def file_version(self, flow: str) -> str:
-        self._engine.runtime(flow, refresh=False)
-        return self._file_versions[flow]
+        return self._ctx.registry.file_version(flow)
+
+    def model_path(self, version: str) -> Path:
+        """A pinned model file on this machine's disk."""
+        return self._ctx.registry.model_path(version)
 
     def resolve(self, flow: str, prefix: str) -> str:
         """The stored version of the flow's policy that ``prefix`` names (at least 4 digits)."""
-        name = self._engine.runtime(flow).flow.policy
-        with self._engine.db.read() as conn:
+        name = self._ctx.registry.current(flow).flow.policy
+        with self._ctx.db.read() as conn:
             found = [
                 v
                 for (v,) in conn.execute(
@@ -237,115 +215,20 @@ class Changes:
             )
         return str(found[0])
 
-    def refresh(self) -> None:
-        """Apply activations and autonomy changes made by other processes (at most one
-        check per second)."""
-        now = time.monotonic()
-        if now - self._checked < REFRESH_S:
-            return
-        self._checked = now
-        with self._engine.db.read() as conn:
-            newest = self._newest(conn)
-        if newest != self._seen:
-            self._apply_all()
-
-    def refresh_now(self) -> None:
-        """Apply what the store says now (after a change made in this process)."""
-        self._apply_all()
-
-    def _newest(self, conn: Connection) -> tuple[Any, ...]:
-        return (
-            conn.execute(select(func.max(flow_activations.c.id))).scalar(),
-            conn.execute(select(func.max(autonomy_changes.c.id))).scalar(),
-            conn.execute(select(func.max(flow_holds.c.id))).scalar(),
-        )
-
-    def _apply_all(self) -> None:
-        with self._lock:
-            with self._engine.db.read() as conn:
-                newest = self._newest(conn)
-                active = {flow: _active(conn, flow) for flow in self._file_versions}
-                levels = {flow: current_level(conn, flow) for flow in self._file_versions}
-                holds = {flow: current_hold(conn, flow) for flow in self._file_versions}
-            for flow, row in active.items():
-                if row is not None:
-                    self._run(flow, row["version"], levels[flow], _pins(row), holds[flow])
-            self._seen = newest
-            self._checked = time.monotonic()
-
-    def _run(
-        self,
-        flow: str,
-        version: str,
-        level: str | None,
-        pins: Mapping[str, str] | None,
-        hold: str = "none",
-    ) -> None:
-        engine = self._engine
-        current = engine.flows[flow]
-        autonomy = Autonomy(level) if level else current.flow.autonomy
-        running = {s: m.version for s, m in current.models.items()}
-        if (
-            current.policy.version == version
-            and current.flow.autonomy is autonomy
-            and current.hold == hold
-            and all(running.get(s) == v for s, v in (pins or {}).items())
-        ):
-            return
-        runtime = self.runtime_of(flow, version)
-        if runtime.flow.autonomy is not autonomy:
-            runtime = replace(runtime, flow=replace(runtime.flow, autonomy=autonomy))
-        models = dict(runtime.models)
-        for signal, pinned in (pins or {}).items():
-            if signal in models and models[signal].version != pinned:
-                models[signal] = self.model(flow, signal, pinned)
-        if models != runtime.models:
-            runtime = replace(runtime, models=models)
-        if runtime.hold != hold:
-            runtime = replace(runtime, hold=hold)
-        engine.flows[flow] = runtime
-        log.info(
-            "flow %s now runs policy %s at autonomy %s (hold: %s)",
-            flow, version[:12], autonomy, hold,
-        )  # fmt: skip
-
-    def runtime_of(self, flow: str, version: str) -> FlowRuntime:
-        """The flow with a stored policy version compiled (cached per version)."""
-        key = (flow, version)
-        found = self._compiled.get(key)
-        if found is not None:
-            return found
-        current = self._engine.runtime(flow, refresh=False)
-        if current.policy.version == version:
-            return current
-        with self._engine.db.read() as conn:
-            doc = conn.execute(
-                select(policy_versions.c.document).where(policy_versions.c.version == version)
-            ).scalar()
-        if doc is None:
-            raise NotFoundError(
-                f"policy version {version} is not in the store", {"version": version}
-            )
-        policy = policy_from_document(json.loads(doc), f"<policy {version[:12]}>")
-        compiled = compile_policy(policy, current.flow)
-        runtime = FlowRuntime(current.flow, compiled, current.models, current.timeouts_ms)
-        self._compiled[key] = runtime
-        return runtime
-
     # ---- reading ---------------------------------------------------------------------
 
     def get(self, change_id: str) -> dict[str, Any]:
-        with self._engine.db.read() as conn:
+        with self._ctx.db.read() as conn:
             row = _change_row(conn, change_id)
             row["approvals"] = _approvals(conn, change_id, row["version"])
         row["editors"] = json.loads(row["editors"])
-        row["models"] = _pins(row)
+        row["models"] = pins_of(row)
         return row
 
     def changes(self, flow: str, limit: int = 100) -> list[dict[str, Any]]:
         """A flow's changes, newest first."""
-        self._engine.runtime(flow)
-        with self._engine.db.read() as conn:
+        self._ctx.registry.current(flow)
+        with self._ctx.db.read() as conn:
             rows = conn.execute(
                 select(policy_changes)
                 .where(policy_changes.c.flow == flow)
@@ -355,13 +238,13 @@ class Changes:
             out = [dict(r._mapping) for r in rows]
         for row in out:
             row["editors"] = json.loads(row["editors"])
-            row["models"] = _pins(row)
+            row["models"] = pins_of(row)
         return out
 
     def history(self, flow: str) -> list[dict[str, Any]]:
         """Every activation of the flow, oldest first."""
-        self._engine.runtime(flow)
-        with self._engine.db.read() as conn:
+        self._ctx.registry.current(flow)
+        with self._ctx.db.read() as conn:
             rows = conn.execute(
                 select(flow_activations)
                 .where(flow_activations.c.flow == flow)
@@ -372,9 +255,9 @@ class Changes:
     def active_at(self, flow: str, instant: str | None = None) -> dict[str, Any]:
         """The activation in force at ``instant`` (ISO 8601, as the ledger writes it; now if
         None): its version, since when, by whom and why."""
-        self._engine.runtime(flow)
-        at = instant or iso_time(self._engine.clock())
-        with self._engine.db.read() as conn:
+        self._ctx.registry.current(flow)
+        at = instant or iso_time(self._ctx.clock())
+        with self._ctx.db.read() as conn:
             found = conn.execute(
                 select(flow_activations)
                 .where(flow_activations.c.flow == flow, flow_activations.c.activated_at <= at)
@@ -388,7 +271,7 @@ class Changes:
         return dict(found._mapping)
 
     def policy(self, flow: str, version: str) -> Policy:
-        return self.runtime_of(flow, version).policy.policy
+        return self._ctx.registry.policy(flow, version)
 
     def diff(self, flow: str, before: str, after: str) -> list[Difference]:
         """How ``after`` differs from ``before`` (two stored versions of the flow's policy)."""
@@ -398,7 +281,7 @@ class Changes:
         """A change against the version it was proposed on: policy and model pins."""
         change = self.get(change_id)
         flow = change["flow"]
-        with self._engine.db.read() as conn:
+        with self._ctx.db.read() as conn:
             base = conn.execute(
                 select(flow_activations)
                 .where(
@@ -408,8 +291,8 @@ class Changes:
                 .order_by(flow_activations.c.id.desc())
                 .limit(1)
             ).first()
-        base_pins = (_pins(dict(base._mapping)) if base else None) or {}
-        pins = _pins(change) or base_pins
+        base_pins = (pins_of(dict(base._mapping)) if base else None) or {}
+        pins = pins_of(change) or base_pins
         differences = self.diff(flow, change["base_version"], change["version"])
         differences += diff_models(base_pins, pins)
         return change, differences
@@ -424,7 +307,7 @@ class Changes:
             raise InputError(
                 f"a policy document is at most {MAX_DOCUMENT // 1024} KiB", {"field": "document"}
             )
-        runtime = self._engine.runtime(flow)
+        runtime = self._ctx.registry.current(flow)
         policy = parse_policy(load_yaml_text(text, source), Path(source))
         if policy.name != runtime.flow.policy:
             raise DefinitionError(
@@ -457,28 +340,29 @@ class Changes:
         """Check and store a policy version without proposing it (to replay it, say);
         returns its version. Registering is a ledger event the first time."""
         policy = self._parse(flow, text, source)
-
-        def work(conn: Connection, gate: WindowGate) -> None:
-            exists = conn.execute(
-                select(policy_versions.c.version).where(policy_versions.c.version == policy.version)
-            ).first()
-            if exists:
-                return
-            self._store_version(conn, policy, gate.now)
-            body = {
-                "policy": policy.name,
-                "version": policy.version,
-                "flow": flow,
-                "source": Path(source).name,
-            }
-            append_in(conn, [event("policy_registered", flow, body, gate.now)], gate)
-
-        self._engine.writer.transact(work)
+        self._ctx.writer.transact(
+            lambda conn, gate: self._register_in(conn, gate, flow, policy, source)
+        )
         return policy.version
+
+    def _register_in(
+        self, conn: Connection, gate: WindowGate, flow: str, policy: Policy, source: str
+    ) -> None:
+        """Store a policy version with its ``policy_registered`` event, the first time."""
+        exists = conn.execute(
+            select(policy_versions.c.version).where(policy_versions.c.version == policy.version)
+        ).first()
+        if exists:
+            return
+        self._store_version(conn, policy, gate.now)
+        registered = PolicyRegistered(
+            policy=policy.name, version=policy.version, flow=flow, source=Path(source).name
+        )
+        append_in(conn, [pending(registered, flow, gate.now)], gate)
 
     def _model_files(self, flow: str, models: Mapping[str, Path] | None) -> dict[str, Path]:
         """Proposed model files, each checked: a pinnable signal of the flow, and loadable."""
-        runtime = self._engine.runtime(flow)
+        runtime = self._ctx.registry.current(flow)
         checked = {}
         for signal, path in (models or {}).items():
             spec = runtime.flow.signals.get(signal)
@@ -516,14 +400,14 @@ class Changes:
         if text is None:
             if not files:
                 raise InputError("propose a policy, a model, or both", {"field": "document"})
-            policy = self._engine.runtime(flow).policy.policy
+            policy = self._ctx.registry.current(flow).policy.policy
         else:
             policy = self._parse(flow, text, source)
 
         def work(conn: Connection, gate: WindowGate) -> str:
-            active = _active(conn, flow)
+            active = active_row(conn, flow)
             base = active["version"] if active else ""
-            base_pins = _pins(active) or {}
+            base_pins = pins_of(active) or {}
             pins = {**base_pins, **{s: store_in(conn, f, gate.now) for s, f in files.items()}}
             if policy.version == base and pins == base_pins:
                 raise ConflictError(
@@ -533,8 +417,9 @@ class Changes:
                 )
             self._store_version(conn, policy, gate.now)
             now = iso_time(gate.now)
+            change_id = new_id("chg", gate.now)
             row = {
-                "id": new_id("chg", gate.now),
+                "id": change_id,
                 "flow": flow,
                 "state": "proposed",
                 "version": policy.version,
@@ -547,25 +432,25 @@ class Changes:
                 "models": json.dumps(pins) if pins else None,
             }
             conn.execute(policy_changes.insert().values(**row))
-            body = {
-                "change": row["id"],
-                "version": policy.version,
-                "base_version": base,
-                "models": pins or None,
-                "base_models": base_pins or None,
-                "author": author.to_dict(),
-                "reason": reason,
-            }
-            append_in(conn, [event("policy_proposed", flow, body, gate.now)], gate)
+            proposed = PolicyProposed(
+                change=change_id,
+                version=policy.version,
+                base_version=base,
+                models=pins or None,
+                base_models=base_pins or None,
+                author=author.to_dict(),
+                reason=reason,
+            )
+            append_in(conn, [pending(proposed, flow, gate.now)], gate)
             return str(row["id"])
 
-        return self.get(self._engine.writer.transact(work))
+        return self.get(self._ctx.writer.transact(work))
 
     def edit(self, change_id: str, text: str, editor: Actor, reason: str) -> dict[str, Any]:
         """Replace a proposed change's version; every approval it had is void."""
         editor.require(Permission.PROPOSE_POLICY, "edit policy changes")
         reason = required_reason(reason, "an edit")
-        with self._engine.db.read() as conn:
+        with self._ctx.db.read() as conn:
             flow = _change_row(conn, change_id)["flow"]
         policy = self._parse(flow, text, f"<change {change_id}>")
 
@@ -577,7 +462,7 @@ class Changes:
                     {"change_id": change_id},
                 )
             voided = _approvals(conn, change_id, row["version"])
-            active = _active(conn, flow)
+            active = active_row(conn, flow)
             self._store_version(conn, policy, gate.now)
             editors = json.loads(row["editors"])
             if editor.id not in editors:
@@ -593,18 +478,18 @@ class Changes:
                     updated_at=iso_time(gate.now),
                 )
             )
-            body = {
-                "change": change_id,
-                "from_version": row["version"],
-                "version": policy.version,
-                "editor": editor.to_dict(),
-                "reason": reason,
-                "voided_approvals": [a["approver"] for a in voided],
-            }
-            append_in(conn, [event("policy_edited", flow, body, gate.now)], gate)
+            edited = PolicyEdited(
+                change=change_id,
+                from_version=row["version"],
+                version=policy.version,
+                editor=editor.to_dict(),
+                reason=reason,
+                voided_approvals=[a["approver"] for a in voided],
+            )
+            append_in(conn, [pending(edited, flow, gate.now)], gate)
             return change_id
 
-        return self.get(self._engine.writer.transact(work))
+        return self.get(self._ctx.writer.transact(work))
 
     def approve(self, change_id: str, approver: Actor, reason: str) -> dict[str, Any]:
         """Approve a change's current version (never by anyone who wrote a revision of it)."""
@@ -645,20 +530,18 @@ class Changes:
                     .where(policy_changes.c.id == change_id)
                     .values(state="approved", updated_at=iso_time(gate.now))
                 )
-            body = {
-                "change": change_id,
-                "version": row["version"],
-                "approver": approver.to_dict(),
-                "reason": reason,
-                "approvals": len(given) + 1,
-                "needed": APPROVALS_NEEDED,
-            }
-            append_in(
-                conn, [event("policy_approved", row["flow"], body, gate.now, record_id)], gate
+            approved = PolicyApproved(
+                change=change_id,
+                version=row["version"],
+                approver=approver.to_dict(),
+                reason=reason,
+                approvals=len(given) + 1,
+                needed=APPROVALS_NEEDED,
             )
+            append_in(conn, [pending(approved, row["flow"], gate.now, record_id)], gate)
             return change_id
 
-        return self.get(self._engine.writer.transact(work))
+        return self.get(self._ctx.writer.transact(work))
 
     def activate(self, change_id: str, actor: Actor, reason: str = "") -> dict[str, Any]:
         """Put an approved change into force; returns the activation."""
@@ -674,7 +557,7 @@ class Changes:
                     f"{row['version'][:12]}",
                     {"change_id": change_id, "approvals": len(given)},
                 )
-            active = _active(conn, row["flow"])
+            active = active_row(conn, row["flow"])
             current = active["version"] if active else ""
             if current != row["base_version"]:
                 raise ConflictError(
@@ -698,19 +581,18 @@ class Changes:
                 "activate",
                 change_id,
                 why,
-                _pins(row) or _pins(active),
+                pins_of(row) or pins_of(active),
             )
 
-        activation = self._engine.writer.transact(work)
-        self._apply_all()
-        self._engine.rollouts.refresh(force=True)  # an activation ends a running rollout
+        activation = self._ctx.writer.transact(work)
+        self._ctx.registry.refresh(force=True)  # an activation also ends a running rollout
         return activation
 
     def rollback(self, flow: str, version: str, actor: Actor, reason: str) -> dict[str, Any]:
         """Put back a version the flow used before; returns the activation."""
         actor.require(Permission.ACTIVATE_POLICY, "roll back policy versions")
         reason = required_reason(reason, "a rollback")
-        self._engine.runtime(flow)
+        self._ctx.registry.current(flow)
 
         def work(conn: Connection, gate: WindowGate) -> dict[str, Any]:
             used = conn.execute(
@@ -725,7 +607,7 @@ class Changes:
                     {"flow": flow, "version": version},
                 )
             target = matches[0]
-            active = _active(conn, flow)
+            active = active_row(conn, flow)
             if active is not None and active["version"] == target:
                 raise ConflictError(
                     f"version {target[:12]} is active on flow '{flow}' already",
@@ -737,14 +619,13 @@ class Changes:
                 .order_by(flow_activations.c.id.desc())
                 .limit(1)
             ).first()
-            pins = _pins(dict(last._mapping)) if last else None
+            pins = pins_of(dict(last._mapping)) if last else None
             return self._activate_in(
                 conn, gate, flow, target, actor, "rollback", None, reason, pins
             )
 
-        activation = self._engine.writer.transact(work)
-        self._apply_all()
-        self._engine.rollouts.refresh(force=True)  # an activation ends a running rollout
+        activation = self._ctx.writer.transact(work)
+        self._ctx.registry.refresh(force=True)  # an activation also ends a running rollout
         return activation
 
     # ---- inside the transaction --------------------------------------------------------
@@ -771,7 +652,7 @@ class Changes:
         reason: str,
         models: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        active = _active(conn, flow)
+        active = active_row(conn, flow)
         record_id = new_id("evt", gate.now)
         by = actor.id if actor else "keel"
         row = {
@@ -788,15 +669,15 @@ class Changes:
         conn.execute(flow_activations.insert().values(**row))
         if kind != "initial":
             end_running_in(conn, gate, flow, "ended", by, f"version {version[:12]} activated")
-        body = {
-            "version": version,
-            "previous": active["version"] if active else None,
-            "kind": kind,
-            "change": change_id,
-            "by": actor.to_dict() if actor else {"id": "keel", "name": "Keel", "role": "system"},
-            "reason": row["reason"],
-            "models": dict(models) if models else None,
-            "previous_models": _pins(active),
-        }
-        append_in(conn, [event("policy_activated", flow, body, gate.now, record_id)], gate)
+        activated = PolicyActivated(
+            version=version,
+            previous=active["version"] if active else None,
+            kind=kind,
+            change=change_id,
+            by=actor.to_dict() if actor else dict(SYSTEM),
+            reason=reason,
+            models=dict(models) if models else None,
+            previous_models=pins_of(active),
+        )
+        append_in(conn, [pending(activated, flow, gate.now, record_id)], gate)
         return row

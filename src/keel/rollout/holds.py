@@ -16,34 +16,23 @@ its row; other processes follow within a second.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, select
 
+from keel.context import Context
 from keel.errors import ConflictError, InputError
+from keel.events import FlowHoldChanged, pending
 from keel.ledger.records import iso_time, new_id
-from keel.ledger.writer import WindowGate, append_in, event
+from keel.ledger.writer import WindowGate, append_in
 from keel.reasons import required_reason
-from keel.security.roles import Permission
+from keel.runtime import NO_HOLD, current_hold
+from keel.security.roles import Actor, Permission
 from keel.store.schema import alarms, flow_holds
 
-if TYPE_CHECKING:
-    from keel.engine import Engine
-    from keel.security.roles import Actor
-
-NONE = "none"
+NONE = NO_HOLD
 HOLDS = ("escalate_all", "pause")
 GRAVITY = {NONE: 0, "escalate_all": 1, "pause": 2}  # a graver hold is never replaced by a milder
-
-
-def current_hold(conn: Connection, flow: str) -> str:
-    found = conn.execute(
-        select(flow_holds.c.hold)
-        .where(flow_holds.c.flow == flow)
-        .order_by(flow_holds.c.id.desc())
-        .limit(1)
-    ).scalar()
-    return str(found) if found is not None else NONE
 
 
 def set_hold_in(
@@ -62,32 +51,40 @@ def set_hold_in(
     if hold == previous or (hold != NONE and GRAVITY[hold] < GRAVITY[previous]):
         return None
     record_id = new_id("evt", gate.now)
+    at = iso_time(gate.now)
     row = {
         "flow": flow,
         "hold": hold,
         "previous": previous,
         "set_by": set_by,
-        "at": iso_time(gate.now),
+        "at": at,
         "reason": reason,
         "alarm_id": alarm_id,
         "evidence": json.dumps(evidence) if evidence is not None else None,
         "record_id": record_id,
     }
     conn.execute(flow_holds.insert().values(**row))
-    body: dict[str, Any] = {k: v for k, v in row.items() if k not in ("flow", "record_id")}
-    body["evidence"] = evidence
-    append_in(conn, [event("flow_hold_changed", flow, body, gate.now, record_id)], gate)
+    changed = FlowHoldChanged(
+        hold=hold,
+        previous=previous,
+        set_by=set_by,
+        at=at,
+        reason=reason,
+        alarm_id=alarm_id,
+        evidence=evidence,
+    )
+    append_in(conn, [pending(changed, flow, gate.now, record_id)], gate)
     return {**row, "evidence": evidence}
 
 
 class Holds:
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
 
     def show(self, flow: str) -> dict[str, Any]:
         """The hold in force and its history, newest first."""
-        self._engine.runtime(flow)
-        with self._engine.db.read() as conn:
+        self._ctx.registry.current(flow)
+        with self._ctx.db.read() as conn:
             rows = [
                 dict(r._mapping)
                 for r in conn.execute(
@@ -105,7 +102,7 @@ class Holds:
         """Lift the flow's hold; refused while an alarm that set it still fires."""
         actor.require(Permission.APPROVE_POLICY, "lift holds on flows")
         reason = required_reason(reason, "lifting a hold")
-        self._engine.runtime(flow)
+        self._ctx.registry.current(flow)
 
         def work(conn: Connection, gate: WindowGate) -> dict[str, Any]:
             held = current_hold(conn, flow)
@@ -136,6 +133,6 @@ class Holds:
                 raise InputError(f"flow '{flow}' is not held", {"flow": flow})
             return change
 
-        change = self._engine.writer.transact(work)
-        self._engine.changes.refresh_now()
+        change = self._ctx.writer.transact(work)
+        self._ctx.registry.refresh(force=True)
         return change

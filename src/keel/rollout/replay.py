@@ -29,11 +29,12 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import text
 
-from keel.decide import settle_status
+from keel.context import Context
+from keel.decide.draft import settle_status
 from keel.errors import ErasedDataError, InputError
 from keel.flows import Flow
 from keel.keys import load_data_key
@@ -41,12 +42,10 @@ from keel.policy.compiler import CompiledPolicy, compile_policy
 from keel.policy.guardrails import check_static
 from keel.policy.model import policy_from_document
 from keel.protect import Protector, Sealed
+from keel.rollout.changes import Changes
 from keel.signals.adapters import load_model
 from keel.signals.runner import SignalResult, SignalRunner
 from keel.store.database import open_database
-
-if TYPE_CHECKING:
-    from keel.engine import Engine
 
 SAMPLE = 100  # changed decisions listed in the report
 _FETCH = 2000
@@ -286,7 +285,8 @@ def _same_value(a: float | None, b: float | None) -> bool:
 
 
 def replay(
-    engine: Engine,
+    ctx: Context,
+    changes: Changes,
     flow: str,
     candidate: str,
     since: str,
@@ -298,10 +298,10 @@ def replay(
     ``flow``'s decisions recorded in ``[since, until)``: in ``workers`` processes (default:
     one per CPU) when the range holds at least ``parallel_from`` decisions."""
     started = time.perf_counter()
-    runtime = engine.runtime(flow)
+    runtime = ctx.registry.current(flow)
     pins: dict[str, str] = {}
     if candidate.startswith("chg_"):
-        change = engine.changes.get(candidate)
+        change = changes.get(candidate)
         if change["flow"] != flow:
             raise InputError(
                 f"change {candidate} is for flow '{change['flow']}', not '{flow}'",
@@ -311,18 +311,18 @@ def replay(
         pins = change["models"] or {}
     running = {s: m.version for s, m in runtime.models.items()}
     changed_models = {
-        signal: str(engine.changes.model_path(version))
+        signal: str(changes.model_path(version))
         for signal, version in pins.items()
         if running.get(signal) != version
     }
-    version = engine.changes.resolve(flow, candidate)
-    policy = engine.changes.policy(flow, version)
+    version = changes.resolve(flow, candidate)
+    policy = changes.policy(flow, version)
     if since >= until:
         raise InputError(
             f"the range is empty: since {since} is not before until {until}",
             {"since": since, "until": until},
         )
-    with engine.db.read() as conn:
+    with ctx.db.read() as conn:
         low, high, count = conn.execute(
             text(
                 "SELECT min(seq), max(seq), count(*) FROM decisions "
@@ -335,7 +335,7 @@ def replay(
             f"flow '{flow}' recorded no decisions between {since} and {until}: nothing to replay",
             {"flow": flow, "since": since, "until": until},
         )
-    settings = engine.settings
+    settings = ctx.settings
     parts = max(1, workers if workers is not None else (os.cpu_count() or 1))
     if count < parallel_from:
         parts = 1

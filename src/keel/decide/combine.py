@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from keel.batching import BatchWorker
-from keel.decide import Draft, FlowRuntime
-from keel.decision import Decision
+from keel.decide.draft import Draft
+from keel.decide.record import Decision
 from keel.errors import LedgerWriteError
+from keel.runtime import FlowRuntime
 from keel.signals.runner import SignalResult, SignalRunner
 
 MAX_COMBINED = 256

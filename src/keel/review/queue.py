@@ -21,22 +21,22 @@ take it past a limit (that is what escalation is for), and the entry says which.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, select, update
 
+from keel.context import Context
 from keel.errors import ConflictError, InputError, NotFoundError
+from keel.events import ReviewBreached, ReviewResolved, pending
+from keel.events import body as body_of
 from keel.flows import ReviewSettings
 from keel.ledger.records import Entry, iso_time, new_id
-from keel.ledger.writer import WindowGate, append_in, event
+from keel.ledger.writer import WindowGate, append_in
 from keel.policy.guardrails import segment_of
 from keel.reasons import required_reason
 from keel.security.roles import Actor
 from keel.store.schema import decisions, reviews
 from keel.telemetry import log
-
-if TYPE_CHECKING:
-    from keel.engine import Engine
 
 RESOLUTIONS = ("approve", "reject", "change")
 STATES = ("open", "claimed", "resolved")
@@ -78,8 +78,8 @@ def _row(conn: Connection, decision_id: str) -> dict[str, Any] | None:
 
 
 class Reviews:
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
 
     # ---- reading ---------------------------------------------------------------------
 
@@ -98,8 +98,8 @@ class Reviews:
         if state is not None:
             query = query.where(reviews.c.state == state)
         query = query.order_by(reviews.c.opened_at, reviews.c.decision_seq).limit(limit)
-        now = iso_time(self._engine.clock())
-        with self._engine.db.read() as conn:
+        now = iso_time(self._ctx.clock())
+        with self._ctx.db.read() as conn:
             rows = [dict(r._mapping) for r in conn.execute(query)]
         for row in rows:
             due = row["due_at"]
@@ -107,7 +107,7 @@ class Reviews:
         return rows
 
     def get(self, decision_id: str) -> dict[str, Any]:
-        with self._engine.db.read() as conn:
+        with self._ctx.db.read() as conn:
             row = _row(conn, decision_id)
         if row is None:
             raise NotFoundError(
@@ -139,18 +139,18 @@ class Reviews:
             events, bodies = [], []
             for found in due:
                 row = found._mapping
-                body = {
-                    "decision": row["decision_id"],
-                    "decision_seq": row["decision_seq"],
-                    "kind": row["kind"],
-                    "state": row["state"],
-                    "claimed_by": row["claimed_by"],
-                    "opened_at": row["opened_at"],
-                    "due_at": row["due_at"],
-                    "noticed_at": now,
-                }
-                events.append(event("review_breached", row["flow"], body, gate.now))
-                bodies.append({"flow": row["flow"], **body})
+                breach = ReviewBreached(
+                    decision=row["decision_id"],
+                    decision_seq=row["decision_seq"],
+                    kind=row["kind"],
+                    state=row["state"],
+                    claimed_by=row["claimed_by"],
+                    opened_at=row["opened_at"],
+                    due_at=row["due_at"],
+                    noticed_at=now,
+                )
+                events.append(pending(breach, row["flow"], gate.now))
+                bodies.append({"flow": row["flow"], **body_of(breach)})
             if not events:
                 return []
             append_in(conn, events, gate)
@@ -161,9 +161,9 @@ class Reviews:
             )
             return bodies
 
-        breaches = self._engine.writer.transact(work)
+        breaches = self._ctx.writer.transact(work)
         for b in breaches:
-            self._engine.metrics.review_breaches.labels(b["flow"], b["kind"]).inc()
+            self._ctx.metrics.review_breaches.labels(b["flow"], b["kind"]).inc()
             log.warning(
                 "review deadline breached: flow=%s decision=%s due=%s",
                 b["flow"],
@@ -193,7 +193,7 @@ class Reviews:
             )
             return {**row, "state": "claimed", "claimed_by": reviewer.id, "claimed_at": at}
 
-        return self._engine.writer.transact(work)
+        return self._ctx.writer.transact(work)
 
     def resolve(
         self,
@@ -217,7 +217,7 @@ class Reviews:
                 )
             return self._record(conn, gate, row, reviewer, resolution, reason, action, value)
 
-        return self._engine.writer.transact(work)
+        return self._ctx.writer.transact(work)
 
     def override(
         self,
@@ -254,7 +254,7 @@ class Reviews:
                     "only final decisions are overridden",
                     {"decision_id": decision_id, "status": index["status"]},
                 )
-            entry = self._engine.entry(decision_id)
+            entry = self._ctx.entry(decision_id)
             row = {
                 **open_review_row(entry, entry.body, ReviewSettings(), 0.0),
                 "kind": "override",
@@ -265,7 +265,7 @@ class Reviews:
                 conn, gate, row, reviewer, resolution, reason, action, value, entry.body
             )
 
-        return self._engine.writer.transact(work)
+        return self._ctx.writer.transact(work)
 
     # ---- inside the transaction --------------------------------------------------------
 
@@ -282,7 +282,7 @@ class Reviews:
                 f"{row['reviewer']} ({row['resolution']})",
                 {"decision_id": decision_id, "resolution": row["resolution"]},
             )
-        settings = self._engine.runtime(row["flow"]).flow.review
+        settings = self._ctx.registry.runtime_of(row["flow"]).flow.review
         if settings.four_eyes and row["requested_by"] == reviewer.id:
             raise ConflictError(
                 f"flow '{row['flow']}' requires four eyes: {reviewer.id} requested this "
@@ -303,7 +303,8 @@ class Reviews:
         value: float | None,
         decision_body: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        runtime = self._engine.runtime(row["flow"])
+        # Inside the transaction: the flow as this process runs it, never a refresh.
+        runtime = self._ctx.registry.runtime_of(row["flow"])
         policy = runtime.policy.policy
         final_action, final_value = _outcome(
             policy, resolution, row["proposed_action"], row["proposed_value"], action, value
@@ -313,38 +314,38 @@ class Reviews:
         inputs: Mapping[str, Any] = {}
         if limits:  # segments may be cut by inputs: read them back only when needed
             if decision_body is None:
-                decision_body = self._engine.entry(decision_id).body
-            inputs = self._engine.restored_inputs(decision_id, decision_body)
+                decision_body = self._ctx.entry(decision_id).body
+            inputs = self._ctx.inputs_of(decision_id, decision_body)
         consumed, exceeded = [], []
         for limit in limits:
             segment = segment_of(limit, inputs)
             ok, _used = gate.check(runtime.flow.name, limit, segment, final_value or 0.0)
             if not ok:
                 exceeded.append(limit.name)
-                self._engine.metrics.guardrail_hits.labels(
+                self._ctx.metrics.guardrail_hits.labels(
                     runtime.flow.name, limit.name, "review"
                 ).inc()
             gate.consume(runtime.flow.name, limit, segment, final_value or 0.0)
             consumed.append(limit.name)
         now = iso_time(gate.now)
-        body = {
-            "decision": decision_id,
-            "decision_seq": row["decision_seq"],
-            "kind": row["kind"],
-            "resolution": resolution,
-            "proposed": {"action": row["proposed_action"], "value": row["proposed_value"]},
-            "action": final_action,
-            "value": final_value,
-            "reason": reason,
-            "reviewer": reviewer.to_dict(),
-            "requested_by": row["requested_by"],
-            "opened_at": row["opened_at"],
-            "due_at": row["due_at"],
-            "late": bool(row["due_at"] and row["due_at"] < now),
-            "windows": {"consumed": consumed, "exceeded": exceeded},
-        }
+        review = ReviewResolved(
+            decision=decision_id,
+            decision_seq=row["decision_seq"],
+            kind=row["kind"],
+            resolution=resolution,
+            proposed={"action": row["proposed_action"], "value": row["proposed_value"]},
+            action=final_action,
+            value=final_value,
+            reason=reason,
+            reviewer=reviewer.to_dict(),
+            requested_by=row["requested_by"],
+            opened_at=row["opened_at"],
+            due_at=row["due_at"],
+            late=bool(row["due_at"] and row["due_at"] < now),
+            windows={"consumed": consumed, "exceeded": exceeded},
+        )
         review_id = new_id("rev", gate.now)
-        append_in(conn, [event("review", runtime.flow.name, body, gate.now, review_id)], gate)
+        append_in(conn, [pending(review, runtime.flow.name, gate.now, review_id)], gate)
         conn.execute(
             update(reviews)
             .where(reviews.c.decision_id == decision_id)
@@ -358,8 +359,8 @@ class Reviews:
                 review_id=review_id,
             )
         )
-        self._engine.metrics.reviews.labels(runtime.flow.name, row["kind"], resolution).inc()
-        return {"id": review_id, **body}
+        self._ctx.metrics.reviews.labels(runtime.flow.name, row["kind"], resolution).inc()
+        return {"id": review_id, **body_of(review)}
 
 
 def _outcome(

@@ -1,260 +1,28 @@
-"""Flows: one named business decision, its owner, input schema, signals and autonomy level."""
+"""Reading a flow file: every problem found at once, each with its place and line."""
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
-from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from keel.errors import DefinitionError, InputError, Problem
-from keel.yamlfile import LocatedDict, load_yaml
-
-if TYPE_CHECKING:
-    from keel.monitoring import MonitoringSpec
-    from keel.policy.model import WindowLimit
-
-NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-
-
-class Autonomy(StrEnum):
-    """How much a flow may do on its own, lowest to highest (see DESIGN.md)."""
-
-    SHADOW = "shadow"
-    ADVISORY = "advisory"
-    SUPERVISED = "supervised"
-    AUTONOMOUS = "autonomous"
-
-
-class Classification(StrEnum):
-    PUBLIC = "public"
-    INTERNAL = "internal"
-    PERSONAL = "personal"
-    SENSITIVE = "sensitive"
-
-    @property
-    def protected(self) -> bool:
-        """Personal and sensitive values are encrypted at rest and never logged."""
-        return self in (Classification.PERSONAL, Classification.SENSITIVE)
-
-
-FIELD_TYPES = ("number", "integer", "string", "boolean")
-FORMATS = ("number", "integer", "percent", "currency", "text", "years", "months")
-
-
-@dataclass(frozen=True)
-class FieldSpec:
-    name: str
-    type: str
-    required: bool = True
-    minimum: float | None = None
-    maximum: float | None = None
-    allowed: tuple[Any, ...] | None = None
-    classification: Classification = Classification.INTERNAL
-    label: str = ""
-    format: str = "number"
-    actionable: bool = False
-    direction: str | None = None  # "increase" or "decrease": how a person could change it
-
-    @property
-    def display(self) -> str:
-        return self.label or self.name.replace("_", " ").capitalize()
-
-
-@dataclass(frozen=True)
-class SignalSpec:
-    """A model the flow consults, and how to turn its output into a signal."""
-
-    name: str
-    model: str
-    output: str = "probability"  # probability | score | label
-    features: tuple[str, ...] = ()
-    timeout_ms: int | None = None
-    label: str = ""
-    reference: Mapping[str, float] | None = None
-    positive_class: Any = None
-
-    @property
-    def display(self) -> str:
-        return self.label or self.name.replace("_", " ")
-
-
-@dataclass(frozen=True)
-class Owner:
-    name: str
-    email: str
-
-
-_WINDOW_RE = re.compile(r"^(\d+)\s*(s|m|h|d)$")
-_WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_window(text: Any) -> int | None:
-    """'90s', '15m', '1h', '7d' → seconds (a window, a deadline, a lifetime)."""
-    match = _WINDOW_RE.match(str(text).strip()) if isinstance(text, str | int) else None
-    if not match or int(match.group(1)) <= 0:
-        return None
-    return int(match.group(1)) * _WINDOW_UNITS[match.group(2)]
-
-
-SATURATION = ("fallback", "pause")
-
-
-@dataclass(frozen=True)
-class ReviewCapacity:
-    """How many reviews the flow's reviewers can take per period, and what happens beyond.
-
-    ``fallback``: a case that would wait for review is decided with the policy's fallback
-    (its safe action), final. ``pause``: automation pauses — the case is recorded as
-    ``deferred``, nothing is acted on or queued, and the caller tries again later.
-    """
-
-    max_reviews: int
-    period_s: int
-    when_saturated: str = "fallback"
-
-    @cached_property
-    def limit(self) -> WindowLimit:
-        """The budget as a sliding-window rate limit, kept with the guardrail windows."""
-        from keel.policy.model import WindowLimit  # noqa: PLC0415 - it imports this module
-
-        return WindowLimit(
-            name="review_capacity",
-            kind="rate",
-            action="*",
-            maximum=float(self.max_reviews),
-            window_s=self.period_s,
-            on_hit=self.when_saturated,
-        )
-
-
-@dataclass(frozen=True)
-class ReviewSettings:
-    """How the flow's review queue works: deadline, four eyes, reviewer capacity."""
-
-    deadline_s: int | None = None  # open reviews past this age are breached
-    four_eyes: bool = False  # whoever requested a decision cannot review it
-    capacity: ReviewCapacity | None = None  # None: reviews are never refused for lack of people
-
-
-@dataclass(frozen=True)
-class OutcomeSpec:
-    """What counts as the flow's outcome: the labels reporters may use, each with the action
-    that would have been right for it (``None``: the label does not judge the action)."""
-
-    description: str = ""
-    labels: Mapping[str, str | None] = field(default_factory=dict)
-    value: str = ""  # what a reported value means, e.g. "amount written off, EUR"
-
-
-@dataclass(frozen=True)
-class Criteria:
-    """The evidence a flow must show, over the last ``over_s`` seconds, to be raised to a
-    level: enough reviewed cases, enough agreement, few enough guardrail hits, and (if set)
-    enough outcome accuracy."""
-
-    over_s: int
-    min_reviewed: int = 0
-    min_agreement: float | None = None
-    max_guardrail_hits: int | None = None
-    min_outcome_accuracy: float | None = None
-    min_outcomes: int = 0
-
-
-def _monitoring_defaults() -> MonitoringSpec:
-    from keel.monitoring import MonitoringSpec  # noqa: PLC0415 - it imports this module
-
-    return MonitoringSpec()
-
-
-@dataclass(frozen=True)
-class Flow:
-    name: str
-    owner: Owner
-    policy: str
-    autonomy: Autonomy
-    fields: Mapping[str, FieldSpec]
-    signals: Mapping[str, SignalSpec]
-    description: str = ""
-    source: str = ""
-    outcome: OutcomeSpec = field(default_factory=OutcomeSpec)
-    reviewers: tuple[str, ...] = field(default_factory=tuple)
-    review: ReviewSettings = field(default_factory=ReviewSettings)
-    earned_autonomy: Mapping[str, Criteria] = field(default_factory=dict)  # by target level
-    monitoring: MonitoringSpec = field(default_factory=_monitoring_defaults)
-
-    def validate_input(self, inputs: Any) -> dict[str, Any]:
-        """Check ``inputs`` against the schema; return a normalised copy or raise ``InputError``.
-
-        Every problem is reported at once, each naming the field.
-        """
-        if not isinstance(inputs, Mapping):
-            raise InputError(
-                f"flow '{self.name}': inputs must be a JSON object, got {type(inputs).__name__}",
-                {"flow": self.name},
-            )
-        errors: list[dict[str, str]] = []
-        out: dict[str, Any] = {}
-        for key in inputs:
-            if key not in self.fields:
-                errors.append({"field": str(key), "error": "unknown field"})
-        for spec in self.fields.values():
-            if spec.name not in inputs or inputs[spec.name] is None:
-                if spec.required:
-                    errors.append({"field": spec.name, "error": "required field is missing"})
-                continue
-            value, error = _coerce(spec, inputs[spec.name])
-            if error:
-                errors.append({"field": spec.name, "error": error})
-            else:
-                out[spec.name] = value
-        if errors:
-            summary = "; ".join(f"{e['field']}: {e['error']}" for e in errors)
-            raise InputError(
-                f"flow '{self.name}': invalid input ({summary})",
-                {"flow": self.name, "errors": errors},
-            )
-        return out
-
-    @cached_property
-    def _protected(self) -> list[str]:
-        return [f.name for f in self.fields.values() if f.classification.protected]
-
-    def protected_fields(self) -> list[str]:
-        return self._protected
-
-
-def _coerce(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
-    if spec.type in ("number", "integer"):
-        kind = type(value)  # exact types: bool is an int subclass and must not pass as one
-        if kind is not float and kind is not int:
-            return None, f"expected a {spec.type}, got {kind.__name__} {value!r}"
-        if kind is float and not math.isfinite(value):
-            return None, f"expected a finite number, got {value!r}"
-        if spec.type == "integer":
-            if isinstance(value, float) and not value.is_integer():
-                return None, f"expected an integer, got {value!r}"
-            value = int(value)
-        else:
-            value = float(value)
-        if spec.minimum is not None and value < spec.minimum:
-            return None, f"{value!r} is below the minimum {spec.minimum:g}"
-        if spec.maximum is not None and value > spec.maximum:
-            return None, f"{value!r} is above the maximum {spec.maximum:g}"
-    elif spec.type == "string":
-        if not isinstance(value, str):
-            return None, f"expected a string, got {type(value).__name__} {value!r}"
-    elif spec.type == "boolean" and not isinstance(value, bool):
-        return None, f"expected true or false, got {value!r}"
-    if spec.allowed is not None and value not in spec.allowed:
-        allowed = ", ".join(repr(a) for a in spec.allowed)
-        return None, f"{value!r} is not one of {allowed}"
-    return value, None
-
+from keel.flows.autonomy import Autonomy
+from keel.flows.flow import (
+    FIELD_TYPES,
+    FORMATS,
+    SATURATION,
+    Classification,
+    Criteria,
+    FieldSpec,
+    Flow,
+    OutcomeSpec,
+    Owner,
+    ReviewCapacity,
+    ReviewSettings,
+    SignalSpec,
+)
+from keel.flows.monitoring import parse_monitoring
+from keel.yamlfile import NAME_RE, LocatedDict, Problems, load_yaml, parse_window
 
 # ---- loading ---------------------------------------------------------------------------
 
@@ -306,24 +74,7 @@ _SIGNAL_KEYS = {
 }
 
 
-class _Collector:
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-        self.problems: list[Problem] = []
-
-    def add(self, where: str, message: str, node: LocatedDict | None = None, key: str = "") -> None:
-        line = node.line_of(key) if node is not None else None
-        self.problems.append(Problem(self.path, where, message, line=line))
-
-    def unknown_keys(self, node: LocatedDict, known: set[str], where: str) -> None:
-        for key in node:
-            if key not in known:
-                self.add(
-                    where, f"unknown key '{key}' (known: {', '.join(sorted(known))})", node, key
-                )
-
-
-def _number(c: _Collector, node: LocatedDict, key: str, where: str) -> float | None:
+def _number(c: Problems, node: LocatedDict, key: str, where: str) -> float | None:
     value = node.get(key)
     if value is None:
         return None
@@ -333,7 +84,7 @@ def _number(c: _Collector, node: LocatedDict, key: str, where: str) -> float | N
     return float(value)
 
 
-def _parse_field(c: _Collector, name: str, raw: Any, parent: LocatedDict) -> FieldSpec | None:
+def _parse_field(c: Problems, name: str, raw: Any, parent: LocatedDict) -> FieldSpec | None:
     where = f"inputs.{name}"
     if not NAME_RE.match(name):
         c.add(where, "field names are lower_snake_case identifiers", parent, name)
@@ -387,7 +138,7 @@ def _parse_field(c: _Collector, name: str, raw: Any, parent: LocatedDict) -> Fie
 
 
 def _parse_signal(
-    c: _Collector, name: str, raw: Any, parent: LocatedDict, fields: Mapping[str, FieldSpec]
+    c: Problems, name: str, raw: Any, parent: LocatedDict, fields: Mapping[str, FieldSpec]
 ) -> SignalSpec | None:
     where = f"signals.{name}"
     if not NAME_RE.match(name):
@@ -440,7 +191,7 @@ def _parse_signal(
 
 
 def parse_flow(raw: LocatedDict, path: Path) -> Flow:
-    c = _Collector(path)
+    c = Problems(path)
     c.unknown_keys(raw, _FLOW_KEYS, "flow")
     name = raw.get("flow")
     if not isinstance(name, str) or not NAME_RE.match(name):
@@ -497,11 +248,8 @@ def parse_flow(raw: LocatedDict, path: Path) -> Flow:
     review = _parse_review(c, raw)
     outcome = _parse_outcome(c, raw)
     earned = _parse_earned(c, raw)
-    from keel.monitoring import parse_monitoring  # noqa: PLC0415 - it imports this module
-
     monitoring = parse_monitoring(c, raw)
-    if c.problems:
-        raise DefinitionError(c.problems)
+    c.raise_any()
     return Flow(
         name=name,
         owner=owner,
@@ -519,7 +267,7 @@ def parse_flow(raw: LocatedDict, path: Path) -> Flow:
     )
 
 
-def _parse_earned(c: Any, raw: LocatedDict) -> dict[str, Criteria]:
+def _parse_earned(c: Problems, raw: LocatedDict) -> dict[str, Criteria]:
     """``earned_autonomy: {LEVEL: {over: 14d, min_reviewed: 500, ...}}``: what raising the
     flow to each level takes. A level not listed cannot be reached by a raise."""
     section = raw.get("earned_autonomy")
@@ -597,7 +345,7 @@ def _parse_earned(c: Any, raw: LocatedDict) -> dict[str, Criteria]:
     return out
 
 
-def _parse_outcome(c: Any, raw: LocatedDict) -> OutcomeSpec:
+def _parse_outcome(c: Problems, raw: LocatedDict) -> OutcomeSpec:
     """``outcome: TEXT`` describes it; a mapping also names the labels that can be reported."""
     section = raw.get("outcome")
     if section is None:
@@ -638,7 +386,7 @@ def _parse_outcome(c: Any, raw: LocatedDict) -> OutcomeSpec:
     return OutcomeSpec(str(text["description"]), clean, str(text["value"]))
 
 
-def _parse_review(c: Any, raw: LocatedDict) -> ReviewSettings:
+def _parse_review(c: Problems, raw: LocatedDict) -> ReviewSettings:
     section = raw.get("review")
     if section is None:
         return ReviewSettings()
@@ -666,7 +414,7 @@ def _parse_review(c: Any, raw: LocatedDict) -> ReviewSettings:
     return ReviewSettings(deadline, four_eyes, _parse_capacity(c, section))
 
 
-def _parse_capacity(c: Any, section: LocatedDict) -> ReviewCapacity | None:
+def _parse_capacity(c: Problems, section: LocatedDict) -> ReviewCapacity | None:
     raw = section.get("capacity")
     if raw is None:
         return None

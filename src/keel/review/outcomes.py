@@ -23,17 +23,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, select
 
+from keel.context import Context
 from keel.errors import ConflictError, InputError, MissingExtraError, NotFoundError
+from keel.events import OutcomeReported, pending
 from keel.ledger.records import iso_time, new_id
-from keel.ledger.writer import Pending, WindowGate, append_in, event
+from keel.ledger.writer import Pending, WindowGate, append_in
 from keel.store.schema import decisions, outcomes
-
-if TYPE_CHECKING:
-    from keel.engine import Engine
 
 COLUMNS = ("decision_id", "label", "value", "observed_at")
 REQUIRED = ("decision_id", "label")
@@ -95,11 +94,11 @@ def _clean(report: OutcomeReport) -> OutcomeReport:
 
 
 class Outcomes:
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
 
     def get(self, decision_id: str) -> dict[str, Any]:
-        with self._engine.db.read() as conn:
+        with self._ctx.db.read() as conn:
             row = conn.execute(select(outcomes).where(outcomes.c.decision_id == decision_id))
             found = row.first()
         if found is None:
@@ -162,7 +161,7 @@ class Outcomes:
         allowed: Callable[[str], bool] | None,
         single: bool,
     ) -> tuple[int, list[dict[str, Any]]]:
-        engine = self._engine
+        ctx = self._ctx
 
         def work(
             conn: Connection, gate: WindowGate
@@ -227,14 +226,14 @@ class Outcomes:
                 append_in(conn, [_event(row) for row in fresh.values()], gate)
             return list(fresh.values()), out
 
-        fresh, rows = engine.writer.transact(work)
+        fresh, rows = ctx.writer.transact(work)
         for (flow, label), n in Counter((r["flow"], r["label"]) for r in fresh).items():
-            engine.metrics.outcomes.labels(flow, label).inc(n)
+            ctx.metrics.outcomes.labels(flow, label).inc(n)
         return len(fresh), rows
 
     def _check(self, report: OutcomeReport, decision: Mapping[str, Any], latest: float) -> str:
         """What is wrong with a report for this decision ('' when nothing)."""
-        flow = self._engine.flows.get(decision["flow"])
+        flow = self._ctx.registry.flows.get(decision["flow"])
         if flow is None:
             return f"flow '{decision['flow']}' of decision '{report.decision_id}' is not loaded"
         labels = flow.flow.outcome.labels
@@ -286,16 +285,16 @@ def _describe(row: Mapping[str, Any]) -> str:
 
 
 def _event(row: dict[str, Any]) -> Pending:
-    body = {
-        "decision": row["decision_id"],
-        "decision_seq": row["decision_seq"],
-        "label": row["label"],
-        "value": row["value"],
-        "observed_at": row["observed_at"],
-        "reported_by": row["reported_by"],
-        "source": row["source"],
-    }
-    return event("outcome", row["flow"], body, 0.0, row["record_id"], ((outcomes, row),))
+    reported = OutcomeReported(
+        decision=row["decision_id"],
+        decision_seq=row["decision_seq"],
+        label=row["label"],
+        value=row["value"],
+        observed_at=row["observed_at"],
+        reported_by=row["reported_by"],
+        source=row["source"],
+    )
+    return pending(reported, row["flow"], 0.0, row["record_id"], ((outcomes, row),))
 
 
 def _refuse(problems: list[str], source: str) -> None:

@@ -38,8 +38,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from keel.flows import Autonomy, parse_window
-from keel.yamlfile import LocatedDict
+from keel.flows.autonomy import Autonomy
+from keel.yamlfile import LocatedDict, Problems, parse_window
 
 RATES = (
     "automation_rate",
@@ -152,7 +152,7 @@ class MonitoringSpec:
     retrain: Retrain | None = None
 
 
-def parse_monitoring(c: Any, raw: LocatedDict) -> MonitoringSpec:
+def parse_monitoring(c: Problems, raw: LocatedDict) -> MonitoringSpec:
     """Read a flow's ``monitoring`` section; problems go to the collector ``c``."""
     section = raw.get("monitoring")
     if section is None:
@@ -210,7 +210,7 @@ def parse_monitoring(c: Any, raw: LocatedDict) -> MonitoringSpec:
     )
 
 
-def _count(c: Any, node: LocatedDict, key: str, where: str, default: int, least: int) -> int:
+def _count(c: Problems, node: LocatedDict, key: str, where: str, default: int, least: int) -> int:
     value = node.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
         c.add(
@@ -220,7 +220,7 @@ def _count(c: Any, node: LocatedDict, key: str, where: str, default: int, least:
     return value
 
 
-def _severity(c: Any, node: LocatedDict, where: str, default: str = "warning") -> str:
+def _severity(c: Problems, node: LocatedDict, where: str, default: str = "warning") -> str:
     value = node.get("severity", default)
     if value not in SEVERITIES:
         c.add(
@@ -234,7 +234,7 @@ def _severity(c: Any, node: LocatedDict, where: str, default: str = "warning") -
 
 
 def _parse_drift(
-    c: Any, section: LocatedDict, checks: dict[str, Check]
+    c: Problems, section: LocatedDict, checks: dict[str, Check]
 ) -> tuple[tuple[str, ...], str | None]:
     node = section.get("drift")
     if node is None:
@@ -281,7 +281,7 @@ def _parse_drift(
     return tuple(methods), reference
 
 
-def _parse_limits(c: Any, section: LocatedDict, checks: dict[str, Check]) -> None:
+def _parse_limits(c: Problems, section: LocatedDict, checks: dict[str, Check]) -> None:
     node = section.get("limits")
     if node is None:
         return
@@ -316,7 +316,7 @@ def _parse_limits(c: Any, section: LocatedDict, checks: dict[str, Check]) -> Non
         checks[name] = Check(float(value), severity)
 
 
-def _parse_alarms(c: Any, section: LocatedDict) -> tuple[int, int, float]:
+def _parse_alarms(c: Problems, section: LocatedDict) -> tuple[int, int, float]:
     node = section.get("alarms")
     if node is None:
         return DEFAULT_COOLDOWN_S, DEFAULT_CLEAR_AFTER, DEFAULT_CLEAR_BELOW
@@ -350,7 +350,7 @@ def _parse_alarms(c: Any, section: LocatedDict) -> tuple[int, int, float]:
     return cooldown, clear_after, float(below)
 
 
-def _parse_hook(c: Any, raw: Any, where: str, parent: LocatedDict, key: str) -> Webhook | None:
+def _parse_hook(c: Problems, raw: Any, where: str, parent: LocatedDict, key: str) -> Webhook | None:
     if isinstance(raw, str):
         raw = {"url": raw}
     if not isinstance(raw, dict):
@@ -374,7 +374,7 @@ def _parse_hook(c: Any, raw: Any, where: str, parent: LocatedDict, key: str) -> 
     return Webhook(url, secret)
 
 
-def _parse_retrain(c: Any, section: LocatedDict) -> Retrain | None:
+def _parse_retrain(c: Problems, section: LocatedDict) -> Retrain | None:
     node = section.get("retrain")
     if node is None:
         return None
@@ -402,7 +402,7 @@ def _parse_retrain(c: Any, section: LocatedDict) -> Retrain | None:
 
 
 def _parse_governor(
-    c: Any, section: LocatedDict, checks: dict[str, Check], retrain: Retrain | None
+    c: Problems, section: LocatedDict, checks: dict[str, Check], retrain: Retrain | None
 ) -> tuple[Rule, ...]:
     node = section.get("governor")
     if node is None:

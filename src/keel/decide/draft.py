@@ -9,21 +9,20 @@ returns is exactly what the ledger hashes.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from keel.flows import Autonomy, Flow
+from keel.events import DecisionRecorded, body
+from keel.flows import Autonomy
 from keel.ledger.writer import WindowGate
-from keel.policy.compiler import CompiledPolicy, Evaluation
+from keel.policy.compiler import Evaluation
 from keel.policy.guardrails import GuardrailHit, check_static, segment_of
 from keel.policy.text import PROTECTED_TEXT, render
 from keel.protect import Sealed
-from keel.signals.adapters import Model
+from keel.runtime import NO_HOLD, FlowRuntime
 from keel.signals.runner import SignalResult, SignalRunner
-
-DECISION_RECORD_VERSION = 1
 
 
 class Status:
@@ -35,25 +34,6 @@ class Status:
 
 
 WAITING = (Status.PENDING_REVIEW, Status.ADVISORY)  # statuses that open a review
-
-
-@dataclass
-class FlowRuntime:
-    """A flow with its compiled policy and loaded models, ready to decide."""
-
-    flow: Flow
-    policy: CompiledPolicy
-    models: dict[str, Model]
-    timeouts_ms: dict[str, int]
-    hold: str = "none"  # escalate_all | pause: set by the governor (keel.rollout.holds)
-
-    def signals(self, runner: SignalRunner, inputs: Mapping[str, Any]) -> SignalResult:
-        return runner.run(self.models, self.timeouts_ms, inputs)
-
-    def signals_many(
-        self, runner: SignalRunner, cases: Sequence[Mapping[str, Any]]
-    ) -> list[SignalResult]:
-        return runner.run_many(self.models, self.timeouts_ms, cases)
 
 
 def settle_status(autonomy: Autonomy, review: bool, escalated: bool) -> str:
@@ -194,38 +174,35 @@ class Draft:
             "checked": checked,
             "rule": owner,
         }
-        record_reason = self._reason_for_record(owner, reason)
-        self.body = {
-            "record_version": DECISION_RECORD_VERSION,
-            "subject_id": self.subject_id,
-            "requested_by": self.requested_by,
-            "inputs": self.stored_inputs,
-            "autonomy": flow.autonomy.value,
-            "owner": flow.owner.email,
-            "policy": {"name": policy.name, "version": policy.version},
-            "signals": {
+        record = DecisionRecorded(
+            subject_id=self.subject_id,
+            requested_by=self.requested_by,
+            inputs=self.stored_inputs,
+            autonomy=flow.autonomy.value,
+            owner=flow.owner.email,
+            policy={"name": policy.name, "version": policy.version},
+            signals={
                 name: {**self.signals.values.get(name, {}), **meta}
                 for name, meta in self.signals.meta.items()
             },
-            "failed_signals": dict(self.signals.failed),
-            "rule": owner,
-            "proposed": {"action": self.evaluation.action, "value": self.evaluation.value},
-            "action": action,
-            "value": value,
-            "status": status,
-            "reason": record_reason,
-            "fallback": fallback,
-            "guardrails": {"checked": checked, "hits": [h.to_dict() for h in hits]},
-            "trace": self.evaluation.trace,
-            "timings": {
+            failed_signals=dict(self.signals.failed),
+            rule=owner,
+            proposed={"action": self.evaluation.action, "value": self.evaluation.value},
+            action=action,
+            value=value,
+            status=status,
+            reason=self._reason_for_record(owner, reason),
+            fallback=fallback,
+            guardrails={"checked": checked, "hits": [h.to_dict() for h in hits]},
+            trace=self.evaluation.trace,
+            timings={
                 "model_ms": round(self.signals.model_ms, 3),
                 "decide_ms": round((time.perf_counter() - self.started) * 1000, 3),
             },
-        }
-        if hold != "none":
-            self.body["hold"] = hold  # why a case waited or was deferred
-        if self.beside is not None:
-            self.body["rollout"] = self.beside
+            hold=hold if hold != NO_HOLD else None,  # why a case waited or was deferred
+            rollout=self.beside,
+        )
+        self.body = body(record)
         return self.body
 
 

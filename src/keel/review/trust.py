@@ -25,14 +25,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import text
 
+from keel.context import Context
 from keel.errors import InputError
-
-if TYPE_CHECKING:
-    from keel.engine import Engine
 
 BUCKETS = {"hour": 13, "day": 10, "week": 10}  # ISO-time prefix length each groups on
 STATUSES = ("final", "pending_review", "advisory", "deferred", "shadow")
@@ -122,7 +120,7 @@ def _rate(part: int, whole: int) -> float | None:
 
 
 def trust_metrics(
-    engine: Engine, flow: str, since: str, until: str, bucket: str = "day"
+    ctx: Context, flow: str, since: str, until: str, bucket: str = "day"
 ) -> dict[str, Any]:
     """The flow's trust figures per ``bucket`` (hour, day or week) over ``[since, until)``,
     and over the whole range."""
@@ -135,7 +133,7 @@ def trust_metrics(
             f"the range is empty: since {since} is not before until {until}",
             {"since": since, "until": until},
         )
-    runtime = engine.runtime(flow)
+    runtime = ctx.registry.current(flow)
     labels: Mapping[str, str | None] = runtime.flow.outcome.labels
     params = {"flow": flow, "since": since, "until": until, "n": BUCKETS[bucket]}
     counts: dict[str, _Counts] = defaultdict(_Counts)
@@ -143,7 +141,7 @@ def trust_metrics(
     def key(prefix: str) -> str:
         return _week(prefix) if bucket == "week" else prefix
 
-    with engine.db.read() as conn:
+    with ctx.db.read() as conn:
         for b, status, n, hits, fallbacks in conn.execute(text(_DECISIONS), params):
             c = counts[key(b)]
             c.status[status] += int(n)

@@ -1,0 +1,209 @@
+"""Deciding: validate a case, draft it, and record it in the ledger before it is returned.
+
+Single cases from many threads are combined into batches (``keel.decide.combine``); a batch a
+caller assembled is decided atomically. Every decision goes through the flow's runtime as
+the registry holds it now, and through a running rollout (shadow or canary) when there is one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from functools import partial
+from typing import Any
+
+from sqlalchemy import Table
+
+from keel.context import Context
+from keel.decide.combine import Combiner
+from keel.decide.draft import WAITING, Draft, draft
+from keel.decide.record import Decision, decision_from, index_row
+from keel.errors import InputError, LedgerWriteError
+from keel.events import deferred
+from keel.ledger.records import Entry, new_id
+from keel.review.queue import open_review_row
+from keel.runtime import FlowRuntime, Running
+from keel.signals.runner import SignalResult, SignalRunner
+from keel.store.schema import decisions, protected_values, reviews
+from keel.telemetry import log
+
+MAX_SUBJECT_ID = 128
+
+
+class Decider:
+    def __init__(self, ctx: Context, runner: SignalRunner) -> None:
+        self._ctx = ctx
+        self._runner = runner
+        # The combiner's thread commits its own batches: a hand-off would only add latency.
+        self._combiner = Combiner(runner, self._draft, partial(self._record, here=True))
+
+    def close(self) -> None:
+        self._combiner.close()
+
+    @property
+    def batches(self) -> int:
+        """Combined batches decided so far (each one model call per flow and one append)."""
+        return self._combiner.batches
+
+    def decide(
+        self,
+        flow: str,
+        inputs: Mapping[str, Any],
+        subject_id: str | None = None,
+        requested_by: str | None = None,
+    ) -> Decision:
+        return self.submit(flow, inputs, subject_id, requested_by).result()
+
+    def submit(
+        self,
+        flow: str,
+        inputs: Mapping[str, Any],
+        subject_id: str | None = None,
+        requested_by: str | None = None,
+    ) -> Future[Decision]:
+        runtime = self._ctx.registry.current(flow)
+        clean = self._validate(runtime, inputs, subject_id)
+        return self._combiner.submit(runtime, clean, subject_id, requested_by)
+
+    def decide_many(
+        self,
+        flow: str,
+        cases: Sequence[Mapping[str, Any]],
+        subject_ids: Sequence[str | None] | None = None,
+        requested_by: str | None = None,
+    ) -> list[Decision]:
+        runtime = self._ctx.registry.current(flow)
+        if subject_ids is not None and len(subject_ids) != len(cases):
+            raise InputError("subject_ids must have one entry per case", {"flow": flow})
+        subjects = list(subject_ids) if subject_ids is not None else [None] * len(cases)
+        clean = []
+        for i, case in enumerate(cases):
+            try:
+                clean.append(self._validate(runtime, case, subjects[i]))
+            except InputError as exc:
+                raise InputError(f"case {i}: {exc.message}", {**exc.detail, "index": i}) from exc
+        signals = runtime.signals_many(self._runner, clean)  # one model call for the batch
+        drafts = [
+            self._draft(runtime, c, s, requested_by, sig)
+            for c, s, sig in zip(clean, subjects, signals, strict=True)
+        ]
+        return self._record(drafts)
+
+    # ---- the steps -------------------------------------------------------------------------
+
+    def _validate(
+        self, runtime: FlowRuntime, inputs: Any, subject_id: str | None
+    ) -> dict[str, Any]:
+        if subject_id is not None and (
+            not isinstance(subject_id, str) or not 0 < len(subject_id) <= MAX_SUBJECT_ID
+        ):
+            raise InputError(
+                f"subject_id must be a string of 1 to {MAX_SUBJECT_ID} characters",
+                {"flow": runtime.flow.name, "field": "subject_id"},
+            )
+        try:
+            return runtime.flow.validate_input(inputs)
+        except InputError:
+            self._ctx.metrics.rejected.labels(runtime.flow.name, "invalid_input").inc()
+            raise
+
+    def _draft(
+        self,
+        runtime: FlowRuntime,
+        clean: dict[str, Any],
+        subject_id: str | None,
+        requested_by: str | None,
+        signals: SignalResult,
+    ) -> Draft:
+        ctx = self._ctx
+        decision_id = new_id("dec", ctx.clock())
+        stored, sealed = ctx.protector.split(decision_id, clean, runtime.flow.protected_fields())
+        rollout = ctx.registry.rollout(runtime.flow.name)
+        serving = runtime
+        if rollout is not None and rollout.serves(subject_id):
+            serving = rollout.runtime  # the canary decides this subject
+        d = draft(serving, self._runner, decision_id, subject_id, clean, stored, signals=signals)
+        d.sealed = sealed
+        d.requested_by = requested_by
+        if rollout is not None:
+            d.beside = _beside(rollout, serving is rollout.runtime, self._runner, clean, signals)
+        return d
+
+    def _record(self, drafts: Sequence[Draft], here: bool = False) -> list[Decision]:
+        pending = [
+            deferred(
+                d.decision_id,
+                d.runtime.flow.name,
+                d.finalize,
+                ((protected_values, d.sealed.row()),) if d.sealed else (),
+                self._derived_rows,
+            )
+            for d in drafts
+        ]
+        try:
+            entries = self._ctx.writer.append(pending, here=here)
+        except LedgerWriteError:
+            self._ctx.metrics.ledger_failures.inc()
+            log.error("ledger write failed; %d decisions were not returned", len(drafts))
+            raise
+        # d.body is what the ledger hashed: no need to parse the record back.
+        out = [
+            decision_from(entry, d.body, d.result["reason"])
+            for d, entry in zip(drafts, entries, strict=True)
+        ]
+        self._count(out, drafts[0].started)
+        return out
+
+    def _derived_rows(
+        self, entry: Entry, body: dict[str, Any]
+    ) -> list[tuple[Table, dict[str, Any]]]:
+        rows = [(decisions, index_row(entry, body))]
+        if body["status"] in WAITING:
+            settings = self._ctx.registry.runtime_of(str(entry.flow)).flow.review
+            rows.append((reviews, open_review_row(entry, body, settings, self._ctx.clock())))
+        return rows
+
+    def _count(self, decided: list[Decision], started: float) -> None:
+        metrics = self._ctx.metrics
+        seconds = time.perf_counter() - started
+        by_flow: dict[str, list[Decision]] = {}
+        for decision in decided:  # a combined batch may hold several flows
+            by_flow.setdefault(decision.flow, []).append(decision)
+        for flow, group in by_flow.items():
+            metrics.decided(flow, [(d.action, d.status) for d in group], seconds)
+            for d in group:
+                for name, cause in d.failed_signals.items():
+                    metrics.signal_failures.labels(flow, name, cause.split(" ")[0]).inc()
+                if d.fallback:
+                    metrics.fallbacks.labels(flow, d.fallback.split(":")[0]).inc()
+                    log.warning(
+                        "fallback taken: flow=%s decision=%s cause=%s", flow, d.id, d.fallback
+                    )
+                for hit in d.guardrail_hits:
+                    metrics.guardrail_hits.labels(flow, hit["name"], hit["on_hit"]).inc()
+
+
+def _beside(
+    rollout: Running,
+    served: bool,
+    runner: SignalRunner,
+    inputs: dict[str, Any],
+    signals: SignalResult,
+) -> dict[str, Any]:
+    """What a decision records of the rollout beside it: its arm, and in shadow, what the
+    candidate would have done with the same inputs and signals (never acted on)."""
+    if rollout.mode == "canary":
+        arm = "candidate" if served else "active"
+        return {"id": rollout.id, "mode": "canary", "arm": arm, "version": rollout.version}
+    shadow = draft(rollout.runtime, runner, "shadow", None, inputs, inputs, signals=signals)
+    return {
+        "id": rollout.id,
+        "mode": "shadow",
+        "arm": "shadow",
+        "version": rollout.version,
+        "action": shadow.action,
+        "value": shadow.value,
+        "rule": shadow.rule,
+        "review": shadow.review,
+    }

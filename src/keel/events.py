@@ -1,0 +1,413 @@
+"""The ledger event catalogue: every kind of entry Keel appends, each defined once, here.
+
+Each kind is a frozen dataclass with a fixed ``KIND`` and a ``VERSION``; its fields are the
+body the ledger hashes, under the same names (a field that is a Python keyword carries its
+ledger name in ``metadata={"key": ...}``; a field marked ``"omit_none"`` is left out of the
+body while it is ``None``). A change to a kind's fields is a new ``VERSION``. The README's
+ledger section lists every kind with its fields, and a test keeps it complete.
+
+The ledger writer appends ``Pending`` items and does not look inside them; only this
+module builds them (``pending`` for a body fixed now, ``deferred`` for a decision, whose
+body is settled inside the write transaction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+from sqlalchemy import Table
+
+from keel.ledger.records import Entry, new_id
+from keel.ledger.writer import Pending, WindowGate
+
+Rows = tuple[tuple[Table, dict[str, Any]], ...]
+Derive = Callable[[Entry, dict[str, Any]], list[tuple[Table, dict[str, Any]]]]
+Json = dict[str, Any]
+
+
+# ---- decisions and what people do with them --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DecisionRecorded:
+    """One decided case: inputs (personal ones sealed apart), signals, the rule trace, the
+    guardrails, the action and status, and every version it depended on."""
+
+    KIND: ClassVar[str] = "decision"
+    VERSION: ClassVar[int] = 1
+    subject_id: str | None
+    requested_by: str | None
+    inputs: Json
+    autonomy: str
+    owner: str
+    policy: Json  # {name, version}
+    signals: Json  # per signal: score/label, model, version, latency
+    failed_signals: Json
+    rule: str
+    proposed: Json  # {action, value} the rules proposed
+    action: str
+    value: float | None
+    status: str
+    reason: str
+    fallback: str | None
+    guardrails: Json  # {checked, hits}
+    trace: list[Any]
+    timings: Json  # {model_ms, decide_ms}
+    hold: str | None = field(default=None, metadata={"omit_none": True})
+    rollout: Json | None = field(default=None, metadata={"omit_none": True})
+    record_version: int = 1
+
+
+@dataclass(frozen=True)
+class ReviewResolved:
+    """A person approved, rejected or changed a decision (an override included)."""
+
+    KIND: ClassVar[str] = "review"
+    VERSION: ClassVar[int] = 1
+    decision: str
+    decision_seq: int
+    kind: str  # escalation | advisory | override
+    resolution: str  # approve | reject | change
+    proposed: Json
+    action: str
+    value: float | None
+    reason: str
+    reviewer: Json  # {id, name, role}
+    requested_by: str | None
+    opened_at: str
+    due_at: str | None
+    late: bool
+    windows: Json  # {consumed, exceeded}
+
+
+@dataclass(frozen=True)
+class ReviewBreached:
+    """A review still waited past its deadline."""
+
+    KIND: ClassVar[str] = "review_breached"
+    VERSION: ClassVar[int] = 1
+    decision: str
+    decision_seq: int
+    kind: str
+    state: str
+    claimed_by: str | None
+    opened_at: str
+    due_at: str
+    noticed_at: str
+
+
+@dataclass(frozen=True)
+class OutcomeReported:
+    """What really happened after a decision."""
+
+    KIND: ClassVar[str] = "outcome"
+    VERSION: ClassVar[int] = 1
+    decision: str
+    decision_seq: int
+    label: str
+    value: float | None
+    observed_at: str
+    reported_by: str
+    source: str
+
+
+# ---- policy versions and changes ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PolicyRegistered:
+    """A policy version was stored for the first time."""
+
+    KIND: ClassVar[str] = "policy_registered"
+    VERSION: ClassVar[int] = 1
+    policy: str
+    version: str
+    flow: str
+    source: str
+
+
+@dataclass(frozen=True)
+class PolicyProposed:
+    KIND: ClassVar[str] = "policy_proposed"
+    VERSION: ClassVar[int] = 1
+    change: str
+    version: str
+    base_version: str
+    models: dict[str, str] | None
+    base_models: dict[str, str] | None
+    author: Json
+    reason: str
+
+
+@dataclass(frozen=True)
+class PolicyEdited:
+    KIND: ClassVar[str] = "policy_edited"
+    VERSION: ClassVar[int] = 1
+    change: str
+    from_version: str
+    version: str
+    editor: Json
+    reason: str
+    voided_approvals: list[str]
+
+
+@dataclass(frozen=True)
+class PolicyApproved:
+    KIND: ClassVar[str] = "policy_approved"
+    VERSION: ClassVar[int] = 1
+    change: str
+    version: str
+    approver: Json
+    reason: str
+    approvals: int
+    needed: int
+
+
+@dataclass(frozen=True)
+class PolicyActivated:
+    """A version went into force: the first one, an approved change, or a rollback."""
+
+    KIND: ClassVar[str] = "policy_activated"
+    VERSION: ClassVar[int] = 1
+    version: str
+    previous: str | None
+    kind: str  # initial | activate | rollback
+    change: str | None
+    by: Json
+    reason: str
+    models: dict[str, str] | None
+    previous_models: dict[str, str] | None
+
+
+# ---- autonomy, holds and rollouts --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AutonomyRequested:
+    KIND: ClassVar[str] = "autonomy_requested"
+    VERSION: ClassVar[int] = 1
+    request: str
+    from_level: str = field(metadata={"key": "from"})
+    to_level: str = field(metadata={"key": "to"})
+    by: Json = field(default_factory=dict)
+    reason: str = ""
+    evidence: Json = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AutonomyChanged:
+    KIND: ClassVar[str] = "autonomy_changed"
+    VERSION: ClassVar[int] = 1
+    level: str
+    previous: str | None
+    kind: str  # initial | lower | raise
+    requested_by: str
+    approved_by: str | None
+    changed_at: str
+    reason: str
+    evidence: Json | None
+
+
+@dataclass(frozen=True)
+class FlowHoldChanged:
+    KIND: ClassVar[str] = "flow_hold_changed"
+    VERSION: ClassVar[int] = 1
+    hold: str  # none | escalate_all | pause
+    previous: str
+    set_by: str
+    at: str
+    reason: str
+    alarm_id: str | None
+    evidence: Json | None
+
+
+@dataclass(frozen=True)
+class RolloutStarted:
+    KIND: ClassVar[str] = "rollout_started"
+    VERSION: ClassVar[int] = 1
+    id: str
+    mode: str  # shadow | canary
+    version: str
+    change_id: str | None
+    share: float
+    reason: str
+    bounds: Json
+    by: Json
+
+
+@dataclass(frozen=True)
+class RolloutStopped:
+    KIND: ClassVar[str] = "rollout_stopped"
+    VERSION: ClassVar[int] = 1
+    rollout: str
+    mode: str
+    version: str
+    state: str  # stopped | ended | rolled_back
+    by: str
+    reason: str
+
+
+# ---- monitors and the governor -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AlarmRaised:
+    KIND: ClassVar[str] = "alarm_raised"
+    VERSION: ClassVar[int] = 1
+    alarm: str
+    monitor: str
+    severity: str
+    summary: str
+    evidence: Json
+    actions: list[Json]  # what the governor did
+
+
+@dataclass(frozen=True)
+class AlarmRepeated(AlarmRaised):
+    """A firing alarm seen again past its cool-down."""
+
+    KIND: ClassVar[str] = "alarm_repeated"
+
+
+@dataclass(frozen=True)
+class AlarmEscalated(AlarmRaised):
+    """A firing alarm seen again, graver."""
+
+    KIND: ClassVar[str] = "alarm_escalated"
+
+
+@dataclass(frozen=True)
+class AlarmResolved:
+    KIND: ClassVar[str] = "alarm_resolved"
+    VERSION: ClassVar[int] = 1
+    alarm: str
+    monitor: str
+    by: str
+    reason: str
+    opened_at: str
+    runs: int
+
+
+@dataclass(frozen=True)
+class RetrainingRequested:
+    KIND: ClassVar[str] = "retraining_requested"
+    VERSION: ClassVar[int] = 1
+    alarm: str
+    monitor: str
+    webhook: str | None
+    command: list[str] | None
+    evidence: Json
+
+
+# ---- the ledger itself -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckpointTaken:
+    KIND: ClassVar[str] = "checkpoint"
+    VERSION: ClassVar[int] = 1
+    seq: int
+    head_hash: str
+    public_key: str
+
+
+Event = (
+    DecisionRecorded
+    | ReviewResolved
+    | ReviewBreached
+    | OutcomeReported
+    | PolicyRegistered
+    | PolicyProposed
+    | PolicyEdited
+    | PolicyApproved
+    | PolicyActivated
+    | AutonomyRequested
+    | AutonomyChanged
+    | FlowHoldChanged
+    | RolloutStarted
+    | RolloutStopped
+    | AlarmRaised
+    | AlarmResolved
+    | RetrainingRequested
+    | CheckpointTaken
+)
+
+CATALOGUE: tuple[type[Any], ...] = (
+    DecisionRecorded,
+    ReviewResolved,
+    ReviewBreached,
+    OutcomeReported,
+    PolicyRegistered,
+    PolicyProposed,
+    PolicyEdited,
+    PolicyApproved,
+    PolicyActivated,
+    AutonomyRequested,
+    AutonomyChanged,
+    FlowHoldChanged,
+    RolloutStarted,
+    RolloutStopped,
+    AlarmRaised,
+    AlarmRepeated,
+    AlarmEscalated,
+    AlarmResolved,
+    RetrainingRequested,
+    CheckpointTaken,
+)
+BY_KIND: dict[str, type[Any]] = {cls.KIND: cls for cls in CATALOGUE}
+
+
+_LAYOUTS: dict[type[Any], tuple[tuple[str, str, bool], ...]] = {
+    cls: tuple(
+        (f.name, f.metadata.get("key", f.name), bool(f.metadata.get("omit_none")))
+        for f in fields(cls)
+    )
+    for cls in CATALOGUE
+}  # per kind: (attribute, ledger key, omitted while None), in declaration order
+
+
+def _layout(cls: type[Any]) -> tuple[tuple[str, str, bool], ...]:
+    return _LAYOUTS[cls]
+
+
+def body_keys(cls: type[Any]) -> list[str]:
+    """The ledger keys of a kind's body (what the README documents)."""
+    return [key for _, key, _ in _layout(cls)]
+
+
+def body(event: Event) -> Json:
+    """The JSON object the ledger hashes for ``event`` (shallow: values are used as they are)."""
+    out: Json = {}
+    for name, key, omit in _layout(type(event)):
+        value = getattr(event, name)
+        if value is None and omit:
+            continue
+        out[key] = value
+    return out
+
+
+def pending(
+    event: Event,
+    flow: str | None,
+    now: float,
+    record_id: str | None = None,
+    rows: Rows = (),
+) -> Pending:
+    """``event`` ready to append, with rows written in the same transaction."""
+    fixed = body(event)
+    return Pending(event.KIND, record_id or new_id("evt", now), flow, lambda _gate: fixed, rows)
+
+
+def deferred(
+    record_id: str,
+    flow: str,
+    build: Callable[[WindowGate], Json],
+    rows: Rows = (),
+    derive: Derive | None = None,
+) -> Pending:
+    """A decision whose record is settled by ``build`` inside the write transaction (window
+    guardrails are decided there): ``build`` returns ``body(DecisionRecorded(...))``.
+    ``derive`` gives rows that depend on the entry."""
+    return Pending(DecisionRecorded.KIND, record_id, flow, build, rows, derive)

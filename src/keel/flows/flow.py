@@ -1,0 +1,215 @@
+"""A flow's definition: one named business decision, its owner, input schema, signals,
+review settings, outcome labels, autonomy criteria and monitoring."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cached_property
+from typing import Any
+
+from keel.errors import InputError
+from keel.flows.autonomy import Autonomy
+from keel.flows.monitoring import MonitoringSpec
+from keel.ledger.windows import RateLimit
+
+
+class Classification(StrEnum):
+    PUBLIC = "public"
+    INTERNAL = "internal"
+    PERSONAL = "personal"
+    SENSITIVE = "sensitive"
+
+    @property
+    def protected(self) -> bool:
+        """Personal and sensitive values are encrypted at rest and never logged."""
+        return self in (Classification.PERSONAL, Classification.SENSITIVE)
+
+
+FIELD_TYPES = ("number", "integer", "string", "boolean")
+FORMATS = ("number", "integer", "percent", "currency", "text", "years", "months")
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    type: str
+    required: bool = True
+    minimum: float | None = None
+    maximum: float | None = None
+    allowed: tuple[Any, ...] | None = None
+    classification: Classification = Classification.INTERNAL
+    label: str = ""
+    format: str = "number"
+    actionable: bool = False
+    direction: str | None = None  # "increase" or "decrease": how a person could change it
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name.replace("_", " ").capitalize()
+
+
+@dataclass(frozen=True)
+class SignalSpec:
+    """A model the flow consults, and how to turn its output into a signal."""
+
+    name: str
+    model: str
+    output: str = "probability"  # probability | score | label
+    features: tuple[str, ...] = ()
+    timeout_ms: int | None = None
+    label: str = ""
+    reference: Mapping[str, float] | None = None
+    positive_class: Any = None
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name.replace("_", " ")
+
+
+@dataclass(frozen=True)
+class Owner:
+    name: str
+    email: str
+
+
+SATURATION = ("fallback", "pause")
+
+
+@dataclass(frozen=True)
+class ReviewCapacity:
+    """How many reviews the flow's reviewers can take per period, and what happens beyond.
+
+    ``fallback``: a case that would wait for review is decided with the policy's fallback
+    (its safe action), final. ``pause``: automation pauses — the case is recorded as
+    ``deferred``, nothing is acted on or queued, and the caller tries again later.
+    """
+
+    max_reviews: int
+    period_s: int
+    when_saturated: str = "fallback"
+
+    @cached_property
+    def limit(self) -> RateLimit:
+        """The budget as a sliding-window rate limit, kept with the guardrail windows."""
+        return RateLimit("review_capacity", float(self.max_reviews), self.period_s)
+
+
+@dataclass(frozen=True)
+class ReviewSettings:
+    """How the flow's review queue works: deadline, four eyes, reviewer capacity."""
+
+    deadline_s: int | None = None  # open reviews past this age are breached
+    four_eyes: bool = False  # whoever requested a decision cannot review it
+    capacity: ReviewCapacity | None = None  # None: reviews are never refused for lack of people
+
+
+@dataclass(frozen=True)
+class OutcomeSpec:
+    """What counts as the flow's outcome: the labels reporters may use, each with the action
+    that would have been right for it (``None``: the label does not judge the action)."""
+
+    description: str = ""
+    labels: Mapping[str, str | None] = field(default_factory=dict)
+    value: str = ""  # what a reported value means, e.g. "amount written off, EUR"
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """The evidence a flow must show, over the last ``over_s`` seconds, to be raised to a
+    level: enough reviewed cases, enough agreement, few enough guardrail hits, and (if set)
+    enough outcome accuracy."""
+
+    over_s: int
+    min_reviewed: int = 0
+    min_agreement: float | None = None
+    max_guardrail_hits: int | None = None
+    min_outcome_accuracy: float | None = None
+    min_outcomes: int = 0
+
+
+@dataclass(frozen=True)
+class Flow:
+    name: str
+    owner: Owner
+    policy: str
+    autonomy: Autonomy
+    fields: Mapping[str, FieldSpec]
+    signals: Mapping[str, SignalSpec]
+    description: str = ""
+    source: str = ""
+    outcome: OutcomeSpec = field(default_factory=OutcomeSpec)
+    reviewers: tuple[str, ...] = field(default_factory=tuple)
+    review: ReviewSettings = field(default_factory=ReviewSettings)
+    earned_autonomy: Mapping[str, Criteria] = field(default_factory=dict)  # by target level
+    monitoring: MonitoringSpec = field(default_factory=MonitoringSpec)
+
+    def validate_input(self, inputs: Any) -> dict[str, Any]:
+        """Check ``inputs`` against the schema; return a normalised copy or raise ``InputError``.
+
+        Every problem is reported at once, each naming the field.
+        """
+        if not isinstance(inputs, Mapping):
+            raise InputError(
+                f"flow '{self.name}': inputs must be a JSON object, got {type(inputs).__name__}",
+                {"flow": self.name},
+            )
+        errors: list[dict[str, str]] = []
+        out: dict[str, Any] = {}
+        for key in inputs:
+            if key not in self.fields:
+                errors.append({"field": str(key), "error": "unknown field"})
+        for spec in self.fields.values():
+            if spec.name not in inputs or inputs[spec.name] is None:
+                if spec.required:
+                    errors.append({"field": spec.name, "error": "required field is missing"})
+                continue
+            value, error = _coerce(spec, inputs[spec.name])
+            if error:
+                errors.append({"field": spec.name, "error": error})
+            else:
+                out[spec.name] = value
+        if errors:
+            summary = "; ".join(f"{e['field']}: {e['error']}" for e in errors)
+            raise InputError(
+                f"flow '{self.name}': invalid input ({summary})",
+                {"flow": self.name, "errors": errors},
+            )
+        return out
+
+    @cached_property
+    def _protected(self) -> list[str]:
+        return [f.name for f in self.fields.values() if f.classification.protected]
+
+    def protected_fields(self) -> list[str]:
+        return self._protected
+
+
+def _coerce(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
+    if spec.type in ("number", "integer"):
+        kind = type(value)  # exact types: bool is an int subclass and must not pass as one
+        if kind is not float and kind is not int:
+            return None, f"expected a {spec.type}, got {kind.__name__} {value!r}"
+        if kind is float and not math.isfinite(value):
+            return None, f"expected a finite number, got {value!r}"
+        if spec.type == "integer":
+            if isinstance(value, float) and not value.is_integer():
+                return None, f"expected an integer, got {value!r}"
+            value = int(value)
+        else:
+            value = float(value)
+        if spec.minimum is not None and value < spec.minimum:
+            return None, f"{value!r} is below the minimum {spec.minimum:g}"
+        if spec.maximum is not None and value > spec.maximum:
+            return None, f"{value!r} is above the maximum {spec.maximum:g}"
+    elif spec.type == "string":
+        if not isinstance(value, str):
+            return None, f"expected a string, got {type(value).__name__} {value!r}"
+    elif spec.type == "boolean" and not isinstance(value, bool):
+        return None, f"expected true or false, got {value!r}"
+    if spec.allowed is not None and value not in spec.allowed:
+        allowed = ", ".join(repr(a) for a in spec.allowed)
+        return None, f"{value!r} is not one of {allowed}"
+    return value, None
