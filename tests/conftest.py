@@ -15,6 +15,20 @@ from keel.engine import Engine, open_engine
 from keel.scaffold import init_project
 
 
+class Clock:
+    """A clock the test moves by hand: every timer and cache in Keel reads the clock it
+    was given, so a test advances time instead of sleeping."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @pytest.fixture(scope="session")
 def template_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The credit-limit example, with its trained model, written once per session."""

@@ -23,9 +23,9 @@ from keel.flows.monitoring import Check
 from keel.monitor.profile import ProfileStore
 from keel.security.roles import Actor
 from keel.yamlfile import load_yaml_text
-from tests.conftest import LOW_RISK
+from tests.conftest import LOW_RISK, Clock
 from tests.test_cli import keel
-from tests.test_review import SHORT_HISTORY, Clock
+from tests.test_review import SHORT_HISTORY
 
 FLOW = "credit_limit"
 DAY = 86_400.0

@@ -19,10 +19,22 @@ from keel.review.outcomes import OutcomeReport
 from keel.security.apikeys import change_grants, create_key, revoke_key
 from keel.security.audit import AuditLog
 from keel.security.roles import Actor, Grant, Role
-from tests.conftest import LOW_RISK
+from tests.conftest import LOW_RISK, Clock
 from tests.test_review import SHORT_HISTORY
 
 FLOW = "credit_limit"
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(time.time())
+
+
+@pytest.fixture
+def engine(project: Path, env: dict[str, str], clock: Clock) -> Iterator[Engine]:
+    """The project on a clock the tests move: caches expire when the test says so."""
+    with open_engine(project, environ=env, clock=clock) as eng:
+        yield eng
 
 
 @pytest.fixture
@@ -39,7 +51,7 @@ def client(engine: Engine, audit: AuditLog) -> Iterator[TestClient]:
 
 
 def key(engine: Engine, *grants: Grant, expires_in: float | None = None) -> dict[str, str]:
-    now = time.time()
+    now = engine.clock()
     _, text = create_key(
         engine.db,
         "test",
@@ -179,29 +191,35 @@ def test_no_anonymous_access(client: TestClient, engine: Engine, header: str | N
     assert client.get("/readyz").json() == {"status": "ready"}
 
 
-def test_revoked_and_expired_keys_are_refused(engine: Engine, client: TestClient) -> None:
+def test_revoked_and_expired_keys_are_refused(
+    engine: Engine, client: TestClient, clock: Clock
+) -> None:
     headers = key(engine, Grant(Role.VIEWER))
     assert client.get("/v1/flows", headers=headers).status_code == 200
     prefix = headers["Authorization"].split("_")[1]
-    revoke_key(engine.db, prefix, time.time())
-    time.sleep(CACHE_S + 0.1)  # verified keys are remembered for at most this long
+    revoke_key(engine.db, prefix, clock())
+    assert client.get("/v1/flows", headers=headers).status_code == 200  # still remembered
+    clock.advance(CACHE_S)  # verified keys are remembered for at most this long
     response = client.get("/v1/flows", headers=headers)
     assert response.status_code == 401 and "revoked" in response.json()["message"]
     short = key(engine, Grant(Role.VIEWER), expires_in=0.5)
-    time.sleep(0.6)
+    assert client.get("/v1/flows", headers=short).status_code == 200
+    clock.advance(0.6)  # never remembered past its own expiry
     response = client.get("/v1/flows", headers=short)
     assert response.status_code == 401 and "expired" in response.json()["message"]
 
 
-def test_role_changes_reach_a_running_server(engine: Engine, client: TestClient) -> None:
+def test_role_changes_reach_a_running_server(
+    engine: Engine, client: TestClient, clock: Clock
+) -> None:
     headers = key(engine, Grant(Role.VIEWER, "credit_limit"))
     prefix = headers["Authorization"].split("_")[1]
     assert client.get("/v1/ledger/verification", headers=headers).status_code == 403
-    change_grants(engine.db, prefix, [Grant(Role.AUDITOR)], [], "test", time.time())
-    time.sleep(CACHE_S + 0.1)
+    change_grants(engine.db, prefix, [Grant(Role.AUDITOR)], [], "test", clock())
+    clock.advance(CACHE_S)
     assert client.get("/v1/ledger/verification", headers=headers).status_code == 200
-    change_grants(engine.db, prefix, [], [Grant(Role.AUDITOR)], "test", time.time())
-    time.sleep(CACHE_S + 0.1)
+    change_grants(engine.db, prefix, [], [Grant(Role.AUDITOR)], "test", clock())
+    clock.advance(CACHE_S)
     assert client.get("/v1/ledger/verification", headers=headers).status_code == 403
     assert client.get("/v1/flows", headers=headers).status_code == 200  # viewer still
 

@@ -9,8 +9,9 @@ import pytest
 
 from keel import open_engine
 from keel.errors import ConflictError, DefinitionError, InputError
+from keel.runtime import REFRESH_S
 from keel.security.roles import Actor
-from tests.conftest import LOW_RISK
+from tests.conftest import LOW_RISK, Clock
 from tests.test_review import ANNA, SHORT_HISTORY
 
 FLOW = "credit_limit"
@@ -77,7 +78,11 @@ def test_a_raise_needs_evidence_and_another_principals_approval(
 
 
 def test_lowering_is_always_allowed_and_recorded(project: Path, env: dict[str, str]) -> None:
-    with open_engine(project, environ=env) as engine, open_engine(project, environ=env) as other:
+    clock = Clock(time.time())
+    with (
+        open_engine(project, environ=env, clock=clock) as engine,
+        open_engine(project, environ=env, clock=clock) as other,
+    ):
         with pytest.raises(ConflictError, match="defines no evidence criteria for 'autonomous'"):
             engine.autonomy.request(FLOW, "autonomous", OWNER, "please")
         with pytest.raises(ConflictError, match="is at 'supervised' already"):
@@ -91,7 +96,8 @@ def test_lowering_is_always_allowed_and_recorded(project: Path, env: dict[str, s
         lowered = engine.autonomy.request(FLOW, "advisory", APPROVER, "drift alarm")["applied"]
         assert lowered["kind"] == "lower" and lowered["previous"] == "supervised"
         assert engine.decide(FLOW, LOW_RISK).status == "advisory"
-        time.sleep(1.1)  # other processes follow within a second
+        assert other.decide(FLOW, LOW_RISK).status == "final"  # it looked less than 1 s ago
+        clock.advance(REFRESH_S)  # other processes follow within a second
         assert other.decide(FLOW, LOW_RISK).status == "advisory"
         history = [(h["kind"], h["level"]) for h in engine.autonomy.show(FLOW)["history"]]
         assert history == [("initial", "supervised"), ("lower", "advisory")]

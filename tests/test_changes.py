@@ -13,8 +13,9 @@ from keel.engine import Engine
 from keel.errors import ConflictError, DefinitionError, InputError, KeelError, NotFoundError
 from keel.ledger.records import iso_time
 from keel.rollout.diff import render_table
+from keel.runtime import REFRESH_S
 from keel.security.roles import Actor
-from tests.conftest import LOW_RISK, run_sql
+from tests.conftest import LOW_RISK, Clock, run_sql
 from tests.test_review import SHORT_HISTORY
 
 FLOW = "credit_limit"
@@ -163,12 +164,17 @@ def test_a_change_proposed_against_an_old_version_is_not_activated(
 
 
 def test_other_processes_follow_an_activation(project: Path, env: dict[str, str]) -> None:
-    with open_engine(project, environ=env) as a, open_engine(project, environ=env) as b:
+    clock = Clock(time.time())
+    with (
+        open_engine(project, environ=env, clock=clock) as a,
+        open_engine(project, environ=env, clock=clock) as b,
+    ):
         assert a.decide(FLOW, SHORT_HISTORY).status == "pending_review"
         change = b.changes.propose(FLOW, policy_text(project, *SHORTER), ANNA, "thin files")
         b.changes.approve(change["id"], CARL, "ok")
         b.changes.activate(change["id"], CARL)
-        time.sleep(1.1)  # engines look for activations at most once a second
+        assert a.decide(FLOW, SHORT_HISTORY).status == "pending_review"  # looked < 1 s ago
+        clock.advance(REFRESH_S)  # engines look for activations at most once a second
         decided = a.decide(FLOW, SHORT_HISTORY)
         assert decided.status == "final" and decided.policy_version == change["version"]
 

@@ -6,17 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from keel import open_engine
-from tests.conftest import replace_in
+from tests.conftest import Clock, replace_in
 
 POLICY = "policies/credit_limit.yaml"
-
-
-class Clock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_rate_limit_holds_across_restart_and_window_slides(

@@ -16,9 +16,9 @@ from keel.flows.monitoring import DRIFT, LATENCY, RATES, Check
 from keel.ledger.records import iso_time
 from keel.monitor.monitors import Limits, run_monitor
 from keel.monitor.windows import Window, duration, read_window, sliding, tumbling
-from tests.conftest import LOW_RISK
+from tests.conftest import LOW_RISK, Clock
 from tests.test_cli import keel
-from tests.test_review import SHORT_HISTORY, Clock
+from tests.test_review import SHORT_HISTORY
 
 FLOW = "credit_limit"
 DAY = 86_400.0

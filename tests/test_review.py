@@ -12,7 +12,7 @@ from keel import open_engine
 from keel.engine import Engine
 from keel.errors import ConflictError, InputError, NotFoundError
 from keel.review.queue import Reviewer
-from tests.conftest import LOW_RISK, replace_in, run_sql
+from tests.conftest import LOW_RISK, Clock, replace_in, run_sql
 
 FLOW = "credit_limit"
 SHORT_HISTORY = {**LOW_RISK, "credit_history_years": 0.5}  # approve, to be confirmed
@@ -148,16 +148,6 @@ def test_an_approval_consumes_the_window_and_may_pass_its_limit(
         assert engine.decide(FLOW, LOW_RISK).status == "pending_review"  # the limit holds
         rejected = engine.reviews.resolve(second.id, ANNA, "reject", "no")
         assert rejected["windows"] == {"consumed": [], "exceeded": []}  # refer has no limit
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _review_section(project: Path, text: str) -> None:

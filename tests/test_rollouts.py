@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from keel import open_engine
 from keel.engine import Engine
-from keel.errors import ConflictError, InputError, NotFoundError
+from keel.errors import ConflictError, InputError, LedgerWriteError, NotFoundError
+from keel.rollout.canary import CHECK_S
+from keel.runtime import REFRESH_S, RefreshInTransactionError
 from keel.security.roles import Actor
-from tests.conftest import LOW_RISK
+from tests.conftest import LOW_RISK, Clock
 from tests.test_changes import SHORTER, policy_text
 from tests.test_review import ANNA, SHORT_HISTORY
 
@@ -108,7 +113,6 @@ def test_activating_a_version_ends_the_rollout(engine: Engine, project: Path) ->
 def test_rollouts_from_the_command_line(project: Path) -> None:
     from typer.testing import CliRunner
 
-    from keel import open_engine
     from keel.cli import app
 
     with open_engine(project) as engine:
@@ -131,3 +135,53 @@ def test_rollouts_from_the_command_line(project: Path) -> None:
     assert code == 2 and "a canary serves a share between 0 and 1" in err
     code, out, _ = keel("rollout", "stop", FLOW, "-r", "done")
     assert code == 0 and json.loads(out)["state"] == "stopped"
+
+
+def test_a_bound_check_due_during_a_review_override_cannot_hang_the_writer(
+    project: Path, env: dict[str, str]
+) -> None:
+    """The conditions of a deadlock seen on a slow machine: a canary's bound check and a
+    refresh of the flows fell due while a review override held the ledger's lock, and the
+    override's own read of the flow refreshed, checked the canary and asked for the lock
+    again. Time is moved by hand, so the check is due exactly when the override runs."""
+    clock = Clock(time.time())
+    with open_engine(project, environ=env, clock=clock) as engine:
+        change = engine.changes.propose(FLOW, policy_text(project, *SHORTER), AUTHOR, "thin")
+        engine.changes.approve(change["id"], APPROVER, "ok")
+        bounds = {"min_decisions": 2, "max_override_rate": 0.2}
+        rollout = engine.rollouts.start(
+            FLOW, "canary", change["id"], APPROVER, "half", share=0.5, bounds=bounds
+        )
+        decided = [engine.decide(FLOW, SHORT_HISTORY, subject_id=f"s-{i}") for i in range(16)]
+        served = [d for d in decided if d.policy_version == change["version"]]
+        assert len(served) >= 2
+        clock.advance(REFRESH_S + CHECK_S)  # a refresh and a bound check are both due now
+
+        done: list[dict[str, object]] = []
+        overriding = threading.Thread(
+            target=lambda: done.append(
+                engine.reviews.override(served[0].id, ANNA, "reject", "too generous")
+            ),
+            daemon=True,
+        )
+        overriding.start()
+        overriding.join(timeout=60)
+        assert not overriding.is_alive(), "the review override hung the ledger writer"
+        assert done and done[0]["resolution"] == "reject"
+        assert engine.rollouts.current(FLOW)["state"] == "running"  # no check as a side effect
+
+        # Inside a transaction the registry refuses to refresh, and a nested transaction
+        # fails at once instead of waiting for a lock its own thread holds.
+        with pytest.raises(RefreshInTransactionError, match="outside write transactions"):
+            engine.writer.transact(lambda _c, _g: engine.ctx.registry.refresh(force=True))
+        with pytest.raises(LedgerWriteError, match="inside a write transaction"):
+            engine.writer.transact(lambda _c, _g: engine.writer.transact(lambda _c2, _g2: 1))
+        assert engine.decide(FLOW, LOW_RISK).status == "final"  # the writer still works
+
+        # The scheduled check does what the override no longer does as a side effect.
+        for decision in served[1:]:
+            engine.reviews.override(decision.id, ANNA, "reject", "too generous")
+        stops = engine.run_scheduled()["rollbacks"]
+        assert [s["id"] for s in stops] == [rollout["id"]]
+        assert stops[0]["state"] == "rolled_back"
+        assert engine.rollouts.current(FLOW)["state"] == "rolled_back"

@@ -15,9 +15,9 @@ from keel.ledger.records import iso_time
 from keel.monitor.report import trust_html
 from keel.review.outcomes import OutcomeReport
 from keel.review.trust import trust_metrics
-from tests.conftest import LOW_RISK, replace_in
+from tests.conftest import LOW_RISK, Clock, replace_in
 from tests.test_replay import ALL_TIME, RISKY
-from tests.test_review import ANNA, SHORT_HISTORY, Clock
+from tests.test_review import ANNA, SHORT_HISTORY
 
 FLOW = "credit_limit"
 DAY = 86_400.0

@@ -64,6 +64,11 @@ class Metrics:
             ["flow"],
             registry=self.registry,
         )
+        self.rollout_check_failures = Counter(
+            "keel_rollout_check_failures",
+            "Scheduled checks of canary bounds that failed (the next one tries again)",
+            registry=self.registry,
+        )
         self.review_breaches = Counter(
             "keel_review_breaches",
             "Reviews still waiting past their flow's deadline (counted once each)",

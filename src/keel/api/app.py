@@ -162,7 +162,7 @@ def create_app(engine: Engine, audit: AuditLog | None = None) -> FastAPI:
         audit or AuditLog(engine.db, clock=engine.clock),
         RateLimiter(settings.rate_per_s, settings.burst),
         OidcVerifier(settings.oidc) if settings.oidc else None,
-        PrincipalCache(),
+        PrincipalCache(engine.clock),
     )
 
     @app.exception_handler(KeelError)

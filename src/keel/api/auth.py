@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fastapi import Request
@@ -26,7 +26,11 @@ CACHE_MAX = 10_000
 
 
 class PrincipalCache:
-    def __init__(self) -> None:
+    """Verified credentials by the hash of their token, each until ``CACHE_S`` of the
+    engine's clock has passed (or the credential expires, if sooner)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
         self._entries: dict[str, tuple[Principal, float]] = {}
         self._lock = threading.Lock()
 
@@ -34,13 +38,13 @@ class PrincipalCache:
         key = hashlib.sha256(token.encode()).hexdigest()
         with self._lock:
             entry = self._entries.get(key)
-        if entry is None or entry[1] <= time.time():
+        if entry is None or entry[1] <= self._clock():
             return None
         return entry[0]
 
     def put(self, token: str, principal: Principal) -> None:
         key = hashlib.sha256(token.encode()).hexdigest()
-        until = time.time() + CACHE_S
+        until = self._clock() + CACHE_S
         if principal.expires_at is not None:
             until = min(until, principal.expires_at)
         with self._lock:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
 from keel.api.app import create_app
 from keel.engine import Engine, open_engine
+from keel.rollout.canary import CHECK_S
 from keel.security.audit import AuditLog
 from keel.telemetry import log
 
@@ -20,34 +22,43 @@ ENV_PROJECT = "KEEL_PROJECT"
 ENV_AUDIT_SINK = "KEEL_AUDIT_SINK"
 
 
-async def sweep_reviews(engine: Engine, every_s: float) -> None:
-    """Record review deadline breaches every ``every_s`` seconds while the server runs.
+async def every(
+    every_s: float, job: Callable[[], object], failed: Callable[[], None], what: str
+) -> None:
+    """Run ``job`` (blocking, on a worker thread) every ``every_s`` seconds while the server
+    runs. A failure is logged and counted by ``failed``, and the next round tries again."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await asyncio.to_thread(job)
+        except Exception:  # noqa: BLE001 - one failed round must not stop the next
+            failed()
+            log.exception("%s failed; retrying in %s s", what, every_s)
 
-    Every worker sweeps; each breach is recorded once. A failed sweep is logged and counted
-    and the next one tries again.
+
+def scheduled(engine: Engine) -> list[Coroutine[Any, Any, None]]:
+    """The server's timed work. Every worker does it; each piece is claimed or recorded in
+    the store once (a breach once per review, a monitor period once, a canary stopped once).
+
+    - review deadline breaches, every ``reviews.sweep_s``;
+    - canaries past their bounds, every ``CHECK_S`` (a bound check is scheduled work, never
+      a side effect of reading a flow);
+    - monitor runs whose period is due, every ``monitors.check_s`` (only if a flow has a
+      ``monitoring.every``).
     """
-    while True:
-        await asyncio.sleep(every_s)
-        try:
-            await asyncio.to_thread(engine.reviews.sweep)
-        except Exception:  # noqa: BLE001 - one failed sweep must not stop the next
-            engine.metrics.sweep_failures.inc()
-            log.exception("review deadline sweep failed; retrying in %s s", every_s)
-
-
-async def run_monitors(engine: Engine, every_s: float) -> None:
-    """Every ``every_s`` seconds, run the monitors of flows whose schedule has a period not
-    yet run (``monitoring.every``). Workers claim each period, so it runs once; a failure
-    is logged and counted, and the next check tries again."""
-    while True:
-        await asyncio.sleep(every_s)
-        if not any(rt.flow.monitoring.every_s for rt in engine.flows.values()):
-            continue
-        try:
-            await asyncio.to_thread(engine.monitoring.run_due)
-        except Exception:  # noqa: BLE001 - one failed check must not stop the next
-            engine.metrics.monitor_runs.labels("*", "failed").inc()
-            log.exception("scheduled monitor check failed; retrying in %s s", every_s)
+    metrics = engine.metrics
+    jobs = [
+        every(engine.settings.review_sweep_s, engine.reviews.sweep,
+              metrics.sweep_failures.inc, "review deadline sweep"),
+        every(CHECK_S, engine.rollouts.check_running,
+              metrics.rollout_check_failures.inc, "canary bound check"),
+    ]  # fmt: skip
+    if any(rt.flow.monitoring.every_s for rt in engine.flows.values()):
+        jobs.append(
+            every(engine.settings.monitor_check_s, engine.monitoring.run_due,
+                  metrics.monitor_runs.labels("*", "failed").inc, "scheduled monitor check")
+        )  # fmt: skip
+    return jobs
 
 
 def app_from_env() -> FastAPI:
@@ -59,10 +70,7 @@ def app_from_env() -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        tasks = [
-            asyncio.create_task(sweep_reviews(engine, engine.settings.review_sweep_s)),
-            asyncio.create_task(run_monitors(engine, engine.settings.monitor_check_s)),
-        ]
+        tasks = [asyncio.create_task(job) for job in scheduled(engine)]
         yield
         for task in tasks:
             task.cancel()
