@@ -185,3 +185,28 @@ def test_review_queue_from_the_command_line(project: Path, tmp_path: Path) -> No
     assert code == 2 and "unknown flow 'nope'" in err
     code, _, err = keel("review", "sweep", "-p", str(project))
     assert code == 0 and "0 deadline breaches recorded" in err
+
+
+HEAVY = ("numpy", "scipy", "sqlalchemy", "fastapi", "pyarrow", "cel", "keel.engine")
+
+
+def test_help_imports_nothing_heavy() -> None:
+    """`keel --help` stays fast: the CLI imports the engine and its libraries in commands."""
+    import subprocess
+    import sys
+
+    script = (
+        "import json, sys, keel.cli\n"
+        "try:\n"
+        "    keel.cli.app(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"heavy = {HEAVY!r}\n"
+        "loaded = [m for m in sys.modules if any(m == h or m.startswith(h + '.') for h in heavy)]\n"
+        "print(json.dumps(sorted(loaded)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    loaded = json.loads(done.stdout.splitlines()[-1])
+    assert loaded == [], f"importing keel.cli loaded {loaded}"

@@ -12,9 +12,9 @@ import pytest
 
 from keel import open_engine
 from keel.errors import InputError
-from keel.flows.monitoring import DRIFT, LATENCY, RATES, Check
+from keel.flows.monitoring import DRIFT, LATENCY, RATES, Check, MonitoringSpec
 from keel.ledger.records import iso_time
-from keel.monitor.monitors import Limits, run_monitor
+from keel.monitor.monitors import Limits, look_limits, run_monitor
 from keel.monitor.windows import Window, duration, read_window, sliding, tumbling
 from tests.conftest import LOW_RISK, Clock
 from tests.test_cli import keel
@@ -151,3 +151,16 @@ def test_drift_report_from_a_flow_and_windows(project: Path, tmp_path: Path) -> 
                             "-p", str(project))  # fmt: skip
         assert code == 2 and message in err, (extra, err)
     assert not (tmp_path / "no").exists()
+
+
+def test_a_look_overrides_limits_and_keeps_severities() -> None:
+    checks = {name: Check(0.1, "critical") for name in RATES}
+    spec = MonitoringSpec(
+        min_decisions=50, clear_below=0.4,
+        checks=checks | {LATENCY: Check(2.0, "info"), DRIFT: Check(3.0)},
+    )  # fmt: skip
+    limits = look_limits(spec, max_change=0.25, max_ratio=4.0)
+    assert {limits.checks[name] for name in RATES} == {Check(0.25, "critical")}
+    assert limits.checks[LATENCY] == Check(4.0, "info") and limits.checks[DRIFT] == Check(3.0)
+    assert limits.min_decisions == 1 and limits.clear_below == 0.4
+    assert look_limits(spec).checks == spec.checks

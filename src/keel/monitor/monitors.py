@@ -192,3 +192,33 @@ def _as_named_in(profile: Profile, table: dict[str, Any]) -> dict[str, Any]:
         renamed = plain != name and plain in profile.columns and name not in profile.columns
         out[plain if renamed else name] = values
     return out
+
+
+# ---- looks: judgements that record nothing (`keel monitor run`, `keel drift report --flow`)
+
+
+def look_limits(
+    spec: MonitoringSpec, max_change: float | None = None, max_ratio: float | None = None
+) -> Limits:
+    """The flow's limits for a look that records nothing: ``max_change`` replaces every
+    rate's limit and ``max_ratio`` latency's (severities stay), and one decision in each
+    window is enough."""
+    checks = dict(spec.checks)
+    for name, check in checks.items():
+        if name == LATENCY and max_ratio is not None:
+            checks[name] = Check(max_ratio, check.severity)
+        elif name in RATES and max_change is not None:
+            checks[name] = Check(max_change, check.severity)
+    return Limits(checks, spec.clear_below, min_decisions=1)
+
+
+def window_tables(
+    ctx: Context, flow: str, current: Window, baseline: Window
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The drift columns (inputs, signal scores, action) of a flow's baseline and current
+    windows, in that order; a window without decisions is refused by name."""
+    before = read_window(ctx, flow, baseline)
+    require_decisions(before, "baseline", flow)
+    now = read_window(ctx, flow, current)
+    require_decisions(now, "current", flow)
+    return before.table(), now.table()

@@ -1,0 +1,64 @@
+"""The ``keel`` command line: a thin layer over the engine. Each docstring is the help text.
+
+One module per command group (``keel ledger …`` is ``ledger.py``); the top-level commands
+live with their subject (``project.py``: init, validate, demo, serve; ``decisions.py``:
+decide, explain, what-if; ``rollout.py``: replay). ``_common.py`` holds what they share.
+Modules import the engine and other heavy parts inside commands, so ``keel --help`` stays
+fast (a test checks it).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from keel.cli import (
+    alarms,
+    audit,
+    autonomy,
+    decisions,
+    drift,
+    keys,
+    ledger,
+    monitor,
+    outcomes,
+    policy,
+    project,
+    report,
+    review,
+    rollout,
+)
+
+app = typer.Typer(
+    name="keel",
+    help="Keel: governed, explained and recorded decisions from AI models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# In the order `keel --help` lists them.
+app.command()(project.init)
+app.command()(project.validate)
+app.command()(decisions.decide)
+app.command()(decisions.explain)
+app.command("what-if")(decisions.what_if)
+app.command()(project.demo)
+app.command()(rollout.replay)
+app.command()(project.serve)
+
+app.add_typer(ledger.app, name="ledger")
+app.add_typer(keys.app, name="keys")
+app.add_typer(audit.app, name="audit")
+app.add_typer(review.app, name="review")
+app.add_typer(outcomes.app, name="outcomes")
+app.add_typer(autonomy.app, name="autonomy")
+app.add_typer(rollout.app, name="rollout")
+app.add_typer(report.app, name="report")
+app.add_typer(drift.app, name="drift")
+app.add_typer(monitor.app, name="monitor")
+app.add_typer(alarms.app, name="alarms")
+app.add_typer(policy.app, name="policy")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,120 @@
+"""What the command groups share: the ``--project`` and ``--reason`` options, opening the
+engine or the database with errors printed as ``error [code]: message``, printing JSON,
+and the local operator as an actor.
+
+Heavy modules (the engine, SQLAlchemy) are imported inside functions, and their types
+only for the type checker, so that ``keel --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+from keel.errors import InputError, KeelError
+
+if TYPE_CHECKING:
+    from keel.engine import Engine
+    from keel.security.roles import Actor
+    from keel.store.database import Database
+
+ProjectOpt = Annotated[
+    Path,
+    typer.Option("--project", "-p", help="The Keel project folder.", file_okay=False),
+]
+ReasonOpt = Annotated[str, typer.Option("--reason", "-r", help="Why, in words (required).")]
+
+
+def _fail(error: KeelError) -> NoReturn:
+    typer.echo(f"error [{error.code}]: {error.message}", err=True)
+    raise typer.Exit(2)
+
+
+@contextmanager
+def _engine(project: Path) -> Iterator[Engine]:
+    from keel.engine import open_engine  # noqa: PLC0415 - keep `keel --help` fast
+
+    try:
+        engine = open_engine(project)
+    except KeelError as error:
+        _fail(error)
+    try:
+        yield engine
+    except KeelError as error:
+        _fail(error)
+    finally:
+        engine.close()
+
+
+@contextmanager
+def _ledger(project: Path) -> Iterator[Database]:
+    """The project's database alone: reading and verifying the ledger needs no models."""
+    from keel.config import load_settings  # noqa: PLC0415
+    from keel.ledger.reader import require_ledger  # noqa: PLC0415
+    from keel.store.database import open_database  # noqa: PLC0415
+
+    try:
+        db = open_database(load_settings(project).database_url, migrate=False)
+    except KeelError as error:
+        _fail(error)
+    try:
+        require_ledger(db)
+        yield db
+    except KeelError as error:
+        _fail(error)
+    finally:
+        db.close()
+
+
+@contextmanager
+def _store(project: Path) -> Iterator[Database]:
+    """The project's database, migrated, without loading flows or models."""
+    from keel.config import load_settings  # noqa: PLC0415
+    from keel.store.database import open_database  # noqa: PLC0415
+
+    try:
+        db = open_database(load_settings(project).database_url)
+    except KeelError as error:
+        _fail(error)
+    try:
+        yield db
+    except KeelError as error:
+        _fail(error)
+    finally:
+        db.close()
+
+
+def _print(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def _operator() -> str:
+    import getpass  # noqa: PLC0415
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
+def _cli_actor() -> Actor:
+    """The local operator (admin: it holds the store). Four eyes hold across OS users."""
+    from keel.security.roles import Actor  # noqa: PLC0415
+
+    operator = _operator()
+    return Actor(operator, operator.removeprefix("cli:"), "admin")
+
+
+def _policy_file(engine: Engine, flow: str, file: Path | None) -> tuple[str, str]:
+    """The text of a policy file (default: the flow's own) and its path, for a change or a
+    replay."""
+    path = file or engine.changes.file_of(flow)
+    try:
+        return path.read_text(encoding="utf-8"), str(path)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}", {"path": str(path)}) from None

@@ -1,0 +1,113 @@
+"""``keel ledger``: verify, checkpoint and read the tamper-evident ledger."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from keel.cli._common import ProjectOpt, _engine, _fail, _ledger
+from keel.errors import KeelError
+
+if TYPE_CHECKING:
+    from keel.ledger.checkpoint import Checkpoint
+
+app = typer.Typer(help="Verify, checkpoint and read the tamper-evident ledger.")
+
+
+@app.command("verify")
+def ledger_verify(
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="A checkpoint file to check the ledger against.")
+    ] = None,
+    public_key: Annotated[
+        str | None, typer.Option(help="Trusted signer key (base64); else the checkpoint's own.")
+    ] = None,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Verify every entry of the ledger; exit 1 naming the first bad sequence number.
+
+    Example: keel ledger verify --checkpoint checkpoints/2026-11-24.json
+    """
+    from keel.keys import public_key_from_text  # noqa: PLC0415
+    from keel.ledger.checkpoint import load_checkpoint  # noqa: PLC0415
+
+    cp: Checkpoint | None = None
+    try:
+        if checkpoint is not None:
+            cp = load_checkpoint(checkpoint)
+            cp.verify_signature(public_key_from_text(public_key) if public_key else None)
+    except KeelError as error:
+        _fail(error)
+    from keel.ledger.verify import verify_ledger  # noqa: PLC0415
+
+    with _ledger(project) as db:
+        report = verify_ledger(db, cp)
+    if report.ok:
+        extra = f", matches checkpoint at {cp.seq}" if cp else ""
+        typer.echo(
+            f"ok: {report.entries} entries verified, head {report.head_seq} "
+            f"{report.head_hash[:16]}{extra}"
+        )
+        return
+    typer.echo(f"FAILED at entry {report.bad_seq}: {report.problem}", err=True)
+    raise typer.Exit(1)
+
+
+@app.command("checkpoint")
+def ledger_checkpoint(
+    out: Annotated[Path | None, typer.Option(help="Write the checkpoint to this file.")] = None,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Sign the chain head (Ed25519) and print or save the checkpoint; keep it elsewhere.
+
+    Example: keel ledger checkpoint --out ../checkpoints/today.json
+    """
+    with _engine(project) as engine:
+        cp = engine.checkpoint()
+    text = json.dumps(cp.to_dict(), indent=2)
+    if out is None:
+        typer.echo(text)
+    else:
+        out.write_text(text + "\n", encoding="utf-8")
+        typer.echo(f"checkpoint of entry {cp.seq} written to {out}")
+
+
+@app.command("show")
+def ledger_show(
+    limit: Annotated[int, typer.Option(min=1, max=10000, help="How many entries.")] = 20,
+    flow: Annotated[str | None, typer.Option(help="Only this flow's entries.")] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="Only this kind (decision, checkpoint…).")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the entries as JSON lines.")
+    ] = False,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Show the newest ledger entries (personal inputs appear only as digests).
+
+    Example: keel ledger show --limit 5 --flow credit_limit
+    """
+    from keel.ledger.reader import newest  # noqa: PLC0415
+
+    with _ledger(project) as db:
+        entries = newest(db, limit, flow, kind)
+    for entry in entries:
+        if as_json:
+            typer.echo(json.dumps(entry.to_dict(), ensure_ascii=False))
+            continue
+        body = entry.body
+        summary = ""
+        if entry.kind == "decision":
+            value = f" {body['value']:,.0f}" if body.get("value") is not None else ""
+            summary = f"{body['action']}{value} [{body['status']}] rule={body['rule']}"
+        elif entry.kind == "policy_registered":
+            summary = f"policy {body['policy']} {body['version'][:12]}"
+        elif entry.kind == "checkpoint":
+            summary = f"checkpoint at {body['seq']}"
+        typer.echo(
+            f"{entry.seq:>7} {entry.recorded_at} {entry.kind:<17} {entry.record_id} {summary}"
+        )
