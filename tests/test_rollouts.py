@@ -12,6 +12,7 @@ import pytest
 from keel import open_engine
 from keel.engine import Engine
 from keel.errors import ConflictError, InputError, LedgerWriteError, NotFoundError
+from keel.events import BY_KIND, body_keys
 from keel.rollout.canary import CHECK_S
 from keel.runtime import REFRESH_S, RefreshInTransactionError
 from keel.security.roles import Actor
@@ -185,3 +186,5 @@ def test_a_bound_check_due_during_a_review_override_cannot_hang_the_writer(
         assert [s["id"] for s in stops] == [rollout["id"]]
         assert stops[0]["state"] == "rolled_back"
         assert engine.rollouts.current(FLOW)["state"] == "rolled_back"
+        for entry in engine.entries(500):  # every body is a record of the catalogue
+            assert set(entry.body) <= set(body_keys(BY_KIND[entry.kind])), entry.kind

@@ -130,6 +130,8 @@ class PolicyRegistered:
 
 @dataclass(frozen=True)
 class PolicyProposed:
+    """A change was opened: a policy version and/or model files proposed for a flow."""
+
     KIND: ClassVar[str] = "policy_proposed"
     VERSION: ClassVar[int] = 1
     change: str
@@ -143,6 +145,8 @@ class PolicyProposed:
 
 @dataclass(frozen=True)
 class PolicyEdited:
+    """A proposed change got a new version; its approvals are void."""
+
     KIND: ClassVar[str] = "policy_edited"
     VERSION: ClassVar[int] = 1
     change: str
@@ -155,6 +159,8 @@ class PolicyEdited:
 
 @dataclass(frozen=True)
 class PolicyApproved:
+    """Someone who wrote no revision of a change approved its current version."""
+
     KIND: ClassVar[str] = "policy_approved"
     VERSION: ClassVar[int] = 1
     change: str
@@ -186,6 +192,8 @@ class PolicyActivated:
 
 @dataclass(frozen=True)
 class AutonomyRequested:
+    """A raise of a flow's autonomy was asked for, with the evidence it meets."""
+
     KIND: ClassVar[str] = "autonomy_requested"
     VERSION: ClassVar[int] = 1
     request: str
@@ -198,6 +206,8 @@ class AutonomyRequested:
 
 @dataclass(frozen=True)
 class AutonomyChanged:
+    """A flow's autonomy level changed: seeded, lowered, or raised on approval."""
+
     KIND: ClassVar[str] = "autonomy_changed"
     VERSION: ClassVar[int] = 1
     level: str
@@ -212,6 +222,8 @@ class AutonomyChanged:
 
 @dataclass(frozen=True)
 class FlowHoldChanged:
+    """A hold (escalate every case, or pause automation) was put on a flow or lifted."""
+
     KIND: ClassVar[str] = "flow_hold_changed"
     VERSION: ClassVar[int] = 1
     hold: str  # none | escalate_all | pause
@@ -225,6 +237,8 @@ class FlowHoldChanged:
 
 @dataclass(frozen=True)
 class RolloutStarted:
+    """A shadow or canary rollout of a candidate version started."""
+
     KIND: ClassVar[str] = "rollout_started"
     VERSION: ClassVar[int] = 1
     id: str
@@ -239,6 +253,8 @@ class RolloutStarted:
 
 @dataclass(frozen=True)
 class RolloutStopped:
+    """A rollout ended: stopped, ended by an activation, or rolled back past its bounds."""
+
     KIND: ClassVar[str] = "rollout_stopped"
     VERSION: ClassVar[int] = 1
     rollout: str
@@ -254,6 +270,8 @@ class RolloutStopped:
 
 @dataclass(frozen=True)
 class AlarmRaised:
+    """A monitor breached its limit and an alarm opened; the governor's acts with it."""
+
     KIND: ClassVar[str] = "alarm_raised"
     VERSION: ClassVar[int] = 1
     alarm: str
@@ -280,6 +298,8 @@ class AlarmEscalated(AlarmRaised):
 
 @dataclass(frozen=True)
 class AlarmResolved:
+    """A firing alarm was resolved: after clean runs, or by a person with a reason."""
+
     KIND: ClassVar[str] = "alarm_resolved"
     VERSION: ClassVar[int] = 1
     alarm: str
@@ -292,6 +312,8 @@ class AlarmResolved:
 
 @dataclass(frozen=True)
 class RetrainingRequested:
+    """A governor rule asked for the flow's models to be retrained."""
+
     KIND: ClassVar[str] = "retraining_requested"
     VERSION: ClassVar[int] = 1
     alarm: str
@@ -306,6 +328,8 @@ class RetrainingRequested:
 
 @dataclass(frozen=True)
 class CheckpointTaken:
+    """The chain head was signed (the checkpoint itself is kept outside the ledger)."""
+
     KIND: ClassVar[str] = "checkpoint"
     VERSION: ClassVar[int] = 1
     seq: int
@@ -411,3 +435,13 @@ def deferred(
     guardrails are decided there): ``build`` returns ``body(DecisionRecorded(...))``.
     ``derive`` gives rows that depend on the entry."""
     return Pending(DecisionRecorded.KIND, record_id, flow, build, rows, derive)
+
+
+def catalogue_markdown() -> str:
+    """The table of every event kind the README's ledger section shows (a test compares)."""
+    lines = ["| kind | version | body fields | what it records |", "|---|---|---|---|"]
+    for cls in CATALOGUE:
+        keys = ", ".join(f"`{k}`" + (" (if any)" if omit else "") for _, k, omit in _layout(cls))
+        what = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        lines.append(f"| `{cls.KIND}` | {cls.VERSION} | {keys} | {' '.join(what.split())} |")
+    return "\n".join(lines) + "\n"
