@@ -13,6 +13,12 @@ import sqlalchemy as sa
 
 from keel.engine import Engine, open_engine
 from keel.scaffold import init_project
+from keel.security.roles import Grant, Principal, Role
+
+
+def person(ident: str, name: str, role: str, flow: str | None = None) -> Principal:
+    """A caller with one role, on one flow or (``None``) on every flow."""
+    return Principal(ident, name, (Grant(Role(role), flow),))
 
 
 class Clock:

@@ -21,18 +21,18 @@ from keel.errors import ConflictError, DefinitionError, InputError, NotFoundErro
 from keel.flows import parse_flow
 from keel.flows.monitoring import Check
 from keel.monitor.profile import ProfileStore
-from keel.security.roles import Actor
+from keel.security.roles import PermissionDeniedError
 from keel.yamlfile import load_yaml_text
-from tests.conftest import LOW_RISK, Clock
+from tests.conftest import LOW_RISK, Clock, person
 from tests.test_cli import keel
 from tests.test_review import SHORT_HISTORY
 
 FLOW = "credit_limit"
 DAY = 86_400.0
 START = 1_800_000_000.0  # 2027-01-15T08:00:00Z
-OWNER = Actor("key:owner001", "Olga", "owner")
-APPROVER = Actor("key:appr0002", "Paul", "approver")
-VIEWER = Actor("key:view0003", "Vera", "viewer")
+OWNER = person("key:owner001", "Olga", "owner")
+APPROVER = person("key:appr0002", "Paul", "approver")
+VIEWER = person("key:view0003", "Vera", "viewer")
 SECRET = "hook-secret-for-tests"
 
 
@@ -144,7 +144,7 @@ def test_an_alarm_lowers_autonomy_holds_the_flow_and_asks_for_retraining(
         # The governor's acts are in force, and recorded with their evidence.
         runtime = engine.runtime(FLOW)
         assert runtime.flow.autonomy == "advisory" and runtime.hold == "escalate_all"
-        lowered = engine.autonomy.show(FLOW)["history"][-1]
+        lowered = engine.autonomy.show(FLOW, engine.operator)["history"][-1]
         assert lowered["kind"] == "lower" and lowered["requested_by"] == "keel-governor"
         assert lowered["evidence"]["monitor"] == "drift"
         assert "input.annual_income" in lowered["evidence"]["figures"]["drifted"]
@@ -187,7 +187,7 @@ def test_an_alarm_is_raised_once_repeats_after_its_cooldown_and_clears_with_hyst
         clock.now += 3600  # inside the cool-down: the same alarm, not told again
         again = engine.monitoring.run(FLOW, OWNER, until=START + 2 * DAY)
         assert again["breaches"] == ["drift"] and again["alarms"] == []
-        alarm = engine.monitoring.alarm(alarm_id)
+        alarm = engine.monitoring.alarm(alarm_id, engine.operator)
         assert (alarm["runs"], alarm["suppressed"], alarm["state"]) == (2, 1, "firing")
         clock.now += 6 * 3600  # past it: told again, the governor does not act again
         later = engine.monitoring.run(FLOW, OWNER, until=START + 2 * DAY)
@@ -201,12 +201,12 @@ def test_an_alarm_is_raised_once_repeats_after_its_cooldown_and_clears_with_hyst
         clock.now = START + 4 * DAY
         one = engine.monitoring.run(FLOW, OWNER, until=START + 3 * DAY)
         assert one["result"]["verdicts"]["drift"] == "clean"
-        assert engine.monitoring.alarm(alarm_id)["clean_runs"] == 1
+        assert engine.monitoring.alarm(alarm_id, engine.operator)["clean_runs"] == 1
         two = engine.monitoring.run(FLOW, OWNER, until=START + 4 * DAY)
         assert [a["kind"] for a in two["alarms"]] == ["alarm_resolved"]
-        resolved = engine.monitoring.alarm(alarm_id)
+        resolved = engine.monitoring.alarm(alarm_id, engine.operator)
         assert resolved["state"] == "resolved" and resolved["resolved_by"] == "keel"
-        assert engine.monitoring.alarms(FLOW, "firing") == []
+        assert engine.monitoring.alarms(engine.operator, FLOW, "firing") == []
     assert [b["kind"] for b in receiver.bodies()].count("alarm_resolved") == 1
 
 
@@ -229,9 +229,9 @@ def test_a_hold_stays_until_its_alarm_is_resolved_and_an_approver_lifts_it(
         alarm_id = run["alarms"][0]["id"]
         with pytest.raises(ConflictError, match="held by alarms still firing"):
             engine.holds.lift(FLOW, APPROVER, "looks fine")
-        with pytest.raises(ConflictError, match="may not lift holds"):
+        with pytest.raises(PermissionDeniedError, match="may not approve policy on flow"):
             engine.holds.lift(FLOW, OWNER, "mine")
-        with pytest.raises(ConflictError, match="may not resolve alarms"):
+        with pytest.raises(PermissionDeniedError, match="may not change autonomy on flow"):
             engine.monitoring.resolve(alarm_id, VIEWER, "no")
         with pytest.raises(NotFoundError):
             engine.monitoring.resolve("alm_missing", OWNER, "no")
@@ -244,7 +244,7 @@ def test_a_hold_stays_until_its_alarm_is_resolved_and_an_approver_lifts_it(
         assert engine.decide(FLOW, LOW_RISK).status == Status.FINAL
         with pytest.raises(ConflictError, match="is not held"):
             engine.holds.lift(FLOW, APPROVER, "again")
-        history = engine.holds.show(FLOW)["history"]
+        history = engine.holds.show(FLOW, engine.operator)["history"]
         assert [h["hold"] for h in history] == ["none", "pause"]
         assert history[1]["set_by"] == "keel-governor" and history[1]["alarm_id"] == alarm_id
 
@@ -287,7 +287,7 @@ def test_scheduled_runs_claim_their_period_once(project: Path, env: dict[str, st
         skipped = other.monitoring.run_due()
         assert [r["state"] for r in skipped] == ["skipped"]
         assert "holds no decisions" in skipped[0]["note"]
-        states = [r["state"] for r in engine.monitoring.runs(FLOW)]
+        states = [r["state"] for r in engine.monitoring.runs(FLOW, engine.operator)]
         assert states == ["skipped", "judged"]
 
 
@@ -452,5 +452,5 @@ def test_drift_against_a_stored_training_profile(project: Path, env: dict[str, s
     with open_engine(project, environ=env, clock=clock) as engine:
         with pytest.raises(InputError, match="no stored profile ffffffffffffffff"):
             engine.monitoring.run(FLOW, OWNER, until=START + 2 * DAY)
-        failed = engine.monitoring.runs(FLOW)[0]
+        failed = engine.monitoring.runs(FLOW, engine.operator)[0]
         assert failed["state"] == "failed" and "no stored profile" in failed["note"]

@@ -10,13 +10,13 @@ import pytest
 from keel import open_engine
 from keel.errors import ConflictError, DefinitionError, InputError
 from keel.runtime import REFRESH_S
-from keel.security.roles import Actor
-from tests.conftest import LOW_RISK, Clock
+from keel.security.roles import PermissionDeniedError
+from tests.conftest import LOW_RISK, Clock, person
 from tests.test_review import ANNA, SHORT_HISTORY
 
 FLOW = "credit_limit"
-OWNER = Actor("key:owner001", "Olga", "owner")
-APPROVER = Actor("key:appr0002", "Paul", "approver")
+OWNER = person("key:owner001", "Olga", "owner")
+APPROVER = person("key:appr0002", "Paul", "approver")
 CRITERIA = """earned_autonomy:
   autonomous: {over: 14d, min_reviewed: 3, min_agreement: 0.95, max_guardrail_hits: 0}
 """
@@ -42,7 +42,7 @@ def test_a_raise_needs_evidence_and_another_principals_approval(
             "2 reviewed cases in the last 14 days, at least 3 needed",
             "agreement 50.0% in the last 14 days, at least 95.0% needed",
         ]
-        assert engine.autonomy.show(FLOW)["open_requests"] == []
+        assert engine.autonomy.show(FLOW, engine.operator)["open_requests"] == []
         # Three more agreed reviews: 4 of 5 agree, still short of 95%.
         for _ in range(3):
             case = engine.decide(FLOW, SHORT_HISTORY)
@@ -58,8 +58,8 @@ def test_a_raise_needs_evidence_and_another_principals_approval(
         assert request["evidence"]["reviewed"] == 3 and request["evidence"]["agreement"] == 1.0
         assert engine.runtime(FLOW).flow.autonomy == "supervised"  # not before approval
         with pytest.raises(ConflictError, match="requested this raise and cannot approve it"):
-            engine.autonomy.approve(request["id"], Actor(OWNER.id, "Olga", "approver"), "mine")
-        with pytest.raises(ConflictError, match="acts as owner, which may not approve"):
+            engine.autonomy.approve(request["id"], person(OWNER.id, "Olga", "approver"), "mine")
+        with pytest.raises(PermissionDeniedError, match=r"Olga .* may not approve policy"):
             engine.autonomy.approve(request["id"], OWNER, "x")
         change = engine.autonomy.approve(request["id"], APPROVER, "evidence checked")
         assert change["kind"] == "raise" and change["approved_by"] == APPROVER.id
@@ -91,15 +91,17 @@ def test_lowering_is_always_allowed_and_recorded(project: Path, env: dict[str, s
             engine.autonomy.request(FLOW, "total", OWNER, "x")
         with pytest.raises(InputError, match="needs a reason"):
             engine.autonomy.request(FLOW, "shadow", OWNER, "")
-        with pytest.raises(ConflictError, match="acts as policy_author, which may not change"):
-            engine.autonomy.request(FLOW, "shadow", Actor("key:x", "X", "policy_author"), "x")
+        with pytest.raises(PermissionDeniedError, match=r"X .* may not change autonomy"):
+            engine.autonomy.request(FLOW, "shadow", person("key:x", "X", "policy_author"), "x")
         lowered = engine.autonomy.request(FLOW, "advisory", APPROVER, "drift alarm")["applied"]
         assert lowered["kind"] == "lower" and lowered["previous"] == "supervised"
         assert engine.decide(FLOW, LOW_RISK).status == "advisory"
         assert other.decide(FLOW, LOW_RISK).status == "final"  # it looked less than 1 s ago
         clock.advance(REFRESH_S)  # other processes follow within a second
         assert other.decide(FLOW, LOW_RISK).status == "advisory"
-        history = [(h["kind"], h["level"]) for h in engine.autonomy.show(FLOW)["history"]]
+        history = [
+            (h["kind"], h["level"]) for h in engine.autonomy.show(FLOW, engine.operator)["history"]
+        ]
         assert history == [("initial", "supervised"), ("lower", "advisory")]
 
 

@@ -14,16 +14,16 @@ from keel.errors import ConflictError, DefinitionError, InputError, KeelError, N
 from keel.ledger.records import iso_time
 from keel.rollout.diff import render_table
 from keel.runtime import REFRESH_S
-from keel.security.roles import Actor
-from tests.conftest import LOW_RISK, Clock, run_sql
+from keel.security.roles import PermissionDeniedError
+from tests.conftest import LOW_RISK, Clock, person, run_sql
 from tests.test_review import SHORT_HISTORY
 
 FLOW = "credit_limit"
-ANNA = Actor("key:anna0001", "Anna", "policy_author")
-BEN = Actor("key:ben00002", "Ben", "policy_author")
-CARL = Actor("key:carl0003", "Carl", "approver")
-DORA = Actor("key:dora0004", "Dora", "approver")
-OWEN = Actor("key:owen0005", "Owen", "owner")
+ANNA = person("key:anna0001", "Anna", "policy_author")
+BEN = person("key:ben00002", "Ben", "policy_author")
+CARL = person("key:carl0003", "Carl", "approver")
+DORA = person("key:dora0004", "Dora", "approver")
+OWEN = person("key:owen0005", "Owen", "owner")
 
 
 def policy_text(project: Path, old: str = "", new: str = "") -> str:
@@ -48,14 +48,14 @@ def test_a_change_goes_from_proposal_to_activation_and_back(engine: Engine, proj
     change = engine.changes.propose(FLOW, policy_text(project, *SHORTER), ANNA, "Thin files ok")
     assert change["state"] == "proposed" and change["base_version"] == first
     new = change["version"]
-    differences = engine.changes.diff(FLOW, first, new)
+    differences = engine.changes.diff(FLOW, first, new, engine.operator)
     assert [(d.section, d.name, d.before, d.after) for d in differences] == [
         ("params", "min_history_years", 1.0, 0.25)
     ]
     assert "min_history_years" in render_table(differences)
     with pytest.raises(ConflictError, match=r"is author of change .* and cannot approve it"):
-        engine.changes.approve(change["id"], Actor(ANNA.id, "Anna", "approver"), "mine")
-    with pytest.raises(ConflictError, match="acts as policy_author, which may not approve"):
+        engine.changes.approve(change["id"], person(ANNA.id, "Anna", "approver"), "mine")
+    with pytest.raises(PermissionDeniedError, match="may not approve policy on flow"):
         engine.changes.approve(change["id"], BEN, "ok")
     with pytest.raises(ConflictError, match="is not approved: 0 of 1 approval"):
         engine.changes.activate(change["id"], CARL)
@@ -76,10 +76,10 @@ def test_a_change_goes_from_proposal_to_activation_and_back(engine: Engine, proj
     with pytest.raises(ConflictError, match="not approved"):
         engine.changes.activate(change["id"], CARL)
     with pytest.raises(ConflictError, match="is an editor of change"):
-        engine.changes.approve(change["id"], Actor(BEN.id, "Ben", "approver"), "x")
+        engine.changes.approve(change["id"], person(BEN.id, "Ben", "approver"), "x")
     engine.changes.approve(change["id"], DORA, "0.3 is fine")
     activation = engine.changes.activate(change["id"], CARL)
-    newer = engine.changes.get(change["id"])["version"]
+    newer = engine.changes.get(change["id"], engine.operator)["version"]
     assert activation["version"] == newer and activation["kind"] == "activate"
     assert engine.runtime(FLOW).policy.version == newer
     decided = engine.decide(FLOW, SHORT_HISTORY)
@@ -87,10 +87,10 @@ def test_a_change_goes_from_proposal_to_activation_and_back(engine: Engine, proj
     with pytest.raises(ConflictError, match="is active since"):
         engine.changes.edit(change["id"], policy_text(project), ANNA, "too late")
     # The version active at any instant, and a rollback to any earlier one.
-    assert engine.changes.active_at(FLOW, before)["version"] == first
-    assert engine.changes.active_at(FLOW)["version"] == newer
+    assert engine.changes.active_at(FLOW, engine.operator, before)["version"] == first
+    assert engine.changes.active_at(FLOW, engine.operator)["version"] == newer
     with pytest.raises(NotFoundError, match="had no active policy version at 2001"):
-        engine.changes.active_at(FLOW, "2001-01-01T00:00:00.000000Z")
+        engine.changes.active_at(FLOW, engine.operator, "2001-01-01T00:00:00.000000Z")
     with pytest.raises(NotFoundError, match="was never active"):
         engine.changes.rollback(FLOW, new, OWEN, "back")  # proposed, never live
     with pytest.raises(ConflictError, match="is active on flow 'credit_limit' already"):
@@ -100,7 +100,7 @@ def test_a_change_goes_from_proposal_to_activation_and_back(engine: Engine, proj
     back = engine.changes.rollback(FLOW, first[:12], OWEN, "Defaults rose in the thin files")
     assert back["kind"] == "rollback" and engine.runtime(FLOW).policy.version == first
     assert engine.decide(FLOW, SHORT_HISTORY).status == "pending_review"
-    history = [(a["kind"], a["version"]) for a in engine.changes.history(FLOW)]
+    history = [(a["kind"], a["version"]) for a in engine.changes.history(FLOW, engine.operator)]
     assert history == [("initial", first), ("activate", newer), ("rollback", first)]
     assert kinds(engine) == [
         "policy_registered",
@@ -133,7 +133,7 @@ def test_bad_proposals_are_refused_and_store_nothing(
             engine.changes.propose(FLOW, text, ANNA, "try")
     with pytest.raises(InputError, match="a proposal needs a reason"):
         engine.changes.propose(FLOW, policy_text(project, *SHORTER), ANNA, "")
-    with pytest.raises(ConflictError, match="acts as approver, which may not propose"):
+    with pytest.raises(PermissionDeniedError, match="may not propose policy on flow"):
         engine.changes.propose(FLOW, policy_text(project, *SHORTER), CARL, "x")
     with pytest.raises(NotFoundError, match="unknown flow 'pricing'"):
         engine.changes.propose("pricing", policy_text(project, *SHORTER), ANNA, "x")
@@ -303,7 +303,7 @@ def test_a_model_changes_only_through_a_version(project: Path, env: dict[str, st
         )
         new_model = change["models"]["default_risk"]
         assert new_model != first_model
-        _, differences = engine.changes.change_diff(change["id"])
+        _, differences = engine.changes.change_diff(change["id"], engine.operator)
         assert [(d.section, d.name, d.before, d.after) for d in differences] == [
             ("models", "default_risk", first_model, new_model)
         ]
@@ -312,7 +312,7 @@ def test_a_model_changes_only_through_a_version(project: Path, env: dict[str, st
         decided = engine.decide(FLOW, LOW_RISK)
         assert decided.signals["default_risk"]["version"] == new_model
         first_policy = engine.runtime(FLOW).policy.version
-        assert engine.changes.history(FLOW)[-1]["models"] is not None
+        assert engine.changes.history(FLOW, engine.operator)[-1]["models"] is not None
     # A model saved over the project's file is not what runs: the store's pinned model is.
     import skops.io as sio
 

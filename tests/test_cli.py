@@ -60,7 +60,7 @@ def test_init_validate_decide_explain_whatif_verify(tmp_path: Path) -> None:
         (("decide", "credit_limit", "--input", "{}"), "required field is missing"),
         (("decide", "nope", "--input", "{}"), "unknown flow 'nope'"),
         (("decide", "credit_limit", "--input", "@missing.json"), "cannot read input file"),
-        (("explain", "dec_unknown"), "no ledger entry"),
+        (("explain", "dec_unknown"), "no decision with id"),
         (("what-if", "dec_unknown", "--set", "novalue"), "must look like name=value"),
     ],
 )
@@ -166,7 +166,7 @@ def test_review_queue_from_the_command_line(project: Path, tmp_path: Path) -> No
     code, out, err = keel("review", "list", "--state", "open", "-p", str(project))
     assert code == 0 and all(i in out for i in ids) and "2 reviews" in err
     code, out, _ = keel("review", "claim", ids[0], "-p", str(project))
-    assert code == 0 and json.loads(out)["claimed_by"].startswith("cli:")
+    assert code == 0 and json.loads(out)["claimed_by"].startswith("local:")
     code, _, err = keel("review", "resolve", ids[0], "approve", "-p", str(project))
     assert code == 2 and "--reason" in err  # a reason is required
     code, _, err = keel("review", "resolve", ids[0], "change", "-r", "x", "-p", str(project))

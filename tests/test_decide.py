@@ -189,7 +189,7 @@ def test_what_if_and_counterfactual(engine: Engine, low_risk: dict[str, Any]) ->
 
 
 def test_unknown_decision(engine: Engine) -> None:
-    with pytest.raises(NotFoundError, match="no ledger entry"):
+    with pytest.raises(NotFoundError, match="no decision with id"):
         engine.explain("dec_missing")
 
 

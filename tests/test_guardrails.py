@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from keel import open_engine
-from tests.conftest import Clock, replace_in
+from tests.conftest import Clock, person, replace_in
 
 POLICY = "policies/credit_limit.yaml"
 
@@ -93,7 +93,6 @@ def test_kill_switch_wins_over_every_rule(
 
 
 def test_autonomy_levels(project: Path, env: dict[str, str], low_risk: dict[str, Any]) -> None:
-    from keel.security.roles import Actor
 
     grey = {
         **low_risk,
@@ -103,7 +102,7 @@ def test_autonomy_levels(project: Path, env: dict[str, str], low_risk: dict[str,
     }
     with (project / "flows/credit_limit.yaml").open("a") as flow:
         flow.write("earned_autonomy:\n  autonomous: {over: 1d}\n")  # no evidence asked
-    owner, approver = Actor("key:o", "O", "owner"), Actor("key:a", "A", "approver")
+    owner, approver = person("key:o", "O", "owner"), person("key:a", "A", "approver")
     with open_engine(project, environ=env) as engine:
         assert engine.decide("credit_limit", grey).status == "pending_review"  # supervised
         request = engine.autonomy.request("credit_limit", "autonomous", owner, "earned")

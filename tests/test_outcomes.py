@@ -20,8 +20,8 @@ from keel.errors import ConflictError, DefinitionError, InputError, NotFoundErro
 from keel.ledger.records import iso_time
 from keel.review.outcomes import OutcomeReport
 from keel.security.apikeys import create_key
-from keel.security.roles import Grant, Role
-from tests.conftest import LOW_RISK, replace_in, run_sql
+from keel.security.roles import Grant, PermissionDeniedError, Role
+from tests.conftest import LOW_RISK, person, replace_in, run_sql
 
 FLOW = "credit_limit"
 
@@ -30,7 +30,8 @@ def test_an_outcome_is_recorded_once_and_never_contradicted(engine: Engine) -> N
     decision = engine.decide(FLOW, LOW_RISK)
     when = iso_time(time.time())  # outcomes are observed after the decision, never before
     row, created = engine.outcomes.report(
-        OutcomeReport(decision.id, "defaulted", 1850.0, when.replace(".", ",")), "key:svc"
+        OutcomeReport(decision.id, "defaulted", 1850.0, when.replace(".", ",")),
+        person("key:svc", "svc", "decider"),
     )
     assert created and row["label"] == "defaulted" and row["value"] == 1850.0
     assert row["observed_at"] == when
@@ -42,7 +43,7 @@ def test_an_outcome_is_recorded_once_and_never_contradicted(engine: Engine) -> N
         OutcomeReport(decision.id, "defaulted", 1850.0),
         OutcomeReport(decision.id, "defaulted", 1850.0, when.replace("Z", "+00:00")),
     ):
-        again, created = engine.outcomes.report(resend, "key:other")
+        again, created = engine.outcomes.report(resend, person("key:other", "key:other", "decider"))
         assert not created and again["record_id"] == row["record_id"]
     for conflicting in (
         OutcomeReport(decision.id, "repaid"),
@@ -50,8 +51,10 @@ def test_an_outcome_is_recorded_once_and_never_contradicted(engine: Engine) -> N
         OutcomeReport(decision.id, "defaulted", 1850.0, iso_time(time.time() + 1)),
     ):
         with pytest.raises(ConflictError, match="already has outcome 'defaulted', value 1850"):
-            engine.outcomes.report(conflicting, "key:other")
-    assert engine.outcomes.get(decision.id)["reported_by"] == "key:svc"  # the first stands
+            engine.outcomes.report(conflicting, person("key:other", "key:other", "decider"))
+    assert (
+        engine.outcomes.get(decision.id, engine.operator)["reported_by"] == "key:svc"
+    )  # the first stands
     assert engine.metrics.outcomes.labels(FLOW, "defaulted")._value.get() == 1
     assert engine.verify().ok and engine.verify().entries == 5
 
@@ -60,7 +63,7 @@ def test_bad_reports_are_refused_and_change_nothing(engine: Engine, db_url: str)
     decision = engine.decide(FLOW, LOW_RISK)
     made = engine.entry(decision.id).recorded_at
     with pytest.raises(NotFoundError, match="no decision with id 'dec_nope'"):
-        engine.outcomes.report(OutcomeReport("dec_nope", "repaid"), "t")
+        engine.outcomes.report(OutcomeReport("dec_nope", "repaid"), engine.operator)
     bad = [
         (OutcomeReport(decision.id, "paid_back"), "unknown outcome label 'paid_back'"),
         (OutcomeReport(decision.id, ""), "label must be a text"),
@@ -71,12 +74,12 @@ def test_bad_reports_are_refused_and_change_nothing(engine: Engine, db_url: str)
     ]
     for report, message in bad:
         with pytest.raises(InputError, match=message):
-            engine.outcomes.report(report, "t")
+            engine.outcomes.report(report, engine.operator)
     assert made  # the decision's own time bounds observed_at from below
     assert run_sql(db_url, "select count(*) from outcomes")[0][0] == 0
     assert engine.verify().entries == 4  # policy (2), autonomy, the decision; no outcome
     with pytest.raises(NotFoundError, match="no outcome has been reported"):
-        engine.outcomes.get(decision.id)
+        engine.outcomes.get(decision.id, engine.operator)
 
 
 def test_a_batch_is_recorded_whole_or_not_at_all(engine: Engine, db_url: str) -> None:
@@ -91,7 +94,7 @@ def test_a_batch_is_recorded_whole_or_not_at_all(engine: Engine, db_url: str) ->
                 OutcomeReport("dec_nope", "repaid"),
                 OutcomeReport(ids[0], "lost"),
             ],
-            "t",
+            engine.operator,
             "api",
         )
     message = str(refused.value)
@@ -99,17 +102,17 @@ def test_a_batch_is_recorded_whole_or_not_at_all(engine: Engine, db_url: str) ->
     assert "row 5: decision" in message and "row 6: no decision with id 'dec_nope'" in message
     assert "row 7: unknown outcome label 'lost'" in message
     assert run_sql(db_url, "select count(*) from outcomes")[0][0] == 0
-    result = engine.outcomes.report_many([*good, good[0]], "t", "api")
+    result = engine.outcomes.report_many([*good, good[0]], engine.operator, "api")
     assert result.to_dict() == {"recorded": 3, "unchanged": 1}
-    assert engine.outcomes.report_many(good, "t", "api").to_dict() == {
+    assert engine.outcomes.report_many(good, engine.operator, "api").to_dict() == {
         "recorded": 0,
         "unchanged": 3,
     }
-    hidden = engine.outcomes.report_many  # a caller who may not see the flow sees nothing
-    with pytest.raises(InputError, match="row 1: no decision with id"):
-        hidden([OutcomeReport(ids[3], "repaid")], "t", "api", allowed=lambda flow: False)
+    elsewhere = person("key:else0001", "Elsa", "decider", "pricing")  # reports on no flow here
+    with pytest.raises(PermissionDeniedError, match="may not report outcomes on any flow"):
+        engine.outcomes.report_many([OutcomeReport(ids[3], "repaid")], elsewhere, "api")
     with pytest.raises(InputError, match="no outcomes given"):
-        engine.outcomes.report_many([], "t", "api")
+        engine.outcomes.report_many([], engine.operator, "api")
 
 
 def test_outcome_files_csv_and_parquet(engine: Engine, tmp_path: Path) -> None:
@@ -120,8 +123,11 @@ def test_outcome_files_csv_and_parquet(engine: Engine, tmp_path: Path) -> None:
         f"{ids[0]},repaid,,\n"
         f"{ids[1]},defaulted,1850.5,{iso_time(time.time())}\n"
     )
-    assert engine.outcomes.import_file(csv_file, "t").to_dict() == {"recorded": 2, "unchanged": 0}
-    assert engine.outcomes.get(ids[1])["source"] == "file:june.csv"
+    assert engine.outcomes.import_file(csv_file, engine.operator).to_dict() == {
+        "recorded": 2,
+        "unchanged": 0,
+    }
+    assert engine.outcomes.get(ids[1], engine.operator)["source"] == "file:june.csv"
     parquet = tmp_path / "july.parquet"
     pq.write_table(
         pa.table(
@@ -133,8 +139,11 @@ def test_outcome_files_csv_and_parquet(engine: Engine, tmp_path: Path) -> None:
         ),
         parquet,
     )
-    assert engine.outcomes.import_file(parquet, "t").to_dict() == {"recorded": 2, "unchanged": 1}
-    assert engine.outcomes.get(ids[3])["value"] == 300.0
+    assert engine.outcomes.import_file(parquet, engine.operator).to_dict() == {
+        "recorded": 2,
+        "unchanged": 1,
+    }
+    assert engine.outcomes.get(ids[3], engine.operator)["value"] == 300.0
 
 
 @pytest.mark.parametrize(
@@ -159,9 +168,9 @@ def test_malformed_outcome_files_are_refused(
     else:
         path.write_text(content)
     with pytest.raises(InputError, match=message):
-        engine.outcomes.import_file(path, "t")
+        engine.outcomes.import_file(path, engine.operator)
     with pytest.raises(InputError, match="no outcome file at"):
-        engine.outcomes.import_file(tmp_path / "missing.csv", "t")
+        engine.outcomes.import_file(tmp_path / "missing.csv", engine.operator)
 
 
 def test_outcome_settings_are_checked(project: Path, env: dict[str, str]) -> None:
@@ -188,7 +197,7 @@ def test_a_flow_without_labels_takes_no_outcomes(project: Path, env: dict[str, s
     with open_engine(project, environ=env) as engine:
         decision = engine.decide(FLOW, LOW_RISK)
         with pytest.raises(InputError, match="declares no outcome labels"):
-            engine.outcomes.report(OutcomeReport(decision.id, "repaid"), "t")
+            engine.outcomes.report(OutcomeReport(decision.id, "repaid"), engine.operator)
 
 
 def test_outcomes_over_http_and_the_command_line(project: Path) -> None:

@@ -13,8 +13,7 @@ from keel.cli import app
 from keel.engine import Engine
 from keel.errors import InputError, NotFoundError
 from keel.review.outcomes import OutcomeReport
-from keel.security.roles import Actor
-from tests.conftest import LOW_RISK, run_sql
+from tests.conftest import LOW_RISK, person, run_sql
 from tests.test_changes import SHORTER, policy_text
 from tests.test_review import SHORT_HISTORY
 
@@ -40,9 +39,9 @@ def test_a_replay_counts_what_changes_and_what_it_would_have_gained(
         (short[2], "defaulted", 1000.0),
         (ids[0], "defaulted", 6000.0),
     ):
-        engine.outcomes.report(OutcomeReport(decision_id, label, value), "t")
+        engine.outcomes.report(OutcomeReport(decision_id, label, value), engine.operator)
     change = engine.changes.propose(
-        FLOW, policy_text(project, *SHORTER), Actor("a", "A", "owner"), "x"
+        FLOW, policy_text(project, *SHORTER), person("a", "A", "owner"), "x"
     )
     report = engine.replay(FLOW, change["id"], *ALL_TIME)
     assert report["decisions"] == 12 and report["candidate"] == change["version"]
@@ -65,10 +64,10 @@ def test_a_replay_counts_what_changes_and_what_it_would_have_gained(
 
 def test_a_stricter_candidate_fixes_and_breaks_decisions(engine: Engine, project: Path) -> None:
     ids = recorded(engine)
-    engine.outcomes.report(OutcomeReport(ids[0], "defaulted", 6000.0), "t")
-    engine.outcomes.report(OutcomeReport(ids[1], "repaid"), "t")
+    engine.outcomes.report(OutcomeReport(ids[0], "defaulted", 6000.0), engine.operator)
+    engine.outcomes.report(OutcomeReport(ids[1], "repaid"), engine.operator)
     strict = policy_text(project, "  min_income: 12000.0\n", "  min_income: 100000.0\n")
-    version = engine.changes.register(FLOW, strict)
+    version = engine.changes.register(FLOW, strict, engine.operator)
     report = engine.replay(FLOW, version, *ALL_TIME)
     assert report["transitions"]["approve"] == {"decline": 9}
     outcomes = report["outcomes"]
@@ -79,7 +78,7 @@ def test_a_stricter_candidate_fixes_and_breaks_decisions(engine: Engine, project
 
 def test_worker_processes_give_the_same_report(engine: Engine, project: Path) -> None:
     recorded(engine)
-    version = engine.changes.register(FLOW, policy_text(project, *SHORTER))
+    version = engine.changes.register(FLOW, policy_text(project, *SHORTER), engine.operator)
     alone = engine.replay(FLOW, version, *ALL_TIME, workers=1)
     split = engine.replay(FLOW, version, *ALL_TIME, workers=3, parallel_from=1)
     assert split["workers"] == 3 and alone["workers"] == 1
@@ -129,7 +128,7 @@ def test_a_candidate_model_is_rerun_on_the_recorded_inputs(engine: Engine, proje
 
     recorded(engine)
     retrained = other_model(project / "retrained.skops", inverted=True)
-    author = Actor("a", "A", "owner")
+    author = person("a", "A", "owner")
     change = engine.changes.propose(
         FLOW, None, author, "retrained", models={"default_risk": retrained}
     )

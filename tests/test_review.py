@@ -11,22 +11,24 @@ import pytest
 from keel import open_engine
 from keel.engine import Engine
 from keel.errors import ConflictError, InputError, NotFoundError
-from keel.review.queue import Reviewer
-from tests.conftest import LOW_RISK, Clock, replace_in, run_sql
+from keel.security.roles import Grant, Principal, Role
+from tests.conftest import LOW_RISK, Clock, person, replace_in, run_sql
 
 FLOW = "credit_limit"
 SHORT_HISTORY = {**LOW_RISK, "credit_history_years": 0.5}  # approve, to be confirmed
-ANNA = Reviewer("key:anna0001", "Anna", "reviewer")
-BEN = Reviewer("key:ben00002", "Ben", "owner")
+ANNA = person("key:anna0001", "Anna", "reviewer")
+ANNA_DECIDING = Principal(ANNA.id, "Anna", (Grant(Role.DECIDER), Grant(Role.REVIEWER)))
+BEN = person("key:ben00002", "Ben", "owner")
 
 
 def test_an_escalation_waits_in_the_queue_and_its_resolution_is_in_the_ledger(
     engine: Engine,
 ) -> None:
     final = engine.decide(FLOW, LOW_RISK)
-    pending = engine.decide(FLOW, SHORT_HISTORY, subject_id="c-7", requested_by="key:svc")
+    service = person("key:svc", "svc", "decider")
+    pending = engine.decide(FLOW, SHORT_HISTORY, subject_id="c-7", by=service)
     assert pending.status == "pending_review"
-    queue = engine.reviews.queue([FLOW])
+    queue = engine.reviews.queue(engine.operator, [FLOW])
     assert [r["decision_id"] for r in queue] == [pending.id]  # the final one never queues
     row = queue[0]
     assert row["state"] == "open" and row["kind"] == "escalation"
@@ -41,8 +43,8 @@ def test_an_escalation_waits_in_the_queue_and_its_resolution_is_in_the_ledger(
     entry = engine.entry(review["id"])
     assert entry.kind == "review" and entry.body["decision"] == pending.id
     assert entry.body["reason"] == "Income verified by phone."
-    assert engine.reviews.get(pending.id)["state"] == "resolved"
-    assert engine.reviews.queue([FLOW], "open") == []
+    assert engine.reviews.get(pending.id, engine.operator)["state"] == "resolved"
+    assert engine.reviews.queue(engine.operator, [FLOW], "open") == []
     with pytest.raises(ConflictError, match=r"was resolved at .* by key:anna0001 \(approve\)"):
         engine.reviews.resolve(pending.id, ANNA, "reject", "second thoughts")
     with pytest.raises(NotFoundError, match="has no review waiting"):
@@ -73,7 +75,9 @@ def test_reject_takes_the_safe_action_and_change_stays_inside_the_policy(
     for arguments, message in bad:
         with pytest.raises(InputError, match=message):
             engine.reviews.resolve(two.id, ANNA, **arguments)
-    assert engine.reviews.get(two.id)["state"] == "open"  # refusals changed nothing
+    assert (
+        engine.reviews.get(two.id, engine.operator)["state"] == "open"
+    )  # refusals changed nothing
     changed = engine.reviews.resolve(
         two.id, ANNA, "change", "Lower limit to start.", action="approve", value=800.0
     )
@@ -89,7 +93,7 @@ def test_overrides_of_final_decisions_are_reviews(engine: Engine) -> None:
         final.id, BEN, "change", "Customer asked for less.", action="approve", value=2000.0
     )
     assert review["kind"] == "override" and review["proposed"]["action"] == "approve"
-    assert engine.reviews.get(final.id)["final_value"] == 2000.0
+    assert engine.reviews.get(final.id, engine.operator)["final_value"] == 2000.0
     with pytest.raises(ConflictError, match="has a review already"):
         engine.reviews.override(final.id, BEN, "reject", "again")
     pending = engine.decide(FLOW, SHORT_HISTORY)
@@ -103,8 +107,8 @@ def test_four_eyes_keeps_the_requester_from_reviewing(project: Path, env: dict[s
     flow_file = project / "flows" / "credit_limit.yaml"
     flow_file.write_text(flow_file.read_text() + "review:\n  deadline: 4h\n  four_eyes: true\n")
     with open_engine(project, environ=env) as engine:
-        pending = engine.decide(FLOW, SHORT_HISTORY, requested_by=ANNA.id)
-        row = engine.reviews.get(pending.id)
+        pending = engine.decide(FLOW, SHORT_HISTORY, by=ANNA_DECIDING)
+        row = engine.reviews.get(pending.id, engine.operator)
         assert row["due_at"] > row["opened_at"]
         for act in (
             lambda: engine.reviews.claim(pending.id, ANNA),
@@ -165,13 +169,15 @@ def test_deadline_breaches_are_recorded_once(project: Path, env: dict[str, str])
         clock.now += 1800
         assert engine.reviews.sweep() == []  # not due yet
         clock.now += 3600
-        assert engine.reviews.queue([FLOW], "open")[0]["overdue"] is True
+        assert engine.reviews.queue(engine.operator, [FLOW], "open")[0]["overdue"] is True
         breaches = engine.reviews.sweep()
         assert [b["decision"] for b in breaches] == [late.id]  # the resolved one is not late
         assert engine.reviews.sweep() == []  # recorded once
         entry = engine.entries(1, kind="review_breached")[0]
         assert entry.body["decision"] == late.id and entry.body["due_at"] < entry.recorded_at
-        assert engine.reviews.get(late.id)["breached_at"] == entry.body["noticed_at"]
+        assert (
+            engine.reviews.get(late.id, engine.operator)["breached_at"] == entry.body["noticed_at"]
+        )
         counted = engine.metrics.review_breaches.labels(FLOW, "escalation")._value.get()
         assert counted == 1
         assert engine.reviews.resolve(late.id, ANNA, "approve", "finally")["late"] is True
@@ -192,7 +198,7 @@ def test_saturated_reviewers_get_no_more_cases(
         assert third.status == status and third.action == "refer" and third.value is None
         assert third.fallback is not None and third.fallback.startswith("review_capacity: 2 ")
         assert [h["name"] for h in third.guardrail_hits] == ["review_capacity"]
-        assert len(engine.reviews.queue([FLOW])) == 2  # the third opened no review
+        assert len(engine.reviews.queue(engine.operator, [FLOW])) == 2  # the third opened no review
         assert engine.metrics.fallbacks.labels(FLOW, "review_capacity")._value.get() == 1
         assert engine.decide(FLOW, LOW_RISK).status == "final"  # no review, no budget spent
         clock.now += 3601  # the window slides: capacity is back

@@ -15,24 +15,24 @@ from keel.errors import ConflictError, InputError, LedgerWriteError, NotFoundErr
 from keel.events import BY_KIND, body_keys
 from keel.rollout.canary import CHECK_S
 from keel.runtime import REFRESH_S, RefreshInTransactionError
-from keel.security.roles import Actor
-from tests.conftest import LOW_RISK, Clock
+from keel.security.roles import PermissionDeniedError
+from tests.conftest import LOW_RISK, Clock, person
 from tests.test_changes import SHORTER, policy_text
 from tests.test_review import ANNA, SHORT_HISTORY
 
 FLOW = "credit_limit"
-AUTHOR = Actor("key:auth0001", "Ann", "policy_author")
-APPROVER = Actor("key:appr0002", "Paul", "approver")
+AUTHOR = person("key:auth0001", "Ann", "policy_author")
+APPROVER = person("key:appr0002", "Paul", "approver")
 STRICT = ("  min_income: 12000.0\n", "  min_income: 100000.0\n")  # declines everyone
 
 
 def test_a_shadow_is_recorded_beside_each_decision_and_never_acted_on(
     engine: Engine, project: Path
 ) -> None:
-    version = engine.changes.register(FLOW, policy_text(project, *STRICT))
+    version = engine.changes.register(FLOW, policy_text(project, *STRICT), engine.operator)
     with pytest.raises(ConflictError, match="is the active one already"):
         engine.rollouts.start(FLOW, "shadow", engine.runtime(FLOW).policy.version, APPROVER, "x")
-    with pytest.raises(ConflictError, match="acts as policy_author, which may not start"):
+    with pytest.raises(PermissionDeniedError, match=r"Ann .* may not activate policy"):
         engine.rollouts.start(FLOW, "shadow", version, AUTHOR, "x")
     rollout = engine.rollouts.start(FLOW, "shadow", version[:10], APPROVER, "watch it")
     with pytest.raises(ConflictError, match="runs on flow 'credit_limit' already"):
@@ -42,7 +42,7 @@ def test_a_shadow_is_recorded_beside_each_decision_and_never_acted_on(
     beside = engine.entry(decided[0].id).body["rollout"]
     assert beside["mode"] == "shadow" and beside["action"] == "decline"
     assert beside["rule"] == "income_too_low" and beside["version"] == version
-    report = engine.rollouts.report(rollout["id"])
+    report = engine.rollouts.report(rollout["id"], engine.operator)
     assert report["decisions"] == 3 and report["agreement"] == 0.0
     assert report["transitions"] == {"approve": {"decline": 3}}
     stopped = engine.rollouts.stop(FLOW, APPROVER, "seen enough")
@@ -95,7 +95,7 @@ def test_a_canary_serves_a_sticky_share_and_rolls_back_past_its_bounds(
     assert engine.metrics.rollbacks.labels(FLOW)._value.get() == 1
     after = engine.decide(FLOW, SHORT_HISTORY, subject_id=served[0])
     assert after.policy_version != change["version"] and after.status == "pending_review"
-    report = engine.rollouts.report(rollout["id"])
+    report = engine.rollouts.report(rollout["id"], engine.operator)
     assert report["candidate"]["overrides"] == len(served)
     assert report["candidate"]["override_rate"] == pytest.approx(0.5)
     assert report["active"]["decisions"] > 0
@@ -106,7 +106,7 @@ def test_activating_a_version_ends_the_rollout(engine: Engine, project: Path) ->
     engine.rollouts.start(FLOW, "shadow", change["id"], APPROVER, "watch")
     engine.changes.approve(change["id"], APPROVER, "ok")
     engine.changes.activate(change["id"], APPROVER)
-    current = engine.rollouts.current(FLOW)
+    current = engine.rollouts.current(FLOW, engine.operator)
     assert current["state"] == "ended" and "activated" in current["end_reason"]
     assert "rollout" not in engine.entry(engine.decide(FLOW, LOW_RISK).id).body
 
@@ -117,7 +117,7 @@ def test_rollouts_from_the_command_line(project: Path) -> None:
     from keel.cli import app
 
     with open_engine(project) as engine:
-        version = engine.changes.register(FLOW, policy_text(project, *STRICT))
+        version = engine.changes.register(FLOW, policy_text(project, *STRICT), engine.operator)
     runner = CliRunner()
 
     def keel(*args: str) -> tuple[int, str, str]:
@@ -169,7 +169,9 @@ def test_a_bound_check_due_during_a_review_override_cannot_hang_the_writer(
         overriding.join(timeout=60)
         assert not overriding.is_alive(), "the review override hung the ledger writer"
         assert done and done[0]["resolution"] == "reject"
-        assert engine.rollouts.current(FLOW)["state"] == "running"  # no check as a side effect
+        assert (
+            engine.rollouts.current(FLOW, engine.operator)["state"] == "running"
+        )  # no check as a side effect
 
         # Inside a transaction the registry refuses to refresh, and a nested transaction
         # fails at once instead of waiting for a lock its own thread holds.
@@ -185,6 +187,6 @@ def test_a_bound_check_due_during_a_review_override_cannot_hang_the_writer(
         stops = engine.run_scheduled()["rollbacks"]
         assert [s["id"] for s in stops] == [rollout["id"]]
         assert stops[0]["state"] == "rolled_back"
-        assert engine.rollouts.current(FLOW)["state"] == "rolled_back"
+        assert engine.rollouts.current(FLOW, engine.operator)["state"] == "rolled_back"
         for entry in engine.entries(500):  # every body is a record of the catalogue
             assert set(entry.body) <= set(body_keys(BY_KIND[entry.kind])), entry.kind

@@ -36,7 +36,7 @@ def test_trust_figures_per_day_and_week(project: Path, env: dict[str, str]) -> N
             (finals[1], "defaulted"),
             (finals[2], "defaulted"),
         ):
-            engine.outcomes.report(OutcomeReport(decision.id, label), "t")
+            engine.outcomes.report(OutcomeReport(decision.id, label), engine.operator)
         clock.now += DAY
         engine.decide(FLOW, RISKY)
         report = trust_metrics(engine.ctx, FLOW, *ALL_TIME)

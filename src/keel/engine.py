@@ -3,6 +3,11 @@
 The engine holds no logic of its own: deciding is ``keel.decide``, people and outcomes
 ``keel.review``, safe change ``keel.rollout``, watching ``keel.monitor``. Each service is
 built from the context alone; the engine only starts them in order and closes them.
+
+Every service method that acts or reads governed data takes the acting ``Principal`` and
+checks it. The engine's own shortcuts (``decide``, ``explain``…) act as ``by`` when given,
+otherwise as the principal the engine was opened for: the local operator by default
+(``local:<user>``, an admin: whoever opens the project holds its store and keys).
 """
 
 from __future__ import annotations
@@ -32,11 +37,13 @@ from keel.project import Project, load_project
 from keel.protect import Protector
 from keel.review.outcomes import Outcomes
 from keel.review.queue import Reviews
+from keel.review.trust import Trust
 from keel.rollout.autonomy import AutonomyControl
 from keel.rollout.canary import Rollouts
 from keel.rollout.changes import Changes
 from keel.rollout.holds import Holds
 from keel.runtime import FlowRuntime
+from keel.security.roles import Permission, Principal, local_operator
 from keel.signals.runner import SignalRunner
 from keel.store.database import Database, open_database
 from keel.telemetry import Metrics
@@ -54,14 +61,17 @@ class Engine:
         project: Project,
         db: Database,
         clock: Callable[[], float] = time.time,
+        principal: Principal | None = None,
     ) -> None:
         self.project = project
+        self.operator = principal or local_operator()
         self.ctx: Context = build_context(settings, project.flows, db, clock)
         self.runner = SignalRunner()
         self.decider = Decider(self.ctx, self.runner)
         self.explanations = Explanations(self.ctx, self.runner)
         self.reviews = Reviews(self.ctx)
         self.outcomes = Outcomes(self.ctx)
+        self.trust = Trust(self.ctx)
         self.autonomy = AutonomyControl(self.ctx)
         self.holds = Holds(self.ctx)
         self.changes = Changes(self.ctx)
@@ -133,6 +143,25 @@ class Engine:
         """The flow as it decides now (changes made elsewhere are seen within a second)."""
         return self.ctx.registry.current(flow)
 
+    def flow(self, name: str, by: Principal | None = None) -> FlowRuntime:
+        """A flow's definition and what it runs, for a caller who may read it."""
+        runtime = self.ctx.registry.current(name)
+        self._who(by).require(Permission.READ_FLOWS, name)
+        return runtime
+
+    def readable_flows(self, by: Principal | None = None) -> list[FlowRuntime]:
+        """The flows the caller may read, by name."""
+        names = self._who(by).flows_with(Permission.READ_FLOWS, sorted(self.flows))
+        return [self.flows[n] for n in names]
+
+    def metrics_text(self, by: Principal | None = None) -> bytes:
+        """The Prometheus exposition of this engine's metrics (``read_metrics``)."""
+        self._who(by).require(Permission.READ_METRICS)
+        return self.metrics.exposition()
+
+    def _who(self, by: Principal | None) -> Principal:
+        return by if by is not None else self.operator
+
     # ---- deciding ------------------------------------------------------------------------
 
     def decide(
@@ -140,35 +169,35 @@ class Engine:
         flow: str,
         inputs: Mapping[str, Any],
         subject_id: str | None = None,
-        requested_by: str | None = None,
+        by: Principal | None = None,
     ) -> Decision:
         """Decide one case; it is in the ledger before this returns.
 
-        ``requested_by`` names who asked (the API passes the caller's principal); a flow
-        with four-eyes reviews keeps that principal from reviewing this decision.
+        ``by`` is who asks (default: the engine's principal); a flow with four-eyes reviews
+        keeps that principal from reviewing this decision.
         """
-        return self.decider.decide(flow, inputs, subject_id, requested_by)
+        return self.decider.decide(self._who(by), flow, inputs, subject_id)
 
     def submit(
         self,
         flow: str,
         inputs: Mapping[str, Any],
         subject_id: str | None = None,
-        requested_by: str | None = None,
+        by: Principal | None = None,
     ) -> Future[Decision]:
         """Validate one case now (raising ``InputError`` at once) and decide it in the next
         combined batch; the future resolves once the decision is in the ledger."""
-        return self.decider.submit(flow, inputs, subject_id, requested_by)
+        return self.decider.submit(self._who(by), flow, inputs, subject_id)
 
     def decide_many(
         self,
         flow: str,
         cases: Sequence[Mapping[str, Any]],
         subject_ids: Sequence[str | None] | None = None,
-        requested_by: str | None = None,
+        by: Principal | None = None,
     ) -> list[Decision]:
         """Decide a batch atomically: every case is valid and recorded, or none is."""
-        return self.decider.decide_many(flow, cases, subject_ids, requested_by)
+        return self.decider.decide_many(self._who(by), flow, cases, subject_ids)
 
     # ---- reading and explaining --------------------------------------------------------------
 
@@ -176,39 +205,44 @@ class Engine:
         return self.ctx.entry(record_id)
 
     def entries(
-        self, limit: int = 20, flow: str | None = None, kind: str | None = None
+        self,
+        limit: int = 20,
+        flow: str | None = None,
+        kind: str | None = None,
+        by: Principal | None = None,
     ) -> list[Entry]:
         """The newest ``limit`` entries, oldest first."""
-        return self.explanations.entries(limit, flow, kind)
+        return self.explanations.entries(self._who(by), limit, flow, kind)
 
-    def decision(self, decision_id: str) -> Decision:
-        return self.explanations.decision(decision_id)
+    def decision(self, decision_id: str, by: Principal | None = None) -> Decision:
+        return self.explanations.decision(decision_id, self._who(by))
 
-    def flow_of(self, decision_id: str) -> str:
-        return self.explanations.flow_of(decision_id)
+    def list_decisions(
+        self, flow: str | None = None, by: Principal | None = None, **filters: Any
+    ) -> list[dict[str, Any]]:
+        """Index rows of the decisions the caller may read, newest first (``Explanations``)."""
+        return self.explanations.list_decisions(self._who(by), flow, **filters)
 
-    def list_decisions(self, flows: Sequence[str], **filters: Any) -> list[dict[str, Any]]:
-        """Index rows of decisions in ``flows``, newest first (see ``Explanations``)."""
-        return self.explanations.list_decisions(flows, **filters)
-
-    def restored_inputs(self, decision_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        return self.ctx.inputs_of(decision_id, body)
-
-    def explain(self, decision_id: str, reveal_personal: bool = True) -> dict[str, Any]:
-        return self.explanations.explain(decision_id, reveal_personal)
+    def explain(self, decision_id: str, by: Principal | None = None) -> dict[str, Any]:
+        return self.explanations.explain(decision_id, self._who(by))
 
     def what_if(
         self,
         decision_id: str,
         changes: Mapping[str, Any] | None = None,
         params: Mapping[str, Any] | None = None,
+        by: Principal | None = None,
     ) -> dict[str, Any]:
-        return self.explanations.what_if(decision_id, changes, params)
+        return self.explanations.what_if(decision_id, self._who(by), changes, params)
 
     def counterfactuals(
-        self, decision_id: str, target: str | None = None, max_results: int = 3
+        self,
+        decision_id: str,
+        target: str | None = None,
+        max_results: int = 3,
+        by: Principal | None = None,
     ) -> list[Counterfactual]:
-        return self.explanations.counterfactuals(decision_id, target, max_results)
+        return self.explanations.counterfactuals(decision_id, self._who(by), target, max_results)
 
     # ---- safe change ---------------------------------------------------------------------------
 
@@ -220,6 +254,7 @@ class Engine:
         until: str,
         workers: int | None = None,
         parallel_from: int | None = None,
+        by: Principal | None = None,
     ) -> dict[str, Any]:
         """What the stored policy version (or change) ``candidate`` would have decided on the
         flow's decisions recorded in ``[since, until)`` (see ``keel.rollout.replay``)."""
@@ -227,17 +262,21 @@ class Engine:
 
         threshold = replay.PARALLEL_FROM if parallel_from is None else parallel_from
         return replay.replay(
-            self.ctx, self.changes, flow, candidate, since, until, workers, threshold
+            self.ctx, self.changes, self._who(by), flow, candidate, since, until, workers, threshold
         )
 
     # ---- the ledger --------------------------------------------------------------------------
 
-    def verify(self, checkpoint: Checkpoint | None = None) -> VerifyReport:
+    def verify(
+        self, checkpoint: Checkpoint | None = None, by: Principal | None = None
+    ) -> VerifyReport:
+        self._who(by).require(Permission.VERIFY_LEDGER)
         return verify_ledger(self.db, checkpoint)
 
-    def checkpoint(self) -> Checkpoint:
+    def checkpoint(self, by: Principal | None = None) -> Checkpoint:
         """Sign the current chain head, and record that a checkpoint was taken."""
-        report = self.verify()
+        self._who(by).require(Permission.CHECKPOINT_LEDGER)
+        report = verify_ledger(self.db)
         if not report.ok:
             raise KeelError(
                 f"refusing to sign a checkpoint over a ledger that does not verify: "
@@ -258,13 +297,15 @@ def open_engine(
     project_dir: str | Path = ".",
     environ: Mapping[str, str] | None = None,
     clock: Callable[[], float] = time.time,
+    principal: Principal | None = None,
 ) -> Engine:
-    """Open the Keel project in ``project_dir``: load and check it, open and migrate its store."""
+    """Open the Keel project in ``project_dir``: load and check it, open and migrate its store.
+    The engine's shortcuts act as ``principal`` (default: the local operator)."""
     settings = load_settings(project_dir, environ)
     project = load_project(settings)
     db = open_database(settings.database_url)
     try:
-        return Engine(settings, project, db, clock)
+        return Engine(settings, project, db, clock, principal)
     except Exception:
         db.close()
         raise

@@ -6,7 +6,7 @@ import logging
 from collections import Counter as Counter_
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 log = logging.getLogger("keel")
 
@@ -124,6 +124,10 @@ class Metrics:
         )
         self._decided: dict[tuple[str, str, str], Any] = {}
         self._latency: dict[tuple[str, str], Any] = {}
+
+    def exposition(self) -> bytes:
+        """Every metric in the Prometheus text format."""
+        return bytes(generate_latest(self.registry))
 
     def decided(self, flow: str, outcomes: list[tuple[str, str]], seconds: float) -> None:
         """Count a call's decisions by (action, status), and the call's latency once."""

@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING
 
 from fastapi import Request
 
-from keel.errors import NotFoundError
 from keel.security.apikeys import authenticate
-from keel.security.roles import AuthenticationError, Permission, Principal
+from keel.security.roles import AuthenticationError, Principal
 
 if TYPE_CHECKING:
     from keel.engine import Engine
@@ -91,12 +90,3 @@ def engine_of(request: Request) -> Engine:
     """The engine the app serves (every router reads it from here)."""
     engine: Engine = request.app.state.keel.engine
     return engine
-
-
-def hide_unless(
-    principal: Principal, permission: Permission, flow: str, what: str, ident: str
-) -> None:
-    """Answer like an unknown id (404) when the caller lacks ``permission`` on the flow of
-    the thing it names: nobody can probe for what they may not see."""
-    if not principal.can(permission, flow):
-        raise NotFoundError(f"no {what} with id '{ident}'", {"id": ident})

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from keel.api.auth import current_principal, engine_of, hide_unless
+from keel.api.auth import current_principal, engine_of
 from keel.api.models import (
     BatchOut,
     BatchRequest,
@@ -18,9 +18,8 @@ from keel.api.models import (
     ErrorOut,
     WhatIfRequest,
 )
-from keel.engine import Engine
 from keel.ledger.records import parse_instant
-from keel.security.roles import Permission, Principal
+from keel.security.roles import Principal
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut} for code in (401, 403, 404, 413, 422, 503)
@@ -30,36 +29,12 @@ MAX_SEQ = 2**63 - 1  # sequence numbers are 64-bit integers in both databases
 Caller = Annotated[Principal, Depends(current_principal)]
 
 
-def flows_for(
-    engine: Engine, principal: Principal, permission: Permission, flow: str | None
-) -> list[str]:
-    """The flows a list covers: the one asked for (403 without the permission on it), or
-    every flow on which the caller has the permission."""
-    if flow is None:
-        return principal.flows_with(permission, engine.flows)
-    engine.runtime(flow)
-    principal.require(permission, flow)
-    return [flow]
-
-
-def _readable(engine: Engine, principal: Principal, decision_id: str) -> str:
-    """The decision's flow, if the caller may read it; otherwise it does not exist for them."""
-    flow = engine.flow_of(decision_id)
-    hide_unless(principal, Permission.READ_DECISIONS, flow, "decision", decision_id)
-    return flow
-
-
 @router.post("/flows/{flow}/decisions", response_model=DecisionOut, name="decide")
 async def decide(flow: str, body: DecideRequest, principal: Caller, request: Request) -> Any:
     """Decide one case. The decision is in the ledger before the response is sent."""
-    engine = engine_of(request)
-    engine.runtime(flow)
-    principal.require(Permission.DECIDE, flow)
-    # Validation happens here, on the event loop; the decision is made in the engine's next
-    # combined batch and awaited without holding a worker thread.
-    pending = engine.submit(
-        flow, body.inputs, subject_id=body.subject_id, requested_by=principal.id
-    )
+    # Checks and validation happen here, on the event loop; the decision is made in the
+    # engine's next combined batch and awaited without holding a worker thread.
+    pending = engine_of(request).decider.submit(principal, flow, body.inputs, body.subject_id)
     decision = await asyncio.wrap_future(pending)
     return JSONResponse(decision.to_dict())
 
@@ -67,14 +42,8 @@ async def decide(flow: str, body: DecideRequest, principal: Caller, request: Req
 @router.post("/flows/{flow}/decisions/batch", response_model=BatchOut, name="decide_batch")
 def decide_batch(flow: str, body: BatchRequest, principal: Caller, request: Request) -> Any:
     """Decide up to 1,000 cases atomically: all are valid and recorded, or none is."""
-    engine = engine_of(request)
-    engine.runtime(flow)
-    principal.require(Permission.DECIDE, flow)
-    decided = engine.decide_many(
-        flow,
-        [c.inputs for c in body.cases],
-        [c.subject_id for c in body.cases],
-        requested_by=principal.id,
+    decided = engine_of(request).decider.decide_many(
+        principal, flow, [c.inputs for c in body.cases], [c.subject_id for c in body.cases]
     )
     return {"decisions": [d.to_dict() for d in decided]}
 
@@ -93,9 +62,9 @@ def list_decisions(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
     """Decisions the caller may read, newest first, filtered; page with before_seq."""
-    engine = engine_of(request)
-    rows = engine.list_decisions(
-        flows_for(engine, principal, Permission.READ_DECISIONS, flow),
+    rows = engine_of(request).explanations.list_decisions(
+        principal,
+        flow,
         since=parse_instant("since", since),
         until=parse_instant("until", until),
         action=action,
@@ -111,17 +80,13 @@ def list_decisions(
 @router.get("/decisions/{decision_id}", response_model=DecisionOut, name="get_decision")
 def get_decision(decision_id: str, principal: Caller, request: Request) -> Any:
     """One decision as recorded (personal inputs stay masked; see the explanation)."""
-    engine = engine_of(request)
-    _readable(engine, principal, decision_id)
-    return engine.decision(decision_id).to_dict()
+    return engine_of(request).explanations.decision(decision_id, principal).to_dict()
 
 
 @router.get("/decisions/{decision_id}/explanation", name="explain")
 def explain(decision_id: str, principal: Caller, request: Request) -> dict[str, Any]:
     """Why: rule trace with the values compared, guardrails, model attributions, sentences."""
-    engine = engine_of(request)
-    flow = _readable(engine, principal, decision_id)
-    return engine.explain(decision_id, principal.can(Permission.READ_PERSONAL, flow))
+    return engine_of(request).explanations.explain(decision_id, principal)
 
 
 @router.post("/decisions/{decision_id}/what-if", name="what_if")
@@ -129,13 +94,11 @@ def what_if(
     decision_id: str, body: WhatIfRequest, principal: Caller, request: Request
 ) -> dict[str, Any]:
     """Re-evaluate a decision with changed inputs or parameters; nothing is recorded."""
-    engine = engine_of(request)
-    flow = _readable(engine, principal, decision_id)
-    # Re-evaluating means reading the recorded personal inputs back.
-    principal.require(Permission.READ_PERSONAL, flow)
-    result = engine.what_if(decision_id, body.set, body.params)
+    explanations = engine_of(request).explanations
+    result = explanations.what_if(decision_id, principal, body.set, body.params)
     if body.counterfactual:
-        result["counterfactuals"] = [c.to_dict() for c in engine.counterfactuals(decision_id)]
+        found = explanations.counterfactuals(decision_id, principal)
+        result["counterfactuals"] = [c.to_dict() for c in found]
     return result
 
 
@@ -149,8 +112,5 @@ def trust(
     bucket: Annotated[str, Query(pattern="^(hour|day|week)$")] = "day",
 ) -> dict[str, Any]:
     """The flow's trust metrics per bucket over ``[since, until)`` (ISO 8601)."""
-    from keel.review.trust import trust_metrics  # noqa: PLC0415
-
-    principal.require(Permission.READ_DECISIONS, flow)
     start, end = parse_instant("since", since), parse_instant("until", until)
-    return trust_metrics(engine_of(request).ctx, flow, start or "", end or "", bucket)
+    return engine_of(request).trust.metrics(principal, flow, start or "", end or "", bucket)

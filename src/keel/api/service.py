@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import exc, text
 
 from keel.api.auth import current_principal, engine_of
@@ -13,7 +13,7 @@ from keel.api.decisions import ERRORS, Caller
 from keel.api.models import FlowOut, Health, VerifyOut
 from keel.errors import StoreError
 from keel.runtime import FlowRuntime
-from keel.security.roles import Permission, Principal
+from keel.security.roles import Principal
 
 router = APIRouter(responses=ERRORS)
 
@@ -53,39 +53,30 @@ def _flow(runtime: FlowRuntime) -> dict[str, Any]:
 @router.get("/v1/flows", response_model=list[FlowOut], name="list_flows")
 def list_flows(principal: Caller, request: Request) -> Any:
     """The flows the caller may see, with their active policy versions."""
-    engine = engine_of(request)
-    names = principal.flows_with(Permission.READ_FLOWS, engine.flows)
-    return [_flow(engine.flows[n]) for n in sorted(names)]
+    return [_flow(runtime) for runtime in engine_of(request).readable_flows(principal)]
 
 
 @router.get("/v1/flows/{flow}", response_model=FlowOut, name="get_flow")
 def get_flow(flow: str, principal: Caller, request: Request) -> Any:
-    engine = engine_of(request)
-    runtime = engine.runtime(flow)
-    principal.require(Permission.READ_FLOWS, flow)
-    return _flow(runtime)
+    return _flow(engine_of(request).flow(flow, principal))
 
 
 @router.get("/v1/ledger/verification", response_model=VerifyOut, name="verify_ledger")
 def verify_ledger(principal: Caller, request: Request) -> Any:
     """Walk the whole chain; ok is false and bad_seq names the first entry that fails."""
-    principal.require(Permission.VERIFY_LEDGER)
-    return engine_of(request).verify().to_dict()
+    return engine_of(request).verify(by=principal).to_dict()
 
 
 @router.post("/v1/ledger/checkpoints", name="checkpoint_ledger")
 def checkpoint_ledger(principal: Caller, request: Request) -> dict[str, Any]:
     """Sign the chain head (Ed25519); keep the result outside Keel."""
-    principal.require(Permission.CHECKPOINT_LEDGER)
-    return engine_of(request).checkpoint().to_dict()
+    return engine_of(request).checkpoint(by=principal).to_dict()
 
 
 @router.get("/metrics", name="metrics", response_class=Response)
 def metrics(request: Request, principal: Principal = Depends(current_principal)) -> Response:  # noqa: B008
     """Prometheus metrics (a scraper authenticates like any other caller)."""
-    principal.require(Permission.READ_METRICS)
-    data = generate_latest(engine_of(request).metrics.registry)
-    return Response(data, media_type=CONTENT_TYPE_LATEST)
+    return Response(engine_of(request).metrics_text(principal), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/healthz", response_model=Health, name="health", responses={})

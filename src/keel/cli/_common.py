@@ -20,7 +20,6 @@ from keel.errors import InputError, KeelError
 
 if TYPE_CHECKING:
     from keel.engine import Engine
-    from keel.security.roles import Actor
     from keel.store.database import Database
 
 ProjectOpt = Annotated[
@@ -94,20 +93,11 @@ def _print(data: Any) -> None:
 
 
 def _operator() -> str:
-    import getpass  # noqa: PLC0415
+    """The id the local operator acts under (``local:<OS user>``): recorded with keys and
+    audit events the CLI writes without opening the engine."""
+    from keel.security.roles import local_operator  # noqa: PLC0415
 
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli:unknown"
-
-
-def _cli_actor() -> Actor:
-    """The local operator (admin: it holds the store). Four eyes hold across OS users."""
-    from keel.security.roles import Actor  # noqa: PLC0415
-
-    operator = _operator()
-    return Actor(operator, operator.removeprefix("cli:"), "admin")
+    return local_operator().id
 
 
 def _policy_file(engine: Engine, flow: str, file: Path | None) -> tuple[str, str]:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from keel.cli._common import ProjectOpt, ReasonOpt, _cli_actor, _engine, _print
+from keel.cli._common import ProjectOpt, ReasonOpt, _engine, _print
 
 app = typer.Typer(help="Alarms from monitors: list, show, resolve.")
 
@@ -24,7 +24,7 @@ def alarms_list(
     Example: keel alarms list --flow credit_limit --state firing
     """
     with _engine(project) as engine:
-        found = engine.monitoring.alarms(flow, state, limit)
+        found = engine.monitoring.alarms(engine.operator, flow, state, limit)
     for a in found:
         typer.echo(f"{a['id']}  {a['state']:<8} {a['severity']:<8} {a['flow']}/{a['monitor']}"
                    f"  since {a['opened_at']}  {a['summary']}")  # fmt: skip
@@ -42,7 +42,7 @@ def alarms_show(
     Example: keel alarms show alm_0193...
     """
     with _engine(project) as engine:
-        _print(engine.monitoring.alarm(alarm_id))
+        _print(engine.monitoring.alarm(alarm_id, engine.operator))
 
 
 @app.command("resolve")
@@ -56,4 +56,4 @@ def alarms_resolve(
     Example: keel alarms resolve alm_0193... -r "New price list explains the shift"
     """
     with _engine(project) as engine:
-        _print(engine.monitoring.resolve(alarm_id, _cli_actor(), reason))
+        _print(engine.monitoring.resolve(alarm_id, engine.operator, reason))

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from keel.cli._common import ProjectOpt, ReasonOpt, _cli_actor, _engine, _print
+from keel.cli._common import ProjectOpt, ReasonOpt, _engine, _print
 from keel.errors import KeelError
 
 app = typer.Typer(help="Autonomy levels: raise with evidence and approval, lower.")
@@ -27,7 +27,7 @@ def autonomy_request(
     """
     with _engine(project) as engine:
         try:
-            _print(engine.autonomy.request(flow, level, _cli_actor(), reason))
+            _print(engine.autonomy.request(flow, level, engine.operator, reason))
         except KeelError as error:
             for line in error.detail.get("unmet", []):
                 typer.echo(f"unmet: {line}", err=True)
@@ -45,7 +45,7 @@ def autonomy_approve(
     Example: keel autonomy approve aut_0193... -r "Evidence reviewed"
     """
     with _engine(project) as engine:
-        _print(engine.autonomy.approve(request_id, _cli_actor(), reason))
+        _print(engine.autonomy.approve(request_id, engine.operator, reason))
 
 
 @app.command("show")
@@ -61,8 +61,8 @@ def autonomy_show(
     Example: keel autonomy show credit_limit --evidence autonomous
     """
     with _engine(project) as engine:
-        shown = engine.autonomy.show(flow)
+        shown = engine.autonomy.show(flow, engine.operator)
         if evidence is not None:
-            figures, unmet = engine.autonomy.evidence(flow, evidence)
+            figures, unmet = engine.autonomy.evidence(flow, evidence, engine.operator)
             shown["evidence"] = {"level": evidence, "figures": figures, "unmet": unmet}
     _print(shown)

@@ -174,17 +174,16 @@ def _flow_windows(
     """The stored profile of a flow's baseline window, its current window's table, and
     the current window's name."""
     from keel.ledger.records import parse_instant  # noqa: PLC0415
-    from keel.monitor.monitors import window_tables  # noqa: PLC0415
     from keel.monitor.windows import duration, moment  # noqa: PLC0415
 
     with _engine(project) as engine:
         end = parse_instant("until", until)
-        current, base = engine.monitoring.windows(
+        current, base, before, now = engine.monitoring.tables(
             flow,
-            moment(end).timestamp() if end else engine.clock(),
+            engine.operator,
+            moment(end).timestamp() if end else None,
             duration("--window", window).total_seconds() if window else None,
             duration("--baseline", baseline).total_seconds() if baseline else None,
         )
-        before, now = window_tables(engine.ctx, flow, current, base)
     profile = store.profile(before, f"{flow} {base.since}..{base.until}")
     return profile, now, f"{flow} {current.since}..{current.until}"

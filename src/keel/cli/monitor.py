@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from keel.cli._common import ProjectOpt, ReasonOpt, _cli_actor, _engine, _print
+from keel.cli._common import ProjectOpt, ReasonOpt, _engine, _print
 from keel.errors import InputError
 
 app = typer.Typer(help="Monitors: a flow's drift and behaviour against its baseline.")
@@ -56,7 +56,6 @@ def monitor_run(
     Example: keel monitor run credit_limit --window 1d --baseline 14d
     """
     from keel.ledger.records import parse_instant  # noqa: PLC0415
-    from keel.monitor.monitors import look_limits, run_monitor  # noqa: PLC0415
     from keel.monitor.windows import duration, moment  # noqa: PLC0415
 
     overrides = [window, baseline, method, max_change, max_ratio]
@@ -70,20 +69,22 @@ def monitor_run(
         end = parse_instant("until", until)
         end_ts = moment(end).timestamp() if end else engine.clock()
         if record:
-            run = engine.monitoring.run(flow, _cli_actor(), end_ts)
+            run = engine.monitoring.run(flow, engine.operator, end_ts)
             if run["state"] != "judged":
                 typer.echo(f"{flow}: run {run['id']} {run['state']}: {run['note']}", err=True)
                 raise typer.Exit(2)
             result = run["result"]
         else:
-            current, base = engine.monitoring.windows(
+            result = engine.monitoring.look(
                 flow,
+                engine.operator,
                 end_ts,
                 duration("--window", window).total_seconds() if window else None,
                 duration("--baseline", baseline).total_seconds() if baseline else None,
+                max_change,
+                max_ratio,
+                method,
             )
-            limits = look_limits(engine.runtime(flow).flow.monitoring, max_change, max_ratio)
-            result = run_monitor(engine.ctx, flow, current, base, limits, method)
         if as_json:
             typer.echo(json.dumps(result if not record else run, indent=2, default=str))
         else:
@@ -152,7 +153,7 @@ def monitor_runs(
     Example: keel monitor runs credit_limit --limit 5
     """
     with _engine(project) as engine:
-        runs = engine.monitoring.runs(flow, limit)
+        runs = engine.monitoring.runs(flow, engine.operator, limit)
     for run in runs:
         said = ", ".join(run["breaches"]) or run["note"] or "no breach"
         typer.echo(f"{run['id']}  {run['state']:<8} {run['trigger']:<10} "
@@ -169,7 +170,7 @@ def monitor_hold(
     Example: keel monitor hold credit_limit
     """
     with _engine(project) as engine:
-        _print(engine.holds.show(flow))
+        _print(engine.holds.show(flow, engine.operator))
 
 
 @app.command("lift")
@@ -183,4 +184,4 @@ def monitor_lift(
     Example: keel monitor lift credit_limit -r "Income feed fixed, drift resolved"
     """
     with _engine(project) as engine:
-        _print(engine.holds.lift(flow, _cli_actor(), reason))
+        _print(engine.holds.lift(flow, engine.operator, reason))

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from keel.cli._common import ProjectOpt, _engine, _operator, _print
+from keel.cli._common import ProjectOpt, _engine, _print
 
 app = typer.Typer(help="What came of decisions: report, import, show.")
 
@@ -30,7 +30,7 @@ def outcomes_report(
 
     with _engine(project) as engine:
         row, created = engine.outcomes.report(
-            OutcomeReport(decision_id, label, value, observed_at), _operator(), "cli"
+            OutcomeReport(decision_id, label, value, observed_at), engine.operator, "cli"
         )
     _print(row)
     typer.echo("recorded" if created else "already recorded: nothing changed", err=True)
@@ -46,7 +46,7 @@ def outcomes_import(
     Example: keel outcomes import outcomes-2027-06.parquet
     """
     with _engine(project) as engine:
-        result = engine.outcomes.import_file(file, _operator())
+        result = engine.outcomes.import_file(file, engine.operator)
     typer.echo(f"{result.recorded} outcomes recorded, {result.unchanged} already recorded")
 
 
@@ -60,4 +60,4 @@ def outcomes_show(
     Example: keel outcomes show dec_0193...
     """
     with _engine(project) as engine:
-        _print(engine.outcomes.get(decision_id))
+        _print(engine.outcomes.get(decision_id, engine.operator))

@@ -10,7 +10,6 @@ import typer
 from keel.cli._common import (
     ProjectOpt,
     ReasonOpt,
-    _cli_actor,
     _engine,
     _fail,
     _policy_file,
@@ -53,7 +52,7 @@ def policy_propose(
         models[signal] = Path(path)
     with _engine(project) as engine:
         text, source = (None, "<active>") if model_only else _policy_file(engine, flow, file)
-        change = engine.changes.propose(flow, text, _cli_actor(), reason, source, models)
+        change = engine.changes.propose(flow, text, engine.operator, reason, source, models)
         _print(change)
 
 
@@ -69,9 +68,9 @@ def policy_edit(
     Example: keel policy edit chg_0193... -f policies/credit_limit.yaml -r "Keep the cap"
     """
     with _engine(project) as engine:
-        flow = engine.changes.get(change_id)["flow"]
+        flow = engine.changes.get(change_id, engine.operator)["flow"]
         text, _ = _policy_file(engine, flow, file)
-        _print(engine.changes.edit(change_id, text, _cli_actor(), reason))
+        _print(engine.changes.edit(change_id, text, engine.operator, reason))
 
 
 @app.command("diff")
@@ -91,17 +90,17 @@ def policy_diff(
     from keel.rollout.diff import render_table  # noqa: PLC0415
 
     with _engine(project) as engine:
-        if target.startswith("chg_"):
-            change = engine.changes.get(target)
+        me = engine.operator
+        if target.startswith("chg_"):  # what HTTP answers: the policy and its model pins
+            change, differences = engine.changes.change_diff(target, me)
             flow, old, new = change["flow"], change["base_version"], change["version"]
         else:
             flow = target
-            old = engine.changes.resolve(flow, before) if before else None
+            old = engine.changes.resolve(flow, before, me) if before else None
             old = old or engine.runtime(flow).policy.version
-            new = (
-                engine.changes.resolve(flow, after) if after else engine.changes.file_version(flow)
-            )
-        differences = engine.changes.diff(flow, old, new)
+            new = engine.changes.resolve(flow, after, me) if after else None
+            new = new or engine.changes.file_version(flow)
+            differences = engine.changes.diff(flow, old, new, me)
     if as_json:
         _print({"before": old, "after": new, "differences": [d.to_dict() for d in differences]})
         return
@@ -120,7 +119,7 @@ def policy_approve(
     Example: keel policy approve chg_0193... -r "Replayed on Q3: 2% fewer referrals"
     """
     with _engine(project) as engine:
-        _print(engine.changes.approve(change_id, _cli_actor(), reason))
+        _print(engine.changes.approve(change_id, engine.operator, reason))
 
 
 @app.command("activate")
@@ -134,7 +133,7 @@ def policy_activate(
     Example: keel policy activate chg_0193...
     """
     with _engine(project) as engine:
-        _print(engine.changes.activate(change_id, _cli_actor(), reason))
+        _print(engine.changes.activate(change_id, engine.operator, reason))
 
 
 @app.command("rollback")
@@ -149,7 +148,7 @@ def policy_rollback(
     Example: keel policy rollback credit_limit 3f9a1c2e -r "Referrals doubled"
     """
     with _engine(project) as engine:
-        _print(engine.changes.rollback(flow, version, _cli_actor(), reason))
+        _print(engine.changes.rollback(flow, version, engine.operator, reason))
 
 
 @app.command("history")
@@ -163,8 +162,8 @@ def policy_history(
     Example: keel policy history credit_limit
     """
     with _engine(project) as engine:
-        activations = engine.changes.history(flow)
-        changes = engine.changes.changes(flow)
+        activations = engine.changes.history(flow, engine.operator)
+        changes = engine.changes.changes(flow, engine.operator)
         drift = engine.changes.file_drift().get(flow)
     if as_json:
         _print({"activations": activations, "changes": changes})
@@ -199,4 +198,4 @@ def policy_active(
     from keel.ledger.records import parse_instant  # noqa: PLC0415
 
     with _engine(project) as engine:
-        _print(engine.changes.active_at(flow, parse_instant("at", at)))
+        _print(engine.changes.active_at(flow, engine.operator, parse_instant("at", at)))

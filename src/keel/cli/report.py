@@ -31,18 +31,16 @@ def report_trust(
 
     Example: keel report trust credit_limit --bucket week --html trust.html
     """
-    import time  # noqa: PLC0415
-
     from keel.ledger.records import iso_time, parse_instant  # noqa: PLC0415
     from keel.monitor.report import COLUMNS, trust_html  # noqa: PLC0415
-    from keel.review.trust import trust_metrics  # noqa: PLC0415
 
     with _engine(project) as engine:
-        end = parse_instant("until", until) or iso_time(time.time())
+        now = iso_time(engine.clock())
+        end = parse_instant("until", until) or now
         start = parse_instant("since", since) or _days_before(end, 30)
-        report = trust_metrics(engine.ctx, flow, start, end, bucket)
+        report = engine.trust.metrics(engine.operator, flow, start, end, bucket)
     if html is not None:
-        html.write_text(trust_html(report, iso_time(time.time())), encoding="utf-8")
+        html.write_text(trust_html(report, now), encoding="utf-8")
         typer.echo(f"wrote {html}", err=True)
     if as_json:
         _print(report)

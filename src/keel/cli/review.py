@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from keel.cli._common import ProjectOpt, ReasonOpt, _cli_actor, _engine, _print
+from keel.cli._common import ProjectOpt, ReasonOpt, _engine, _print
 
 app = typer.Typer(help="The review queue: list, claim, resolve, override, sweep.")
 
@@ -34,10 +34,7 @@ def review_list(
     Example: keel review list --flow credit_limit --state open
     """
     with _engine(project) as engine:
-        flows = flow or sorted(engine.flows)
-        for name in flows:
-            engine.runtime(name)  # an unknown flow is an error, not an empty list
-        rows = engine.reviews.queue(flows, state, limit)
+        rows = engine.reviews.queue(engine.operator, flow or None, state, limit)
     if as_json:
         _print(rows)
         return
@@ -62,7 +59,7 @@ def review_claim(
     Example: keel review claim dec_0193...
     """
     with _engine(project) as engine:
-        _print(engine.reviews.claim(decision_id, _cli_actor()))
+        _print(engine.reviews.claim(decision_id, engine.operator))
 
 
 @app.command("resolve")
@@ -81,7 +78,9 @@ def review_resolve(
     (approve and reject take no --action or --value).
     """
     with _engine(project) as engine:
-        _print(engine.reviews.resolve(decision_id, _cli_actor(), resolution, reason, action, value))
+        _print(
+            engine.reviews.resolve(decision_id, engine.operator, resolution, reason, action, value)
+        )
 
 
 @app.command("override")
@@ -99,7 +98,7 @@ def review_override(
     """
     with _engine(project) as engine:
         _print(
-            engine.reviews.override(decision_id, _cli_actor(), resolution, reason, action, value)
+            engine.reviews.override(decision_id, engine.operator, resolution, reason, action, value)
         )
 
 

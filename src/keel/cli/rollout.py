@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from keel.cli._common import ProjectOpt, ReasonOpt, _cli_actor, _engine, _policy_file, _print
+from keel.cli._common import ProjectOpt, ReasonOpt, _engine, _policy_file, _print
 from keel.errors import InputError
 
 app = typer.Typer(help="Shadow and canary rollouts of candidate policy versions.")
@@ -39,7 +39,7 @@ def rollout_start(
     }
     bounds = {k: float(v) for k, v in given.items() if v is not None}
     with _engine(project) as engine:
-        _print(engine.rollouts.start(flow, mode, candidate, _cli_actor(), reason, share, bounds))
+        _print(engine.rollouts.start(flow, mode, candidate, engine.operator, reason, share, bounds))
 
 
 @app.command("stop")
@@ -53,7 +53,7 @@ def rollout_stop(
     Example: keel rollout stop credit_limit -r "Seen enough"
     """
     with _engine(project) as engine:
-        _print(engine.rollouts.stop(flow, _cli_actor(), reason))
+        _print(engine.rollouts.stop(flow, engine.operator, reason))
 
 
 @app.command("report")
@@ -66,8 +66,8 @@ def rollout_report(
     Example: keel rollout report credit_limit
     """
     with _engine(project) as engine:
-        current = engine.rollouts.current(flow)
-        _print(engine.rollouts.report(current["id"]))
+        current = engine.rollouts.current(flow, engine.operator)
+        _print(engine.rollouts.report(current["id"], engine.operator))
 
 
 def replay(
@@ -97,7 +97,7 @@ def replay(
             chosen = candidate
         elif file is not None and candidate is None:
             text, source = _policy_file(engine, flow, file)
-            chosen = engine.changes.register(flow, text, source)
+            chosen = engine.changes.register(flow, text, engine.operator, source)
         else:
             raise InputError("give a candidate (change or version) or --file, not both")
         start, end = parse_instant("since", since), parse_instant("until", until)

@@ -24,6 +24,7 @@ from keel.events import deferred
 from keel.ledger.records import Entry, new_id
 from keel.review.queue import open_review_row
 from keel.runtime import FlowRuntime, Running
+from keel.security.roles import Permission, Principal
 from keel.signals.runner import SignalResult, SignalRunner
 from keel.store.schema import decisions, protected_values, reviews
 from keel.telemetry import log
@@ -48,32 +49,39 @@ class Decider:
 
     def decide(
         self,
+        principal: Principal,
         flow: str,
         inputs: Mapping[str, Any],
         subject_id: str | None = None,
-        requested_by: str | None = None,
     ) -> Decision:
-        return self.submit(flow, inputs, subject_id, requested_by).result()
+        """Decide one case for ``principal`` (``decide`` on the flow); it is in the ledger
+        before this returns. The principal is recorded as who asked: a flow with four-eyes
+        reviews keeps it from reviewing the decision."""
+        return self.submit(principal, flow, inputs, subject_id).result()
 
     def submit(
         self,
+        principal: Principal,
         flow: str,
         inputs: Mapping[str, Any],
         subject_id: str | None = None,
-        requested_by: str | None = None,
     ) -> Future[Decision]:
-        runtime = self._ctx.registry.current(flow)
+        """Check and validate one case now (raising at once) and decide it in the next
+        combined batch; the future resolves once the decision is in the ledger."""
+        runtime = self._allowed(principal, flow)
         clean = self._validate(runtime, inputs, subject_id)
-        return self._combiner.submit(runtime, clean, subject_id, requested_by)
+        return self._combiner.submit(runtime, clean, subject_id, principal.id)
 
     def decide_many(
         self,
+        principal: Principal,
         flow: str,
         cases: Sequence[Mapping[str, Any]],
         subject_ids: Sequence[str | None] | None = None,
-        requested_by: str | None = None,
     ) -> list[Decision]:
-        runtime = self._ctx.registry.current(flow)
+        """Decide a batch atomically: every case is valid and recorded, or none is."""
+        runtime = self._allowed(principal, flow)
+        requested_by = principal.id
         if subject_ids is not None and len(subject_ids) != len(cases):
             raise InputError("subject_ids must have one entry per case", {"flow": flow})
         subjects = list(subject_ids) if subject_ids is not None else [None] * len(cases)
@@ -91,6 +99,11 @@ class Decider:
         return self._record(drafts)
 
     # ---- the steps -------------------------------------------------------------------------
+
+    def _allowed(self, principal: Principal, flow: str) -> FlowRuntime:
+        runtime = self._ctx.registry.current(flow)  # an unknown flow is named first
+        principal.require(Permission.DECIDE, flow)
+        return runtime
 
     def _validate(
         self, runtime: FlowRuntime, inputs: Any, subject_id: str | None

@@ -7,7 +7,7 @@ Simulations (what-if, counterfactuals) consume no guardrail window.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
@@ -25,6 +25,7 @@ from keel.ledger.windows import WindowState
 from keel.ledger.writer import WindowGate
 from keel.policy.text import render
 from keel.runtime import FlowRuntime
+from keel.security.roles import Permission, Principal, flows_for, visible_to
 from keel.signals.runner import SignalResult, SignalRunner, feature_row
 from keel.store.schema import decisions
 
@@ -37,29 +38,32 @@ class Explanations:
     # ---- reading ---------------------------------------------------------------------------
 
     def entries(
-        self, limit: int = 20, flow: str | None = None, kind: str | None = None
+        self,
+        principal: Principal,
+        limit: int = 20,
+        flow: str | None = None,
+        kind: str | None = None,
     ) -> list[Entry]:
-        """The newest ``limit`` entries, oldest first."""
+        """The newest ``limit`` ledger entries, oldest first (for those who verify it)."""
+        principal.require(Permission.VERIFY_LEDGER)
         return reader.newest(self._ctx.db, limit, flow, kind)
 
-    def decision(self, decision_id: str) -> Decision:
+    def readable(self, decision_id: str, principal: Principal) -> str:
+        """The decision's flow, if the caller may read it; otherwise it does not exist."""
+        flow = reader.decision_flow(self._ctx.db, decision_id)
+        visible_to(principal, Permission.READ_DECISIONS, flow, "decision", decision_id)
+        return flow
+
+    def decision(self, decision_id: str, principal: Principal) -> Decision:
         """A recorded decision as the ledger holds it (personal inputs stay masked)."""
+        self.readable(decision_id, principal)
         entry, body = self._decision_entry(decision_id)
         return decision_from(entry, body, body["reason"])
 
-    def flow_of(self, decision_id: str) -> str:
-        """The flow a decision belongs to (for authorisation before reading it)."""
-        with self._ctx.db.read() as conn:
-            flow = conn.execute(
-                select(decisions.c.flow).where(decisions.c.id == decision_id)
-            ).scalar()
-        if flow is None:
-            raise NotFoundError(f"no decision with id '{decision_id}'", {"id": decision_id})
-        return str(flow)
-
     def list_decisions(
         self,
-        flows: Sequence[str],
+        principal: Principal,
+        flow: str | None = None,
         *,
         action: str | None = None,
         status: str | None = None,
@@ -69,7 +73,12 @@ class Explanations:
         before_seq: int | None = None,
         limit: int = 100,
     ) -> list[dict[str, Any]]:
-        """Index rows of decisions in ``flows``, newest first, filtered; page with before_seq."""
+        """Index rows of the decisions the caller may read (of ``flow``, or of every flow it
+        reads), newest first, filtered; page with before_seq."""
+        if flow is not None:
+            self._ctx.registry.runtime_of(flow)  # an unknown flow is named
+        registry = self._ctx.registry.flows
+        flows = flows_for(principal, Permission.READ_DECISIONS, flow, registry)
         if not flows:
             return []
         query = select(decisions).where(decisions.c.flow.in_(list(flows)))
@@ -105,13 +114,15 @@ class Explanations:
 
     # ---- explaining ------------------------------------------------------------------------
 
-    def explain(self, decision_id: str, reveal_personal: bool = True) -> dict[str, Any]:
+    def explain(self, decision_id: str, principal: Principal) -> dict[str, Any]:
         """Why a decision was made: rule trace, guardrails, model attributions, in sentences.
 
-        With ``reveal_personal=False`` (a reader without the right to see personal data),
-        personal and sensitive inputs stay ``‹protected›`` everywhere in the explanation:
-        the inputs, the values the rules compared, the reason and the attribution sentences.
+        For a reader without ``read_personal`` on the flow, personal and sensitive inputs
+        stay ``‹protected›`` everywhere in the explanation: the inputs, the values the rules
+        compared, the reason and the attribution sentences.
         """
+        flow = self.readable(decision_id, principal)
+        reveal_personal = principal.can(Permission.READ_PERSONAL, flow)
         entry, body, at = self._recorded(decision_id)
         runtime = self._ctx.registry.runtime_of(entry.flow or "")
         inputs = self._ctx.inputs_of(decision_id, body)
@@ -153,9 +164,14 @@ class Explanations:
         d.finalize(WindowGate(WindowState(), self._ctx.clock()))
         return d
 
+    def _personal(self, decision_id: str, principal: Principal) -> None:
+        # Re-evaluating means reading the recorded personal inputs back.
+        principal.require(Permission.READ_PERSONAL, self.readable(decision_id, principal))
+
     def what_if(
         self,
         decision_id: str,
+        principal: Principal,
         changes: Mapping[str, Any] | None = None,
         params: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
@@ -164,6 +180,7 @@ class Explanations:
         The recorded policy version is used; models are re-run on the changed inputs.
         Window limits are not consumed and not re-checked (they depend on traffic, not the case).
         """
+        self._personal(decision_id, principal)
         _, body, runtime = self._recorded(decision_id)
         inputs = self._ctx.inputs_of(decision_id, body)
         changes = dict(changes or {})
@@ -185,9 +202,14 @@ class Explanations:
         }
 
     def counterfactuals(
-        self, decision_id: str, target: str | None = None, max_results: int = 3
+        self,
+        decision_id: str,
+        principal: Principal,
+        target: str | None = None,
+        max_results: int = 3,
     ) -> list[Counterfactual]:
         """Small changes to actionable fields that would have changed the action."""
+        self._personal(decision_id, principal)
         _, body, runtime = self._recorded(decision_id)
         inputs = self._ctx.inputs_of(decision_id, body)
         if target is not None and target not in runtime.policy.policy.actions:

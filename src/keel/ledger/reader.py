@@ -1,4 +1,5 @@
-"""Reading ledger entries: by id, and the newest ones, optionally by flow and kind."""
+"""Reading ledger entries: by id, and the newest ones, optionally by flow and kind; the
+flow a decision belongs to (from its index), for authorisation before reading it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from sqlalchemy import exc, inspect, select
 from keel.errors import NotFoundError, StoreError
 from keel.ledger.records import Entry
 from keel.store.database import Database
-from keel.store.schema import ledger
+from keel.store.schema import decisions, ledger
 
 
 def require_ledger(db: Database) -> None:
@@ -47,3 +48,12 @@ def newest(
     with db.read() as conn:
         rows = conn.execute(query).all()
     return [Entry(*r) for r in reversed(rows)]
+
+
+def decision_flow(db: Database, decision_id: str) -> str:
+    """The flow of a recorded decision (``NotFoundError`` for an unknown id)."""
+    with db.read() as conn:
+        flow = conn.execute(select(decisions.c.flow).where(decisions.c.id == decision_id)).scalar()
+    if flow is None:
+        raise NotFoundError(f"no decision with id '{decision_id}'", {"id": decision_id})
+    return str(flow)

@@ -27,10 +27,10 @@ from keel.ledger.records import iso_time, new_id
 from keel.ledger.writer import WindowGate
 from keel.monitor import alarms as alarm_life
 from keel.monitor.deliver import post, run_command
-from keel.monitor.monitors import Limits, run_monitor
+from keel.monitor.monitors import Limits, look_limits, run_monitor, window_tables
 from keel.monitor.windows import Window
 from keel.reasons import required_reason
-from keel.security.roles import Actor, Permission
+from keel.security.roles import Permission, Principal, flows_for, visible_to
 from keel.store.schema import alarms, monitor_runs
 from keel.telemetry import log
 
@@ -62,13 +62,61 @@ class Monitoring:
         before = baseline_s or spec.baseline_s
         return current, Window(iso_time(since - before), current.since)
 
+    # ---- looking (nothing recorded) ----------------------------------------------------
+
+    def look(
+        self,
+        flow: str,
+        principal: Principal,
+        until: float | None = None,
+        window_s: float | None = None,
+        baseline_s: float | None = None,
+        max_change: float | None = None,
+        max_ratio: float | None = None,
+        methods: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """The flow's drift and behaviour in its last window against the baseline before it,
+        judged by its monitoring section or by the limits given; records nothing. Needs
+        ``read_decisions`` on the flow (the windows hold its decisions)."""
+        spec = self._readable(flow, principal, Permission.READ_DECISIONS)
+        end = self._ctx.clock() if until is None else until
+        current, baseline = self.windows(flow, end, window_s, baseline_s)
+        limits = look_limits(spec, max_change, max_ratio)
+        return run_monitor(self._ctx, flow, current, baseline, limits, methods)
+
+    def tables(
+        self,
+        flow: str,
+        principal: Principal,
+        until: float | None = None,
+        window_s: float | None = None,
+        baseline_s: float | None = None,
+    ) -> tuple[Window, Window, dict[str, Any], dict[str, Any]]:
+        """The flow's current window and the baseline before it, with their drift columns
+        (inputs, signal scores, action): ``(current, baseline, baseline table, current
+        table)``. Needs ``read_decisions`` on the flow."""
+        self._readable(flow, principal, Permission.READ_DECISIONS)
+        end = self._ctx.clock() if until is None else until
+        current, baseline = self.windows(flow, end, window_s, baseline_s)
+        before, now = window_tables(self._ctx, flow, current, baseline)
+        return current, baseline, before, now
+
+    def _readable(
+        self, flow: str, principal: Principal, permission: Permission = Permission.READ_FLOWS
+    ) -> MonitoringSpec:
+        spec = self.spec(flow)  # an unknown flow is named first
+        principal.require(permission, flow)
+        return spec
+
     # ---- running -----------------------------------------------------------------------
 
-    def run(self, flow: str, actor: Actor, until: float | None = None) -> dict[str, Any]:
+    def run(self, flow: str, principal: Principal, until: float | None = None) -> dict[str, Any]:
         """Run the flow's monitors now (alarms and governor included) and return the run.
+        Needs ``change_autonomy``: a run may raise alarms the governor acts on.
 
         A window with too few decisions gives a ``skipped`` run, returned like any other."""
-        actor.require(Permission.CHANGE_AUTONOMY, "run monitors (they may raise alarms)")
+        self.spec(flow)
+        actor = principal.acting(Permission.CHANGE_AUTONOMY, flow)
         end = self._ctx.clock() if until is None else until
         run = self._run(flow, end, "on_demand", actor.id, None)
         if run is None:  # pragma: no cover - only scheduled runs claim slots
@@ -242,8 +290,9 @@ class Monitoring:
 
     # ---- reading and resolving -----------------------------------------------------------
 
-    def runs(self, flow: str, limit: int = 20) -> list[dict[str, Any]]:
-        self._ctx.registry.current(flow)
+    def runs(self, flow: str, principal: Principal, limit: int = 20) -> list[dict[str, Any]]:
+        """The flow's recent monitor runs, newest first, with every figure they computed."""
+        self._readable(flow, principal)
         with self._ctx.db.read() as conn:
             rows = conn.execute(
                 select(monitor_runs)
@@ -260,36 +309,45 @@ class Monitoring:
         return out
 
     def alarms(
-        self, flow: str | None = None, state: str | None = None, limit: int = 100
+        self,
+        principal: Principal,
+        flow: str | None = None,
+        state: str | None = None,
+        limit: int = 100,
     ) -> list[dict[str, Any]]:
-        """Alarms, newest first; of one flow, in one state."""
+        """Alarms, newest first: of ``flow``, or of every flow the caller reads; in one state."""
         if state is not None and state not in STATES:
             raise InputError(
                 f"unknown alarm state '{state}' (one of {', '.join(STATES)})", {"state": state}
             )
-        query = select(alarms).order_by(alarms.c.opened_at.desc()).limit(limit)
         if flow is not None:
-            self._ctx.registry.current(flow)
-            query = query.where(alarms.c.flow == flow)
+            self.spec(flow)  # an unknown flow is named
+        flows = flows_for(principal, Permission.READ_FLOWS, flow, self._ctx.registry.flows)
+        query = select(alarms).order_by(alarms.c.opened_at.desc()).limit(limit)
+        query = query.where(alarms.c.flow.in_(flows))
         if state is not None:
             query = query.where(alarms.c.state == state)
         with self._ctx.db.read() as conn:
             return [alarm_life.alarm_row(r) for r in conn.execute(query)]
 
-    def alarm(self, alarm_id: str) -> dict[str, Any]:
+    def alarm(self, alarm_id: str, principal: Principal) -> dict[str, Any]:
+        """One alarm with its evidence and what the governor did (an alarm on a flow the
+        caller may not read does not exist for it)."""
         with self._ctx.db.read() as conn:
             found = conn.execute(select(alarms).where(alarms.c.id == alarm_id)).first()
         if found is None:
             raise NotFoundError(f"no alarm with id '{alarm_id}'", {"alarm_id": alarm_id})
-        return alarm_life.alarm_row(found)
+        alarm = alarm_life.alarm_row(found)
+        visible_to(principal, Permission.READ_FLOWS, alarm["flow"], "alarm", alarm_id)
+        return alarm
 
-    def resolve(self, alarm_id: str, actor: Actor, reason: str) -> dict[str, Any]:
+    def resolve(self, alarm_id: str, principal: Principal, reason: str) -> dict[str, Any]:
         """Resolve a firing alarm by hand, with a reason (the flow's holds and autonomy
         stay as the governor left them)."""
-        actor.require(Permission.CHANGE_AUTONOMY, "resolve alarms")
+        flow = self.alarm(alarm_id, principal)["flow"]
+        actor = principal.acting(Permission.CHANGE_AUTONOMY, flow)
         reason = required_reason(reason, "resolving an alarm")
         notice = alarm_life.resolve(self._ctx, alarm_id, actor.id, reason)
-        flow = notice.alarm["flow"]
         if flow in self._ctx.registry.flows:
             self._deliver(flow, self.spec(flow), [notice])
         return notice.alarm

@@ -19,7 +19,7 @@ import csv
 import io
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,8 +30,10 @@ from sqlalchemy import Connection, select
 from keel.context import Context
 from keel.errors import ConflictError, InputError, MissingExtraError, NotFoundError
 from keel.events import OutcomeReported, pending
+from keel.ledger.reader import decision_flow
 from keel.ledger.records import iso_time, new_id
 from keel.ledger.writer import Pending, WindowGate, append_in
+from keel.security.roles import Permission, PermissionDeniedError, Principal, visible_to
 from keel.store.schema import decisions, outcomes
 
 COLUMNS = ("decision_id", "label", "value", "observed_at")
@@ -97,7 +99,10 @@ class Outcomes:
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
 
-    def get(self, decision_id: str) -> dict[str, Any]:
+    def get(self, decision_id: str, principal: Principal) -> dict[str, Any]:
+        """The outcome reported for a decision the caller may read (404 until there is one)."""
+        flow = decision_flow(self._ctx.db, decision_id)
+        visible_to(principal, Permission.READ_DECISIONS, flow, "decision", decision_id)
         with self._ctx.db.read() as conn:
             row = conn.execute(select(outcomes).where(outcomes.c.decision_id == decision_id))
             found = row.first()
@@ -109,28 +114,28 @@ class Outcomes:
         return dict(found._mapping)
 
     def report(
-        self,
-        report: OutcomeReport,
-        reported_by: str,
-        source: str = "api",
-        allowed: Callable[[str], bool] | None = None,
+        self, report: OutcomeReport, principal: Principal, source: str = "api"
     ) -> tuple[dict[str, Any], bool]:
-        """Record one outcome; returns (its index row, whether it is new)."""
+        """Record one outcome (``report_outcome`` on the decision's flow; a decision the
+        caller may not report on does not exist for it); returns (its index row, whether
+        it is new)."""
         try:
             clean = _clean(report)
         except ValueError as exc:
             raise InputError(str(exc), {"decision_id": report.decision_id}) from None
-        recorded, rows = self._record([clean], reported_by, source, allowed, single=True)
+        recorded, rows = self._record([clean], principal, source, single=True)
         return rows[0], recorded == 1
 
     def report_many(
-        self,
-        reports: Sequence[OutcomeReport],
-        reported_by: str,
-        source: str,
-        allowed: Callable[[str], bool] | None = None,
+        self, reports: Sequence[OutcomeReport], principal: Principal, source: str
     ) -> ImportResult:
-        """Record many outcomes at once: all of them, or (on any problem) none."""
+        """Record many outcomes at once: all of them, or (on any problem) none. Decisions of
+        flows the caller may not report on are unknown to it."""
+        if not principal.flows_with(Permission.REPORT_OUTCOME, self._ctx.registry.flows):
+            raise PermissionDeniedError(
+                f"{principal.name} ({principal.id}) may not report outcomes on any flow",
+                {"permission": Permission.REPORT_OUTCOME.value},
+            )
         if not reports:
             raise InputError("no outcomes given", {"source": source})
         problems: list[str] = []
@@ -141,27 +146,25 @@ class Outcomes:
             except ValueError as exc:
                 problems.append(f"row {i}: {exc}")
         _refuse(problems, source)
-        recorded, _ = self._record(clean, reported_by, source, allowed, single=False)
+        recorded, _ = self._record(clean, principal, source, single=False)
         return ImportResult(recorded, len(clean) - recorded)
 
-    def import_file(
-        self, path: Path, reported_by: str, allowed: Callable[[str], bool] | None = None
-    ) -> ImportResult:
+    def import_file(self, path: Path, principal: Principal) -> ImportResult:
         """Record the outcomes in a CSV or Parquet file (columns: decision_id, label, and
         optionally value and observed_at), all or none."""
-        return self.report_many(read_outcome_file(path), reported_by, f"file:{path.name}", allowed)
+        return self.report_many(read_outcome_file(path), principal, f"file:{path.name}")
 
     # ---- inside the transaction --------------------------------------------------------
 
     def _record(
         self,
         reports: list[OutcomeReport],
-        reported_by: str,
+        principal: Principal,
         source: str,
-        allowed: Callable[[str], bool] | None,
         single: bool,
     ) -> tuple[int, list[dict[str, Any]]]:
         ctx = self._ctx
+        reported_by = principal.id
 
         def work(
             conn: Connection, gate: WindowGate
@@ -177,7 +180,9 @@ class Outcomes:
             for i, report in enumerate(reports, start=1):
                 where = "" if single else f"row {i}: "
                 decision = known.get(report.decision_id)
-                if decision is None or (allowed is not None and not allowed(decision["flow"])):
+                if decision is None or not principal.can(
+                    Permission.REPORT_OUTCOME, decision["flow"]
+                ):
                     if single:  # the caller may not learn which ids exist in other flows
                         raise NotFoundError(
                             f"no decision with id '{report.decision_id}'",

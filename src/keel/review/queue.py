@@ -30,11 +30,12 @@ from keel.errors import ConflictError, InputError, NotFoundError
 from keel.events import ReviewBreached, ReviewResolved, pending
 from keel.events import body as body_of
 from keel.flows import ReviewSettings
+from keel.ledger.reader import decision_flow
 from keel.ledger.records import Entry, iso_time, new_id
 from keel.ledger.writer import WindowGate, append_in
 from keel.policy.guardrails import segment_of
 from keel.reasons import required_reason
-from keel.security.roles import Actor
+from keel.security.roles import Actor, Permission, Principal, visible_to
 from keel.store.schema import decisions, reviews
 from keel.telemetry import log
 
@@ -42,7 +43,7 @@ RESOLUTIONS = ("approve", "reject", "change")
 STATES = ("open", "claimed", "resolved")
 
 
-Reviewer = Actor  # who acts on a review, and in which role (recorded in the ledger entry)
+Reviewer = Actor  # who acted on a review, and in which role (recorded in the ledger entry)
 
 
 def open_review_row(
@@ -83,13 +84,27 @@ class Reviews:
 
     # ---- reading ---------------------------------------------------------------------
 
+    def _reviewer(self, decision_id: str, principal: Principal) -> Reviewer:
+        """The caller as a reviewer of the decision's flow; 404 if they may not review it."""
+        flow = decision_flow(self._ctx.db, decision_id)
+        visible_to(principal, Permission.REVIEW, flow, "decision", decision_id)
+        return principal.actor(Permission.REVIEW, flow)
+
     def queue(
         self,
-        flows: Sequence[str],
+        principal: Principal,
+        flows: Sequence[str] | None = None,
         state: str | None = None,
         limit: int = 100,
     ) -> list[dict[str, Any]]:
-        """Reviews of ``flows`` (those the caller may review), oldest first."""
+        """The reviews of ``flows`` (default: every flow the caller reviews), oldest first;
+        overdue ones are marked. A flow named but unknown, or not reviewed by the caller,
+        is refused by name."""
+        if flows is None:
+            flows = principal.flows_with(Permission.REVIEW, self._ctx.registry.flows)
+        for flow in flows:
+            self._ctx.registry.runtime_of(flow)  # an unknown flow is named
+            principal.require(Permission.REVIEW, flow)
         if state is not None and state not in STATES:
             raise InputError(
                 f"state must be one of {', '.join(STATES)}, got {state!r}", {"field": "state"}
@@ -106,7 +121,9 @@ class Reviews:
             row["overdue"] = bool(due and row["state"] != "resolved" and due < now)
         return rows
 
-    def get(self, decision_id: str) -> dict[str, Any]:
+    def get(self, decision_id: str, principal: Principal) -> dict[str, Any]:
+        """One decision's review: its state, and the resolution once there is one."""
+        self._reviewer(decision_id, principal)
         with self._ctx.db.read() as conn:
             row = _row(conn, decision_id)
         if row is None:
@@ -172,8 +189,9 @@ class Reviews:
             )
         return breaches
 
-    def claim(self, decision_id: str, reviewer: Reviewer) -> dict[str, Any]:
+    def claim(self, decision_id: str, principal: Principal) -> dict[str, Any]:
         """Take an open review; claiming one's own claim again is harmless."""
+        reviewer = self._reviewer(decision_id, principal)
 
         def work(conn: Connection, gate: WindowGate) -> dict[str, Any]:
             row = self._waiting(conn, decision_id, reviewer)
@@ -198,13 +216,14 @@ class Reviews:
     def resolve(
         self,
         decision_id: str,
-        reviewer: Reviewer,
+        principal: Principal,
         resolution: str,
         reason: str,
         action: str | None = None,
         value: float | None = None,
     ) -> dict[str, Any]:
         """Resolve an open or claimed review; returns the review's ledger record body."""
+        reviewer = self._reviewer(decision_id, principal)
         reason = required_reason(reason, "a review")
 
         def work(conn: Connection, gate: WindowGate) -> dict[str, Any]:
@@ -222,13 +241,14 @@ class Reviews:
     def override(
         self,
         decision_id: str,
-        reviewer: Reviewer,
+        principal: Principal,
         resolution: str,
         reason: str,
         action: str | None = None,
         value: float | None = None,
     ) -> dict[str, Any]:
         """Override a final decision (reject or change), as a review of its own."""
+        reviewer = self._reviewer(decision_id, principal)
         reason = required_reason(reason, "a review")
         if resolution == "approve":
             raise InputError(

@@ -31,6 +31,7 @@ from sqlalchemy import text
 
 from keel.context import Context
 from keel.errors import InputError
+from keel.security.roles import Permission, Principal
 
 BUCKETS = {"hour": 13, "day": 10, "week": 10}  # ISO-time prefix length each groups on
 STATUSES = ("final", "pending_review", "advisory", "deferred", "shadow")
@@ -117,6 +118,20 @@ class _Counts:
 
 def _rate(part: int, whole: int) -> float | None:
     return part / whole if whole else None
+
+
+class Trust:
+    """Trust metrics for those who may read a flow's decisions."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+
+    def metrics(
+        self, principal: Principal, flow: str, since: str, until: str, bucket: str = "day"
+    ) -> dict[str, Any]:
+        self._ctx.registry.runtime_of(flow)  # an unknown flow is named
+        principal.require(Permission.READ_DECISIONS, flow)
+        return trust_metrics(self._ctx, flow, since, until, bucket)
 
 
 def trust_metrics(

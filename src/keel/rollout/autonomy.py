@@ -31,7 +31,7 @@ from keel.ledger.writer import WindowGate, append_in
 from keel.reasons import required_reason
 from keel.review.trust import trust_metrics
 from keel.runtime import current_level
-from keel.security.roles import Actor, Permission
+from keel.security.roles import Permission, Principal, visible_to
 from keel.store.schema import alarms, autonomy_changes, autonomy_requests
 
 ORDER = [a.value for a in Autonomy]  # lowest to highest
@@ -52,9 +52,10 @@ class AutonomyControl:
 
     # ---- reading ---------------------------------------------------------------------
 
-    def show(self, flow: str) -> dict[str, Any]:
+    def show(self, flow: str, principal: Principal) -> dict[str, Any]:
         """The level in force, its history (oldest first) and open raise requests."""
         runtime = self._ctx.registry.current(flow)
+        principal.require(Permission.READ_FLOWS, flow)
         with self._ctx.db.read() as conn:
             history = [
                 dict(r._mapping)
@@ -81,7 +82,7 @@ class AutonomyControl:
             "open_requests": requests,
         }
 
-    def flow_of(self, request_id: str) -> str:
+    def _flow_of(self, request_id: str) -> str:
         with self._ctx.db.read() as conn:
             flow = conn.execute(
                 select(autonomy_requests.c.flow).where(autonomy_requests.c.id == request_id)
@@ -92,8 +93,15 @@ class AutonomyControl:
             )
         return str(flow)
 
-    def evidence(self, flow: str, level: str) -> tuple[dict[str, Any], list[str]]:
+    def evidence(
+        self, flow: str, level: str, principal: Principal
+    ) -> tuple[dict[str, Any], list[str]]:
         """The figures raising ``flow`` to ``level`` is judged on, and the unmet criteria."""
+        self._ctx.registry.current(flow)
+        principal.require(Permission.READ_FLOWS, flow)
+        return self._evidence(flow, _level(level))
+
+    def _evidence(self, flow: str, level: str) -> tuple[dict[str, Any], list[str]]:
         criteria = self._ctx.registry.current(flow).flow.earned_autonomy.get(level)
         if criteria is None:
             listed = ", ".join(self._ctx.registry.current(flow).flow.earned_autonomy) or "none"
@@ -127,13 +135,13 @@ class AutonomyControl:
 
     # ---- acting ----------------------------------------------------------------------
 
-    def request(self, flow: str, level: str, actor: Actor, reason: str) -> dict[str, Any]:
+    def request(self, flow: str, level: str, principal: Principal, reason: str) -> dict[str, Any]:
         """Lower at once, or open a request to raise (refused if the evidence falls short).
 
         Returns ``{"applied": change}`` or ``{"request": request}``."""
-        actor.require(Permission.CHANGE_AUTONOMY, "change autonomy levels")
-        level, reason = _level(level), required_reason(reason, "an autonomy change")
         current = self._ctx.registry.current(flow).flow.autonomy.value
+        actor = principal.acting(Permission.CHANGE_AUTONOMY, flow)
+        level, reason = _level(level), required_reason(reason, "an autonomy change")
         if level == current:
             raise ConflictError(
                 f"flow '{flow}' is at '{level}' already", {"flow": flow, "level": level}
@@ -148,7 +156,7 @@ class AutonomyControl:
             change = self._ctx.writer.transact(lower)
             self._ctx.registry.refresh(force=True)
             return {"applied": change}
-        evidence, unmet = self.evidence(flow, level)
+        evidence, unmet = self._evidence(flow, level)
         if unmet:
             raise ConflictError(
                 f"raising flow '{flow}' to '{level}' is refused: {'; '.join(unmet)}",
@@ -183,9 +191,11 @@ class AutonomyControl:
 
         return {"request": self._ctx.writer.transact(open_request)}
 
-    def approve(self, request_id: str, approver: Actor, reason: str) -> dict[str, Any]:
+    def approve(self, request_id: str, principal: Principal, reason: str) -> dict[str, Any]:
         """Approve a raise (not one's own); the evidence is checked again now."""
-        approver.require(Permission.APPROVE_POLICY, "approve autonomy raises")
+        flow = self._flow_of(request_id)
+        visible_to(principal, Permission.READ_FLOWS, flow, "autonomy request", request_id)
+        approver = principal.acting(Permission.APPROVE_POLICY, flow)
         reason = required_reason(reason, "an approval")
         with self._ctx.db.read() as conn:
             found = conn.execute(
@@ -207,7 +217,7 @@ class AutonomyControl:
                 {"request_id": request_id},
             )
         flow, level = req["flow"], req["level"]
-        evidence, unmet = self.evidence(flow, level)
+        evidence, unmet = self._evidence(flow, level)
         if unmet:
             raise ConflictError(
                 f"raising flow '{flow}' to '{level}' is refused now: {'; '.join(unmet)}",

@@ -31,7 +31,7 @@ from keel.ledger.writer import WindowGate, append_in
 from keel.reasons import required_reason
 from keel.rollout.changes import Changes, end_running_in
 from keel.runtime import running_row
-from keel.security.roles import Actor, Permission
+from keel.security.roles import Permission, Principal, visible_to
 from keel.store.schema import rollouts
 from keel.telemetry import log
 
@@ -54,13 +54,14 @@ class Rollouts:
         flow: str,
         mode: str,
         candidate: str,
-        actor: Actor,
+        principal: Principal,
         reason: str,
         share: float = 0.0,
         bounds: dict[str, float] | None = None,
     ) -> dict[str, Any]:
         """Start a shadow (any stored version) or a canary (an approved change)."""
-        actor.require(Permission.ACTIVATE_POLICY, "start rollouts")
+        self._ctx.registry.current(flow)
+        actor = principal.acting(Permission.ACTIVATE_POLICY, flow)
         if mode not in MODES:
             raise InputError(f"mode must be shadow or canary, got {mode!r}", {"field": "mode"})
         reason = required_reason(reason, "a rollout")
@@ -83,7 +84,7 @@ class Rollouts:
                     "a canary serves real traffic: give an approved change (chg_…)",
                     {"field": "candidate"},
                 )
-            change = self._changes.get(candidate)
+            change = self._changes.get(candidate, principal)
             if change["flow"] != flow:
                 raise InputError(f"change {candidate} is for flow '{change['flow']}'")
             if change["state"] != "approved":
@@ -96,9 +97,9 @@ class Rollouts:
         else:
             share = 0.0
             if candidate.startswith("chg_"):
-                change_id, version = candidate, self._changes.get(candidate)["version"]
+                change_id, version = candidate, self._changes.get(candidate, principal)["version"]
             else:
-                version = self._changes.resolve(flow, candidate)
+                version = self._changes.resolve(flow, candidate, principal)
         if version == self._ctx.registry.current(flow).policy.version:
             raise ConflictError(f"version {version[:12]} is the active one already", {})
 
@@ -138,8 +139,9 @@ class Rollouts:
         self._ctx.registry.refresh(force=True)
         return row
 
-    def stop(self, flow: str, actor: Actor, reason: str) -> dict[str, Any]:
-        actor.require(Permission.ACTIVATE_POLICY, "stop rollouts")
+    def stop(self, flow: str, principal: Principal, reason: str) -> dict[str, Any]:
+        self._ctx.registry.current(flow)
+        actor = principal.acting(Permission.ACTIVATE_POLICY, flow)
         reason = required_reason(reason, "stopping a rollout")
 
         def work(conn: Connection, gate: WindowGate) -> dict[str, Any]:
@@ -166,8 +168,9 @@ class Rollouts:
         return [s for s in stops if s is not None]
 
     def check(self, rollout_id: str) -> dict[str, Any] | None:
-        """Stop a running canary whose figures passed its bounds; returns the stop, if any."""
-        figures = self.report(rollout_id)
+        """Stop a running canary whose figures passed its bounds; returns the stop, if any.
+        Keel's own scheduled work: no caller's permission is involved."""
+        figures = self._report(rollout_id)
         row = figures["rollout"]
         if row["state"] != "running" or row["mode"] != "canary":
             return None
@@ -201,7 +204,16 @@ class Rollouts:
 
     # ---- reading -----------------------------------------------------------------------
 
-    def get(self, rollout_id: str) -> dict[str, Any]:
+    def _readable(self, flow: str, principal: Principal) -> None:
+        self._ctx.registry.current(flow)  # an unknown flow is named first
+        principal.require(Permission.READ_FLOWS, flow)
+
+    def get(self, rollout_id: str, principal: Principal) -> dict[str, Any]:
+        row = self._get(rollout_id)
+        visible_to(principal, Permission.READ_FLOWS, row["flow"], "rollout", rollout_id)
+        return row
+
+    def _get(self, rollout_id: str) -> dict[str, Any]:
         with self._ctx.db.read() as conn:
             found = conn.execute(select(rollouts).where(rollouts.c.id == rollout_id)).first()
         if found is None:
@@ -210,9 +222,9 @@ class Rollouts:
         row["bounds"] = json.loads(row["bounds"])
         return row
 
-    def recent(self, flow: str, limit: int = 20) -> list[dict[str, Any]]:
+    def recent(self, flow: str, principal: Principal, limit: int = 20) -> list[dict[str, Any]]:
         """Reports of the flow's rollouts, newest first."""
-        self._ctx.registry.current(flow)
+        self._readable(flow, principal)
         with self._ctx.db.read() as conn:
             ids = conn.execute(
                 select(rollouts.c.id)
@@ -221,11 +233,11 @@ class Rollouts:
                 .limit(limit)
             ).scalars()
             found = [str(i) for i in ids]
-        return [self.report(i) for i in found]
+        return [self._report(i) for i in found]
 
-    def current(self, flow: str) -> dict[str, Any]:
+    def current(self, flow: str, principal: Principal) -> dict[str, Any]:
         """The flow's running rollout, or its latest one."""
-        self._ctx.registry.current(flow)
+        self._readable(flow, principal)
         with self._ctx.db.read() as conn:
             found = conn.execute(
                 select(rollouts.c.id)
@@ -235,11 +247,15 @@ class Rollouts:
             ).scalar()
         if found is None:
             raise NotFoundError(f"flow '{flow}' has had no rollout", {"flow": flow})
-        return self.get(str(found))
+        return self._get(str(found))
 
-    def report(self, rollout_id: str) -> dict[str, Any]:
+    def report(self, rollout_id: str, principal: Principal) -> dict[str, Any]:
         """How the candidate did: agreement for a shadow; per arm rates for a canary."""
-        row = self.get(rollout_id)
+        self.get(rollout_id, principal)
+        return self._report(rollout_id)
+
+    def _report(self, rollout_id: str) -> dict[str, Any]:
+        row = self._get(rollout_id)
         params = {"id": rollout_id}
         arms: dict[str, dict[str, Any]] = {}
         agreement: dict[str, dict[str, int]] = {}

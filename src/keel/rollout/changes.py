@@ -52,8 +52,8 @@ from keel.policy.model import Policy, parse_policy
 from keel.reasons import required_reason
 from keel.rollout.autonomy import change_level_in
 from keel.rollout.diff import Difference, diff_models, diff_policies
-from keel.runtime import active_row, current_level, pins_of, running_row
-from keel.security.roles import Actor, Permission
+from keel.runtime import FlowRuntime, active_row, current_level, pins_of, running_row
+from keel.security.roles import Actor, Permission, Principal, visible_to
 from keel.signals.adapters import load_model
 from keel.signals.artifacts import pinnable, store_in
 from keel.store.schema import (
@@ -107,6 +107,15 @@ def end_running_in(
     )  # fmt: skip
     append_in(conn, [pending(stopped, flow, gate.now)], gate)
     return {**row, "state": state, "ended_at": at, "ended_by": by, "end_reason": reason}
+
+
+def may_replay(principal: Principal, flow: str) -> None:
+    """Those who write, approve or put policies into force may register and replay them."""
+    if not (
+        principal.can(Permission.PROPOSE_POLICY, flow)
+        or principal.can(Permission.APPROVE_POLICY, flow)
+    ):
+        principal.require(Permission.PROPOSE_POLICY, flow)  # raises, naming the permission
 
 
 class Changes:
@@ -196,9 +205,9 @@ class Changes:
         """A pinned model file on this machine's disk."""
         return self._ctx.registry.model_path(version)
 
-    def resolve(self, flow: str, prefix: str) -> str:
+    def resolve(self, flow: str, prefix: str, principal: Principal) -> str:
         """The stored version of the flow's policy that ``prefix`` names (at least 4 digits)."""
-        name = self._ctx.registry.current(flow).flow.policy
+        name = self._readable(flow, principal).flow.policy
         with self._ctx.db.read() as conn:
             found = [
                 v
@@ -217,7 +226,25 @@ class Changes:
 
     # ---- reading ---------------------------------------------------------------------
 
-    def get(self, change_id: str) -> dict[str, Any]:
+    def _readable(self, flow: str, principal: Principal) -> FlowRuntime:
+        runtime = self._ctx.registry.current(flow)  # an unknown flow is named first
+        principal.require(Permission.READ_FLOWS, flow)
+        return runtime
+
+    def _flow_of(self, change_id: str, principal: Principal) -> str:
+        """The flow of a change the caller may read (404 otherwise, as for an unknown id)."""
+        with self._ctx.db.read() as conn:
+            flow = str(_change_row(conn, change_id)["flow"])
+        visible_to(principal, Permission.READ_FLOWS, flow, "policy change", change_id)
+        return flow
+
+    def get(self, change_id: str, principal: Principal) -> dict[str, Any]:
+        """One change, with the approvals of its current version."""
+        self._flow_of(change_id, principal)
+        return self.stored(change_id)
+
+    def stored(self, change_id: str) -> dict[str, Any]:
+        """A change as stored, for a service that checked its own caller's permission."""
         with self._ctx.db.read() as conn:
             row = _change_row(conn, change_id)
             row["approvals"] = _approvals(conn, change_id, row["version"])
@@ -225,9 +252,9 @@ class Changes:
         row["models"] = pins_of(row)
         return row
 
-    def changes(self, flow: str, limit: int = 100) -> list[dict[str, Any]]:
+    def changes(self, flow: str, principal: Principal, limit: int = 100) -> list[dict[str, Any]]:
         """A flow's changes, newest first."""
-        self._ctx.registry.current(flow)
+        self._readable(flow, principal)
         with self._ctx.db.read() as conn:
             rows = conn.execute(
                 select(policy_changes)
@@ -241,9 +268,9 @@ class Changes:
             row["models"] = pins_of(row)
         return out
 
-    def history(self, flow: str) -> list[dict[str, Any]]:
+    def history(self, flow: str, principal: Principal) -> list[dict[str, Any]]:
         """Every activation of the flow, oldest first."""
-        self._ctx.registry.current(flow)
+        self._readable(flow, principal)
         with self._ctx.db.read() as conn:
             rows = conn.execute(
                 select(flow_activations)
@@ -252,10 +279,12 @@ class Changes:
             )
             return [dict(r._mapping) for r in rows]
 
-    def active_at(self, flow: str, instant: str | None = None) -> dict[str, Any]:
+    def active_at(
+        self, flow: str, principal: Principal, instant: str | None = None
+    ) -> dict[str, Any]:
         """The activation in force at ``instant`` (ISO 8601, as the ledger writes it; now if
         None): its version, since when, by whom and why."""
-        self._ctx.registry.current(flow)
+        self._readable(flow, principal)
         at = instant or iso_time(self._ctx.clock())
         with self._ctx.db.read() as conn:
             found = conn.execute(
@@ -273,13 +302,16 @@ class Changes:
     def policy(self, flow: str, version: str) -> Policy:
         return self._ctx.registry.policy(flow, version)
 
-    def diff(self, flow: str, before: str, after: str) -> list[Difference]:
+    def diff(self, flow: str, before: str, after: str, principal: Principal) -> list[Difference]:
         """How ``after`` differs from ``before`` (two stored versions of the flow's policy)."""
+        self._readable(flow, principal)
         return diff_policies(self.policy(flow, before), self.policy(flow, after))
 
-    def change_diff(self, change_id: str) -> tuple[dict[str, Any], list[Difference]]:
+    def change_diff(
+        self, change_id: str, principal: Principal
+    ) -> tuple[dict[str, Any], list[Difference]]:
         """A change against the version it was proposed on: policy and model pins."""
-        change = self.get(change_id)
+        change = self.get(change_id, principal)
         flow = change["flow"]
         with self._ctx.db.read() as conn:
             base = conn.execute(
@@ -293,7 +325,10 @@ class Changes:
             ).first()
         base_pins = (pins_of(dict(base._mapping)) if base else None) or {}
         pins = pins_of(change) or base_pins
-        differences = self.diff(flow, change["base_version"], change["version"])
+        policy = self.policy
+        differences = diff_policies(
+            policy(flow, change["base_version"]), policy(flow, change["version"])
+        )
         differences += diff_models(base_pins, pins)
         return change, differences
 
@@ -336,9 +371,14 @@ class Changes:
                 )
             )
 
-    def register(self, flow: str, text: str, source: str = "<candidate>") -> str:
+    def register(
+        self, flow: str, text: str, principal: Principal, source: str = "<candidate>"
+    ) -> str:
         """Check and store a policy version without proposing it (to replay it, say);
-        returns its version. Registering is a ledger event the first time."""
+        returns its version. Registering is a ledger event the first time. Those who write,
+        approve or put policies into force may register one."""
+        self._ctx.registry.current(flow)
+        may_replay(principal, flow)
         policy = self._parse(flow, text, source)
         self._ctx.writer.transact(
             lambda conn, gate: self._register_in(conn, gate, flow, policy, source)
@@ -387,14 +427,15 @@ class Changes:
         self,
         flow: str,
         text: str | None,
-        author: Actor,
+        principal: Principal,
         reason: str,
         source: str = "<proposal>",
         models: Mapping[str, Path] | None = None,
     ) -> dict[str, Any]:
         """Open a change proposing the policy in ``text`` (YAML; None: the active policy)
         and, optionally, new model files for some of the flow's signals."""
-        author.require(Permission.PROPOSE_POLICY, "propose policy changes")
+        self._ctx.registry.current(flow)
+        author = principal.acting(Permission.PROPOSE_POLICY, flow)
         reason = required_reason(reason, "a proposal")
         files = self._model_files(flow, models)
         if text is None:
@@ -444,14 +485,13 @@ class Changes:
             append_in(conn, [pending(proposed, flow, gate.now)], gate)
             return str(row["id"])
 
-        return self.get(self._ctx.writer.transact(work))
+        return self.stored(self._ctx.writer.transact(work))
 
-    def edit(self, change_id: str, text: str, editor: Actor, reason: str) -> dict[str, Any]:
+    def edit(self, change_id: str, text: str, principal: Principal, reason: str) -> dict[str, Any]:
         """Replace a proposed change's version; every approval it had is void."""
-        editor.require(Permission.PROPOSE_POLICY, "edit policy changes")
+        flow = self._flow_of(change_id, principal)
+        editor = principal.acting(Permission.PROPOSE_POLICY, flow)
         reason = required_reason(reason, "an edit")
-        with self._ctx.db.read() as conn:
-            flow = _change_row(conn, change_id)["flow"]
         policy = self._parse(flow, text, f"<change {change_id}>")
 
         def work(conn: Connection, gate: WindowGate) -> str:
@@ -489,11 +529,12 @@ class Changes:
             append_in(conn, [pending(edited, flow, gate.now)], gate)
             return change_id
 
-        return self.get(self._ctx.writer.transact(work))
+        return self.stored(self._ctx.writer.transact(work))
 
-    def approve(self, change_id: str, approver: Actor, reason: str) -> dict[str, Any]:
+    def approve(self, change_id: str, principal: Principal, reason: str) -> dict[str, Any]:
         """Approve a change's current version (never by anyone who wrote a revision of it)."""
-        approver.require(Permission.APPROVE_POLICY, "approve policy changes")
+        flow = self._flow_of(change_id, principal)
+        approver = principal.acting(Permission.APPROVE_POLICY, flow)
         reason = required_reason(reason, "an approval")
 
         def work(conn: Connection, gate: WindowGate) -> str:
@@ -541,11 +582,12 @@ class Changes:
             append_in(conn, [pending(approved, row["flow"], gate.now, record_id)], gate)
             return change_id
 
-        return self.get(self._ctx.writer.transact(work))
+        return self.stored(self._ctx.writer.transact(work))
 
-    def activate(self, change_id: str, actor: Actor, reason: str = "") -> dict[str, Any]:
+    def activate(self, change_id: str, principal: Principal, reason: str = "") -> dict[str, Any]:
         """Put an approved change into force; returns the activation."""
-        actor.require(Permission.ACTIVATE_POLICY, "activate policy versions")
+        flow = self._flow_of(change_id, principal)
+        actor = principal.acting(Permission.ACTIVATE_POLICY, flow)
 
         def work(conn: Connection, gate: WindowGate) -> dict[str, Any]:
             row = self._open(conn, change_id, "activated")
@@ -588,11 +630,13 @@ class Changes:
         self._ctx.registry.refresh(force=True)  # an activation also ends a running rollout
         return activation
 
-    def rollback(self, flow: str, version: str, actor: Actor, reason: str) -> dict[str, Any]:
+    def rollback(
+        self, flow: str, version: str, principal: Principal, reason: str
+    ) -> dict[str, Any]:
         """Put back a version the flow used before; returns the activation."""
-        actor.require(Permission.ACTIVATE_POLICY, "roll back policy versions")
-        reason = required_reason(reason, "a rollback")
         self._ctx.registry.current(flow)
+        actor = principal.acting(Permission.ACTIVATE_POLICY, flow)
+        reason = required_reason(reason, "a rollback")
 
         def work(conn: Connection, gate: WindowGate) -> dict[str, Any]:
             used = conn.execute(

@@ -27,7 +27,7 @@ from keel.ledger.records import iso_time, new_id
 from keel.ledger.writer import WindowGate, append_in
 from keel.reasons import required_reason
 from keel.runtime import NO_HOLD, current_hold
-from keel.security.roles import Actor, Permission
+from keel.security.roles import Permission, Principal
 from keel.store.schema import alarms, flow_holds
 
 NONE = NO_HOLD
@@ -81,9 +81,10 @@ class Holds:
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
 
-    def show(self, flow: str) -> dict[str, Any]:
+    def show(self, flow: str, principal: Principal) -> dict[str, Any]:
         """The hold in force and its history, newest first."""
         self._ctx.registry.current(flow)
+        principal.require(Permission.READ_FLOWS, flow)
         with self._ctx.db.read() as conn:
             rows = [
                 dict(r._mapping)
@@ -98,11 +99,11 @@ class Holds:
             row["evidence"] = json.loads(row["evidence"]) if row["evidence"] else None
         return {"flow": flow, "hold": rows[0]["hold"] if rows else NONE, "history": rows}
 
-    def lift(self, flow: str, actor: Actor, reason: str) -> dict[str, Any]:
+    def lift(self, flow: str, principal: Principal, reason: str) -> dict[str, Any]:
         """Lift the flow's hold; refused while an alarm that set it still fires."""
-        actor.require(Permission.APPROVE_POLICY, "lift holds on flows")
-        reason = required_reason(reason, "lifting a hold")
         self._ctx.registry.current(flow)
+        actor = principal.acting(Permission.APPROVE_POLICY, flow)
+        reason = required_reason(reason, "lifting a hold")
 
         def work(conn: Connection, gate: WindowGate) -> dict[str, Any]:
             held = current_hold(conn, flow)

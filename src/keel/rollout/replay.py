@@ -42,7 +42,8 @@ from keel.policy.compiler import CompiledPolicy, compile_policy
 from keel.policy.guardrails import check_static
 from keel.policy.model import policy_from_document
 from keel.protect import Protector, Sealed
-from keel.rollout.changes import Changes
+from keel.rollout.changes import Changes, may_replay
+from keel.security.roles import Principal
 from keel.signals.adapters import load_model
 from keel.signals.runner import SignalResult, SignalRunner
 from keel.store.database import open_database
@@ -287,6 +288,7 @@ def _same_value(a: float | None, b: float | None) -> bool:
 def replay(
     ctx: Context,
     changes: Changes,
+    principal: Principal,
     flow: str,
     candidate: str,
     since: str,
@@ -299,9 +301,10 @@ def replay(
     one per CPU) when the range holds at least ``parallel_from`` decisions."""
     started = time.perf_counter()
     runtime = ctx.registry.current(flow)
+    may_replay(principal, flow)
     pins: dict[str, str] = {}
     if candidate.startswith("chg_"):
-        change = changes.get(candidate)
+        change = changes.get(candidate, principal)
         if change["flow"] != flow:
             raise InputError(
                 f"change {candidate} is for flow '{change['flow']}', not '{flow}'",
@@ -315,7 +318,7 @@ def replay(
         for signal, version in pins.items()
         if running.get(signal) != version
     }
-    version = changes.resolve(flow, candidate)
+    version = changes.resolve(flow, candidate, principal)
     policy = changes.policy(flow, version)
     if since >= until:
         raise InputError(

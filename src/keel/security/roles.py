@@ -3,15 +3,20 @@
 A grant gives a principal one role, on one flow or (flow ``None``) on every flow. Some
 permissions concern the whole installation (the ledger, the audit trail, keys, metrics):
 only a global grant carries them.
+
+Every service checks the principal it is handed (``Principal.require``, ``visible_to``,
+``flows_for``), so the Python API, the CLI and HTTP enforce one matrix. A thing on a flow
+the caller may not read is answered like an unknown one (404), so nobody can probe for it.
 """
 
 from __future__ import annotations
 
+import getpass
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from keel.errors import ConflictError, KeelError
+from keel.errors import KeelError, NotFoundError
 
 
 class Role(StrEnum):
@@ -116,9 +121,9 @@ class Grant:
 
 @dataclass(frozen=True)
 class Actor:
-    """Who takes a governance step (a review, a policy change, an autonomy change, a
-    rollout), and in which role: recorded with the step in the ledger. The engine checks
-    the role again, whatever surface the step came from."""
+    """Who took a governance step (a review, a policy change, an autonomy change, a
+    rollout), and in which role: recorded with the step in the ledger. Made by
+    ``Principal.actor`` once the principal's permission is checked."""
 
     id: str
     name: str
@@ -126,17 +131,6 @@ class Actor:
 
     def to_dict(self) -> dict[str, str]:
         return {"id": self.id, "name": self.name, "role": self.role}
-
-    def require(self, permission: Permission, step: str) -> None:
-        try:
-            allowed = permission in ROLE_PERMISSIONS[Role(self.role)]
-        except ValueError:
-            allowed = False
-        if not allowed:
-            raise ConflictError(
-                f"{self.id} acts as {self.role}, which may not {step}",
-                {"role": self.role, "permission": permission.value},
-            )
 
 
 @dataclass(frozen=True)
@@ -181,6 +175,42 @@ class Principal:
     def flows_with(self, permission: Permission, flows: Iterable[str]) -> list[str]:
         """The flows among ``flows`` on which this principal has ``permission``."""
         return [f for f in flows if self.can(permission, f)]
+
+    def acting(self, permission: Permission, flow: str | None = None) -> Actor:
+        """Check ``permission`` on ``flow`` (403 without it) and return the actor to record."""
+        self.require(permission, flow)
+        return self.actor(permission, flow)
+
+
+def visible_to(
+    principal: Principal, permission: Permission, flow: str, what: str, ident: str
+) -> None:
+    """Answer like an unknown id (404) when the caller lacks ``permission`` on the flow of
+    the thing it names: nobody can probe for what they may not see."""
+    if not principal.can(permission, flow):
+        raise NotFoundError(f"no {what} with id '{ident}'", {"id": ident})
+
+
+def flows_for(
+    principal: Principal, permission: Permission, flow: str | None, known: Iterable[str]
+) -> list[str]:
+    """The flows a list covers: the one asked for (403 without the permission on it), or
+    every known flow on which the caller has the permission."""
+    if flow is None:
+        return principal.flows_with(permission, known)
+    principal.require(permission, flow)
+    return [flow]
+
+
+def local_operator() -> Principal:
+    """Whoever runs Keel on the project's own machine (the CLI, ``keel.open``): an admin,
+    since they hold the store and the keys. A principal like any other: every service
+    checks it, and separation of duties holds between operators (``local:<OS user>``)."""
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = "unknown"
+    return Principal(f"local:{name}", name, (Grant(Role.ADMIN),))
 
 
 def parse_role(text: str) -> Role:
