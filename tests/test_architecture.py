@@ -131,3 +131,37 @@ def test_the_readme_lists_every_ledger_event_kind_with_its_fields() -> None:
     kinds = [cls.KIND for cls in CATALOGUE]
     assert len(kinds) == len(set(kinds)) == len(BY_KIND)
     assert all("`" + k + "`" in catalogue_markdown() for cls in CATALOGUE for k in body_keys(cls))
+
+
+# DESIGN.md's layers, lowest first; a module may import its own layer and those below.
+# "across" (settings, security, telemetry, small shared helpers) runs beside storage at the
+# bottom: the key store and audit trail live in the database, and every layer may use it.
+LAYERS = {
+    "across": {
+        "config", "security", "telemetry", "errors", "canonical", "batching", "yamlfile",
+        "keys", "protect", "reasons", "scaffold",
+    },
+    "storage": {"ledger", "store"},
+    "core": {"flows", "policy", "signals", "explain", "events"},
+    "runtime": {"context", "runtime", "project"},
+    "services": set(SERVICES),
+    "interfaces": {"cli", "api", "engine", "demo", "__init__"},
+}  # fmt: skip
+RANK = {"across": 1, "storage": 1, "core": 2, "runtime": 3, "services": 4, "interfaces": 5}
+
+
+def _layer(module: str) -> str:
+    top = module.split(".")[1] if "." in module else "__init__"
+    found = [name for name, members in LAYERS.items() if top in members]
+    assert found, f"{module} belongs to no layer: place '{top}' in LAYERS (DESIGN.md)"
+    return found[0]
+
+
+def test_dependencies_point_down_only() -> None:
+    upward = [
+        f"{name} ({_layer(name)}) imports {other} ({_layer(other)})"
+        for name, imported in _graph().items()
+        for other in imported
+        if RANK[_layer(other)] > RANK[_layer(name)]
+    ]
+    assert upward == []
