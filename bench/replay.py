@@ -28,7 +28,7 @@ from keel.ledger.records import iso_time
 from keel.review.outcomes import OutcomeReport
 from keel.scaffold import generate_applicants
 from keel.scaffold.applicants import case_inputs
-from keel.security.roles import Actor
+from keel.security.roles import Grant, Principal, Role
 from run import make_project
 
 FLOW = "credit_limit"
@@ -65,12 +65,12 @@ def build(root: Path, n: int) -> tuple[Path, str, str]:
                     value = (decision.value or 0.0) if applicant["defaulted"] else None
                     reports.append(OutcomeReport(decision.id, label, value))
             if len(reports) >= 50_000:
-                engine.outcomes.report_many(reports, "bench", "bench")
+                engine.outcomes.report_many(reports, engine.operator, "bench")
                 reports = []
             if (start // BATCH) % 100 == 0:
                 print(f"  recorded {start + len(chunk):,} decisions", flush=True)
         if reports:
-            engine.outcomes.report_many(reports, "bench", "bench")
+            engine.outcomes.report_many(reports, engine.operator, "bench")
         until = iso_time(engine.clock() + 1)
     print(f"  built {n:,} decisions in {time.perf_counter() - started:,.0f} s", flush=True)
     marker.write_text(f"{since} {until}")
@@ -82,8 +82,8 @@ def candidate(engine: object, project: Path) -> str:
     for old, new in CANDIDATE:
         assert old in text, old
         text = text.replace(old, new)
-    author = Actor("bench:author", "Bench", "policy_author")
-    for change in engine.changes.changes(FLOW):  # type: ignore[attr-defined]
+    author = Principal("bench:author", "Bench", (Grant(Role.POLICY_AUTHOR),))
+    for change in engine.changes.changes(FLOW, author):  # type: ignore[attr-defined]
         if change["reason"] == "bench candidate":
             return str(change["version"])
     return str(engine.changes.propose(FLOW, text, author, "bench candidate")["version"])  # type: ignore[attr-defined]

@@ -160,7 +160,7 @@ def create_app(engine: Engine, audit: AuditLog | None = None) -> FastAPI:
     app.state.keel = KeelState(
         engine,
         audit or AuditLog(engine.db, clock=engine.clock),
-        RateLimiter(settings.rate_per_s, settings.burst),
+        RateLimiter(settings.rate_per_s, settings.burst, engine.clock),
         OidcVerifier(settings.oidc) if settings.oidc else None,
         PrincipalCache(engine.clock),
     )
