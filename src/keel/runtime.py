@@ -304,9 +304,11 @@ class FlowRegistry:
                 "look flows up with runtime_of and read the store through the transaction"
             )
         now = self._clock()
-        if not force and self._checked is not None and now - self._checked < REFRESH_S:
+        if not force and self._fresh(now):
             return
         with self._lock:
+            if not force and self._fresh(now):  # another thread refreshed meanwhile
+                return
             with self._db.read() as conn:
                 newest = _newest(conn)
                 if newest == self._seen:
@@ -331,6 +333,9 @@ class FlowRegistry:
             }
             self._seen = newest
             self._checked = now
+
+    def _fresh(self, now: float) -> bool:
+        return self._checked is not None and now - self._checked < REFRESH_S
 
     def _apply(
         self,
