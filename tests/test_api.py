@@ -18,9 +18,9 @@ from keel.api.auth import CACHE_S
 from keel.errors import KeelError
 from keel.monitor.alarms import settle_in
 from keel.review.outcomes import OutcomeReport
-from keel.security.apikeys import change_grants, create_key, revoke_key
+from keel.security.apikeys import Keys, create_key
 from keel.security.audit import AuditLog
-from keel.security.roles import Grant, Principal, Role
+from keel.security.roles import Grant, Principal, Role, local_operator
 from tests.conftest import LOW_RISK, Clock, person
 from tests.test_review import SHORT_HISTORY
 
@@ -194,12 +194,12 @@ def test_no_anonymous_access(client: TestClient, engine: Engine, header: str | N
 
 
 def test_revoked_and_expired_keys_are_refused(
-    engine: Engine, client: TestClient, clock: Clock
+    engine: Engine, client: TestClient, clock: Clock, audit: AuditLog
 ) -> None:
     headers = key(engine, Grant(Role.VIEWER))
     assert client.get("/v1/flows", headers=headers).status_code == 200
     prefix = headers["Authorization"].split("_")[1]
-    revoke_key(engine.db, prefix, clock())
+    Keys(engine.db, audit, clock).revoke(local_operator(), prefix)
     assert client.get("/v1/flows", headers=headers).status_code == 200  # still remembered
     clock.advance(CACHE_S)  # verified keys are remembered for at most this long
     response = client.get("/v1/flows", headers=headers)
@@ -212,15 +212,16 @@ def test_revoked_and_expired_keys_are_refused(
 
 
 def test_role_changes_reach_a_running_server(
-    engine: Engine, client: TestClient, clock: Clock
+    engine: Engine, client: TestClient, clock: Clock, audit: AuditLog
 ) -> None:
     headers = key(engine, Grant(Role.VIEWER, "credit_limit"))
     prefix = headers["Authorization"].split("_")[1]
     assert client.get("/v1/ledger/verification", headers=headers).status_code == 403
-    change_grants(engine.db, prefix, [Grant(Role.AUDITOR)], [], "test", clock())
+    keys = Keys(engine.db, audit, clock)
+    keys.grant(local_operator(), prefix, [Grant(Role.AUDITOR)])
     clock.advance(CACHE_S)
     assert client.get("/v1/ledger/verification", headers=headers).status_code == 200
-    change_grants(engine.db, prefix, [], [Grant(Role.AUDITOR)], "test", clock())
+    keys.ungrant(local_operator(), prefix, [Grant(Role.AUDITOR)])
     clock.advance(CACHE_S)
     assert client.get("/v1/ledger/verification", headers=headers).status_code == 403
     assert client.get("/v1/flows", headers=headers).status_code == 200  # viewer still
@@ -551,14 +552,14 @@ def test_lists_show_only_what_the_caller_may_read(engine: Engine, client: TestCl
 def test_every_request_is_audited(engine: Engine, client: TestClient, audit: AuditLog) -> None:
     import json
 
-    from keel.security.audit import export_events
+    from keel.security.audit import AuditTrail
 
     headers = key(engine, Grant(Role.DECIDER, FLOW))
     client.post(f"/v1/flows/{FLOW}/decisions", json={"inputs": LOW_RISK}, headers=headers)
     client.get("/v1/ledger/verification", headers=headers)
     client.get("/v1/flows", headers={"Authorization": "Bearer keel_00000000_" + "A" * 43})
     audit.flush()
-    events = [json.loads(line) for line in export_events(engine.db)]
+    events = [json.loads(line) for line in AuditTrail(engine.db).export(local_operator())]
     prefix = headers["Authorization"].split("_")[1]
     summary = [(e["kind"], e["principal"], e["action"], e["outcome"]) for e in events]
     assert ("request", f"key:{prefix}", "decide", "ok") in summary

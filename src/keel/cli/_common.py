@@ -1,6 +1,6 @@
 """What the command groups share: the ``--project`` and ``--reason`` options, opening the
-engine or the database with errors printed as ``error [code]: message``, printing JSON,
-and the local operator as an actor.
+engine or the database with errors printed as ``error [code]: message``, and printing
+JSON.
 
 Heavy modules (the engine, SQLAlchemy) are imported inside functions, and their types
 only for the type checker, so that ``keel --help`` stays fast.
@@ -90,14 +90,6 @@ def _store(project: Path) -> Iterator[Database]:
 
 def _print(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
-
-
-def _operator() -> str:
-    """The id the local operator acts under (``local:<OS user>``): recorded with keys and
-    audit events the CLI writes without opening the engine."""
-    from keel.security.roles import local_operator  # noqa: PLC0415
-
-    return local_operator().id
 
 
 def _policy_file(engine: Engine, flow: str, file: Path | None) -> tuple[str, str]:

@@ -22,10 +22,11 @@ def audit_export(
 
     Example: keel audit export --since 2026-11-01T00:00:00Z --out audit.jsonl
     """
-    from keel.security.audit import export_events  # noqa: PLC0415
+    from keel.security.audit import AuditTrail  # noqa: PLC0415
+    from keel.security.roles import local_operator  # noqa: PLC0415
 
     with _store(project) as db:
-        lines = list(export_events(db, since))
+        lines = list(AuditTrail(db).export(local_operator(), since))
     text = "".join(line + "\n" for line in lines)
     if out is None:
         typer.echo(text, nl=False)

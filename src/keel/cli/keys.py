@@ -1,17 +1,50 @@
-"""``keel keys``: API keys and their roles; each change is a security event in the audit
-trail."""
+"""``keel keys``: API keys and their roles, managed by the local operator through
+``keel.security.apikeys.Keys``, which records each change in the audit trail."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from keel.cli._common import ProjectOpt, _fail, _operator, _store
+from keel.cli._common import ProjectOpt, _fail, _store
 from keel.errors import KeelError
 
+if TYPE_CHECKING:
+    from keel.security.apikeys import Keys
+    from keel.security.roles import Grant
+
 app = typer.Typer(help="Create, list and revoke API keys, and change their roles.")
+
+
+@contextmanager
+def _keys(project: Path) -> Iterator[Keys]:
+    """The key service on the project's store; its audit events are written before the
+    store closes."""
+    import time  # noqa: PLC0415
+
+    from keel.security.apikeys import Keys  # noqa: PLC0415
+    from keel.security.audit import AuditLog  # noqa: PLC0415
+
+    with _store(project) as db:
+        audit = AuditLog(db)
+        try:
+            yield Keys(db, audit, time.time)
+        finally:
+            audit.close()
+
+
+def _grants(roles: list[str], flow: str | None) -> list[Grant]:
+    """``--role`` (repeatable) and ``--flow`` as grants; an unknown role fails the command."""
+    from keel.security.roles import Grant, parse_role  # noqa: PLC0415
+
+    try:
+        return [Grant(parse_role(r), flow) for r in roles]
+    except KeelError as error:
+        _fail(error)
 
 
 @app.command("create")
@@ -31,38 +64,18 @@ def keys_create(
 
     Example: keel keys create --name checkout-service --role decider --flow credit_limit
     """
-    import time  # noqa: PLC0415
-
-    from keel.security.apikeys import create_key  # noqa: PLC0415
-    from keel.security.audit import AuditLog  # noqa: PLC0415
-    from keel.security.roles import Grant, parse_role  # noqa: PLC0415
+    from keel.security.roles import local_operator  # noqa: PLC0415
     from keel.yamlfile import parse_window  # noqa: PLC0415
 
-    try:
-        grants = [Grant(parse_role(r), flow) for r in role]
-        lifetime = parse_window(expires_in) if expires_in else None
-        if expires_in and lifetime is None:
-            raise KeelError(f"--expires-in must look like 90d, 12h or 30m, got {expires_in!r}")
-    except KeelError as error:
-        _fail(error)
-    now = time.time()
-    with _store(project) as db:
-        key, text = create_key(
-            db, name, owner or name, grants, _operator(), now, now + lifetime if lifetime else None
-        )
-        audit = AuditLog(db)
-        audit.record(
-            "security",
-            _operator(),
-            "key_created",
-            key.principal_id,
-            "ok",
-            {"name": name, "grants": [str(g) for g in grants]},
-        )
-        audit.close()
+    grants = _grants(role, flow)
+    lifetime = parse_window(expires_in) if expires_in else None
+    if expires_in and lifetime is None:
+        _fail(KeelError(f"--expires-in must look like 90d, 12h or 30m, got {expires_in!r}"))
+    with _keys(project) as keys:
+        key, text = keys.create(local_operator(), name, grants, owner=owner, expires_in=lifetime)
     typer.echo(text)
     typer.echo(
-        f"Key {key.prefix} for {name} ({', '.join(str(g) for g in grants)}). "
+        f"Key {key.prefix} for {name} ({', '.join(str(g) for g in key.grants)}). "
         "It is shown only now: store it in your secrets manager.",
         err=True,
     )
@@ -76,12 +89,12 @@ def keys_list(project: ProjectOpt = Path(".")) -> None:
     """
     import time  # noqa: PLC0415
 
-    from keel.security.apikeys import list_keys  # noqa: PLC0415
+    from keel.security.roles import local_operator  # noqa: PLC0415
 
-    with _store(project) as db:
-        keys = list_keys(db)
+    with _keys(project) as keys:
+        listed = keys.list(local_operator())
     now = time.time()
-    for key in keys:
+    for key in listed:
         typer.echo(
             f"{key.prefix}  {key.status(now):<8} {key.name:<24} "
             f"{', '.join(str(g) for g in key.grants)}  expires {key.expires_at or 'never'}"
@@ -97,65 +110,11 @@ def keys_revoke(
 
     Example: keel keys revoke 3f9a1c2e
     """
-    import time  # noqa: PLC0415
+    from keel.security.roles import local_operator  # noqa: PLC0415
 
-    from keel.security.apikeys import revoke_key  # noqa: PLC0415
-    from keel.security.audit import AuditLog  # noqa: PLC0415
-
-    with _store(project) as db:
-        key = revoke_key(db, prefix, time.time())
-        audit = AuditLog(db)
-        audit.record("security", _operator(), "key_revoked", key.principal_id, "ok", {})
-        audit.close()
+    with _keys(project) as keys:
+        key = keys.revoke(local_operator(), prefix)
     typer.echo(f"revoked {key.prefix} ({key.name}) at {key.revoked_at}")
-
-
-def _change_grants(
-    prefix: str, roles: list[str], flow: str | None, project: Path, adding: bool
-) -> None:
-    import time  # noqa: PLC0415
-
-    from keel.security.apikeys import change_grants  # noqa: PLC0415
-    from keel.security.audit import AuditLog  # noqa: PLC0415
-    from keel.security.roles import Grant, parse_role  # noqa: PLC0415
-
-    try:
-        changed = [Grant(parse_role(r), flow) for r in roles]
-    except KeelError as error:
-        _fail(error)
-    with _store(project) as db:
-        audit = AuditLog(db)
-        action = "role_granted" if adding else "role_removed"
-        try:
-            key = change_grants(
-                db,
-                prefix,
-                changed if adding else [],
-                [] if adding else changed,
-                _operator(),
-                time.time(),
-            )
-        except KeelError as error:
-            audit.record(
-                "security",
-                _operator(),
-                action,
-                f"key:{prefix}",
-                "refused",
-                {"grants": [str(g) for g in changed], "reason": error.message},
-            )
-            audit.close()
-            _fail(error)
-        audit.record(
-            "security",
-            _operator(),
-            action,
-            key.principal_id,
-            "ok",
-            {"grants": [str(g) for g in changed], "now": [str(g) for g in key.grants]},
-        )
-        audit.close()
-    typer.echo(f"{key.prefix} ({key.name}) now has {', '.join(str(g) for g in key.grants)}")
 
 
 @app.command("grant")
@@ -171,7 +130,12 @@ def keys_grant(
 
     Example: keel keys grant 3f9a1c2e --role reviewer --flow credit_limit
     """
-    _change_grants(prefix, role, flow, project, adding=True)
+    from keel.security.roles import local_operator  # noqa: PLC0415
+
+    added = _grants(role, flow)
+    with _keys(project) as keys:
+        key = keys.grant(local_operator(), prefix, added)
+    typer.echo(f"{key.prefix} ({key.name}) now has {', '.join(str(g) for g in key.grants)}")
 
 
 @app.command("ungrant")
@@ -187,4 +151,9 @@ def keys_ungrant(
 
     Example: keel keys ungrant 3f9a1c2e --role reviewer --flow credit_limit
     """
-    _change_grants(prefix, role, flow, project, adding=False)
+    from keel.security.roles import local_operator  # noqa: PLC0415
+
+    removed = _grants(role, flow)
+    with _keys(project) as keys:
+        key = keys.ungrant(local_operator(), prefix, removed)
+    typer.echo(f"{key.prefix} ({key.name}) now has {', '.join(str(g) for g in key.grants)}")

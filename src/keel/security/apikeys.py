@@ -4,6 +4,10 @@ A key reads ``keel_<prefix>_<secret>``: the prefix (8 hex characters) names the 
 lists and logs; the secret (32 random bytes, base64url) is never stored. Keys are 256-bit
 random values, so a plain SHA-256 is the right hash (a slow password hash buys nothing),
 compared in constant time.
+
+Keys are managed through ``Keys``, which checks the acting principal (``manage_keys``,
+global only) and records every change in the audit trail; the CLI is one caller of it.
+``authenticate`` is what the HTTP API asks of a presented key.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import hashlib
 import hmac
 import os
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,7 +26,15 @@ from sqlalchemy import delete, insert, select, update
 
 from keel.errors import KeelError, NotFoundError
 from keel.ledger.records import iso_time
-from keel.security.roles import AuthenticationError, Grant, Principal, Role
+from keel.security.audit import AuditLog
+from keel.security.roles import (
+    AuthenticationError,
+    Grant,
+    Permission,
+    PermissionDeniedError,
+    Principal,
+    Role,
+)
 from keel.store.database import Database
 from keel.store.schema import api_keys, grants
 
@@ -77,7 +90,11 @@ def create_key(
     now: float,
     expires_at: float | None = None,
 ) -> tuple[ApiKey, str]:
-    """Store a new key with its grants; return it and the full key text (shown once)."""
+    """Store a new key with its grants; return it and the full key text (shown once).
+
+    The store step beneath ``Keys.create``: it checks no principal and records no audit
+    event, so only code that already holds the store may call it (tests seeding callers).
+    """
     if not name.strip():
         raise KeelError("a key needs a name that says what uses it", {"field": "name"})
     if not key_grants:
@@ -142,13 +159,7 @@ def _key(row: Sequence[object], key_grants: tuple[Grant, ...]) -> ApiKey:
     )
 
 
-def list_keys(db: Database) -> list[ApiKey]:
-    with db.read() as conn:
-        rows = conn.execute(select(api_keys).order_by(api_keys.c.created_at)).all()
-    return [_key(r, _grants(db, f"key:{r[0]}")) for r in rows]
-
-
-def get_key(db: Database, prefix: str) -> ApiKey:
+def _get_key(db: Database, prefix: str) -> ApiKey:
     with db.read() as conn:
         row = conn.execute(select(api_keys).where(api_keys.c.prefix == prefix)).first()
     if row is None:
@@ -156,19 +167,7 @@ def get_key(db: Database, prefix: str) -> ApiKey:
     return _key(row, _grants(db, f"key:{prefix}"))
 
 
-def revoke_key(db: Database, prefix: str, now: float) -> ApiKey:
-    """Revoke a key at once; revoking twice is an error that names when it was revoked."""
-    key = get_key(db, prefix)
-    if key.revoked_at:
-        raise KeelError(f"key {prefix} was already revoked at {key.revoked_at}", {"prefix": prefix})
-    with db.write(chain=False) as conn:
-        conn.execute(
-            update(api_keys).where(api_keys.c.prefix == prefix).values(revoked_at=iso_time(now))
-        )
-    return get_key(db, prefix)
-
-
-def change_grants(
+def _change_grants(
     db: Database,
     prefix: str,
     add: Sequence[Grant],
@@ -182,7 +181,7 @@ def change_grants(
     grant it does not have, and taking away its last role (revoke the key instead).
     Servers pick the change up within the credential cache's second.
     """
-    key = get_key(db, prefix)
+    key = _get_key(db, prefix)
     if key.revoked_at:
         raise KeelError(
             f"key {prefix} was revoked at {key.revoked_at}; its roles can no longer change",
@@ -229,7 +228,116 @@ def change_grants(
                     for g in dict.fromkeys(add)
                 ],
             )
-    return get_key(db, prefix)
+    return _get_key(db, prefix)
+
+
+class Keys:
+    """Key management for a principal holding ``manage_keys`` on every flow (an admin).
+
+    Each change is a security event in the audit trail, recorded with the acting
+    principal's id: ``key_created``, ``key_revoked``, ``role_granted``, ``role_removed``
+    (``refused`` when a role change is refused, with the reason). A principal without the
+    permission is refused (403), and the attempt is recorded as ``denied``.
+    """
+
+    def __init__(
+        self, db: Database, audit: AuditLog, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._db = db
+        self._audit = audit
+        self._clock = clock
+
+    def create(
+        self,
+        principal: Principal,
+        name: str,
+        key_grants: Sequence[Grant],
+        *,
+        owner: str | None = None,
+        expires_in: float | None = None,
+    ) -> tuple[ApiKey, str]:
+        """Store a new key with its grants; return it and the full key text (shown once).
+        ``owner`` (who answers for the key) defaults to ``name``; ``expires_in`` is a
+        lifetime in seconds (default: no expiry)."""
+        granted = [str(g) for g in key_grants]
+        self._require(principal, "key_created", "key:*", {"name": name, "grants": granted})
+        now = self._clock()
+        expires_at = now + expires_in if expires_in is not None else None
+        key, text = create_key(
+            self._db, name, owner or name, key_grants, principal.id, now, expires_at
+        )
+        self._record(principal, "key_created", key.principal_id, "ok", name=name, grants=granted)
+        return key, text
+
+    def list(self, principal: Principal) -> Sequence[ApiKey]:
+        """Every key, oldest first, with its grants (never a secret)."""
+        principal.require(Permission.MANAGE_KEYS)
+        with self._db.read() as conn:
+            rows = conn.execute(select(api_keys).order_by(api_keys.c.created_at)).all()
+        return [_key(r, _grants(self._db, f"key:{r[0]}")) for r in rows]
+
+    def revoke(self, principal: Principal, prefix: str) -> ApiKey:
+        """Revoke a key at once; revoking twice is an error that names when it was revoked."""
+        self._require(principal, "key_revoked", f"key:{prefix}", {})
+        key = _get_key(self._db, prefix)
+        if key.revoked_at:
+            raise KeelError(
+                f"key {prefix} was already revoked at {key.revoked_at}", {"prefix": prefix}
+            )
+        with self._db.write(chain=False) as conn:
+            conn.execute(
+                update(api_keys)
+                .where(api_keys.c.prefix == prefix)
+                .values(revoked_at=iso_time(self._clock()))
+            )
+        key = _get_key(self._db, prefix)
+        self._record(principal, "key_revoked", key.principal_id, "ok")
+        return key
+
+    def grant(self, principal: Principal, prefix: str, added: Sequence[Grant]) -> ApiKey:
+        """Give a key more roles (refused for a grant it already has, or a revoked key)."""
+        return self._change(principal, "role_granted", prefix, added, [])
+
+    def ungrant(self, principal: Principal, prefix: str, removed: Sequence[Grant]) -> ApiKey:
+        """Take roles away from a key (refused for one it does not have, or its last one:
+        revoke the key instead)."""
+        return self._change(principal, "role_removed", prefix, [], removed)
+
+    def _change(
+        self,
+        principal: Principal,
+        action: str,
+        prefix: str,
+        add: Sequence[Grant],
+        remove: Sequence[Grant],
+    ) -> ApiKey:
+        changed = [str(g) for g in (*add, *remove)]
+        self._require(principal, action, f"key:{prefix}", {"grants": changed})
+        try:
+            key = _change_grants(self._db, prefix, add, remove, principal.id, self._clock())
+        except KeelError as error:
+            self._record(
+                principal, action, f"key:{prefix}", "refused", grants=changed, reason=error.message
+            )
+            raise
+        held = [str(g) for g in key.grants]
+        self._record(principal, action, key.principal_id, "ok", grants=changed, now=held)
+        return key
+
+    def _require(
+        self, principal: Principal, action: str, target: str, detail: dict[str, object]
+    ) -> None:
+        """Check ``manage_keys``; an attempt without it is a security event too."""
+        try:
+            principal.require(Permission.MANAGE_KEYS)
+        except PermissionDeniedError as error:
+            self._record(principal, action, target, "denied", **detail, reason=error.message)
+            raise
+
+    def _record(
+        self, principal: Principal, action: str, target: str, outcome: str, **detail: object
+    ) -> None:
+        self._audit.record("security", principal.id, action, target, outcome, detail)
 
 
 def authenticate(db: Database, token: str, now: float) -> Principal:

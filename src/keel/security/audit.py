@@ -3,9 +3,9 @@
 Events carry who (principal id), what (action), on what (target), how it ended (outcome)
 and a small detail mapping; never request bodies, so never personal inputs. They are
 written by one background thread in batches (gathered for up to 0.1 s; `flush` and
-`close` write at once), optionally copied to a JSON-lines file for a
-SIEM, and exported with ``keel audit export``. A failed write is counted and logged with
-the events it lost; it never fails the request that caused it.
+`close` write at once), optionally copied to a JSON-lines file for a SIEM, and exported
+by ``AuditTrail`` (``keel audit export``) to those allowed to read it. A failed write is
+counted and logged with the events it lost; it never fails the request that caused it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from sqlalchemy import insert, select
 
 from keel.canonical import canonical_json
 from keel.ledger.records import iso_time
+from keel.security.roles import Permission, Principal
 from keel.store.database import Database
 from keel.store.schema import audit_events
 
@@ -131,12 +132,28 @@ class AuditLog:
             self._sink.flush()
 
 
-def export_events(db: Database, since: str | None = None) -> Iterator[str]:
-    """Every stored event (optionally from an ISO time on) as JSON lines, oldest first."""
-    query = select(audit_events).order_by(audit_events.c.id)
-    if since:
-        query = query.where(audit_events.c.time >= since)
-    with db.read() as conn:
-        for row in conn.execute(query):
-            event = AuditEvent(row[1], row[2], row[3], row[4], row[5], row[6], json.loads(row[7]))
-            yield event.to_json()
+class AuditTrail:
+    """Reads the stored audit trail, for a principal holding ``read_audit`` on every flow
+    (an admin, or an auditor with a global grant)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def export(self, principal: Principal, since: str | None = None) -> Iterator[str]:
+        """Every stored event (optionally from an ISO time on) as JSON lines, oldest first.
+
+        The permission is checked at the call, before the first line is read.
+        """
+        principal.require(Permission.READ_AUDIT)
+        return self._lines(since)
+
+    def _lines(self, since: str | None) -> Iterator[str]:
+        query = select(audit_events).order_by(audit_events.c.id)
+        if since:
+            query = query.where(audit_events.c.time >= since)
+        with self._db.read() as conn:
+            for row in conn.execute(query):
+                event = AuditEvent(
+                    row[1], row[2], row[3], row[4], row[5], row[6], json.loads(row[7])
+                )
+                yield event.to_json()
