@@ -137,7 +137,7 @@ def replay(flow: str, body: ReplayRequest, principal: Caller, request: Request) 
 @router.get("/flows/{flow}/autonomy", name="get_autonomy")
 def get_autonomy(flow: str, principal: Caller, request: Request) -> dict[str, Any]:
     """The flow's autonomy level, its history and open raise requests."""
-    return engine_of(request).autonomy.show(flow, principal)
+    return engine_of(request).autonomy.show(flow, principal).to_dict()
 
 
 @router.post("/flows/{flow}/autonomy", name="change_autonomy")
@@ -146,7 +146,7 @@ def change_autonomy(
 ) -> dict[str, Any]:
     """Lower the level at once (``applied``), or ask to raise it (``request``, for an
     approver); a raise whose evidence falls short is refused (409) with ``detail.unmet``."""
-    return engine_of(request).autonomy.request(flow, body.level, principal, body.reason)
+    return engine_of(request).autonomy.request(flow, body.level, principal, body.reason).to_dict()
 
 
 @router.post("/autonomy-requests/{request_id}/approval", name="approve_autonomy")
@@ -154,7 +154,7 @@ def approve_autonomy(
     request_id: str, body: ReasonRequest, principal: Caller, request: Request
 ) -> dict[str, Any]:
     """Approve a raise someone else requested; the evidence is checked again."""
-    return engine_of(request).autonomy.approve(request_id, principal, body.reason)
+    return engine_of(request).autonomy.approve(request_id, principal, body.reason).to_dict()
 
 
 @router.post("/flows/{flow}/rollouts", name="start_rollout")
