@@ -84,9 +84,9 @@ def candidate(engine: object, project: Path) -> str:
         text = text.replace(old, new)
     author = Actor("bench:author", "Bench", "policy_author")
     for change in engine.changes.changes(FLOW):  # type: ignore[attr-defined]
-        if change["reason"] == "bench candidate":
-            return str(change["version"])
-    return str(engine.changes.propose(FLOW, text, author, "bench candidate")["version"])  # type: ignore[attr-defined]
+        if change.reason == "bench candidate":
+            return str(change.version)
+    return str(engine.changes.propose(FLOW, text, author, "bench candidate").version)  # type: ignore[attr-defined]
 
 
 def decide_path(project: Path, root: Path, sample: int) -> float:
