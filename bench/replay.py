@@ -84,9 +84,9 @@ def candidate(engine: object, project: Path) -> str:
         text = text.replace(old, new)
     author = Principal("bench:author", "Bench", (Grant(Role.POLICY_AUTHOR),))
     for change in engine.changes.changes(FLOW, author):  # type: ignore[attr-defined]
-        if change["reason"] == "bench candidate":
-            return str(change["version"])
-    return str(engine.changes.propose(FLOW, text, author, "bench candidate")["version"])  # type: ignore[attr-defined]
+        if change.reason == "bench candidate":
+            return str(change.version)
+    return str(engine.changes.propose(FLOW, text, author, "bench candidate").version)  # type: ignore[attr-defined]
 
 
 def decide_path(project: Path, root: Path, sample: int) -> float:

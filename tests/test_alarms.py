@@ -144,10 +144,10 @@ def test_an_alarm_lowers_autonomy_holds_the_flow_and_asks_for_retraining(
         # The governor's acts are in force, and recorded with their evidence.
         runtime = engine.runtime(FLOW)
         assert runtime.flow.autonomy == "advisory" and runtime.hold == "escalate_all"
-        lowered = engine.autonomy.show(FLOW, engine.operator)["history"][-1]
-        assert lowered["kind"] == "lower" and lowered["requested_by"] == "keel-governor"
-        assert lowered["evidence"]["monitor"] == "drift"
-        assert "input.annual_income" in lowered["evidence"]["figures"]["drifted"]
+        lowered = engine.autonomy.show(FLOW, engine.operator).history[-1]
+        assert lowered.kind == "lower" and lowered.requested_by == "keel-governor"
+        assert lowered.evidence["monitor"] == "drift"
+        assert "input.annual_income" in lowered.evidence["figures"]["drifted"]
         assert kinds(engine, "alarm") == ["alarm_raised", "alarm_raised"]
         assert kinds(engine, "retraining") == ["retraining_requested"]
         assert kinds(engine, "flow_hold") == ["flow_hold_changed"]

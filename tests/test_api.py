@@ -486,7 +486,7 @@ def test_authorisation_matrix(
     ids = {
         "decision": decision_id,
         "pending": pending_id,
-        "change": engine.changes.propose(FLOW, document, someone, "matrix")["id"],
+        "change": engine.changes.propose(FLOW, document, someone, "matrix").id,
         "document": document,
         "edited": text.replace("  starter_limit: 1000.0\n", "  starter_limit: 800.0\n"),
         "first": engine.runtime(FLOW).policy.version,

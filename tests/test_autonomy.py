@@ -42,7 +42,7 @@ def test_a_raise_needs_evidence_and_another_principals_approval(
             "2 reviewed cases in the last 14 days, at least 3 needed",
             "agreement 50.0% in the last 14 days, at least 95.0% needed",
         ]
-        assert engine.autonomy.show(FLOW, engine.operator)["open_requests"] == []
+        assert engine.autonomy.show(FLOW, engine.operator).open_requests == ()
         # Three more agreed reviews: 4 of 5 agree, still short of 95%.
         for _ in range(3):
             case = engine.decide(FLOW, SHORT_HISTORY)
@@ -54,19 +54,19 @@ def test_a_raise_needs_evidence_and_another_principals_approval(
         for _ in range(3):
             case = engine.decide(FLOW, SHORT_HISTORY)
             engine.reviews.resolve(case.id, ANNA, "approve", "fine")
-        request = engine.autonomy.request(FLOW, "autonomous", OWNER, "earned it")["request"]
-        assert request["evidence"]["reviewed"] == 3 and request["evidence"]["agreement"] == 1.0
+        request = engine.autonomy.request(FLOW, "autonomous", OWNER, "earned it").request
+        assert request.evidence["reviewed"] == 3 and request.evidence["agreement"] == 1.0
         assert engine.runtime(FLOW).flow.autonomy == "supervised"  # not before approval
         with pytest.raises(ConflictError, match="requested this raise and cannot approve it"):
-            engine.autonomy.approve(request["id"], person(OWNER.id, "Olga", "approver"), "mine")
+            engine.autonomy.approve(request.id, person(OWNER.id, "Olga", "approver"), "mine")
         with pytest.raises(PermissionDeniedError, match=r"Olga .* may not approve policy"):
-            engine.autonomy.approve(request["id"], OWNER, "x")
-        change = engine.autonomy.approve(request["id"], APPROVER, "evidence checked")
-        assert change["kind"] == "raise" and change["approved_by"] == APPROVER.id
+            engine.autonomy.approve(request.id, OWNER, "x")
+        change = engine.autonomy.approve(request.id, APPROVER, "evidence checked")
+        assert change.kind == "raise" and change.approved_by == APPROVER.id
         assert engine.runtime(FLOW).flow.autonomy == "autonomous"
         assert engine.decide(FLOW, SHORT_HISTORY).status == "final"  # grey zone: acted on
         with pytest.raises(ConflictError, match="was approved at"):
-            engine.autonomy.approve(request["id"], APPROVER, "again")
+            engine.autonomy.approve(request.id, APPROVER, "again")
         event = engine.entries(1, kind="autonomy_changed")[0].body
         assert event["level"] == "autonomous" and event["evidence"]["reviewed"] == 3
         assert [e.kind for e in engine.entries(200) if e.kind.startswith("autonomy")] == [
@@ -93,15 +93,13 @@ def test_lowering_is_always_allowed_and_recorded(project: Path, env: dict[str, s
             engine.autonomy.request(FLOW, "shadow", OWNER, "")
         with pytest.raises(PermissionDeniedError, match=r"X .* may not change autonomy"):
             engine.autonomy.request(FLOW, "shadow", person("key:x", "X", "policy_author"), "x")
-        lowered = engine.autonomy.request(FLOW, "advisory", APPROVER, "drift alarm")["applied"]
-        assert lowered["kind"] == "lower" and lowered["previous"] == "supervised"
+        lowered = engine.autonomy.request(FLOW, "advisory", APPROVER, "drift alarm").applied
+        assert lowered.kind == "lower" and lowered.previous == "supervised"
         assert engine.decide(FLOW, LOW_RISK).status == "advisory"
         assert other.decide(FLOW, LOW_RISK).status == "final"  # it looked less than 1 s ago
         clock.advance(REFRESH_S)  # other processes follow within a second
         assert other.decide(FLOW, LOW_RISK).status == "advisory"
-        history = [
-            (h["kind"], h["level"]) for h in engine.autonomy.show(FLOW, engine.operator)["history"]
-        ]
+        history = [(h.kind, h.level) for h in engine.autonomy.show(FLOW, engine.operator).history]
         assert history == [("initial", "supervised"), ("lower", "advisory")]
 
 

@@ -46,49 +46,49 @@ def test_a_change_goes_from_proposal_to_activation_and_back(engine: Engine, proj
     before = iso_time(engine.clock())
     assert engine.decide(FLOW, SHORT_HISTORY).status == "pending_review"
     change = engine.changes.propose(FLOW, policy_text(project, *SHORTER), ANNA, "Thin files ok")
-    assert change["state"] == "proposed" and change["base_version"] == first
-    new = change["version"]
+    assert change.state == "proposed" and change.base_version == first
+    new = change.version
     differences = engine.changes.diff(FLOW, first, new, engine.operator)
     assert [(d.section, d.name, d.before, d.after) for d in differences] == [
         ("params", "min_history_years", 1.0, 0.25)
     ]
     assert "min_history_years" in render_table(differences)
     with pytest.raises(ConflictError, match=r"is author of change .* and cannot approve it"):
-        engine.changes.approve(change["id"], person(ANNA.id, "Anna", "approver"), "mine")
+        engine.changes.approve(change.id, person(ANNA.id, "Anna", "approver"), "mine")
     with pytest.raises(PermissionDeniedError, match="may not approve policy on flow"):
-        engine.changes.approve(change["id"], BEN, "ok")
+        engine.changes.approve(change.id, BEN, "ok")
     with pytest.raises(ConflictError, match="is not approved: 0 of 1 approval"):
-        engine.changes.activate(change["id"], CARL)
-    approved = engine.changes.approve(change["id"], CARL, "Checked on last quarter")
-    assert approved["state"] == "approved" and approved["approvals"][0]["approver"] == CARL.id
+        engine.changes.activate(change.id, CARL)
+    approved = engine.changes.approve(change.id, CARL, "Checked on last quarter")
+    assert approved.state == "approved" and approved.approvals[0].approver == CARL.id
     with pytest.raises(ConflictError, match=r"has approved version .* already"):
-        engine.changes.approve(change["id"], CARL, "again")
+        engine.changes.approve(change.id, CARL, "again")
     # An edit voids the approvals: the ledger names them.
     edited = engine.changes.edit(
-        change["id"],
+        change.id,
         policy_text(project, "  min_history_years: 1.0\n", "  min_history_years: 0.3\n"),
         BEN,
         "0.3 is safer",
     )
-    assert edited["state"] == "proposed" and edited["approvals"] == []
-    assert edited["editors"] == [ANNA.id, BEN.id]
+    assert edited.state == "proposed" and edited.approvals == ()
+    assert edited.editors == (ANNA.id, BEN.id)
     assert engine.entries(1, kind="policy_edited")[0].body["voided_approvals"] == [CARL.id]
     with pytest.raises(ConflictError, match="not approved"):
-        engine.changes.activate(change["id"], CARL)
+        engine.changes.activate(change.id, CARL)
     with pytest.raises(ConflictError, match="is an editor of change"):
-        engine.changes.approve(change["id"], person(BEN.id, "Ben", "approver"), "x")
-    engine.changes.approve(change["id"], DORA, "0.3 is fine")
-    activation = engine.changes.activate(change["id"], CARL)
-    newer = engine.changes.get(change["id"], engine.operator)["version"]
-    assert activation["version"] == newer and activation["kind"] == "activate"
+        engine.changes.approve(change.id, person(BEN.id, "Ben", "approver"), "x")
+    engine.changes.approve(change.id, DORA, "0.3 is fine")
+    activation = engine.changes.activate(change.id, CARL)
+    newer = engine.changes.get(change.id, engine.operator).version
+    assert activation.version == newer and activation.kind == "activate"
     assert engine.runtime(FLOW).policy.version == newer
     decided = engine.decide(FLOW, SHORT_HISTORY)
     assert decided.status == "final" and decided.policy_version == newer
     with pytest.raises(ConflictError, match="is active since"):
-        engine.changes.edit(change["id"], policy_text(project), ANNA, "too late")
+        engine.changes.edit(change.id, policy_text(project), ANNA, "too late")
     # The version active at any instant, and a rollback to any earlier one.
-    assert engine.changes.active_at(FLOW, engine.operator, before)["version"] == first
-    assert engine.changes.active_at(FLOW, engine.operator)["version"] == newer
+    assert engine.changes.active_at(FLOW, engine.operator, before).version == first
+    assert engine.changes.active_at(FLOW, engine.operator).version == newer
     with pytest.raises(NotFoundError, match="had no active policy version at 2001"):
         engine.changes.active_at(FLOW, engine.operator, "2001-01-01T00:00:00.000000Z")
     with pytest.raises(NotFoundError, match="was never active"):
@@ -98,9 +98,9 @@ def test_a_change_goes_from_proposal_to_activation_and_back(engine: Engine, proj
     with pytest.raises(InputError, match="a rollback needs a reason"):
         engine.changes.rollback(FLOW, first, OWEN, " ")
     back = engine.changes.rollback(FLOW, first[:12], OWEN, "Defaults rose in the thin files")
-    assert back["kind"] == "rollback" and engine.runtime(FLOW).policy.version == first
+    assert back.kind == "rollback" and engine.runtime(FLOW).policy.version == first
     assert engine.decide(FLOW, SHORT_HISTORY).status == "pending_review"
-    history = [(a["kind"], a["version"]) for a in engine.changes.history(FLOW, engine.operator)]
+    history = [(a.kind, a.version) for a in engine.changes.history(FLOW, engine.operator)]
     assert history == [("initial", first), ("activate", newer), ("rollback", first)]
     assert kinds(engine) == [
         "policy_registered",
@@ -150,17 +150,17 @@ def test_a_change_proposed_against_an_old_version_is_not_activated(
     other_text = policy_text(project, "  starter_limit: 1000.0\n", "  starter_limit: 800.0\n")
     two = engine.changes.propose(FLOW, other_text, BEN, "two")
     for change in (one, two):
-        engine.changes.approve(change["id"], CARL, "ok")
-    engine.changes.activate(one["id"], CARL)
+        engine.changes.approve(change.id, CARL, "ok")
+    engine.changes.activate(one.id, CARL)
     with pytest.raises(ConflictError, match=r"not the .* this change was proposed against"):
-        engine.changes.activate(two["id"], CARL)
+        engine.changes.activate(two.id, CARL)
     both = policy_text(project, *SHORTER).replace(
         "  starter_limit: 1000.0\n", "  starter_limit: 800.0\n"
     )
-    rebased = engine.changes.edit(two["id"], both, BEN, "onto the active version")
-    assert rebased["base_version"] == one["version"]
-    engine.changes.approve(two["id"], DORA, "ok")
-    assert engine.changes.activate(two["id"], DORA)["version"] == rebased["version"]
+    rebased = engine.changes.edit(two.id, both, BEN, "onto the active version")
+    assert rebased.base_version == one.version
+    engine.changes.approve(two.id, DORA, "ok")
+    assert engine.changes.activate(two.id, DORA).version == rebased.version
 
 
 def test_other_processes_follow_an_activation(project: Path, env: dict[str, str]) -> None:
@@ -171,12 +171,12 @@ def test_other_processes_follow_an_activation(project: Path, env: dict[str, str]
     ):
         assert a.decide(FLOW, SHORT_HISTORY).status == "pending_review"
         change = b.changes.propose(FLOW, policy_text(project, *SHORTER), ANNA, "thin files")
-        b.changes.approve(change["id"], CARL, "ok")
-        b.changes.activate(change["id"], CARL)
+        b.changes.approve(change.id, CARL, "ok")
+        b.changes.activate(change.id, CARL)
         assert a.decide(FLOW, SHORT_HISTORY).status == "pending_review"  # looked < 1 s ago
         clock.advance(REFRESH_S)  # engines look for activations at most once a second
         decided = a.decide(FLOW, SHORT_HISTORY)
-        assert decided.status == "final" and decided.policy_version == change["version"]
+        assert decided.status == "final" and decided.policy_version == change.version
 
 
 def test_the_store_decides_not_the_file(project: Path, env: dict[str, str]) -> None:
@@ -190,8 +190,8 @@ def test_the_store_decides_not_the_file(project: Path, env: dict[str, str]) -> N
         active, in_file = engine.changes.file_drift()[FLOW]
         assert active == first and in_file != first
         change = engine.changes.propose(FLOW, policy_file.read_text(), ANNA, "from the file")
-        engine.changes.approve(change["id"], CARL, "ok")
-        engine.changes.activate(change["id"], CARL)
+        engine.changes.approve(change.id, CARL, "ok")
+        engine.changes.activate(change.id, CARL)
         assert engine.changes.file_drift() == {}
         assert engine.decide(FLOW, LOW_RISK).policy_version == in_file
 
@@ -301,18 +301,18 @@ def test_a_model_changes_only_through_a_version(project: Path, env: dict[str, st
         change = engine.changes.propose(
             FLOW, None, ANNA, "Retrained on Q3", models={"default_risk": retrained}
         )
-        new_model = change["models"]["default_risk"]
+        new_model = change.models["default_risk"]
         assert new_model != first_model
-        _, differences = engine.changes.change_diff(change["id"], engine.operator)
+        _, differences = engine.changes.change_diff(change.id, engine.operator)
         assert [(d.section, d.name, d.before, d.after) for d in differences] == [
             ("models", "default_risk", first_model, new_model)
         ]
-        engine.changes.approve(change["id"], CARL, "backtested")
-        engine.changes.activate(change["id"], CARL)
+        engine.changes.approve(change.id, CARL, "backtested")
+        engine.changes.activate(change.id, CARL)
         decided = engine.decide(FLOW, LOW_RISK)
         assert decided.signals["default_risk"]["version"] == new_model
         first_policy = engine.runtime(FLOW).policy.version
-        assert engine.changes.history(FLOW, engine.operator)[-1]["models"] is not None
+        assert engine.changes.history(FLOW, engine.operator)[-1].models is not None
     # A model saved over the project's file is not what runs: the store's pinned model is.
     import skops.io as sio
 

@@ -106,7 +106,7 @@ def test_autonomy_levels(project: Path, env: dict[str, str], low_risk: dict[str,
     with open_engine(project, environ=env) as engine:
         assert engine.decide("credit_limit", grey).status == "pending_review"  # supervised
         request = engine.autonomy.request("credit_limit", "autonomous", owner, "earned")
-        engine.autonomy.approve(request["request"]["id"], approver, "ok")
+        engine.autonomy.approve(request.request.id, approver, "ok")
         for level, status in (
             ("autonomous", "final"),
             ("advisory", "advisory"),

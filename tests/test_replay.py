@@ -43,8 +43,8 @@ def test_a_replay_counts_what_changes_and_what_it_would_have_gained(
     change = engine.changes.propose(
         FLOW, policy_text(project, *SHORTER), person("a", "A", "owner"), "x"
     )
-    report = engine.replay(FLOW, change["id"], *ALL_TIME)
-    assert report["decisions"] == 12 and report["candidate"] == change["version"]
+    report = engine.replay(FLOW, change.id, *ALL_TIME)
+    assert report["decisions"] == 12 and report["candidate"] == change.version
     # Thin files now get a sized limit at once instead of the starter limit, to be confirmed.
     assert report["changed"] == 4 and {s["decision"] for s in report["changed_sample"]} == set(
         short
@@ -132,13 +132,13 @@ def test_a_candidate_model_is_rerun_on_the_recorded_inputs(engine: Engine, proje
     change = engine.changes.propose(
         FLOW, None, author, "retrained", models={"default_risk": retrained}
     )
-    alone = engine.replay(FLOW, change["id"], *ALL_TIME)
-    assert alone["candidate_models"] == change["models"] and alone["decisions"] == 12
+    alone = engine.replay(FLOW, change.id, *ALL_TIME)
+    assert alone["candidate_models"] == change.models and alone["decisions"] == 12
     # The inverted model calls the low-risk cases risky: they would have been declined.
     assert alone["transitions"]["approve"].get("decline", 0) >= 5
     assert "models the candidate does not change" not in alone["not_replayed"]
-    split = engine.replay(FLOW, change["id"], *ALL_TIME, workers=2, parallel_from=1)
+    split = engine.replay(FLOW, change.id, *ALL_TIME, workers=2, parallel_from=1)
     for key in ("decisions", "changed", "transitions", "sums"):
         assert split[key] == alone[key], key
-    same_policy = engine.replay(FLOW, change["version"], *ALL_TIME)  # the models as recorded
+    same_policy = engine.replay(FLOW, change.version, *ALL_TIME)  # the models as recorded
     assert same_policy["changed"] == 0 and same_policy["candidate_models"] == {}

@@ -42,11 +42,11 @@ def test_a_shadow_is_recorded_beside_each_decision_and_never_acted_on(
     beside = engine.entry(decided[0].id).body["rollout"]
     assert beside["mode"] == "shadow" and beside["action"] == "decline"
     assert beside["rule"] == "income_too_low" and beside["version"] == version
-    report = engine.rollouts.report(rollout["id"], engine.operator)
-    assert report["decisions"] == 3 and report["agreement"] == 0.0
-    assert report["transitions"] == {"approve": {"decline": 3}}
+    report = engine.rollouts.report(rollout.id, engine.operator)
+    assert report.decisions == 3 and report.agreement == 0.0
+    assert report.transitions == {"approve": {"decline": 3}}
     stopped = engine.rollouts.stop(FLOW, APPROVER, "seen enough")
-    assert stopped["state"] == "stopped"
+    assert stopped.state == "stopped"
     assert "rollout" not in engine.entry(engine.decide(FLOW, LOW_RISK).id).body
     with pytest.raises(NotFoundError, match="no rollout runs on flow"):
         engine.rollouts.stop(FLOW, APPROVER, "again")
@@ -60,54 +60,51 @@ def test_a_canary_serves_a_sticky_share_and_rolls_back_past_its_bounds(
 ) -> None:
     change = engine.changes.propose(FLOW, policy_text(project, *SHORTER), AUTHOR, "thin files")
     with pytest.raises(ConflictError, match="is proposed, not approved"):
-        engine.rollouts.start(FLOW, "canary", change["id"], APPROVER, "try", share=0.5)
-    engine.changes.approve(change["id"], APPROVER, "ok")
+        engine.rollouts.start(FLOW, "canary", change.id, APPROVER, "try", share=0.5)
+    engine.changes.approve(change.id, APPROVER, "ok")
     for kwargs, message in (
         ({"share": 0.0}, "a canary serves a share between 0 and 1"),
         ({"share": 0.5, "bounds": {"max_cost": 1.0}}, "unknown bound 'max_cost'"),
         ({"share": 0.5, "bounds": {"max_override_rate": 2.0}}, "must be a number from 0 to 1"),
     ):
         with pytest.raises(InputError, match=message):
-            engine.rollouts.start(FLOW, "canary", change["id"], APPROVER, "try", **kwargs)
+            engine.rollouts.start(FLOW, "canary", change.id, APPROVER, "try", **kwargs)
     with pytest.raises(InputError, match="give an approved change"):
-        engine.rollouts.start(FLOW, "canary", change["version"], APPROVER, "try", share=0.5)
+        engine.rollouts.start(FLOW, "canary", change.version, APPROVER, "try", share=0.5)
     bounds = {"min_decisions": 4, "max_override_rate": 0.2}
     rollout = engine.rollouts.start(
-        FLOW, "canary", change["id"], APPROVER, "half", share=0.5, bounds=bounds
+        FLOW, "canary", change.id, APPROVER, "half", share=0.5, bounds=bounds
     )
     first = {f"s-{i}": engine.decide(FLOW, SHORT_HISTORY, subject_id=f"s-{i}") for i in range(24)}
-    served = [s for s, d in first.items() if d.policy_version == change["version"]]
+    served = [s for s, d in first.items() if d.policy_version == change.version]
     assert 4 <= len(served) <= 20  # about half: a hash decides
     for subject, decision in first.items():  # the candidate acts; the active version escalates
         assert decision.status == ("final" if subject in served else "pending_review")
         again = engine.decide(FLOW, SHORT_HISTORY, subject_id=subject)
         assert again.policy_version == decision.policy_version  # sticky per subject
-    assert engine.decide(FLOW, SHORT_HISTORY).policy_version != change["version"]  # no subject
-    assert engine.rollouts.check(rollout["id"]) is None  # within bounds
+    assert engine.decide(FLOW, SHORT_HISTORY).policy_version != change.version  # no subject
+    assert engine.rollouts.check(rollout.id) is None  # within bounds
     for subject in served:  # reviewers override half the canary's decisions
         engine.reviews.override(first[subject].id, ANNA, "reject", "too generous")
-    stopped = engine.rollouts.check(rollout["id"])
-    assert stopped is not None and stopped["state"] == "rolled_back"
-    assert (
-        "override rate" in stopped["end_reason"]
-        and "above the bound 20.0%" in stopped["end_reason"]
-    )
+    stopped = engine.rollouts.check(rollout.id)
+    assert stopped is not None and stopped.state == "rolled_back"
+    assert "override rate" in stopped.end_reason and "above the bound 20.0%" in stopped.end_reason
     assert engine.metrics.rollbacks.labels(FLOW)._value.get() == 1
     after = engine.decide(FLOW, SHORT_HISTORY, subject_id=served[0])
-    assert after.policy_version != change["version"] and after.status == "pending_review"
-    report = engine.rollouts.report(rollout["id"], engine.operator)
-    assert report["candidate"]["overrides"] == len(served)
-    assert report["candidate"]["override_rate"] == pytest.approx(0.5)
-    assert report["active"]["decisions"] > 0
+    assert after.policy_version != change.version and after.status == "pending_review"
+    report = engine.rollouts.report(rollout.id, engine.operator)
+    assert report.candidate.overrides == len(served)
+    assert report.candidate.override_rate == pytest.approx(0.5)
+    assert report.active.decisions > 0
 
 
 def test_activating_a_version_ends_the_rollout(engine: Engine, project: Path) -> None:
     change = engine.changes.propose(FLOW, policy_text(project, *SHORTER), AUTHOR, "thin files")
-    engine.rollouts.start(FLOW, "shadow", change["id"], APPROVER, "watch")
-    engine.changes.approve(change["id"], APPROVER, "ok")
-    engine.changes.activate(change["id"], APPROVER)
+    engine.rollouts.start(FLOW, "shadow", change.id, APPROVER, "watch")
+    engine.changes.approve(change.id, APPROVER, "ok")
+    engine.changes.activate(change.id, APPROVER)
     current = engine.rollouts.current(FLOW, engine.operator)
-    assert current["state"] == "ended" and "activated" in current["end_reason"]
+    assert current.state == "ended" and "activated" in current.end_reason
     assert "rollout" not in engine.entry(engine.decide(FLOW, LOW_RISK).id).body
 
 
@@ -148,13 +145,13 @@ def test_a_bound_check_due_during_a_review_override_cannot_hang_the_writer(
     clock = Clock(time.time())
     with open_engine(project, environ=env, clock=clock) as engine:
         change = engine.changes.propose(FLOW, policy_text(project, *SHORTER), AUTHOR, "thin")
-        engine.changes.approve(change["id"], APPROVER, "ok")
+        engine.changes.approve(change.id, APPROVER, "ok")
         bounds = {"min_decisions": 2, "max_override_rate": 0.2}
         rollout = engine.rollouts.start(
-            FLOW, "canary", change["id"], APPROVER, "half", share=0.5, bounds=bounds
+            FLOW, "canary", change.id, APPROVER, "half", share=0.5, bounds=bounds
         )
         decided = [engine.decide(FLOW, SHORT_HISTORY, subject_id=f"s-{i}") for i in range(16)]
-        served = [d for d in decided if d.policy_version == change["version"]]
+        served = [d for d in decided if d.policy_version == change.version]
         assert len(served) >= 2
         clock.advance(REFRESH_S + CHECK_S)  # a refresh and a bound check are both due now
 
@@ -170,7 +167,7 @@ def test_a_bound_check_due_during_a_review_override_cannot_hang_the_writer(
         assert not overriding.is_alive(), "the review override hung the ledger writer"
         assert done and done[0]["resolution"] == "reject"
         assert (
-            engine.rollouts.current(FLOW, engine.operator)["state"] == "running"
+            engine.rollouts.current(FLOW, engine.operator).state == "running"
         )  # no check as a side effect
 
         # Inside a transaction the registry refuses to refresh, and a nested transaction
@@ -185,8 +182,8 @@ def test_a_bound_check_due_during_a_review_override_cannot_hang_the_writer(
         for decision in served[1:]:
             engine.reviews.override(decision.id, ANNA, "reject", "too generous")
         stops = engine.run_scheduled()["rollbacks"]
-        assert [s["id"] for s in stops] == [rollout["id"]]
-        assert stops[0]["state"] == "rolled_back"
-        assert engine.rollouts.current(FLOW, engine.operator)["state"] == "rolled_back"
+        assert [s.id for s in stops] == [rollout.id]
+        assert stops[0].state == "rolled_back"
+        assert engine.rollouts.current(FLOW, engine.operator).state == "rolled_back"
         for entry in engine.entries(500):  # every body is a record of the catalogue
             assert set(entry.body) <= set(body_keys(BY_KIND[entry.kind])), entry.kind

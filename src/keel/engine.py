@@ -98,7 +98,7 @@ class Engine:
 
         return Monitoring(self.ctx)
 
-    def run_scheduled(self) -> dict[str, list[dict[str, Any]]]:
+    def run_scheduled(self) -> dict[str, list[Any]]:
         """The work a server does on its timers, done once now: review deadline breaches,
         canary bounds, and monitor runs whose period is due."""
         monitored = any(rt.flow.monitoring.every_s for rt in self.flows.values())

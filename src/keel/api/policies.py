@@ -43,7 +43,7 @@ Caller = Annotated[Principal, Depends(current_principal)]
 def propose(flow: str, body: ProposeRequest, principal: Caller, request: Request) -> Any:
     """Propose a new version of the flow's policy (checked like a policy file)."""
     changes = engine_of(request).changes
-    return changes.propose(flow, body.document, principal, body.reason, "<proposal>")
+    return changes.propose(flow, body.document, principal, body.reason, "<proposal>").to_dict()
 
 
 @router.get(
@@ -51,7 +51,7 @@ def propose(flow: str, body: ProposeRequest, principal: Caller, request: Request
 )
 def list_changes(flow: str, principal: Caller, request: Request) -> Any:
     """The flow's policy changes, newest first."""
-    return engine_of(request).changes.changes(flow, principal)
+    return [c.to_dict() for c in engine_of(request).changes.changes(flow, principal)]
 
 
 @router.get(
@@ -59,25 +59,25 @@ def list_changes(flow: str, principal: Caller, request: Request) -> Any:
 )
 def history(flow: str, principal: Caller, request: Request) -> Any:
     """Every activation of the flow, oldest first: which version ran from when, and why."""
-    return engine_of(request).changes.history(flow, principal)
+    return [a.to_dict() for a in engine_of(request).changes.history(flow, principal)]
 
 
 @router.get("/flows/{flow}/policy/active", response_model=ActivationOut, name="active_policy")
 def active(flow: str, principal: Caller, request: Request, at: str | None = None) -> Any:
     """The version active now, or at the instant ``at`` (ISO 8601)."""
-    return engine_of(request).changes.active_at(flow, principal, parse_instant("at", at))
+    return engine_of(request).changes.active_at(flow, principal, parse_instant("at", at)).to_dict()
 
 
 @router.post("/flows/{flow}/policy/rollback", response_model=ActivationOut, name="rollback_policy")
 def rollback(flow: str, body: RollbackRequest, principal: Caller, request: Request) -> Any:
     """Put back a version the flow used before, at once."""
-    return engine_of(request).changes.rollback(flow, body.version, principal, body.reason)
+    return engine_of(request).changes.rollback(flow, body.version, principal, body.reason).to_dict()
 
 
 @router.get("/policy-changes/{change_id}", response_model=ChangeOut, name="get_policy_change")
 def get_change(change_id: str, principal: Caller, request: Request) -> Any:
     """One change, with the approvals of its current version."""
-    return engine_of(request).changes.get(change_id, principal)
+    return engine_of(request).changes.get(change_id, principal).to_dict()
 
 
 @router.get("/policy-changes/{change_id}/diff", response_model=DiffOut, name="diff_policy_change")
@@ -86,8 +86,8 @@ def diff(change_id: str, principal: Caller, request: Request) -> Any:
     before and after."""
     change, differences = engine_of(request).changes.change_diff(change_id, principal)
     return {
-        "before": change["base_version"],
-        "after": change["version"],
+        "before": change.base_version,
+        "after": change.version,
         "differences": [d.to_dict() for d in differences],
     }
 
@@ -95,7 +95,8 @@ def diff(change_id: str, principal: Caller, request: Request) -> Any:
 @router.put("/policy-changes/{change_id}", response_model=ChangeOut, name="edit_policy_change")
 def edit(change_id: str, body: ProposeRequest, principal: Caller, request: Request) -> Any:
     """Replace the proposed version; approvals it had are void."""
-    return engine_of(request).changes.edit(change_id, body.document, principal, body.reason)
+    changes = engine_of(request).changes
+    return changes.edit(change_id, body.document, principal, body.reason).to_dict()
 
 
 @router.post(
@@ -105,7 +106,7 @@ def edit(change_id: str, body: ProposeRequest, principal: Caller, request: Reque
 )
 def approve(change_id: str, body: ReasonRequest, principal: Caller, request: Request) -> Any:
     """Approve the change's current version (not by anyone who wrote it)."""
-    return engine_of(request).changes.approve(change_id, principal, body.reason)
+    return engine_of(request).changes.approve(change_id, principal, body.reason).to_dict()
 
 
 @router.post(
@@ -115,7 +116,7 @@ def approve(change_id: str, body: ReasonRequest, principal: Caller, request: Req
 )
 def activate(change_id: str, body: ActivateRequest, principal: Caller, request: Request) -> Any:
     """Put an approved change into force."""
-    return engine_of(request).changes.activate(change_id, principal, body.reason or "")
+    return engine_of(request).changes.activate(change_id, principal, body.reason or "").to_dict()
 
 
 @router.post("/flows/{flow}/replays", name="replay_policy")
@@ -137,7 +138,7 @@ def replay(flow: str, body: ReplayRequest, principal: Caller, request: Request) 
 @router.get("/flows/{flow}/autonomy", name="get_autonomy")
 def get_autonomy(flow: str, principal: Caller, request: Request) -> dict[str, Any]:
     """The flow's autonomy level, its history and open raise requests."""
-    return engine_of(request).autonomy.show(flow, principal)
+    return engine_of(request).autonomy.show(flow, principal).to_dict()
 
 
 @router.post("/flows/{flow}/autonomy", name="change_autonomy")
@@ -146,7 +147,7 @@ def change_autonomy(
 ) -> dict[str, Any]:
     """Lower the level at once (``applied``), or ask to raise it (``request``, for an
     approver); a raise whose evidence falls short is refused (409) with ``detail.unmet``."""
-    return engine_of(request).autonomy.request(flow, body.level, principal, body.reason)
+    return engine_of(request).autonomy.request(flow, body.level, principal, body.reason).to_dict()
 
 
 @router.post("/autonomy-requests/{request_id}/approval", name="approve_autonomy")
@@ -154,7 +155,7 @@ def approve_autonomy(
     request_id: str, body: ReasonRequest, principal: Caller, request: Request
 ) -> dict[str, Any]:
     """Approve a raise someone else requested; the evidence is checked again."""
-    return engine_of(request).autonomy.approve(request_id, principal, body.reason)
+    return engine_of(request).autonomy.approve(request_id, principal, body.reason).to_dict()
 
 
 @router.post("/flows/{flow}/rollouts", name="start_rollout")
@@ -162,9 +163,11 @@ def start_rollout(
     flow: str, body: RolloutRequest, principal: Caller, request: Request
 ) -> dict[str, Any]:
     """Run a candidate beside the active version: in shadow, or as a sticky canary."""
-    return engine_of(request).rollouts.start(
+    rollouts = engine_of(request).rollouts
+    started = rollouts.start(
         flow, body.mode, body.candidate, principal, body.reason, body.share, body.bounds
     )
+    return started.to_dict()
 
 
 @router.post("/flows/{flow}/rollouts/stop", name="stop_rollout")
@@ -172,11 +175,11 @@ def stop_rollout(
     flow: str, body: ReasonRequest, principal: Caller, request: Request
 ) -> dict[str, Any]:
     """Stop the flow's running rollout."""
-    return engine_of(request).rollouts.stop(flow, principal, body.reason)
+    return engine_of(request).rollouts.stop(flow, principal, body.reason).to_dict()
 
 
 @router.get("/flows/{flow}/rollouts", name="list_rollouts")
 def list_rollouts(flow: str, principal: Caller, request: Request) -> dict[str, Any]:
     """The flow's recent rollouts with their reports (agreement; per-arm rates), newest
     first."""
-    return {"rollouts": engine_of(request).rollouts.recent(flow, principal)}
+    return {"rollouts": [r.to_dict() for r in engine_of(request).rollouts.recent(flow, principal)]}

@@ -27,7 +27,7 @@ def autonomy_request(
     """
     with _engine(project) as engine:
         try:
-            _print(engine.autonomy.request(flow, level, engine.operator, reason))
+            _print(engine.autonomy.request(flow, level, engine.operator, reason).to_dict())
         except KeelError as error:
             for line in error.detail.get("unmet", []):
                 typer.echo(f"unmet: {line}", err=True)
@@ -45,7 +45,7 @@ def autonomy_approve(
     Example: keel autonomy approve aut_0193... -r "Evidence reviewed"
     """
     with _engine(project) as engine:
-        _print(engine.autonomy.approve(request_id, engine.operator, reason))
+        _print(engine.autonomy.approve(request_id, engine.operator, reason).to_dict())
 
 
 @app.command("show")
@@ -61,7 +61,7 @@ def autonomy_show(
     Example: keel autonomy show credit_limit --evidence autonomous
     """
     with _engine(project) as engine:
-        shown = engine.autonomy.show(flow, engine.operator)
+        shown = engine.autonomy.show(flow, engine.operator).to_dict()
         if evidence is not None:
             figures, unmet = engine.autonomy.evidence(flow, evidence, engine.operator)
             shown["evidence"] = {"level": evidence, "figures": figures, "unmet": unmet}

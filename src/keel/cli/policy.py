@@ -53,7 +53,7 @@ def policy_propose(
     with _engine(project) as engine:
         text, source = (None, "<active>") if model_only else _policy_file(engine, flow, file)
         change = engine.changes.propose(flow, text, engine.operator, reason, source, models)
-        _print(change)
+        _print(change.to_dict())
 
 
 @app.command("edit")
@@ -68,9 +68,9 @@ def policy_edit(
     Example: keel policy edit chg_0193... -f policies/credit_limit.yaml -r "Keep the cap"
     """
     with _engine(project) as engine:
-        flow = engine.changes.get(change_id, engine.operator)["flow"]
+        flow = engine.changes.get(change_id, engine.operator).flow
         text, _ = _policy_file(engine, flow, file)
-        _print(engine.changes.edit(change_id, text, engine.operator, reason))
+        _print(engine.changes.edit(change_id, text, engine.operator, reason).to_dict())
 
 
 @app.command("diff")
@@ -93,13 +93,19 @@ def policy_diff(
         me = engine.operator
         if target.startswith("chg_"):  # what HTTP answers: the policy and its model pins
             change, differences = engine.changes.change_diff(target, me)
-            flow, old, new = change["flow"], change["base_version"], change["version"]
+            flow, old, new = change.flow, change.base_version, change.version
         else:
             flow = target
-            old = engine.changes.resolve(flow, before, me) if before else None
-            old = old or engine.runtime(flow).policy.version
-            new = engine.changes.resolve(flow, after, me) if after else None
-            new = new or engine.changes.file_version(flow)
+            old = (
+                engine.changes.resolve(flow, before, me)
+                if before
+                else engine.runtime(flow).policy.version
+            )
+            new = (
+                engine.changes.resolve(flow, after, me)
+                if after
+                else engine.changes.file_version(flow)
+            )
             differences = engine.changes.diff(flow, old, new, me)
     if as_json:
         _print({"before": old, "after": new, "differences": [d.to_dict() for d in differences]})
@@ -119,7 +125,7 @@ def policy_approve(
     Example: keel policy approve chg_0193... -r "Replayed on Q3: 2% fewer referrals"
     """
     with _engine(project) as engine:
-        _print(engine.changes.approve(change_id, engine.operator, reason))
+        _print(engine.changes.approve(change_id, engine.operator, reason).to_dict())
 
 
 @app.command("activate")
@@ -133,7 +139,7 @@ def policy_activate(
     Example: keel policy activate chg_0193...
     """
     with _engine(project) as engine:
-        _print(engine.changes.activate(change_id, engine.operator, reason))
+        _print(engine.changes.activate(change_id, engine.operator, reason).to_dict())
 
 
 @app.command("rollback")
@@ -148,7 +154,7 @@ def policy_rollback(
     Example: keel policy rollback credit_limit 3f9a1c2e -r "Referrals doubled"
     """
     with _engine(project) as engine:
-        _print(engine.changes.rollback(flow, version, engine.operator, reason))
+        _print(engine.changes.rollback(flow, version, engine.operator, reason).to_dict())
 
 
 @app.command("history")
@@ -166,17 +172,19 @@ def policy_history(
         changes = engine.changes.changes(flow, engine.operator)
         drift = engine.changes.file_drift().get(flow)
     if as_json:
-        _print({"activations": activations, "changes": changes})
+        _print(
+            {
+                "activations": [a.to_dict() for a in activations],
+                "changes": [c.to_dict() for c in changes],
+            }
+        )
         return
     for a in activations:
         typer.echo(
-            f"{a['activated_at']}  {a['kind']:<9} {a['version'][:12]}  by {a['activated_by']}"
-            f"  {a['reason']}"
+            f"{a.activated_at}  {a.kind:<9} {a.version[:12]}  by {a.activated_by}  {a.reason}"
         )
     for c in changes:
-        typer.echo(
-            f"{c['id']}  {c['state']:<9} {c['version'][:12]}  by {c['author']}  {c['reason']}"
-        )
+        typer.echo(f"{c.id}  {c.state:<9} {c.version[:12]}  by {c.author}  {c.reason}")
     if drift:
         typer.echo(
             f"note: the policy file holds {drift[1][:12]}, not the active {drift[0][:12]}; "
@@ -198,4 +206,4 @@ def policy_active(
     from keel.ledger.records import parse_instant  # noqa: PLC0415
 
     with _engine(project) as engine:
-        _print(engine.changes.active_at(flow, engine.operator, parse_instant("at", at)))
+        _print(engine.changes.active_at(flow, engine.operator, parse_instant("at", at)).to_dict())

@@ -39,7 +39,10 @@ def rollout_start(
     }
     bounds = {k: float(v) for k, v in given.items() if v is not None}
     with _engine(project) as engine:
-        _print(engine.rollouts.start(flow, mode, candidate, engine.operator, reason, share, bounds))
+        started = engine.rollouts.start(
+            flow, mode, candidate, engine.operator, reason, share, bounds
+        )
+        _print(started.to_dict())
 
 
 @app.command("stop")
@@ -53,7 +56,7 @@ def rollout_stop(
     Example: keel rollout stop credit_limit -r "Seen enough"
     """
     with _engine(project) as engine:
-        _print(engine.rollouts.stop(flow, engine.operator, reason))
+        _print(engine.rollouts.stop(flow, engine.operator, reason).to_dict())
 
 
 @app.command("report")
@@ -67,7 +70,7 @@ def rollout_report(
     """
     with _engine(project) as engine:
         current = engine.rollouts.current(flow, engine.operator)
-        _print(engine.rollouts.report(current["id"], engine.operator))
+        _print(engine.rollouts.report(current.id, engine.operator).to_dict())
 
 
 def replay(

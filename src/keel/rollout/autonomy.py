@@ -30,6 +30,12 @@ from keel.ledger.records import iso_time, new_id
 from keel.ledger.writer import WindowGate, append_in
 from keel.reasons import required_reason
 from keel.review.trust import trust_metrics
+from keel.rollout.results import (
+    AutonomyChange,
+    AutonomyRequest,
+    AutonomyRequestResult,
+    AutonomyState,
+)
 from keel.runtime import current_level
 from keel.security.roles import Permission, Principal, visible_to
 from keel.store.schema import alarms, autonomy_changes, autonomy_requests
@@ -52,35 +58,28 @@ class AutonomyControl:
 
     # ---- reading ---------------------------------------------------------------------
 
-    def show(self, flow: str, principal: Principal) -> dict[str, Any]:
+    def show(self, flow: str, principal: Principal) -> AutonomyState:
         """The level in force, its history (oldest first) and open raise requests."""
         runtime = self._ctx.registry.current(flow)
         principal.require(Permission.READ_FLOWS, flow)
         with self._ctx.db.read() as conn:
-            history = [
-                dict(r._mapping)
+            history = tuple(
+                AutonomyChange.from_row(dict(r._mapping))
                 for r in conn.execute(
                     select(autonomy_changes)
                     .where(autonomy_changes.c.flow == flow)
                     .order_by(autonomy_changes.c.id)
                 )
-            ]
-            requests = [
-                dict(r._mapping)
+            )
+            requests = tuple(
+                AutonomyRequest.from_row(dict(r._mapping))
                 for r in conn.execute(
                     select(autonomy_requests).where(
                         autonomy_requests.c.flow == flow, autonomy_requests.c.state == "open"
                     )
                 )
-            ]
-        for row in [*history, *requests]:
-            row["evidence"] = json.loads(row["evidence"]) if row["evidence"] else None
-        return {
-            "flow": flow,
-            "level": runtime.flow.autonomy.value,
-            "history": history,
-            "open_requests": requests,
-        }
+            )
+        return AutonomyState(flow, runtime.flow.autonomy.value, history, requests)
 
     def _flow_of(self, request_id: str) -> str:
         with self._ctx.db.read() as conn:
@@ -135,10 +134,11 @@ class AutonomyControl:
 
     # ---- acting ----------------------------------------------------------------------
 
-    def request(self, flow: str, level: str, principal: Principal, reason: str) -> dict[str, Any]:
-        """Lower at once, or open a request to raise (refused if the evidence falls short).
-
-        Returns ``{"applied": change}`` or ``{"request": request}``."""
+    def request(
+        self, flow: str, level: str, principal: Principal, reason: str
+    ) -> AutonomyRequestResult:
+        """Lower at once (``applied``), or open a request to raise (``request``; refused if
+        the evidence falls short)."""
         current = self._ctx.registry.current(flow).flow.autonomy.value
         actor = principal.acting(Permission.CHANGE_AUTONOMY, flow)
         level, reason = _level(level), required_reason(reason, "an autonomy change")
@@ -148,14 +148,14 @@ class AutonomyControl:
             )
         if ORDER.index(level) < ORDER.index(current):
 
-            def lower(conn: Connection, gate: WindowGate) -> dict[str, Any]:
+            def lower(conn: Connection, gate: WindowGate) -> AutonomyChange:
                 return change_level_in(
                     conn, gate, flow, level, current, "lower", actor.id, None, reason, None
                 )
 
             change = self._ctx.writer.transact(lower)
             self._ctx.registry.refresh(force=True)
-            return {"applied": change}
+            return AutonomyRequestResult(applied=change)
         evidence, unmet = self._evidence(flow, level)
         if unmet:
             raise ConflictError(
@@ -163,9 +163,9 @@ class AutonomyControl:
                 {"flow": flow, "level": level, "unmet": unmet, "evidence": evidence},
             )
 
-        def open_request(conn: Connection, gate: WindowGate) -> dict[str, Any]:
+        def open_request(conn: Connection, gate: WindowGate) -> AutonomyRequest:
             request_id = new_id("aut", gate.now)
-            row = {
+            row: dict[str, Any] = {
                 "id": request_id,
                 "flow": flow,
                 "level": level,
@@ -187,11 +187,11 @@ class AutonomyControl:
                 evidence=evidence,
             )
             append_in(conn, [pending(requested, flow, gate.now)], gate)
-            return {**row, "evidence": evidence}
+            return AutonomyRequest(**{**row, "evidence": evidence})
 
-        return {"request": self._ctx.writer.transact(open_request)}
+        return AutonomyRequestResult(request=self._ctx.writer.transact(open_request))
 
-    def approve(self, request_id: str, principal: Principal, reason: str) -> dict[str, Any]:
+    def approve(self, request_id: str, principal: Principal, reason: str) -> AutonomyChange:
         """Approve a raise (not one's own); the evidence is checked again now."""
         flow = self._flow_of(request_id)
         visible_to(principal, Permission.READ_FLOWS, flow, "autonomy request", request_id)
@@ -224,7 +224,7 @@ class AutonomyControl:
                 {"flow": flow, "level": level, "unmet": unmet, "evidence": evidence},
             )
 
-        def apply(conn: Connection, gate: WindowGate) -> dict[str, Any]:
+        def apply(conn: Connection, gate: WindowGate) -> AutonomyChange:
             state = conn.execute(
                 select(autonomy_requests.c.state).where(autonomy_requests.c.id == request_id)
             ).scalar()
@@ -255,7 +255,7 @@ def lower_in(
     by: str,
     reason: str,
     evidence: dict[str, Any],
-) -> dict[str, Any] | None:
+) -> AutonomyChange | None:
     """Lower ``flow`` to ``level`` inside a transaction (the governor); nothing when it is
     at that level or lower already (a flow is seeded with a level before it decides)."""
     current = current_level(conn, flow)
@@ -275,10 +275,10 @@ def change_level_in(
     approved_by: str | None,
     reason: str,
     evidence: dict[str, Any] | None,
-) -> dict[str, Any]:
+) -> AutonomyChange:
     record_id = new_id("evt", gate.now)
     at = iso_time(gate.now)
-    row = {
+    row: dict[str, Any] = {
         "flow": flow,
         "level": level,
         "previous": previous,
@@ -302,7 +302,7 @@ def change_level_in(
         evidence=evidence,
     )
     append_in(conn, [pending(changed, flow, gate.now, record_id)], gate)
-    return {**row, "evidence": evidence}
+    return AutonomyChange(**{**row, "evidence": evidence})
 
 
 def _criteria_dict(c: Criteria) -> dict[str, Any]:

@@ -30,6 +30,13 @@ from keel.ledger.records import iso_time, new_id
 from keel.ledger.writer import WindowGate, append_in
 from keel.reasons import required_reason
 from keel.rollout.changes import Changes, end_running_in
+from keel.rollout.results import (
+    ArmFigures,
+    CanaryReport,
+    Rollout,
+    RolloutReport,
+    ShadowReport,
+)
 from keel.runtime import running_row
 from keel.security.roles import Permission, Principal, visible_to
 from keel.store.schema import rollouts
@@ -58,7 +65,7 @@ class Rollouts:
         reason: str,
         share: float = 0.0,
         bounds: dict[str, float] | None = None,
-    ) -> dict[str, Any]:
+    ) -> Rollout:
         """Start a shadow (any stored version) or a canary (an approved change)."""
         self._ctx.registry.current(flow)
         actor = principal.acting(Permission.ACTIVATE_POLICY, flow)
@@ -85,25 +92,25 @@ class Rollouts:
                     {"field": "candidate"},
                 )
             change = self._changes.get(candidate, principal)
-            if change["flow"] != flow:
-                raise InputError(f"change {candidate} is for flow '{change['flow']}'")
-            if change["state"] != "approved":
+            if change.flow != flow:
+                raise InputError(f"change {candidate} is for flow '{change.flow}'")
+            if change.state != "approved":
                 raise ConflictError(
-                    f"change {candidate} is {change['state']}, not approved: a canary needs "
+                    f"change {candidate} is {change.state}, not approved: a canary needs "
                     "an approved change",
                     {"change_id": candidate},
                 )
-            change_id, version = candidate, change["version"]
+            change_id, version = candidate, change.version
         else:
             share = 0.0
             if candidate.startswith("chg_"):
-                change_id, version = candidate, self._changes.get(candidate, principal)["version"]
+                change_id, version = candidate, self._changes.get(candidate, principal).version
             else:
                 version = self._changes.resolve(flow, candidate, principal)
         if version == self._ctx.registry.current(flow).policy.version:
             raise ConflictError(f"version {version[:12]} is the active one already", {})
 
-        def work(conn: Connection, gate: WindowGate) -> dict[str, Any]:
+        def work(conn: Connection, gate: WindowGate) -> Rollout:
             busy = running_row(conn, flow)
             if busy is not None:
                 raise ConflictError(
@@ -111,7 +118,7 @@ class Rollouts:
                     "stop it first",
                     {"rollout": busy["id"]},
                 )
-            row = {
+            row: dict[str, Any] = {
                 "id": new_id("rol", gate.now),
                 "flow": flow,
                 "mode": mode,
@@ -133,28 +140,28 @@ class Rollouts:
                 share=row["share"], reason=reason, bounds=limits, by=actor.to_dict(),
             )  # fmt: skip
             append_in(conn, [pending(started, flow, gate.now)], gate)
-            return row
+            return Rollout.from_row(row)
 
-        row = self._ctx.writer.transact(work)
+        rollout = self._ctx.writer.transact(work)
         self._ctx.registry.refresh(force=True)
-        return row
+        return rollout
 
-    def stop(self, flow: str, principal: Principal, reason: str) -> dict[str, Any]:
+    def stop(self, flow: str, principal: Principal, reason: str) -> Rollout:
         self._ctx.registry.current(flow)
         actor = principal.acting(Permission.ACTIVATE_POLICY, flow)
         reason = required_reason(reason, "stopping a rollout")
 
-        def work(conn: Connection, gate: WindowGate) -> dict[str, Any]:
+        def work(conn: Connection, gate: WindowGate) -> Rollout:
             ended = end_running_in(conn, gate, flow, "stopped", actor.id, reason)
             if ended is None:
                 raise NotFoundError(f"no rollout runs on flow '{flow}'", {"flow": flow})
             return ended
 
-        row = self._ctx.writer.transact(work)
+        stopped = self._ctx.writer.transact(work)
         self._ctx.registry.refresh(force=True)
-        return row
+        return stopped
 
-    def check_running(self) -> list[dict[str, Any]]:
+    def check_running(self) -> list[Rollout]:
         """Judge every running canary against its bounds (scheduled work: a server does it
         every ``CHECK_S``; never a side effect of reading). Returns the stops made."""
         with self._ctx.db.read() as conn:
@@ -167,38 +174,39 @@ class Rollouts:
         stops = [self.check(rollout_id) for rollout_id in ids]
         return [s for s in stops if s is not None]
 
-    def check(self, rollout_id: str) -> dict[str, Any] | None:
+    def check(self, rollout_id: str) -> Rollout | None:
         """Stop a running canary whose figures passed its bounds; returns the stop, if any.
         Keel's own scheduled work: no caller's permission is involved."""
-        figures = self._report(rollout_id)
-        row = figures["rollout"]
-        if row["state"] != "running" or row["mode"] != "canary":
+        report = self._report(rollout_id)
+        rollout = report.rollout
+        if rollout.state != "running" or not isinstance(report, CanaryReport):
             return None
-        bounds, canary = row["bounds"], figures["candidate"]
-        if canary["decisions"] < bounds["min_decisions"]:
+        bounds, canary = rollout.bounds, report.candidate
+        if canary.decisions < bounds["min_decisions"]:
             return None
         breaches = [
-            f"{name} {canary[rate]:.1%} is above the bound {bounds[bound]:.1%}"
+            f"{name} {rate:.1%} is above the bound {bounds[bound]:.1%}"
             for name, rate, bound in (
-                ("guardrail-hit rate", "guardrail_hit_rate", "max_guardrail_hit_rate"),
-                ("override rate", "override_rate", "max_override_rate"),
+                ("guardrail-hit rate", canary.guardrail_hit_rate, "max_guardrail_hit_rate"),
+                ("override rate", canary.override_rate, "max_override_rate"),
             )
-            if canary[rate] is not None and canary[rate] > bounds[bound]
+            if rate is not None and rate > bounds[bound]
         ]
         if not breaches:
             return None
-        reason = f"automatic rollback after {canary['decisions']} decisions: {'; '.join(breaches)}"
+        reason = f"automatic rollback after {canary.decisions} decisions: {'; '.join(breaches)}"
+        flow = rollout.flow
 
-        def work(conn: Connection, gate: WindowGate) -> dict[str, Any] | None:
-            current = running_row(conn, row["flow"])
+        def work(conn: Connection, gate: WindowGate) -> Rollout | None:
+            current = running_row(conn, flow)
             if current is None or current["id"] != rollout_id:
                 return None  # another process stopped it first
-            return end_running_in(conn, gate, row["flow"], "rolled_back", "keel", reason)
+            return end_running_in(conn, gate, flow, "rolled_back", "keel", reason)
 
         stopped = self._ctx.writer.transact(work)
         if stopped is not None:
-            self._ctx.metrics.rollbacks.labels(row["flow"]).inc()
-            log.warning("canary %s on flow %s rolled back: %s", rollout_id, row["flow"], reason)
+            self._ctx.metrics.rollbacks.labels(flow).inc()
+            log.warning("canary %s on flow %s rolled back: %s", rollout_id, flow, reason)
             self._ctx.registry.refresh(force=True)
         return stopped
 
@@ -208,21 +216,19 @@ class Rollouts:
         self._ctx.registry.current(flow)  # an unknown flow is named first
         principal.require(Permission.READ_FLOWS, flow)
 
-    def get(self, rollout_id: str, principal: Principal) -> dict[str, Any]:
-        row = self._get(rollout_id)
-        visible_to(principal, Permission.READ_FLOWS, row["flow"], "rollout", rollout_id)
-        return row
+    def get(self, rollout_id: str, principal: Principal) -> Rollout:
+        rollout = self._get(rollout_id)
+        visible_to(principal, Permission.READ_FLOWS, rollout.flow, "rollout", rollout_id)
+        return rollout
 
-    def _get(self, rollout_id: str) -> dict[str, Any]:
+    def _get(self, rollout_id: str) -> Rollout:
         with self._ctx.db.read() as conn:
             found = conn.execute(select(rollouts).where(rollouts.c.id == rollout_id)).first()
         if found is None:
             raise NotFoundError(f"no rollout with id '{rollout_id}'", {"rollout": rollout_id})
-        row = dict(found._mapping)
-        row["bounds"] = json.loads(row["bounds"])
-        return row
+        return Rollout.from_row(dict(found._mapping))
 
-    def recent(self, flow: str, principal: Principal, limit: int = 20) -> list[dict[str, Any]]:
+    def recent(self, flow: str, principal: Principal, limit: int = 20) -> list[RolloutReport]:
         """Reports of the flow's rollouts, newest first."""
         self._readable(flow, principal)
         with self._ctx.db.read() as conn:
@@ -235,7 +241,7 @@ class Rollouts:
             found = [str(i) for i in ids]
         return [self._report(i) for i in found]
 
-    def current(self, flow: str, principal: Principal) -> dict[str, Any]:
+    def current(self, flow: str, principal: Principal) -> Rollout:
         """The flow's running rollout, or its latest one."""
         self._readable(flow, principal)
         with self._ctx.db.read() as conn:
@@ -249,15 +255,15 @@ class Rollouts:
             raise NotFoundError(f"flow '{flow}' has had no rollout", {"flow": flow})
         return self._get(str(found))
 
-    def report(self, rollout_id: str, principal: Principal) -> dict[str, Any]:
+    def report(self, rollout_id: str, principal: Principal) -> RolloutReport:
         """How the candidate did: agreement for a shadow; per arm rates for a canary."""
         self.get(rollout_id, principal)
         return self._report(rollout_id)
 
-    def _report(self, rollout_id: str) -> dict[str, Any]:
-        row = self._get(rollout_id)
+    def _report(self, rollout_id: str) -> RolloutReport:
+        rollout = self._get(rollout_id)
         params = {"id": rollout_id}
-        arms: dict[str, dict[str, Any]] = {}
+        arms: dict[str, dict[str, int]] = {}
         agreement: dict[str, dict[str, int]] = {}
         with self._ctx.db.read() as conn:
             for arm, n, hits in conn.execute(
@@ -279,7 +285,7 @@ class Rollouts:
             ):
                 arms.setdefault(arm, {"decisions": 0, "guardrail_hits": 0, "overrides": 0})
                 arms[arm]["overrides"] = int(n)
-            if row["mode"] == "shadow":
+            if rollout.mode == "shadow":
                 for action, shadow, n in conn.execute(
                     text(
                         "SELECT action, shadow_action, count(*) FROM decisions "
@@ -288,25 +294,23 @@ class Rollouts:
                     params,
                 ):
                     agreement.setdefault(action, {})[shadow] = int(n)
-        for figures in arms.values():
-            n = figures["decisions"]
-            figures["guardrail_hit_rate"] = figures["guardrail_hits"] / n if n else None
-            figures["override_rate"] = figures["overrides"] / n if n else None
-        empty = {
-            "decisions": 0,
-            "guardrail_hits": 0,
-            "overrides": 0,
-            "guardrail_hit_rate": None,
-            "override_rate": None,
-        }
-        out: dict[str, Any] = {"rollout": row}
-        if row["mode"] == "canary":
-            out["candidate"] = arms.get("candidate", dict(empty))
-            out["active"] = arms.get("active", dict(empty))
-        else:
-            total = sum(n for row_ in agreement.values() for n in row_.values())
-            same = sum(agreement.get(a, {}).get(a, 0) for a in agreement)
-            out["decisions"] = total
-            out["agreement"] = same / total if total else None
-            out["transitions"] = agreement
-        return out
+        if rollout.mode == "canary":
+            return CanaryReport(
+                rollout, _figures(arms.get("candidate")), _figures(arms.get("active"))
+            )
+        total = sum(n for row in agreement.values() for n in row.values())
+        same = sum(agreement.get(a, {}).get(a, 0) for a in agreement)
+        return ShadowReport(rollout, total, same / total if total else None, agreement)
+
+
+def _figures(counts: dict[str, int] | None) -> ArmFigures:
+    """An arm's figures from its counts (none: the arm decided nothing yet)."""
+    found = counts or {"decisions": 0, "guardrail_hits": 0, "overrides": 0}
+    n = found["decisions"]
+    return ArmFigures(
+        decisions=n,
+        guardrail_hits=found["guardrail_hits"],
+        overrides=found["overrides"],
+        guardrail_hit_rate=found["guardrail_hits"] / n if n else None,
+        override_rate=found["overrides"] / n if n else None,
+    )

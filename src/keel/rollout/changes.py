@@ -52,6 +52,7 @@ from keel.policy.model import Policy, parse_policy
 from keel.reasons import required_reason
 from keel.rollout.autonomy import change_level_in
 from keel.rollout.diff import Difference, diff_models, diff_policies
+from keel.rollout.results import Activation, PolicyChange, Rollout
 from keel.runtime import FlowRuntime, active_row, current_level, pins_of, running_row
 from keel.security.roles import Actor, Permission, Principal, visible_to
 from keel.signals.adapters import load_model
@@ -90,7 +91,7 @@ def _approvals(conn: Connection, change_id: str, version: str) -> list[dict[str,
 
 def end_running_in(
     conn: Connection, gate: WindowGate, flow: str, state: str, by: str, reason: str
-) -> dict[str, Any] | None:
+) -> Rollout | None:
     """Stop the flow's running rollout inside a transaction, with its ledger event."""
     row = running_row(conn, flow)
     if row is None:
@@ -106,7 +107,9 @@ def end_running_in(
         reason=reason,
     )  # fmt: skip
     append_in(conn, [pending(stopped, flow, gate.now)], gate)
-    return {**row, "state": state, "ended_at": at, "ended_by": by, "end_reason": reason}
+    return Rollout.from_row(
+        {**row, "state": state, "ended_at": at, "ended_by": by, "end_reason": reason}
+    )
 
 
 def may_replay(principal: Principal, flow: str) -> None:
@@ -238,22 +241,19 @@ class Changes:
         visible_to(principal, Permission.READ_FLOWS, flow, "policy change", change_id)
         return flow
 
-    def get(self, change_id: str, principal: Principal) -> dict[str, Any]:
+    def get(self, change_id: str, principal: Principal) -> PolicyChange:
         """One change, with the approvals of its current version."""
         self._flow_of(change_id, principal)
         return self.stored(change_id)
 
-    def stored(self, change_id: str) -> dict[str, Any]:
+    def stored(self, change_id: str) -> PolicyChange:
         """A change as stored, for a service that checked its own caller's permission."""
         with self._ctx.db.read() as conn:
             row = _change_row(conn, change_id)
-            row["approvals"] = _approvals(conn, change_id, row["version"])
-        row["editors"] = json.loads(row["editors"])
-        row["models"] = pins_of(row)
-        return row
+            return PolicyChange.from_row(row, _approvals(conn, change_id, row["version"]))
 
-    def changes(self, flow: str, principal: Principal, limit: int = 100) -> list[dict[str, Any]]:
-        """A flow's changes, newest first."""
+    def changes(self, flow: str, principal: Principal, limit: int = 100) -> list[PolicyChange]:
+        """A flow's changes, newest first (without their approvals: ``get`` has them)."""
         self._readable(flow, principal)
         with self._ctx.db.read() as conn:
             rows = conn.execute(
@@ -262,13 +262,9 @@ class Changes:
                 .order_by(policy_changes.c.created_at.desc())
                 .limit(limit)
             )
-            out = [dict(r._mapping) for r in rows]
-        for row in out:
-            row["editors"] = json.loads(row["editors"])
-            row["models"] = pins_of(row)
-        return out
+            return [PolicyChange.from_row(dict(r._mapping)) for r in rows]
 
-    def history(self, flow: str, principal: Principal) -> list[dict[str, Any]]:
+    def history(self, flow: str, principal: Principal) -> list[Activation]:
         """Every activation of the flow, oldest first."""
         self._readable(flow, principal)
         with self._ctx.db.read() as conn:
@@ -277,11 +273,9 @@ class Changes:
                 .where(flow_activations.c.flow == flow)
                 .order_by(flow_activations.c.id)
             )
-            return [dict(r._mapping) for r in rows]
+            return [Activation.from_row(dict(r._mapping)) for r in rows]
 
-    def active_at(
-        self, flow: str, principal: Principal, instant: str | None = None
-    ) -> dict[str, Any]:
+    def active_at(self, flow: str, principal: Principal, instant: str | None = None) -> Activation:
         """The activation in force at ``instant`` (ISO 8601, as the ledger writes it; now if
         None): its version, since when, by whom and why."""
         self._readable(flow, principal)
@@ -297,7 +291,7 @@ class Changes:
             raise NotFoundError(
                 f"flow '{flow}' had no active policy version at {at}", {"flow": flow, "at": at}
             )
-        return dict(found._mapping)
+        return Activation.from_row(dict(found._mapping))
 
     def policy(self, flow: str, version: str) -> Policy:
         return self._ctx.registry.policy(flow, version)
@@ -309,26 +303,24 @@ class Changes:
 
     def change_diff(
         self, change_id: str, principal: Principal
-    ) -> tuple[dict[str, Any], list[Difference]]:
+    ) -> tuple[PolicyChange, list[Difference]]:
         """A change against the version it was proposed on: policy and model pins."""
         change = self.get(change_id, principal)
-        flow = change["flow"]
+        flow = change.flow
         with self._ctx.db.read() as conn:
             base = conn.execute(
                 select(flow_activations)
                 .where(
                     flow_activations.c.flow == flow,
-                    flow_activations.c.version == change["base_version"],
+                    flow_activations.c.version == change.base_version,
                 )
                 .order_by(flow_activations.c.id.desc())
                 .limit(1)
             ).first()
         base_pins = (pins_of(dict(base._mapping)) if base else None) or {}
-        pins = pins_of(change) or base_pins
+        pins = change.models or base_pins
         policy = self.policy
-        differences = diff_policies(
-            policy(flow, change["base_version"]), policy(flow, change["version"])
-        )
+        differences = diff_policies(policy(flow, change.base_version), policy(flow, change.version))
         differences += diff_models(base_pins, pins)
         return change, differences
 
@@ -431,7 +423,7 @@ class Changes:
         reason: str,
         source: str = "<proposal>",
         models: Mapping[str, Path] | None = None,
-    ) -> dict[str, Any]:
+    ) -> PolicyChange:
         """Open a change proposing the policy in ``text`` (YAML; None: the active policy)
         and, optionally, new model files for some of the flow's signals."""
         self._ctx.registry.current(flow)
@@ -487,7 +479,7 @@ class Changes:
 
         return self.stored(self._ctx.writer.transact(work))
 
-    def edit(self, change_id: str, text: str, principal: Principal, reason: str) -> dict[str, Any]:
+    def edit(self, change_id: str, text: str, principal: Principal, reason: str) -> PolicyChange:
         """Replace a proposed change's version; every approval it had is void."""
         flow = self._flow_of(change_id, principal)
         editor = principal.acting(Permission.PROPOSE_POLICY, flow)
@@ -531,7 +523,7 @@ class Changes:
 
         return self.stored(self._ctx.writer.transact(work))
 
-    def approve(self, change_id: str, principal: Principal, reason: str) -> dict[str, Any]:
+    def approve(self, change_id: str, principal: Principal, reason: str) -> PolicyChange:
         """Approve a change's current version (never by anyone who wrote a revision of it)."""
         flow = self._flow_of(change_id, principal)
         approver = principal.acting(Permission.APPROVE_POLICY, flow)
@@ -584,12 +576,12 @@ class Changes:
 
         return self.stored(self._ctx.writer.transact(work))
 
-    def activate(self, change_id: str, principal: Principal, reason: str = "") -> dict[str, Any]:
+    def activate(self, change_id: str, principal: Principal, reason: str = "") -> Activation:
         """Put an approved change into force; returns the activation."""
         flow = self._flow_of(change_id, principal)
         actor = principal.acting(Permission.ACTIVATE_POLICY, flow)
 
-        def work(conn: Connection, gate: WindowGate) -> dict[str, Any]:
+        def work(conn: Connection, gate: WindowGate) -> Activation:
             row = self._open(conn, change_id, "activated")
             given = _approvals(conn, change_id, row["version"])
             if len(given) < APPROVALS_NEEDED:
@@ -630,15 +622,13 @@ class Changes:
         self._ctx.registry.refresh(force=True)  # an activation also ends a running rollout
         return activation
 
-    def rollback(
-        self, flow: str, version: str, principal: Principal, reason: str
-    ) -> dict[str, Any]:
+    def rollback(self, flow: str, version: str, principal: Principal, reason: str) -> Activation:
         """Put back a version the flow used before; returns the activation."""
         self._ctx.registry.current(flow)
         actor = principal.acting(Permission.ACTIVATE_POLICY, flow)
         reason = required_reason(reason, "a rollback")
 
-        def work(conn: Connection, gate: WindowGate) -> dict[str, Any]:
+        def work(conn: Connection, gate: WindowGate) -> Activation:
             used = conn.execute(
                 select(flow_activations.c.version).where(flow_activations.c.flow == flow)
             ).fetchall()
@@ -695,7 +685,7 @@ class Changes:
         change_id: str | None,
         reason: str,
         models: Mapping[str, str] | None = None,
-    ) -> dict[str, Any]:
+    ) -> Activation:
         active = active_row(conn, flow)
         record_id = new_id("evt", gate.now)
         by = actor.id if actor else "keel"
@@ -724,4 +714,4 @@ class Changes:
             previous_models=pins_of(active),
         )
         append_in(conn, [pending(activated, flow, gate.now, record_id)], gate)
-        return row
+        return Activation.from_row(row)

@@ -44,7 +44,7 @@ def govern_in(
         if rule.action == "lower_autonomy" and rule.level is not None:
             change = lower_in(conn, gate, flow, rule.level, GOVERNOR, why, evidence)
             entry.update(
-                {"to": rule.level, "from": change["previous"], "record": change["record_id"]}
+                {"to": rule.level, "from": change.previous, "record": change.record_id}
                 if change is not None
                 else {"to": rule.level, "skipped": f"already at {rule.level} or lower"}
             )

@@ -305,13 +305,13 @@ def replay(
     pins: dict[str, str] = {}
     if candidate.startswith("chg_"):
         change = changes.get(candidate, principal)
-        if change["flow"] != flow:
+        if change.flow != flow:
             raise InputError(
-                f"change {candidate} is for flow '{change['flow']}', not '{flow}'",
+                f"change {candidate} is for flow '{change.flow}', not '{flow}'",
                 {"candidate": candidate},
             )
-        candidate = change["version"]
-        pins = change["models"] or {}
+        candidate = change.version
+        pins = change.models or {}
     running = {s: m.version for s, m in runtime.models.items()}
     changed_models = {
         signal: str(changes.model_path(version))
