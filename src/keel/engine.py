@@ -98,9 +98,10 @@ class Engine:
 
         return Monitoring(self.ctx)
 
-    def run_scheduled(self) -> dict[str, list[dict[str, Any]]]:
-        """The work a server does on its timers, done once now: review deadline breaches,
-        canary bounds, and monitor runs whose period is due."""
+    def run_scheduled(self) -> dict[str, list[Any]]:
+        """The work a server does on its timers, done once now: review deadline breaches
+        (``ReviewBreach``), canary bounds, and monitor runs whose period is due
+        (``MonitorRun``)."""
         monitored = any(rt.flow.monitoring.every_s for rt in self.flows.values())
         return {
             "review_breaches": self.reviews.sweep(),
