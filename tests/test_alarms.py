@@ -239,14 +239,14 @@ def test_a_hold_stays_until_its_alarm_is_resolved_and_an_approver_lifts_it(
         with pytest.raises(ConflictError, match="was resolved at"):
             engine.monitoring.resolve(alarm_id, OWNER, "again")
         lifted = engine.holds.lift(FLOW, APPROVER, "Escalations back to normal")
-        assert (lifted["hold"], lifted["previous"]) == ("none", "pause")
+        assert (lifted.hold, lifted.previous) == ("none", "pause")
         assert engine.runtime(FLOW).hold == "none"
         assert engine.decide(FLOW, LOW_RISK).status == Status.FINAL
         with pytest.raises(ConflictError, match="is not held"):
             engine.holds.lift(FLOW, APPROVER, "again")
-        history = engine.holds.show(FLOW, engine.operator)["history"]
-        assert [h["hold"] for h in history] == ["none", "pause"]
-        assert history[1]["set_by"] == "keel-governor" and history[1]["alarm_id"] == alarm_id
+        history = engine.holds.show(FLOW, engine.operator).history
+        assert [h.hold for h in history] == ["none", "pause"]
+        assert history[1].set_by == "keel-governor" and history[1].alarm_id == alarm_id
 
 
 def test_a_raise_is_refused_while_an_alarm_fires(project: Path, env: dict[str, str]) -> None:

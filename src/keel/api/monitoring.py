@@ -78,7 +78,7 @@ def resolve_alarm(
 @router.get("/flows/{flow}/hold", name="get_hold")
 def get_hold(flow: str, principal: Caller, request: Request) -> dict[str, Any]:
     """The hold in force on the flow (none, escalate_all, pause) and its history."""
-    return engine_of(request).holds.show(flow, principal)
+    return engine_of(request).holds.show(flow, principal).to_dict()
 
 
 @router.post("/flows/{flow}/hold/lift", name="lift_hold")
@@ -86,4 +86,4 @@ def lift_hold(
     flow: str, body: ReasonRequest, principal: Caller, request: Request
 ) -> dict[str, Any]:
     """Lift the flow's hold; 409 while an alarm that set it still fires."""
-    return engine_of(request).holds.lift(flow, principal, body.reason)
+    return engine_of(request).holds.lift(flow, principal, body.reason).to_dict()

@@ -170,7 +170,7 @@ def monitor_hold(
     Example: keel monitor hold credit_limit
     """
     with _engine(project) as engine:
-        _print(engine.holds.show(flow, engine.operator))
+        _print(engine.holds.show(flow, engine.operator).to_dict())
 
 
 @app.command("lift")
@@ -184,4 +184,4 @@ def monitor_lift(
     Example: keel monitor lift credit_limit -r "Income feed fixed, drift resolved"
     """
     with _engine(project) as engine:
-        _print(engine.holds.lift(flow, engine.operator, reason))
+        _print(engine.holds.lift(flow, engine.operator, reason).to_dict())
