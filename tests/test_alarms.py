@@ -133,14 +133,14 @@ def test_an_alarm_lowers_autonomy_holds_the_flow_and_asks_for_retraining(
         decide_day(engine, clock, 1, 120_000, review_every=3)  # incomes moved, a third escalated
         clock.now = START + 2 * DAY
         run = engine.monitoring.run(FLOW, OWNER)
-        assert run["state"] == "judged"
-        assert set(run["breaches"]) == {"drift", "escalation_rate"}
-        raised = {a["monitor"]: a for a in run["alarms"]}
-        assert raised["drift"]["severity"] == "critical"
-        assert raised["escalation_rate"]["severity"] == "warning"
-        assert [a["action"] for a in raised["drift"]["actions"]] == ["lower_autonomy", "retrain"]
-        assert raised["drift"]["actions"][0]["from"] == "supervised"
-        assert [a["action"] for a in raised["escalation_rate"]["actions"]] == ["escalate_all"]
+        assert run.state == "judged"
+        assert set(run.breaches) == {"drift", "escalation_rate"}
+        raised = {a.monitor: a for a in run.alarms}
+        assert raised["drift"].severity == "critical"
+        assert raised["escalation_rate"].severity == "warning"
+        assert [a["action"] for a in raised["drift"].actions] == ["lower_autonomy", "retrain"]
+        assert raised["drift"].actions[0]["from"] == "supervised"
+        assert [a["action"] for a in raised["escalation_rate"].actions] == ["escalate_all"]
         # The governor's acts are in force, and recorded with their evidence.
         runtime = engine.runtime(FLOW)
         assert runtime.flow.autonomy == "advisory" and runtime.hold == "escalate_all"
@@ -182,17 +182,17 @@ def test_an_alarm_is_raised_once_repeats_after_its_cooldown_and_clears_with_hyst
         decide_day(engine, clock, 1, 120_000)
         clock.now = START + 2 * DAY
         first = engine.monitoring.run(FLOW, OWNER)
-        assert first["breaches"] == ["drift"]
-        alarm_id = first["alarms"][0]["id"]
+        assert first.breaches == ["drift"]
+        alarm_id = first.alarms[0].id
         clock.now += 3600  # inside the cool-down: the same alarm, not told again
         again = engine.monitoring.run(FLOW, OWNER, until=START + 2 * DAY)
-        assert again["breaches"] == ["drift"] and again["alarms"] == []
+        assert again.breaches == ["drift"] and again.alarms == []
         alarm = engine.monitoring.alarm(alarm_id, engine.operator)
-        assert (alarm["runs"], alarm["suppressed"], alarm["state"]) == (2, 1, "firing")
+        assert (alarm.runs, alarm.suppressed, alarm.state) == (2, 1, "firing")
         clock.now += 6 * 3600  # past it: told again, the governor does not act again
         later = engine.monitoring.run(FLOW, OWNER, until=START + 2 * DAY)
-        assert [a["kind"] for a in later["alarms"]] == ["alarm_repeated"]
-        assert later["alarms"][0]["actions"] == []
+        assert [a.kind for a in later.alarms] == ["alarm_repeated"]
+        assert later.alarms[0].actions == []
         assert kinds(engine, "alarm") == ["alarm_raised", "alarm_repeated"]
         assert kinds(engine, "retraining") == ["retraining_requested"]
         # Two more days like the last: clean against their baseline, twice → resolved.
@@ -200,12 +200,12 @@ def test_an_alarm_is_raised_once_repeats_after_its_cooldown_and_clears_with_hyst
         decide_day(engine, clock, 3, 120_000)
         clock.now = START + 4 * DAY
         one = engine.monitoring.run(FLOW, OWNER, until=START + 3 * DAY)
-        assert one["result"]["verdicts"]["drift"] == "clean"
-        assert engine.monitoring.alarm(alarm_id, engine.operator)["clean_runs"] == 1
+        assert one.result["verdicts"]["drift"] == "clean"
+        assert engine.monitoring.alarm(alarm_id, engine.operator).clean_runs == 1
         two = engine.monitoring.run(FLOW, OWNER, until=START + 4 * DAY)
-        assert [a["kind"] for a in two["alarms"]] == ["alarm_resolved"]
+        assert [a.kind for a in two.alarms] == ["alarm_resolved"]
         resolved = engine.monitoring.alarm(alarm_id, engine.operator)
-        assert resolved["state"] == "resolved" and resolved["resolved_by"] == "keel"
+        assert resolved.state == "resolved" and resolved.resolved_by == "keel"
         assert engine.monitoring.alarms(engine.operator, FLOW, "firing") == []
     assert [b["kind"] for b in receiver.bodies()].count("alarm_resolved") == 1
 
@@ -221,12 +221,12 @@ def test_a_hold_stays_until_its_alarm_is_resolved_and_an_approver_lifts_it(
         decide_day(engine, clock, 1, 80_000, review_every=3)  # only escalations moved
         clock.now = START + 2 * DAY
         run = engine.monitoring.run(FLOW, OWNER)
-        assert run["breaches"] == ["escalation_rate"]
+        assert run.breaches == ["escalation_rate"]
         assert engine.runtime(FLOW).hold == "pause"
         paused = engine.decide(FLOW, LOW_RISK)
         assert paused.status == Status.DEFERRED and paused.action == "refer"  # the fallback
         assert engine.entry(paused.id).body["rule"] == "hold"
-        alarm_id = run["alarms"][0]["id"]
+        alarm_id = run.alarms[0].id
         with pytest.raises(ConflictError, match="held by alarms still firing"):
             engine.holds.lift(FLOW, APPROVER, "looks fine")
         with pytest.raises(PermissionDeniedError, match="may not approve policy on flow"):
@@ -239,14 +239,14 @@ def test_a_hold_stays_until_its_alarm_is_resolved_and_an_approver_lifts_it(
         with pytest.raises(ConflictError, match="was resolved at"):
             engine.monitoring.resolve(alarm_id, OWNER, "again")
         lifted = engine.holds.lift(FLOW, APPROVER, "Escalations back to normal")
-        assert (lifted["hold"], lifted["previous"]) == ("none", "pause")
+        assert (lifted.hold, lifted.previous) == ("none", "pause")
         assert engine.runtime(FLOW).hold == "none"
         assert engine.decide(FLOW, LOW_RISK).status == Status.FINAL
         with pytest.raises(ConflictError, match="is not held"):
             engine.holds.lift(FLOW, APPROVER, "again")
-        history = engine.holds.show(FLOW, engine.operator)["history"]
-        assert [h["hold"] for h in history] == ["none", "pause"]
-        assert history[1]["set_by"] == "keel-governor" and history[1]["alarm_id"] == alarm_id
+        history = engine.holds.show(FLOW, engine.operator).history
+        assert [h.hold for h in history] == ["none", "pause"]
+        assert history[1].set_by == "keel-governor" and history[1].alarm_id == alarm_id
 
 
 def test_a_raise_is_refused_while_an_alarm_fires(project: Path, env: dict[str, str]) -> None:
@@ -260,7 +260,7 @@ def test_a_raise_is_refused_while_an_alarm_fires(project: Path, env: dict[str, s
         run = engine.monitoring.run(FLOW, OWNER)
         with pytest.raises(ConflictError) as refused:
             engine.autonomy.request(FLOW, "autonomous", OWNER, "ready")
-        alarm_id = run["alarms"][0]["id"]
+        alarm_id = run.alarms[0].id
         assert f"alarm {alarm_id} (drift, warning) is firing" in refused.value.detail["unmet"]
 
 
@@ -280,14 +280,14 @@ def test_scheduled_runs_claim_their_period_once(project: Path, env: dict[str, st
         clock.now = START + 2 * DAY + 1800
         assert [flow for flow, _, _ in engine.monitoring.due()] == [FLOW]
         runs = engine.monitoring.run_due()
-        assert [r["state"] for r in runs] == ["judged"] and runs[0]["breaches"] == []
-        assert runs[0]["current_until"] == "2027-01-17T08:00:00.000000Z"  # on the hour
+        assert [r.state for r in runs] == ["judged"] and runs[0].breaches == []
+        assert runs[0].current_until == "2027-01-17T08:00:00.000000Z"  # on the hour
         assert other.monitoring.run_due() == [] and engine.monitoring.due() == []
         clock.now = START + 5 * DAY  # a later period whose window holds no decisions
         skipped = other.monitoring.run_due()
-        assert [r["state"] for r in skipped] == ["skipped"]
-        assert "holds no decisions" in skipped[0]["note"]
-        states = [r["state"] for r in engine.monitoring.runs(FLOW, engine.operator)]
+        assert [r.state for r in skipped] == ["skipped"]
+        assert "holds no decisions" in skipped[0].note
+        states = [r.state for r in engine.monitoring.runs(FLOW, engine.operator)]
         assert states == ["skipped", "judged"]
 
 
@@ -405,15 +405,15 @@ def test_a_webhook_that_fails_is_logged_and_counted_and_loses_nothing(
             decide_day(engine, clock, 0, 80_000)
             decide_day(engine, clock, 1, 120_000)
             run = engine.monitoring.run(FLOW, OWNER, until=START + 2 * DAY)
-            assert [d["ok"] for d in run["deliveries"]] == [False]
-            assert "KEEL_TEST_HOOK_SECRET is not set" in run["deliveries"][0]["error"]
+            assert [d["ok"] for d in run.deliveries] == [False]
+            assert "KEEL_TEST_HOOK_SECRET is not set" in run.deliveries[0]["error"]
         assert refusing.got == []
         with open_engine(project, environ={"KEEL_TEST_HOOK_SECRET": SECRET}, clock=clock) as engine:
-            engine.monitoring.resolve(run["alarms"][0]["id"], OWNER, "retry")
+            engine.monitoring.resolve(run.alarms[0].id, OWNER, "retry")
             clock.now = START + 2 * DAY + 60
             again = engine.monitoring.run(FLOW, OWNER, until=START + 2 * DAY)
-            assert again["deliveries"][0]["error"] == "HTTP 400"
-            assert again["deliveries"][0]["tries"] == 1  # a refusal is not retried
+            assert again.deliveries[0]["error"] == "HTTP 400"
+            assert again.deliveries[0]["tries"] == 1  # a refusal is not retried
             failures = engine.metrics.registry.get_sample_value(
                 "keel_delivery_failures_total", {"flow": FLOW, "kind": "webhook"}
             )
@@ -441,7 +441,7 @@ def test_drift_against_a_stored_training_profile(project: Path, env: dict[str, s
         decide_day(engine, clock, 0, 80_000)
         decide_day(engine, clock, 1, 120_000)
         run = engine.monitoring.run(FLOW, OWNER, until=START + 2 * DAY)
-        drift = run["result"]["drift"]
+        drift = run.result["drift"]
         assert drift["summary"]["drifted"] == ["annual_income"]  # the profile's names
         assert set(drift["columns"]) == {"annual_income", "region"}
         assert any("not in the reference" in p and "signal.default_risk" in p
@@ -453,4 +453,4 @@ def test_drift_against_a_stored_training_profile(project: Path, env: dict[str, s
         with pytest.raises(InputError, match="no stored profile ffffffffffffffff"):
             engine.monitoring.run(FLOW, OWNER, until=START + 2 * DAY)
         failed = engine.monitoring.runs(FLOW, engine.operator)[0]
-        assert failed["state"] == "failed" and "no stored profile" in failed["note"]
+        assert failed.state == "failed" and "no stored profile" in failed.note

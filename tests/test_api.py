@@ -329,7 +329,7 @@ def raise_alarm(engine: Engine) -> str:
     notices, _ = engine.writer.transact(
         lambda conn, gate: settle_in(conn, gate, FLOW, spec, run, figures)
     )
-    return str(notices[0].alarm["id"])
+    return str(notices[0].alarm.id)
 
 
 def call(client: TestClient, endpoint: str, ids: dict[str, str], headers: dict[str, str]) -> int:

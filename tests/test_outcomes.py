@@ -29,13 +29,14 @@ FLOW = "credit_limit"
 def test_an_outcome_is_recorded_once_and_never_contradicted(engine: Engine) -> None:
     decision = engine.decide(FLOW, LOW_RISK)
     when = iso_time(time.time())  # outcomes are observed after the decision, never before
-    row, created = engine.outcomes.report(
+    reported = engine.outcomes.report(
         OutcomeReport(decision.id, "defaulted", 1850.0, when.replace(".", ",")),
         person("key:svc", "svc", "decider"),
     )
-    assert created and row["label"] == "defaulted" and row["value"] == 1850.0
-    assert row["observed_at"] == when
-    entry = engine.entry(row["record_id"])
+    row = reported.row
+    assert reported.created and row.label == "defaulted" and row.value == 1850.0
+    assert row.observed_at == when
+    entry = engine.entry(row.record_id)
     assert entry.kind == "outcome" and entry.body["decision"] == decision.id
     assert entry.body["reported_by"] == "key:svc" and entry.flow == FLOW
     # A resend (with or without its time) changes nothing.
@@ -43,8 +44,8 @@ def test_an_outcome_is_recorded_once_and_never_contradicted(engine: Engine) -> N
         OutcomeReport(decision.id, "defaulted", 1850.0),
         OutcomeReport(decision.id, "defaulted", 1850.0, when.replace("Z", "+00:00")),
     ):
-        again, created = engine.outcomes.report(resend, person("key:other", "key:other", "decider"))
-        assert not created and again["record_id"] == row["record_id"]
+        again = engine.outcomes.report(resend, person("key:other", "key:other", "decider"))
+        assert not again.created and again.row.record_id == row.record_id
     for conflicting in (
         OutcomeReport(decision.id, "repaid"),
         OutcomeReport(decision.id, "defaulted", 99.0),
@@ -53,7 +54,7 @@ def test_an_outcome_is_recorded_once_and_never_contradicted(engine: Engine) -> N
         with pytest.raises(ConflictError, match="already has outcome 'defaulted', value 1850"):
             engine.outcomes.report(conflicting, person("key:other", "key:other", "decider"))
     assert (
-        engine.outcomes.get(decision.id, engine.operator)["reported_by"] == "key:svc"
+        engine.outcomes.get(decision.id, engine.operator).reported_by == "key:svc"
     )  # the first stands
     assert engine.metrics.outcomes.labels(FLOW, "defaulted")._value.get() == 1
     assert engine.verify().ok and engine.verify().entries == 5
@@ -127,7 +128,7 @@ def test_outcome_files_csv_and_parquet(engine: Engine, tmp_path: Path) -> None:
         "recorded": 2,
         "unchanged": 0,
     }
-    assert engine.outcomes.get(ids[1], engine.operator)["source"] == "file:june.csv"
+    assert engine.outcomes.get(ids[1], engine.operator).source == "file:june.csv"
     parquet = tmp_path / "july.parquet"
     pq.write_table(
         pa.table(
@@ -143,7 +144,7 @@ def test_outcome_files_csv_and_parquet(engine: Engine, tmp_path: Path) -> None:
         "recorded": 2,
         "unchanged": 1,
     }
-    assert engine.outcomes.get(ids[3], engine.operator)["value"] == 300.0
+    assert engine.outcomes.get(ids[3], engine.operator).value == 300.0
 
 
 @pytest.mark.parametrize(

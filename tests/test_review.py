@@ -29,21 +29,21 @@ def test_an_escalation_waits_in_the_queue_and_its_resolution_is_in_the_ledger(
     pending = engine.decide(FLOW, SHORT_HISTORY, subject_id="c-7", by=service)
     assert pending.status == "pending_review"
     queue = engine.reviews.queue(engine.operator, [FLOW])
-    assert [r["decision_id"] for r in queue] == [pending.id]  # the final one never queues
+    assert [r.decision_id for r in queue] == [pending.id]  # the final one never queues
     row = queue[0]
-    assert row["state"] == "open" and row["kind"] == "escalation"
-    assert row["requested_by"] == "key:svc" and row["proposed_action"] == pending.action
-    assert engine.reviews.claim(pending.id, ANNA)["claimed_by"] == ANNA.id
-    assert engine.reviews.claim(pending.id, ANNA)["state"] == "claimed"  # again: harmless
+    assert row.state == "open" and row.kind == "escalation"
+    assert row.requested_by == "key:svc" and row.proposed_action == pending.action
+    assert engine.reviews.claim(pending.id, ANNA).claimed_by == ANNA.id
+    assert engine.reviews.claim(pending.id, ANNA).state == "claimed"  # again: harmless
     with pytest.raises(ConflictError, match="claimed by key:anna0001"):
         engine.reviews.resolve(pending.id, BEN, "approve", "looks fine")
     review = engine.reviews.resolve(pending.id, ANNA, "approve", "Income verified by phone.")
-    assert review["action"] == pending.action and review["value"] == pending.value
-    assert review["reviewer"] == {"id": ANNA.id, "name": "Anna", "role": "reviewer"}
-    entry = engine.entry(review["id"])
+    assert review.action == pending.action and review.value == pending.value
+    assert review.reviewer == {"id": ANNA.id, "name": "Anna", "role": "reviewer"}
+    entry = engine.entry(review.id)
     assert entry.kind == "review" and entry.body["decision"] == pending.id
     assert entry.body["reason"] == "Income verified by phone."
-    assert engine.reviews.get(pending.id, engine.operator)["state"] == "resolved"
+    assert engine.reviews.get(pending.id, engine.operator).state == "resolved"
     assert engine.reviews.queue(engine.operator, [FLOW], "open") == []
     with pytest.raises(ConflictError, match=r"was resolved at .* by key:anna0001 \(approve\)"):
         engine.reviews.resolve(pending.id, ANNA, "reject", "second thoughts")
@@ -59,7 +59,7 @@ def test_reject_takes_the_safe_action_and_change_stays_inside_the_policy(
     one = engine.decide(FLOW, SHORT_HISTORY)
     two = engine.decide(FLOW, SHORT_HISTORY)
     rejected = engine.reviews.resolve(one.id, ANNA, "reject", "Documents missing.")
-    assert rejected["action"] == "refer" and rejected["value"] is None  # the fallback
+    assert rejected.action == "refer" and rejected.value is None  # the fallback
     bad: list[tuple[dict[str, Any], str]] = [
         ({"resolution": "change", "reason": "x"}, "needs the action"),
         ({"resolution": "change", "reason": "x", "action": "teleport"}, "unknown action"),
@@ -75,13 +75,11 @@ def test_reject_takes_the_safe_action_and_change_stays_inside_the_policy(
     for arguments, message in bad:
         with pytest.raises(InputError, match=message):
             engine.reviews.resolve(two.id, ANNA, **arguments)
-    assert (
-        engine.reviews.get(two.id, engine.operator)["state"] == "open"
-    )  # refusals changed nothing
+    assert engine.reviews.get(two.id, engine.operator).state == "open"  # refusals changed nothing
     changed = engine.reviews.resolve(
         two.id, ANNA, "change", "Lower limit to start.", action="approve", value=800.0
     )
-    assert (changed["action"], changed["value"]) == ("approve", 800.0)
+    assert (changed.action, changed.value) == ("approve", 800.0)
     assert engine.verify().ok
 
 
@@ -92,8 +90,8 @@ def test_overrides_of_final_decisions_are_reviews(engine: Engine) -> None:
     review = engine.reviews.override(
         final.id, BEN, "change", "Customer asked for less.", action="approve", value=2000.0
     )
-    assert review["kind"] == "override" and review["proposed"]["action"] == "approve"
-    assert engine.reviews.get(final.id, engine.operator)["final_value"] == 2000.0
+    assert review.kind == "override" and review.proposed["action"] == "approve"
+    assert engine.reviews.get(final.id, engine.operator).final_value == 2000.0
     with pytest.raises(ConflictError, match="has a review already"):
         engine.reviews.override(final.id, BEN, "reject", "again")
     pending = engine.decide(FLOW, SHORT_HISTORY)
@@ -109,14 +107,14 @@ def test_four_eyes_keeps_the_requester_from_reviewing(project: Path, env: dict[s
     with open_engine(project, environ=env) as engine:
         pending = engine.decide(FLOW, SHORT_HISTORY, by=ANNA_DECIDING)
         row = engine.reviews.get(pending.id, engine.operator)
-        assert row["due_at"] > row["opened_at"]
+        assert row.due_at > row.opened_at
         for act in (
             lambda: engine.reviews.claim(pending.id, ANNA),
             lambda: engine.reviews.resolve(pending.id, ANNA, "approve", "mine"),
         ):
             with pytest.raises(ConflictError, match="requires four eyes"):
                 act()
-        assert engine.reviews.resolve(pending.id, BEN, "approve", "checked")["late"] is False
+        assert engine.reviews.resolve(pending.id, BEN, "approve", "checked").late is False
 
 
 def test_bad_review_settings_are_named(project: Path, env: dict[str, str]) -> None:
@@ -146,12 +144,12 @@ def test_an_approval_consumes_the_window_and_may_pass_its_limit(
         second = engine.decide(FLOW, SHORT_HISTORY)
         assert engine.decide(FLOW, LOW_RISK).status == "final"  # takes the one slot
         one = engine.reviews.resolve(first.id, ANNA, "approve", "ok")
-        assert one["windows"]["consumed"] and one["windows"]["exceeded"]
+        assert one.windows["consumed"] and one.windows["exceeded"]
         usage = run_sql(db_url, "select count(*) from guardrail_usage")[0][0]
         assert usage >= 2  # the automatic approval and the human one both count
         assert engine.decide(FLOW, LOW_RISK).status == "pending_review"  # the limit holds
         rejected = engine.reviews.resolve(second.id, ANNA, "reject", "no")
-        assert rejected["windows"] == {"consumed": [], "exceeded": []}  # refer has no limit
+        assert rejected.windows == {"consumed": [], "exceeded": []}  # refer has no limit
 
 
 def _review_section(project: Path, text: str) -> None:
@@ -169,18 +167,16 @@ def test_deadline_breaches_are_recorded_once(project: Path, env: dict[str, str])
         clock.now += 1800
         assert engine.reviews.sweep() == []  # not due yet
         clock.now += 3600
-        assert engine.reviews.queue(engine.operator, [FLOW], "open")[0]["overdue"] is True
+        assert engine.reviews.queue(engine.operator, [FLOW], "open")[0].overdue is True
         breaches = engine.reviews.sweep()
-        assert [b["decision"] for b in breaches] == [late.id]  # the resolved one is not late
+        assert [b.decision for b in breaches] == [late.id]  # the resolved one is not late
         assert engine.reviews.sweep() == []  # recorded once
         entry = engine.entries(1, kind="review_breached")[0]
         assert entry.body["decision"] == late.id and entry.body["due_at"] < entry.recorded_at
-        assert (
-            engine.reviews.get(late.id, engine.operator)["breached_at"] == entry.body["noticed_at"]
-        )
+        assert engine.reviews.get(late.id, engine.operator).breached_at == entry.body["noticed_at"]
         counted = engine.metrics.review_breaches.labels(FLOW, "escalation")._value.get()
         assert counted == 1
-        assert engine.reviews.resolve(late.id, ANNA, "approve", "finally")["late"] is True
+        assert engine.reviews.resolve(late.id, ANNA, "approve", "finally").late is True
         assert engine.verify().ok
 
 

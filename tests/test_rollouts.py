@@ -13,6 +13,7 @@ from keel import open_engine
 from keel.engine import Engine
 from keel.errors import ConflictError, InputError, LedgerWriteError, NotFoundError
 from keel.events import BY_KIND, body_keys
+from keel.review.queue import ReviewResolution
 from keel.rollout.canary import CHECK_S
 from keel.runtime import REFRESH_S, RefreshInTransactionError
 from keel.security.roles import PermissionDeniedError
@@ -155,7 +156,7 @@ def test_a_bound_check_due_during_a_review_override_cannot_hang_the_writer(
         assert len(served) >= 2
         clock.advance(REFRESH_S + CHECK_S)  # a refresh and a bound check are both due now
 
-        done: list[dict[str, object]] = []
+        done: list[ReviewResolution] = []
         overriding = threading.Thread(
             target=lambda: done.append(
                 engine.reviews.override(served[0].id, ANNA, "reject", "too generous")
@@ -165,7 +166,7 @@ def test_a_bound_check_due_during_a_review_override_cannot_hang_the_writer(
         overriding.start()
         overriding.join(timeout=60)
         assert not overriding.is_alive(), "the review override hung the ledger writer"
-        assert done and done[0]["resolution"] == "reject"
+        assert done and done[0].resolution == "reject"
         assert (
             engine.rollouts.current(FLOW, engine.operator).state == "running"
         )  # no check as a side effect
@@ -181,7 +182,7 @@ def test_a_bound_check_due_during_a_review_override_cannot_hang_the_writer(
         # The scheduled check does what the override no longer does as a side effect.
         for decision in served[1:]:
             engine.reviews.override(decision.id, ANNA, "reject", "too generous")
-        stops = engine.run_scheduled()["rollbacks"]
+        stops = engine.run_scheduled().rollbacks
         assert [s.id for s in stops] == [rollout.id]
         assert stops[0].state == "rolled_back"
         assert engine.rollouts.current(FLOW, engine.operator).state == "rolled_back"

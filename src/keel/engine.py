@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,12 +37,13 @@ from keel.ledger.writer import LedgerWriter
 from keel.project import Project, load_project
 from keel.protect import Protector
 from keel.review.outcomes import Outcomes
-from keel.review.queue import Reviews
+from keel.review.queue import ReviewBreach, Reviews
 from keel.review.trust import Trust
 from keel.rollout.autonomy import AutonomyControl
 from keel.rollout.canary import Rollouts
 from keel.rollout.changes import Changes
 from keel.rollout.holds import Holds
+from keel.rollout.results import Rollout
 from keel.runtime import FlowRuntime
 from keel.security.roles import Permission, Principal, local_operator
 from keel.signals.runner import SignalRunner
@@ -49,7 +51,16 @@ from keel.store.database import Database, open_database
 from keel.telemetry import Metrics
 
 if TYPE_CHECKING:
-    from keel.monitor.runs import Monitoring
+    from keel.monitor.runs import Monitoring, MonitorRun
+
+
+@dataclass(frozen=True)
+class ScheduledWork:
+    """What one round of the timed work did."""
+
+    review_breaches: list[ReviewBreach]  # recorded now, once each
+    rollbacks: list[Rollout]  # canaries stopped past their bounds
+    monitor_runs: list[MonitorRun]  # scheduled runs made
 
 
 class Engine:
@@ -98,15 +109,16 @@ class Engine:
 
         return Monitoring(self.ctx)
 
-    def run_scheduled(self) -> dict[str, list[Any]]:
+    def run_scheduled(self) -> ScheduledWork:
         """The work a server does on its timers, done once now: review deadline breaches,
-        canary bounds, and monitor runs whose period is due."""
+        canary bounds, and monitor runs whose period is due (for an application that
+        embeds the engine, or a cron job)."""
         monitored = any(rt.flow.monitoring.every_s for rt in self.flows.values())
-        return {
-            "review_breaches": self.reviews.sweep(),
-            "rollbacks": self.rollouts.check_running(),
-            "monitor_runs": self.monitoring.run_due() if monitored else [],
-        }
+        return ScheduledWork(
+            review_breaches=self.reviews.sweep(),
+            rollbacks=self.rollouts.check_running(),
+            monitor_runs=self.monitoring.run_due() if monitored else [],
+        )
 
     # ---- what the context holds ----------------------------------------------------------
 

@@ -35,7 +35,7 @@ def run_monitor(
         from keel.monitor.windows import moment  # noqa: PLC0415 - NumPy on first use
 
         end = moment(until).timestamp()
-    return engine_of(request).monitoring.run(flow, principal, end)
+    return engine_of(request).monitoring.run(flow, principal, end).to_dict()
 
 
 @router.get("/flows/{flow}/monitor-runs", name="list_monitor_runs")
@@ -46,7 +46,8 @@ def list_monitor_runs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> dict[str, Any]:
     """The flow's recent monitor runs, newest first, with every figure they computed."""
-    return {"runs": engine_of(request).monitoring.runs(flow, principal, limit)}
+    runs = engine_of(request).monitoring.runs(flow, principal, limit)
+    return {"runs": [run.to_dict() for run in runs]}
 
 
 @router.get("/flows/{flow}/alarms", name="list_alarms")
@@ -58,13 +59,14 @@ def list_alarms(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """The flow's alarms, newest first: severity, summary, evidence, governor actions."""
-    return {"alarms": engine_of(request).monitoring.alarms(principal, flow, state, limit)}
+    alarms = engine_of(request).monitoring.alarms(principal, flow, state, limit)
+    return {"alarms": [alarm.to_dict() for alarm in alarms]}
 
 
 @router.get("/alarms/{alarm_id}", name="get_alarm")
 def get_alarm(alarm_id: str, principal: Caller, request: Request) -> dict[str, Any]:
     """One alarm with its evidence and what the governor did about it."""
-    return engine_of(request).monitoring.alarm(alarm_id, principal)
+    return engine_of(request).monitoring.alarm(alarm_id, principal).to_dict()
 
 
 @router.post("/alarms/{alarm_id}/resolution", name="resolve_alarm")
@@ -72,13 +74,13 @@ def resolve_alarm(
     alarm_id: str, body: ReasonRequest, principal: Caller, request: Request
 ) -> dict[str, Any]:
     """Resolve a firing alarm by hand, with a reason; holds and autonomy stay as they are."""
-    return engine_of(request).monitoring.resolve(alarm_id, principal, body.reason)
+    return engine_of(request).monitoring.resolve(alarm_id, principal, body.reason).to_dict()
 
 
 @router.get("/flows/{flow}/hold", name="get_hold")
 def get_hold(flow: str, principal: Caller, request: Request) -> dict[str, Any]:
     """The hold in force on the flow (none, escalate_all, pause) and its history."""
-    return engine_of(request).holds.show(flow, principal)
+    return engine_of(request).holds.show(flow, principal).to_dict()
 
 
 @router.post("/flows/{flow}/hold/lift", name="lift_hold")
@@ -86,4 +88,4 @@ def lift_hold(
     flow: str, body: ReasonRequest, principal: Caller, request: Request
 ) -> dict[str, Any]:
     """Lift the flow's hold; 409 while an alarm that set it still fires."""
-    return engine_of(request).holds.lift(flow, principal, body.reason)
+    return engine_of(request).holds.lift(flow, principal, body.reason).to_dict()

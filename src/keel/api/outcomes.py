@@ -33,16 +33,16 @@ def report_outcome(
     """Report what came of a decision: 201 when recorded, 200 when it was already (a resend),
     409 when a different outcome was reported before (the first stands)."""
     report = OutcomeReport(decision_id, body.label, body.value, body.observed_at)
-    row, created = engine_of(request).outcomes.report(report, principal, "api")
-    if not created:
+    result = engine_of(request).outcomes.report(report, principal, "api")
+    if not result.created:
         response.status_code = 200
-    return {**row, "created": created}
+    return result.to_dict()
 
 
 @router.get("/decisions/{decision_id}/outcome", response_model=OutcomeOut, name="get_outcome")
 def get_outcome(decision_id: str, principal: Caller, request: Request) -> Any:
     """The outcome reported for a decision (404 until there is one)."""
-    return engine_of(request).outcomes.get(decision_id, principal)
+    return engine_of(request).outcomes.get(decision_id, principal).to_dict()
 
 
 @router.post("/outcomes", response_model=OutcomeImportOut, name="report_outcomes")

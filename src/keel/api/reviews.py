@@ -29,19 +29,20 @@ def list_reviews(
 ) -> Any:
     """The queue of the flows the caller reviews, oldest first; overdue ones are marked."""
     flows = [flow] if flow is not None else None
-    return {"reviews": engine_of(request).reviews.queue(principal, flows, state, limit)}
+    reviews = engine_of(request).reviews.queue(principal, flows, state, limit)
+    return {"reviews": [r.to_dict() for r in reviews]}
 
 
 @router.get("/reviews/{decision_id}", response_model=ReviewOut, name="get_review")
 def get_review(decision_id: str, principal: Caller, request: Request) -> Any:
     """One decision's review: its state, and the resolution once there is one."""
-    return engine_of(request).reviews.get(decision_id, principal)
+    return engine_of(request).reviews.get(decision_id, principal).to_dict()
 
 
 @router.post("/reviews/{decision_id}/claim", response_model=ReviewOut, name="claim_review")
 def claim_review(decision_id: str, principal: Caller, request: Request) -> Any:
     """Take a review so that nobody else resolves it meanwhile."""
-    return engine_of(request).reviews.claim(decision_id, principal)
+    return engine_of(request).reviews.claim(decision_id, principal).to_dict()
 
 
 @router.post("/reviews/{decision_id}/resolution", name="resolve_review")
@@ -49,9 +50,10 @@ def resolve_review(
     decision_id: str, body: ResolveRequest, principal: Caller, request: Request
 ) -> dict[str, Any]:
     """Approve, reject or change a decision that waits for review; recorded in the ledger."""
-    return engine_of(request).reviews.resolve(
+    review = engine_of(request).reviews.resolve(
         decision_id, principal, body.resolution, body.reason, body.action, body.value
     )
+    return review.to_dict()
 
 
 @router.post("/decisions/{decision_id}/override", name="override_decision")
@@ -59,6 +61,7 @@ def override_decision(
     decision_id: str, body: ResolveRequest, principal: Caller, request: Request
 ) -> dict[str, Any]:
     """Override a final decision (reject or change) as a review; recorded in the ledger."""
-    return engine_of(request).reviews.override(
+    review = engine_of(request).reviews.override(
         decision_id, principal, body.resolution, body.reason, body.action, body.value
     )
+    return review.to_dict()

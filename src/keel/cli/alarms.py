@@ -26,8 +26,8 @@ def alarms_list(
     with _engine(project) as engine:
         found = engine.monitoring.alarms(engine.operator, flow, state, limit)
     for a in found:
-        typer.echo(f"{a['id']}  {a['state']:<8} {a['severity']:<8} {a['flow']}/{a['monitor']}"
-                   f"  since {a['opened_at']}  {a['summary']}")  # fmt: skip
+        typer.echo(f"{a.id}  {a.state:<8} {a.severity:<8} {a.flow}/{a.monitor}"
+                   f"  since {a.opened_at}  {a.summary}")  # fmt: skip
     if not found:
         typer.echo("no alarms", err=True)
 
@@ -42,7 +42,7 @@ def alarms_show(
     Example: keel alarms show alm_0193...
     """
     with _engine(project) as engine:
-        _print(engine.monitoring.alarm(alarm_id, engine.operator))
+        _print(engine.monitoring.alarm(alarm_id, engine.operator).to_dict())
 
 
 @app.command("resolve")
@@ -56,4 +56,4 @@ def alarms_resolve(
     Example: keel alarms resolve alm_0193... -r "New price list explains the shift"
     """
     with _engine(project) as engine:
-        _print(engine.monitoring.resolve(alarm_id, engine.operator, reason))
+        _print(engine.monitoring.resolve(alarm_id, engine.operator, reason).to_dict())

@@ -70,10 +70,10 @@ def monitor_run(
         end_ts = moment(end).timestamp() if end else engine.clock()
         if record:
             run = engine.monitoring.run(flow, engine.operator, end_ts)
-            if run["state"] != "judged":
-                typer.echo(f"{flow}: run {run['id']} {run['state']}: {run['note']}", err=True)
+            if run.state != "judged" or run.result is None:
+                typer.echo(f"{flow}: run {run.id} {run.state}: {run.note}", err=True)
                 raise typer.Exit(2)
-            result = run["result"]
+            result = run.result
         else:
             result = engine.monitoring.look(
                 flow,
@@ -86,14 +86,14 @@ def monitor_run(
                 method,
             )
         if as_json:
-            typer.echo(json.dumps(result if not record else run, indent=2, default=str))
+            typer.echo(json.dumps(result if not record else run.to_dict(), indent=2, default=str))
         else:
             _show_run(flow, result)
             if record:
-                for alarm in run["alarms"]:
-                    acts = ", ".join(a["action"] for a in alarm["actions"]) or "no action"
-                    typer.echo(f"  {alarm['kind']}: {alarm['id']} {alarm['monitor']} "
-                               f"({alarm['severity']}) — {acts}")  # fmt: skip
+                for alarm in run.alarms or []:
+                    acts = ", ".join(a["action"] for a in alarm.actions) or "no action"
+                    typer.echo(f"  {alarm.kind}: {alarm.id} {alarm.monitor} "
+                               f"({alarm.severity}) — {acts}")  # fmt: skip
     if result["breaches"]:
         raise typer.Exit(1)
 
@@ -135,9 +135,9 @@ def monitor_run_due(project: ProjectOpt = Path(".")) -> None:
     with _engine(project) as engine:
         runs = engine.monitoring.run_due()
     for run in runs:
-        typer.echo(f"{run['flow']}: {run['id']} {run['state']}"
-                   + (f" — breaches: {', '.join(run['breaches'])}" if run["breaches"] else "")
-                   + (f" — {run['note']}" if run.get("note") else ""))  # fmt: skip
+        typer.echo(f"{run.flow}: {run.id} {run.state}"
+                   + (f" — breaches: {', '.join(run.breaches)}" if run.breaches else "")
+                   + (f" — {run.note}" if run.note else ""))  # fmt: skip
     if not runs:
         typer.echo("no scheduled run was due", err=True)
 
@@ -155,9 +155,9 @@ def monitor_runs(
     with _engine(project) as engine:
         runs = engine.monitoring.runs(flow, engine.operator, limit)
     for run in runs:
-        said = ", ".join(run["breaches"]) or run["note"] or "no breach"
-        typer.echo(f"{run['id']}  {run['state']:<8} {run['trigger']:<10} "
-                   f"[{run['current_since']}, {run['current_until']})  {said}")  # fmt: skip
+        said = ", ".join(run.breaches) or run.note or "no breach"
+        typer.echo(f"{run.id}  {run.state:<8} {run.trigger:<10} "
+                   f"[{run.current_since}, {run.current_until})  {said}")  # fmt: skip
 
 
 @app.command("hold")
@@ -170,7 +170,7 @@ def monitor_hold(
     Example: keel monitor hold credit_limit
     """
     with _engine(project) as engine:
-        _print(engine.holds.show(flow, engine.operator))
+        _print(engine.holds.show(flow, engine.operator).to_dict())
 
 
 @app.command("lift")
@@ -184,4 +184,4 @@ def monitor_lift(
     Example: keel monitor lift credit_limit -r "Income feed fixed, drift resolved"
     """
     with _engine(project) as engine:
-        _print(engine.holds.lift(flow, engine.operator, reason))
+        _print(engine.holds.lift(flow, engine.operator, reason).to_dict())

@@ -29,11 +29,11 @@ def outcomes_report(
     from keel.review.outcomes import OutcomeReport  # noqa: PLC0415
 
     with _engine(project) as engine:
-        row, created = engine.outcomes.report(
+        result = engine.outcomes.report(
             OutcomeReport(decision_id, label, value, observed_at), engine.operator, "cli"
         )
-    _print(row)
-    typer.echo("recorded" if created else "already recorded: nothing changed", err=True)
+    _print(result.row.to_dict())
+    typer.echo("recorded" if result.created else "already recorded: nothing changed", err=True)
 
 
 @app.command("import")
@@ -60,4 +60,4 @@ def outcomes_show(
     Example: keel outcomes show dec_0193...
     """
     with _engine(project) as engine:
-        _print(engine.outcomes.get(decision_id, engine.operator))
+        _print(engine.outcomes.get(decision_id, engine.operator).to_dict())

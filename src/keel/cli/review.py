@@ -36,15 +36,15 @@ def review_list(
     with _engine(project) as engine:
         rows = engine.reviews.queue(engine.operator, flow or None, state, limit)
     if as_json:
-        _print(rows)
+        _print([row.to_dict() for row in rows])
         return
     for row in rows:
-        late = "  OVERDUE" if row["overdue"] else ""
-        value = f" {row['proposed_value']:g}" if row["proposed_value"] is not None else ""
-        done = f" → {row['resolution']} by {row['reviewer']}" if row["resolution"] else ""
+        late = "  OVERDUE" if row.overdue else ""
+        value = f" {row.proposed_value:g}" if row.proposed_value is not None else ""
+        done = f" → {row.resolution} by {row.reviewer}" if row.resolution else ""
         typer.echo(
-            f"{row['decision_id']}  {row['flow']:<16} {row['kind']:<10} {row['state']:<8} "
-            f"{row['proposed_action']}{value}  due {row['due_at'] or '-'}{late}{done}"
+            f"{row.decision_id}  {row.flow:<16} {row.kind:<10} {row.state:<8} "
+            f"{row.proposed_action}{value}  due {row.due_at or '-'}{late}{done}"
         )
     typer.echo(f"{len(rows)} reviews", err=True)
 
@@ -59,7 +59,7 @@ def review_claim(
     Example: keel review claim dec_0193...
     """
     with _engine(project) as engine:
-        _print(engine.reviews.claim(decision_id, engine.operator))
+        _print(engine.reviews.claim(decision_id, engine.operator).to_dict())
 
 
 @app.command("resolve")
@@ -79,7 +79,9 @@ def review_resolve(
     """
     with _engine(project) as engine:
         _print(
-            engine.reviews.resolve(decision_id, engine.operator, resolution, reason, action, value)
+            engine.reviews.resolve(
+                decision_id, engine.operator, resolution, reason, action, value
+            ).to_dict()
         )
 
 
@@ -98,7 +100,9 @@ def review_override(
     """
     with _engine(project) as engine:
         _print(
-            engine.reviews.override(decision_id, engine.operator, resolution, reason, action, value)
+            engine.reviews.override(
+                decision_id, engine.operator, resolution, reason, action, value
+            ).to_dict()
         )
 
 
@@ -111,5 +115,5 @@ def review_sweep(project: ProjectOpt = Path(".")) -> None:
     with _engine(project) as engine:
         breaches = engine.reviews.sweep()
     for b in breaches:
-        typer.echo(f"{b['decision']}  {b['flow']:<16} {b['kind']:<10} due {b['due_at']}")
+        typer.echo(f"{b.decision}  {b.flow:<16} {b.kind:<10} due {b.due_at}")
     typer.echo(f"{len(breaches)} deadline breaches recorded", err=True)

@@ -24,10 +24,11 @@ refuses while an alarm on the flow fires. Repeats never act again: with the cool
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, RowMapping, select, update
 
 from keel.context import Context
 from keel.errors import ConflictError, NotFoundError
@@ -42,30 +43,83 @@ from keel.store.schema import alarms
 FIRING, RESOLVED = "firing", "resolved"
 
 
+@dataclass(frozen=True)
+class Alarm:
+    """One alarm on a flow's monitor (an ``alarms`` row, its evidence and actions parsed)."""
+
+    id: str
+    flow: str
+    monitor: str
+    severity: str
+    state: str  # firing | resolved
+    opened_at: str
+    last_seen_at: str
+    notified_at: str
+    runs: int  # runs that found the breach
+    suppressed: int  # of those, not notified (cool-down)
+    clean_runs: int  # consecutive clean runs since
+    summary: str
+    evidence: dict[str, Any]  # the figures of the latest breach
+    actions: list[dict[str, Any]]  # what the governor did about it
+    resolved_at: str | None
+    resolved_by: str | None
+    resolve_reason: str | None
+    record_id: str  # the alarm_raised ledger entry
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "flow": self.flow,
+            "monitor": self.monitor,
+            "severity": self.severity,
+            "state": self.state,
+            "opened_at": self.opened_at,
+            "last_seen_at": self.last_seen_at,
+            "notified_at": self.notified_at,
+            "runs": self.runs,
+            "suppressed": self.suppressed,
+            "clean_runs": self.clean_runs,
+            "summary": self.summary,
+            "evidence": self.evidence,
+            "actions": self.actions,
+            "resolved_at": self.resolved_at,
+            "resolved_by": self.resolved_by,
+            "resolve_reason": self.resolve_reason,
+            "record_id": self.record_id,
+        }
+
+    def row(self) -> dict[str, Any]:
+        """The ``alarms`` row (evidence and actions as JSON text)."""
+        return {
+            **self.to_dict(),
+            "evidence": json.dumps(self.evidence),
+            "actions": json.dumps(self.actions),
+        }
+
+
 @dataclass
 class Notice:
     """Something to tell the owner once the transaction has committed."""
 
     kind: str  # alarm_raised | alarm_repeated | alarm_escalated | alarm_resolved
-    alarm: dict[str, Any]
+    alarm: Alarm
     retrain: bool = False  # a retrain rule matched: send the request
     actions: list[dict[str, Any]] = field(default_factory=list)
 
 
-def alarm_row(row: Any) -> dict[str, Any]:
-    out = dict(row._mapping)
-    for key in ("evidence", "actions"):
-        out[key] = json.loads(out[key])
-    return out
+def alarm_row(row: Mapping[str, Any] | RowMapping) -> Alarm:
+    """The alarm of an ``alarms`` row."""
+    values = {**row, "evidence": json.loads(row["evidence"]), "actions": json.loads(row["actions"])}
+    return Alarm(**values)
 
 
-def firing_in(conn: Connection, flow: str) -> list[dict[str, Any]]:
+def firing_in(conn: Connection, flow: str) -> list[Alarm]:
     rows = conn.execute(
         select(alarms)
         .where(alarms.c.flow == flow, alarms.c.state == FIRING)
         .order_by(alarms.c.opened_at)
     )
-    return [alarm_row(r) for r in rows]
+    return [alarm_row(r._mapping) for r in rows]
 
 
 def summary_of(monitor: str, evidence: dict[str, Any]) -> str:
@@ -95,7 +149,7 @@ def settle_in(
     now = iso_time(gate.now)
     notices: list[Notice] = []
     suppressed: list[str] = []
-    current = {a["monitor"]: a for a in firing_in(conn, flow)}
+    current = {a.monitor: a for a in firing_in(conn, flow)}
     for monitor, verdict in run["verdicts"].items():
         found = current.get(monitor)
         check = spec.checks[monitor]
@@ -104,41 +158,37 @@ def settle_in(
             if found is None:
                 notices.append(_raise_in(conn, gate, flow, spec, monitor, check.severity, figures))
                 continue
-            changes: dict[str, Any] = {
-                "last_seen_at": now, "runs": found["runs"] + 1, "clean_runs": 0,
-                "evidence": json.dumps(figures), "summary": summary_of(monitor, figures),
-            }  # fmt: skip
-            graver = SEVERITIES.index(check.severity) > SEVERITIES.index(found["severity"])
-            cooled = gate.now - moment(found["notified_at"]).timestamp() >= spec.cooldown_s
+            alarm = replace(
+                found, last_seen_at=now, runs=found.runs + 1, clean_runs=0, evidence=figures,
+                summary=summary_of(monitor, figures),
+            )  # fmt: skip
+            graver = SEVERITIES.index(check.severity) > SEVERITIES.index(found.severity)
+            cooled = gate.now - moment(found.notified_at).timestamp() >= spec.cooldown_s
             if graver or cooled:
                 kind = "alarm_escalated" if graver else "alarm_repeated"
-                changes.update(severity=check.severity, notified_at=now)
-                alarm = {**found, **changes, "evidence": figures}
+                alarm = replace(alarm, severity=check.severity, notified_at=now)
                 actions: list[dict[str, Any]] = []
                 retrain = False
                 if graver:
-                    actions, retrain = govern_in(conn, gate, flow, spec, alarm)
-                    changes["actions"] = json.dumps([*found["actions"], *actions])
-                    alarm["actions"] = [*found["actions"], *actions]
+                    actions, retrain = govern_in(conn, gate, flow, spec, alarm.to_dict())
+                    alarm = replace(alarm, actions=[*found.actions, *actions])
                 seen = (AlarmEscalated if graver else AlarmRepeated)(
-                    alarm=found["id"], monitor=monitor, severity=check.severity,
-                    summary=changes["summary"], evidence=figures, actions=actions,
+                    alarm=found.id, monitor=monitor, severity=check.severity,
+                    summary=alarm.summary, evidence=figures, actions=actions,
                 )  # fmt: skip
                 append_in(conn, [pending(seen, flow, gate.now)], gate)
                 notices.append(Notice(kind, alarm, retrain, actions))
             else:
-                changes["suppressed"] = found["suppressed"] + 1
+                alarm = replace(alarm, suppressed=found.suppressed + 1)
                 suppressed.append(monitor)
-            conn.execute(update(alarms).where(alarms.c.id == found["id"]).values(**changes))
+            conn.execute(update(alarms).where(alarms.c.id == found.id).values(**alarm.row()))
         elif found is not None and verdict in ("clean", "band"):
-            clean = found["clean_runs"] + 1 if verdict == "clean" else 0
+            clean = found.clean_runs + 1 if verdict == "clean" else 0
             if clean >= spec.clear_after:
                 why = f"{clean} clean run(s) in a row"
                 notices.append(_resolve_in(conn, gate, found, "keel", why))
             else:
-                conn.execute(
-                    update(alarms).where(alarms.c.id == found["id"]).values(clean_runs=clean)
-                )
+                conn.execute(update(alarms).where(alarms.c.id == found.id).values(clean_runs=clean))
     return notices, suppressed
 
 
@@ -153,57 +203,37 @@ def _raise_in(
 ) -> Notice:
     now = iso_time(gate.now)
     record_id = new_id("evt", gate.now)
-    alarm: dict[str, Any] = {
-        "id": new_id("alm", gate.now),
-        "flow": flow,
-        "monitor": monitor,
-        "severity": severity,
-        "state": FIRING,
-        "opened_at": now,
-        "last_seen_at": now,
-        "notified_at": now,
-        "runs": 1,
-        "suppressed": 0,
-        "clean_runs": 0,
-        "summary": summary_of(monitor, figures),
-        "evidence": figures,
-        "actions": [],
-        "resolved_at": None,
-        "resolved_by": None,
-        "resolve_reason": None,
-        "record_id": record_id,
-    }
-    actions, retrain = govern_in(conn, gate, flow, spec, alarm)
-    alarm["actions"] = actions
-    conn.execute(
-        alarms.insert().values(
-            **{**alarm, "evidence": json.dumps(figures), "actions": json.dumps(actions)}
-        )
-    )
+    alarm = Alarm(
+        id=new_id("alm", gate.now), flow=flow, monitor=monitor, severity=severity, state=FIRING,
+        opened_at=now, last_seen_at=now, notified_at=now, runs=1, suppressed=0, clean_runs=0,
+        summary=summary_of(monitor, figures), evidence=figures, actions=[], resolved_at=None,
+        resolved_by=None, resolve_reason=None, record_id=record_id,
+    )  # fmt: skip
+    actions, retrain = govern_in(conn, gate, flow, spec, alarm.to_dict())
+    alarm = replace(alarm, actions=actions)
+    conn.execute(alarms.insert().values(**alarm.row()))
     raised = AlarmRaised(
-        alarm=alarm["id"], monitor=monitor, severity=severity, summary=alarm["summary"],
+        alarm=alarm.id, monitor=monitor, severity=severity, summary=alarm.summary,
         evidence=figures, actions=actions,
     )  # fmt: skip
     append_in(conn, [pending(raised, flow, gate.now, record_id)], gate)
     return Notice("alarm_raised", alarm, retrain, actions)
 
 
-def _resolve_in(
-    conn: Connection, gate: WindowGate, alarm: dict[str, Any], by: str, reason: str
-) -> Notice:
+def _resolve_in(conn: Connection, gate: WindowGate, alarm: Alarm, by: str, reason: str) -> Notice:
     now = iso_time(gate.now)
     conn.execute(
         update(alarms)
-        .where(alarms.c.id == alarm["id"])
+        .where(alarms.c.id == alarm.id)
         .values(state=RESOLVED, resolved_at=now, resolved_by=by, resolve_reason=reason)
     )
     resolved_event = AlarmResolved(
-        alarm=alarm["id"], monitor=alarm["monitor"], by=by, reason=reason,
-        opened_at=alarm["opened_at"], runs=alarm["runs"],
+        alarm=alarm.id, monitor=alarm.monitor, by=by, reason=reason,
+        opened_at=alarm.opened_at, runs=alarm.runs,
     )  # fmt: skip
-    append_in(conn, [pending(resolved_event, alarm["flow"], gate.now)], gate)
-    resolved = {**alarm, "state": RESOLVED, "resolved_at": now, "resolved_by": by,
-                "resolve_reason": reason}  # fmt: skip
+    append_in(conn, [pending(resolved_event, alarm.flow, gate.now)], gate)
+    resolved = replace(alarm, state=RESOLVED, resolved_at=now, resolved_by=by,
+                       resolve_reason=reason)  # fmt: skip
     return Notice("alarm_resolved", resolved)
 
 
@@ -214,11 +244,10 @@ def resolve(ctx: Context, alarm_id: str, by: str, reason: str) -> Notice:
         found = conn.execute(select(alarms).where(alarms.c.id == alarm_id)).first()
         if found is None:
             raise NotFoundError(f"no alarm with id '{alarm_id}'", {"alarm_id": alarm_id})
-        alarm = alarm_row(found)
-        if alarm["state"] != FIRING:
+        alarm = alarm_row(found._mapping)
+        if alarm.state != FIRING:
             raise ConflictError(
-                f"alarm {alarm_id} was resolved at {alarm['resolved_at']} by "
-                f"{alarm['resolved_by']}",
+                f"alarm {alarm_id} was resolved at {alarm.resolved_at} by {alarm.resolved_by}",
                 {"alarm_id": alarm_id},
             )
         return _resolve_in(conn, gate, alarm, by, reason)

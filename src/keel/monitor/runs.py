@@ -15,9 +15,11 @@ crash a ``failed`` one: both are recorded, logged and counted, never silent.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, RowMapping, select, update
 from sqlalchemy.exc import IntegrityError
 
 from keel.context import Context
@@ -36,6 +38,92 @@ from keel.telemetry import log
 
 SCHEDULER = "keel-scheduler"
 STATES = ("firing", "resolved")
+
+
+@dataclass(frozen=True)
+class RunAlarm:
+    """What a run did to one alarm (raised, repeated, escalated or resolved it), and what
+    the governor did about it."""
+
+    kind: str  # alarm_raised | alarm_repeated | alarm_escalated | alarm_resolved
+    id: str
+    monitor: str
+    severity: str
+    summary: str
+    actions: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, notice: alarm_life.Notice) -> RunAlarm:
+        alarm = notice.alarm
+        return cls(notice.kind, alarm.id, alarm.monitor, alarm.severity, alarm.summary,
+                   notice.actions)  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "id": self.id, "monitor": self.monitor,
+                "severity": self.severity, "summary": self.summary,
+                "actions": self.actions}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MonitorRun:
+    """One monitor run of a flow (a ``monitor_runs`` row, its figures parsed).
+
+    A run judged by this call also carries the alarms it moved and the notices delivered
+    (``alarms``, ``deliveries``); one read back, skipped or failed has ``None`` there."""
+
+    id: str
+    flow: str
+    slot: int | None  # scheduled runs: floor(epoch seconds / every)
+    trigger: str  # schedule | on_demand
+    requested_by: str
+    started_at: str
+    finished_at: str | None
+    state: str  # running | judged | skipped | failed
+    current_since: str
+    current_until: str
+    baseline_since: str
+    breaches: list[str]  # the monitors that breached
+    result: dict[str, Any] | None  # every figure the run computed (``run_monitor``)
+    note: str | None  # why a run was skipped or failed
+    alarms: list[RunAlarm] | None = None
+    deliveries: list[dict[str, Any]] | None = None
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any] | RowMapping) -> MonitorRun:
+        """The run of a ``monitor_runs`` row."""
+        return cls(
+            row["id"], row["flow"], row["slot"], row["trigger"], row["requested_by"],
+            row["started_at"], row["finished_at"], row["state"], row["current_since"],
+            row["current_until"], row["baseline_since"],
+            json.loads(row["breaches"]) if row["breaches"] else [],
+            json.loads(row["result"]) if row["result"] else None,
+            row["note"],
+        )  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run as JSON. A run judged by this call gives its alarms and deliveries in
+        place of ``finished_at`` and ``note`` (the shape the API has always answered)."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "flow": self.flow,
+            "slot": self.slot,
+            "trigger": self.trigger,
+            "requested_by": self.requested_by,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "state": self.state,
+            "current_since": self.current_since,
+            "current_until": self.current_until,
+            "baseline_since": self.baseline_since,
+            "breaches": self.breaches,
+            "result": self.result,
+            "note": self.note,
+        }
+        if self.alarms is not None:
+            del out["finished_at"], out["note"]
+            out["alarms"] = [a.to_dict() for a in self.alarms]
+            out["deliveries"] = self.deliveries
+        return out
 
 
 class Monitoring:
@@ -110,7 +198,7 @@ class Monitoring:
 
     # ---- running -----------------------------------------------------------------------
 
-    def run(self, flow: str, principal: Principal, until: float | None = None) -> dict[str, Any]:
+    def run(self, flow: str, principal: Principal, until: float | None = None) -> MonitorRun:
         """Run the flow's monitors now (alarms and governor included) and return the run.
         Needs ``change_autonomy``: a run may raise alarms the governor acts on.
 
@@ -144,7 +232,7 @@ class Monitoring:
             }
         return [w for w in wanted if (w[0], w[1]) not in taken]
 
-    def run_due(self) -> list[dict[str, Any]]:
+    def run_due(self) -> list[MonitorRun]:
         """Run every scheduled flow whose period has not been run; returns the runs made."""
         done = []
         for flow, slot, every in self.due():
@@ -159,58 +247,62 @@ class Monitoring:
 
     def _run(
         self, flow: str, until: float, trigger: str, by: str, slot: int | None
-    ) -> dict[str, Any] | None:
+    ) -> MonitorRun | None:
         ctx = self._ctx
         spec = self.spec(flow)
         current, baseline = self.windows(flow, until)
-        row = {
-            "id": new_id("mon", ctx.clock()),
-            "flow": flow,
-            "slot": slot,
-            "trigger": trigger,
-            "requested_by": by,
-            "started_at": iso_time(ctx.clock()),
-            "state": "running",
-            "current_since": current.since,
-            "current_until": current.until,
-            "baseline_since": baseline.since,
-        }
+        run = MonitorRun(
+            id=new_id("mon", ctx.clock()), flow=flow, slot=slot, trigger=trigger,
+            requested_by=by, started_at=iso_time(ctx.clock()), finished_at=None,
+            state="running", current_since=current.since, current_until=current.until,
+            baseline_since=baseline.since, breaches=[], result=None, note=None,
+        )  # fmt: skip
         try:
             with ctx.db.write() as conn:
-                conn.execute(monitor_runs.insert().values(**row))
+                conn.execute(
+                    monitor_runs.insert().values(
+                        id=run.id, flow=flow, slot=slot, trigger=trigger, requested_by=by,
+                        started_at=run.started_at, state=run.state,
+                        current_since=run.current_since, current_until=run.current_until,
+                        baseline_since=run.baseline_since,
+                    )
+                )  # fmt: skip
         except IntegrityError:
             return None  # another worker claimed this period
         try:
             result = run_monitor(ctx, flow, current, baseline, Limits.of(spec))
         except InputError as refused:
             if "window" in refused.detail:  # too little traffic to judge: not a fault
-                return self._finish(row, "skipped", note=refused.message)
-            self._finish(row, "failed", note=refused.message)
+                return self._finish(run, "skipped", note=refused.message)
+            self._finish(run, "failed", note=refused.message)
             raise
         except Exception as failed:
-            self._finish(row, "failed", note=f"{type(failed).__name__}: {failed}")
+            self._finish(run, "failed", note=f"{type(failed).__name__}: {failed}")
             raise
-        result["id"] = row["id"]
+        result["id"] = run.id
         evidence = _evidence(result)
 
-        def work(conn: Connection, gate: WindowGate) -> tuple[list[alarm_life.Notice], list[str]]:
+        def work(
+            conn: Connection, gate: WindowGate
+        ) -> tuple[list[alarm_life.Notice], list[str], str]:
             notices, suppressed = alarm_life.settle_in(conn, gate, flow, spec, result, evidence)
+            finished = iso_time(gate.now)
             conn.execute(
                 update(monitor_runs)
-                .where(monitor_runs.c.id == row["id"])
+                .where(monitor_runs.c.id == run.id)
                 .values(
                     state="judged",
-                    finished_at=iso_time(gate.now),
+                    finished_at=finished,
                     breaches=json.dumps(result["breaches"]),
                     result=json.dumps(result, default=str),
                 )
             )
-            return notices, suppressed
+            return notices, suppressed, finished
 
         try:
-            notices, suppressed = ctx.writer.transact(work)
+            notices, suppressed, finished = ctx.writer.transact(work)
         except KeelError as failed:
-            self._finish(row, "failed", note=str(failed))
+            self._finish(run, "failed", note=str(failed))
             raise
         if any(n.actions for n in notices):
             ctx.registry.refresh(force=True)  # the governor's acts hold from the next decision
@@ -218,27 +310,23 @@ class Monitoring:
         for monitor in suppressed:
             ctx.metrics.alarms_suppressed.labels(flow, monitor).inc()
         deliveries = self._deliver(flow, spec, notices)
-        run = {**row, "state": "judged", "breaches": result["breaches"], "result": result}
-        run["alarms"] = [
-            {"kind": n.kind, **{k: n.alarm[k] for k in ("id", "monitor", "severity", "summary")},
-             "actions": n.actions}
-            for n in notices
-        ]  # fmt: skip
-        run["deliveries"] = deliveries
-        return run
+        return replace(
+            run, finished_at=finished, state="judged", breaches=result["breaches"], result=result,
+            alarms=[RunAlarm.of(n) for n in notices], deliveries=deliveries,
+        )  # fmt: skip
 
-    def _finish(self, row: dict[str, Any], state: str, note: str) -> dict[str, Any]:
+    def _finish(self, run: MonitorRun, state: str, note: str) -> MonitorRun:
         ctx = self._ctx
-        done = {**row, "state": state, "note": note, "finished_at": iso_time(ctx.clock())}
+        done = replace(run, state=state, note=note, finished_at=iso_time(ctx.clock()))
         with ctx.db.write() as conn:
             conn.execute(
                 update(monitor_runs)
-                .where(monitor_runs.c.id == row["id"])
-                .values(state=state, note=note, finished_at=done["finished_at"])
+                .where(monitor_runs.c.id == run.id)
+                .values(state=state, note=note, finished_at=done.finished_at)
             )
-        ctx.metrics.monitor_runs.labels(row["flow"], state).inc()
-        log.warning("monitor run %s of flow %s %s: %s", row["id"], row["flow"], state, note)
-        return {**done, "breaches": [], "result": None}
+        ctx.metrics.monitor_runs.labels(run.flow, state).inc()
+        log.warning("monitor run %s of flow %s %s: %s", run.id, run.flow, state, note)
+        return done
 
     # ---- telling people ----------------------------------------------------------------
 
@@ -258,39 +346,40 @@ class Monitoring:
         for notice in notices:
             alarm = notice.alarm
             if notice.kind == "alarm_raised":
-                ctx.metrics.alarms.labels(flow, alarm["monitor"], alarm["severity"]).inc()
+                ctx.metrics.alarms.labels(flow, alarm.monitor, alarm.severity).inc()
             for action in notice.actions:
                 ctx.metrics.governor_actions.labels(flow, action["action"]).inc()
             say = log.info if notice.kind == "alarm_resolved" else log.warning
             say("%s: flow=%s alarm=%s monitor=%s severity=%s %s actions=%s", notice.kind, flow,
-                alarm["id"], alarm["monitor"], alarm["severity"], alarm["summary"],
+                alarm.id, alarm.monitor, alarm.severity, alarm.summary,
                 [a["action"] for a in notice.actions])  # fmt: skip
             payload = {
                 "kind": notice.kind,
                 "flow": flow,
                 "owner": runtime.flow.owner.email,
-                "alarm": {k: alarm[k] for k in ("id", "monitor", "severity", "state",
-                                                "summary", "opened_at", "evidence")},
+                "alarm": {"id": alarm.id, "monitor": alarm.monitor, "severity": alarm.severity,
+                          "state": alarm.state, "summary": alarm.summary,
+                          "opened_at": alarm.opened_at, "evidence": alarm.evidence},
                 "actions": notice.actions,
                 "sent_at": iso_time(ctx.clock()),
             }  # fmt: skip
             for hook in spec.notify:
-                sent(alarm["id"], notice.kind, "webhook", post(hook, payload, environ))
+                sent(alarm.id, notice.kind, "webhook", post(hook, payload, environ))
             if notice.retrain and spec.retrain is not None:
                 request = {**payload, "kind": "retraining_requested",
                            "models": {s: m.version for s, m in runtime.models.items()}}  # fmt: skip
                 if spec.retrain.webhook is not None:
                     answer = post(spec.retrain.webhook, request, environ)
-                    sent(alarm["id"], "retrain", "retrain", answer)
+                    sent(alarm.id, "retrain", "retrain", answer)
                 if spec.retrain.command:
                     ran = run_command(spec.retrain.command, request,
                                       ctx.settings.project_dir, environ)  # fmt: skip
-                    sent(alarm["id"], "retrain", "retrain", ran)
+                    sent(alarm.id, "retrain", "retrain", ran)
         return out
 
     # ---- reading and resolving -----------------------------------------------------------
 
-    def runs(self, flow: str, principal: Principal, limit: int = 20) -> list[dict[str, Any]]:
+    def runs(self, flow: str, principal: Principal, limit: int = 20) -> list[MonitorRun]:
         """The flow's recent monitor runs, newest first, with every figure they computed."""
         self._readable(flow, principal)
         with self._ctx.db.read() as conn:
@@ -300,13 +389,7 @@ class Monitoring:
                 .order_by(monitor_runs.c.started_at.desc())
                 .limit(limit)
             ).fetchall()
-        out = []
-        for r in rows:
-            run = dict(r._mapping)
-            run["breaches"] = json.loads(run["breaches"]) if run["breaches"] else []
-            run["result"] = json.loads(run["result"]) if run["result"] else None
-            out.append(run)
-        return out
+        return [MonitorRun.of(r._mapping) for r in rows]
 
     def alarms(
         self,
@@ -314,7 +397,7 @@ class Monitoring:
         flow: str | None = None,
         state: str | None = None,
         limit: int = 100,
-    ) -> list[dict[str, Any]]:
+    ) -> list[alarm_life.Alarm]:
         """Alarms, newest first: of ``flow``, or of every flow the caller reads; in one state."""
         if state is not None and state not in STATES:
             raise InputError(
@@ -328,23 +411,23 @@ class Monitoring:
         if state is not None:
             query = query.where(alarms.c.state == state)
         with self._ctx.db.read() as conn:
-            return [alarm_life.alarm_row(r) for r in conn.execute(query)]
+            return [alarm_life.alarm_row(r._mapping) for r in conn.execute(query)]
 
-    def alarm(self, alarm_id: str, principal: Principal) -> dict[str, Any]:
+    def alarm(self, alarm_id: str, principal: Principal) -> alarm_life.Alarm:
         """One alarm with its evidence and what the governor did (an alarm on a flow the
         caller may not read does not exist for it)."""
         with self._ctx.db.read() as conn:
             found = conn.execute(select(alarms).where(alarms.c.id == alarm_id)).first()
         if found is None:
             raise NotFoundError(f"no alarm with id '{alarm_id}'", {"alarm_id": alarm_id})
-        alarm = alarm_life.alarm_row(found)
-        visible_to(principal, Permission.READ_FLOWS, alarm["flow"], "alarm", alarm_id)
+        alarm = alarm_life.alarm_row(found._mapping)
+        visible_to(principal, Permission.READ_FLOWS, alarm.flow, "alarm", alarm_id)
         return alarm
 
-    def resolve(self, alarm_id: str, principal: Principal, reason: str) -> dict[str, Any]:
+    def resolve(self, alarm_id: str, principal: Principal, reason: str) -> alarm_life.Alarm:
         """Resolve a firing alarm by hand, with a reason (the flow's holds and autonomy
         stay as the governor left them)."""
-        flow = self.alarm(alarm_id, principal)["flow"]
+        flow = self.alarm(alarm_id, principal).flow
         actor = principal.acting(Permission.CHANGE_AUTONOMY, flow)
         reason = required_reason(reason, "resolving an alarm")
         notice = alarm_life.resolve(self._ctx, alarm_id, actor.id, reason)

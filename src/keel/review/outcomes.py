@@ -20,12 +20,12 @@ import io
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, RowMapping, select
 
 from keel.context import Context
 from keel.errors import ConflictError, InputError, MissingExtraError, NotFoundError
@@ -52,6 +52,39 @@ class OutcomeReport:
     label: str
     value: float | None = None
     observed_at: str | None = None  # when it happened (ISO 8601); default: when reported
+
+
+@dataclass(frozen=True)
+class OutcomeRow:
+    """A recorded outcome, as the ``outcomes`` table indexes its ledger entry."""
+
+    decision_id: str
+    flow: str
+    decision_seq: int
+    label: str
+    value: float | None
+    observed_at: str  # when it happened
+    reported_at: str
+    reported_by: str
+    source: str  # api, cli, file:NAME
+    record_id: str  # the outcome's ledger entry
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any] | RowMapping) -> OutcomeRow:
+        """The outcome of an ``outcomes`` row."""
+        return cls(**{f.name: row[f.name] for f in fields(cls)})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    row: OutcomeRow  # the outcome recorded, now or by an earlier report
+    created: bool  # False when the report was a resend of it
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.row.to_dict(), "created": self.created}
 
 
 @dataclass(frozen=True)
@@ -99,7 +132,7 @@ class Outcomes:
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
 
-    def get(self, decision_id: str, principal: Principal) -> dict[str, Any]:
+    def get(self, decision_id: str, principal: Principal) -> OutcomeRow:
         """The outcome reported for a decision the caller may read (404 until there is one)."""
         flow = decision_flow(self._ctx.db, decision_id)
         visible_to(principal, Permission.READ_DECISIONS, flow, "decision", decision_id)
@@ -111,20 +144,20 @@ class Outcomes:
                 f"no outcome has been reported for decision '{decision_id}'",
                 {"decision_id": decision_id},
             )
-        return dict(found._mapping)
+        return OutcomeRow.of(found._mapping)
 
     def report(
         self, report: OutcomeReport, principal: Principal, source: str = "api"
-    ) -> tuple[dict[str, Any], bool]:
+    ) -> ReportResult:
         """Record one outcome (``report_outcome`` on the decision's flow; a decision the
-        caller may not report on does not exist for it); returns (its index row, whether
-        it is new)."""
+        caller may not report on does not exist for it); returns its row, and whether it
+        is new."""
         try:
             clean = _clean(report)
         except ValueError as exc:
             raise InputError(str(exc), {"decision_id": report.decision_id}) from None
         recorded, rows = self._record([clean], principal, source, single=True)
-        return rows[0], recorded == 1
+        return ReportResult(rows[0], recorded == 1)
 
     def report_many(
         self, reports: Sequence[OutcomeReport], principal: Principal, source: str
@@ -162,19 +195,22 @@ class Outcomes:
         principal: Principal,
         source: str,
         single: bool,
-    ) -> tuple[int, list[dict[str, Any]]]:
+    ) -> tuple[int, list[OutcomeRow]]:
         ctx = self._ctx
         reported_by = principal.id
 
-        def work(
-            conn: Connection, gate: WindowGate
-        ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        def work(conn: Connection, gate: WindowGate) -> tuple[list[OutcomeRow], list[OutcomeRow]]:
             ids = sorted({r.decision_id for r in reports})
             known = _rows_by_id(conn, decisions, decisions.c.id, ids)
-            stored = _rows_by_id(conn, outcomes, outcomes.c.decision_id, ids)
+            stored = {
+                decision_id: OutcomeRow.of(row)
+                for decision_id, row in _rows_by_id(
+                    conn, outcomes, outcomes.c.decision_id, ids
+                ).items()
+            }
             problems: list[str] = []
-            fresh: dict[str, dict[str, Any]] = {}
-            out: list[dict[str, Any]] = []
+            fresh: dict[str, OutcomeRow] = {}
+            out: list[OutcomeRow] = []
             now = iso_time(gate.now)
             latest = gate.now + CLOCK_SKEW_S
             for i, report in enumerate(reports, start=1):
@@ -196,18 +232,18 @@ class Outcomes:
                         raise InputError(problem, {"decision_id": report.decision_id})
                     problems.append(where + problem)
                     continue
-                row = {
-                    "decision_id": report.decision_id,
-                    "flow": decision["flow"],
-                    "decision_seq": decision["seq"],
-                    "label": report.label,
-                    "value": report.value,
-                    "observed_at": report.observed_at or now,
-                    "reported_at": now,
-                    "reported_by": reported_by,
-                    "source": source,
-                    "record_id": "",
-                }
+                row = OutcomeRow(
+                    decision_id=report.decision_id,
+                    flow=decision["flow"],
+                    decision_seq=decision["seq"],
+                    label=report.label,
+                    value=report.value,
+                    observed_at=report.observed_at or now,
+                    reported_at=now,
+                    reported_by=reported_by,
+                    source=source,
+                    record_id="",  # given once it is known to be new
+                )
                 earlier = stored.get(report.decision_id) or fresh.get(report.decision_id)
                 if earlier is not None:
                     if _same(earlier, report):
@@ -215,15 +251,15 @@ class Outcomes:
                         continue
                     message = (
                         f"{where}decision '{report.decision_id}' already has outcome "
-                        f"{_describe(earlier)}, reported at {earlier['reported_at']} by "
-                        f"{earlier['reported_by']}; the different report "
+                        f"{_describe(earlier)}, reported at {earlier.reported_at} by "
+                        f"{earlier.reported_by}; the different report "
                         f"{_describe(row)} is refused (the first report stands)"
                     )
                     if single:
                         raise ConflictError(message, {"decision_id": report.decision_id})
                     problems.append(message)
                     continue
-                row["record_id"] = new_id("out", gate.now)
+                row = replace(row, record_id=new_id("out", gate.now))
                 fresh[report.decision_id] = row
                 out.append(row)
             _refuse(problems, source)
@@ -232,7 +268,7 @@ class Outcomes:
             return list(fresh.values()), out
 
         fresh, rows = ctx.writer.transact(work)
-        for (flow, label), n in Counter((r["flow"], r["label"]) for r in fresh).items():
+        for (flow, label), n in Counter((r.flow, r.label) for r in fresh).items():
             ctx.metrics.outcomes.labels(flow, label).inc(n)
         return len(fresh), rows
 
@@ -275,31 +311,31 @@ def _rows_by_id(
     return found
 
 
-def _same(earlier: Mapping[str, Any], report: OutcomeReport) -> bool:
+def _same(earlier: OutcomeRow, report: OutcomeReport) -> bool:
     """Is ``report`` the outcome already recorded (a resend)? A resend may omit the time."""
     return (
-        earlier["label"] == report.label
-        and earlier["value"] == report.value
-        and (report.observed_at is None or report.observed_at == earlier["observed_at"])
+        earlier.label == report.label
+        and earlier.value == report.value
+        and (report.observed_at is None or report.observed_at == earlier.observed_at)
     )
 
 
-def _describe(row: Mapping[str, Any]) -> str:
-    value = f", value {row['value']:g}" if row.get("value") is not None else ""
-    return f"'{row['label']}'{value} observed {row['observed_at']}"
+def _describe(row: OutcomeRow) -> str:
+    value = f", value {row.value:g}" if row.value is not None else ""
+    return f"'{row.label}'{value} observed {row.observed_at}"
 
 
-def _event(row: dict[str, Any]) -> Pending:
+def _event(row: OutcomeRow) -> Pending:
     reported = OutcomeReported(
-        decision=row["decision_id"],
-        decision_seq=row["decision_seq"],
-        label=row["label"],
-        value=row["value"],
-        observed_at=row["observed_at"],
-        reported_by=row["reported_by"],
-        source=row["source"],
+        decision=row.decision_id,
+        decision_seq=row.decision_seq,
+        label=row.label,
+        value=row.value,
+        observed_at=row.observed_at,
+        reported_by=row.reported_by,
+        source=row.source,
     )
-    return pending(reported, row["flow"], 0.0, row["record_id"], ((outcomes, row),))
+    return pending(reported, row.flow, 0.0, row.record_id, ((outcomes, row.to_dict()),))
 
 
 def _refuse(problems: list[str], source: str) -> None:

@@ -21,9 +21,10 @@ take it past a limit (that is what escalation is for), and the entry says which.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, RowMapping, select, update
 
 from keel.context import Context
 from keel.errors import ConflictError, InputError, NotFoundError
@@ -44,6 +45,97 @@ STATES = ("open", "claimed", "resolved")
 
 
 Reviewer = Actor  # who acted on a review, and in which role (recorded in the ledger entry)
+
+
+@dataclass(frozen=True)
+class ReviewTask:
+    """One decision's review as the queue holds it (its ``reviews`` row)."""
+
+    decision_id: str
+    flow: str
+    decision_seq: int
+    kind: str  # escalation | advisory | override
+    state: str  # open | claimed | resolved
+    opened_at: str
+    due_at: str | None
+    requested_by: str | None
+    proposed_action: str
+    proposed_value: float | None
+    claimed_by: str | None
+    claimed_at: str | None
+    resolved_at: str | None
+    resolution: str | None  # approve | reject | change
+    final_action: str | None
+    final_value: float | None
+    reviewer: str | None
+    review_id: str | None  # the review's ledger record
+    breached_at: str | None  # when the deadline breach was recorded, once
+    overdue: bool | None = None  # queue listings only: still waiting past its deadline
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any] | RowMapping) -> ReviewTask:
+        """The task of a ``reviews`` row."""
+        return cls(**{f.name: row[f.name] for f in fields(cls) if f.name != "overdue"})
+
+    def row(self) -> dict[str, Any]:
+        """The ``reviews`` row."""
+        out = asdict(self)
+        del out["overdue"]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row, with ``overdue`` where the queue marked it."""
+        return self.row() if self.overdue is None else asdict(self)
+
+
+@dataclass(frozen=True)
+class ReviewResolution:
+    """A resolved review: the ``review`` ledger entry's body, and the entry's id."""
+
+    id: str
+    decision: str
+    decision_seq: int
+    kind: str  # escalation | advisory | override
+    resolution: str  # approve | reject | change
+    proposed: dict[str, Any]  # {action, value} the decision proposed
+    action: str
+    value: float | None
+    reason: str
+    reviewer: dict[str, Any]  # {id, name, role}
+    requested_by: str | None
+    opened_at: str
+    due_at: str | None
+    late: bool
+    windows: dict[str, Any]  # {consumed, exceeded}: the rate and exposure windows
+
+    @classmethod
+    def of(cls, record_id: str, review: ReviewResolved) -> ReviewResolution:
+        return cls(id=record_id, **body_of(review))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ReviewBreach:
+    """A review found waiting past its deadline: the flow and the ``review_breached`` body."""
+
+    flow: str
+    decision: str
+    decision_seq: int
+    kind: str
+    state: str
+    claimed_by: str | None
+    opened_at: str
+    due_at: str
+    noticed_at: str
+
+    @classmethod
+    def of(cls, flow: str, breach: ReviewBreached) -> ReviewBreach:
+        return cls(flow=flow, **body_of(breach))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def open_review_row(
@@ -73,9 +165,9 @@ def open_review_row(
     }
 
 
-def _row(conn: Connection, decision_id: str) -> dict[str, Any] | None:
+def _row(conn: Connection, decision_id: str) -> ReviewTask | None:
     found = conn.execute(select(reviews).where(reviews.c.decision_id == decision_id)).first()
-    return dict(found._mapping) if found else None
+    return ReviewTask.of(found._mapping) if found else None
 
 
 class Reviews:
@@ -96,7 +188,7 @@ class Reviews:
         flows: Sequence[str] | None = None,
         state: str | None = None,
         limit: int = 100,
-    ) -> list[dict[str, Any]]:
+    ) -> list[ReviewTask]:
         """The reviews of ``flows`` (default: every flow the caller reviews), oldest first;
         overdue ones are marked. A flow named but unknown, or not reviewed by the caller,
         is refused by name."""
@@ -115,13 +207,13 @@ class Reviews:
         query = query.order_by(reviews.c.opened_at, reviews.c.decision_seq).limit(limit)
         now = iso_time(self._ctx.clock())
         with self._ctx.db.read() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(query)]
-        for row in rows:
-            due = row["due_at"]
-            row["overdue"] = bool(due and row["state"] != "resolved" and due < now)
-        return rows
+            tasks = [ReviewTask.of(r._mapping) for r in conn.execute(query)]
+        return [
+            replace(t, overdue=bool(t.due_at and t.state != "resolved" and t.due_at < now))
+            for t in tasks
+        ]
 
-    def get(self, decision_id: str, principal: Principal) -> dict[str, Any]:
+    def get(self, decision_id: str, principal: Principal) -> ReviewTask:
         """One decision's review: its state, and the resolution once there is one."""
         self._reviewer(decision_id, principal)
         with self._ctx.db.read() as conn:
@@ -134,14 +226,14 @@ class Reviews:
 
     # ---- acting ----------------------------------------------------------------------
 
-    def sweep(self, limit: int = 1000) -> list[dict[str, Any]]:
+    def sweep(self, limit: int = 1000) -> list[ReviewBreach]:
         """Record a ``review_breached`` event for each waiting review past its deadline.
 
         Each breach is recorded once (the queue row keeps when), so any number of servers
         may sweep; returns the events recorded by this call, at most ``limit``.
         """
 
-        def work(conn: Connection, gate: WindowGate) -> list[dict[str, Any]]:
+        def work(conn: Connection, gate: WindowGate) -> list[ReviewBreach]:
             now = iso_time(gate.now)
             due = conn.execute(
                 select(reviews)
@@ -153,7 +245,7 @@ class Reviews:
                 .order_by(reviews.c.due_at)
                 .limit(limit)
             ).fetchall()
-            events, bodies = [], []
+            events, found_late = [], []
             for found in due:
                 row = found._mapping
                 breach = ReviewBreached(
@@ -167,41 +259,41 @@ class Reviews:
                     noticed_at=now,
                 )
                 events.append(pending(breach, row["flow"], gate.now))
-                bodies.append({"flow": row["flow"], **body_of(breach)})
+                found_late.append(ReviewBreach.of(row["flow"], breach))
             if not events:
                 return []
             append_in(conn, events, gate)
             conn.execute(
                 update(reviews)
-                .where(reviews.c.decision_id.in_([b["decision"] for b in bodies]))
+                .where(reviews.c.decision_id.in_([b.decision for b in found_late]))
                 .values(breached_at=now)
             )
-            return bodies
+            return found_late
 
         breaches = self._ctx.writer.transact(work)
         for b in breaches:
-            self._ctx.metrics.review_breaches.labels(b["flow"], b["kind"]).inc()
+            self._ctx.metrics.review_breaches.labels(b.flow, b.kind).inc()
             log.warning(
                 "review deadline breached: flow=%s decision=%s due=%s",
-                b["flow"],
-                b["decision"],
-                b["due_at"],
+                b.flow,
+                b.decision,
+                b.due_at,
             )
         return breaches
 
-    def claim(self, decision_id: str, principal: Principal) -> dict[str, Any]:
+    def claim(self, decision_id: str, principal: Principal) -> ReviewTask:
         """Take an open review; claiming one's own claim again is harmless."""
         reviewer = self._reviewer(decision_id, principal)
 
-        def work(conn: Connection, gate: WindowGate) -> dict[str, Any]:
+        def work(conn: Connection, gate: WindowGate) -> ReviewTask:
             row = self._waiting(conn, decision_id, reviewer)
-            if row["state"] == "claimed":
-                if row["claimed_by"] == reviewer.id:
+            if row.state == "claimed":
+                if row.claimed_by == reviewer.id:
                     return row
                 raise ConflictError(
-                    f"review of '{decision_id}' is claimed by {row['claimed_by']} "
-                    f"since {row['claimed_at']}",
-                    {"decision_id": decision_id, "claimed_by": row["claimed_by"]},
+                    f"review of '{decision_id}' is claimed by {row.claimed_by} "
+                    f"since {row.claimed_at}",
+                    {"decision_id": decision_id, "claimed_by": row.claimed_by},
                 )
             at = iso_time(gate.now)
             conn.execute(
@@ -209,7 +301,7 @@ class Reviews:
                 .where(reviews.c.decision_id == decision_id)
                 .values(state="claimed", claimed_by=reviewer.id, claimed_at=at)
             )
-            return {**row, "state": "claimed", "claimed_by": reviewer.id, "claimed_at": at}
+            return replace(row, state="claimed", claimed_by=reviewer.id, claimed_at=at)
 
         return self._ctx.writer.transact(work)
 
@@ -221,18 +313,18 @@ class Reviews:
         reason: str,
         action: str | None = None,
         value: float | None = None,
-    ) -> dict[str, Any]:
-        """Resolve an open or claimed review; returns the review's ledger record body."""
+    ) -> ReviewResolution:
+        """Resolve an open or claimed review; returns the review's ledger record."""
         reviewer = self._reviewer(decision_id, principal)
         reason = required_reason(reason, "a review")
 
-        def work(conn: Connection, gate: WindowGate) -> dict[str, Any]:
+        def work(conn: Connection, gate: WindowGate) -> ReviewResolution:
             row = self._waiting(conn, decision_id, reviewer)
-            if row["state"] == "claimed" and row["claimed_by"] != reviewer.id:
+            if row.state == "claimed" and row.claimed_by != reviewer.id:
                 raise ConflictError(
-                    f"review of '{decision_id}' is claimed by {row['claimed_by']}; "
+                    f"review of '{decision_id}' is claimed by {row.claimed_by}; "
                     "only they can resolve it",
-                    {"decision_id": decision_id, "claimed_by": row["claimed_by"]},
+                    {"decision_id": decision_id, "claimed_by": row.claimed_by},
                 )
             return self._record(conn, gate, row, reviewer, resolution, reason, action, value)
 
@@ -246,7 +338,7 @@ class Reviews:
         reason: str,
         action: str | None = None,
         value: float | None = None,
-    ) -> dict[str, Any]:
+    ) -> ReviewResolution:
         """Override a final decision (reject or change), as a review of its own."""
         reviewer = self._reviewer(decision_id, principal)
         reason = required_reason(reason, "a review")
@@ -256,7 +348,7 @@ class Reviews:
                 {"field": "resolution"},
             )
 
-        def work(conn: Connection, gate: WindowGate) -> dict[str, Any]:
+        def work(conn: Connection, gate: WindowGate) -> ReviewResolution:
             if _row(conn, decision_id) is not None:
                 raise ConflictError(
                     f"decision '{decision_id}' has a review already; resolve or read that",
@@ -275,12 +367,12 @@ class Reviews:
                     {"decision_id": decision_id, "status": index["status"]},
                 )
             entry = self._ctx.entry(decision_id)
-            row = {
-                **open_review_row(entry, entry.body, ReviewSettings(), 0.0),
-                "kind": "override",
-                "opened_at": iso_time(gate.now),
-            }
-            conn.execute(reviews.insert().values(**row))
+            row = replace(
+                ReviewTask.of(open_review_row(entry, entry.body, ReviewSettings(), 0.0)),
+                kind="override",
+                opened_at=iso_time(gate.now),
+            )
+            conn.execute(reviews.insert().values(**row.row()))
             return self._record(
                 conn, gate, row, reviewer, resolution, reason, action, value, entry.body
             )
@@ -289,25 +381,25 @@ class Reviews:
 
     # ---- inside the transaction --------------------------------------------------------
 
-    def _waiting(self, conn: Connection, decision_id: str, reviewer: Reviewer) -> dict[str, Any]:
+    def _waiting(self, conn: Connection, decision_id: str, reviewer: Reviewer) -> ReviewTask:
         row = _row(conn, decision_id)
         if row is None:
             raise NotFoundError(
                 f"decision '{decision_id}' has no review waiting (unknown, or decided without one)",
                 {"decision_id": decision_id},
             )
-        if row["state"] == "resolved":
+        if row.state == "resolved":
             raise ConflictError(
-                f"review of '{decision_id}' was resolved at {row['resolved_at']} by "
-                f"{row['reviewer']} ({row['resolution']})",
-                {"decision_id": decision_id, "resolution": row["resolution"]},
+                f"review of '{decision_id}' was resolved at {row.resolved_at} by "
+                f"{row.reviewer} ({row.resolution})",
+                {"decision_id": decision_id, "resolution": row.resolution},
             )
-        settings = self._ctx.registry.runtime_of(row["flow"]).flow.review
-        if settings.four_eyes and row["requested_by"] == reviewer.id:
+        settings = self._ctx.registry.runtime_of(row.flow).flow.review
+        if settings.four_eyes and row.requested_by == reviewer.id:
             raise ConflictError(
-                f"flow '{row['flow']}' requires four eyes: {reviewer.id} requested this "
+                f"flow '{row.flow}' requires four eyes: {reviewer.id} requested this "
                 "decision and cannot review it",
-                {"decision_id": decision_id, "flow": row["flow"]},
+                {"decision_id": decision_id, "flow": row.flow},
             )
         return row
 
@@ -315,21 +407,21 @@ class Reviews:
         self,
         conn: Connection,
         gate: WindowGate,
-        row: dict[str, Any],
+        row: ReviewTask,
         reviewer: Reviewer,
         resolution: str,
         reason: str,
         action: str | None,
         value: float | None,
         decision_body: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    ) -> ReviewResolution:
         # Inside the transaction: the flow as this process runs it, never a refresh.
-        runtime = self._ctx.registry.runtime_of(row["flow"])
+        runtime = self._ctx.registry.runtime_of(row.flow)
         policy = runtime.policy.policy
         final_action, final_value = _outcome(
-            policy, resolution, row["proposed_action"], row["proposed_value"], action, value
+            policy, resolution, row.proposed_action, row.proposed_value, action, value
         )
-        decision_id = row["decision_id"]
+        decision_id = row.decision_id
         limits = [w for w in policy.guardrails.windows if w.action == final_action]
         inputs: Mapping[str, Any] = {}
         if limits:  # segments may be cut by inputs: read them back only when needed
@@ -350,18 +442,18 @@ class Reviews:
         now = iso_time(gate.now)
         review = ReviewResolved(
             decision=decision_id,
-            decision_seq=row["decision_seq"],
-            kind=row["kind"],
+            decision_seq=row.decision_seq,
+            kind=row.kind,
             resolution=resolution,
-            proposed={"action": row["proposed_action"], "value": row["proposed_value"]},
+            proposed={"action": row.proposed_action, "value": row.proposed_value},
             action=final_action,
             value=final_value,
             reason=reason,
             reviewer=reviewer.to_dict(),
-            requested_by=row["requested_by"],
-            opened_at=row["opened_at"],
-            due_at=row["due_at"],
-            late=bool(row["due_at"] and row["due_at"] < now),
+            requested_by=row.requested_by,
+            opened_at=row.opened_at,
+            due_at=row.due_at,
+            late=bool(row.due_at and row.due_at < now),
             windows={"consumed": consumed, "exceeded": exceeded},
         )
         review_id = new_id("rev", gate.now)
@@ -379,8 +471,8 @@ class Reviews:
                 review_id=review_id,
             )
         )
-        self._ctx.metrics.reviews.labels(runtime.flow.name, row["kind"], resolution).inc()
-        return {"id": review_id, **body_of(review)}
+        self._ctx.metrics.reviews.labels(runtime.flow.name, row.kind, resolution).inc()
+        return ReviewResolution.of(review_id, review)
 
 
 def _outcome(

@@ -52,7 +52,7 @@ def govern_in(
             held = set_hold_in(conn, gate, flow, rule.action, GOVERNOR, why, alarm["id"],
                                evidence)  # fmt: skip
             entry.update(
-                {"record": held["record_id"], "from": held["previous"]}
+                {"record": held.record_id, "from": held.previous}
                 if held is not None
                 else {"skipped": "held already (this hold or a graver one)"}
             )

@@ -16,9 +16,11 @@ its row; other processes follow within a second.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, RowMapping, select
 
 from keel.context import Context
 from keel.errors import ConflictError, InputError
@@ -35,6 +37,64 @@ HOLDS = ("escalate_all", "pause")
 GRAVITY = {NONE: 0, "escalate_all": 1, "pause": 2}  # a graver hold is never replaced by a milder
 
 
+@dataclass(frozen=True)
+class HoldChange:
+    """One change of a flow's hold (a ``flow_holds`` row, its evidence parsed)."""
+
+    id: int | None  # the row's number; None for a change just made (not read back)
+    flow: str
+    hold: str  # none | escalate_all | pause
+    previous: str
+    set_by: str
+    at: str
+    reason: str
+    alarm_id: str | None  # the alarm whose governor rule set it
+    evidence: dict[str, Any] | None
+    record_id: str  # the flow_hold_changed ledger entry
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any] | RowMapping) -> HoldChange:
+        """The change of a ``flow_holds`` row."""
+        evidence = json.loads(row["evidence"]) if row["evidence"] else None
+        return cls(
+            row["id"], row["flow"], row["hold"], row["previous"], row["set_by"], row["at"],
+            row["reason"], row["alarm_id"], evidence, row["record_id"],
+        )  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "id": self.id,
+            "flow": self.flow,
+            "hold": self.hold,
+            "previous": self.previous,
+            "set_by": self.set_by,
+            "at": self.at,
+            "reason": self.reason,
+            "alarm_id": self.alarm_id,
+            "evidence": self.evidence,
+            "record_id": self.record_id,
+        }
+        if self.id is None:
+            del out["id"]
+        return out
+
+
+@dataclass(frozen=True)
+class HoldState:
+    """The hold in force on a flow, and its changes, newest first."""
+
+    flow: str
+    hold: str  # none | escalate_all | pause
+    history: list[HoldChange]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "flow": self.flow,
+            "hold": self.hold,
+            "history": [h.to_dict() for h in self.history],
+        }
+
+
 def set_hold_in(
     conn: Connection,
     gate: WindowGate,
@@ -44,7 +104,7 @@ def set_hold_in(
     reason: str,
     alarm_id: str | None = None,
     evidence: dict[str, Any] | None = None,
-) -> dict[str, Any] | None:
+) -> HoldChange | None:
     """Put ``hold`` in force (``none`` lifts); nothing when that hold or a graver one
     already holds. Returns the change, or ``None``."""
     previous = current_hold(conn, flow)
@@ -52,18 +112,10 @@ def set_hold_in(
         return None
     record_id = new_id("evt", gate.now)
     at = iso_time(gate.now)
-    row = {
-        "flow": flow,
-        "hold": hold,
-        "previous": previous,
-        "set_by": set_by,
-        "at": at,
-        "reason": reason,
-        "alarm_id": alarm_id,
-        "evidence": json.dumps(evidence) if evidence is not None else None,
-        "record_id": record_id,
-    }
-    conn.execute(flow_holds.insert().values(**row))
+    change = HoldChange(None, flow, hold, previous, set_by, at, reason, alarm_id, evidence,
+                        record_id)  # fmt: skip
+    stored = json.dumps(evidence) if evidence is not None else None
+    conn.execute(flow_holds.insert().values(**{**change.to_dict(), "evidence": stored}))
     changed = FlowHoldChanged(
         hold=hold,
         previous=previous,
@@ -74,20 +126,20 @@ def set_hold_in(
         evidence=evidence,
     )
     append_in(conn, [pending(changed, flow, gate.now, record_id)], gate)
-    return {**row, "evidence": evidence}
+    return change
 
 
 class Holds:
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
 
-    def show(self, flow: str, principal: Principal) -> dict[str, Any]:
+    def show(self, flow: str, principal: Principal) -> HoldState:
         """The hold in force and its history, newest first."""
         self._ctx.registry.current(flow)
         principal.require(Permission.READ_FLOWS, flow)
         with self._ctx.db.read() as conn:
-            rows = [
-                dict(r._mapping)
+            history = [
+                HoldChange.of(r._mapping)
                 for r in conn.execute(
                     select(flow_holds)
                     .where(flow_holds.c.flow == flow)
@@ -95,17 +147,15 @@ class Holds:
                     .limit(100)
                 )
             ]
-        for row in rows:
-            row["evidence"] = json.loads(row["evidence"]) if row["evidence"] else None
-        return {"flow": flow, "hold": rows[0]["hold"] if rows else NONE, "history": rows}
+        return HoldState(flow, history[0].hold if history else NONE, history)
 
-    def lift(self, flow: str, principal: Principal, reason: str) -> dict[str, Any]:
+    def lift(self, flow: str, principal: Principal, reason: str) -> HoldChange:
         """Lift the flow's hold; refused while an alarm that set it still fires."""
         self._ctx.registry.current(flow)
         actor = principal.acting(Permission.APPROVE_POLICY, flow)
         reason = required_reason(reason, "lifting a hold")
 
-        def work(conn: Connection, gate: WindowGate) -> dict[str, Any]:
+        def work(conn: Connection, gate: WindowGate) -> HoldChange:
             held = current_hold(conn, flow)
             if held == NONE:
                 raise ConflictError(f"flow '{flow}' is not held", {"flow": flow})
