@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from keel.errors import InputError
+from keel.text import free_text
 
 MAX_REASON = 2000
 
@@ -21,4 +22,4 @@ def required_reason(reason: Any, act: str) -> str:
         raise InputError(
             f"the reason for {act} is at most {MAX_REASON} characters", {"field": "reason"}
         )
-    return text
+    return free_text(text, "reason")

@@ -16,6 +16,7 @@ from fastapi import Request
 
 from keel.security.apikeys import authenticate
 from keel.security.roles import AuthenticationError, Principal
+from keel.text import identifier
 
 if TYPE_CHECKING:
     from keel.engine import Engine
@@ -83,6 +84,12 @@ async def current_principal(request: Request) -> Principal:
         state.principals.put(token, principal)
     request.state.principal = principal
     state.limiter.take(principal.id)
+    # Ids and filters in the path and query are identifiers: printable text only (a NUL
+    # byte or an escape sequence never reaches the store, the logs or a terminal).
+    for where, params in (("path", request.path_params), ("query", request.query_params)):
+        for name, value in params.items():
+            if isinstance(value, str):
+                identifier(value, f"{where}.{name}")
     return principal
 
 

@@ -89,7 +89,11 @@ def _store(project: Path) -> Iterator[Database]:
 
 
 def _print(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    from keel.text import escape  # noqa: PLC0415
+
+    # JSON escapes control characters; escape() also writes bidi overrides and other
+    # invisible format characters of older records as \uXXXX.
+    typer.echo(escape(json.dumps(data, indent=2, ensure_ascii=False, default=str)))
 
 
 def _policy_file(engine: Engine, flow: str, file: Path | None) -> tuple[str, str]:

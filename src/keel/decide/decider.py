@@ -28,6 +28,7 @@ from keel.security.roles import Permission, Principal
 from keel.signals.runner import SignalResult, SignalRunner
 from keel.store.schema import decisions, protected_values, reviews
 from keel.telemetry import log
+from keel.text import identifier
 
 MAX_SUBJECT_ID = 128
 
@@ -115,6 +116,8 @@ class Decider:
                 f"subject_id must be a string of 1 to {MAX_SUBJECT_ID} characters",
                 {"flow": runtime.flow.name, "field": "subject_id"},
             )
+        if subject_id is not None:
+            identifier(subject_id, "subject_id")
         try:
             return runtime.flow.validate_input(inputs)
         except InputError:

@@ -7,6 +7,7 @@ Simulations (what-if, counterfactuals) consume no guardrail window.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +29,7 @@ from keel.runtime import FlowRuntime
 from keel.security.roles import Permission, Principal, flows_for, visible_to
 from keel.signals.runner import SignalResult, SignalRunner, feature_row
 from keel.store.schema import decisions
+from keel.text import free_text, identifier
 
 
 class Explanations:
@@ -75,6 +77,9 @@ class Explanations:
     ) -> list[dict[str, Any]]:
         """Index rows of the decisions the caller may read (of ``flow``, or of every flow it
         reads), newest first, filtered; page with before_seq."""
+        for name, value in (("action", action), ("status", status), ("subject_id", subject_id)):
+            if value is not None:
+                identifier(value, name)
         if flow is not None:
             self._ctx.registry.runtime_of(flow)  # an unknown flow is named
         registry = self._ctx.registry.flows
@@ -247,11 +252,20 @@ def _same_types(changes: Mapping[str, Any], params: Mapping[str, Any]) -> dict[s
                 f"unknown parameter '{name}' in what-if (parameters: {known})", {"param": name}
             )
         current = params[name]
-        value = float(given) if isinstance(current, float) and type(given) is int else given
+        try:
+            value = float(given) if isinstance(current, float) and type(given) is int else given
+        except OverflowError:
+            value = given  # a whole number too large for a float: refused just below
         if type(value) is not type(current):
             raise InputError(
                 f"parameter '{name}' is a {type(current).__name__}, got {value!r}",
                 {"param": name},
             )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError(
+                f"parameter '{name}' must be a finite number, got {value!r}", {"param": name}
+            )
+        if isinstance(value, str):
+            free_text(value, f"params.{name}")
         out[name] = value
     return out

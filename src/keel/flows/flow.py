@@ -14,6 +14,9 @@ from keel.errors import InputError
 from keel.flows.autonomy import Autonomy
 from keel.flows.monitoring import MonitoringSpec
 from keel.ledger.windows import RateLimit
+from keel.text import problem as text_problem
+
+MAX_INTEGER = 10**15 - 1  # whole numbers a float holds exactly, with room to spare
 
 
 class Classification(StrEnum):
@@ -194,6 +197,8 @@ def _coerce(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
             return None, f"expected a {spec.type}, got {kind.__name__} {value!r}"
         if kind is float and not math.isfinite(value):
             return None, f"expected a finite number, got {value!r}"
+        if kind is int and not -MAX_INTEGER <= value <= MAX_INTEGER:
+            return None, f"expected a number of at most 15 digits, got {len(str(abs(value)))}"
         if spec.type == "integer":
             if isinstance(value, float) and not value.is_integer():
                 return None, f"expected an integer, got {value!r}"
@@ -207,6 +212,9 @@ def _coerce(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
     elif spec.type == "string":
         if not isinstance(value, str):
             return None, f"expected a string, got {type(value).__name__} {value!r}"
+        unsafe = text_problem(value, spec.name)
+        if unsafe is not None:
+            return None, unsafe
     elif spec.type == "boolean" and not isinstance(value, bool):
         return None, f"expected true or false, got {value!r}"
     if spec.allowed is not None and value not in spec.allowed:

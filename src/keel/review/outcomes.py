@@ -35,6 +35,7 @@ from keel.ledger.records import iso_time, new_id
 from keel.ledger.writer import Pending, WindowGate, append_in
 from keel.security.roles import Permission, PermissionDeniedError, Principal, visible_to
 from keel.store.schema import decisions, outcomes
+from keel.text import identifier
 
 COLUMNS = ("decision_id", "label", "value", "observed_at")
 REQUIRED = ("decision_id", "label")
@@ -113,6 +114,11 @@ def _clean(report: OutcomeReport) -> OutcomeReport:
         raise ValueError("decision_id is missing")
     if not isinstance(report.label, str) or not 0 < len(report.label) <= MAX_LABEL:
         raise ValueError(f"label must be a text of 1 to {MAX_LABEL} characters")
+    for field in ("decision_id", "label"):
+        try:
+            identifier(getattr(report, field), field)
+        except InputError as refused:
+            raise ValueError(refused.message) from None
     value = report.value
     if value is not None:
         if isinstance(value, bool) or not isinstance(value, int | float):

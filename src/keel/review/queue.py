@@ -20,6 +20,7 @@ take it past a limit (that is what escalation is for), and the entry says which.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -41,6 +42,7 @@ from keel.store.schema import decisions, reviews
 from keel.telemetry import log
 
 RESOLUTIONS = ("approve", "reject", "change")
+MAX_VALUE = 1e15  # an action's value (an amount): far above any real one, exact as a float
 STATES = ("open", "claimed", "resolved")
 
 
@@ -500,6 +502,16 @@ def _outcome(
         return policy.fallback.action, None
     if action is None:
         raise InputError("'change' needs the action to take", {"field": "action"})
+    if value is not None and (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or abs(value) > MAX_VALUE
+    ):
+        raise InputError(
+            f"value must be a finite number of at most {MAX_VALUE:.0e}, got {value!r}",
+            {"field": "value"},
+        )
     if action not in policy.actions:
         raise InputError(
             f"unknown action '{action}' (policy {policy.name}: {', '.join(policy.actions)})",

@@ -1,0 +1,136 @@
+"""Bad input over HTTP gets a clear 4xx, never a 5xx, and changes nothing — on SQLite and
+PostgreSQL: numbers too large or not finite, NUL and other control characters, bidi
+overrides, in bodies, paths and queries."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from keel import Engine
+from keel.api import create_app
+from keel.security.apikeys import create_key
+from keel.security.roles import Grant, Role
+from keel.text import escape, free_text, identifier
+from tests.conftest import LOW_RISK
+from tests.test_review import SHORT_HISTORY
+
+FLOW = "credit_limit"
+HUGE = int("9" * 400)
+UNSAFE = ["a\x00b", "bell\x07", "esc\x1b[31mred", "\u202eevil", "zero\u200bwidth"]
+
+
+@pytest.fixture
+def client(engine: Engine) -> Iterator[TestClient]:
+    with TestClient(create_app(engine), raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture
+def admin(engine: Engine) -> dict[str, str]:
+    _, text = create_key(engine.db, "bad", "tests", [Grant(Role.ADMIN)], "t", time.time())
+    return {"Authorization": f"Bearer {text}"}
+
+
+def _post(client: TestClient, url: str, body: object, headers: dict[str, str]) -> object:
+    """POST ``body`` as JSON with NaN and Infinity written as Python's json writes them (the
+    literals a careless client sends; httpx refuses to)."""
+    text = json.dumps(body)  # allow_nan: NaN, Infinity
+    return client.post(url, content=text, headers={**headers, "Content-Type": "application/json"})
+
+
+def _state(engine: Engine) -> tuple[int, int]:
+    report = engine.verify()
+    assert report.ok
+    return report.entries, len(engine.list_decisions(FLOW))
+
+
+def _refused(response: object, field: str) -> None:
+    status = response.status_code  # type: ignore[attr-defined]
+    body = response.json()  # type: ignore[attr-defined]
+    assert status == 422, (status, body)
+    assert body["code"] == "invalid_input" and field in body["message"], body
+
+
+def test_bad_numbers_and_characters_in_a_case_are_refused(
+    engine: Engine, client: TestClient, admin: dict[str, str]
+) -> None:
+    before = _state(engine)
+    url = f"/v1/flows/{FLOW}/decisions"
+    for inputs, field in (
+        ({**LOW_RISK, "annual_income": HUGE}, "annual_income"),
+        ({**LOW_RISK, "delinquencies_2y": HUGE}, "delinquencies_2y"),
+        ({**LOW_RISK, "annual_income": -HUGE}, "annual_income"),
+        ({**LOW_RISK, "region": "north\x1b[2J"}, "region"),
+    ):
+        _refused(client.post(url, json={"inputs": inputs}, headers=admin), field)
+    for subject in UNSAFE:
+        body = {"inputs": LOW_RISK, "subject_id": subject}
+        _refused(client.post(url, json=body, headers=admin), "subject_id")
+        batch = {"cases": [{"inputs": LOW_RISK}, body]}
+        _refused(client.post(f"{url}/batch", json=batch, headers=admin), "subject_id")
+    assert _state(engine) == before  # nothing recorded, the chain intact
+    assert client.post(url, json={"inputs": LOW_RISK, "subject_id": "cust 42"}, headers=admin)
+
+
+def test_reviews_refuse_values_that_are_not_finite_and_reasons_with_control_characters(
+    engine: Engine, client: TestClient, admin: dict[str, str]
+) -> None:
+    pending = engine.decide(FLOW, SHORT_HISTORY).id
+    final = engine.decide(FLOW, LOW_RISK).id
+    before = _state(engine)
+    for value in (float("nan"), float("inf"), 1e300):
+        change = {"resolution": "change", "reason": "r", "action": "approve", "value": value}
+        _refused(_post(client, f"/v1/reviews/{pending}/resolution", change, admin), "value")
+        _refused(_post(client, f"/v1/decisions/{final}/override", change, admin), "value")
+    for reason in UNSAFE:
+        verdict = {"resolution": "reject", "reason": reason}
+        _refused(client.post(f"/v1/reviews/{pending}/resolution", json=verdict, headers=admin),
+                 "reason")  # fmt: skip
+    assert _state(engine) == before
+    assert engine.reviews.get(pending, engine.operator).state == "open"
+
+
+def test_paths_queries_outcomes_and_what_if_refuse_bad_input(
+    engine: Engine, client: TestClient, admin: dict[str, str]
+) -> None:
+    decided = engine.decide(FLOW, LOW_RISK).id
+    before = _state(engine)
+    for query in ("subject_id=a%00b", "action=ap%1bprove", "status=%E2%80%AEfinal"):
+        _refused(client.get(f"/v1/decisions?{query}", headers=admin), "query.")
+    _refused(client.get("/v1/decisions/dec%00x", headers=admin), "path.decision_id")
+    _refused(client.get("/v1/reviews/dec%07x", headers=admin), "path.decision_id")
+    report = {"label": "repa\x00id"}
+    response = client.put(f"/v1/decisions/{decided}/outcome", json=report, headers=admin)
+    _refused(response, "label")
+    batch = {"outcomes": [{"decision_id": "dec\x00", "label": "repaid"}]}
+    _refused(client.post("/v1/outcomes", json=batch, headers=admin), "decision_id")
+    for params in ({"decline_risk": float("nan")}, {"decline_risk": float("inf")},
+                   {"decline_risk": 10**400}):  # fmt: skip
+        response = _post(client, f"/v1/decisions/{decided}/what-if", {"params": params}, admin)
+        _refused(response, "decline_risk")
+    response = client.post(
+        f"/v1/decisions/{decided}/what-if",
+        json={"set": {"annual_income": HUGE}},
+        headers=admin,
+    )
+    _refused(response, "annual_income")
+    assert _state(engine) == before
+
+
+def test_identifier_and_text_rules() -> None:
+    assert identifier("cust-42 Zoë", "subject_id") == "cust-42 Zoë"
+    assert free_text("line one\n\tline two", "reason") == "line one\n\tline two"
+    for bad in UNSAFE:
+        with pytest.raises(Exception, match="may not hold"):
+            identifier(bad, "subject_id")
+    with pytest.raises(Exception, match="U\\+202E RIGHT-TO-LEFT OVERRIDE"):
+        free_text("\u202e", "reason")
+    with pytest.raises(Exception, match="identifier may not hold"):
+        identifier("a\nb", "subject_id")
+    assert escape("ok\u202eno\x1b") == "ok\\u202eno\\u001b"
+    assert escape("Zoë\n") == "Zoë\n"
