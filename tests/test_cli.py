@@ -45,6 +45,12 @@ def test_init_validate_decide_explain_whatif_verify(tmp_path: Path) -> None:
     assert code == 0 and cp.exists()
     code, out, _ = keel("ledger", "verify", "--checkpoint", str(cp), "-p", str(project))
     assert code == 0 and "ok: 5 entries verified" in out and "matches checkpoint" in out
+    assert "checkpoint signer: unverified" in out
+    key = json.loads(cp.read_text())["public_key"]
+    code, out, _ = keel(
+        "ledger", "verify", "--checkpoint", str(cp), "--public-key", key, "-p", str(project)
+    )
+    assert code == 0 and "checkpoint signer: verified" in out
     with sqlite3.connect(project / "keel.db") as conn:
         conn.execute(
             "update ledger set record = replace(record, 'approve', 'decline') where seq = 4"

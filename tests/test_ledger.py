@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from keel import Engine, open_engine
 from keel.canonical import canonical_json
+from keel.keys import public_key_from_text
 from keel.ledger import GENESIS_HASH, chain_hash
 from keel.ledger.checkpoint import CheckpointError, load_checkpoint
 from tests.conftest import run_sql
@@ -37,9 +39,9 @@ def sql(ledger: Ledger, *statements: str, **params: object) -> list[tuple[object
     return run_sql(ledger.url, *statements, params=params)
 
 
-def verify(ledger: Ledger, checkpoint: Any = None) -> Any:
+def verify(ledger: Ledger, checkpoint: Any = None, trusted_key: Any = None) -> Any:
     with open_engine(ledger.project, environ=ledger.env) as engine:
-        return engine.verify(checkpoint)
+        return engine.verify(checkpoint, trusted_key=trusted_key)
 
 
 def test_intact_ledger_verifies(filled: Ledger) -> None:
@@ -119,6 +121,66 @@ def test_truncation_needs_a_checkpoint_or_the_head(filled: Ledger) -> None:
     assert verify(filled).ok  # the chain alone cannot see a consistent truncation...
     report = verify(filled, checkpoint)
     assert not report.ok and "removed" in report.problem  # ...the checkpoint can
+
+
+def test_removing_only_the_checkpoint_event_is_named(filled: Ledger) -> None:
+    with open_engine(filled.project, environ=filled.env) as engine:
+        checkpoint = engine.checkpoint()
+    assert checkpoint.seq == 10 and verify(filled, checkpoint).checkpoint["event_seq"] == 11
+    sql(
+        filled,
+        "delete from ledger where seq = 11",
+        "update ledger_head set seq = 10, hash = (select hash from ledger where seq = 10)",
+    )
+    assert verify(filled).ok  # the chain alone is consistent...
+    report = verify(filled, checkpoint)  # ...but the checkpoint recorded entry 11
+    assert not report.ok and report.bad_seq == 11
+    assert "entry 11 was removed from the end" in report.problem
+
+
+def test_cut_back_and_regrown_after_a_checkpoint_is_named(
+    filled: Ledger, low_risk: dict[str, Any]
+) -> None:
+    with open_engine(filled.project, environ=filled.env) as engine:
+        checkpoint = engine.checkpoint()
+    sql(
+        filled,
+        "delete from ledger where seq = 11",
+        "update ledger_head set seq = 10, hash = (select hash from ledger where seq = 10)",
+    )
+    with open_engine(filled.project, environ=filled.env) as engine:
+        engine.decide("credit_limit", low_risk)  # a new entry 11 hides the gap
+    report = verify(filled, checkpoint)
+    assert not report.ok and report.bad_seq == 11
+    assert "no entry after 10 records the checkpoint" in report.problem
+
+
+def test_growth_after_a_checkpoint_verifies(filled: Ledger, low_risk: dict[str, Any]) -> None:
+    with open_engine(filled.project, environ=filled.env) as engine:
+        first = engine.checkpoint()
+        for _ in range(3):
+            engine.decide("credit_limit", low_risk)
+        second = engine.checkpoint()
+        engine.decide("credit_limit", low_risk)
+    assert (first.seq, second.seq) == (10, 14)
+    for checkpoint, event_seq in ((first, 11), (second, 15)):
+        report = verify(filled, checkpoint)
+        assert report.ok and report.head_seq == 16
+        assert report.checkpoint["event_seq"] == event_seq
+
+
+def test_checkpoint_signer_is_reported(filled: Ledger) -> None:
+    with open_engine(filled.project, environ=filled.env) as engine:
+        checkpoint = engine.checkpoint()
+    report = verify(filled, checkpoint)
+    assert report.ok and report.checkpoint["signer"].startswith("unverified: ")
+    assert "--public-key" in report.checkpoint["signer"]
+    trusted = public_key_from_text(checkpoint.public_key)
+    report = verify(filled, checkpoint, trusted)
+    assert report.ok and report.checkpoint["signer"].startswith("verified: ")
+    other = Ed25519PrivateKey.generate().public_key()
+    with pytest.raises(CheckpointError, match="signed by another key"):
+        verify(filled, checkpoint, other)
 
 
 def test_full_rewrite_is_caught_by_checkpoint(filled: Ledger) -> None:

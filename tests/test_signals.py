@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,9 @@ import time
 
 def raises(features):
     raise RuntimeError("feature store unavailable")
+
+def echoes(features):
+    raise ValueError(f"cannot score applicant with income={features['annual_income']}")
 
 def slow(features):
     time.sleep(2)
@@ -45,7 +50,7 @@ def use_model(project: Path, target: str, timeout_ms: int = 250) -> None:
 @pytest.mark.parametrize(
     ("target", "cause"),
     [
-        ("python:models/flaky.py:raises", "model raised RuntimeError: feature store unavailable"),
+        ("python:models/flaky.py:raises", "model raised RuntimeError"),
         ("python:models/flaky.py:slow", "timed out after 50 ms"),
         ("python:models/flaky.py:not_a_number", "non-finite score"),
     ],
@@ -68,6 +73,30 @@ def test_failed_model_takes_recorded_fallback(
         )
         assert fallbacks == 1.0
         assert any(cause.split(maxsplit=1)[0] in s for s in engine.explain(decision.id)["why"])
+        assert "feature store unavailable" not in str(body)  # the message is logged only
+
+
+def test_model_error_text_stays_out_of_the_ledger(
+    project: Path, low_risk: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    use_model(project, "python:models/flaky.py:echoes")
+    case = {**low_risk, "annual_income": 73412.5}
+    with caplog.at_level(logging.WARNING, logger="keel"), open_engine(project, {}) as engine:
+        decision = engine.decide("credit_limit", case)
+        assert decision.failed_signals == {"default_risk": "model raised ValueError"}
+        failures = engine.metrics.registry.get_sample_value(
+            "keel_signal_failures_total",
+            {"flow": "credit_limit", "signal": "default_risk", "cause": "model"},
+        )
+        assert failures == 1.0
+    with sqlite3.connect(project / "keel.db") as conn:
+        (record,) = conn.execute(
+            "select record from ledger where record_id = ?", (decision.id,)
+        ).fetchone()
+    assert "model raised ValueError" in record and "73412" not in record
+    # The full text is for the operator's log, with the flow and signal that failed.
+    assert "flow=credit_limit signal=default_risk" in caplog.text
+    assert "income=73412.5" in caplog.text
 
 
 def test_python_callable_model(project: Path, low_risk: dict[str, Any]) -> None:

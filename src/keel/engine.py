@@ -51,6 +51,8 @@ from keel.store.database import Database, open_database
 from keel.telemetry import Metrics
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     from keel.monitor.runs import Monitoring, MonitorRun
 
 
@@ -280,10 +282,14 @@ class Engine:
     # ---- the ledger --------------------------------------------------------------------------
 
     def verify(
-        self, checkpoint: Checkpoint | None = None, by: Principal | None = None
+        self,
+        checkpoint: Checkpoint | None = None,
+        by: Principal | None = None,
+        trusted_key: Ed25519PublicKey | None = None,
     ) -> VerifyReport:
+        """Verify the chain, and against ``checkpoint`` (signed by ``trusted_key`` if given)."""
         self._who(by).require(Permission.VERIFY_LEDGER)
-        return verify_ledger(self.db, checkpoint)
+        return verify_ledger(self.db, checkpoint, trusted_key)
 
     def checkpoint(self, by: Principal | None = None) -> Checkpoint:
         """Sign the current chain head, and record that a checkpoint was taken."""

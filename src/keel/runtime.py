@@ -61,12 +61,12 @@ class FlowRuntime:
     hold: str = NO_HOLD  # escalate_all | pause: set by the governor (keel.rollout.holds)
 
     def signals(self, runner: SignalRunner, inputs: Mapping[str, Any]) -> SignalResult:
-        return runner.run(self.models, self.timeouts_ms, inputs)
+        return runner.run(self.models, self.timeouts_ms, inputs, flow=self.flow.name)
 
     def signals_many(
         self, runner: SignalRunner, cases: Sequence[Mapping[str, Any]]
     ) -> list[SignalResult]:
-        return runner.run_many(self.models, self.timeouts_ms, cases)
+        return runner.run_many(self.models, self.timeouts_ms, cases, flow=self.flow.name)
 
 
 @dataclass(frozen=True)

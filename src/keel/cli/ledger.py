@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from keel.cli._common import ProjectOpt, _engine, _fail, _ledger
 from keel.errors import KeelError
-
-if TYPE_CHECKING:
-    from keel.ledger.checkpoint import Checkpoint
 
 app = typer.Typer(help="Verify, checkpoint and read the tamper-evident ledger.")
 
@@ -23,7 +20,8 @@ def ledger_verify(
         Path | None, typer.Option(help="A checkpoint file to check the ledger against.")
     ] = None,
     public_key: Annotated[
-        str | None, typer.Option(help="Trusted signer key (base64); else the checkpoint's own.")
+        str | None,
+        typer.Option(help="Trusted signer key (base64); without it the signer is unverified."),
     ] = None,
     project: ProjectOpt = Path("."),
 ) -> None:
@@ -33,24 +31,23 @@ def ledger_verify(
     """
     from keel.keys import public_key_from_text  # noqa: PLC0415
     from keel.ledger.checkpoint import load_checkpoint  # noqa: PLC0415
-
-    cp: Checkpoint | None = None
-    try:
-        if checkpoint is not None:
-            cp = load_checkpoint(checkpoint)
-            cp.verify_signature(public_key_from_text(public_key) if public_key else None)
-    except KeelError as error:
-        _fail(error)
     from keel.ledger.verify import verify_ledger  # noqa: PLC0415
 
-    with _ledger(project) as db:
-        report = verify_ledger(db, cp)
+    try:
+        cp = load_checkpoint(checkpoint) if checkpoint is not None else None
+        trusted = public_key_from_text(public_key) if public_key else None
+        with _ledger(project) as db:
+            report = verify_ledger(db, cp, trusted)
+    except KeelError as error:
+        _fail(error)
     if report.ok:
         extra = f", matches checkpoint at {cp.seq}" if cp else ""
         typer.echo(
             f"ok: {report.entries} entries verified, head {report.head_seq} "
             f"{report.head_hash[:16]}{extra}"
         )
+        if cp:
+            typer.echo(f"checkpoint signer: {report.checkpoint['signer']}")
         return
     typer.echo(f"FAILED at entry {report.bad_seq}: {report.problem}", err=True)
     raise typer.Exit(1)

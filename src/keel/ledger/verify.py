@@ -1,4 +1,10 @@
-"""Verifying the ledger: every link, every hash, and optionally a signed checkpoint."""
+"""Verifying the ledger: every link, every hash, and optionally a signed checkpoint.
+
+A checkpoint covers the chain up to its ``seq``; ``Engine.checkpoint`` then records a
+``checkpoint`` event after it (at ``seq + 1`` unless other writes came first). A ledger
+verified against the checkpoint must still hold that event, so removing entries from the
+end is caught even when only the checkpoint's own event was removed.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import exc, select
 
 from keel.errors import StoreError
@@ -15,6 +22,9 @@ from keel.store.database import Database
 from keel.store.schema import ledger, ledger_head
 
 _BATCH = 5000
+SIGNER_UNVERIFIED = (
+    "unverified: the checkpoint carries its own key; pass --public-key to check who signed it"
+)
 
 
 @dataclass
@@ -46,15 +56,42 @@ def _fail(report: VerifyReport, seq: int, problem: str) -> VerifyReport:
     return report
 
 
-def verify_ledger(db: Database, checkpoint: Checkpoint | None = None) -> VerifyReport:
-    """Walk the chain from the genesis; stop at the first entry that does not verify."""
+def verify_ledger(
+    db: Database,
+    checkpoint: Checkpoint | None = None,
+    trusted_key: Ed25519PublicKey | None = None,
+) -> VerifyReport:
+    """Walk the chain from the genesis; stop at the first entry that does not verify.
+
+    A ``checkpoint`` must carry a valid signature (by ``trusted_key`` when one is given, else
+    by the key it carries, which the report calls unverified): ``CheckpointError`` if not.
+    """
+    if checkpoint is not None:
+        checkpoint.verify_signature(trusted_key)
     try:
-        return _verify(db, checkpoint)
+        report = _verify(db, checkpoint)
     except exc.SQLAlchemyError as error:
         cause = str(getattr(error, "orig", error)).splitlines()[0]
         raise StoreError(
             f"cannot read the ledger in {db.display_url}: {cause}", {"url": db.display_url}
         ) from error
+    if checkpoint is not None:
+        report.checkpoint["signer"] = (
+            f"verified: signed by the trusted key {checkpoint.public_key}"
+            if trusted_key is not None
+            else SIGNER_UNVERIFIED
+        )
+    return report
+
+
+def _records_checkpoint(parsed: dict[str, Any], checkpoint: Checkpoint) -> bool:
+    """Is the ``checkpoint`` entry ``parsed`` the event ``Engine.checkpoint`` wrote for it?"""
+    body = parsed.get("body")
+    return isinstance(body, dict) and bool(
+        body.get("seq") == checkpoint.seq
+        and body.get("head_hash") == checkpoint.head_hash
+        and body.get("public_key") == checkpoint.public_key
+    )
 
 
 def _verify(db: Database, checkpoint: Checkpoint | None) -> VerifyReport:
@@ -62,6 +99,9 @@ def _verify(db: Database, checkpoint: Checkpoint | None) -> VerifyReport:
     expected_seq = 1
     prev = GENESIS_HASH
     checkpoint_hash: str | None = None
+    checkpoint_event: int | None = None
+    if checkpoint is not None:
+        report.checkpoint = {"seq": checkpoint.seq, "hash": checkpoint.head_hash}
     cols = (
         ledger.c.seq,
         ledger.c.kind,
@@ -101,6 +141,14 @@ def _verify(db: Database, checkpoint: Checkpoint | None) -> VerifyReport:
                         return _fail(report, seq, f"column '{key}' differs from the hashed record")
                 if checkpoint is not None and seq == checkpoint.seq:
                     checkpoint_hash = digest
+                if (
+                    checkpoint is not None
+                    and checkpoint_event is None
+                    and seq > checkpoint.seq
+                    and kind == "checkpoint"
+                    and _records_checkpoint(parsed, checkpoint)
+                ):
+                    checkpoint_event = seq
                 prev = digest
                 expected_seq += 1
                 report.entries += 1
@@ -116,7 +164,7 @@ def _verify(db: Database, checkpoint: Checkpoint | None) -> VerifyReport:
             )
         return _fail(report, head_seq, "the chain head record does not match the last entry")
     if checkpoint is not None:
-        report.checkpoint = {"seq": checkpoint.seq, "hash": checkpoint.head_hash}
+        report.checkpoint["event_seq"] = checkpoint_event
         if checkpoint.seq > report.head_seq:
             return _fail(
                 report,
@@ -130,4 +178,17 @@ def _verify(db: Database, checkpoint: Checkpoint | None) -> VerifyReport:
                 checkpoint.seq,
                 "entry differs from the signed checkpoint: the ledger was rewritten",
             )
+        if checkpoint_event is None:
+            after = checkpoint.seq + 1
+            if report.head_seq == checkpoint.seq:
+                problem = (
+                    f"the ledger ends at {checkpoint.seq}, but the checkpoint's own event was "
+                    f"recorded after it: entry {after} was removed from the end"
+                )
+            else:
+                problem = (
+                    f"no entry after {checkpoint.seq} records the checkpoint taken there: "
+                    "entries after the checkpoint were removed or replaced"
+                )
+            return _fail(report, after, problem)
     return report

@@ -166,7 +166,7 @@ def _rescorer(job: _Job) -> Callable[[list[dict[str, Any]]], list[SignalResult]]
     runner = SignalRunner()
 
     def rescore(cases: list[dict[str, Any]]) -> list[SignalResult]:
-        return runner.run_many(models, job.timeouts_ms, cases)
+        return runner.run_many(models, job.timeouts_ms, cases, flow=job.flow.name)
 
     return rescore
 

@@ -2,6 +2,9 @@
 
 A model that raises or runs past its timeout yields no signal — never a made-up score —
 and the cause is returned so the policy takes its fallback and the ledger records why.
+The cause is a fixed phrase per kind of failure with the exception's type, never its
+message: a model that echoes its inputs in an error would write personal data into the
+ledger. The full text goes to the ``keel`` log (WARNING) with the flow and signal.
 A batch is scored with one call per model (rows × features), which is how models are
 fastest; if that call fails, every case in the batch gets no signal from that model.
 
@@ -26,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from keel.signals.adapters import Model, ModelOutput
+from keel.telemetry import log
 
 MAX_MODEL_THREADS = 8
 
@@ -42,11 +46,15 @@ def feature_row(model: Model, inputs: Mapping[str, Any]) -> np.ndarray:
     return np.array([[float(inputs[f]) for f in model.features]], dtype=np.float64)
 
 
+class _OutputCountError(ValueError):
+    """The model answered, but not once per case (Keel's own message: safe to record)."""
+
+
 def _timed(model: Model, rows: np.ndarray) -> tuple[list[ModelOutput], float]:
     start = time.perf_counter()
     out = model.predict_many(rows)
     if len(out) != len(rows):
-        raise ValueError(f"model gave {len(out)} outputs for {len(rows)} cases")
+        raise _OutputCountError(f"model gave {len(out)} outputs for {len(rows)} cases")
     return out, (time.perf_counter() - start) * 1000
 
 
@@ -54,7 +62,8 @@ def _timed(model: Model, rows: np.ndarray) -> tuple[list[ModelOutput], float]:
 class _Call:
     outputs: list[ModelOutput] | None = None
     ms: float = 0.0
-    cause: str | None = None
+    cause: str | None = None  # recorded in the ledger: no text from outside Keel
+    error: BaseException | None = None  # logged only
 
 
 class SignalRunner:
@@ -67,16 +76,24 @@ class SignalRunner:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def run(
-        self, models: Mapping[str, Model], timeouts_ms: Mapping[str, int], inputs: Mapping[str, Any]
+        self,
+        models: Mapping[str, Model],
+        timeouts_ms: Mapping[str, int],
+        inputs: Mapping[str, Any],
+        *,
+        flow: str,
     ) -> SignalResult:
-        return self.run_many(models, timeouts_ms, [inputs])[0]
+        return self.run_many(models, timeouts_ms, [inputs], flow=flow)[0]
 
     def run_many(
         self,
         models: Mapping[str, Model],
         timeouts_ms: Mapping[str, int],
         cases: Sequence[Mapping[str, Any]],
+        *,
+        flow: str,
     ) -> list[SignalResult]:
+        """Score ``cases`` of ``flow`` (named in the log when a model fails) with ``models``."""
         calls: dict[str, _Call] = {}
         waiting: dict[str, tuple[Future[tuple[list[ModelOutput], float]], float]] = {}
         for name, model in models.items():
@@ -85,7 +102,8 @@ class SignalRunner:
                     [[float(c[f]) for f in model.features] for c in cases], dtype=np.float64
                 )
             except (KeyError, TypeError, ValueError) as exc:
-                calls[name] = _Call(cause=f"feature missing or not numeric: {exc}")
+                cause = f"feature missing or not numeric: {_bad_feature(model, cases)}"
+                calls[name] = _Call(cause=cause, error=exc)
                 continue
             if model.inline:
                 calls[name] = self._inline(model, rows, timeouts_ms[name])
@@ -93,6 +111,17 @@ class SignalRunner:
                 waiting[name] = (self._pool.submit(_timed, model, rows), time.perf_counter())
         for name, (future, started) in waiting.items():
             calls[name] = self._wait(future, started, timeouts_ms[name])
+        for name, call in calls.items():
+            if call.cause is not None:
+                log.warning(
+                    "signal failed: flow=%s signal=%s model=%s cases=%d cause=%s detail=%s",
+                    flow,
+                    name,
+                    models[name].name,
+                    len(cases),
+                    call.cause,
+                    f"{type(call.error).__name__}: {call.error}" if call.error else "-",
+                )
         return self._distribute(models, calls, len(cases))
 
     @staticmethod
@@ -101,7 +130,7 @@ class SignalRunner:
         try:
             outputs, ms = _timed(model, rows)
         except Exception as exc:  # noqa: BLE001 - a model's failure is data, not a crash
-            return _Call(ms=(time.perf_counter() - started) * 1000, cause=_raised(exc))
+            return _Call(ms=(time.perf_counter() - started) * 1000, cause=_raised(exc), error=exc)
         if ms > timeout_ms:
             return _Call(ms=ms, cause=f"timed out after {timeout_ms} ms (took {ms:.0f} ms)")
         return _Call(outputs, ms)
@@ -115,12 +144,12 @@ class SignalRunner:
             outputs, ms = future.result(timeout=remaining)
         except FutureTimeout:
             future.cancel()
-            cause = f"timed out after {timeout_ms} ms"
+            cause, error = f"timed out after {timeout_ms} ms", None
         except Exception as exc:  # noqa: BLE001 - a model's failure is data, not a crash
-            cause = _raised(exc)
+            cause, error = _raised(exc), exc
         else:
             return _Call(outputs, ms)
-        return _Call(ms=(time.perf_counter() - started) * 1000, cause=cause)
+        return _Call(ms=(time.perf_counter() - started) * 1000, cause=cause, error=error)
 
     @staticmethod
     def _distribute(
@@ -158,4 +187,19 @@ class SignalRunner:
 
 
 def _raised(exc: BaseException) -> str:
-    return f"model raised {type(exc).__name__}: {exc}"
+    """The recorded cause: the exception's type only (its message may echo the inputs)."""
+    if isinstance(exc, _OutputCountError):
+        return str(exc)
+    return f"model raised {type(exc).__name__}"
+
+
+def _bad_feature(model: Model, cases: Sequence[Mapping[str, Any]]) -> str:
+    """The first of the model's features that a case lacks or cannot give as a number
+    (its name, from the flow's schema; never the value)."""
+    for case in cases:
+        for feature in model.features:
+            try:
+                float(case[feature])
+            except (KeyError, TypeError, ValueError):
+                return f"'{feature}'"
+    return "unknown"
