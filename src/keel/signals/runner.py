@@ -19,6 +19,7 @@ Two ways to hold a model to its timeout, chosen by the adapter:
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -120,7 +121,7 @@ class SignalRunner:
                     models[name].name,
                     len(cases),
                     call.cause,
-                    f"{type(call.error).__name__}: {call.error}" if call.error else "-",
+                    _scrubbed(call.error) if call.error else "-",
                 )
         return self._distribute(models, calls, len(cases))
 
@@ -203,3 +204,17 @@ def _bad_feature(model: Model, cases: Sequence[Mapping[str, Any]]) -> str:
             except (KeyError, TypeError, ValueError):
                 return f"'{feature}'"
     return "unknown"
+
+
+_DIGITS = re.compile(r"\d+")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+MAX_DETAIL = 200
+
+
+def _scrubbed(error: BaseException) -> str:
+    """The exception for the log: its type and the first line of its message, bounded, with
+    quoted text and digits masked — a model that echoes its inputs in an error must not
+    put personal values into the logs either."""
+    first = str(error).splitlines()[0] if str(error) else ""
+    masked = _DIGITS.sub("#", _QUOTED.sub("'…'", first))[:MAX_DETAIL]
+    return f"{type(error).__name__}: {masked}"
