@@ -14,7 +14,8 @@ from fastapi.testclient import TestClient
 from keel import Engine
 from keel.api import create_app
 from keel.security.apikeys import create_key
-from keel.security.roles import Grant, Role
+from keel.security.audit import AuditTrail
+from keel.security.roles import Grant, Role, local_operator
 from keel.text import escape, free_text, identifier
 from tests.conftest import LOW_RISK
 from tests.test_review import SHORT_HISTORY
@@ -134,3 +135,43 @@ def test_identifier_and_text_rules() -> None:
         identifier("a\nb", "subject_id")
     assert escape("ok\u202eno\x1b") == "ok\\u202eno\\u001b"
     assert escape("Zoë\n") == "Zoë\n"
+
+
+def test_an_oversize_body_sent_without_a_length_gets_413(
+    engine: Engine, client: TestClient, admin: dict[str, str]
+) -> None:
+    before = _state(engine)
+
+    def chunks() -> Iterator[bytes]:  # 2 MiB in 64 KiB chunks, no Content-Length
+        yield b'{"inputs": {"region": "'
+        for _ in range(32):
+            yield b"x" * 65536
+        yield b'"}}'
+
+    response = client.post(f"/v1/flows/{FLOW}/decisions", content=chunks(), headers=admin)
+    assert response.status_code == 413 and response.json()["code"] == "request_too_large"
+    small = iter([json.dumps({"inputs": LOW_RISK}).encode()])
+    typed = {**admin, "Content-Type": "application/json"}
+    response = client.post(f"/v1/flows/{FLOW}/decisions", content=small, headers=typed)
+    assert response.status_code == 200, response.json()  # a small chunked body still passes
+    assert _state(engine)[0] == before[0] + 1
+
+
+def test_authentication_comes_before_the_body_and_the_route(
+    engine: Engine, client: TestClient, admin: dict[str, str]
+) -> None:
+    malformed = {"Content-Type": "application/json"}
+    url = f"/v1/flows/{FLOW}/decisions"
+    for headers in ({}, {"Authorization": "Bearer keel_nope_nope"}):
+        response = client.post(url, content=b"{not json", headers={**malformed, **headers})
+        assert response.status_code == 401 and response.json()["code"] == "unauthenticated"
+        assert client.get("/v1/no-such-route", headers=headers).status_code == 401
+    response = client.post(url, content=b"{not json", headers={**malformed, **admin})
+    assert response.status_code == 422 and response.json()["code"] == "invalid_request"
+    client.app.state.keel.audit.flush()  # type: ignore[attr-defined]
+    events = [json.loads(line) for line in AuditTrail(engine.db).export(local_operator())]
+    caller = "key:" + admin["Authorization"].split("_")[1]
+    refused = [e for e in events if e["kind"] == "request" and e["outcome"] == "error"]
+    assert [e["principal"] for e in refused] == [caller]  # the malformed request is named
+    assert client.get("/openapi.json").status_code == 200  # the contract holds no data
+    assert client.get("/healthz").status_code == 200

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -12,7 +11,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from keel.api.auth import PrincipalCache
+from keel.api.auth import Authenticate, PrincipalCache
+from keel.api.errors import error_response
 from keel.engine import Engine
 from keel.errors import KeelError
 from keel.security.audit import AuditLog
@@ -20,23 +20,6 @@ from keel.security.limits import RateLimitedError, RateLimiter
 from keel.security.oidc import OidcVerifier
 
 MAX_BODY_BYTES = 1_048_576
-
-# Error code → HTTP status. Codes are stable; anything unlisted is a 500 with its code.
-STATUS = {
-    "unauthenticated": 401,
-    "forbidden": 403,
-    "not_found": 404,
-    "conflict": 409,
-    "request_too_large": 413,
-    "rate_limited": 429,
-    "invalid_request": 422,
-    "invalid_input": 422,
-    "invalid_definition": 422,
-    "data_erased": 410,
-    "ledger_write_failed": 503,
-    "store_error": 503,
-    "keel_error": 400,
-}
 
 
 @dataclass
@@ -46,15 +29,6 @@ class KeelState:
     limiter: RateLimiter
     oidc: OidcVerifier | None
     principals: PrincipalCache
-
-
-def error_response(code: str, message: str, detail: dict[str, Any] | None = None) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if code == "unauthenticated" else None
-    return JSONResponse(
-        {"code": code, "message": message, "detail": detail or {}},
-        status_code=STATUS.get(code, 500),
-        headers=headers,
-    )
 
 
 class BodyLimit:
@@ -71,6 +45,26 @@ class BodyLimit:
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await self._refuse(scope, receive, send)
+            return
+        if declared is None:
+            # Chunked, no length declared: read it here, at most the limit, so an oversize
+            # body gets its 413 before a parser can turn the cut into a 400.
+            buffered: list[Message] = []
+            seen = 0
+            while True:
+                message = await receive()
+                buffered.append(message)
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    await self._refuse(scope, receive, send)
+                    return
+                if message["type"] != "http.request" or not message.get("more_body"):
+                    break
+
+            async def replay() -> Message:
+                return buffered.pop(0) if buffered else await receive()
+
+            await self.app(scope, replay, send)
             return
         seen = 0
 
@@ -196,6 +190,8 @@ def create_app(engine: Engine, audit: AuditLog | None = None) -> FastAPI:
     app.include_router(policies.router)
     app.include_router(monitoring.router)
     app.include_router(service.router)
+    # Outermost last: the size limit, then the audit record, then authentication.
+    app.add_middleware(Authenticate)
     app.add_middleware(AuditRequests)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     return app

@@ -13,7 +13,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fastapi import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from keel.api.errors import error_response
+from keel.errors import KeelError
 from keel.security.apikeys import authenticate
 from keel.security.roles import AuthenticationError, Principal
 from keel.text import identifier
@@ -53,8 +56,12 @@ class PrincipalCache:
             self._entries[key] = (principal, until)
 
 
-async def current_principal(request: Request) -> Principal:
-    """FastAPI dependency: the authenticated principal, or 401 (and 429 over the rate)."""
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})  # hold no data
+
+
+def authenticate_request(request: Request) -> Principal:
+    """The caller, or 401 (and 429 over its rate). Run by ``Authenticate`` before routing,
+    so a request is authenticated before its body is parsed or its route is looked up."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     state = request.app.state.keel
@@ -84,8 +91,39 @@ async def current_principal(request: Request) -> Principal:
         state.principals.put(token, principal)
     request.state.principal = principal
     state.limiter.take(principal.id)
-    # Ids and filters in the path and query are identifiers: printable text only (a NUL
-    # byte or an escape sequence never reaches the store, the logs or a terminal).
+    return principal
+
+
+class Authenticate:
+    """Every request but ``PUBLIC_PATHS`` is authenticated first: a caller without a valid
+    credential gets 401 whatever its body or path, and the audit trail names the caller of
+    every request that got past this, malformed ones included."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        try:
+            authenticate_request(Request(scope))
+        except KeelError as error:
+            response = error_response(error.code, error.message, error.detail)
+            if "retry_after" in error.detail:
+                response.headers["Retry-After"] = str(error.detail["retry_after"])
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+async def current_principal(request: Request) -> Principal:
+    """FastAPI dependency: the principal ``Authenticate`` found; path and query values
+    are checked as identifiers (printable text only: a NUL byte or an escape sequence never
+    reaches the store, the logs or a terminal)."""
+    principal = getattr(request.state, "principal", None)
+    if not isinstance(principal, Principal):  # a route mounted outside the middleware
+        principal = authenticate_request(request)
     for where, params in (("path", request.path_params), ("query", request.query_params)):
         for name, value in params.items():
             if isinstance(value, str):
