@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi.testclient import TestClient
 
 from keel import open_engine
 from keel.api import create_app
 from keel.errors import ConfigError
 from keel.security.audit import AuditLog
+from keel.security.oidc import ALGORITHMS_BY_KEY_TYPE, allowed_algorithms
 from tests.conftest import LOW_RISK
 
 ISSUER = "https://login.example.com/"
@@ -35,7 +41,7 @@ SIGNER, SIGNER_JWK = make_key("k1")
 IMPOSTOR, _ = make_key("k1")  # same key id, different key
 
 
-def token(key: Any = SIGNER, **claims: Any) -> str:
+def token(key: Any = SIGNER, *, alg: str = "RS256", kid: str | None = "k1", **claims: Any) -> str:
     now = int(time.time())
     body = {
         "iss": ISSUER,
@@ -49,9 +55,26 @@ def token(key: Any = SIGNER, **claims: Any) -> str:
     return jwt.encode(
         {k: v for k, v in body.items() if v is not None},
         key,
-        algorithm="RS256",
-        headers={"kid": "k1"},
+        algorithm=alg,
+        headers={"kid": kid} if kid else None,
     )
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def forged_hs256() -> str:
+    """HS256 keyed with the signer's public key, which anyone holding the JWKS can make."""
+    public = SIGNER.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    now = int(time.time())
+    header = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "k1"}).encode())
+    body = {"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "iat": now, "exp": now + 300}
+    signing_input = f"{header}.{b64(json.dumps(body).encode())}"
+    signature = hmac.new(public, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(signature)}"
 
 
 def configure(project: Path, extra: str) -> None:
@@ -59,9 +82,9 @@ def configure(project: Path, extra: str) -> None:
         f.write(extra)
 
 
-@pytest.fixture
-def oidc_client(project: Path) -> Iterator[TestClient]:
-    (project / "jwks.json").write_text(json.dumps({"keys": [SIGNER_JWK]}))
+@contextmanager
+def file_client(project: Path, jwks: dict[str, Any]) -> Iterator[TestClient]:
+    (project / "jwks.json").write_text(json.dumps(jwks))
     configure(
         project, f"oidc:\n  issuer: {ISSUER}\n  audience: {AUDIENCE}\n  jwks_file: jwks.json\n"
     )
@@ -70,6 +93,12 @@ def oidc_client(project: Path) -> Iterator[TestClient]:
         with TestClient(create_app(engine, audit), raise_server_exceptions=False) as client:
             yield client
         audit.close()
+
+
+@pytest.fixture
+def oidc_client(project: Path) -> Iterator[TestClient]:
+    with file_client(project, {"keys": [SIGNER_JWK]}) as client:
+        yield client
 
 
 def decide(client: TestClient, bearer: str) -> Any:
@@ -95,12 +124,12 @@ def test_valid_token_with_roles_from_the_claim(oidc_client: TestClient) -> None:
         (lambda: token(iss="https://evil.example.com/"), "issuer"),
         (lambda: token(IMPOSTOR), "rejected"),
         (lambda: token(sub=None), "rejected"),
-        (
-            lambda: jwt.encode(
-                {"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "exp": 2**31}, None, algorithm="none"
-            ),
-            "alg value is not allowed",
-        ),
+        (lambda: token(kid=None), "the token names no key (kid)"),
+        (lambda: token(kid="k2"), "unknown key 'k2'"),
+        (lambda: token(alg="PS256"), "algorithm 'PS256', which key 'k1' does not allow"),
+        (forged_hs256, "algorithm 'HS256'"),
+        (lambda: token(None, alg="none"), "algorithm 'none'"),
+        (lambda: token(None, alg="none", kid=None), "the token names no key (kid)"),
         (lambda: "not.a.jwt", "not a valid bearer token"),
     ],
 )
@@ -138,9 +167,57 @@ def test_jwks_fetched_from_a_url(project: Path) -> None:
         )
         with open_engine(project, environ={}) as engine, TestClient(create_app(engine)) as client:
             assert decide(client, token()).status_code == 200
+            # the same rules as with a file: the token names its key, the key's alg holds
+            for bearer, message in [
+                (token(kid=None), "the token names no key (kid)"),
+                (token(alg="PS256"), "algorithm 'PS256'"),
+                (forged_hs256(), "algorithm 'HS256'"),
+            ]:
+                response = decide(client, bearer)
+                assert response.status_code == 401, response.text
+                assert message in response.json()["message"]
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_key_without_alg_accepts_the_algorithms_of_its_type(project: Path) -> None:
+    bare = {k: v for k, v in SIGNER_JWK.items() if k != "alg"}
+    with file_client(project, {"keys": [bare]}) as client:
+        for alg in ("RS256", "PS256", "RS512"):
+            assert decide(client, token(alg=alg)).status_code == 200, alg
+        for bearer in (forged_hs256(), token(None, alg="none")):
+            response = decide(client, bearer)
+            assert response.status_code == 401
+            assert (
+                "does not allow (allowed: RS256, RS384, RS512, PS256"
+                in (response.json()["message"])
+            )
+
+
+def test_allowed_algorithms_follow_the_key() -> None:
+    rsa_jwk = {k: v for k, v in SIGNER_JWK.items() if k != "alg"}
+    ec_jwk = json.loads(
+        jwt.algorithms.ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP384R1()).public_key())
+    )
+    assert allowed_algorithms(jwt.PyJWK(SIGNER_JWK)) == ("RS256",)
+    assert allowed_algorithms(jwt.PyJWK({**rsa_jwk, "alg": "PS384"})) == ("PS384",)
+    assert allowed_algorithms(jwt.PyJWK(rsa_jwk)) == ALGORITHMS_BY_KEY_TYPE["RSA"]
+    assert allowed_algorithms(jwt.PyJWK(ec_jwk)) == ("ES256", "ES384", "ES512")
+    assert allowed_algorithms(jwt.PyJWK({**ec_jwk, "alg": "ES384"})) == ("ES384",)
+    # a shared secret verifies nothing, declared or not
+    assert allowed_algorithms(jwt.PyJWK({"kty": "oct", "k": b64(b"secret")})) == ()
+    assert allowed_algorithms(jwt.PyJWK({"kty": "oct", "k": b64(b"s"), "alg": "HS256"})) == ()
+
+
+def test_a_shared_secret_in_the_key_set_verifies_nothing(project: Path) -> None:
+    secret = b"a-secret-of-at-least-thirty-two-bytes"
+    shared = {"kty": "oct", "k": b64(secret), "kid": "k2", "alg": "HS256"}
+    with file_client(project, {"keys": [SIGNER_JWK, shared]}) as client:
+        response = decide(client, token(secret, alg="HS256", kid="k2"))
+        assert response.status_code == 401
+        assert "cannot verify tokens" in response.json()["message"]
+        assert decide(client, token()).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -163,6 +240,15 @@ def test_bad_identity_settings(project: Path, section: str, message: str) -> Non
     configure(project, section)
     with pytest.raises(ConfigError, match=message):
         open_engine(project, environ={})
+
+
+def test_a_key_set_declaring_alg_none_is_refused_at_start(project: Path) -> None:
+    bad = {"keys": [{**SIGNER_JWK, "alg": "none"}]}
+    with (
+        pytest.raises(ConfigError, match="a key declares alg 'none'"),
+        file_client(project, bad),
+    ):
+        pass
 
 
 def test_rate_limit_per_principal(project: Path) -> None:

@@ -4,6 +4,11 @@ Roles come from a claim (``keel_roles`` by default): a list of ``role`` (every f
 ``role@flow`` entries. Entries naming no known role grant nothing. The JWKS is read from a
 file, or fetched from a URL and cached by PyJWT's client, which refetches on an unknown
 key id, so a rotated key is picked up without a restart.
+
+Both sources apply one rule to pick the key: the token must name it (``kid``) and a signing
+key with that id must be in the set, even when the set holds a single key. The key decides
+the algorithm: the one its JWK declares (``alg``), or, when it declares none, any from
+:data:`ALGORITHMS_BY_KEY_TYPE` for its key type. ``none`` and HMAC are never accepted.
 """
 
 from __future__ import annotations
@@ -17,7 +22,35 @@ from keel.config import OidcSettings
 from keel.errors import ConfigError
 from keel.security.roles import AuthenticationError, Grant, Principal, Role
 
-ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256", "EdDSA"]
+# Asymmetric algorithms only: an HMAC "signature" keyed with the issuer's public key could be
+# forged by anyone, and ``none`` is no signature at all.
+ALGORITHMS_BY_KEY_TYPE: dict[str, tuple[str, ...]] = {
+    "RSA": ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
+    "EC": ("ES256", "ES384", "ES512"),
+    "OKP": ("EdDSA",),
+}
+
+
+def allowed_algorithms(jwk: jwt.PyJWK) -> tuple[str, ...]:
+    """The algorithms a token signed with this key may use: its declared ``alg``, if any."""
+    by_type = ALGORITHMS_BY_KEY_TYPE.get(jwk.key_type or "", ())
+    # PyJWK fills ``algorithm_name`` with a default when the JWK declares no ``alg``, so the
+    # declared value is read from the JWK itself; PyJWT has no public accessor for it.
+    declared = jwk._jwk_data.get("alg")
+    if declared is None:
+        return by_type
+    return (declared,) if declared in by_type else ()
+
+
+def key_id(header: dict[str, Any]) -> str:
+    """The ``kid`` a token names; a token that names none is refused, whatever the key set."""
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise AuthenticationError(
+            "the token names no key (kid) in its header; ask the issuer to sign with a key "
+            "from its published key set and to name it"
+        )
+    return kid
 
 
 def grants_from_claim(value: Any) -> tuple[Grant, ...]:
@@ -50,35 +83,56 @@ class OidcVerifier:
                     f"cannot read the OIDC key set {settings.jwks_file}: {exc}",
                     {"key": "oidc.jwks_file"},
                 ) from exc
+            except NotImplementedError as exc:  # PyJWT's answer to a JWK with "alg": "none"
+                raise ConfigError(
+                    f"cannot read the OIDC key set {settings.jwks_file}: a key declares alg "
+                    "'none'; remove it or declare its real algorithm",
+                    {"key": "oidc.jwks_file"},
+                ) from exc
 
-    def _key(self, token: str) -> Any:
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as exc:
-            raise AuthenticationError(f"not a valid bearer token: {exc}") from exc
-        kid = header.get("kid")
+    def _key(self, kid: str) -> jwt.PyJWK:
         if self._client is not None:
             try:
-                return self._client.get_signing_key(kid).key if kid else None
+                return self._client.get_signing_key(kid)
             except jwt.PyJWKClientConnectionError as exc:
                 raise AuthenticationError(f"the issuer's keys cannot be fetched: {exc}") from exc
             except jwt.PyJWKClientError as exc:
                 raise AuthenticationError(f"token signed with an unknown key: {exc}") from exc
+            except NotImplementedError as exc:  # PyJWT's answer to a JWK with "alg": "none"
+                raise AuthenticationError(
+                    "the issuer's key set cannot be used: a key declares alg 'none'"
+                ) from exc
         if self._keys is not None:
             for key in self._keys.keys:
-                if kid is None or key.key_id == kid:
-                    return key.key
-        raise AuthenticationError("token signed with an unknown key")
+                # the same keys PyJWKClient considers for the URL: signing keys by id
+                if key.key_id == kid and key.public_key_use in ("sig", None):
+                    return key
+        raise AuthenticationError(f"token signed with an unknown key '{kid}'")
 
     def authenticate(self, token: str) -> Principal:
-        key = self._key(token)
-        if key is None:
-            raise AuthenticationError("token has no key id (kid)")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise AuthenticationError(f"not a valid bearer token: {exc}") from exc
+        kid = key_id(header)
+        key = self._key(kid)
+        allowed = allowed_algorithms(key)
+        if not allowed:
+            raise AuthenticationError(
+                f"the issuer's key '{kid}' ({key.key_type}, alg {key.algorithm_name!r}) cannot "
+                "verify tokens: Keel accepts RSA, EC and OKP keys with an asymmetric algorithm "
+                "of their type"
+            )
+        if header.get("alg") not in allowed:
+            raise AuthenticationError(
+                f"token signed with algorithm {header.get('alg')!r}, which key '{kid}' does not "
+                f"allow (allowed: {', '.join(allowed)})"
+            )
         try:
             claims = jwt.decode(
                 token,
-                key,
-                algorithms=ALGORITHMS,
+                key.key,
+                algorithms=list(allowed),
                 audience=self.settings.audience,
                 issuer=self.settings.issuer,
                 leeway=self.settings.leeway_s,
