@@ -115,6 +115,13 @@ def test_four_eyes_keeps_the_requester_from_reviewing(project: Path, env: dict[s
             with pytest.raises(ConflictError, match="requires four eyes"):
                 act()
         assert engine.reviews.resolve(pending.id, BEN, "approve", "checked").late is False
+        final = engine.decide(FLOW, LOW_RISK, by=ANNA_DECIDING)  # decided, and final
+        assert final.status == "final"
+        with pytest.raises(ConflictError, match="cannot review or override it"):
+            engine.reviews.override(final.id, ANNA, "reject", "my own")
+        with pytest.raises(NotFoundError):  # the refusal left no review behind
+            engine.reviews.get(final.id, engine.operator)
+        assert engine.reviews.override(final.id, BEN, "reject", "checked").kind == "override"
 
 
 def test_bad_review_settings_are_named(project: Path, env: dict[str, str]) -> None:

@@ -374,6 +374,7 @@ class Reviews:
                 kind="override",
                 opened_at=iso_time(gate.now),
             )
+            self._four_eyes(row, reviewer)
             conn.execute(reviews.insert().values(**row.row()))
             return self._record(
                 conn, gate, row, reviewer, resolution, reason, action, value, entry.body
@@ -396,14 +397,19 @@ class Reviews:
                 f"{row.reviewer} ({row.resolution})",
                 {"decision_id": decision_id, "resolution": row.resolution},
             )
+        self._four_eyes(row, reviewer)
+        return row
+
+    def _four_eyes(self, row: ReviewTask, reviewer: Reviewer) -> None:
+        """Where the flow asks for four eyes, whoever requested a decision neither reviews
+        nor overrides it."""
         settings = self._ctx.registry.runtime_of(row.flow).flow.review
         if settings.four_eyes and row.requested_by == reviewer.id:
             raise ConflictError(
                 f"flow '{row.flow}' requires four eyes: {reviewer.id} requested this "
-                "decision and cannot review it",
-                {"decision_id": decision_id, "flow": row.flow},
+                "decision and cannot review or override it",
+                {"decision_id": row.decision_id, "flow": row.flow},
             )
-        return row
 
     def _record(
         self,
