@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -14,10 +15,10 @@ from fastapi.testclient import TestClient
 from keel import Engine
 from keel.api import create_app
 from keel.security.apikeys import create_key
-from keel.security.audit import AuditTrail
+from keel.security.audit import AuditLog, AuditTrail
 from keel.security.roles import Grant, Role, local_operator
 from keel.text import escape, free_text, identifier
-from tests.conftest import LOW_RISK
+from tests.conftest import LOW_RISK, Clock
 from tests.test_review import SHORT_HISTORY
 
 FLOW = "credit_limit"
@@ -175,3 +176,34 @@ def test_authentication_comes_before_the_body_and_the_route(
     assert [e["principal"] for e in refused] == [caller]  # the malformed request is named
     assert client.get("/openapi.json").status_code == 200  # the contract holds no data
     assert client.get("/healthz").status_code == 200
+
+
+def test_failed_logins_are_limited_and_their_audit_rows_bounded(project: Path) -> None:
+    from keel import open_engine
+    from keel.api.auth import FAILED_BURST, FAILED_PER_S, FAILURE_WINDOW_S
+
+    clock = Clock(time.time())
+    with open_engine(project, environ={}, clock=clock) as engine:
+        audit = AuditLog(engine.db, clock=clock)
+        _, good = create_key(engine.db, "ok", "t", [Grant(Role.VIEWER)], "t", clock())
+        with TestClient(create_app(engine, audit), raise_server_exceptions=False) as client:
+            bad = {"Authorization": "Bearer keel_deadbeef_" + "A" * 43}
+            codes = [client.get("/v1/flows", headers=bad).status_code for _ in range(60)]
+            assert codes[:FAILED_BURST] == [401] * FAILED_BURST
+            assert set(codes[FAILED_BURST:]) == {429}  # refused before the key is read
+            limited = client.get("/v1/flows", headers=bad)
+            assert int(limited.headers["retry-after"]) >= 1
+            clock.advance(FAILURE_WINDOW_S + 2 / FAILED_PER_S)  # the buckets refill
+            ok = client.get("/v1/flows", headers={"Authorization": f"Bearer {good}"})
+            assert ok.status_code == 200
+            audit.flush()
+            rows = [
+                json.loads(line)
+                for line in AuditTrail(engine.db).export(local_operator())
+                if '"authenticate"' in line
+            ]
+            assert 1 <= len(rows) <= 4  # one per source and window, not one per attempt
+            failures = engine.metrics.auth_failures
+            counted = failures.labels("no")._value.get() + failures.labels("yes")._value.get()
+            assert counted == 61  # every attempt counted, none silently dropped
+        audit.close()

@@ -75,6 +75,12 @@ class Metrics:
             ["flow", "kind"],
             registry=self.registry,
         )
+        self.auth_failures = Counter(
+            "keel_authentication_failures",
+            "Failed authentications (every attempt, also those refused for the rate)",
+            ["limited"],
+            registry=self.registry,
+        )
         self.sweep_failures = Counter(
             "keel_review_sweep_failures",
             "Review deadline sweeps that failed (the next one tries again)",

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from keel.api.auth import Authenticate, PrincipalCache
+from keel.api.auth import Authenticate, FailedLogins, PrincipalCache
 from keel.api.errors import error_response
 from keel.engine import Engine
 from keel.errors import KeelError
@@ -29,6 +29,7 @@ class KeelState:
     limiter: RateLimiter
     oidc: OidcVerifier | None
     principals: PrincipalCache
+    failed_logins: FailedLogins
 
 
 class BodyLimit:
@@ -151,12 +152,14 @@ def create_app(engine: Engine, audit: AuditLog | None = None) -> FastAPI:
         redoc_url=None,
     )
     settings = engine.settings
+    audit_log = audit or AuditLog(engine.db, clock=engine.clock)
     app.state.keel = KeelState(
         engine,
-        audit or AuditLog(engine.db, clock=engine.clock),
+        audit_log,
         RateLimiter(settings.rate_per_s, settings.burst, engine.clock),
         OidcVerifier(settings.oidc) if settings.oidc else None,
         PrincipalCache(engine.clock),
+        FailedLogins(audit_log, engine.metrics, engine.clock),
     )
 
     @app.exception_handler(KeelError)

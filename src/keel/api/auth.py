@@ -7,10 +7,11 @@ within that time.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -18,7 +19,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from keel.api.errors import error_response
 from keel.errors import KeelError
 from keel.security.apikeys import authenticate
+from keel.security.audit import AuditLog
+from keel.security.limits import RateLimitedError, RateLimiter
 from keel.security.roles import AuthenticationError, Principal
+from keel.telemetry import Metrics
 from keel.text import identifier
 
 if TYPE_CHECKING:
@@ -57,6 +61,67 @@ class PrincipalCache:
 
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})  # hold no data
+FAILED_PER_S = 0.5  # failed authentications a client address or key prefix may sustain
+FAILED_BURST = 10
+FAILURE_WINDOW_S = 60.0  # one audit row per source and window; the rest are counted
+
+
+class FailedLogins:
+    """Failed authentications, limited per client address and per key prefix (429 with
+    ``Retry-After`` past ``FAILED_BURST``, refilled at ``FAILED_PER_S``), and recorded in
+    the audit trail as one row per source and ``FAILURE_WINDOW_S`` — the first failure as
+    it happened, the repeats as a count in the next row — so a flood of bad keys cannot
+    flood the trail. Every attempt is counted in ``keel_authentication_failures``."""
+
+    def __init__(self, audit: AuditLog, metrics: Metrics, clock: Callable[[], float]) -> None:
+        self._audit = audit
+        self._metrics = metrics
+        self._clock = clock
+        self._limiter = RateLimiter(FAILED_PER_S, FAILED_BURST, clock)
+        self._windows: dict[str, tuple[float, int]] = {}  # source → (window start, repeats)
+        self._lock = threading.Lock()
+
+    def refuse_if_limited(self, sources: list[str], path: str) -> None:
+        """429 before any check of the credential when a source is over its limit."""
+        wait = max((self._limiter.wait(s) for s in sources), default=0.0)
+        if wait > 0:
+            self._metrics.auth_failures.labels("yes").inc()
+            self._note(sources[0], path, "limited", "too many failed authentications")
+            raise RateLimitedError(sources[0], wait)
+
+    def failed(self, sources: list[str], who: str, path: str, reason: str) -> None:
+        self._metrics.auth_failures.labels("no").inc()
+        for source in sources:
+            # Over the limit: the next attempt from it is refused before its key is read.
+            with contextlib.suppress(RateLimitedError):
+                self._limiter.take(source)
+        self._note(who, path, "failed", reason, sources)
+
+    def _note(
+        self, who: str, path: str, outcome: str, reason: str, sources: list[str] | None = None
+    ) -> None:
+        key = f"{who}|{outcome}"
+        now = self._clock()
+        with self._lock:
+            start, repeats = self._windows.get(key, (None, 0))
+            if start is not None and now - start < FAILURE_WINDOW_S:
+                self._windows[key] = (start, repeats + 1)
+                return
+            if len(self._windows) > 10_000:
+                self._windows.clear()
+            self._windows[key] = (now, 0)
+        detail: dict[str, Any] = {"reason": reason, "sources": sources or [who]}
+        if repeats:
+            detail["repeated_before"] = repeats  # the earlier window's repeats, counted
+        self._audit.record("security", who, "authenticate", path, outcome, detail)
+
+
+def _sources(request: Request, token: str) -> list[str]:
+    """Where failed attempts are counted: the client address, and the key prefix if any."""
+    out = [f"addr:{request.client.host if request.client else 'unknown'}"]
+    if token.startswith("keel_") and token.count("_") >= 2:
+        out.append(f"key:{token.split('_')[1][:16]}")
+    return out
 
 
 def authenticate_request(request: Request) -> Principal:
@@ -72,6 +137,8 @@ def authenticate_request(request: Request) -> Principal:
     token = token.strip()
     principal: Principal | None = state.principals.get(token)
     if principal is None:
+        sources = _sources(request, token)
+        state.failed_logins.refuse_if_limited(sources, request.url.path)
         try:
             if token.startswith("keel_") or state.oidc is None:
                 principal = authenticate(state.engine.db, token, state.engine.clock())
@@ -79,14 +146,7 @@ def authenticate_request(request: Request) -> Principal:
                 principal = state.oidc.authenticate(token)
         except AuthenticationError as error:
             who = f"key:{error.detail['prefix']}" if "prefix" in error.detail else "unknown"
-            state.audit.record(
-                "security",
-                who,
-                "authenticate",
-                request.url.path,
-                "failed",
-                {"reason": error.message},
-            )
+            state.failed_logins.failed(sources, who, request.url.path, error.message)
             raise
         state.principals.put(token, principal)
     request.state.principal = principal

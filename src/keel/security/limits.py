@@ -36,6 +36,14 @@ class RateLimiter:
         self._lock = threading.Lock()
         self.refused = 0
 
+    def wait(self, key: str) -> float:
+        """Seconds until ``key`` has a token again (0 when it has one now); takes nothing."""
+        now = self._clock()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
     def take(self, principal: str) -> None:
         """Spend one token of ``principal``'s bucket, or raise ``RateLimitedError``."""
         now = self._clock()
