@@ -293,6 +293,7 @@ MATRIX: dict[str, tuple[set[Role], set[Role]]] = {
     "resolve_alarm": (ACTIVATORS, set()),
     "get_hold": (ALL, set()),
     "lift_hold": ({Role.APPROVER, Role.ADMIN}, set()),
+    "stop_flow": (ACTIVATORS, set()),
 }
 # Change management depends on the change's state (a principal may not approve what it
 # wrote, nor activate what nobody approved): allowed there means not refused for identity.
@@ -307,6 +308,7 @@ STATEFUL = {
     "stop_rollout",
     "resolve_alarm",
     "lift_hold",
+    "stop_flow",
 }
 CHANGE_ROUTES = {
     "get_policy_change",
@@ -380,6 +382,7 @@ def call(client: TestClient, endpoint: str, ids: dict[str, str], headers: dict[s
         "resolve_alarm": ("post", f"/v1/alarms/{ids['alarm']}/resolution", {"reason": "m"}),
         "get_hold": ("get", f"/v1/flows/{FLOW}/hold", None),
         "lift_hold": ("post", f"/v1/flows/{FLOW}/hold/lift", {"reason": "matrix"}),
+        "stop_flow": ("post", f"/v1/flows/{FLOW}/stop", {"reason": "matrix"}),
         "start_rollout": (
             "post",
             f"/v1/flows/{FLOW}/rollouts",
@@ -452,6 +455,7 @@ def call_python(engine: Engine, endpoint: str, ids: dict[str, str], who: Princip
         "resolve_alarm": lambda: engine.monitoring.resolve(ids["alarm"], who, "m"),
         "get_hold": lambda: engine.holds.show(FLOW, who),
         "lift_hold": lambda: engine.holds.lift(FLOW, who, "matrix"),
+        "stop_flow": lambda: engine.holds.stop(FLOW, who, "matrix"),
         "start_rollout": lambda: engine.rollouts.start(FLOW, "shadow", change_id, who, "m"),
         "list_rollouts": lambda: engine.rollouts.recent(FLOW, who),
         "stop_rollout": lambda: engine.rollouts.stop(FLOW, who, "matrix"),

@@ -87,5 +87,15 @@ def get_hold(flow: str, principal: Caller, request: Request) -> dict[str, Any]:
 def lift_hold(
     flow: str, body: ReasonRequest, principal: Caller, request: Request
 ) -> dict[str, Any]:
-    """Lift the flow's hold; 409 while an alarm that set it still fires."""
+    """Lift the flow's hold; 409 while an alarm that set it still fires, and for a
+    stopped flow, when the caller is who stopped it (a second person releases it)."""
     return engine_of(request).holds.lift(flow, principal, body.reason).to_dict()
+
+
+@router.post("/flows/{flow}/stop", name="stop_flow")
+def stop_flow(
+    flow: str, body: ReasonRequest, principal: Caller, request: Request
+) -> dict[str, Any]:
+    """Engage the flow's kill switch at once (owner, approver, admin): every case is
+    deferred with the fallback action until a second person lifts it (``…/hold/lift``)."""
+    return engine_of(request).holds.stop(flow, principal, body.reason).to_dict()

@@ -17,6 +17,7 @@ from keel.cli import (
     autonomy,
     decisions,
     drift,
+    flow,
     keys,
     ledger,
     monitor,
@@ -58,6 +59,7 @@ app.add_typer(drift.app, name="drift")
 app.add_typer(monitor.app, name="monitor")
 app.add_typer(alarms.app, name="alarms")
 app.add_typer(policy.app, name="policy")
+app.add_typer(flow.app, name="flow")
 
 
 def main() -> None:

@@ -113,10 +113,14 @@ class Draft:
         hold = self.runtime.hold
         if hold == "escalate_all" and status == Status.FINAL:
             status = Status.PENDING_REVIEW
-        elif hold == "pause" and status in (Status.FINAL, Status.PENDING_REVIEW):
+        elif hold in ("pause", "stop") and status in (Status.FINAL, Status.PENDING_REVIEW):
             status, action, value, owner = Status.DEFERRED, policy.fallback.action, None, "hold"
             reason = self.runtime.policy.evaluate_fallback_reason(self.inputs)
-            fallback = "hold: automation paused by the governor"
+            fallback = (
+                "hold: the flow is stopped (kill switch)"
+                if hold == "stop"
+                else "hold: automation paused by the governor"
+            )
         if status == Status.FINAL:
             limits = [w for w in policy.guardrails.windows if w.action == action]
             breached = None

@@ -31,10 +31,12 @@ from keel.reasons import required_reason
 from keel.runtime import NO_HOLD, current_hold
 from keel.security.roles import Permission, Principal
 from keel.store.schema import alarms, flow_holds
+from keel.telemetry import log
 
 NONE = NO_HOLD
-HOLDS = ("escalate_all", "pause")
-GRAVITY = {NONE: 0, "escalate_all": 1, "pause": 2}  # a graver hold is never replaced by a milder
+STOP = "stop"  # the kill switch a person engages: nothing is acted on until released
+HOLDS = ("escalate_all", "pause", STOP)
+GRAVITY = {NONE: 0, "escalate_all": 1, "pause": 2, STOP: 3}  # never replaced by a milder
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,17 @@ def set_hold_in(
     return change
 
 
+def _stopped_by(conn: Connection, flow: str) -> str:
+    return str(
+        conn.execute(
+            select(flow_holds.c.set_by)
+            .where(flow_holds.c.flow == flow, flow_holds.c.hold == STOP)
+            .order_by(flow_holds.c.id.desc())
+            .limit(1)
+        ).scalar()
+    )
+
+
 class Holds:
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
@@ -149,16 +162,47 @@ class Holds:
             ]
         return HoldState(flow, history[0].hold if history else NONE, history)
 
-    def lift(self, flow: str, principal: Principal, reason: str) -> HoldChange:
-        """Lift the flow's hold; refused while an alarm that set it still fires."""
+    def stop(self, flow: str, principal: Principal, reason: str) -> HoldChange:
+        """Engage the flow's kill switch at once (no second approval to stop): every case
+        is recorded ``deferred`` with the policy's fallback action and acts on nothing, on
+        every process from its next refresh, until a second person releases it (``lift``)."""
         self._ctx.registry.current(flow)
-        actor = principal.acting(Permission.APPROVE_POLICY, flow)
+        actor = principal.acting(Permission.ACTIVATE_POLICY, flow)
+        reason = required_reason(reason, "stopping a flow")
+
+        def work(conn: Connection, gate: WindowGate) -> HoldChange:
+            change = set_hold_in(conn, gate, flow, STOP, actor.id, reason)
+            if change is None:
+                raise ConflictError(f"flow '{flow}' is stopped already", {"flow": flow})
+            return change
+
+        change = self._ctx.writer.transact(work)
+        self._ctx.registry.refresh(force=True)
+        log.warning("flow %s stopped by %s: %s", flow, actor.id, reason)
+        return change
+
+    def lift(self, flow: str, principal: Principal, reason: str) -> HoldChange:
+        """Lift the flow's hold; refused while an alarm that set it still fires. A stopped
+        flow is released by a second person (``activate_policy``), never by whoever
+        stopped it; a governor's hold is lifted by an approver (``approve_policy``)."""
+        self._ctx.registry.current(flow)
+        with self._ctx.db.read() as conn:
+            stopped = current_hold(conn, flow) == STOP
+        permission = Permission.ACTIVATE_POLICY if stopped else Permission.APPROVE_POLICY
+        actor = principal.acting(permission, flow)
         reason = required_reason(reason, "lifting a hold")
 
         def work(conn: Connection, gate: WindowGate) -> HoldChange:
             held = current_hold(conn, flow)
             if held == NONE:
                 raise ConflictError(f"flow '{flow}' is not held", {"flow": flow})
+            if held == STOP:
+                by = _stopped_by(conn, flow)
+                if by == actor.id or not stopped:
+                    raise ConflictError(
+                        f"flow '{flow}' was stopped by {by}: a second person releases it",
+                        {"flow": flow, "stopped_by": by},
+                    )
             setters = {
                 r.alarm_id
                 for r in conn.execute(
