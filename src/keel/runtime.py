@@ -31,6 +31,7 @@ from keel.errors import KeelError, NotFoundError
 from keel.flows import Autonomy, Flow
 from keel.policy.compiler import CompiledPolicy, compile_policy
 from keel.policy.model import Policy, policy_from_document
+from keel.security.roles import Permission, Principal
 from keel.signals.adapters import Model
 from keel.signals.artifacts import load_pinned, materialise, pinnable
 from keel.signals.runner import SignalResult, SignalRunner
@@ -209,6 +210,15 @@ class FlowRegistry:
         """The flow as it decides now: refreshed first if ``REFRESH_S`` has passed."""
         self.refresh()
         return self.runtime_of(flow)
+
+    def permitted(
+        self, flow: str, principal: Principal, permission: Permission = Permission.READ_FLOWS
+    ) -> FlowRuntime:
+        """The flow as it decides now, for a caller with ``permission`` on it: an unknown
+        flow is named first (404), then a missing permission (403)."""
+        runtime = self.current(flow)
+        principal.require(permission, flow)
+        return runtime
 
     def rollout(self, flow: str) -> Running | None:
         """The flow's running rollout, if any."""

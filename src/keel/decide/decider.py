@@ -102,9 +102,7 @@ class Decider:
     # ---- the steps -------------------------------------------------------------------------
 
     def _allowed(self, principal: Principal, flow: str) -> FlowRuntime:
-        runtime = self._ctx.registry.current(flow)  # an unknown flow is named first
-        principal.require(Permission.DECIDE, flow)
-        return runtime
+        return self._ctx.registry.permitted(flow, principal, Permission.DECIDE)
 
     def _validate(
         self, runtime: FlowRuntime, inputs: Any, subject_id: str | None

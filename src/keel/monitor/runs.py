@@ -192,9 +192,7 @@ class Monitoring:
     def _readable(
         self, flow: str, principal: Principal, permission: Permission = Permission.READ_FLOWS
     ) -> MonitoringSpec:
-        spec = self.spec(flow)  # an unknown flow is named first
-        principal.require(permission, flow)
-        return spec
+        return self._ctx.registry.permitted(flow, principal, permission).flow.monitoring
 
     # ---- running -----------------------------------------------------------------------
 

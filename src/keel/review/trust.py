@@ -129,8 +129,7 @@ class Trust:
     def metrics(
         self, principal: Principal, flow: str, since: str, until: str, bucket: str = "day"
     ) -> dict[str, Any]:
-        self._ctx.registry.runtime_of(flow)  # an unknown flow is named
-        principal.require(Permission.READ_DECISIONS, flow)
+        self._ctx.registry.permitted(flow, principal, Permission.READ_DECISIONS)
         return trust_metrics(self._ctx, flow, since, until, bucket)
 
 

@@ -60,8 +60,7 @@ class AutonomyControl:
 
     def show(self, flow: str, principal: Principal) -> AutonomyState:
         """The level in force, its history (oldest first) and open raise requests."""
-        runtime = self._ctx.registry.current(flow)
-        principal.require(Permission.READ_FLOWS, flow)
+        runtime = self._ctx.registry.permitted(flow, principal)
         with self._ctx.db.read() as conn:
             history = tuple(
                 AutonomyChange.from_row(dict(r._mapping))
@@ -96,8 +95,7 @@ class AutonomyControl:
         self, flow: str, level: str, principal: Principal
     ) -> tuple[dict[str, Any], list[str]]:
         """The figures raising ``flow`` to ``level`` is judged on, and the unmet criteria."""
-        self._ctx.registry.current(flow)
-        principal.require(Permission.READ_FLOWS, flow)
+        self._ctx.registry.permitted(flow, principal)
         return self._evidence(flow, _level(level))
 
     def _evidence(self, flow: str, level: str) -> tuple[dict[str, Any], list[str]]:

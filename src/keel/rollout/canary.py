@@ -213,8 +213,7 @@ class Rollouts:
     # ---- reading -----------------------------------------------------------------------
 
     def _readable(self, flow: str, principal: Principal) -> None:
-        self._ctx.registry.current(flow)  # an unknown flow is named first
-        principal.require(Permission.READ_FLOWS, flow)
+        self._ctx.registry.permitted(flow, principal)
 
     def get(self, rollout_id: str, principal: Principal) -> Rollout:
         rollout = self._get(rollout_id)

@@ -230,9 +230,7 @@ class Changes:
     # ---- reading ---------------------------------------------------------------------
 
     def _readable(self, flow: str, principal: Principal) -> FlowRuntime:
-        runtime = self._ctx.registry.current(flow)  # an unknown flow is named first
-        principal.require(Permission.READ_FLOWS, flow)
-        return runtime
+        return self._ctx.registry.permitted(flow, principal)
 
     def _flow_of(self, change_id: str, principal: Principal) -> str:
         """The flow of a change the caller may read (404 otherwise, as for an unknown id)."""

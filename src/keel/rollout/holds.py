@@ -148,8 +148,7 @@ class Holds:
 
     def show(self, flow: str, principal: Principal) -> HoldState:
         """The hold in force and its history, newest first."""
-        self._ctx.registry.current(flow)
-        principal.require(Permission.READ_FLOWS, flow)
+        self._ctx.registry.permitted(flow, principal)
         with self._ctx.db.read() as conn:
             history = [
                 HoldChange.of(r._mapping)
