@@ -17,6 +17,7 @@ from keel.cli import app as cli
 from keel.errors import ConflictError
 from keel.runtime import REFRESH_S
 from keel.security.apikeys import create_key
+from keel.security.audit import AuditLog
 from keel.security.roles import Grant, PermissionDeniedError, Role
 from tests.conftest import LOW_RISK, Clock, person
 
@@ -34,7 +35,8 @@ def test_a_stop_over_http_reaches_a_second_process_and_needs_a_second_person_to_
         _, text = create_key(server.db, "olga", "olga", [Grant(Role.OWNER, FLOW)], "t", clock())
         owner = {"Authorization": f"Bearer {text}"}
         assert other.decide(FLOW, LOW_RISK).status == "final"
-        with TestClient(create_app(server)) as client:
+        audit = AuditLog(server.db)  # closed before the engine (see test_bad_input)
+        with TestClient(create_app(server, audit)) as client:
             stopped = client.post(f"/v1/flows/{FLOW}/stop", json={"reason": "outage"},
                                   headers=owner)  # fmt: skip
             assert stopped.status_code == 200 and stopped.json()["hold"] == "stop"
@@ -52,6 +54,7 @@ def test_a_stop_over_http_reaches_a_second_process_and_needs_a_second_person_to_
             assert (
                 lift.status_code == 409 and "a second person releases it" in lift.json()["message"]
             )
+        audit.close()
         kinds = [e.body["hold"] for e in server.entries(50, kind="flow_hold_changed")]
         assert kinds == ["stop"]
         with pytest.raises(PermissionDeniedError):  # a viewer may not release it
