@@ -37,23 +37,25 @@ SECRET = "hook-secret-for-tests"
 
 
 class Receiver:
-    """A real HTTP server on 127.0.0.1 that keeps what it is sent."""
+    """A real HTTP server on 127.0.0.1 that keeps what it is sent and answers ``status``
+    (which a test may change); on ``port``, or any free one."""
 
-    def __init__(self, status: int = 200) -> None:
+    def __init__(self, status: int = 200, port: int = 0) -> None:
         self.got: list[tuple[dict[str, str], bytes]] = []
-        received = self.got
+        self.status = status
+        outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                received.append((dict(self.headers), body))
-                self.send_response(status)
+                outer.got.append((dict(self.headers), body))
+                self.send_response(outer.status)
                 self.end_headers()
 
             def log_message(self, *_: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -307,6 +309,11 @@ BAD = [
     ("monitoring: {alarms: {clear_below: 0}}", "'clear_below' must be a share"),
     ("monitoring: {notify: [ftp://x]}", "'url' must be an http(s) URL"),
     ("monitoring: {notify: [{url: 'https://x', secret_env: lower}]}", "'secret_env' must name"),
+    ("monitoring: {notify: [{url: 'https://x', name: 'a b'}]}", "'name' must be letters"),
+    (
+        "monitoring: {notify: [{url: 'https://x', name: ops}, {url: 'https://y', name: ops}]}",
+        "two webhooks are named 'ops'",
+    ),
     ("monitoring: {governor: [{do: explode}]}", "'do' must be one of lower_autonomy"),
     ("monitoring: {governor: [{do: lower_autonomy}]}", "lower_autonomy needs 'to'"),
     ("monitoring: {governor: [{do: lower_autonomy, to: autonomous}]}", "lower_autonomy needs"),
@@ -352,6 +359,9 @@ def test_the_monitoring_section_and_its_defaults(project: Path) -> None:
     assert spec.governor[0].matches("drift", "critical")
     assert not spec.governor[0].matches("drift", "warning")
     assert spec.retrain is not None and spec.retrain.webhook is not None
+    # Webhooks are named (deliveries keep the name, never the URL).
+    assert [h.name for h in spec.notify] == ["notify[0]"]
+    assert spec.retrain.webhook.name == "retrain.webhook"
 
 
 def test_alarms_from_the_command_line(project: Path) -> None:
@@ -401,28 +411,30 @@ def test_a_webhook_that_fails_is_logged_and_counted_and_loses_nothing(
     try:
         monitoring(project, section(refusing.url, "    - when: {alarm: drift}\n      do: pause\n"))
         clock = Clock(START)
-        # No secret in the environment: signed hooks are not sent, and that is said.
+        # No secret in the environment: signed hooks are not sent, and that is said; the
+        # notice waits in the outbox for its next try.
         with open_engine(project, environ={}, clock=clock) as engine:
             decide_day(engine, clock, 0, 80_000)
             decide_day(engine, clock, 1, 120_000)
             run = engine.monitoring.run(FLOW, OWNER, until=START + 2 * DAY)
-            assert [d["ok"] for d in run.deliveries] == [False]
-            assert "KEEL_TEST_HOOK_SECRET is not set" in run.deliveries[0]["error"]
+            assert [(d["state"], d["attempts"]) for d in run.deliveries] == [("pending", 1)]
+            assert "KEEL_TEST_HOOK_SECRET is not set" in run.deliveries[0]["last_error"]
         assert refusing.got == []
         with open_engine(project, environ={"KEEL_TEST_HOOK_SECRET": SECRET}, clock=clock) as engine:
             engine.monitoring.resolve(run.alarms[0].id, OWNER, "retry")
             clock.now = START + 2 * DAY + 60
             again = engine.monitoring.run(FLOW, OWNER, until=START + 2 * DAY)
-            assert again.deliveries[0]["error"] == "HTTP 400"
-            assert again.deliveries[0]["tries"] == 1  # a refusal is not retried
-            failures = engine.metrics.registry.get_sample_value(
-                "keel_delivery_failures_total", {"flow": FLOW, "kind": "webhook"}
+            assert again.deliveries[0]["last_error"] == "HTTP 400"
+            # A refusal is not tried again: dead at once, for a person to look at.
+            assert (again.deliveries[0]["state"], again.deliveries[0]["attempts"]) == ("dead", 1)
+            dead = engine.metrics.registry.get_sample_value(
+                "keel_deliveries_total", {"flow": FLOW, "kind": "alarm_notice", "state": "dead"}
             )
-            assert failures == 2.0  # the resolution's notice and the new alarm's
+            assert dead == 2.0  # the resolution's notice and the new alarm's
             assert engine.runtime(FLOW).hold == "pause"  # recorded all the same
         assert len(refusing.got) == 2
-        assert "failed after 1 tries: HTTP 400" in caplog.text
-        assert SECRET not in caplog.text
+        assert "dead after 1 tries: HTTP 400" in caplog.text
+        assert SECRET not in caplog.text and refusing.url not in caplog.text
     finally:
         refusing.close()
 

@@ -17,6 +17,7 @@ from keel.api.auth import CACHE_S
 from keel.api.errors import STATUS
 from keel.errors import KeelError
 from keel.monitor.alarms import settle_in
+from keel.monitor.outbox import ALARM_NOTICE, Outgoing, enqueue_in
 from keel.review.outcomes import OutcomeReport
 from keel.security.apikeys import Keys, create_key
 from keel.security.audit import AuditLog
@@ -294,6 +295,9 @@ MATRIX: dict[str, tuple[set[Role], set[Role]]] = {
     "get_hold": (ALL, set()),
     "lift_hold": ({Role.APPROVER, Role.ADMIN}, set()),
     "stop_flow": (ACTIVATORS, set()),
+    "list_deliveries": (ALL, set()),
+    "get_delivery": (ALL, set()),
+    "retry_delivery": (ACTIVATORS, set()),
 }
 # Change management depends on the change's state (a principal may not approve what it
 # wrote, nor activate what nobody approved): allowed there means not refused for identity.
@@ -309,6 +313,7 @@ STATEFUL = {
     "resolve_alarm",
     "lift_hold",
     "stop_flow",
+    "retry_delivery",  # 409: the delivery is pending, not dead
 }
 CHANGE_ROUTES = {
     "get_policy_change",
@@ -320,7 +325,8 @@ CHANGE_ROUTES = {
 # Reviews and decisions a caller may not act on do not exist for it (404), like unreadable
 # decisions; everything else refused is 403.
 HIDDEN_UNLESS_ALLOWED = {"get_review", "claim", "resolve", "override", "report_outcome"}
-ALARM_ROUTES = {"get_alarm", "resolve_alarm"}  # an alarm on an unreadable flow is unknown
+# An alarm or a delivery on an unreadable flow is unknown.
+ALARM_ROUTES = {"get_alarm", "resolve_alarm", "get_delivery", "retry_delivery"}
 
 
 def raise_alarm(engine: Engine) -> str:
@@ -332,6 +338,13 @@ def raise_alarm(engine: Engine) -> str:
         lambda conn, gate: settle_in(conn, gate, FLOW, spec, run, figures)
     )
     return str(notices[0].alarm.id)
+
+
+def enqueue_delivery(engine: Engine, alarm_id: str) -> str:
+    """A pending alarm notice in the outbox, as a monitor run leaves one."""
+    notice = Outgoing(ALARM_NOTICE, "notify[0]", alarm_id, {"kind": "alarm_raised"})
+    ids = engine.writer.transact(lambda conn, gate: enqueue_in(conn, gate.now, FLOW, [notice]))
+    return str(ids[0])
 
 
 def call(client: TestClient, endpoint: str, ids: dict[str, str], headers: dict[str, str]) -> int:
@@ -383,6 +396,9 @@ def call(client: TestClient, endpoint: str, ids: dict[str, str], headers: dict[s
         "get_hold": ("get", f"/v1/flows/{FLOW}/hold", None),
         "lift_hold": ("post", f"/v1/flows/{FLOW}/hold/lift", {"reason": "matrix"}),
         "stop_flow": ("post", f"/v1/flows/{FLOW}/stop", {"reason": "matrix"}),
+        "list_deliveries": ("get", f"/v1/deliveries?flow={FLOW}&state=pending", None),
+        "get_delivery": ("get", f"/v1/deliveries/{ids['delivery']}", None),
+        "retry_delivery": ("post", f"/v1/deliveries/{ids['delivery']}/retry", {"reason": "m"}),
         "start_rollout": (
             "post",
             f"/v1/flows/{FLOW}/rollouts",
@@ -456,6 +472,9 @@ def call_python(engine: Engine, endpoint: str, ids: dict[str, str], who: Princip
         "get_hold": lambda: engine.holds.show(FLOW, who),
         "lift_hold": lambda: engine.holds.lift(FLOW, who, "matrix"),
         "stop_flow": lambda: engine.holds.stop(FLOW, who, "matrix"),
+        "list_deliveries": lambda: engine.deliveries.find(who, "pending", FLOW),
+        "get_delivery": lambda: engine.deliveries.show(ids["delivery"], who),
+        "retry_delivery": lambda: engine.deliveries.retry(ids["delivery"], who, "m"),
         "start_rollout": lambda: engine.rollouts.start(FLOW, "shadow", change_id, who, "m"),
         "list_rollouts": lambda: engine.rollouts.recent(FLOW, who),
         "stop_rollout": lambda: engine.rollouts.stop(FLOW, who, "matrix"),
@@ -496,6 +515,7 @@ def test_authorisation_matrix(
         "first": engine.runtime(FLOW).policy.version,
         "alarm": raise_alarm(engine),
     }
+    ids["delivery"] = enqueue_delivery(engine, ids["alarm"])
     grant = Grant(role, None if scope == "global" else FLOW if scope == "flow" else "pricing")
     headers = key(engine, grant)
     caller = Principal("key:matrix01", "Matrix", (grant,))

@@ -151,6 +151,7 @@ def test_every_setting_is_documented() -> None:
         "api": config._API_KEYS,
         "reviews": config._REVIEWS_KEYS,
         "monitors": config._MONITORS_KEYS,
+        "deliveries": config._DELIVERIES_KEYS,
     }
     keys = set(config._KNOWN_KEYS) - set(sections)
     keys |= {f"{name}.{k}" for name, section in sections.items() for k in section}

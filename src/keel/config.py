@@ -34,6 +34,7 @@ _KNOWN_KEYS = {
     "api",
     "reviews",
     "monitors",
+    "deliveries",
 }
 _LEDGER_KEYS = {"max_batch"}
 _MODEL_KEYS = {"default_timeout_ms"}
@@ -41,8 +42,14 @@ _OIDC_KEYS = {"issuer", "audience", "jwks_url", "jwks_file", "roles_claim", "lee
 _API_KEYS = {"rate_per_s", "burst"}
 _REVIEWS_KEYS = {"sweep_s"}
 _MONITORS_KEYS = {"check_s"}
+_DELIVERIES_KEYS = {"check_s", "max_attempts", "backoff_s", "max_backoff_s", "lease_s"}
 DEFAULT_REVIEW_SWEEP_S = 60
 DEFAULT_MONITOR_CHECK_S = 30
+DEFAULT_DELIVERY_CHECK_S = 15
+DEFAULT_DELIVERY_MAX_ATTEMPTS = 12  # with the backoff below: about five hours of tries
+DEFAULT_DELIVERY_BACKOFF_S = 30
+DEFAULT_DELIVERY_MAX_BACKOFF_S = 3600
+DEFAULT_DELIVERY_LEASE_S = 120  # longer than a send can take (a command: at most 60 s)
 DEFAULT_ROLES_CLAIM = "keel_roles"
 DEFAULT_JWT_LEEWAY_S = 30
 DEFAULT_RATE_PER_S = 200
@@ -62,6 +69,18 @@ class OidcSettings:
 
 
 @dataclass(frozen=True)
+class DeliverySettings:
+    """The webhook outbox: how often a server sends what is due, how often and how far
+    apart a failed delivery is tried again, and how long a claim on one lasts."""
+
+    check_s: int = DEFAULT_DELIVERY_CHECK_S
+    max_attempts: int = DEFAULT_DELIVERY_MAX_ATTEMPTS  # then it is dead-lettered
+    backoff_s: int = DEFAULT_DELIVERY_BACKOFF_S  # before the 2nd try; doubling from there
+    max_backoff_s: int = DEFAULT_DELIVERY_MAX_BACKOFF_S
+    lease_s: int = DEFAULT_DELIVERY_LEASE_S  # a claim held longer is another sender's to take
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a Keel engine needs to know about its project and environment."""
 
@@ -76,6 +95,7 @@ class Settings:
     burst: int = DEFAULT_BURST
     review_sweep_s: int = DEFAULT_REVIEW_SWEEP_S  # how often a server records deadline breaches
     monitor_check_s: int = DEFAULT_MONITOR_CHECK_S  # how often a server looks for due monitors
+    deliveries: DeliverySettings = field(default_factory=DeliverySettings)
     # The environment Keel was started with: webhook secrets are read from it by name.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -169,6 +189,7 @@ def load_settings(project_dir: str | Path, environ: Mapping[str, str] | None = N
     api = _section(raw, "api", _API_KEYS, path)
     review = _section(raw, "reviews", _REVIEWS_KEYS, path)
     monitors = _section(raw, "monitors", _MONITORS_KEYS, path)
+    deliveries = _deliveries(_section(raw, "deliveries", _DELIVERIES_KEYS, path))
     oidc = _oidc(_section(raw, "oidc", _OIDC_KEYS, path), root, path) if raw.get("oidc") else None
     return Settings(
         project_dir=root,
@@ -184,8 +205,29 @@ def load_settings(project_dir: str | Path, environ: Mapping[str, str] | None = N
         burst=_positive_int(api, "burst", "api", DEFAULT_BURST),
         review_sweep_s=_positive_int(review, "sweep_s", "reviews", DEFAULT_REVIEW_SWEEP_S),
         monitor_check_s=_positive_int(monitors, "check_s", "monitors", DEFAULT_MONITOR_CHECK_S),
+        deliveries=deliveries,
         environ=dict(env),
     )
+
+
+def _deliveries(section: Mapping[str, Any]) -> DeliverySettings:
+    where = "deliveries"
+    found = DeliverySettings(
+        check_s=_positive_int(section, "check_s", where, DEFAULT_DELIVERY_CHECK_S),
+        max_attempts=_positive_int(section, "max_attempts", where, DEFAULT_DELIVERY_MAX_ATTEMPTS),
+        backoff_s=_positive_int(section, "backoff_s", where, DEFAULT_DELIVERY_BACKOFF_S),
+        max_backoff_s=_positive_int(
+            section, "max_backoff_s", where, DEFAULT_DELIVERY_MAX_BACKOFF_S
+        ),
+        lease_s=_positive_int(section, "lease_s", where, DEFAULT_DELIVERY_LEASE_S),
+    )
+    if found.max_backoff_s < found.backoff_s:
+        raise ConfigError(
+            f"deliveries.max_backoff_s ({found.max_backoff_s}) must be at least "
+            f"deliveries.backoff_s ({found.backoff_s})",
+            {"key": "deliveries.max_backoff_s"},
+        )
+    return found
 
 
 def _oidc(section: Mapping[str, Any], root: Path, path: Path) -> OidcSettings:

@@ -34,6 +34,7 @@ from keel.ledger.checkpoint import Checkpoint, make_checkpoint
 from keel.ledger.records import Entry, iso_time
 from keel.ledger.verify import VerifyReport, verify_ledger
 from keel.ledger.writer import LedgerWriter
+from keel.monitor.outbox import Deliveries, Delivery
 from keel.project import Project, load_project
 from keel.protect import Protector
 from keel.review.outcomes import Outcomes
@@ -63,6 +64,7 @@ class ScheduledWork:
     review_breaches: list[ReviewBreach]  # recorded now, once each
     rollbacks: list[Rollout]  # canaries stopped past their bounds
     monitor_runs: list[MonitorRun]  # scheduled runs made
+    deliveries: list[Delivery]  # outbox deliveries tried (first tries of new ones included)
 
 
 class Engine:
@@ -89,6 +91,7 @@ class Engine:
         self.holds = Holds(self.ctx)
         self.changes = Changes(self.ctx)
         self.rollouts = Rollouts(self.ctx, self.changes)
+        self.deliveries = Deliveries(self.ctx)
         self.changes.seed()  # the store's active versions decide, not the files
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -109,18 +112,17 @@ class Engine:
         """Monitor runs, alarms and the governor (loaded on first use: NumPy and SciPy)."""
         from keel.monitor.runs import Monitoring  # noqa: PLC0415 - NumPy and SciPy on demand
 
-        return Monitoring(self.ctx)
+        return Monitoring(self.ctx, self.deliveries)
 
     def run_scheduled(self) -> ScheduledWork:
         """The work a server does on its timers, done once now: review deadline breaches,
-        canary bounds, and monitor runs whose period is due (for an application that
-        embeds the engine, or a cron job)."""
+        canary bounds, monitor runs whose period is due, and outbox deliveries whose try is
+        due (for an application that embeds the engine, or a cron job)."""
         monitored = any(rt.flow.monitoring.every_s for rt in self.flows.values())
-        return ScheduledWork(
-            review_breaches=self.reviews.sweep(),
-            rollbacks=self.rollouts.check_running(),
-            monitor_runs=self.monitoring.run_due() if monitored else [],
-        )
+        breaches = self.reviews.sweep()
+        rollbacks = self.rollouts.check_running()
+        runs = self.monitoring.run_due() if monitored else []
+        return ScheduledWork(breaches, rollbacks, runs, self.deliveries.dispatch_due())
 
     # ---- what the context holds ----------------------------------------------------------
 

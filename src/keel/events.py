@@ -323,6 +323,22 @@ class RetrainingRequested:
     evidence: Json
 
 
+@dataclass(frozen=True)
+class DeliveryRetried:
+    """A person sent a dead-lettered alarm notice or retraining request back to the outbox."""
+
+    KIND: ClassVar[str] = "delivery_retried"
+    VERSION: ClassVar[int] = 1
+    delivery: str
+    kind: str  # alarm_notice | retraining_request
+    target: str  # the webhook's name in the flow file
+    alarm: str | None
+    attempts: int  # tries before it was dead-lettered
+    last_error: str | None
+    by: str
+    reason: str
+
+
 # ---- the ledger itself -------------------------------------------------------------------------
 
 
@@ -355,6 +371,7 @@ Event = (
     | AlarmRaised
     | AlarmResolved
     | RetrainingRequested
+    | DeliveryRetried
     | CheckpointTaken
 )
 
@@ -378,6 +395,7 @@ CATALOGUE: tuple[type[Any], ...] = (
     AlarmEscalated,
     AlarmResolved,
     RetrainingRequested,
+    DeliveryRetried,
     CheckpointTaken,
 )
 BY_KIND: dict[str, type[Any]] = {cls.KIND: cls for cls in CATALOGUE}

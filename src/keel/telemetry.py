@@ -6,7 +6,7 @@ import logging
 from collections import Counter as Counter_
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 log = logging.getLogger("keel")
 
@@ -110,10 +110,23 @@ class Metrics:
             ["flow", "action"],
             registry=self.registry,
         )
-        self.delivery_failures = Counter(
-            "keel_delivery_failures",
-            "Alarm notices and retraining requests that could not be delivered",
-            ["flow", "kind"],
+        self.deliveries = Counter(
+            "keel_deliveries",
+            "Tries at delivering alarm notices and retraining requests, by how they went: "
+            "delivered, failed (tried again later), dead (no more tries)",
+            ["flow", "kind", "state"],
+            registry=self.registry,
+        )
+        self.deliveries_waiting = Gauge(
+            "keel_deliveries_waiting",
+            "Deliveries in the outbox not delivered, by state (pending, dead), as the last "
+            "dispatch in this process counted them",
+            ["state"],
+            registry=self.registry,
+        )
+        self.delivery_dispatch_failures = Counter(
+            "keel_delivery_dispatch_failures",
+            "Scheduled outbox dispatches that failed (the next one tries again)",
             registry=self.registry,
         )
         self.ledger_failures = Counter(

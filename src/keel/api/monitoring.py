@@ -1,9 +1,11 @@
-"""Monitoring over HTTP: monitor runs, alarms, and the holds the governor puts on flows.
+"""Monitoring over HTTP: monitor runs, alarms, the holds the governor puts on flows, and
+the outbox that delivers alarm notices and retraining requests.
 
-Reading needs ``read_flows`` on the flow; running monitors and resolving alarms needs
-``change_autonomy`` (owner, approver), since a run may raise alarms the governor acts on;
-lifting a hold needs ``approve_policy``. An alarm on a flow the caller may not read
-answers 404, like an unknown one.
+Reading needs ``read_flows`` on the flow (a delivery is the flow's alarm notice); running
+monitors, resolving alarms and sending a dead delivery again need ``change_autonomy``
+(owner, approver), since a run may raise alarms the governor acts on; lifting a hold needs
+``approve_policy``. An alarm or delivery on a flow the caller may not read answers 404,
+like an unknown one.
 """
 
 from __future__ import annotations
@@ -99,3 +101,33 @@ def stop_flow(
     """Engage the flow's kill switch at once (owner, approver, admin): every case is
     deferred with the fallback action until a second person lifts it (``…/hold/lift``)."""
     return engine_of(request).holds.stop(flow, principal, body.reason).to_dict()
+
+
+@router.get("/deliveries", name="list_deliveries")
+def list_deliveries(
+    principal: Caller,
+    request: Request,
+    state: Annotated[str | None, Query(description="pending, delivered or dead")] = None,
+    flow: Annotated[str | None, Query(description="only this flow's")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Outbox deliveries, newest first, of the flows the caller reads: state, tries, the
+    last error, the next try."""
+    found = engine_of(request).deliveries.find(principal, state, flow, limit)
+    return {"deliveries": [d.to_dict(payload=False) for d in found]}
+
+
+@router.get("/deliveries/{delivery_id}", name="get_delivery")
+def get_delivery(delivery_id: str, principal: Caller, request: Request) -> dict[str, Any]:
+    """One delivery with what it sends."""
+    return engine_of(request).deliveries.show(delivery_id, principal).to_dict()
+
+
+@router.post("/deliveries/{delivery_id}/retry", name="retry_delivery")
+def retry_delivery(
+    delivery_id: str, body: ReasonRequest, principal: Caller, request: Request
+) -> dict[str, Any]:
+    """Send a dead delivery again, with a reason (recorded); 409 unless it is dead. It is
+    tried once at once; the answer is the delivery as that try left it."""
+    found = engine_of(request).deliveries.retry(delivery_id, principal, body.reason)
+    return found.to_dict(payload=False)

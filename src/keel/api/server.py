@@ -44,7 +44,9 @@ def scheduled(engine: Engine) -> list[Coroutine[Any, Any, None]]:
     - canaries past their bounds, every ``CHECK_S`` (a bound check is scheduled work, never
       a side effect of reading a flow);
     - monitor runs whose period is due, every ``monitors.check_s`` (only if a flow has a
-      ``monitoring.every``).
+      ``monitoring.every``);
+    - outbox deliveries (alarm notices, retraining requests) whose try is due, every
+      ``deliveries.check_s`` (each claimed by one worker at a time).
     """
     metrics = engine.metrics
     jobs = [
@@ -52,6 +54,8 @@ def scheduled(engine: Engine) -> list[Coroutine[Any, Any, None]]:
               metrics.sweep_failures.inc, "review deadline sweep"),
         every(CHECK_S, engine.rollouts.check_running,
               metrics.rollout_check_failures.inc, "canary bound check"),
+        every(engine.settings.deliveries.check_s, engine.deliveries.dispatch_due,
+              metrics.delivery_dispatch_failures.inc, "delivery dispatch"),
     ]  # fmt: skip
     if any(rt.flow.monitoring.every_s for rt in engine.flows.values()):
         jobs.append(

@@ -16,6 +16,7 @@ from keel.cli import (
     audit,
     autonomy,
     decisions,
+    deliveries,
     drift,
     flow,
     keys,
@@ -58,6 +59,7 @@ app.add_typer(report.app, name="report")
 app.add_typer(drift.app, name="drift")
 app.add_typer(monitor.app, name="monitor")
 app.add_typer(alarms.app, name="alarms")
+app.add_typer(deliveries.app, name="deliveries")
 app.add_typer(policy.app, name="policy")
 app.add_typer(flow.app, name="flow")
 

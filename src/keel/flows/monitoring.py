@@ -14,8 +14,8 @@ monitoring:
     latency_p99_ms: {max_ratio: 2}
     fallback_rate: false # not watched
   alarms: {cooldown: 6h, clear_after: 2, clear_below: 0.8}
-  notify:
-    - {url: "https://hooks.example.com/keel", secret_env: KEEL_HOOK_SECRET}
+  notify:               # each webhook has a name (default notify[0], notify[1] …)
+    - {url: "https://hooks.example.com/keel", secret_env: KEEL_HOOK_SECRET, name: ops}
   governor:
     - when: {alarm: [drift, automation_rate], severity: critical}
       do: lower_autonomy
@@ -65,6 +65,9 @@ DEFAULT_COOLDOWN_S = 6 * 3600
 DEFAULT_CLEAR_AFTER = 2
 DEFAULT_CLEAR_BELOW = 0.8
 SECRET_ENV_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+HOOK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,47}$")
+RETRAIN_WEBHOOK = "retrain.webhook"  # the names deliveries use for the retrain targets
+RETRAIN_COMMAND = "retrain.command"
 
 _KEYS = {
     "window",
@@ -81,7 +84,7 @@ _KEYS = {
 _DRIFT_KEYS = {"methods", "min_columns", "severity", "reference"}
 PROFILE_ID_RE = re.compile(r"^[0-9a-f]{12,64}$")
 _ALARM_KEYS = {"cooldown", "clear_after", "clear_below"}
-_HOOK_KEYS = {"url", "secret_env"}
+_HOOK_KEYS = {"url", "secret_env", "name"}
 _RULE_KEYS = {"when", "do", "to"}
 _WHEN_KEYS = {"alarm", "severity"}
 _RETRAIN_KEYS = {"webhook", "command"}
@@ -99,10 +102,14 @@ class Check:
 @dataclass(frozen=True)
 class Webhook:
     """Where to POST: the body is signed with HMAC-SHA256 when ``secret_env`` names an
-    environment variable holding the secret (the secret itself never sits in a file)."""
+    environment variable holding the secret (the secret itself never sits in a file).
+
+    ``name`` is what the delivery outbox stores and shows instead of the URL, which may
+    carry credentials: the URL and secret are looked up by name when a delivery is sent."""
 
     url: str
     secret_env: str | None = None
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -188,9 +195,13 @@ def parse_monitoring(c: Problems, raw: LocatedDict) -> MonitoringSpec:
         c.add("monitoring.notify", "'notify' must be a list of webhooks", section, "notify")
     else:
         for i, hook in enumerate(hooks):
-            parsed = _parse_hook(c, hook, f"monitoring.notify[{i}]", section, "notify")
-            if parsed is not None:
-                notify.append(parsed)
+            where = f"monitoring.notify[{i}]"
+            parsed = _parse_hook(c, hook, where, section, "notify", f"notify[{i}]")
+            if parsed is None:
+                continue
+            if any(h.name == parsed.name for h in notify):
+                c.add(f"{where}.name", f"two webhooks are named '{parsed.name}'", section, "notify")
+            notify.append(parsed)
     retrain = _parse_retrain(c, section)
     rules = _parse_governor(c, section, checks, retrain)
     return MonitoringSpec(
@@ -350,7 +361,9 @@ def _parse_alarms(c: Problems, section: LocatedDict) -> tuple[int, int, float]:
     return cooldown, clear_after, float(below)
 
 
-def _parse_hook(c: Problems, raw: Any, where: str, parent: LocatedDict, key: str) -> Webhook | None:
+def _parse_hook(
+    c: Problems, raw: Any, where: str, parent: LocatedDict, key: str, default_name: str
+) -> Webhook | None:
     if isinstance(raw, str):
         raw = {"url": raw}
     if not isinstance(raw, dict):
@@ -371,7 +384,16 @@ def _parse_hook(c: Problems, raw: Any, where: str, parent: LocatedDict, key: str
             key,
         )
         return None
-    return Webhook(url, secret)
+    name = raw.get("name", default_name)
+    if "name" in raw and (not isinstance(name, str) or not HOOK_NAME_RE.match(name)):
+        c.add(
+            f"{where}.name",
+            f"'name' must be letters, digits, '_', '.' or '-' (at most 48), got {name!r}",
+            parent,
+            key,
+        )
+        return None
+    return Webhook(url, secret, name)
 
 
 def _parse_retrain(c: Problems, section: LocatedDict) -> Retrain | None:
@@ -385,7 +407,8 @@ def _parse_retrain(c: Problems, section: LocatedDict) -> Retrain | None:
     c.unknown_keys(node, _RETRAIN_KEYS, where)
     hook = None
     if "webhook" in node:
-        hook = _parse_hook(c, node["webhook"], f"{where}.webhook", node, "webhook")
+        raw_hook = node["webhook"]
+        hook = _parse_hook(c, raw_hook, f"{where}.webhook", node, "webhook", RETRAIN_WEBHOOK)
     command = node.get("command", [])
     if not isinstance(command, list) or not all(isinstance(p, str) and p for p in command):
         c.add(

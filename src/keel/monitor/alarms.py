@@ -24,7 +24,7 @@ refuses while an alarm on the flow fires. Repeats never act again: with the cool
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -237,8 +237,15 @@ def _resolve_in(conn: Connection, gate: WindowGate, alarm: Alarm, by: str, reaso
     return Notice("alarm_resolved", resolved)
 
 
-def resolve(ctx: Context, alarm_id: str, by: str, reason: str) -> Notice:
-    """A person resolves a firing alarm (the governor's actions stay as they are)."""
+def resolve(
+    ctx: Context,
+    alarm_id: str,
+    by: str,
+    reason: str,
+    then: Callable[[Connection, WindowGate, Notice], None] | None = None,
+) -> Notice:
+    """A person resolves a firing alarm (the governor's actions stay as they are);
+    ``then`` runs in the same transaction (the notice's deliveries are enqueued there)."""
 
     def work(conn: Connection, gate: WindowGate) -> Notice:
         found = conn.execute(select(alarms).where(alarms.c.id == alarm_id)).first()
@@ -250,6 +257,9 @@ def resolve(ctx: Context, alarm_id: str, by: str, reason: str) -> Notice:
                 f"alarm {alarm_id} was resolved at {alarm.resolved_at} by {alarm.resolved_by}",
                 {"alarm_id": alarm_id},
             )
-        return _resolve_in(conn, gate, alarm, by, reason)
+        notice = _resolve_in(conn, gate, alarm, by, reason)
+        if then is not None:
+            then(conn, gate, notice)
+        return notice
 
     return ctx.writer.transact(work)

@@ -3,8 +3,9 @@
 A run reads the flow's current window and the baseline before it (``monitoring.window``,
 ``monitoring.baseline``), judges every watched monitor (``keel.monitor.monitors``), and in
 one transaction records the run and opens, updates or resolves alarms, the governor acting
-on them (``keel.monitor.alarms``). Only after the commit are notices logged and sent to the
-flow's webhooks, and retraining requests delivered.
+on them (``keel.monitor.alarms``), and puts the notices for the flow's webhooks and the
+retraining requests in the delivery outbox (``keel.monitor.outbox``). After the commit
+they are logged and tried once; the outbox tries failed ones again on its schedule.
 
 Scheduled runs end on a multiple of ``monitoring.every`` since the epoch; the run of each
 period claims its slot in ``monitor_runs``, so any number of server workers run each
@@ -24,11 +25,11 @@ from sqlalchemy.exc import IntegrityError
 
 from keel.context import Context
 from keel.errors import InputError, KeelError, NotFoundError
-from keel.flows.monitoring import DRIFT, MonitoringSpec
+from keel.flows.monitoring import DRIFT, RETRAIN_COMMAND, MonitoringSpec
 from keel.ledger.records import iso_time, new_id
 from keel.ledger.writer import WindowGate
 from keel.monitor import alarms as alarm_life
-from keel.monitor.deliver import post, run_command
+from keel.monitor import outbox
 from keel.monitor.monitors import Limits, look_limits, run_monitor, window_tables
 from keel.monitor.windows import Window
 from keel.reasons import required_reason
@@ -68,8 +69,9 @@ class RunAlarm:
 class MonitorRun:
     """One monitor run of a flow (a ``monitor_runs`` row, its figures parsed).
 
-    A run judged by this call also carries the alarms it moved and the notices delivered
-    (``alarms``, ``deliveries``); one read back, skipped or failed has ``None`` there."""
+    A run judged by this call also carries the alarms it moved and the deliveries of their
+    notices after a first try (``alarms``, ``deliveries``); one read back, skipped or failed
+    has ``None`` there."""
 
     id: str
     flow: str
@@ -129,8 +131,9 @@ class MonitorRun:
 class Monitoring:
     """Monitor runs (on demand and scheduled), their alarms, and resolving alarms."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, deliveries: outbox.Deliveries) -> None:
         self._ctx = ctx
+        self._deliveries = deliveries
 
     def spec(self, flow: str) -> MonitoringSpec:
         return self._ctx.registry.current(flow).flow.monitoring
@@ -279,11 +282,14 @@ class Monitoring:
             raise
         result["id"] = run.id
         evidence = _evidence(result)
+        runtime = ctx.registry.runtime_of(flow)
 
         def work(
             conn: Connection, gate: WindowGate
-        ) -> tuple[list[alarm_life.Notice], list[str], str]:
+        ) -> tuple[list[alarm_life.Notice], list[str], str, list[str]]:
             notices, suppressed = alarm_life.settle_in(conn, gate, flow, spec, result, evidence)
+            outgoing = _outgoing(flow, spec, runtime.flow.owner.email, runtime.models, notices)
+            queued = outbox.enqueue_in(conn, gate.now, flow, outgoing)
             finished = iso_time(gate.now)
             conn.execute(
                 update(monitor_runs)
@@ -295,10 +301,10 @@ class Monitoring:
                     result=json.dumps(result, default=str),
                 )
             )
-            return notices, suppressed, finished
+            return notices, suppressed, finished, queued
 
         try:
-            notices, suppressed, finished = ctx.writer.transact(work)
+            notices, suppressed, finished, queued = ctx.writer.transact(work)
         except KeelError as failed:
             self._finish(run, "failed", note=str(failed))
             raise
@@ -307,7 +313,8 @@ class Monitoring:
         ctx.metrics.monitor_runs.labels(flow, "judged").inc()
         for monitor in suppressed:
             ctx.metrics.alarms_suppressed.labels(flow, monitor).inc()
-        deliveries = self._deliver(flow, spec, notices)
+        self._tell(flow, notices)
+        deliveries = [d.to_dict(payload=False) for d in self._deliveries.send_now(queued)]
         return replace(
             run, finished_at=finished, state="judged", breaches=result["breaches"], result=result,
             alarms=[RunAlarm.of(n) for n in notices], deliveries=deliveries,
@@ -328,52 +335,19 @@ class Monitoring:
 
     # ---- telling people ----------------------------------------------------------------
 
-    def _deliver(
-        self, flow: str, spec: MonitoringSpec, notices: list[alarm_life.Notice]
-    ) -> list[dict[str, Any]]:
-        ctx = self._ctx
-        environ = ctx.settings.environ
-        runtime = ctx.registry.runtime_of(flow)
-        out: list[dict[str, Any]] = []
-
-        def sent(alarm_id: str, kind: str, failure: str, result: dict[str, Any]) -> None:
-            out.append({"alarm": alarm_id, "kind": kind, **result})
-            if not result["ok"]:
-                ctx.metrics.delivery_failures.labels(flow, failure).inc()
-
+    def _tell(self, flow: str, notices: list[alarm_life.Notice]) -> None:
+        """Count and log what a committed transaction did to alarms."""
+        metrics = self._ctx.metrics
         for notice in notices:
             alarm = notice.alarm
             if notice.kind == "alarm_raised":
-                ctx.metrics.alarms.labels(flow, alarm.monitor, alarm.severity).inc()
+                metrics.alarms.labels(flow, alarm.monitor, alarm.severity).inc()
             for action in notice.actions:
-                ctx.metrics.governor_actions.labels(flow, action["action"]).inc()
+                metrics.governor_actions.labels(flow, action["action"]).inc()
             say = log.info if notice.kind == "alarm_resolved" else log.warning
             say("%s: flow=%s alarm=%s monitor=%s severity=%s %s actions=%s", notice.kind, flow,
                 alarm.id, alarm.monitor, alarm.severity, alarm.summary,
                 [a["action"] for a in notice.actions])  # fmt: skip
-            payload = {
-                "kind": notice.kind,
-                "flow": flow,
-                "owner": runtime.flow.owner.email,
-                "alarm": {"id": alarm.id, "monitor": alarm.monitor, "severity": alarm.severity,
-                          "state": alarm.state, "summary": alarm.summary,
-                          "opened_at": alarm.opened_at, "evidence": alarm.evidence},
-                "actions": notice.actions,
-                "sent_at": iso_time(ctx.clock()),
-            }  # fmt: skip
-            for hook in spec.notify:
-                sent(alarm.id, notice.kind, "webhook", post(hook, payload, environ))
-            if notice.retrain and spec.retrain is not None:
-                request = {**payload, "kind": "retraining_requested",
-                           "models": {s: m.version for s, m in runtime.models.items()}}  # fmt: skip
-                if spec.retrain.webhook is not None:
-                    answer = post(spec.retrain.webhook, request, environ)
-                    sent(alarm.id, "retrain", "retrain", answer)
-                if spec.retrain.command:
-                    ran = run_command(spec.retrain.command, request,
-                                      ctx.settings.project_dir, environ)  # fmt: skip
-                    sent(alarm.id, "retrain", "retrain", ran)
-        return out
 
     # ---- reading and resolving -----------------------------------------------------------
 
@@ -428,10 +402,54 @@ class Monitoring:
         flow = self.alarm(alarm_id, principal).flow
         actor = principal.acting(Permission.CHANGE_AUTONOMY, flow)
         reason = required_reason(reason, "resolving an alarm")
-        notice = alarm_life.resolve(self._ctx, alarm_id, actor.id, reason)
-        if flow in self._ctx.registry.flows:
-            self._deliver(flow, self.spec(flow), [notice])
+        runtime = self._ctx.registry.flows.get(flow)
+        queued: list[str] = []
+
+        def enqueue(conn: Connection, gate: WindowGate, notice: alarm_life.Notice) -> None:
+            if runtime is not None:  # a flow gone from the project has nobody to tell
+                spec, owner = runtime.flow.monitoring, runtime.flow.owner.email
+                outgoing = _outgoing(flow, spec, owner, runtime.models, [notice])
+                queued.extend(outbox.enqueue_in(conn, gate.now, flow, outgoing))
+
+        notice = alarm_life.resolve(self._ctx, alarm_id, actor.id, reason, enqueue)
+        self._tell(flow, [notice])
+        self._deliveries.send_now(queued)
         return notice.alarm
+
+
+def _outgoing(
+    flow: str,
+    spec: MonitoringSpec,
+    owner: str,
+    models: Mapping[str, Any],
+    notices: list[alarm_life.Notice],
+) -> list[outbox.Outgoing]:
+    """The notices for each of the flow's webhooks, and the retraining requests, to deliver.
+
+    The payload holds the alarm's figures, never a case's values; the outbox adds the
+    delivery's id and the time it is sent."""
+    out: list[outbox.Outgoing] = []
+    for notice in notices:
+        alarm = notice.alarm
+        payload = {
+            "kind": notice.kind,
+            "flow": flow,
+            "owner": owner,
+            "alarm": {"id": alarm.id, "monitor": alarm.monitor, "severity": alarm.severity,
+                      "state": alarm.state, "summary": alarm.summary,
+                      "opened_at": alarm.opened_at, "evidence": alarm.evidence},
+            "actions": notice.actions,
+        }  # fmt: skip
+        out.extend(outbox.Outgoing(outbox.ALARM_NOTICE, hook.name, alarm.id, payload)
+                   for hook in spec.notify)  # fmt: skip
+        if notice.retrain and spec.retrain is not None:
+            request = {**payload, "kind": "retraining_requested",
+                       "models": {s: m.version for s, m in models.items()}}  # fmt: skip
+            targets = [spec.retrain.webhook.name] if spec.retrain.webhook is not None else []
+            targets += [RETRAIN_COMMAND] if spec.retrain.command else []
+            out.extend(outbox.Outgoing(outbox.RETRAINING_REQUEST, target, alarm.id, request)
+                       for target in targets)  # fmt: skip
+    return out
 
 
 def _evidence(result: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -380,3 +380,28 @@ flow_holds = Table(
     Column("record_id", String(64), nullable=False),
     Index("ix_flow_holds_flow", "flow", "id"),
 )
+
+# The webhook outbox: alarm notices and retraining requests, written in the transaction
+# that records their cause and sent after it commits, until delivered or dead-lettered.
+# ``target`` is the webhook's configured name, never its URL (which may carry credentials)
+# or its secret: both are looked up in the flow file when the delivery is sent.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", String(64), primary_key=True),  # sent as X-Keel-Delivery: receivers dedupe
+    Column("flow", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),  # alarm_notice | retraining_request
+    Column("target", String(64), nullable=False),  # notify[0], ops, retrain.webhook …
+    Column("alarm_id", String(64)),
+    Column("payload", Text, nullable=False),  # JSON: what is sent (no personal values)
+    Column("state", String(16), nullable=False),  # pending | delivered | dead
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", String(32), nullable=False),
+    Column("lease_until", String(32)),  # a sender's claim, until then
+    Column("leased_by", String(64)),
+    Column("last_error", String(200)),  # "HTTP 503", "ConnectionRefusedError", "exit 2"
+    Column("created_at", String(32), nullable=False),
+    Column("delivered_at", String(32)),
+    Index("ix_deliveries_due", "state", "next_attempt_at"),
+    Index("ix_deliveries_flow", "flow", "created_at"),
+)
