@@ -153,6 +153,10 @@ def test_an_alarm_lowers_autonomy_holds_the_flow_and_asks_for_retraining(
         assert kinds(engine, "alarm") == ["alarm_raised", "alarm_raised"]
         assert kinds(engine, "retraining") == ["retraining_requested"]
         assert kinds(engine, "flow_hold") == ["flow_hold_changed"]
+        # The ledger names the webhook; its URL (which may carry credentials) is not kept.
+        request = next(e for e in engine.entries(1000) if e.kind == "retraining_requested")
+        assert request.body["webhook"] == "retrain.webhook"
+        assert all("127.0.0.1" not in e.record for e in engine.entries(1000))
         # Every decision now records the level and the hold in force.
         decided = engine.decide(FLOW, LOW_RISK)
         body = engine.entry(decided.id).body

@@ -312,13 +312,14 @@ class AlarmResolved:
 
 @dataclass(frozen=True)
 class RetrainingRequested:
-    """A governor rule asked for the flow's models to be retrained."""
+    """A governor rule asked for the flow's models to be retrained: by the webhook of that
+    name (version 1 kept its URL), the command, or both."""
 
     KIND: ClassVar[str] = "retraining_requested"
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
     alarm: str
     monitor: str
-    webhook: str | None
+    webhook: str | None  # its name (version 1: its URL, which may carry credentials)
     command: list[str] | None
     evidence: Json
 

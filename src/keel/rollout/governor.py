@@ -60,7 +60,7 @@ def govern_in(
             requested = RetrainingRequested(
                 alarm=alarm["id"],
                 monitor=alarm["monitor"],
-                webhook=spec.retrain.webhook.url if spec.retrain.webhook else None,
+                webhook=spec.retrain.webhook.name if spec.retrain.webhook else None,
                 command=list(spec.retrain.command) or None,
                 evidence=evidence,
             )
