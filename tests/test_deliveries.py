@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import socket
 import sys
 import threading
 from datetime import datetime
@@ -310,3 +311,29 @@ def test_a_retraining_command_gets_the_request_with_its_delivery_id(project: Pat
         assert (done.state, done.attempts) == ("delivered", 1)
     got = json.loads((project / f"{delivery_id}.json").read_text())
     assert (got["delivery"], got["kind"]) == (delivery_id, "retrain")
+
+
+def test_a_receiver_that_does_not_speak_http_is_a_failed_try(
+    project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def answer_garbage() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+
+    thread = threading.Thread(target=answer_garbage, daemon=True)
+    thread.start()
+    try:
+        monitoring(project, notify_only(f"http://127.0.0.1:{port}/hook"))
+        with open_engine(project, environ=SIGNED) as engine:
+            enqueue(engine)
+            (tried,) = engine.deliveries.dispatch_due()
+        assert (tried.state, tried.attempts, tried.last_error) == ("pending", 1, "BadStatusLine")
+        assert "failed unexpectedly" not in caplog.text  # an answered failure, not a fault
+    finally:
+        thread.join(timeout=10)
+        listener.close()

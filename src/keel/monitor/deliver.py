@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import subprocess
 import urllib.error
 import urllib.request
@@ -70,7 +71,8 @@ def post(hook: Webhook, body: bytes, delivery_id: str, environ: Mapping[str, str
         reason = failed.reason
         return Attempt(False, reason if isinstance(reason, str) and "://" not in reason
                        else type(reason).__name__)  # fmt: skip
-    except (OSError, ValueError) as failed:  # timeouts, resets; a URL urllib cannot use
+    except (OSError, ValueError, http.client.HTTPException) as failed:
+        # timeouts, resets, an answer that is not HTTP, a URL urllib cannot use
         return Attempt(False, type(failed).__name__)
 
 
