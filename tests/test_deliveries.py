@@ -75,7 +75,7 @@ def moment(text: str) -> float:
 
 
 def test_a_receiver_down_during_an_alarm_gets_it_after_a_restart(
-    project: Path, env: dict[str, str], db_url: str
+    project: Path, env: dict[str, str], db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     port = free_port()  # nobody listens there yet: the receiver is down
     url = f"http://127.0.0.1:{port}/hook"
@@ -137,6 +137,8 @@ def test_a_receiver_down_during_an_alarm_gets_it_after_a_restart(
         assert sent["alarm"]["id"] == alarm_id and sent["flow"] == FLOW
     kinds = sorted(json.loads(body)["kind"] for _, body in receiver.got)
     assert kinds == ["alarm_raised", "retraining_requested"]
+    assert "failed (try 1 of 12): ConnectionRefusedError" in caplog.text
+    assert url not in caplog.text and SECRET not in caplog.text  # logs name the webhook
 
 
 def test_a_send_not_recorded_before_a_crash_is_sent_again_with_the_same_id(
@@ -337,3 +339,28 @@ def test_a_receiver_that_does_not_speak_http_is_a_failed_try(
     finally:
         thread.join(timeout=10)
         listener.close()
+
+
+def test_the_webhook_is_looked_up_when_sent(project: Path) -> None:
+    receiver = Receiver()
+    try:
+        flow_file = project / "flows" / "credit_limit.yaml"
+        original = flow_file.read_text()
+        monitoring(project, notify_only("http://127.0.0.1:9/old"))
+        with open_engine(project, environ=SIGNED) as engine:
+            (delivery_id,) = enqueue(engine)
+        # The flow file changes before the notice goes out: the URL it names now is used …
+        flow_file.write_text(original)
+        monitoring(project, notify_only(receiver.url))
+        with open_engine(project, environ=SIGNED) as engine:
+            assert [d.state for d in engine.deliveries.dispatch_due()] == ["delivered"]
+        # … and a webhook gone from the file is a failed try that says so.
+        flow_file.write_text(original)
+        with open_engine(project, environ=SIGNED) as engine:
+            (gone,) = enqueue(engine)
+            (tried,) = engine.deliveries.dispatch_due()
+            assert tried.last_error == "the flow file has no webhook named notify[0] now"
+    finally:
+        receiver.close()
+    assert [h["X-Keel-Delivery"] for h, _ in receiver.got] == [delivery_id]
+    assert gone != delivery_id
