@@ -53,7 +53,7 @@ from keel.telemetry import Metrics
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from keel.monitor.runs import Monitoring, MonitorRun
+    from keel.monitor.runs import Monitoring, MonitorRun, RunAlarm
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,7 @@ class ScheduledWork:
     review_breaches: list[ReviewBreach]  # recorded now, once each
     rollbacks: list[Rollout]  # canaries stopped past their bounds
     monitor_runs: list[MonitorRun]  # scheduled runs made
+    integrity_alarms: list[RunAlarm]  # raised for flows held for integrity, or resolved
 
 
 class Engine:
@@ -90,6 +91,8 @@ class Engine:
         self.changes = Changes(self.ctx)
         self.rollouts = Rollouts(self.ctx, self.changes)
         self.changes.seed()  # the store's active versions decide, not the files
+        if self.ctx.registry.integrity():  # the store disagrees with the ledger: say so now
+            self.monitoring.check_integrity()
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -113,13 +116,14 @@ class Engine:
 
     def run_scheduled(self) -> ScheduledWork:
         """The work a server does on its timers, done once now: review deadline breaches,
-        canary bounds, and monitor runs whose period is due (for an application that
-        embeds the engine, or a cron job)."""
+        canary bounds, integrity alarms, and monitor runs whose period is due (for an
+        application that embeds the engine, or a cron job)."""
         monitored = any(rt.flow.monitoring.every_s for rt in self.flows.values())
         return ScheduledWork(
             review_breaches=self.reviews.sweep(),
             rollbacks=self.rollouts.check_running(),
             monitor_runs=self.monitoring.run_due() if monitored else [],
+            integrity_alarms=self.monitoring.check_integrity(),
         )
 
     # ---- what the context holds ----------------------------------------------------------

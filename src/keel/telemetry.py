@@ -6,7 +6,7 @@ import logging
 from collections import Counter as Counter_
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 log = logging.getLogger("keel")
 
@@ -79,6 +79,16 @@ class Metrics:
             "keel_authentication_failures",
             "Failed authentications (every attempt, also those refused for the rate)",
             ["limited"],
+            registry=self.registry,
+        )
+        self.integrity_held = Gauge(
+            "keel_integrity_held_flows",
+            "Flows held because a stored row disagrees with the ledger (0 when all verify)",
+            registry=self.registry,
+        )
+        self.integrity_check_failures = Counter(
+            "keel_integrity_check_failures",
+            "Scheduled integrity checks that failed (the next one tries again)",
             registry=self.registry,
         )
         self.sweep_failures = Counter(
