@@ -25,7 +25,7 @@ from keel.api import create_app
 from keel.errors import ConfigError
 from keel.security.audit import AuditLog
 from keel.security.oidc import ALGORITHMS_BY_KEY_TYPE, allowed_algorithms
-from tests.conftest import LOW_RISK
+from tests.conftest import LOW_RISK, Clock
 
 ISSUER = "https://login.example.com/"
 AUDIENCE = "keel-api"
@@ -256,8 +256,9 @@ def test_rate_limit_per_principal(project: Path) -> None:
     from keel.security.roles import Grant, Role
 
     configure(project, "api:\n  rate_per_s: 1\n  burst: 2\n")
-    with open_engine(project, environ={}) as engine:
-        now = time.time()
+    clock = Clock(time.time())  # the bucket refills by the injected clock, not the machine's
+    with open_engine(project, environ={}, clock=clock) as engine:
+        now = clock()
         first = create_key(engine.db, "a", "a", [Grant(Role.VIEWER)], "t", now)[1]
         second = create_key(engine.db, "b", "b", [Grant(Role.VIEWER)], "t", now)[1]
         with TestClient(create_app(engine)) as client:

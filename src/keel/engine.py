@@ -54,7 +54,7 @@ from keel.telemetry import Metrics
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from keel.monitor.runs import Monitoring, MonitorRun
+    from keel.monitor.runs import Monitoring, MonitorRun, RunAlarm
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,7 @@ class ScheduledWork:
     review_breaches: list[ReviewBreach]  # recorded now, once each
     rollbacks: list[Rollout]  # canaries stopped past their bounds
     monitor_runs: list[MonitorRun]  # scheduled runs made
+    integrity_alarms: list[RunAlarm]  # raised for flows held for integrity, or resolved
     deliveries: list[Delivery]  # outbox deliveries tried (first tries of new ones included)
 
 
@@ -93,6 +94,8 @@ class Engine:
         self.rollouts = Rollouts(self.ctx, self.changes)
         self.deliveries = Deliveries(self.ctx)
         self.changes.seed()  # the store's active versions decide, not the files
+        if self.ctx.registry.integrity():  # the store disagrees with the ledger: say so now
+            self.monitoring.check_integrity()
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -116,13 +119,17 @@ class Engine:
 
     def run_scheduled(self) -> ScheduledWork:
         """The work a server does on its timers, done once now: review deadline breaches,
-        canary bounds, monitor runs whose period is due, and outbox deliveries whose try is
-        due (for an application that embeds the engine, or a cron job)."""
+        canary bounds, integrity alarms, monitor runs whose period is due, and outbox
+        deliveries whose try is due (for an application that embeds the engine, or a cron
+        job)."""
         monitored = any(rt.flow.monitoring.every_s for rt in self.flows.values())
-        breaches = self.reviews.sweep()
-        rollbacks = self.rollouts.check_running()
-        runs = self.monitoring.run_due() if monitored else []
-        return ScheduledWork(breaches, rollbacks, runs, self.deliveries.dispatch_due())
+        return ScheduledWork(
+            review_breaches=self.reviews.sweep(),
+            rollbacks=self.rollouts.check_running(),
+            monitor_runs=self.monitoring.run_due() if monitored else [],
+            integrity_alarms=self.monitoring.check_integrity(),
+            deliveries=self.deliveries.dispatch_due(),
+        )
 
     # ---- what the context holds ----------------------------------------------------------
 

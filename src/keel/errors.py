@@ -9,6 +9,7 @@
     ├── MissingExtraError      an optional dependency is not installed
     ├── StoreError             the database cannot be opened, migrated, read or written
     │   └── LedgerWriteError   a ledger append failed; the decision was not returned
+    ├── IntegrityError         a stored row disagrees with the ledger entry behind it
     └── ErasedDataError        the personal data a request needs has been erased
 
 Every error has a stable ``code`` (used as the error code over HTTP) and a ``detail``
@@ -117,6 +118,13 @@ class MissingExtraError(KeelError):
 
 class StoreError(KeelError):
     code = "store_error"
+
+
+class IntegrityError(KeelError):
+    """A row the engine would act on disagrees with the ledger entry that introduced it
+    (or has none): the store was changed outside Keel. The engine acts on none of it."""
+
+    code = "integrity_failed"
 
 
 class LedgerWriteError(StoreError):

@@ -6,6 +6,14 @@ models it pins, the autonomy level, a governor's hold, and a running shadow or c
 rollout. The registry reads them, compiles and loads what they name, and hands out
 ``FlowRuntime`` values; nothing else replaces a flow's runtime.
 
+Nothing loaded from the store is believed on its own: each row the registry acts on must
+agree with the newest ledger entry of its kind for its flow (``keel.ledger.anchor``), a
+stored policy text must hash to its version and a stored model file to its own. A flow
+whose rows do not is **held** (``INTEGRITY``): it keeps what it last loaded that verified,
+every case is deferred with the problem as its cause, and the monitoring service raises a
+critical alarm. The hold lifts by itself once the stored content verifies again; until
+then every refresh checks again.
+
 Changes made by other processes are picked up by ``refresh`` at most once per
 ``REFRESH_S`` of the injected clock; a governance act in this process calls
 ``refresh(force=True)`` once its transaction has committed. A refresh only reads the store,
@@ -27,8 +35,9 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from keel.errors import KeelError, NotFoundError
+from keel.errors import IntegrityError, KeelError, NotFoundError
 from keel.flows import Autonomy, Flow
+from keel.ledger import anchor
 from keel.policy.compiler import CompiledPolicy, compile_policy
 from keel.policy.model import Policy, policy_from_document
 from keel.security.roles import Permission, Principal
@@ -47,6 +56,7 @@ from keel.telemetry import log
 
 REFRESH_S = 1.0  # how stale this process's view of other processes' changes may be
 NO_HOLD = "none"
+INTEGRITY = "integrity"  # the store disagrees with the ledger: nothing is acted on
 
 Clock = Callable[[], float]
 
@@ -59,7 +69,8 @@ class FlowRuntime:
     policy: CompiledPolicy
     models: dict[str, Model]
     timeouts_ms: dict[str, int]
-    hold: str = NO_HOLD  # escalate_all | pause: set by the governor (keel.rollout.holds)
+    hold: str = NO_HOLD  # escalate_all | pause | stop (keel.rollout.holds) | integrity
+    integrity: str | None = None  # why the flow is held for integrity, if it is
 
     def signals(self, runner: SignalRunner, inputs: Mapping[str, Any]) -> SignalResult:
         return runner.run(self.models, self.timeouts_ms, inputs, flow=self.flow.name)
@@ -157,6 +168,92 @@ def _newest(conn: Connection) -> tuple[Any, ...]:
     )
 
 
+def _newest_row(conn: Connection, table: Any, flow: str) -> dict[str, Any] | None:
+    found = conn.execute(
+        select(table).where(table.c.flow == flow).order_by(table.c.id.desc()).limit(1)
+    ).first()
+    return dict(found._mapping) if found else None
+
+
+def _agree(
+    flow: str,
+    what: str,
+    row: Mapping[str, Any] | None,
+    entry: anchor.Anchor | None,
+    fields: Mapping[str, Any],
+) -> None:
+    """``row`` (the table's newest for the flow) must be the ledger's newest ``entry`` of
+    its kind, holding the same ``fields`` ({body key: the row's value})."""
+    if entry is None:
+        if row is not None:
+            raise IntegrityError(
+                f"flow '{flow}': the {what} in the store has no entry in the ledger",
+                {"flow": flow, "table": what},
+            )
+        return
+    if row is None or row.get("record_id") != entry.record_id:
+        raise IntegrityError(
+            f"flow '{flow}': the newest {what} in the ledger (entry {entry.seq}) is not the "
+            "one the store holds: a row was changed, added or removed outside Keel",
+            {"flow": flow, "table": what, "seq": entry.seq},
+        )
+    for key, value in fields.items():
+        recorded = entry.body.get(key) or None
+        if recorded != (value or None):
+            raise IntegrityError(
+                f"flow '{flow}': the {what} says {key} {value!r}, its ledger entry "
+                f"{entry.seq} says {recorded!r}: the row was changed outside Keel",
+                {"flow": flow, "table": what, "seq": entry.seq, "field": key},
+            )
+
+
+def anchored_state(conn: Connection, flow: str) -> tuple[Any, ...]:
+    """The flow's active version row, autonomy level, hold and running rollout, each
+    checked against the newest ledger entry of its kind: ``IntegrityError`` if one is not
+    what the ledger recorded."""
+    active = active_row(conn, flow)
+    activated = anchor.newest(conn, flow, "policy_activated")
+    if activated is None and active is not None and active["kind"] == "inferred":
+        pass  # a store older than activation events: its history was inferred, unrecorded
+    else:
+        models = pins_of(active) if active is not None else None
+        fields = {"version": active and active["version"], "models": models}
+        _agree(flow, "activation", active, activated, fields)
+    level = _newest_row(conn, autonomy_changes, flow)
+    _agree(flow, "autonomy level", level, anchor.newest(conn, flow, "autonomy_changed"),
+           {"level": level and level["level"]})  # fmt: skip
+    hold = _newest_row(conn, flow_holds, flow)
+    _agree(flow, "hold", hold, anchor.newest(conn, flow, "flow_hold_changed"),
+           {"hold": hold and hold["hold"]})  # fmt: skip
+    running = running_row(conn, flow)
+    started = anchor.newest(conn, flow, "rollout_started")
+    stopped = anchor.newest(conn, flow, "rollout_stopped")
+    if started is not None and stopped is not None and stopped.seq > started.seq:
+        started = None  # the newest rollout ended: none runs
+    if started is None and running is not None:
+        raise IntegrityError(
+            f"flow '{flow}': rollout {running['id']} runs in the store, but the ledger records "
+            "none running: the row was changed outside Keel",
+            {"flow": flow, "table": "rollout"},
+        )
+    if started is not None:
+        if running is None:
+            raise IntegrityError(
+                f"flow '{flow}': the ledger records rollout {started.body.get('id')} running "
+                f"(entry {started.seq}), the store none: the row was changed outside Keel",
+                {"flow": flow, "table": "rollout", "seq": started.seq},
+            )
+        fields = {k: running[k] for k in ("id", "mode", "version", "share")}
+        _agree(flow, "running rollout", {**running, "record_id": started.record_id}, started,
+               fields)  # fmt: skip
+    return (
+        active,
+        str(level["level"]) if level else None,
+        str(hold["hold"]) if hold else NO_HOLD,
+        running,
+    )
+
+
 class FlowRegistry:
     """Every flow's runtime now, the versions it can run, and what its files hold."""
 
@@ -190,6 +287,7 @@ class FlowRegistry:
         self._lock = threading.Lock()
         self._seen: tuple[Any, ...] | None = None
         self._checked: float | None = None
+        self._problems: dict[str, str] = {}
 
     # ---- what runs now (no store access) ---------------------------------------------------
 
@@ -226,6 +324,10 @@ class FlowRegistry:
 
     def running(self) -> list[Running]:
         return list(self._running.values())
+
+    def integrity(self) -> dict[str, str]:
+        """The flows held because the store disagrees with the ledger: {flow: why}."""
+        return dict(self._problems)
 
     def max_window_s(self) -> int:
         """The longest guardrail window or review-capacity period of any flow now."""
@@ -282,6 +384,12 @@ class FlowRegistry:
                 f"policy version {version} is not in the store", {"version": version}
             )
         policy = policy_from_document(json.loads(doc), f"<policy {version[:12]}>")
+        if policy.version != version:
+            raise IntegrityError(
+                f"stored policy version {version[:12]} does not match its hash: its text was "
+                "changed outside Keel",
+                {"version": version},
+            )
         compiled = compile_policy(policy, current.flow)
         runtime = FlowRuntime(current.flow, compiled, current.models, current.timeouts_ms)
         self._compiled[key] = runtime
@@ -321,28 +429,38 @@ class FlowRegistry:
                 return
             with self._db.read() as conn:
                 newest = _newest(conn)
-                if newest == self._seen:
+                if newest == self._seen and not self._problems:
                     self._checked = now
                     return
-                state = {
-                    flow: (
-                        active_row(conn, flow),
-                        current_level(conn, flow),
-                        current_hold(conn, flow),
-                        running_row(conn, flow),
-                    )
-                    for flow in self._flows
-                }
-            for flow, (active, level, hold, _) in state.items():
-                if active is not None:
-                    self._apply(flow, active["version"], level, pins_of(active), hold)
-            self._running = {
-                flow: self._rollout(flow, row)
-                for flow, (_, _, _, row) in state.items()
-                if row is not None
-            }
+                state: dict[str, tuple[Any, ...]] = {}
+                problems: dict[str, str] = {}
+                for flow in self._flows:
+                    try:
+                        state[flow] = anchored_state(conn, flow)
+                    except IntegrityError as error:
+                        problems[flow] = error.message
+            running: dict[str, Running] = {}
+            for flow, (active, level, hold, row) in state.items():
+                try:
+                    if active is not None:
+                        self._apply(flow, active["version"], level, pins_of(active), hold)
+                    if row is not None:
+                        running[flow] = self._rollout(flow, row)
+                except (IntegrityError, NotFoundError) as error:
+                    problems[flow] = error.message
+            for flow, problem in problems.items():
+                self._hold_for_integrity(flow, problem)
+            self._running = running
+            self._problems = problems
             self._seen = newest
             self._checked = now
+
+    def _hold_for_integrity(self, flow: str, problem: str) -> None:
+        """Keep what the flow last ran that verified, and act on none of it."""
+        current = self._flows[flow]
+        if current.integrity != problem:
+            log.error("flow %s is held: %s", flow, problem)
+        self._flows[flow] = replace(current, hold=INTEGRITY, integrity=problem)
 
     def _fresh(self, now: float) -> bool:
         return self._checked is not None and now - self._checked < REFRESH_S
@@ -374,8 +492,8 @@ class FlowRegistry:
                 models[signal] = self.model(flow, signal, pinned)
         if models != runtime.models:
             runtime = replace(runtime, models=models)
-        if runtime.hold != hold:
-            runtime = replace(runtime, hold=hold)
+        if runtime.hold != hold or runtime.integrity is not None:
+            runtime = replace(runtime, hold=hold, integrity=None)
         self._flows[flow] = runtime
         log.info(
             "flow %s now runs policy %s at autonomy %s (hold: %s)",
@@ -385,5 +503,7 @@ class FlowRegistry:
     def _rollout(self, flow: str, row: Mapping[str, Any]) -> Running:
         current = self._flows[flow]
         candidate = self.at_version(flow, row["version"])
-        candidate = replace(candidate, flow=current.flow, hold=current.hold)
+        candidate = replace(
+            candidate, flow=current.flow, hold=current.hold, integrity=current.integrity
+        )
         return Running(row["id"], flow, row["mode"], row["version"], row["share"], candidate)

@@ -81,6 +81,16 @@ class Metrics:
             ["limited"],
             registry=self.registry,
         )
+        self.integrity_held = Gauge(
+            "keel_integrity_held_flows",
+            "Flows held because a stored row disagrees with the ledger (0 when all verify)",
+            registry=self.registry,
+        )
+        self.integrity_check_failures = Counter(
+            "keel_integrity_check_failures",
+            "Scheduled integrity checks that failed (the next one tries again)",
+            registry=self.registry,
+        )
         self.sweep_failures = Counter(
             "keel_review_sweep_failures",
             "Review deadline sweeps that failed (the next one tries again)",

@@ -141,7 +141,9 @@ class AuditRequests:
 
 
 def create_app(engine: Engine, audit: AuditLog | None = None) -> FastAPI:
-    """The API for ``engine``. The caller owns the engine; the app records to ``audit``."""
+    """The API for ``engine``. The caller owns the engine; the app records to ``audit``
+    (the caller's to close), or to an audit log of its own that it closes on shutdown, so
+    nothing writes to the store after the caller closes the engine."""
     from keel.api import decisions, monitoring, outcomes, policies, reviews, service  # noqa: PLC0415 - routers import lazily
 
     app = FastAPI(
@@ -153,6 +155,8 @@ def create_app(engine: Engine, audit: AuditLog | None = None) -> FastAPI:
     )
     settings = engine.settings
     audit_log = audit or AuditLog(engine.db, clock=engine.clock)
+    if audit is None:
+        app.router.on_shutdown.append(audit_log.close)
     app.state.keel = KeelState(
         engine,
         audit_log,

@@ -12,6 +12,7 @@ STATUS = {
     "forbidden": 403,
     "not_found": 404,
     "conflict": 409,
+    "integrity_failed": 409,
     "request_too_large": 413,
     "rate_limited": 429,
     "invalid_request": 422,

@@ -43,6 +43,8 @@ def scheduled(engine: Engine) -> list[Coroutine[Any, Any, None]]:
     - review deadline breaches, every ``reviews.sweep_s``;
     - canaries past their bounds, every ``CHECK_S`` (a bound check is scheduled work, never
       a side effect of reading a flow);
+    - integrity alarms, every ``CHECK_S``: raised for a flow held because its stored rows
+      disagree with the ledger, resolved once they verify again;
     - monitor runs whose period is due, every ``monitors.check_s`` (only if a flow has a
       ``monitoring.every``);
     - outbox deliveries (alarm notices, retraining requests) whose try is due, every
@@ -54,6 +56,8 @@ def scheduled(engine: Engine) -> list[Coroutine[Any, Any, None]]:
               metrics.sweep_failures.inc, "review deadline sweep"),
         every(CHECK_S, engine.rollouts.check_running,
               metrics.rollout_check_failures.inc, "canary bound check"),
+        every(CHECK_S, engine.monitoring.check_integrity,
+              metrics.integrity_check_failures.inc, "integrity check"),
         every(engine.settings.deliveries.check_s, engine.deliveries.dispatch_due,
               metrics.delivery_dispatch_failures.inc, "delivery dispatch"),
     ]  # fmt: skip

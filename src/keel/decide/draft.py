@@ -21,7 +21,7 @@ from keel.policy.compiler import Evaluation
 from keel.policy.guardrails import GuardrailHit, check_static, segment_of
 from keel.policy.text import PROTECTED_TEXT, render
 from keel.protect import Sealed
-from keel.runtime import NO_HOLD, FlowRuntime
+from keel.runtime import INTEGRITY, NO_HOLD, FlowRuntime
 from keel.signals.runner import SignalResult, SignalRunner
 
 
@@ -113,6 +113,12 @@ class Draft:
         hold = self.runtime.hold
         if hold == "escalate_all" and status == Status.FINAL:
             status = Status.PENDING_REVIEW
+        elif hold == INTEGRITY and status != Status.SHADOW:
+            # The store disagrees with the ledger: nothing it holds is acted on, advisory
+            # cases included; the action named is the last verified policy's fallback.
+            status, action, value, owner = Status.DEFERRED, policy.fallback.action, None, "hold"
+            reason = self.runtime.policy.evaluate_fallback_reason(self.inputs)
+            fallback = f"integrity: {self.runtime.integrity}"
         elif hold in ("pause", "stop") and status in (Status.FINAL, Status.PENDING_REVIEW):
             status, action, value, owner = Status.DEFERRED, policy.fallback.action, None, "hold"
             reason = self.runtime.policy.evaluate_fallback_reason(self.inputs)

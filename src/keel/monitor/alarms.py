@@ -263,3 +263,53 @@ def resolve(
         return notice
 
     return ctx.writer.transact(work)
+
+
+# ---- integrity: the store disagrees with the ledger ------------------------------------------
+
+INTEGRITY = "integrity"  # the monitor name of an integrity alarm (no monitor spec runs it)
+
+
+def integrity_firing_in(conn: Connection) -> dict[str, Alarm]:
+    """The firing integrity alarm of every flow that has one."""
+    rows = conn.execute(
+        select(alarms).where(alarms.c.monitor == INTEGRITY, alarms.c.state == FIRING)
+    )
+    return {str(r.flow): alarm_row(r._mapping) for r in rows}
+
+
+def settle_integrity_in(
+    conn: Connection, gate: WindowGate, problems: Mapping[str, str], flows: list[str]
+) -> list[Notice]:
+    """Raise a critical alarm for each flow held for integrity that has none firing, and
+    resolve those of flows whose stored content verifies again."""
+    notices = []
+    firing = integrity_firing_in(conn)
+    for flow in flows:
+        problem, alarm = problems.get(flow), firing.get(flow)
+        if problem is not None and alarm is None:
+            notices.append(_raise_integrity_in(conn, gate, flow, problem))
+        elif problem is None and alarm is not None:
+            why = "the stored content verifies against the ledger again"
+            notices.append(_resolve_in(conn, gate, alarm, "keel", why))
+    return notices
+
+
+def _raise_integrity_in(conn: Connection, gate: WindowGate, flow: str, problem: str) -> Notice:
+    now = iso_time(gate.now)
+    record_id = new_id("evt", gate.now)
+    held = {"action": "integrity_hold", "detail": "every case is deferred until it verifies"}
+    alarm = Alarm(
+        id=new_id("alm", gate.now), flow=flow, monitor=INTEGRITY, severity="critical",
+        state=FIRING, opened_at=now, last_seen_at=now, notified_at=now, runs=1, suppressed=0,
+        clean_runs=0, summary=f"the store disagrees with the ledger: {problem}",
+        evidence={"problem": problem}, actions=[held], resolved_at=None, resolved_by=None,
+        resolve_reason=None, record_id=record_id,
+    )  # fmt: skip
+    conn.execute(alarms.insert().values(**alarm.row()))
+    raised = AlarmRaised(
+        alarm=alarm.id, monitor=INTEGRITY, severity=alarm.severity, summary=alarm.summary,
+        evidence=alarm.evidence, actions=alarm.actions,
+    )  # fmt: skip
+    append_in(conn, [pending(raised, flow, gate.now, record_id)], gate)
+    return Notice("alarm_raised", alarm, False, alarm.actions)

@@ -320,6 +320,41 @@ class Monitoring:
             alarms=[RunAlarm.of(n) for n in notices], deliveries=deliveries,
         )  # fmt: skip
 
+    def check_integrity(self) -> list[RunAlarm]:
+        """Raise a critical alarm for every flow the registry holds because its stored rows
+        disagree with the ledger, and resolve it once they verify again (scheduled work;
+        writes only when something changed)."""
+        ctx = self._ctx
+        registry = ctx.registry
+        registry.refresh()
+        problems = registry.integrity()
+        ctx.metrics.integrity_held.set(len(problems))
+        with ctx.db.read() as conn:
+            firing = alarm_life.integrity_firing_in(conn)
+        if set(firing) == set(problems):
+            return []
+        flows = list(registry.flows)
+
+        def work(conn: Connection, gate: WindowGate) -> tuple[list[alarm_life.Notice], list[str]]:
+            notices = alarm_life.settle_integrity_in(conn, gate, problems, flows)
+            queued: list[str] = []
+            for flow in flows:
+                mine = [n for n in notices if n.alarm.flow == flow]
+                if mine:
+                    runtime = registry.runtime_of(flow)  # memory only: safe in a transaction
+                    outgoing = _outgoing(flow, runtime.flow.monitoring, runtime.flow.owner.email,
+                                         runtime.models, mine)  # fmt: skip
+                    queued.extend(outbox.enqueue_in(conn, gate.now, flow, outgoing))
+            return notices, queued
+
+        notices, queued = ctx.writer.transact(work)
+        for flow in flows:
+            mine = [n for n in notices if n.alarm.flow == flow]
+            if mine:
+                self._tell(flow, mine)
+        self._deliveries.send_now(queued)
+        return [RunAlarm.of(n) for n in notices]
+
     def _finish(self, run: MonitorRun, state: str, note: str) -> MonitorRun:
         ctx = self._ctx
         done = replace(run, state=state, note=note, finished_at=iso_time(ctx.clock()))

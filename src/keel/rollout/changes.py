@@ -59,6 +59,7 @@ from keel.signals.adapters import load_model
 from keel.signals.artifacts import pinnable, store_in
 from keel.store.schema import (
     flow_activations,
+    ledger,
     policy_approvals,
     policy_changes,
     policy_versions,
@@ -121,6 +122,14 @@ def may_replay(principal: Principal, flow: str) -> None:
         principal.require(Permission.PROPOSE_POLICY, flow)  # raises, naming the permission
 
 
+def _recorded(conn: Connection, flow: str, kind: str) -> bool:
+    """Does the ledger hold an entry of ``kind`` for ``flow``?"""
+    found = conn.execute(
+        select(ledger.c.seq).where(ledger.c.kind == kind, ledger.c.flow == flow).limit(1)
+    ).first()
+    return found is not None
+
+
 class Changes:
     """The change workflow of the flows' policies and models, and the reads about it.
     What each flow runs now is the registry's (``keel.runtime``)."""
@@ -140,11 +149,15 @@ class Changes:
             for flow, runtime in registry.flows.items():
                 policy = runtime.policy.policy
                 self._register_in(conn, gate, flow, policy, policy.source)
-                if active_row(conn, flow) is None:
+                # A flow with no row but with a history in the ledger was tampered with:
+                # seeding would hide it. The registry holds such a flow instead.
+                if active_row(conn, flow) is None and not _recorded(conn, flow, "policy_activated"):
                     pins = self._store_file_models(conn, flow, gate.now)
                     version = registry.file_version(flow)
                     self._activate_in(conn, gate, flow, version, None, "initial", None, FIRST, pins)
-                if current_level(conn, flow) is None:
+                if current_level(conn, flow) is None and not _recorded(
+                    conn, flow, "autonomy_changed"
+                ):
                     level = registry.file_level(flow).value
                     change_level_in(conn, gate, flow, level, None, "initial", "keel", None,
                                     "first level, from the flow file", None)  # fmt: skip

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, select
 
-from keel.errors import InputError, NotFoundError, StoreError
+from keel.errors import InputError, IntegrityError, NotFoundError
 from keel.flows import SignalSpec
 from keel.ledger.records import iso_time
 from keel.signals.adapters import Model, file_version, load_model
@@ -69,7 +69,10 @@ def materialise(db: Database, cache: Path, version: str) -> Path:
             select(model_artifacts.c.data).where(model_artifacts.c.version == version)
         ).scalar()
     if data is None or "sha256:" + hashlib.sha256(data).hexdigest() != version:
-        raise StoreError(f"stored model {version} does not match its hash", {"version": version})
+        raise IntegrityError(
+            f"stored model {version} does not match its hash: the file was changed outside Keel",
+            {"version": version},
+        )
     cache.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(target.suffix + f".{os.getpid()}.tmp")
     partial.write_bytes(data)

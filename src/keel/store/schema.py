@@ -32,6 +32,7 @@ ledger = Table(
     Column("hash", String(64), nullable=False),
     Index("ix_ledger_record_id", "record_id", unique=True),
     Index("ix_ledger_flow_seq", "flow", "seq"),
+    Index("ix_ledger_kind_flow_seq", "kind", "flow", "seq"),
 )
 
 # The chain head, one row. Appenders lock it, so one chain holds across processes.
