@@ -428,7 +428,7 @@ class Monitoring:
         flow = self.alarm(alarm_id, principal).flow
         actor = principal.acting(Permission.CHANGE_AUTONOMY, flow)
         reason = required_reason(reason, "resolving an alarm")
-        notice = alarm_life.resolve(self._ctx, alarm_id, actor.id, reason)
+        notice = alarm_life.resolve(self._ctx, alarm_id, actor, reason)
         if flow in self._ctx.registry.flows:
             self._deliver(flow, self.spec(flow), [notice])
         return notice.alarm
