@@ -395,3 +395,19 @@ def test_persons_are_compared_normalised_and_named_by_the_credential(project: Pa
         verifier = w.client.app.state.keel.oidc  # type: ignore[attr-defined]
         assert verifier.authenticate(unnamed.bearer).person == f"oidc:{ISSUER}#svc-7"
         assert verifier.authenticate(token(email="Dana@X.org")).person == "dana@x.org"
+
+
+def test_a_stop_names_a_firing_alarm_of_its_flow(project: Path, env: dict[str, str]) -> None:
+    with world(project, env) as w:
+        owner = w.key("olga@example.com", Grant(Role.OWNER, FLOW), name="olga")
+        stop = f"/v1/flows/{FLOW}/stop"
+        headers = {"Authorization": f"Bearer {owner.bearer}"}
+        for alarm, status in (("alm_nope", 404), ("alm\x00x", 422), ("alm\x1b[2J", 422)):
+            body = {"reason": "drift", "alarm": alarm}
+            refused = w.client.post(stop, json=body, headers=headers)
+            assert refused.status_code == status, refused.text
+        alarm = raise_alarm(w.engine)
+        w.engine.monitoring.resolve(alarm, w.engine.operator, "explained")
+        late = w.client.post(stop, json={"reason": "drift", "alarm": alarm}, headers=headers)
+        assert late.status_code == 409 and "a stop names a firing alarm" in late.json()["message"]
+        assert w.engine.holds.show(FLOW, w.engine.operator).hold == "none"  # nothing stored

@@ -268,13 +268,14 @@ class RolloutStopped:
     """A rollout ended: stopped, ended by an activation, or rolled back past its bounds."""
 
     KIND: ClassVar[str] = "rollout_stopped"
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
     rollout: str
     mode: str
     version: str
     state: str  # stopped | ended | rolled_back
     by: str
     reason: str
+    by_person: str | None = _person()  # v2: None when Keel rolled it back
 
 
 # ---- monitors and the governor -------------------------------------------------------------

@@ -92,9 +92,16 @@ def _approvals(conn: Connection, change_id: str, version: str) -> list[dict[str,
 
 
 def end_running_in(
-    conn: Connection, gate: WindowGate, flow: str, state: str, by: str, reason: str
+    conn: Connection,
+    gate: WindowGate,
+    flow: str,
+    state: str,
+    by: str,
+    reason: str,
+    by_person: str | None = None,
 ) -> Rollout | None:
-    """Stop the flow's running rollout inside a transaction, with its ledger event."""
+    """Stop the flow's running rollout inside a transaction, with its ledger event
+    (``by_person``: the person behind ``by``; None when Keel stops it)."""
     row = running_row(conn, flow)
     if row is None:
         return None
@@ -106,7 +113,7 @@ def end_running_in(
     )
     stopped = RolloutStopped(
         rollout=row["id"], mode=row["mode"], version=row["version"], state=state, by=by,
-        reason=reason,
+        reason=reason, by_person=by_person,
     )  # fmt: skip
     append_in(conn, [pending(stopped, flow, gate.now)], gate)
     return Rollout.from_row(
@@ -720,7 +727,8 @@ class Changes:
         }
         conn.execute(flow_activations.insert().values(**row))
         if kind != "initial":
-            end_running_in(conn, gate, flow, "ended", by, f"version {version[:12]} activated")
+            why = f"version {version[:12]} activated"
+            end_running_in(conn, gate, flow, "ended", by, why, actor.person if actor else None)
         activated = PolicyActivated(
             version=version,
             previous=active["version"] if active else None,

@@ -35,6 +35,7 @@ from keel.security.persons import refuse_same_person
 from keel.security.roles import Permission, Principal
 from keel.store.schema import alarms, flow_holds
 from keel.telemetry import log
+from keel.text import identifier
 
 NONE = NO_HOLD
 STOP = "stop"  # the kill switch a person engages: nothing is acted on until released
@@ -206,6 +207,8 @@ class Holds:
         self._ctx.registry.current(flow)
         actor = principal.acting(Permission.ACTIVATE_POLICY, flow)
         reason = required_reason(reason, "stopping a flow")
+        if alarm is not None:
+            identifier(alarm, "alarm")  # 422 for a NUL or control character, never a 5xx
 
         def work(conn: Connection, gate: WindowGate) -> HoldChange:
             if alarm is not None:
