@@ -26,7 +26,6 @@ from typing import Any
 from keel.errors import ConflictError, KeelError
 
 LOCAL_OPERATOR = "local-operator"  # every OS user acting through the CLI or keel.open
-SYSTEM = "keel"  # Keel itself: seeding, the governor, clean monitor runs
 FOUR_EYES = "four_eyes"  # the rule a refusal names, in its message and detail
 
 
