@@ -82,7 +82,7 @@ def candidate(engine: object, project: Path) -> str:
     for old, new in CANDIDATE:
         assert old in text, old
         text = text.replace(old, new)
-    author = Principal("bench:author", "Bench", (Grant(Role.POLICY_AUTHOR),))
+    author = Principal("bench:author", "Bench", "bench", (Grant(Role.POLICY_AUTHOR),))
     for change in engine.changes.changes(FLOW, author):  # type: ignore[attr-defined]
         if change.reason == "bench candidate":
             return str(change.version)

@@ -16,9 +16,12 @@ from keel.scaffold import init_project
 from keel.security.roles import Grant, Principal, Role
 
 
-def person(ident: str, name: str, role: str, flow: str | None = None) -> Principal:
-    """A caller with one role, on one flow or (``None``) on every flow."""
-    return Principal(ident, name, (Grant(Role(role), flow),))
+def person(
+    ident: str, name: str, role: str, flow: str | None = None, who: str | None = None
+) -> Principal:
+    """A caller with one role, on one flow or (``None``) on every flow; the person behind
+    it is ``who``, by default its name (one name, one person)."""
+    return Principal(ident, name, who or name, (Grant(Role(role), flow),))
 
 
 class Clock:

@@ -53,12 +53,15 @@ def client(engine: Engine, audit: AuditLog) -> Iterator[TestClient]:
         yield c
 
 
-def key(engine: Engine, *grants: Grant, expires_in: float | None = None) -> dict[str, str]:
+def key(
+    engine: Engine, *grants: Grant, expires_in: float | None = None, owner: str = "tests"
+) -> dict[str, str]:
+    """A key with ``grants``; keys with the same ``owner`` are one person (four eyes)."""
     now = engine.clock()
     _, text = create_key(
         engine.db,
         "test",
-        "tests",
+        owner,
         list(grants),
         "tests",
         now,
@@ -518,7 +521,7 @@ def test_authorisation_matrix(
     ids["delivery"] = enqueue_delivery(engine, ids["alarm"])
     grant = Grant(role, None if scope == "global" else FLOW if scope == "flow" else "pricing")
     headers = key(engine, grant)
-    caller = Principal("key:matrix01", "Matrix", (grant,))
+    caller = Principal("key:matrix01", "Matrix", "Matrix", (grant,))
     for endpoint, (on_flow, global_only) in MATRIX.items():
         allowed = (scope == "flow" and role in on_flow) or (
             scope == "global" and role in on_flow | global_only
@@ -609,7 +612,7 @@ def test_reviews_over_http_with_four_eyes(project: Path, env: dict[str, str]) ->
         app = create_app(engine, AuditLog(engine.db))
         with TestClient(app) as client:
             both = key(engine, Grant(Role.DECIDER, FLOW), Grant(Role.REVIEWER, FLOW))
-            other = key(engine, Grant(Role.REVIEWER, FLOW))
+            other = key(engine, Grant(Role.REVIEWER, FLOW), owner="someone else")
             decided = client.post(
                 f"/v1/flows/{FLOW}/decisions", json={"inputs": SHORT_HISTORY}, headers=both
             ).json()

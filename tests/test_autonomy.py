@@ -57,7 +57,10 @@ def test_a_raise_needs_evidence_and_another_principals_approval(
         request = engine.autonomy.request(FLOW, "autonomous", OWNER, "earned it").request
         assert request.evidence["reviewed"] == 3 and request.evidence["agreement"] == 1.0
         assert engine.runtime(FLOW).flow.autonomy == "supervised"  # not before approval
-        with pytest.raises(ConflictError, match="requested this raise and cannot approve it"):
+        with pytest.raises(
+            ConflictError,
+            match=r"four eyes: the person who requested autonomy raise .* \(olga\) cannot approve",
+        ):
             engine.autonomy.approve(request.id, person(OWNER.id, "Olga", "approver"), "mine")
         with pytest.raises(PermissionDeniedError, match=r"Olga .* may not approve policy"):
             engine.autonomy.approve(request.id, OWNER, "x")
@@ -134,7 +137,7 @@ def test_autonomy_over_http(project: Path) -> None:
 
         def key(role: Role) -> dict[str, str]:
             grant = [Grant(role, FLOW)]
-            _, token = create_key(engine.db, role.value, "t", grant, "t", time.time())
+            _, token = create_key(engine.db, role.value, role.value, grant, "t", time.time())
             return {"Authorization": f"Bearer {token}"}
 
         owner, approver, viewer = key(Role.OWNER), key(Role.APPROVER), key(Role.VIEWER)

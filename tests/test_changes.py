@@ -53,7 +53,10 @@ def test_a_change_goes_from_proposal_to_activation_and_back(engine: Engine, proj
         ("params", "min_history_years", 1.0, 0.25)
     ]
     assert "min_history_years" in render_table(differences)
-    with pytest.raises(ConflictError, match=r"is author of change .* and cannot approve it"):
+    with pytest.raises(
+        ConflictError,
+        match=r"four eyes: the person who proposed change .* \(anna\) cannot approve it",
+    ):
         engine.changes.approve(change.id, person(ANNA.id, "Anna", "approver"), "mine")
     with pytest.raises(PermissionDeniedError, match="may not approve policy on flow"):
         engine.changes.approve(change.id, BEN, "ok")
@@ -61,7 +64,7 @@ def test_a_change_goes_from_proposal_to_activation_and_back(engine: Engine, proj
         engine.changes.activate(change.id, CARL)
     approved = engine.changes.approve(change.id, CARL, "Checked on last quarter")
     assert approved.state == "approved" and approved.approvals[0].approver == CARL.id
-    with pytest.raises(ConflictError, match=r"has approved version .* already"):
+    with pytest.raises(ConflictError, match=r"four eyes: carl has approved version .* already"):
         engine.changes.approve(change.id, CARL, "again")
     # An edit voids the approvals: the ledger names them.
     edited = engine.changes.edit(
@@ -75,7 +78,9 @@ def test_a_change_goes_from_proposal_to_activation_and_back(engine: Engine, proj
     assert engine.entries(1, kind="policy_edited")[0].body["voided_approvals"] == [CARL.id]
     with pytest.raises(ConflictError, match="not approved"):
         engine.changes.activate(change.id, CARL)
-    with pytest.raises(ConflictError, match="is an editor of change"):
+    with pytest.raises(
+        ConflictError, match=r"four eyes: the person who edited change .* \(ben\) cannot approve"
+    ):
         engine.changes.approve(change.id, person(BEN.id, "Ben", "approver"), "x")
     engine.changes.approve(change.id, DORA, "0.3 is fine")
     activation = engine.changes.activate(change.id, CARL)
@@ -113,7 +118,12 @@ def test_a_change_goes_from_proposal_to_activation_and_back(engine: Engine, proj
         "policy_activated",
     ]
     rollback_event = engine.entries(1, kind="policy_activated")[0].body
-    assert rollback_event["by"] == {"id": OWEN.id, "name": "Owen", "role": "owner"}
+    assert rollback_event["by"] == {
+        "id": OWEN.id,
+        "name": "Owen",
+        "role": "owner",
+        "person": "owen",
+    }
     assert rollback_event["previous"] == newer and rollback_event["kind"] == "rollback"
     assert engine.verify().ok
 
@@ -240,7 +250,9 @@ def test_changes_over_http(engine: Engine, project: Path) -> None:
     from keel.security.roles import Grant, Role
 
     def key(role: Role) -> dict[str, str]:
-        _, token = create_key(engine.db, role.value, "t", [Grant(role, FLOW)], "t", time.time())
+        _, token = create_key(
+            engine.db, role.value, role.value, [Grant(role, FLOW)], "t", time.time()
+        )
         return {"Authorization": f"Bearer {token}"}
 
     author, approver = key(Role.POLICY_AUTHOR), key(Role.APPROVER)

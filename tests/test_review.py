@@ -17,7 +17,7 @@ from tests.conftest import LOW_RISK, Clock, person, replace_in, run_sql
 FLOW = "credit_limit"
 SHORT_HISTORY = {**LOW_RISK, "credit_history_years": 0.5}  # approve, to be confirmed
 ANNA = person("key:anna0001", "Anna", "reviewer")
-ANNA_DECIDING = Principal(ANNA.id, "Anna", (Grant(Role.DECIDER), Grant(Role.REVIEWER)))
+ANNA_DECIDING = Principal(ANNA.id, "Anna", "Anna", (Grant(Role.DECIDER), Grant(Role.REVIEWER)))
 BEN = person("key:ben00002", "Ben", "owner")
 
 
@@ -39,7 +39,7 @@ def test_an_escalation_waits_in_the_queue_and_its_resolution_is_in_the_ledger(
         engine.reviews.resolve(pending.id, BEN, "approve", "looks fine")
     review = engine.reviews.resolve(pending.id, ANNA, "approve", "Income verified by phone.")
     assert review.action == pending.action and review.value == pending.value
-    assert review.reviewer == {"id": ANNA.id, "name": "Anna", "role": "reviewer"}
+    assert review.reviewer == {"id": ANNA.id, "name": "Anna", "role": "reviewer", "person": "anna"}
     entry = engine.entry(review.id)
     assert entry.kind == "review" and entry.body["decision"] == pending.id
     assert entry.body["reason"] == "Income verified by phone."
@@ -112,12 +112,18 @@ def test_four_eyes_keeps_the_requester_from_reviewing(project: Path, env: dict[s
             lambda: engine.reviews.claim(pending.id, ANNA),
             lambda: engine.reviews.resolve(pending.id, ANNA, "approve", "mine"),
         ):
-            with pytest.raises(ConflictError, match="requires four eyes"):
+            with pytest.raises(
+                ConflictError,
+                match=r"four eyes: the person who requested decision .* \(anna\) cannot review it",
+            ):
                 act()
         assert engine.reviews.resolve(pending.id, BEN, "approve", "checked").late is False
         final = engine.decide(FLOW, LOW_RISK, by=ANNA_DECIDING)  # decided, and final
         assert final.status == "final"
-        with pytest.raises(ConflictError, match="cannot review or override it"):
+        with pytest.raises(
+            ConflictError,
+            match=r"four eyes: the person who requested decision .* cannot override it",
+        ):
             engine.reviews.override(final.id, ANNA, "reject", "my own")
         with pytest.raises(NotFoundError):  # the refusal left no review behind
             engine.reviews.get(final.id, engine.operator)

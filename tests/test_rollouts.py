@@ -53,6 +53,8 @@ def test_a_shadow_is_recorded_beside_each_decision_and_never_acted_on(
         engine.rollouts.stop(FLOW, APPROVER, "again")
     kinds = [e.kind for e in engine.entries(50) if e.kind.startswith("rollout")]
     assert kinds == ["rollout_started", "rollout_stopped"]
+    ended = engine.entries(1, kind="rollout_stopped")[0].body
+    assert (ended["by"], ended["by_person"]) == (APPROVER.id, "paul")  # the person, recorded
     assert engine.verify().ok
 
 

@@ -38,7 +38,9 @@ _KNOWN_KEYS = {
 }
 _LEDGER_KEYS = {"max_batch"}
 _MODEL_KEYS = {"default_timeout_ms"}
-_OIDC_KEYS = {"issuer", "audience", "jwks_url", "jwks_file", "roles_claim", "leeway_s"}
+_OIDC_KEYS = {
+    "issuer", "audience", "jwks_url", "jwks_file", "roles_claim", "person_claim", "leeway_s",
+}  # fmt: skip
 _API_KEYS = {"rate_per_s", "burst"}
 _REVIEWS_KEYS = {"sweep_s"}
 _MONITORS_KEYS = {"check_s"}
@@ -51,6 +53,7 @@ DEFAULT_DELIVERY_BACKOFF_S = 30
 DEFAULT_DELIVERY_MAX_BACKOFF_S = 3600
 DEFAULT_DELIVERY_LEASE_S = 120  # longer than a send can take (a command: at most 60 s)
 DEFAULT_ROLES_CLAIM = "keel_roles"
+DEFAULT_PERSON_CLAIM = "email"  # the claim naming the person behind a token (four eyes)
 DEFAULT_JWT_LEEWAY_S = 30
 DEFAULT_RATE_PER_S = 200
 DEFAULT_BURST = 400
@@ -65,6 +68,7 @@ class OidcSettings:
     jwks_url: str | None
     jwks_file: Path | None
     roles_claim: str = DEFAULT_ROLES_CLAIM
+    person_claim: str = DEFAULT_PERSON_CLAIM
     leeway_s: int = DEFAULT_JWT_LEEWAY_S
 
 
@@ -262,5 +266,6 @@ def _oidc(section: Mapping[str, Any], root: Path, path: Path) -> OidcSettings:
         jwks_url=jwks_url,
         jwks_file=(root / jwks_file).resolve() if jwks_file else None,
         roles_claim=text("roles_claim") or DEFAULT_ROLES_CLAIM,
+        person_claim=text("person_claim") or DEFAULT_PERSON_CLAIM,
         leeway_s=_positive_int(section, "leeway_s", "oidc", DEFAULT_JWT_LEEWAY_S),
     )

@@ -7,7 +7,8 @@ built from the context alone; the engine only starts them in order and closes th
 Every service method that acts or reads governed data takes the acting ``Principal`` and
 checks it. The engine's own shortcuts (``decide``, ``explain``…) act as ``by`` when given,
 otherwise as the principal the engine was opened for: the local operator by default
-(``local:<user>``, an admin: whoever opens the project holds its store and keys).
+(``local:<user>``, an admin: whoever opens the project holds its store and keys; every OS
+user is the one person ``local-operator`` for separation of duties).
 """
 
 from __future__ import annotations

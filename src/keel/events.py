@@ -27,6 +27,13 @@ Derive = Callable[[Entry, dict[str, Any]], list[tuple[Table, dict[str, Any]]]]
 Json = dict[str, Any]
 
 
+def _person() -> Any:
+    """A body field naming the person behind a principal id (four eyes:
+    ``keel.security.persons``); left out where Keel itself acted. A new field each time:
+    dataclasses name the field object they are given."""
+    return field(default=None, metadata={"omit_none": True})
+
+
 # ---- decisions and what people do with them --------------------------------------------------
 
 
@@ -36,7 +43,7 @@ class DecisionRecorded:
     guardrails, the action and status, and every version it depended on."""
 
     KIND: ClassVar[str] = "decision"
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
     subject_id: str | None
     requested_by: str | None
     inputs: Json
@@ -57,6 +64,7 @@ class DecisionRecorded:
     timings: Json  # {model_ms, decide_ms}
     hold: str | None = field(default=None, metadata={"omit_none": True})
     rollout: Json | None = field(default=None, metadata={"omit_none": True})
+    requested_person: str | None = _person()  # v2: four eyes
     record_version: int = 1
 
 
@@ -65,7 +73,7 @@ class ReviewResolved:
     """A person approved, rejected or changed a decision (an override included)."""
 
     KIND: ClassVar[str] = "review"
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
     decision: str
     decision_seq: int
     kind: str  # escalation | advisory | override
@@ -74,12 +82,13 @@ class ReviewResolved:
     action: str
     value: float | None
     reason: str
-    reviewer: Json  # {id, name, role}
+    reviewer: Json  # {id, name, role, person}
     requested_by: str | None
     opened_at: str
     due_at: str | None
     late: bool
     windows: Json  # {consumed, exceeded}
+    requested_person: str | None = field(default=None, metadata={"omit_none": True})  # v2
 
 
 @dataclass(frozen=True)
@@ -209,7 +218,7 @@ class AutonomyChanged:
     """A flow's autonomy level changed: seeded, lowered, or raised on approval."""
 
     KIND: ClassVar[str] = "autonomy_changed"
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
     level: str
     previous: str | None
     kind: str  # initial | lower | raise
@@ -218,6 +227,8 @@ class AutonomyChanged:
     changed_at: str
     reason: str
     evidence: Json | None
+    requested_person: str | None = _person()  # v2: None for Keel's own
+    approved_person: str | None = _person()  # v2
 
 
 @dataclass(frozen=True)
@@ -225,7 +236,7 @@ class FlowHoldChanged:
     """A hold (escalate every case, or pause automation) was put on a flow or lifted."""
 
     KIND: ClassVar[str] = "flow_hold_changed"
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
     hold: str  # none | escalate_all | pause
     previous: str
     set_by: str
@@ -233,6 +244,7 @@ class FlowHoldChanged:
     reason: str
     alarm_id: str | None
     evidence: Json | None
+    set_by_person: str | None = _person()  # v2: None for the governor's
 
 
 @dataclass(frozen=True)
@@ -256,13 +268,14 @@ class RolloutStopped:
     """A rollout ended: stopped, ended by an activation, or rolled back past its bounds."""
 
     KIND: ClassVar[str] = "rollout_stopped"
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
     rollout: str
     mode: str
     version: str
     state: str  # stopped | ended | rolled_back
     by: str
     reason: str
+    by_person: str | None = _person()  # v2: None when Keel rolled it back
 
 
 # ---- monitors and the governor -------------------------------------------------------------
@@ -301,13 +314,14 @@ class AlarmResolved:
     """A firing alarm was resolved: after clean runs, or by a person with a reason."""
 
     KIND: ClassVar[str] = "alarm_resolved"
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
     alarm: str
     monitor: str
     by: str
     reason: str
     opened_at: str
     runs: int
+    by_person: str | None = _person()  # v2: None when clean runs resolved it
 
 
 @dataclass(frozen=True)

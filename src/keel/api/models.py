@@ -93,6 +93,15 @@ class ReasonRequest(Strict):
     reason: str = Field(min_length=1, max_length=2000, description="Why, in words.")
 
 
+class StopRequest(ReasonRequest):
+    alarm: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The flow's firing alarm that prompted the stop, if any: another person "
+        "resolves it.",
+    )
+
+
 class MonitorRunRequest(Strict):
     until: str | None = Field(
         default=None, description="End of the current window (ISO 8601); default now."
@@ -121,6 +130,9 @@ class ApprovalOut(Strict):
     reason: str
     approved_at: str
     record_id: str
+    approver_person: str | None = Field(
+        default=None, description="The person behind the approver (four eyes)."
+    )
 
 
 class ChangeOut(Strict):
@@ -222,6 +234,9 @@ class ReviewOut(Strict):
     review_id: str | None
     breached_at: str | None = Field(
         default=None, description="When the deadline breach was recorded, if it was."
+    )
+    requested_person: str | None = Field(
+        default=None, description="The person who requested the decision (four eyes)."
     )
 
 

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from keel.api.auth import current_principal, engine_of
 from keel.api.decisions import ERRORS
-from keel.api.models import MonitorRunRequest, ReasonRequest
+from keel.api.models import MonitorRunRequest, ReasonRequest, StopRequest
 from keel.ledger.records import parse_instant
 from keel.security.roles import Principal
 
@@ -95,12 +95,11 @@ def lift_hold(
 
 
 @router.post("/flows/{flow}/stop", name="stop_flow")
-def stop_flow(
-    flow: str, body: ReasonRequest, principal: Caller, request: Request
-) -> dict[str, Any]:
+def stop_flow(flow: str, body: StopRequest, principal: Caller, request: Request) -> dict[str, Any]:
     """Engage the flow's kill switch at once (owner, approver, admin): every case is
-    deferred with the fallback action until a second person lifts it (``…/hold/lift``)."""
-    return engine_of(request).holds.stop(flow, principal, body.reason).to_dict()
+    deferred with the fallback action until a second person lifts it (``…/hold/lift``).
+    Naming the firing ``alarm`` that prompted it leaves that alarm to another person."""
+    return engine_of(request).holds.stop(flow, principal, body.reason, body.alarm).to_dict()
 
 
 @router.get("/deliveries", name="list_deliveries")

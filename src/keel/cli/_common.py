@@ -1,6 +1,11 @@
 """What the command groups share: the ``--project`` and ``--reason`` options, opening the
-engine or the database with errors printed as ``error [code]: message``, and printing
-JSON.
+engine or the database with errors printed as ``error [code]: message``, who the command
+acts as, and printing JSON.
+
+A command acts as the local operator (an admin; every OS user is the one person
+``local-operator``), or, when ``KEEL_API_KEY`` holds an API key, as that key's principal,
+authenticated against the store like an HTTP request: its roles, and its owner as the
+person, so an operator can be a second person for four eyes only through a second identity.
 
 Heavy modules (the engine, SQLAlchemy) are imported inside functions, and their types
 only for the type checker, so that ``keel --help`` stays fast.
@@ -20,7 +25,10 @@ from keel.errors import InputError, KeelError
 
 if TYPE_CHECKING:
     from keel.engine import Engine
+    from keel.security.roles import Principal
     from keel.store.database import Database
+
+KEY_ENV = "KEEL_API_KEY"  # act as this API key's principal instead of the local operator
 
 ProjectOpt = Annotated[
     Path,
@@ -43,6 +51,7 @@ def _engine(project: Path) -> Iterator[Engine]:
     except KeelError as error:
         _fail(error)
     try:
+        engine.operator = _operator(engine.db, engine.clock())
         yield engine
     except KeelError as error:
         _fail(error)
@@ -86,6 +95,20 @@ def _store(project: Path) -> Iterator[Database]:
         _fail(error)
     finally:
         db.close()
+
+
+def _operator(db: Database, now: float) -> Principal:
+    """Who the command acts as: the key in ``KEEL_API_KEY`` (refused like over HTTP when
+    unknown, revoked or expired), else the local operator."""
+    import os  # noqa: PLC0415
+
+    from keel.security.apikeys import authenticate  # noqa: PLC0415
+    from keel.security.roles import local_operator  # noqa: PLC0415
+
+    token = os.environ.get(KEY_ENV, "").strip()
+    if not token:
+        return local_operator()
+    return authenticate(db, token, now)
 
 
 def _print(data: Any) -> None:

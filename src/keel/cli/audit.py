@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from keel.cli._common import ProjectOpt, _store
+from keel.cli._common import ProjectOpt, _operator, _store
 
 app = typer.Typer(help="The audit trail of requests and security events.")
 
@@ -22,11 +22,12 @@ def audit_export(
 
     Example: keel audit export --since 2026-11-01T00:00:00Z --out audit.jsonl
     """
+    import time  # noqa: PLC0415
+
     from keel.security.audit import AuditTrail  # noqa: PLC0415
-    from keel.security.roles import local_operator  # noqa: PLC0415
 
     with _store(project) as db:
-        lines = list(AuditTrail(db).export(local_operator(), since))
+        lines = list(AuditTrail(db).export(_operator(db, time.time()), since))
     text = "".join(line + "\n" for line in lines)
     if out is None:
         typer.echo(text, nl=False)

@@ -16,15 +16,19 @@ app = typer.Typer(help="A flow's kill switch: stop it at once, release it with a
 def flow_stop(
     flow: Annotated[str, typer.Argument(help="The flow.")],
     reason: ReasonOpt,
+    alarm: Annotated[
+        str | None,
+        typer.Option(help="The flow's firing alarm that prompted it (another person resolves it)."),
+    ] = None,
     project: ProjectOpt = Path("."),
 ) -> None:
     """Stop the flow now: every case is recorded deferred with the policy's fallback action
     and nothing is acted on, on every server from its next refresh (within a second).
 
-    Example: keel flow stop credit_limit -r "Model outage"
+    Example: keel flow stop credit_limit -r "Model outage" --alarm alm_0193...
     """
     with _engine(project) as engine:
-        _print(engine.holds.stop(flow, engine.operator, reason).to_dict())
+        _print(engine.holds.stop(flow, engine.operator, reason, alarm).to_dict())
 
 
 @app.command("release")

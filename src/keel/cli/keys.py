@@ -1,5 +1,6 @@
-"""``keel keys``: API keys and their roles, managed by the local operator through
-``keel.security.apikeys.Keys``, which records each change in the audit trail."""
+"""``keel keys``: API keys and their roles, managed by the local operator (or the admin key
+in ``KEEL_API_KEY``) through ``keel.security.apikeys.Keys``, which records each change in
+the audit trail."""
 
 from __future__ import annotations
 
@@ -10,20 +11,20 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from keel.cli._common import ProjectOpt, _fail, _store
+from keel.cli._common import ProjectOpt, _fail, _operator, _store
 from keel.errors import KeelError
 
 if TYPE_CHECKING:
     from keel.security.apikeys import Keys
-    from keel.security.roles import Grant
+    from keel.security.roles import Grant, Principal
 
 app = typer.Typer(help="Create, list and revoke API keys, and change their roles.")
 
 
 @contextmanager
-def _keys(project: Path) -> Iterator[Keys]:
-    """The key service on the project's store; its audit events are written before the
-    store closes."""
+def _keys(project: Path) -> Iterator[tuple[Keys, Principal]]:
+    """The key service on the project's store, and who acts (``KEEL_API_KEY`` or the local
+    operator); its audit events are written before the store closes."""
     import time  # noqa: PLC0415
 
     from keel.security.apikeys import Keys  # noqa: PLC0415
@@ -32,7 +33,7 @@ def _keys(project: Path) -> Iterator[Keys]:
     with _store(project) as db:
         audit = AuditLog(db)
         try:
-            yield Keys(db, audit, time.time)
+            yield Keys(db, audit, time.time), _operator(db, time.time())
         finally:
             audit.close()
 
@@ -64,15 +65,14 @@ def keys_create(
 
     Example: keel keys create --name checkout-service --role decider --flow credit_limit
     """
-    from keel.security.roles import local_operator  # noqa: PLC0415
     from keel.yamlfile import parse_window  # noqa: PLC0415
 
     grants = _grants(role, flow)
     lifetime = parse_window(expires_in) if expires_in else None
     if expires_in and lifetime is None:
         _fail(KeelError(f"--expires-in must look like 90d, 12h or 30m, got {expires_in!r}"))
-    with _keys(project) as keys:
-        key, text = keys.create(local_operator(), name, grants, owner=owner, expires_in=lifetime)
+    with _keys(project) as (keys, operator):
+        key, text = keys.create(operator, name, grants, owner=owner, expires_in=lifetime)
     typer.echo(text)
     typer.echo(
         f"Key {key.prefix} for {name} ({', '.join(str(g) for g in key.grants)}). "
@@ -89,10 +89,8 @@ def keys_list(project: ProjectOpt = Path(".")) -> None:
     """
     import time  # noqa: PLC0415
 
-    from keel.security.roles import local_operator  # noqa: PLC0415
-
-    with _keys(project) as keys:
-        listed = keys.list(local_operator())
+    with _keys(project) as (keys, operator):
+        listed = keys.list(operator)
     now = time.time()
     for key in listed:
         typer.echo(
@@ -110,10 +108,9 @@ def keys_revoke(
 
     Example: keel keys revoke 3f9a1c2e
     """
-    from keel.security.roles import local_operator  # noqa: PLC0415
 
-    with _keys(project) as keys:
-        key = keys.revoke(local_operator(), prefix)
+    with _keys(project) as (keys, operator):
+        key = keys.revoke(operator, prefix)
     typer.echo(f"revoked {key.prefix} ({key.name}) at {key.revoked_at}")
 
 
@@ -130,11 +127,10 @@ def keys_grant(
 
     Example: keel keys grant 3f9a1c2e --role reviewer --flow credit_limit
     """
-    from keel.security.roles import local_operator  # noqa: PLC0415
 
     added = _grants(role, flow)
-    with _keys(project) as keys:
-        key = keys.grant(local_operator(), prefix, added)
+    with _keys(project) as (keys, operator):
+        key = keys.grant(operator, prefix, added)
     typer.echo(f"{key.prefix} ({key.name}) now has {', '.join(str(g) for g in key.grants)}")
 
 
@@ -151,9 +147,8 @@ def keys_ungrant(
 
     Example: keel keys ungrant 3f9a1c2e --role reviewer --flow credit_limit
     """
-    from keel.security.roles import local_operator  # noqa: PLC0415
 
     removed = _grants(role, flow)
-    with _keys(project) as keys:
-        key = keys.ungrant(local_operator(), prefix, removed)
+    with _keys(project) as (keys, operator):
+        key = keys.ungrant(operator, prefix, removed)
     typer.echo(f"{key.prefix} ({key.name}) now has {', '.join(str(g) for g in key.grants)}")

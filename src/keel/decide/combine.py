@@ -21,6 +21,7 @@ from keel.decide.draft import Draft
 from keel.decide.record import Decision
 from keel.errors import LedgerWriteError
 from keel.runtime import FlowRuntime
+from keel.security.roles import Principal
 from keel.signals.runner import SignalResult, SignalRunner
 
 MAX_COMBINED = 256
@@ -31,7 +32,7 @@ class _Case:
     runtime: FlowRuntime
     inputs: dict[str, Any]
     subject_id: str | None
-    requested_by: str | None
+    requester: Principal | None
     future: Future[Decision] = field(default_factory=Future)
 
 
@@ -39,7 +40,9 @@ class Combiner:
     def __init__(
         self,
         runner: SignalRunner,
-        draft: Callable[[FlowRuntime, dict[str, Any], str | None, str | None, SignalResult], Draft],
+        draft: Callable[
+            [FlowRuntime, dict[str, Any], str | None, Principal | None, SignalResult], Draft
+        ],
         record: Callable[[Sequence[Draft]], list[Decision]],
     ) -> None:
         self._runner = runner
@@ -58,10 +61,10 @@ class Combiner:
         runtime: FlowRuntime,
         inputs: dict[str, Any],
         subject_id: str | None,
-        requested_by: str | None = None,
+        requester: Principal | None = None,
     ) -> Future[Decision]:
         """Queue a validated case; the future resolves once it is in the ledger."""
-        case = _Case(runtime, inputs, subject_id, requested_by)
+        case = _Case(runtime, inputs, subject_id, requester)
         self._worker.put(case)
         return case.future
 
@@ -85,9 +88,7 @@ class Combiner:
             for case, result in zip(group, signals, strict=True):
                 try:
                     drafts.append(
-                        self._draft(
-                            runtime, case.inputs, case.subject_id, case.requested_by, result
-                        )
+                        self._draft(runtime, case.inputs, case.subject_id, case.requester, result)
                     )
                     waiting.append(case)
                 except Exception as exc:  # noqa: BLE001 - this case fails alone

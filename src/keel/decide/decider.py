@@ -71,7 +71,7 @@ class Decider:
         combined batch; the future resolves once the decision is in the ledger."""
         runtime = self._allowed(principal, flow)
         clean = self._validate(runtime, inputs, subject_id)
-        return self._combiner.submit(runtime, clean, subject_id, principal.id)
+        return self._combiner.submit(runtime, clean, subject_id, principal)
 
     def decide_many(
         self,
@@ -82,7 +82,6 @@ class Decider:
     ) -> list[Decision]:
         """Decide a batch atomically: every case is valid and recorded, or none is."""
         runtime = self._allowed(principal, flow)
-        requested_by = principal.id
         if subject_ids is not None and len(subject_ids) != len(cases):
             raise InputError("subject_ids must have one entry per case", {"flow": flow})
         subjects = list(subject_ids) if subject_ids is not None else [None] * len(cases)
@@ -94,7 +93,7 @@ class Decider:
                 raise InputError(f"case {i}: {exc.message}", {**exc.detail, "index": i}) from exc
         signals = runtime.signals_many(self._runner, clean)  # one model call for the batch
         drafts = [
-            self._draft(runtime, c, s, requested_by, sig)
+            self._draft(runtime, c, s, principal, sig)
             for c, s, sig in zip(clean, subjects, signals, strict=True)
         ]
         return self._record(drafts)
@@ -127,7 +126,7 @@ class Decider:
         runtime: FlowRuntime,
         clean: dict[str, Any],
         subject_id: str | None,
-        requested_by: str | None,
+        requester: Principal | None,
         signals: SignalResult,
     ) -> Draft:
         ctx = self._ctx
@@ -139,7 +138,8 @@ class Decider:
             serving = rollout.runtime  # the canary decides this subject
         d = draft(serving, self._runner, decision_id, subject_id, clean, stored, signals=signals)
         d.sealed = sealed
-        d.requested_by = requested_by
+        if requester is not None:  # who asked, and the person behind it (four eyes)
+            d.requested_by, d.requested_person = requester.id, requester.person
         if rollout is not None:
             d.beside = _beside(rollout, serving is rollout.runtime, self._runner, clean, signals)
         return d

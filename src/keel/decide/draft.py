@@ -83,6 +83,7 @@ class Draft:
     body: dict[str, Any] = field(default_factory=dict)
     sealed: Sealed | None = None
     requested_by: str | None = None  # the principal that asked (four-eyes reviews)
+    requested_person: str | None = None  # the person behind it
     beside: dict[str, Any] | None = None  # the shadow or canary rollout it went through
 
     def _reason_for_record(self, template_owner: str, rendered: str) -> str:
@@ -187,6 +188,7 @@ class Draft:
         record = DecisionRecorded(
             subject_id=self.subject_id,
             requested_by=self.requested_by,
+            requested_person=self.requested_person,
             inputs=self.stored_inputs,
             autonomy=flow.autonomy.value,
             owner=flow.owner.email,

@@ -9,7 +9,7 @@ the same alarm seen again. Its life, inside the transaction that records the run
   counted as suppressed;
 - **resolved** — after ``clear_after`` clean runs in a row (a run in the band between the
   limit and ``clear_below`` times it resets the count) or by a person with a reason
-  (``alarm_resolved``).
+  (``alarm_resolved``) — never by the person who stopped the flow over it (four eyes).
 
 When an alarm is raised or escalated, each governor rule that matches it acts, in the same
 transaction, and what it did is kept with the alarm and in the ledger: ``lower_autonomy``
@@ -38,6 +38,9 @@ from keel.ledger.records import iso_time, new_id
 from keel.ledger.writer import WindowGate, append_in
 from keel.monitor.windows import moment
 from keel.rollout.governor import govern_in
+from keel.rollout.holds import holds_set_for
+from keel.security.persons import refuse_same_person
+from keel.security.roles import Actor
 from keel.store.schema import alarms
 
 FIRING, RESOLVED = "firing", "resolved"
@@ -220,7 +223,14 @@ def _raise_in(
     return Notice("alarm_raised", alarm, retrain, actions)
 
 
-def _resolve_in(conn: Connection, gate: WindowGate, alarm: Alarm, by: str, reason: str) -> Notice:
+def _resolve_in(
+    conn: Connection,
+    gate: WindowGate,
+    alarm: Alarm,
+    by: str,
+    reason: str,
+    by_person: str | None = None,
+) -> Notice:
     now = iso_time(gate.now)
     conn.execute(
         update(alarms)
@@ -229,7 +239,7 @@ def _resolve_in(conn: Connection, gate: WindowGate, alarm: Alarm, by: str, reaso
     )
     resolved_event = AlarmResolved(
         alarm=alarm.id, monitor=alarm.monitor, by=by, reason=reason,
-        opened_at=alarm.opened_at, runs=alarm.runs,
+        opened_at=alarm.opened_at, runs=alarm.runs, by_person=by_person,
     )  # fmt: skip
     append_in(conn, [pending(resolved_event, alarm.flow, gate.now)], gate)
     resolved = replace(alarm, state=RESOLVED, resolved_at=now, resolved_by=by,
@@ -240,12 +250,13 @@ def _resolve_in(conn: Connection, gate: WindowGate, alarm: Alarm, by: str, reaso
 def resolve(
     ctx: Context,
     alarm_id: str,
-    by: str,
+    by: Actor,
     reason: str,
     then: Callable[[Connection, WindowGate, Notice], None] | None = None,
 ) -> Notice:
-    """A person resolves a firing alarm (the governor's actions stay as they are);
-    ``then`` runs in the same transaction (the notice's deliveries are enqueued there)."""
+    """A person resolves a firing alarm (the governor's actions stay as they are); not the
+    person who set a hold over it (four eyes). ``then`` runs in the same transaction (the
+    notice's deliveries are enqueued there)."""
 
     def work(conn: Connection, gate: WindowGate) -> Notice:
         found = conn.execute(select(alarms).where(alarms.c.id == alarm_id)).first()
@@ -257,7 +268,15 @@ def resolve(
                 f"alarm {alarm_id} was resolved at {alarm.resolved_at} by {alarm.resolved_by}",
                 {"alarm_id": alarm_id},
             )
-        notice = _resolve_in(conn, gate, alarm, by, reason)
+        refuse_same_person(
+            by.person,
+            by.id,
+            holds_set_for(conn, alarm_id),
+            f"the person who set a hold on flow '{alarm.flow}' over alarm {alarm_id} "
+            f"({by.person}) cannot resolve it",
+            {"alarm_id": alarm_id, "flow": alarm.flow},
+        )
+        notice = _resolve_in(conn, gate, alarm, by.id, reason, by.person)
         if then is not None:
             then(conn, gate, notice)
         return notice

@@ -446,7 +446,7 @@ class Monitoring:
                 outgoing = _outgoing(flow, spec, owner, runtime.models, [notice])
                 queued.extend(outbox.enqueue_in(conn, gate.now, flow, outgoing))
 
-        notice = alarm_life.resolve(self._ctx, alarm_id, actor.id, reason, enqueue)
+        notice = alarm_life.resolve(self._ctx, alarm_id, actor, reason, enqueue)
         self._tell(flow, [notice])
         self._deliveries.send_now(queued)
         return notice.alarm

@@ -12,8 +12,9 @@ resolve it with a reason, which is mandatory:
 A final decision can be overridden the same way (``reject`` or ``change``). Each resolution
 is a ``review`` entry in the ledger naming the reviewer, the role they acted in and the
 reason, written with the queue row in one transaction under the ledger's lock, so two
-reviewers cannot both resolve a case. Where the flow asks for four eyes, the principal that
-requested a decision can neither claim nor resolve its review. The action a person lets
+reviewers cannot both resolve a case. Where the flow asks for four eyes, the person who
+requested a decision (through whichever key or token) can neither claim, resolve nor
+override it. The action a person lets
 through consumes the policy's rate and exposure windows like an automatic one; a person may
 take it past a limit (that is what escalation is for), and the entry says which.
 """
@@ -37,6 +38,7 @@ from keel.ledger.records import Entry, iso_time, new_id
 from keel.ledger.writer import WindowGate, append_in
 from keel.policy.guardrails import segment_of
 from keel.reasons import required_reason
+from keel.security.persons import refuse_same_person
 from keel.security.roles import Actor, Permission, Principal, visible_to
 from keel.store.schema import decisions, reviews
 from keel.telemetry import log
@@ -72,6 +74,7 @@ class ReviewTask:
     reviewer: str | None
     review_id: str | None  # the review's ledger record
     breached_at: str | None  # when the deadline breach was recorded, once
+    requested_person: str | None = None  # the person who asked; None on older rows
     overdue: bool | None = None  # queue listings only: still waiting past its deadline
 
     @classmethod
@@ -109,6 +112,7 @@ class ReviewResolution:
     due_at: str | None
     late: bool
     windows: dict[str, Any]  # {consumed, exceeded}: the rate and exposure windows
+    requested_person: str | None = None
 
     @classmethod
     def of(cls, record_id: str, review: ReviewResolved) -> ReviewResolution:
@@ -164,6 +168,7 @@ def open_review_row(
         "reviewer": None,
         "review_id": None,
         "breached_at": None,
+        "requested_person": body.get("requested_person"),
     }
 
 
@@ -401,15 +406,21 @@ class Reviews:
         return row
 
     def _four_eyes(self, row: ReviewTask, reviewer: Reviewer) -> None:
-        """Where the flow asks for four eyes, whoever requested a decision neither reviews
-        nor overrides it."""
+        """Where the flow asks for four eyes, the person who requested a decision neither
+        reviews nor overrides it, through any key or token (a row older than persons names
+        only the principal)."""
         settings = self._ctx.registry.runtime_of(row.flow).flow.review
-        if settings.four_eyes and row.requested_by == reviewer.id:
-            raise ConflictError(
-                f"flow '{row.flow}' requires four eyes: {reviewer.id} requested this "
-                "decision and cannot review or override it",
-                {"decision_id": row.decision_id, "flow": row.flow},
-            )
+        if not settings.four_eyes:
+            return
+        step = "override" if row.kind == "override" else "review"
+        refuse_same_person(
+            reviewer.person,
+            reviewer.id,
+            [row.requested_person or row.requested_by],
+            f"the person who requested decision {row.decision_id} ({reviewer.person}) cannot "
+            f"{step} it (flow '{row.flow}')",
+            {"decision_id": row.decision_id, "flow": row.flow},
+        )
 
     def _record(
         self,
@@ -463,6 +474,7 @@ class Reviews:
             due_at=row.due_at,
             late=bool(row.due_at and row.due_at < now),
             windows={"consumed": consumed, "exceeded": exceeded},
+            requested_person=row.requested_person,
         )
         review_id = new_id("rev", gate.now)
         append_in(conn, [pending(review, runtime.flow.name, gate.now, review_id)], gate)

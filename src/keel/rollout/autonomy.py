@@ -8,7 +8,8 @@ The flow file seeds the level. After that:
   target level — measured over the trailing window from the flow's own record (resolved
   reviews, agreement, guardrail hits, outcome accuracy). A request whose criteria are not
   met is refused with the list of unmet ones; one whose criteria are met waits for an
-  approver other than the requester, and the criteria are checked again when approved.
+  approver who is another person than the requester (whatever key or token either holds),
+  and the criteria are checked again when approved.
 
 Each change is an ``autonomy_changed`` ledger event (with the evidence for raises), each
 request an ``autonomy_requested`` one. Every decision records the level it was made at.
@@ -37,6 +38,7 @@ from keel.rollout.results import (
     AutonomyState,
 )
 from keel.runtime import current_level
+from keel.security.persons import refuse_same_person
 from keel.security.roles import Permission, Principal, visible_to
 from keel.store.schema import alarms, autonomy_changes, autonomy_requests
 
@@ -148,8 +150,9 @@ class AutonomyControl:
 
             def lower(conn: Connection, gate: WindowGate) -> AutonomyChange:
                 return change_level_in(
-                    conn, gate, flow, level, current, "lower", actor.id, None, reason, None
-                )
+                    conn, gate, flow, level, current, "lower", actor.id, None, reason, None,
+                    persons=(actor.person, None),
+                )  # fmt: skip
 
             change = self._ctx.writer.transact(lower)
             self._ctx.registry.refresh(force=True)
@@ -174,6 +177,7 @@ class AutonomyControl:
                 "created_at": iso_time(gate.now),
                 "decided_at": None,
                 "decided_by": None,
+                "requested_person": actor.person,
             }
             conn.execute(autonomy_requests.insert().values(**row))
             requested = AutonomyRequested(
@@ -209,11 +213,15 @@ class AutonomyControl:
                 f"autonomy request {request_id} was {req['state']} at {req['decided_at']}",
                 {"request_id": request_id},
             )
-        if req["requested_by"] == approver.id:
-            raise ConflictError(
-                f"{approver.id} requested this raise and cannot approve it",
-                {"request_id": request_id},
-            )
+        requested = req["requested_person"] or req["requested_by"]
+        refuse_same_person(
+            approver.person,
+            approver.id,
+            [requested],
+            f"the person who requested autonomy raise {request_id} ({approver.person}) cannot "
+            "approve it",
+            {"request_id": request_id},
+        )
         flow, level = req["flow"], req["level"]
         evidence, unmet = self._evidence(flow, level)
         if unmet:
@@ -237,7 +245,7 @@ class AutonomyControl:
             why = f"{req['reason']} (approved: {reason})"
             return change_level_in(
                 conn, gate, flow, level, previous, "raise", req["requested_by"], approver.id,
-                why, evidence,
+                why, evidence, persons=(req["requested_person"], approver.person),
             )  # fmt: skip
 
         change = self._ctx.writer.transact(apply)
@@ -273,7 +281,10 @@ def change_level_in(
     approved_by: str | None,
     reason: str,
     evidence: dict[str, Any] | None,
+    persons: tuple[str | None, str | None] = (None, None),
 ) -> AutonomyChange:
+    """Record a level change; ``persons`` are the persons behind ``requested_by`` and
+    ``approved_by`` (None for Keel's own acts: seeding, the governor)."""
     record_id = new_id("evt", gate.now)
     at = iso_time(gate.now)
     row: dict[str, Any] = {
@@ -298,6 +309,8 @@ def change_level_in(
         changed_at=at,
         reason=reason,
         evidence=evidence,
+        requested_person=persons[0],
+        approved_person=persons[1],
     )
     append_in(conn, [pending(changed, flow, gate.now, record_id)], gate)
     return AutonomyChange(**{**row, "evidence": evidence})

@@ -152,7 +152,7 @@ class Rollouts:
         reason = required_reason(reason, "stopping a rollout")
 
         def work(conn: Connection, gate: WindowGate) -> Rollout:
-            ended = end_running_in(conn, gate, flow, "stopped", actor.id, reason)
+            ended = end_running_in(conn, gate, flow, "stopped", actor.id, reason, actor.person)
             if ended is None:
                 raise NotFoundError(f"no rollout runs on flow '{flow}'", {"flow": flow})
             return ended

@@ -6,8 +6,9 @@ A flow's policy changes only through versions (each immutable, named by its cont
    against the flow like a file would be, stored, and a change is opened;
 2. **edit** — a new revision of the proposal replaces its version and voids every approval
    the old one had (the approvers are named in the ledger event);
-3. **approve** — a principal with ``approve_policy`` who wrote no revision of it approves
-   the current version, with a reason;
+3. **approve** — a principal with ``approve_policy`` whose person wrote no revision of it
+   (through any key or token) approves the current version, with a reason; one person's
+   approvals count once;
 4. **activate** — someone with ``activate_policy`` puts an approved change into force, if
    the flow's active version is still the one it was proposed against;
 5. **roll back** — any version the flow used before can be put back into force at once,
@@ -54,6 +55,7 @@ from keel.rollout.autonomy import change_level_in
 from keel.rollout.diff import Difference, diff_models, diff_policies
 from keel.rollout.results import Activation, PolicyChange, Rollout
 from keel.runtime import FlowRuntime, active_row, current_level, pins_of, running_row
+from keel.security.persons import person_of, refuse_same_person
 from keel.security.roles import Actor, Permission, Principal, visible_to
 from keel.signals.adapters import load_model
 from keel.signals.artifacts import pinnable, store_in
@@ -91,9 +93,16 @@ def _approvals(conn: Connection, change_id: str, version: str) -> list[dict[str,
 
 
 def end_running_in(
-    conn: Connection, gate: WindowGate, flow: str, state: str, by: str, reason: str
+    conn: Connection,
+    gate: WindowGate,
+    flow: str,
+    state: str,
+    by: str,
+    reason: str,
+    by_person: str | None = None,
 ) -> Rollout | None:
-    """Stop the flow's running rollout inside a transaction, with its ledger event."""
+    """Stop the flow's running rollout inside a transaction, with its ledger event
+    (``by_person``: the person behind ``by``; None when Keel stops it)."""
     row = running_row(conn, flow)
     if row is None:
         return None
@@ -105,12 +114,18 @@ def end_running_in(
     )
     stopped = RolloutStopped(
         rollout=row["id"], mode=row["mode"], version=row["version"], state=state, by=by,
-        reason=reason,
+        reason=reason, by_person=by_person,
     )  # fmt: skip
     append_in(conn, [pending(stopped, flow, gate.now)], gate)
     return Rollout.from_row(
         {**row, "state": state, "ended_at": at, "ended_by": by, "end_reason": reason}
     )
+
+
+def _editor_persons(row: dict[str, Any]) -> list[str]:
+    """The persons who wrote a revision of a change, the author first (a change older
+    than persons names its principals instead)."""
+    return list(json.loads(row["editor_persons"] or row["editors"]))
 
 
 def may_replay(principal: Principal, flow: str) -> None:
@@ -470,6 +485,8 @@ class Changes:
                 "base_version": base,
                 "author": author.id,
                 "editors": json.dumps([author.id]),
+                "author_person": author.person,
+                "editor_persons": json.dumps([author.person]),
                 "reason": reason,
                 "created_at": now,
                 "updated_at": now,
@@ -510,6 +527,9 @@ class Changes:
             editors = json.loads(row["editors"])
             if editor.id not in editors:
                 editors.append(editor.id)
+            persons = _editor_persons(row)
+            if editor.person not in persons:
+                persons.append(editor.person)
             conn.execute(
                 update(policy_changes)
                 .where(policy_changes.c.id == change_id)
@@ -518,6 +538,7 @@ class Changes:
                     base_version=active["version"] if active else "",
                     state="proposed",
                     editors=json.dumps(editors),
+                    editor_persons=json.dumps(persons),
                     updated_at=iso_time(gate.now),
                 )
             )
@@ -542,26 +563,32 @@ class Changes:
 
         def work(conn: Connection, gate: WindowGate) -> str:
             row = self._open(conn, change_id, "approved")
-            editors = json.loads(row["editors"])
-            if approver.id in editors:
-                who = "author" if approver.id == row["author"] else "an editor"
-                raise ConflictError(
-                    f"{approver.id} is {who} of change {change_id} and cannot approve it: "
-                    "approvals come from someone else",
-                    {"change_id": change_id, "approver": approver.id},
-                )
+            author = row["author_person"] or row["author"]
+            who = "proposed" if approver.person == person_of(author) else "edited"
+            refuse_same_person(
+                approver.person,
+                approver.id,
+                _editor_persons(row),
+                f"the person who {who} change {change_id} ({approver.person}) cannot approve "
+                "it: approvals come from someone else",
+                {"change_id": change_id, "approver": approver.id},
+            )
             given = _approvals(conn, change_id, row["version"])
-            if any(a["approver"] == approver.id for a in given):
-                raise ConflictError(
-                    f"{approver.id} has approved version {row['version'][:12]} already",
-                    {"change_id": change_id},
-                )
+            refuse_same_person(
+                approver.person,
+                approver.id,
+                [a["approver_person"] or a["approver"] for a in given],
+                f"{approver.person} has approved version {row['version'][:12]} of change "
+                f"{change_id} already: one person's approval counts once",
+                {"change_id": change_id, "approver": approver.id},
+            )
             record_id = new_id("evt", gate.now)
             conn.execute(
                 policy_approvals.insert().values(
                     change_id=change_id,
                     version=row["version"],
                     approver=approver.id,
+                    approver_person=approver.person,
                     role=approver.role,
                     reason=reason,
                     approved_at=iso_time(gate.now),
@@ -713,7 +740,8 @@ class Changes:
         }
         conn.execute(flow_activations.insert().values(**row))
         if kind != "initial":
-            end_running_in(conn, gate, flow, "ended", by, f"version {version[:12]} activated")
+            why = f"version {version[:12]} activated"
+            end_running_in(conn, gate, flow, "ended", by, why, actor.person if actor else None)
         activated = PolicyActivated(
             version=version,
             previous=active["version"] if active else None,

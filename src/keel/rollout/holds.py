@@ -8,7 +8,9 @@ later (as when reviewers are saturated). Shadow and advisory decisions are uncha
 they act on nothing already.
 
 Lifting needs ``approve_policy`` and a reason, and is refused while an alarm whose
-governor rule set a hold is still firing: resolve the alarm first (or let it clear).
+governor rule set a hold is still firing: resolve the alarm first (or let it clear). A
+person who stops a flow may name the alarm that prompted it; that alarm is then resolved
+by another person (``keel.monitor.alarms``), and the stop released by another person too.
 Every change is a ``flow_hold_changed`` ledger event, written in the same transaction as
 its row; other processes follow within a second.
 """
@@ -23,15 +25,17 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping, select
 
 from keel.context import Context
-from keel.errors import ConflictError, InputError
+from keel.errors import ConflictError, InputError, NotFoundError
 from keel.events import FlowHoldChanged, pending
 from keel.ledger.records import iso_time, new_id
 from keel.ledger.writer import WindowGate, append_in
 from keel.reasons import required_reason
 from keel.runtime import NO_HOLD, current_hold
+from keel.security.persons import refuse_same_person
 from keel.security.roles import Permission, Principal
 from keel.store.schema import alarms, flow_holds
 from keel.telemetry import log
+from keel.text import identifier
 
 NONE = NO_HOLD
 STOP = "stop"  # the kill switch a person engages: nothing is acted on until released
@@ -53,6 +57,7 @@ class HoldChange:
     alarm_id: str | None  # the alarm whose governor rule set it
     evidence: dict[str, Any] | None
     record_id: str  # the flow_hold_changed ledger entry
+    set_by_person: str | None = None  # the person behind set_by; None for the governor's
 
     @classmethod
     def of(cls, row: Mapping[str, Any] | RowMapping) -> HoldChange:
@@ -60,7 +65,7 @@ class HoldChange:
         evidence = json.loads(row["evidence"]) if row["evidence"] else None
         return cls(
             row["id"], row["flow"], row["hold"], row["previous"], row["set_by"], row["at"],
-            row["reason"], row["alarm_id"], evidence, row["record_id"],
+            row["reason"], row["alarm_id"], evidence, row["record_id"], row["set_by_person"],
         )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,6 +80,7 @@ class HoldChange:
             "alarm_id": self.alarm_id,
             "evidence": self.evidence,
             "record_id": self.record_id,
+            "set_by_person": self.set_by_person,
         }
         if self.id is None:
             del out["id"]
@@ -106,6 +112,7 @@ def set_hold_in(
     reason: str,
     alarm_id: str | None = None,
     evidence: dict[str, Any] | None = None,
+    set_by_person: str | None = None,
 ) -> HoldChange | None:
     """Put ``hold`` in force (``none`` lifts); nothing when that hold or a graver one
     already holds. Returns the change, or ``None``."""
@@ -115,7 +122,7 @@ def set_hold_in(
     record_id = new_id("evt", gate.now)
     at = iso_time(gate.now)
     change = HoldChange(None, flow, hold, previous, set_by, at, reason, alarm_id, evidence,
-                        record_id)  # fmt: skip
+                        record_id, set_by_person)  # fmt: skip
     stored = json.dumps(evidence) if evidence is not None else None
     conn.execute(flow_holds.insert().values(**{**change.to_dict(), "evidence": stored}))
     changed = FlowHoldChanged(
@@ -126,20 +133,48 @@ def set_hold_in(
         reason=reason,
         alarm_id=alarm_id,
         evidence=evidence,
+        set_by_person=set_by_person,
     )
     append_in(conn, [pending(changed, flow, gate.now, record_id)], gate)
     return change
 
 
 def _stopped_by(conn: Connection, flow: str) -> str:
-    return str(
-        conn.execute(
-            select(flow_holds.c.set_by)
-            .where(flow_holds.c.flow == flow, flow_holds.c.hold == STOP)
-            .order_by(flow_holds.c.id.desc())
-            .limit(1)
-        ).scalar()
+    """The person who stopped the flow (a row older than persons: the principal)."""
+    row = conn.execute(
+        select(flow_holds.c.set_by, flow_holds.c.set_by_person)
+        .where(flow_holds.c.flow == flow, flow_holds.c.hold == STOP)
+        .order_by(flow_holds.c.id.desc())
+        .limit(1)
+    ).one()
+    return str(row.set_by_person or row.set_by)
+
+
+def _firing_alarm(conn: Connection, flow: str, alarm_id: str) -> None:
+    """The alarm a stop names: one of the flow's, firing (404 or 409 otherwise)."""
+    found = conn.execute(
+        select(alarms.c.state).where(alarms.c.id == alarm_id, alarms.c.flow == flow)
+    ).first()
+    if found is None:
+        raise NotFoundError(
+            f"flow '{flow}' has no alarm with id '{alarm_id}'", {"flow": flow, "alarm": alarm_id}
+        )
+    if found.state != "firing":
+        raise ConflictError(
+            f"alarm {alarm_id} is {found.state}: a stop names a firing alarm",
+            {"flow": flow, "alarm": alarm_id},
+        )
+
+
+def holds_set_for(conn: Connection, alarm_id: str) -> list[str]:
+    """The persons who set a hold naming ``alarm_id`` (principal ids on older rows; the
+    governor's holds name Keel's governor)."""
+    rows = conn.execute(
+        select(flow_holds.c.set_by, flow_holds.c.set_by_person).where(
+            flow_holds.c.alarm_id == alarm_id, flow_holds.c.hold != NONE
+        )
     )
+    return [str(r.set_by_person or r.set_by) for r in rows]
 
 
 class Holds:
@@ -161,16 +196,25 @@ class Holds:
             ]
         return HoldState(flow, history[0].hold if history else NONE, history)
 
-    def stop(self, flow: str, principal: Principal, reason: str) -> HoldChange:
+    def stop(
+        self, flow: str, principal: Principal, reason: str, alarm: str | None = None
+    ) -> HoldChange:
         """Engage the flow's kill switch at once (no second approval to stop): every case
         is recorded ``deferred`` with the policy's fallback action and acts on nothing, on
-        every process from its next refresh, until a second person releases it (``lift``)."""
+        every process from its next refresh, until a second person releases it (``lift``).
+        ``alarm`` names the firing alarm of the flow that prompted it, if any: another
+        person resolves that alarm."""
         self._ctx.registry.current(flow)
         actor = principal.acting(Permission.ACTIVATE_POLICY, flow)
         reason = required_reason(reason, "stopping a flow")
+        if alarm is not None:
+            identifier(alarm, "alarm")  # 422 for a NUL or control character, never a 5xx
 
         def work(conn: Connection, gate: WindowGate) -> HoldChange:
-            change = set_hold_in(conn, gate, flow, STOP, actor.id, reason)
+            if alarm is not None:
+                _firing_alarm(conn, flow, alarm)
+            change = set_hold_in(conn, gate, flow, STOP, actor.id, reason, alarm,
+                                 set_by_person=actor.person)  # fmt: skip
             if change is None:
                 raise ConflictError(f"flow '{flow}' is stopped already", {"flow": flow})
             return change
@@ -197,11 +241,19 @@ class Holds:
                 raise ConflictError(f"flow '{flow}' is not held", {"flow": flow})
             if held == STOP:
                 by = _stopped_by(conn, flow)
-                if by == actor.id or not stopped:
+                if not stopped:
                     raise ConflictError(
                         f"flow '{flow}' was stopped by {by}: a second person releases it",
                         {"flow": flow, "stopped_by": by},
                     )
+                refuse_same_person(
+                    actor.person,
+                    actor.id,
+                    [by],
+                    f"the person who stopped flow '{flow}' ({actor.person}) cannot release "
+                    "it: a second person releases it",
+                    {"flow": flow, "stopped_by": by},
+                )
             setters = {
                 r.alarm_id
                 for r in conn.execute(
@@ -222,7 +274,8 @@ class Holds:
                     "first (keel alarms resolve ID) or let them clear",
                     {"flow": flow, "alarms": [a.id for a in firing]},
                 )
-            change = set_hold_in(conn, gate, flow, NONE, actor.id, reason)
+            change = set_hold_in(conn, gate, flow, NONE, actor.id, reason,
+                                 set_by_person=actor.person)  # fmt: skip
             if change is None:  # pragma: no cover - held above, in the same transaction
                 raise InputError(f"flow '{flow}' is not held", {"flow": flow})
             return change

@@ -39,6 +39,7 @@ class Approval:
     reason: str
     approved_at: str
     record_id: str  # the policy_approved ledger event
+    approver_person: str | None  # the person behind the approver; None on older rows
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Approval:
@@ -310,6 +311,7 @@ class AutonomyRequest:
     created_at: str
     decided_at: str | None
     decided_by: str | None
+    requested_person: str | None = None  # the person who asked; None on older rows
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> AutonomyRequest:

@@ -257,15 +257,21 @@ class Keys:
         expires_in: float | None = None,
     ) -> tuple[ApiKey, str]:
         """Store a new key with its grants; return it and the full key text (shown once).
-        ``owner`` (who answers for the key) defaults to ``name``; ``expires_in`` is a
-        lifetime in seconds (default: no expiry)."""
+        ``owner`` is the person who answers for the key: every key with the same owner is
+        one person for separation of duties. It defaults to ``name`` (the key answers for
+        itself). ``expires_in`` is a lifetime in seconds (default: no expiry)."""
         granted = [str(g) for g in key_grants]
         self._require(principal, "key_created", "key:*", {"name": name, "grants": granted})
         now = self._clock()
         expires_at = now + expires_in if expires_in is not None else None
-        key, text = create_key(
-            self._db, name, owner or name, key_grants, principal.id, now, expires_at
-        )
+        owner = name if owner is None else owner
+        if not owner.strip():
+            raise KeelError(
+                "a key's owner names the person who answers for it: give one, or leave the "
+                "owner out to have the key answer for itself",
+                {"field": "owner"},
+            )
+        key, text = create_key(self._db, name, owner, key_grants, principal.id, now, expires_at)
         self._record(principal, "key_created", key.principal_id, "ok", name=name, grants=granted)
         return key, text
 
@@ -358,4 +364,5 @@ def authenticate(db: Database, token: str, now: float) -> Principal:
     until = (
         datetime.fromisoformat(str(expires).replace("Z", "+00:00")).timestamp() if expires else None
     )
-    return Principal(key.principal_id, key.name, _grants(db, key.principal_id), until)
+    # The key's owner is the person behind it: four eyes compares owners, not keys.
+    return Principal(key.principal_id, key.name, key.owner, _grants(db, key.principal_id), until)

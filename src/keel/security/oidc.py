@@ -1,7 +1,11 @@
 """OIDC bearer tokens: JWTs verified against the issuer's keys (JWKS), audience and expiry.
 
 Roles come from a claim (``keel_roles`` by default): a list of ``role`` (every flow) or
-``role@flow`` entries. Entries naming no known role grant nothing. The JWKS is read from a
+``role@flow`` entries. Entries naming no known role grant nothing. The person behind the
+token (separation of duties) is the claim ``person_claim`` names (``email`` by default),
+so an API key whose owner is that address is the same person; a token without the claim
+is the person ``oidc:<issuer>#<subject>``, and one whose claim is not a non-empty string is
+refused. The JWKS is read from a
 file, or fetched from a URL and cached by PyJWT's client, which refetches on an unknown
 key id, so a rotated key is picked up without a restart.
 
@@ -149,6 +153,22 @@ class OidcVerifier:
         except jwt.PyJWTError as exc:
             raise AuthenticationError(f"token rejected: {exc}") from exc
         subject = str(claims["sub"])
+        ident = f"oidc:{claims['iss']}#{subject}"
         grants = grants_from_claim(claims.get(self.settings.roles_claim))
         name = str(claims.get("name") or claims.get("email") or subject)
-        return Principal(f"oidc:{claims['iss']}#{subject}", name, grants, float(claims["exp"]))
+        person = person_from_claims(claims, self.settings.person_claim, ident)
+        return Principal(ident, name, person, grants, float(claims["exp"]))
+
+
+def person_from_claims(claims: dict[str, Any], claim: str, ident: str) -> str:
+    """The person a token names in ``claim``; its own identity when it carries no such
+    claim; ``AuthenticationError`` for a claim that names nobody (not a non-empty string)."""
+    value = claims.get(claim)
+    if value is None:
+        return ident
+    if not isinstance(value, str) or not value.strip():
+        raise AuthenticationError(
+            f"the token's person claim '{claim}' must be a non-empty string; ask the issuer "
+            "to fill it, or set oidc.person_claim to a claim that names the person"
+        )
+    return value

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from keel.errors import KeelError, NotFoundError
+from keel.security.persons import LOCAL_OPERATOR, person_of
 
 
 class Role(StrEnum):
@@ -122,25 +123,32 @@ class Grant:
 @dataclass(frozen=True)
 class Actor:
     """Who took a governance step (a review, a policy change, an autonomy change, a
-    rollout), and in which role: recorded with the step in the ledger. Made by
-    ``Principal.actor`` once the principal's permission is checked."""
+    rollout), in which role, and the person behind the credential: recorded with the step
+    in the ledger. Made by ``Principal.actor`` once the principal's permission is checked."""
 
     id: str
     name: str
     role: str
+    person: str
 
     def to_dict(self) -> dict[str, str]:
-        return {"id": self.id, "name": self.name, "role": self.role}
+        return {"id": self.id, "name": self.name, "role": self.role, "person": self.person}
 
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated caller: an API key or an OIDC subject, with its grants."""
+    """An authenticated caller: an API key, an OIDC subject or the local operator, with
+    the person behind it (separation of duties compares persons: ``keel.security.persons``)
+    and its grants."""
 
-    id: str  # "key:<prefix>" or "oidc:<issuer>#<subject>"
+    id: str  # "key:<prefix>", "oidc:<issuer>#<subject>" or "local:<OS user>"
     name: str
+    person: str  # normalised by person_of: a key's owner, a token's person claim, …
     grants: tuple[Grant, ...] = field(default_factory=tuple)
     expires_at: float | None = None  # when the credential stops being valid (epoch seconds)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "person", person_of(self.person))
 
     def can(self, permission: Permission, flow: str | None = None) -> bool:
         for grant in self.grants:
@@ -162,7 +170,7 @@ class Principal:
 
     def actor(self, permission: Permission, flow: str | None = None) -> Actor:
         """This principal acting with ``permission`` on ``flow``, in the role that grants it."""
-        return Actor(self.id, self.name, self.role_for(permission, flow).value)
+        return Actor(self.id, self.name, self.role_for(permission, flow).value, self.person)
 
     def require(self, permission: Permission, flow: str | None = None) -> None:
         if not self.can(permission, flow):
@@ -205,12 +213,13 @@ def flows_for(
 def local_operator() -> Principal:
     """Whoever runs Keel on the project's own machine (the CLI, ``keel.open``): an admin,
     since they hold the store and the keys. A principal like any other: every service
-    checks it, and separation of duties holds between operators (``local:<OS user>``)."""
+    checks it. Every OS user is the one person ``local-operator``: switching OS users on a
+    shared host makes no second person (act through an API key for that: ``KEEL_API_KEY``)."""
     try:
         name = getpass.getuser()
     except (KeyError, OSError):
         name = "unknown"
-    return Principal(f"local:{name}", name, (Grant(Role.ADMIN),))
+    return Principal(f"local:{name}", name, LOCAL_OPERATOR, (Grant(Role.ADMIN),))
 
 
 def parse_role(text: str) -> Role:

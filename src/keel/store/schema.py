@@ -170,6 +170,7 @@ reviews = Table(
     Column("reviewer", String(256)),
     Column("review_id", String(64)),  # the review's ledger record
     Column("breached_at", String(32)),  # when the deadline breach was recorded, once
+    Column("requested_person", String(256)),  # the person who asked (four eyes)
     Index("ix_reviews_flow_state", "flow", "state", "opened_at"),
     Index("ix_reviews_due", "state", "due_at"),
 )
@@ -208,6 +209,9 @@ policy_changes = Table(
     Column("created_at", String(32), nullable=False),
     Column("updated_at", String(32), nullable=False),
     Column("models", Text),  # JSON {signal: model version} the change pins
+    # The persons behind author and editors (four eyes): None on rows older than persons.
+    Column("author_person", String(256)),
+    Column("editor_persons", Text),  # JSON list, the author first
     Index("ix_policy_changes_flow", "flow", "created_at"),
 )
 
@@ -223,6 +227,7 @@ policy_approvals = Table(
     Column("reason", Text, nullable=False),
     Column("approved_at", String(32), nullable=False),
     Column("record_id", String(64), nullable=False),
+    Column("approver_person", String(256)),
     Index("ix_policy_approvals_change", "change_id"),
 )
 
@@ -277,6 +282,7 @@ autonomy_requests = Table(
     Column("created_at", String(32), nullable=False),
     Column("decided_at", String(32)),
     Column("decided_by", String(256)),
+    Column("requested_person", String(256)),
 )
 
 # Candidate policy versions running beside the active one: in shadow (evaluated and
@@ -379,6 +385,7 @@ flow_holds = Table(
     Column("alarm_id", String(64)),
     Column("evidence", Text),
     Column("record_id", String(64), nullable=False),
+    Column("set_by_person", String(256)),  # None for Keel's own holds (the governor)
     Index("ix_flow_holds_flow", "flow", "id"),
 )
 
