@@ -173,7 +173,7 @@ class Rebuild:
         self.alarms: dict[str, dict[str, Any]] = {}
         self.reviews: dict[str, dict[str, Any]] = {}
         self.outcomes: dict[str, dict[str, Any]] = {}
-        self.sealed: dict[str, Entry] = {}  # decisions with personal inputs, this batch
+        self.sealed: dict[str, dict[str, Any]] = {}  # inputs with personal fields, this batch
         self.consumed: list[Consumption] = []
         oldest = conn.execute(select(func.min(guardrail_usage.c.ts))).scalar()
         self.horizon = iso_time(float(oldest)) if oldest is not None else None
@@ -226,7 +226,7 @@ class Rebuild:
         version = body["policy"]["version"]
         self.inferred.setdefault((str(entry.flow), version), entry.recorded_at)
         if any(isinstance(v, dict) and PROTECTED_MARK in v for v in body["inputs"].values()):
-            self.sealed[entry.record_id] = entry
+            self.sealed[entry.record_id] = body["inputs"]
         if body["status"] in _WAITING:
             self.reviews[entry.record_id] = {
                 "flow": entry.flow,
@@ -293,18 +293,18 @@ class Rebuild:
                 self.check_protected(self.sealed[row.record_id], dict(row._mapping))
         self.sealed.clear()
 
-    def check_protected(self, entry: Entry, row: dict[str, Any]) -> None:
+    def check_protected(self, inputs: dict[str, Any], row: dict[str, Any]) -> None:
         self.count("protected_values")
         if self.protector is None:
             return
         nonce, ciphertext = bytes(row["nonce"]), bytes(row["ciphertext"])
         sealed = Sealed(row["record_id"], row["key_id"], nonce, ciphertext)
         try:
-            self.protector.join(entry.record_id, entry.body["inputs"], sealed)
+            self.protector.join(sealed.record_id, inputs, sealed)
         except (StoreError, ErasedDataError) as error:
             column = "key_id" if sealed.key_id != self.protector.key_id else "ciphertext"
             raise mismatch(
-                "protected_values", entry.record_id, column, None, None, error.message
+                "protected_values", sealed.record_id, column, None, None, error.message
             ) from None
 
     def review(self, entry: Entry, body: dict[str, Any]) -> None:
