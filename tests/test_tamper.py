@@ -253,6 +253,7 @@ def test_an_untouched_store_verifies_deep(store: Store) -> None:
     ):  # fmt: skip
         assert rows.get(table, 0) > 0, table
     assert "reviews.claimed_by, reviews.claimed_at" in report.deep.unchecked
+    assert verify(store, deep=True, checkpoint=store.checkpoint).ok
 
 
 def test_a_legitimate_erasure_of_personal_data_verifies_deep(store: Store) -> None:
@@ -433,6 +434,23 @@ def test_an_altered_activation_is_named(store: Store) -> None:
     assert found["stored"] == forged and found["ledger"] == store.facts["version"]
 
 
+def test_an_inferred_activation_stands_only_where_decisions_switched_version(
+    store: Store,
+) -> None:
+    """Migration 0006 inferred activations (no entry) from where old decisions switched
+    version; such a row elsewhere is forged."""
+    (version, at) = sql(store, "select policy_version, recorded_at from decisions "
+                               "order by seq limit 1")[0]  # fmt: skip
+    insert = ("insert into flow_activations (flow, version, activated_at, activated_by, kind, "
+              "reason) values (:f, :v, :a, 'keel', 'inferred', 'inferred')")  # fmt: skip
+    sql(store, insert, f=FLOW, v=version, a=at)
+    assert verify(store, deep=True).ok
+    sql(store, insert, f=FLOW, v=store.facts["version"], a=at)
+    found = mismatch(store)
+    assert (found["table"], found["column"]) == ("flow_activations", None)
+    assert "no policy_activated or decision entry behind it" in found["problem"]
+
+
 def test_an_altered_autonomy_change_is_named(store: Store) -> None:
     (record_id,) = sql(store, "select record_id from autonomy_changes where kind = 'raise'")[0]
     sql(store, "update autonomy_changes set level = 'autonomous' where kind = 'raise'")
@@ -568,6 +586,18 @@ def test_the_command_line_names_the_first_bad_row(store: Store) -> None:
     assert "column reviewer: stored 'key:evil\\x1b[2J\\u202e'" in failed.stderr  # escaped
     assert "\x1b" not in failed.stderr and "\u202e" not in failed.stderr
     assert f"the ledger records '{REVIEWER.id}'" in failed.stderr
+
+
+def test_the_command_line_without_the_data_key_says_personal_inputs_were_not_opened(
+    store: Store,
+) -> None:
+    settings = load_settings(store.project, store.env)
+    (settings.keys_dir / "data.key").unlink()
+    args = ["ledger", "verify", "--deep", "--project", str(store.project)]
+    result = CliRunner().invoke(cli, args, env=store.env)
+    assert result.exit_code == 0, result.stderr
+    assert "no data key, so personal inputs were not opened" in result.stdout
+    assert not (settings.keys_dir / "data.key").exists()  # verifying creates no key
 
 
 def test_http_verification_with_deep_names_the_first_bad_row(store: Store) -> None:

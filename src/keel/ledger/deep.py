@@ -234,14 +234,14 @@ def _policy_approvals(conn: Connection, rb: Rebuild) -> None:
 
 
 def _flow_activations(conn: Connection, rb: Rebuild) -> None:
-    """Activations against their entries; rows inferred from old decisions (no entry) must
-    name the version the flow's decisions first named at that time."""
+    """Activations against their entries; a row inferred from old decisions (no entry, by
+    migration 0006) must be where the flow's decisions switched to its version."""
     seen: set[str] = set()
     for row in rows(conn, flow_activations, flow_activations.c.id):
         ident = row["record_id"]
         if ident is None:
-            key = (row["flow"], row["version"])
-            if row["kind"] != "inferred" or rb.inferred.get(key) != row["activated_at"]:
+            switch = (row["flow"], row["version"], row["activated_at"])
+            if row["kind"] != "inferred" or switch not in rb.switches:
                 raise _unbacked("flow_activations", row["id"], "policy_activated or decision")
             rb.count("flow_activations")
             continue

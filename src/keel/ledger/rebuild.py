@@ -165,7 +165,10 @@ class Rebuild:
         self.changes: dict[str, dict[str, Any]] = {}
         self.approvals: dict[str, dict[str, Any]] = {}
         self.activations: dict[str, dict[str, Any]] = {}
-        self.inferred: dict[tuple[str, str], str] = {}  # (flow, version) -> first decision at
+        # Where a flow's decisions switched version: (flow, version, at), as migration 0006
+        # inferred the activations of decisions recorded before activations were.
+        self.switches: set[tuple[str, str, str]] = set()
+        self.named: dict[str, str] = {}  # flow -> version its last decision named
         self.levels: dict[str, dict[str, Any]] = {}
         self.requests: dict[str, dict[str, Any]] = {}
         self.holds: dict[str, dict[str, Any]] = {}
@@ -224,10 +227,15 @@ class Rebuild:
     def decision(self, entry: Entry, body: dict[str, Any]) -> None:
         self.check_index(entry, body)
         version = body["policy"]["version"]
-        self.inferred.setdefault((str(entry.flow), version), entry.recorded_at)
+        if self.named.get(str(entry.flow)) != version:
+            self.named[str(entry.flow)] = version
+            self.switches.add((str(entry.flow), version, entry.recorded_at))
         if any(isinstance(v, dict) and PROTECTED_MARK in v for v in body["inputs"].values()):
             self.sealed[entry.record_id] = body["inputs"]
         if body["status"] in _WAITING:
+            # A decision recorded before the review queue existed (its body has no
+            # requested_by) joined it through migration 0003, which left the value empty.
+            legacy = "requested_by" not in body
             self.reviews[entry.record_id] = {
                 "flow": entry.flow,
                 "decision_seq": entry.seq,
@@ -236,7 +244,7 @@ class Rebuild:
                 "opened_at": entry.recorded_at,
                 "requested_by": body.get("requested_by"),
                 "proposed_action": body["action"],
-                "proposed_value": body["value"],
+                "proposed_value": None if legacy else body["value"],
             }
         if self.horizon is not None and entry.recorded_at >= self.horizon:
             names = _windows_consumed(body["guardrails"])
