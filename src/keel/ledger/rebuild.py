@@ -497,7 +497,8 @@ class Rebuild:
         }
 
     def rollout_started(self, entry: Entry, body: dict[str, Any]) -> None:
-        self.policy_introduced(entry, body)
+        # Its version was introduced before (registered or proposed); a rollout of a stored
+        # version no entry introduced does not make it governed.
         self.rollouts[body["id"]] = {
             "flow": entry.flow,
             "mode": body["mode"],
