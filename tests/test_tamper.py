@@ -7,6 +7,7 @@ SQLite file with its project folder, the PostgreSQL database as a template.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -28,6 +29,7 @@ from keel.api import create_app
 from keel.canonical import canonical_json
 from keel.cli import app as cli
 from keel.config import load_settings
+from keel.errors import KeelError
 from keel.keys import load_data_key
 from keel.ledger import GENESIS_HASH, chain_hash
 from keel.ledger.checkpoint import Checkpoint
@@ -385,6 +387,24 @@ def test_a_forged_policy_version_no_entry_introduced_is_named(store: Store) -> N
     found = mismatch(store)
     assert (found["table"], found["key"], found["column"]) == ("policy_versions", forged, None)
     assert "no policy_registered/proposed/edited entry behind it" in found["problem"]
+
+
+def test_a_rollout_of_a_forged_version_does_not_make_it_governed(store: Store) -> None:
+    """A rollout started on a stored version (through the engine, which reads the table)
+    records an entry naming it; that entry does not introduce the version."""
+    old = str(sql(store, "select document from policy_versions where version = :v",
+                  v=store.facts["version"])[0][0])  # fmt: skip
+    document = json.loads(old)
+    document["params"]["decline_risk"] = 0.98
+    text = canonical_json(document)
+    forged = hashlib.sha256(text.encode()).hexdigest()
+    sql(store, "insert into policy_versions values (:v, 'credit_limit', :d, "
+               "'2027-01-17T00:00:00.000000Z')", v=forged, d=text)  # fmt: skip
+    # An engine that refuses forged versions records nothing: the row is named alike.
+    with open_engine(store.project, environ=store.env) as engine, contextlib.suppress(KeelError):
+        engine.rollouts.start(FLOW, "shadow", forged, APPROVER, "Watch it")
+    found = mismatch(store)
+    assert (found["table"], found["key"], found["column"]) == ("policy_versions", forged, None)
 
 
 def test_an_altered_model_artifact_is_named(store: Store) -> None:
