@@ -647,3 +647,20 @@ def test_http_verification_with_deep_names_the_first_bad_row(store: Store) -> No
             bad = client.get("/v1/ledger/verification?deep=maybe", headers=auditor)
             assert bad.status_code == 422
         audit.close()
+
+
+def test_verification_reads_one_moment_of_the_store(store: Store) -> None:
+    """Deep verification compares tables written at different times with the chain; a
+    server writing meanwhile must not make them disagree, so it reads one snapshot."""
+    settings = load_settings(store.project, store.env)
+    db = open_database(settings.database_url, migrate=False)
+    count = "select count(*) from decisions"
+    try:
+        with db.snapshot() as conn:
+            before = conn.execute(sa.text(count)).scalar()
+            sql(store, "delete from decisions where id = :d", d=store.facts["last"])
+            assert conn.execute(sa.text(count)).scalar() == before  # committed meanwhile
+        with db.read() as conn:
+            assert conn.execute(sa.text(count)).scalar() == before - 1  # seen afterwards
+    finally:
+        db.close()

@@ -115,7 +115,7 @@ def verify_deep(db: Database, protector: Protector | None = None) -> DeepReport:
     report = DeepReport(ok=True, protected_checked=protector is not None)
     rebuilt: Rebuild | None = None
     try:
-        with db.read() as conn:
+        with db.snapshot() as conn:  # the ledger and every table as of one moment
             rebuilt = Rebuild(conn, protector)
             rebuilt.run()
             for check in _CHECKS:

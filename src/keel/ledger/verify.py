@@ -129,7 +129,7 @@ def _verify(db: Database, checkpoint: Checkpoint | None) -> VerifyReport:
         ledger.c.prev_hash,
         ledger.c.hash,
     )
-    with db.read() as conn:
+    with db.snapshot() as conn:  # the entries and the head as of one moment
         last = 0
         while True:
             rows = conn.execute(
