@@ -296,10 +296,12 @@ class Engine:
         checkpoint: Checkpoint | None = None,
         by: Principal | None = None,
         trusted_key: Ed25519PublicKey | None = None,
+        deep: bool = False,
     ) -> VerifyReport:
-        """Verify the chain, and against ``checkpoint`` (signed by ``trusted_key`` if given)."""
+        """Verify the chain, and against ``checkpoint`` (signed by ``trusted_key`` if given);
+        with ``deep``, every governed side table against the chain too."""
         self._who(by).require(Permission.VERIFY_LEDGER)
-        return verify_ledger(self.db, checkpoint, trusted_key)
+        return verify_ledger(self.db, checkpoint, trusted_key, deep, self.ctx.protector)
 
     def checkpoint(self, by: Principal | None = None) -> Checkpoint:
         """Sign the current chain head, and record that a checkpoint was taken."""

@@ -280,6 +280,23 @@ class FlowOut(BaseModel):
     signals: dict[str, dict[str, Any]]
 
 
+class MismatchOut(BaseModel):
+    table: str
+    key: str
+    column: str | None = Field(description="None: the whole row is missing or unbacked.")
+    stored: Any = Field(description="The value in the table.")
+    ledger: Any = Field(description="The value the ledger records.")
+    problem: str
+
+
+class DeepOut(BaseModel):
+    ok: bool
+    rows: dict[str, int] = Field(description="Rows compared with the ledger, per table.")
+    mismatch: MismatchOut | None = Field(description="The first row that disagrees.")
+    protected_checked: bool = Field(description="Personal inputs opened with the data key.")
+    unchecked: dict[str, str] = Field(description="What is not compared, and why.")
+
+
 class VerifyOut(BaseModel):
     ok: bool
     entries: int
@@ -287,6 +304,7 @@ class VerifyOut(BaseModel):
     head_hash: str
     bad_seq: int | None
     problem: str | None
+    deep: DeepOut | None = Field(None, description="With ?deep=true: the tables checked.")
 
 
 class ErrorOut(BaseModel):

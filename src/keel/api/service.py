@@ -62,9 +62,11 @@ def get_flow(flow: str, principal: Caller, request: Request) -> Any:
 
 
 @router.get("/v1/ledger/verification", response_model=VerifyOut, name="verify_ledger")
-def verify_ledger(principal: Caller, request: Request) -> Any:
-    """Walk the whole chain; ok is false and bad_seq names the first entry that fails."""
-    return engine_of(request).verify(by=principal).to_dict()
+def verify_ledger(principal: Caller, request: Request, deep: bool = False) -> Any:
+    """Walk the whole chain; ok is false and bad_seq names the first entry that fails. With
+    ``deep``, every governed table is compared with the chain too, and ``deep.mismatch``
+    names the first row that disagrees (table, key, column, stored and recorded values)."""
+    return engine_of(request).verify(by=principal, deep=deep).to_dict()
 
 
 @router.post("/v1/ledger/checkpoints", name="checkpoint_ledger")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from keel.cli._common import ProjectOpt, _engine, _fail, _ledger
 from keel.errors import KeelError
+
+if TYPE_CHECKING:
+    from keel.protect import Protector
 
 app = typer.Typer(help="Verify, checkpoint and read the tamper-evident ledger.")
 
@@ -23,21 +26,30 @@ def ledger_verify(
         str | None,
         typer.Option(help="Trusted signer key (base64); without it the signer is unverified."),
     ] = None,
+    deep: Annotated[
+        bool,
+        typer.Option(
+            "--deep", help="Also compare every governed table (reviews, outcomes, policies…)."
+        ),
+    ] = False,
     project: ProjectOpt = Path("."),
 ) -> None:
-    """Verify every entry of the ledger; exit 1 naming the first bad sequence number.
+    """Verify every entry of the ledger; exit 1 naming the first bad sequence number, or with
+    --deep the first table row that disagrees with the ledger.
 
-    Example: keel ledger verify --checkpoint checkpoints/2026-11-24.json
+    Example: keel ledger verify --deep --checkpoint checkpoints/2026-11-24.json
     """
     from keel.keys import public_key_from_text  # noqa: PLC0415
     from keel.ledger.checkpoint import load_checkpoint  # noqa: PLC0415
     from keel.ledger.verify import verify_ledger  # noqa: PLC0415
+    from keel.text import escape  # noqa: PLC0415
 
     try:
         cp = load_checkpoint(checkpoint) if checkpoint is not None else None
         trusted = public_key_from_text(public_key) if public_key else None
+        protector = _data_key(project) if deep else None
         with _ledger(project) as db:
-            report = verify_ledger(db, cp, trusted)
+            report = verify_ledger(db, cp, trusted, deep, protector)
     except KeelError as error:
         _fail(error)
     if report.ok:
@@ -48,9 +60,35 @@ def ledger_verify(
         )
         if cp:
             typer.echo(f"checkpoint signer: {report.checkpoint['signer']}")
+        if report.deep is not None:
+            rows = sum(report.deep.rows.values())
+            typer.echo(f"deep: {rows} rows in {len(report.deep.rows)} tables match the ledger")
+            if not report.deep.protected_checked:
+                typer.echo("deep: no data key, so personal inputs were not opened")
         return
-    typer.echo(f"FAILED at entry {report.bad_seq}: {report.problem}", err=True)
+    found = report.deep.mismatch if report.deep is not None else None
+    if found is None:
+        typer.echo(escape(f"FAILED at entry {report.bad_seq}: {report.problem}"), err=True)
+        raise typer.Exit(1)
+    typer.echo(escape(f"FAILED (deep) in table {found.table}, row {found.key}"), err=True)
+    if found.column is not None:
+        typer.echo(escape(f"  column {found.column}: stored {found.stored!r}"), err=True)
+        typer.echo(escape(f"  the ledger records {found.ledger!r}"), err=True)
+    typer.echo(escape(f"  {found.problem}"), err=True)
     raise typer.Exit(1)
+
+
+def _data_key(project: Path) -> Protector | None:
+    """The project's data key, to open personal inputs; None where the project has none
+    (verification must not create one)."""
+    from keel.config import load_settings  # noqa: PLC0415
+    from keel.keys import DATA_KEY_FILE, load_data_key  # noqa: PLC0415
+    from keel.protect import Protector  # noqa: PLC0415
+
+    keys_dir = load_settings(project).keys_dir
+    if not (keys_dir / DATA_KEY_FILE).exists():
+        return None
+    return Protector(*load_data_key(keys_dir))
 
 
 @app.command("checkpoint")

@@ -1,5 +1,8 @@
 """Verifying the ledger: every link, every hash, and optionally a signed checkpoint.
 
+With ``deep``, the governed side tables are then compared with the chain
+(``keel.ledger.deep``): a verified chain says nothing about the rows the engine reads.
+
 A checkpoint covers the chain up to its ``seq``; ``Engine.checkpoint`` then records a
 ``checkpoint`` event after it (at ``seq + 1`` unless other writes came first). A ledger
 verified against the checkpoint must still hold that event, so removing entries from the
@@ -17,7 +20,9 @@ from sqlalchemy import exc, select
 
 from keel.errors import StoreError
 from keel.ledger.checkpoint import Checkpoint
+from keel.ledger.deep import DeepReport, verify_deep
 from keel.ledger.records import GENESIS_HASH, chain_hash
+from keel.protect import Protector
 from keel.store.database import Database
 from keel.store.schema import ledger, ledger_head
 
@@ -36,6 +41,7 @@ class VerifyReport:
     bad_seq: int | None = None
     problem: str | None = None
     checkpoint: dict[str, Any] = field(default_factory=dict)
+    deep: DeepReport | None = None  # the side tables against the chain, when asked for
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +52,7 @@ class VerifyReport:
             "bad_seq": self.bad_seq,
             "problem": self.problem,
             "checkpoint": self.checkpoint,
+            "deep": self.deep.to_dict() if self.deep else None,
         }
 
 
@@ -60,11 +67,15 @@ def verify_ledger(
     db: Database,
     checkpoint: Checkpoint | None = None,
     trusted_key: Ed25519PublicKey | None = None,
+    deep: bool = False,
+    protector: Protector | None = None,
 ) -> VerifyReport:
     """Walk the chain from the genesis; stop at the first entry that does not verify.
 
     A ``checkpoint`` must carry a valid signature (by ``trusted_key`` when one is given, else
     by the key it carries, which the report calls unverified): ``CheckpointError`` if not.
+    With ``deep``, a chain that verifies is the reference the side tables are compared
+    with (personal inputs opened with ``protector``); the first disagreeing row fails it.
     """
     if checkpoint is not None:
         checkpoint.verify_signature(trusted_key)
@@ -81,6 +92,12 @@ def verify_ledger(
             if trusted_key is not None
             else SIGNER_UNVERIFIED
         )
+    if deep and report.ok:
+        report.deep = verify_deep(db, protector)
+        found = report.deep.mismatch
+        if found is not None:
+            report.ok = False
+            report.problem = found.describe()
     return report
 
 
@@ -112,7 +129,7 @@ def _verify(db: Database, checkpoint: Checkpoint | None) -> VerifyReport:
         ledger.c.prev_hash,
         ledger.c.hash,
     )
-    with db.read() as conn:
+    with db.snapshot() as conn:  # the entries and the head as of one moment
         last = 0
         while True:
             rows = conn.execute(

@@ -129,6 +129,19 @@ class Database:
         with self.engine.connect() as conn:
             yield conn
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read transaction that sees the store as of its first statement, whatever is
+        committed meanwhile: for reads that compare tables with each other (verification)
+        while a server keeps writing. A SQLite read transaction is one already (WAL);
+        PostgreSQL needs REPEATABLE READ."""
+        with self.engine.connect() as plain:
+            conn = plain
+            if not self.is_sqlite:
+                conn = plain.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+
     def close(self) -> None:
         self.engine.dispose()
         if self.queue is not None:
