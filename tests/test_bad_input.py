@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
 from keel import Engine
 from keel.api import create_app
 from keel.security.apikeys import create_key
 from keel.security.audit import AuditLog, AuditTrail
 from keel.security.roles import Grant, Role, local_operator
+from keel.store.schema import metadata
 from keel.text import escape, free_text, identifier
 from tests.conftest import LOW_RISK, Clock
 from tests.test_review import SHORT_HISTORY
@@ -49,10 +51,18 @@ def _post(client: TestClient, url: str, body: object, headers: dict[str, str]) -
     return client.post(url, content=text, headers={**headers, "Content-Type": "application/json"})
 
 
-def _state(engine: Engine) -> tuple[int, int]:
-    report = engine.verify()
-    assert report.ok
-    return report.entries, len(engine.list_decisions(FLOW))
+def _state(engine: Engine) -> tuple[int, int, dict[str, int]]:
+    """The chain's length, the flow's decisions, and the rows of every table but the audit
+    trail (which records refused requests too); the store must verify deeply."""
+    report = engine.verify(deep=True)
+    assert report.ok, report.to_dict()
+    with engine.db.read() as conn:
+        rows = {
+            table.name: conn.execute(select(func.count()).select_from(table)).scalar_one()
+            for table in metadata.sorted_tables
+            if table.name != "audit_events"
+        }
+    return report.entries, len(engine.list_decisions(FLOW)), rows
 
 
 def _refused(response: object, field: str) -> None:
@@ -160,6 +170,25 @@ def test_an_oversize_body_sent_without_a_length_gets_413(
     response = client.post(f"/v1/flows/{FLOW}/decisions", content=small, headers=typed)
     assert response.status_code == 200, response.json()  # a small chunked body still passes
     assert _state(engine)[0] == before[0] + 1
+
+
+def test_deeply_nested_bodies_are_refused(
+    engine: Engine, client: TestClient, admin: dict[str, str]
+) -> None:
+    before = _state(engine)
+    url = f"/v1/flows/{FLOW}/decisions"
+    typed = {**admin, "Content-Type": "application/json"}
+    for depth in (64, 5_000, 200_000):  # past the parser's recursion limit too
+        nested = "[" * depth + "]" * depth
+        for body in (nested, '{"inputs": {"region": ' + nested + "}}"):
+            response = client.post(url, content=body.encode(), headers=typed)
+            assert 400 <= response.status_code < 500, (depth, response.status_code)
+            assert response.json()["code"] in (
+                "invalid_request",
+                "invalid_input",
+                "request_too_large",
+            )
+    assert _state(engine) == before
 
 
 def test_authentication_comes_before_the_body_and_the_route(

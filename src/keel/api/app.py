@@ -140,6 +140,9 @@ class AuditRequests:
             )
 
 
+UNPARSEABLE = "There was an error parsing the body"  # FastAPI's detail for such a body
+
+
 def create_app(engine: Engine, audit: AuditLog | None = None) -> FastAPI:
     """The API for ``engine``. The caller owns the engine; the app records to ``audit``
     (the caller's to close), or to an audit log of its own that it closes on shutdown, so
@@ -186,6 +189,14 @@ def create_app(engine: Engine, audit: AuditLog | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if error.status_code == 400 and error.detail == UNPARSEABLE:
+            # FastAPI's answer to a body json cannot read at all: nested past the parser's
+            # recursion limit, or not text. Say so, as for any other malformed body.
+            return error_response(
+                "invalid_request",
+                "invalid request (body: not readable as JSON: nested too deeply or not UTF-8)",
+                {"errors": [{"field": "body", "error": "not readable as JSON"}]},
+            )
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
         response = error_response(code, str(error.detail))
         response.status_code = error.status_code
