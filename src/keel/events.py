@@ -352,6 +352,7 @@ class DeliveryRetried:
     last_error: str | None
     by: str
     reason: str
+    by_person: str | None = _person()  # the person behind ``by``
 
 
 # ---- the ledger itself -------------------------------------------------------------------------

@@ -342,6 +342,7 @@ class Deliveries:
             retried = DeliveryRetried(
                 delivery=found.id, kind=found.kind, target=found.target, alarm=found.alarm_id,
                 attempts=found.attempts, last_error=found.last_error, by=actor.id, reason=why,
+                by_person=actor.person,
             )  # fmt: skip
             append_in(conn, [pending(retried, found.flow, gate.now)], gate)
 
