@@ -38,7 +38,7 @@ _KNOWN_KEYS = {
 _LEDGER_KEYS = {"max_batch"}
 _MODEL_KEYS = {"default_timeout_ms"}
 _OIDC_KEYS = {"issuer", "audience", "jwks_url", "jwks_file", "roles_claim", "leeway_s"}
-_API_KEYS = {"rate_per_s", "burst"}
+_API_KEYS = {"rate_per_s", "burst", "graceful_timeout_s"}
 _REVIEWS_KEYS = {"sweep_s"}
 _MONITORS_KEYS = {"check_s"}
 DEFAULT_REVIEW_SWEEP_S = 60
@@ -47,6 +47,8 @@ DEFAULT_ROLES_CLAIM = "keel_roles"
 DEFAULT_JWT_LEEWAY_S = 30
 DEFAULT_RATE_PER_S = 200
 DEFAULT_BURST = 400
+# Below the 30 s most supervisors (Kubernetes, Docker) wait between SIGTERM and SIGKILL.
+DEFAULT_GRACEFUL_TIMEOUT_S = 25
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class Settings:
     oidc: OidcSettings | None = None
     rate_per_s: int = DEFAULT_RATE_PER_S  # per principal, token bucket
     burst: int = DEFAULT_BURST
+    graceful_timeout_s: int = DEFAULT_GRACEFUL_TIMEOUT_S  # a server's drain on SIGTERM
     review_sweep_s: int = DEFAULT_REVIEW_SWEEP_S  # how often a server records deadline breaches
     monitor_check_s: int = DEFAULT_MONITOR_CHECK_S  # how often a server looks for due monitors
     # The environment Keel was started with: webhook secrets are read from it by name.
@@ -182,6 +185,9 @@ def load_settings(project_dir: str | Path, environ: Mapping[str, str] | None = N
         oidc=oidc,
         rate_per_s=_positive_int(api, "rate_per_s", "api", DEFAULT_RATE_PER_S),
         burst=_positive_int(api, "burst", "api", DEFAULT_BURST),
+        graceful_timeout_s=_positive_int(
+            api, "graceful_timeout_s", "api", DEFAULT_GRACEFUL_TIMEOUT_S
+        ),
         review_sweep_s=_positive_int(review, "sweep_s", "reviews", DEFAULT_REVIEW_SWEEP_S),
         monitor_check_s=_positive_int(monitors, "check_s", "monitors", DEFAULT_MONITOR_CHECK_S),
         environ=dict(env),
