@@ -16,15 +16,24 @@ from tests.serving import Load, missing, prepare, start
 CLIENTS = 8
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize(
+    ("workers", "to"),
+    [(1, "group"), (2, "group"), (2, "supervisor")],
+    ids=["1-worker", "2-workers", "2-workers-supervisor-only"],
+)
 def test_sigterm_under_load_answers_every_request_it_accepted(
-    project: Path, env: dict[str, str], db_url: str, workers: int
+    project: Path, env: dict[str, str], db_url: str, workers: int, to: str
 ) -> None:
+    """SIGTERM to the whole process group (systemd, Ctrl-C) or to the supervisor alone
+    (a container's PID 1)."""
     token = prepare(project, env)
     server = start(project, env, workers, "--graceful-timeout", "20")
     with Load(server.base, token, CLIENTS) as load:
         load.wait_until_each_answered(3)  # every keep-alive connection open and busy
-        server.signal(signal.SIGTERM)
+        if to == "group":
+            server.signal(signal.SIGTERM)
+        else:
+            server.process.send_signal(signal.SIGTERM)
         status = server.wait(timeout=60)
         load.stop()
     log = server.log.read_text()

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from keel.api.app import create_app
+from keel.api.serving import stop_requested
 from keel.engine import Engine, open_engine
 from keel.rollout.canary import CHECK_S
 from keel.security.audit import AuditLog
@@ -67,9 +68,15 @@ def app_from_env() -> FastAPI:
     sink = os.environ.get(ENV_AUDIT_SINK)
     audit = AuditLog(engine.db, Path(sink) if sink else None, clock=engine.clock)
     app = create_app(engine, audit)
+    stopping = stop_requested()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if stopping.is_set():  # told to stop while starting: never listen (see serving)
+            log.info("worker stopped before it served; exiting without listening")
+            audit.close()
+            engine.close()
+            os._exit(0)
         tasks = [asyncio.create_task(job) for job in scheduled(engine)]
         yield
         for task in tasks:
