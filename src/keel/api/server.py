@@ -21,6 +21,7 @@ from keel.telemetry import log
 
 ENV_PROJECT = "KEEL_PROJECT"
 ENV_AUDIT_SINK = "KEEL_AUDIT_SINK"
+ENV_WORKERS = "KEEL_SERVE_WORKERS"  # how many worker processes `keel serve` started
 
 
 async def every(
@@ -67,7 +68,7 @@ def app_from_env() -> FastAPI:
     engine = open_engine(os.environ.get(ENV_PROJECT, "."))
     sink = os.environ.get(ENV_AUDIT_SINK)
     audit = AuditLog(engine.db, Path(sink) if sink else None, clock=engine.clock)
-    app = create_app(engine, audit)
+    app = create_app(engine, audit, int(os.environ.get(ENV_WORKERS, "1")))
     stopping = stop_requested()
 
     @asynccontextmanager

@@ -103,7 +103,7 @@ def serve(
         from keel.api import serving  # noqa: PLC0415
     except ImportError:
         _fail(MissingExtraError("server", "keel serve"))
-    from keel.api.server import ENV_AUDIT_SINK, ENV_PROJECT  # noqa: PLC0415
+    from keel.api.server import ENV_AUDIT_SINK, ENV_PROJECT, ENV_WORKERS  # noqa: PLC0415
     from keel.config import load_settings  # noqa: PLC0415
 
     try:
@@ -111,6 +111,7 @@ def serve(
     except KeelError as error:
         _fail(error)
     os.environ[ENV_PROJECT] = str(project.resolve())
+    os.environ[ENV_WORKERS] = str(workers)
     if audit_sink is not None:
         os.environ[ENV_AUDIT_SINK] = str(audit_sink.resolve())
     status = serving.run(

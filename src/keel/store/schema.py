@@ -380,3 +380,14 @@ flow_holds = Table(
     Column("record_id", String(64), nullable=False),
     Index("ix_flow_holds_flow", "flow", "id"),
 )
+
+# Token buckets of the shared rate limits (``api.rate_limits: shared``): one row per limit
+# and caller, spent by a conditional UPDATE per request, so the limit holds across every
+# worker process and node on this store. ``updated_at`` is the engine clock's seconds.
+rate_limit_buckets = Table(
+    "rate_limit_buckets",
+    metadata,
+    Column("key", String(320), primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
