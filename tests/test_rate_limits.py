@@ -4,6 +4,7 @@ injected clock."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -123,3 +124,39 @@ def test_shared_buckets_leave_the_ledgers_commits_durable(project: Path) -> None
         with engine.db.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2
         assert limiter.refused == 1
+
+
+def test_shared_buckets_spend_each_token_once_under_contention(
+    project: Path, env: dict[str, str], low_risk: dict[str, object]
+) -> None:
+    """32 threads on two engines (more than a connection pool holds) spend one bucket
+    while decisions are written: exactly the burst gets through, and nothing starves."""
+    clock = Clock()
+    with (
+        open_engine(project, environ=env, clock=clock) as first,
+        open_engine(project, environ=env, clock=clock) as second,
+    ):
+        limiters = [SharedRateLimiter(e.db, "api", 1e-9, 100, clock) for e in (first, second)]
+        taken: list[bool] = []
+        lock = threading.Lock()
+
+        def spend(limiter: SharedRateLimiter) -> None:
+            for _ in range(5):
+                try:
+                    limiter.take("key:busy")
+                    ok = True
+                except RateLimitedError:
+                    ok = False
+                with lock:
+                    taken.append(ok)
+
+        threads = [threading.Thread(target=spend, args=(limiters[i % 2],)) for i in range(32)]
+        for thread in threads:
+            thread.start()
+        decided = [first.decide("credit_limit", low_risk) for _ in range(5)]
+        for thread in threads:
+            thread.join(timeout=120)
+        assert len(taken) == 160
+        assert taken.count(True) == 100  # the burst, spent exactly once across both
+        assert sum(limiter.refused for limiter in limiters) == 60
+        assert len(decided) == 5 and first.verify().ok

@@ -6,7 +6,7 @@
   process and node on one database spends from one bucket per caller, so the limit holds
   whatever their number. Each request costs one short write transaction of its own (a
   conditional upsert that refills and spends in one statement), never inside another,
-  whose commit does not wait for the disk.
+  whose commit does not wait for the disk (``Database.write(durable=False)``).
 
 Both refill at ``rate_per_s`` up to ``burst`` tokens, by the clock they are given.
 """
@@ -18,9 +18,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, Protocol
+from typing import Protocol
 
-from sqlalchemy import Connection, case, exc, literal, select
+from sqlalchemy import case, exc, literal, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -110,6 +110,7 @@ class SharedRateLimiter:
         self._db = db
         self._scope = scope
         self._clock = clock
+        self._lock = threading.Lock()
         self.refused = 0
 
     def wait(self, key: str) -> float:
@@ -147,38 +148,14 @@ class SharedRateLimiter:
             },
             where=refilled >= 1.0,
         )
-        with self._store(), self._transaction() as conn:
+        with self._store(), self._db.write(chain=False, durable=False) as conn:
             # A row back: inserted or spent (rowcount is not portable for an upsert).
             spent = conn.execute(upsert.returning(bucket.tokens)).first() is not None
         if not spent:
             wait = self.wait(principal)
-            self.refused += 1
+            with self._lock:
+                self.refused += 1
             raise RateLimitedError(principal, wait if wait > 0 else 1.0 / self.rate)
-
-    @contextmanager
-    def _transaction(self) -> Iterator[Connection]:
-        """A short write transaction whose commit need not wait for the disk: a bucket lost
-        to a power failure only refills early (a process crash loses nothing). SQLite:
-        ``synchronous = NORMAL`` for this commit, ``FULL`` again before the connection goes
-        back to the pool (the ledger's commits must reach the disk); PostgreSQL:
-        ``synchronous_commit`` off for this transaction."""
-        if not self._db.is_sqlite:
-            with self._db.write(chain=False) as conn:
-                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-                yield conn
-            return
-        with self._db.engine.connect() as plain:
-            raw: Any = plain.connection.driver_connection  # sqlite3, in autocommit
-            raw.execute("PRAGMA synchronous = NORMAL")
-            try:
-                with self._db.write(chain=False, using=plain) as conn:
-                    yield conn
-            finally:
-                try:
-                    raw.execute("PRAGMA synchronous = FULL")
-                except BaseException:
-                    plain.invalidate()  # never back to the pool with lazy commits
-                    raise
 
     def _key(self, key: str) -> str:
         return f"{self._scope}|{key}"
