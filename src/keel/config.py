@@ -41,7 +41,7 @@ _MODEL_KEYS = {"default_timeout_ms"}
 _OIDC_KEYS = {
     "issuer", "audience", "jwks_url", "jwks_file", "roles_claim", "person_claim", "leeway_s",
 }  # fmt: skip
-_API_KEYS = {"rate_per_s", "burst"}
+_API_KEYS = {"rate_per_s", "burst", "rate_limits", "graceful_timeout_s"}
 _REVIEWS_KEYS = {"sweep_s"}
 _MONITORS_KEYS = {"check_s"}
 _DELIVERIES_KEYS = {"check_s", "max_attempts", "backoff_s", "max_backoff_s", "lease_s"}
@@ -57,6 +57,12 @@ DEFAULT_PERSON_CLAIM = "email"  # the claim naming the person behind a token (fo
 DEFAULT_JWT_LEEWAY_S = 30
 DEFAULT_RATE_PER_S = 200
 DEFAULT_BURST = 400
+# Where the per-caller buckets live: "process" (each worker its own: N workers allow N times
+# the rate), "shared" (in the store, across workers and nodes), or "auto" (shared when the
+# server runs more than one worker process).
+RATE_LIMIT_MODES = ("auto", "process", "shared")
+# Below the 30 s most supervisors (Kubernetes, Docker) wait between SIGTERM and SIGKILL.
+DEFAULT_GRACEFUL_TIMEOUT_S = 25
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,8 @@ class Settings:
     oidc: OidcSettings | None = None
     rate_per_s: int = DEFAULT_RATE_PER_S  # per principal, token bucket
     burst: int = DEFAULT_BURST
+    rate_limits: str = "auto"  # one of RATE_LIMIT_MODES
+    graceful_timeout_s: int = DEFAULT_GRACEFUL_TIMEOUT_S  # a server's drain on SIGTERM
     review_sweep_s: int = DEFAULT_REVIEW_SWEEP_S  # how often a server records deadline breaches
     monitor_check_s: int = DEFAULT_MONITOR_CHECK_S  # how often a server looks for due monitors
     deliveries: DeliverySettings = field(default_factory=DeliverySettings)
@@ -128,6 +136,17 @@ def _positive_int(section: Mapping[str, Any], key: str, where: str, default: int
             {"key": f"{where}.{key}"},
         )
     return value
+
+
+def _choice(section: Mapping[str, Any], key: str, where: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (the first is the default)."""
+    value = section.get(key, choices[0])
+    if value not in choices:
+        raise ConfigError(
+            f"{where}.{key} must be one of {', '.join(choices)}, got {value!r}",
+            {"key": f"{where}.{key}"},
+        )
+    return str(value)
 
 
 def _section(raw: Mapping[str, Any], key: str, known: set[str], path: Path) -> Mapping[str, Any]:
@@ -207,6 +226,10 @@ def load_settings(project_dir: str | Path, environ: Mapping[str, str] | None = N
         oidc=oidc,
         rate_per_s=_positive_int(api, "rate_per_s", "api", DEFAULT_RATE_PER_S),
         burst=_positive_int(api, "burst", "api", DEFAULT_BURST),
+        rate_limits=_choice(api, "rate_limits", "api", RATE_LIMIT_MODES),
+        graceful_timeout_s=_positive_int(
+            api, "graceful_timeout_s", "api", DEFAULT_GRACEFUL_TIMEOUT_S
+        ),
         review_sweep_s=_positive_int(review, "sweep_s", "reviews", DEFAULT_REVIEW_SWEEP_S),
         monitor_check_s=_positive_int(monitors, "check_s", "monitors", DEFAULT_MONITOR_CHECK_S),
         deliveries=deliveries,

@@ -13,10 +13,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keel.api.auth import Authenticate, FailedLogins, PrincipalCache
 from keel.api.errors import error_response
+from keel.config import Settings
 from keel.engine import Engine
 from keel.errors import KeelError
 from keel.security.audit import AuditLog
-from keel.security.limits import RateLimitedError, RateLimiter
+from keel.security.limits import Limiter, RateLimitedError, RateLimiter, SharedRateLimiter
 from keel.security.oidc import OidcVerifier
 
 MAX_BODY_BYTES = 1_048_576
@@ -26,7 +27,7 @@ MAX_BODY_BYTES = 1_048_576
 class KeelState:
     engine: Engine
     audit: AuditLog
-    limiter: RateLimiter
+    limiter: Limiter
     oidc: OidcVerifier | None
     principals: PrincipalCache
     failed_logins: FailedLogins
@@ -143,10 +144,17 @@ class AuditRequests:
 UNPARSEABLE = "There was an error parsing the body"  # FastAPI's detail for such a body
 
 
-def create_app(engine: Engine, audit: AuditLog | None = None) -> FastAPI:
+def shared_limits(settings: Settings, workers: int) -> bool:
+    """Whether the rate limits live in the store (``api.rate_limits``; ``auto``: when the
+    server runs more than one worker process, so the limit holds across them)."""
+    return settings.rate_limits == "shared" or (settings.rate_limits == "auto" and workers > 1)
+
+
+def create_app(engine: Engine, audit: AuditLog | None = None, workers: int = 1) -> FastAPI:
     """The API for ``engine``. The caller owns the engine; the app records to ``audit``
     (the caller's to close), or to an audit log of its own that it closes on shutdown, so
-    nothing writes to the store after the caller closes the engine."""
+    nothing writes to the store after the caller closes the engine. ``workers``: how many
+    worker processes serve the same store (see ``shared_limits``)."""
     from keel.api import decisions, monitoring, outcomes, policies, reviews, service  # noqa: PLC0415 - routers import lazily
 
     app = FastAPI(
@@ -160,13 +168,19 @@ def create_app(engine: Engine, audit: AuditLog | None = None) -> FastAPI:
     audit_log = audit or AuditLog(engine.db, clock=engine.clock)
     if audit is None:
         app.router.on_shutdown.append(audit_log.close)
+    shared = shared_limits(settings, workers)
+    limiter: Limiter = (
+        SharedRateLimiter(engine.db, "api", settings.rate_per_s, settings.burst, engine.clock)
+        if shared
+        else RateLimiter(settings.rate_per_s, settings.burst, engine.clock)
+    )
     app.state.keel = KeelState(
         engine,
         audit_log,
-        RateLimiter(settings.rate_per_s, settings.burst, engine.clock),
+        limiter,
         OidcVerifier(settings.oidc) if settings.oidc else None,
         PrincipalCache(engine.clock),
-        FailedLogins(audit_log, engine.metrics, engine.clock),
+        FailedLogins(audit_log, engine.metrics, engine.clock, engine.db if shared else None),
     )
 
     @app.exception_handler(KeelError)

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import anyio.to_thread
 from fastapi import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -20,8 +21,9 @@ from keel.api.errors import error_response
 from keel.errors import KeelError
 from keel.security.apikeys import authenticate
 from keel.security.audit import AuditLog
-from keel.security.limits import RateLimitedError, RateLimiter
+from keel.security.limits import Limiter, RateLimitedError, RateLimiter, SharedRateLimiter
 from keel.security.roles import AuthenticationError, Principal
+from keel.store.database import Database
 from keel.telemetry import Metrics
 from keel.text import identifier
 
@@ -73,11 +75,22 @@ class FailedLogins:
     it happened, the repeats as a count in the next row — so a flood of bad keys cannot
     flood the trail. Every attempt is counted in ``keel_authentication_failures``."""
 
-    def __init__(self, audit: AuditLog, metrics: Metrics, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        audit: AuditLog,
+        metrics: Metrics,
+        clock: Callable[[], float],
+        shared: Database | None = None,
+    ) -> None:
         self._audit = audit
         self._metrics = metrics
         self._clock = clock
-        self._limiter = RateLimiter(FAILED_PER_S, FAILED_BURST, clock)
+        # In the store when the API's limits are (``shared``): across workers and nodes.
+        self._limiter: Limiter = (
+            SharedRateLimiter(shared, "auth", FAILED_PER_S, FAILED_BURST, clock)
+            if shared is not None
+            else RateLimiter(FAILED_PER_S, FAILED_BURST, clock)
+        )
         self._windows: dict[str, tuple[float, int]] = {}  # source → (window start, repeats)
         self._lock = threading.Lock()
 
@@ -166,8 +179,12 @@ class Authenticate:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
+        state = scope["app"].state.keel
         try:
-            authenticate_request(Request(scope))
+            if state.limiter.blocking:  # shared limits wait on the store: off the event loop
+                await anyio.to_thread.run_sync(authenticate_request, Request(scope))
+            else:
+                authenticate_request(Request(scope))
         except KeelError as error:
             response = error_response(error.code, error.message, error.detail)
             if "retry_after" in error.detail:

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from keel.api.app import create_app
+from keel.api.serving import stop_requested
 from keel.engine import Engine, open_engine
 from keel.rollout.canary import CHECK_S
 from keel.security.audit import AuditLog
@@ -20,6 +21,7 @@ from keel.telemetry import log
 
 ENV_PROJECT = "KEEL_PROJECT"
 ENV_AUDIT_SINK = "KEEL_AUDIT_SINK"
+ENV_WORKERS = "KEEL_SERVE_WORKERS"  # how many worker processes `keel serve` started
 
 
 async def every(
@@ -74,10 +76,16 @@ def app_from_env() -> FastAPI:
     engine = open_engine(os.environ.get(ENV_PROJECT, "."))
     sink = os.environ.get(ENV_AUDIT_SINK)
     audit = AuditLog(engine.db, Path(sink) if sink else None, clock=engine.clock)
-    app = create_app(engine, audit)
+    app = create_app(engine, audit, int(os.environ.get(ENV_WORKERS, "1")))
+    stopping = stop_requested()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if stopping.is_set():  # told to stop while starting: never listen (see serving)
+            log.info("worker stopped before it served; exiting without listening")
+            audit.close()
+            engine.close()
+            os._exit(0)
         tasks = [asyncio.create_task(job) for job in scheduled(engine)]
         yield
         for task in tasks:

@@ -80,28 +80,47 @@ def serve(
     audit_sink: Annotated[
         Path | None, typer.Option(help="Also append audit events to this JSON-lines file.")
     ] = None,
+    graceful_timeout: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="On SIGTERM, seconds to finish accepted requests before cancelling them "
+            "(default: api.graceful_timeout_s in keel.yaml, 25).",
+        ),
+    ] = None,
     project: ProjectOpt = Path("."),
 ) -> None:
     """Serve the project's HTTP API (uvicorn); every route but /healthz and /readyz needs a key.
 
-    Example: keel serve --port 8080 --workers 2
+    On SIGTERM it stops accepting connections, answers every request it accepted, closes
+    idle keep-alive connections, then stops its scheduled jobs and closes the store.
+
+    Example: keel serve --port 8080 --workers 2 --graceful-timeout 20
     """
     import os  # noqa: PLC0415
 
     try:
-        import uvicorn  # noqa: PLC0415
+        from keel.api import serving  # noqa: PLC0415
     except ImportError:
         _fail(MissingExtraError("server", "keel serve"))
-    from keel.api.server import ENV_AUDIT_SINK, ENV_PROJECT  # noqa: PLC0415
+    from keel.api.server import ENV_AUDIT_SINK, ENV_PROJECT, ENV_WORKERS  # noqa: PLC0415
+    from keel.config import load_settings  # noqa: PLC0415
 
+    try:
+        settings = load_settings(project)
+    except KeelError as error:
+        _fail(error)
     os.environ[ENV_PROJECT] = str(project.resolve())
+    os.environ[ENV_WORKERS] = str(workers)
     if audit_sink is not None:
         os.environ[ENV_AUDIT_SINK] = str(audit_sink.resolve())
-    uvicorn.run(
+    status = serving.run(
         "keel.api.server:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="warning",
+        host,
+        port,
+        workers,
+        graceful_timeout or settings.graceful_timeout_s,
+        "warning",
     )
+    if status:
+        raise typer.Exit(status)

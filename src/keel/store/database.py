@@ -100,7 +100,9 @@ class Database:
         return self.engine.dialect.name == "sqlite"
 
     @contextmanager
-    def write(self, chain: bool = True, using: Connection | None = None) -> Iterator[Connection]:
+    def write(
+        self, chain: bool = True, using: Connection | None = None, durable: bool = True
+    ) -> Iterator[Connection]:
         """A transaction that holds the database's write lock from its first statement.
 
         SQLite: BEGIN IMMEDIATE, after this process's turn in the file's write queue.
@@ -109,15 +111,26 @@ class Database:
         window capacity) until it commits. Writes that touch neither the chain nor the
         windows (the audit trail) pass ``chain=False`` and, on PostgreSQL, do not wait for
         that lock. ``using`` is a connection the caller keeps open (the ledger writer's),
-        otherwise one is taken from the pool for this transaction.
+        otherwise one is taken from the pool for this transaction (after the turn, never
+        before: a connection held while waiting for the turn could starve the holder).
+
+        ``durable=False`` is for state that may be lost to a power failure (never to a
+        process crash), such as rate-limit buckets, never the ledger: the commit does not
+        wait for the disk (SQLite: ``synchronous = NORMAL`` on the connection for this
+        transaction and ``FULL`` again before it is released; PostgreSQL:
+        ``synchronous_commit`` off for the transaction).
         """
         turn = self.queue.turn() if self.queue is not None else nullcontext()
         with turn, nullcontext(using) if using is not None else self.engine.connect() as plain:
-            conn = plain.execution_options(keel_immediate=True)
-            with conn.begin():
-                if chain and not self.is_sqlite:
-                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
-                yield conn
+            lazy = _lazy_sqlite_commit(plain) if not durable and self.is_sqlite else nullcontext()
+            with lazy:
+                conn = plain.execution_options(keel_immediate=True)
+                with conn.begin():
+                    if chain and not self.is_sqlite:
+                        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
+                    if not durable and not self.is_sqlite:
+                        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+                    yield conn
 
     @property
     def display_url(self) -> str:
@@ -146,6 +159,23 @@ class Database:
         self.engine.dispose()
         if self.queue is not None:
             self.queue.close()
+
+
+@contextmanager
+def _lazy_sqlite_commit(plain: Connection) -> Iterator[None]:
+    """``synchronous = NORMAL`` on this SQLite connection while the block runs (WAL: the
+    commit is safe from a process crash, not from a power failure), ``FULL`` again after;
+    a connection that cannot be set back is discarded, never returned to the pool."""
+    raw: Any = plain.connection.driver_connection  # sqlite3, in autocommit between BEGINs
+    raw.execute("PRAGMA synchronous = NORMAL")
+    try:
+        yield
+    finally:
+        try:
+            raw.execute("PRAGMA synchronous = FULL")
+        except BaseException:
+            plain.invalidate()
+            raise
 
 
 def _sqlite_engine(url: str) -> Engine:

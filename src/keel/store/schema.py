@@ -413,3 +413,14 @@ deliveries = Table(
     Index("ix_deliveries_due", "state", "next_attempt_at"),
     Index("ix_deliveries_flow", "flow", "created_at"),
 )
+
+# Token buckets of the shared rate limits (``api.rate_limits: shared``): one row per limit
+# and caller, spent by a conditional UPDATE per request, so the limit holds across every
+# worker process and node on this store. ``updated_at`` is the engine clock's seconds.
+rate_limit_buckets = Table(
+    "rate_limit_buckets",
+    metadata,
+    Column("key", String(320), primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)

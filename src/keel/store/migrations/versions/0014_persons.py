@@ -4,14 +4,14 @@ Four eyes compares persons, not credentials (``keel.security.persons``). Rows wr
 before this migration have no person; they are compared by their principal id.
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0014"
-down_revision = "0012"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

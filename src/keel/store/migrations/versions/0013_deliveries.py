@@ -1,14 +1,14 @@
 """The webhook outbox: alarm notices and retraining requests until they are delivered.
 
-Revision ID: 0012
-Revises: 0015
+Revision ID: 0013
+Revises: 0012
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0012"
-down_revision = "0015"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

@@ -1,13 +1,13 @@
 """The newest ledger entry of a kind for a flow, found at once: the engine checks every row
 it acts on (the active version, the autonomy level, a hold, a running rollout) against it.
 
-Revision ID: 0015
+Revision ID: 0012
 Revises: 0011
 """
 
 from alembic import op
 
-revision = "0015"
+revision = "0012"
 down_revision = "0011"
 branch_labels = None
 depends_on = None
