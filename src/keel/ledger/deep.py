@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, exc, select
 
 from keel.errors import StoreError
+from keel.ledger.outbox_check import check_deliveries
 from keel.ledger.rebuild import (
     REVIEW_CAPACITY,
     Consumption,
@@ -82,6 +83,20 @@ UNCHECKED: dict[str, str] = {
         "the ledger holds only a salted digest of that input"
     ),
     "monitor_runs": "the monitors' working record; the alarms they opened are checked",
+    "deliveries.state, attempts, next_attempt_at, lease_until, leased_by, last_error, "
+    "delivered_at": (
+        "the outbox's sending bookkeeping, never recorded; each row's cause (flow, kind, "
+        "alarm, time, payload) is checked, and a delivery_retried entry must name its row"
+    ),
+    "deliveries.target of an alarm notice, payload.owner, payload.models": (
+        "the webhook names, the owner and the pinned models come from the flow file and "
+        "the registry when the notice is written; a retraining request's target is checked "
+        "against its entry, and a missing alarm notice cannot be told from a webhook removed"
+    ),
+    "deliveries.payload alarm summary and evidence of a resolution": (
+        "a resolution's notice carries the alarm as stored, possibly from a suppressed "
+        "repeat that records no entry"
+    ),
     "api_keys, grants, audit_events": "security state and the audit trail, not ledger indexes",
 }
 
@@ -225,7 +240,7 @@ def _model_artifacts(conn: Connection, rb: Rebuild) -> None:
 def _policy_changes(conn: Connection, rb: Rebuild) -> None:
     _by_key(
         conn, rb, policy_changes, "id", "id", rb.changes, "policy_proposed",
-        ("editors", "models"),
+        ("editors", "editor_persons", "models"),
     )  # fmt: skip
 
 
@@ -447,6 +462,7 @@ _CHECKS: tuple[Callable[[Connection, Rebuild], None], ...] = (
     _holds,
     _rollouts,
     _alarms,
+    check_deliveries,
     _reviews,
     _outcomes,
     _guardrail_usage,

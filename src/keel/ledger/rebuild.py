@@ -23,6 +23,7 @@ from keel.protect import PROTECTED_MARK, Protector, Sealed
 from keel.store.schema import decisions, guardrail_usage, ledger, protected_values
 
 _BATCH = 5000
+RETRAIN_COMMAND = "retrain.command"  # keel.flows.monitoring names the retrain command so
 _WAITING = ("pending_review", "advisory")  # decision statuses that open a review
 _STATIC_GUARDRAILS = ("kill_switch", "min_confidence.", "bounds.")  # never consume a window
 REVIEW_CAPACITY = "review_capacity"  # the flow's review capacity: a rate window, segment '*'
@@ -178,6 +179,11 @@ class Rebuild:
         self.outcomes: dict[str, dict[str, Any]] = {}
         self.sealed: dict[str, dict[str, Any]] = {}  # inputs with personal fields, this batch
         self.consumed: list[Consumption] = []
+        # The outbox: what each alarm entry told (flow, alarm, at) -> kind -> payload part,
+        # the retraining requests by the same key, and the deliveries sent back.
+        self.notices: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
+        self.retrains: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.retried: dict[str, dict[str, Any]] = {}
         oldest = conn.execute(select(func.min(guardrail_usage.c.ts))).scalar()
         self.horizon = iso_time(float(oldest)) if oldest is not None else None
         self.index = rows(conn, decisions, decisions.c.seq)
@@ -208,6 +214,8 @@ class Rebuild:
             "alarm_repeated": self.alarm_seen,
             "alarm_escalated": self.alarm_seen,
             "alarm_resolved": self.alarm_resolved,
+            "retraining_requested": self.retraining_requested,
+            "delivery_retried": self.delivery_retried,
         }
         for n, entry in enumerate(_entries(self.conn), start=1):
             handler = handlers.get(entry.kind)
@@ -243,6 +251,7 @@ class Rebuild:
                 "state": "waiting",
                 "opened_at": entry.recorded_at,
                 "requested_by": body.get("requested_by"),
+                "requested_person": body.get("requested_person"),
                 "proposed_action": body["action"],
                 "proposed_value": None if legacy else body["value"],
             }
@@ -326,6 +335,7 @@ class Rebuild:
             opened_at=body["opened_at"],
             due_at=body["due_at"],
             requested_by=body["requested_by"],
+            requested_person=body.get("requested_person"),
             proposed_action=body["proposed"]["action"],
             proposed_value=body["proposed"]["value"],
             resolved_at=entry.recorded_at,
@@ -380,6 +390,7 @@ class Rebuild:
         self.policy_introduced(entry, body)
         self.pinned(entry, body["models"], body["base_models"])
         author = body["author"]["id"]
+        person = body["author"].get("person")  # None: recorded before persons
         self.changes[body["change"]] = {
             "flow": entry.flow,
             "state": "proposed",
@@ -387,6 +398,8 @@ class Rebuild:
             "base_version": body["base_version"],
             "author": author,
             "editors": [author],
+            "author_person": person,
+            "editor_persons": None if person is None else [person],
             "reason": body["reason"],
             "created_at": entry.recorded_at,
             "updated_at": entry.recorded_at,
@@ -398,7 +411,13 @@ class Rebuild:
         change = self.changes.get(body["change"])
         if change is None:
             return  # an edit of a change with no proposal: policy_changes reports the row
-        editor = body["editor"]["id"]
+        editor, person = body["editor"]["id"], body["editor"].get("person")
+        if person is not None:
+            # A change proposed before persons starts its list from its editors' ids.
+            persons = change["editor_persons"] or list(change["editors"])
+            if person not in persons:
+                persons.append(person)
+            change["editor_persons"] = persons
         if editor not in change["editors"]:
             change["editors"].append(editor)
         change.update(
@@ -413,6 +432,7 @@ class Rebuild:
             "change_id": body["change"],
             "version": body["version"],
             "approver": body["approver"]["id"],
+            "approver_person": body["approver"].get("person"),
             "role": body["approver"]["role"],
             "reason": body["reason"],
             "approved_at": entry.recorded_at,
@@ -448,6 +468,7 @@ class Rebuild:
             "level": body["to"],
             "state": "open",
             "requested_by": body["by"]["id"],
+            "requested_person": body["by"].get("person"),
             "reason": body["reason"],
             "evidence": body["evidence"],
             "created_at": entry.recorded_at,
@@ -490,6 +511,7 @@ class Rebuild:
             "hold": body["hold"],
             "previous": body["previous"],
             "set_by": body["set_by"],
+            "set_by_person": body.get("set_by_person"),
             "at": body["at"],
             "reason": body["reason"],
             "alarm_id": body["alarm_id"],
@@ -544,6 +566,19 @@ class Rebuild:
         alarm["severity"] = body["severity"]
         alarm["notified_at"] = entry.recorded_at
         alarm["actions"] = [*alarm["actions"], *body["actions"]]
+        told = {
+            "alarm.monitor": body["monitor"], "alarm.severity": body["severity"],
+            "alarm.state": "firing", "alarm.summary": body["summary"],
+            "alarm.opened_at": alarm["opened_at"], "alarm.evidence": body["evidence"],
+            "actions": body["actions"],
+        }  # fmt: skip
+        self.told(entry, body["alarm"], told)
+
+    def told(self, entry: Entry, alarm: str, payload: dict[str, Any]) -> None:
+        """What a notice of this entry carries, as ``keel.monitor.runs`` builds it."""
+        key = (str(entry.flow), alarm, entry.recorded_at)
+        payload.update({"kind": entry.kind, "flow": entry.flow, "alarm.id": alarm})
+        self.notices.setdefault(key, {})[entry.kind] = payload
 
     def alarm_resolved(self, entry: Entry, body: dict[str, Any]) -> None:
         alarm = self.alarms.get(body["alarm"])
@@ -555,3 +590,30 @@ class Rebuild:
                 resolve_reason=body["reason"],
                 runs=body["runs"],
             )
+        # A resolution's notice carries the alarm as stored: its summary and evidence may
+        # come from a suppressed repeat, which records no entry.
+        told = {
+            "alarm.monitor": body["monitor"], "alarm.state": "resolved",
+            "alarm.opened_at": body["opened_at"], "actions": [],
+        }  # fmt: skip
+        if alarm is not None:
+            told["alarm.severity"] = alarm["severity"]
+        self.told(entry, body["alarm"], told)
+
+    # ---- the outbox ------------------------------------------------------------------------
+
+    def retraining_requested(self, entry: Entry, body: dict[str, Any]) -> None:
+        webhook = body["webhook"]
+        legacy = webhook is not None and "://" in str(webhook)  # version 1: a URL, no outbox
+        targets = [] if webhook is None else [str(webhook)]
+        targets += [RETRAIN_COMMAND] if body["command"] else []
+        self.retrains[(str(entry.flow), body["alarm"], entry.recorded_at)] = {
+            "targets": [] if legacy else targets, "monitor": body["monitor"],
+            "named": webhook is not None and not legacy,
+        }  # fmt: skip
+
+    def delivery_retried(self, entry: Entry, body: dict[str, Any]) -> None:
+        self.retried[body["delivery"]] = {
+            "flow": entry.flow, "kind": body["kind"], "target": body["target"],
+            "alarm_id": body["alarm"], "record_id": entry.record_id,
+        }  # fmt: skip
