@@ -54,7 +54,9 @@ OWNER = person("key:owner003", "Olga", "owner")
 REVIEWER = person("key:revi0004", "Rita", "reviewer")
 STRICT = ("  min_income: 12000.0\n", "  min_income: 100000.0\n")
 
-FLOW_EXTRA = """earned_autonomy:
+FLOW_EXTRA = """review:
+  deadline: 30d
+earned_autonomy:
   supervised: {over: 7d, min_reviewed: 1, min_agreement: 0.5, max_guardrail_hits: 1000}
 monitoring:
   window: 1d
@@ -454,6 +456,18 @@ def test_a_waiting_review_marked_resolved_is_named(store: Store) -> None:
                "where decision_id = :d", d=decision)  # fmt: skip
     found = mismatch(store)
     assert (found["table"], found["key"], found["column"]) == ("reviews", decision, "state")
+
+
+def test_a_later_deadline_on_a_waiting_review_is_named(store: Store) -> None:
+    """Moving a waiting review's deadline would suppress its breach notice."""
+    decision = store.facts["waiting"]
+    (due,) = sql(store, "select due_at from reviews where decision_id = :d", d=decision)[0]
+    assert due is not None
+    sql(store, "update reviews set due_at = '2099-01-01T00:00:00.000000Z' where decision_id = :d",
+        d=decision)  # fmt: skip
+    found = mismatch(store)
+    assert (found["table"], found["key"], found["column"]) == ("reviews", decision, "due_at")
+    assert found["ledger"] == due
 
 
 def test_an_altered_activation_is_named(store: Store) -> None:

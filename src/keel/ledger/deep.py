@@ -64,9 +64,9 @@ UNCHECKED: dict[str, str] = {
         "who holds a waiting case is queue state, never recorded; the review entry names "
         "who resolved it"
     ),
-    "reviews.due_at of a waiting case": (
-        "the deadline comes from the flow's review settings; it is recorded with the review "
-        "or its breach, and checked from then on"
+    "reviews.due_at of a waiting case decided before decision version 3": (
+        "such a decision did not record its deadline; it is recorded with the review or its "
+        "breach, and checked from then on"
     ),
     "alarms.last_seen_at, runs, suppressed, clean_runs, summary, evidence": (
         "updated by monitor runs that record no entry (suppressed repeats, clean runs); "

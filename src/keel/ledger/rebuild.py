@@ -255,6 +255,8 @@ class Rebuild:
                 "proposed_action": body["action"],
                 "proposed_value": None if legacy else body["value"],
             }
+            if "queue" in body:  # version 3 records the deadline; older ones do not
+                self.reviews[entry.record_id]["due_at"] = body["queue"]["due_at"]
         if self.horizon is not None and entry.recorded_at >= self.horizon:
             names = _windows_consumed(body["guardrails"])
             if names:

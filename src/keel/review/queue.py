@@ -147,7 +147,14 @@ class ReviewBreach:
 def open_review_row(
     entry: Entry, body: Mapping[str, Any], settings: ReviewSettings, now: float
 ) -> dict[str, Any]:
-    """The queue row a decision that waits for a person opens (its index, not its record)."""
+    """The queue row a decision that waits for a person opens (its index, not its record);
+    its deadline is the one the decision recorded (one recorded before decisions did gets
+    it from the flow's review settings)."""
+    queue = body.get("queue")
+    if isinstance(queue, Mapping):
+        due_at = queue.get("due_at")
+    else:
+        due_at = iso_time(now + settings.deadline_s) if settings.deadline_s else None
     return {
         "decision_id": entry.record_id,
         "flow": entry.flow,
@@ -155,7 +162,7 @@ def open_review_row(
         "kind": "advisory" if body["status"] == "advisory" else "escalation",
         "state": "open",
         "opened_at": entry.recorded_at,
-        "due_at": iso_time(now + settings.deadline_s) if settings.deadline_s else None,
+        "due_at": due_at,
         "requested_by": body.get("requested_by"),
         "proposed_action": body["action"],
         "proposed_value": body["value"],
