@@ -33,6 +33,7 @@ from keel.ledger.rebuild import (
     Mismatch,
     Rebuild,
     compare,
+    compare_review,
     mismatch,
     parse_json,
     rows,
@@ -298,13 +299,7 @@ def _alarms(conn: Connection, rb: Rebuild) -> None:
 def _reviews(conn: Connection, rb: Rebuild) -> None:
     """Resolved rows against their ``review`` entries; a waiting row (open or claimed)
     against the decision that waits, with nothing resolved on it."""
-    for waiting in rb.reviews.values():
-        if waiting["state"] == "waiting":
-            waiting.setdefault("breached_at", None)
-            waiting.update(
-                resolved_at=None, resolution=None, final_action=None, final_value=None,
-                reviewer=None, review_id=None,
-            )  # fmt: skip
+    rb.settle_waiting()
     seen: set[str] = set()
     for row in rows(conn, reviews, reviews.c.decision_id):
         ident = row["decision_id"]
@@ -312,8 +307,7 @@ def _reviews(conn: Connection, rb: Rebuild) -> None:
         if want is None:
             raise _unbacked("reviews", ident, "waiting decision or review")
         seen.add(ident)
-        state = "waiting" if row["state"] in ("open", "claimed") else row["state"]
-        compare("reviews", ident, {**row, "state": state}, want)
+        compare_review(row, want)
         rb.count("reviews")
     _missing("reviews", rb.reviews, seen, "a decision waiting for review or a review")
 

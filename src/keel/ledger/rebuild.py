@@ -11,7 +11,7 @@ from the oldest ``guardrail_usage`` row on (older ones are pruned by the ledger 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,6 +137,31 @@ def _windows_consumed(guardrails: Mapping[str, Any]) -> list[str]:
     return names
 
 
+def index_of(entry: Entry, body: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``decisions`` row a decision entry must have."""
+    rollout = body.get("rollout")
+    return {
+        "id": entry.record_id,
+        "flow": entry.flow,
+        "subject_id": body.get("subject_id"),
+        "action": body["action"],
+        "status": body["status"],
+        "recorded_at": entry.recorded_at,
+        "policy_version": body["policy"]["version"],
+        "guardrail_hits": len(body["guardrails"]["hits"]),
+        "fallback": 1 if body["fallback"] else 0,
+        "rollout": rollout["id"] if rollout else None,
+        "arm": rollout["arm"] if rollout else None,
+        "shadow_action": rollout.get("action") if rollout else None,
+    }
+
+
+def compare_review(row: Mapping[str, Any], want: Mapping[str, Any]) -> None:
+    """A ``reviews`` row against what the ledger records (open and claimed are waiting)."""
+    state = "waiting" if row["state"] in ("open", "claimed") else row["state"]
+    compare("reviews", row["decision_id"], {**row, "state": state}, want)
+
+
 # ---- the walk ------------------------------------------------------------------------------
 
 
@@ -154,10 +179,15 @@ class Consumption:
 
 
 class Rebuild:
-    """What the side tables must hold, rebuilt entry by entry (``run``)."""
+    """What the side tables must hold, rebuilt entry by entry (``run``).
 
-    def __init__(self, conn: Connection, protector: Protector | None) -> None:
+    ``whole``: the walk sees the whole chain, and compares the decisions index and personal
+    inputs as it goes and rebuilds window usage; a walk over part of the chain
+    (``keel.ledger.evidence``) only rebuilds the other tables."""
+
+    def __init__(self, conn: Connection, protector: Protector | None, whole: bool = True) -> None:
         self.conn = conn
+        self.whole = whole
         self.protector = protector
         self.checked: dict[str, int] = {}  # rows compared so far, per table
         self.versions: dict[str, str] = {}  # policy version -> first entry naming it (at)
@@ -184,17 +214,22 @@ class Rebuild:
         self.notices: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
         self.retrains: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.retried: dict[str, dict[str, Any]] = {}
-        oldest = conn.execute(select(func.min(guardrail_usage.c.ts))).scalar()
-        self.horizon = iso_time(float(oldest)) if oldest is not None else None
-        self.index = rows(conn, decisions, decisions.c.seq)
-        self.next_index: dict[str, Any] | None = next(self.index, None)
+        self.indexed: dict[str, dict[str, Any]] = {}  # decisions rows, walking a part only
+        self.horizon: str | None = None
+        self.next_index: dict[str, Any] | None = None
+        if whole:
+            oldest = conn.execute(select(func.min(guardrail_usage.c.ts))).scalar()
+            self.horizon = iso_time(float(oldest)) if oldest is not None else None
+            self.index = rows(conn, decisions, decisions.c.seq)
+            self.next_index = next(self.index, None)
 
     def count(self, table: str, n: int = 1) -> None:
         self.checked[table] = self.checked.get(table, 0) + n
 
-    def run(self) -> None:
-        """Walk the chain; the decisions index and personal inputs are compared on the way
-        (``Found`` at the first disagreement), the other tables are rebuilt for the caller."""
+    def run(self, entries: Iterable[Entry] | None = None) -> None:
+        """Walk the chain (or ``entries``, in chain order); the decisions index and personal
+        inputs are compared on the way (``Found`` at the first disagreement), the other
+        tables are rebuilt for the caller."""
         handlers = {
             "decision": self.decision,
             "review": self.review,
@@ -217,7 +252,8 @@ class Rebuild:
             "retraining_requested": self.retraining_requested,
             "delivery_retried": self.delivery_retried,
         }
-        for n, entry in enumerate(_entries(self.conn), start=1):
+        walked = _entries(self.conn) if entries is None else entries
+        for n, entry in enumerate(walked, start=1):
             handler = handlers.get(entry.kind)
             if handler is not None:
                 handler(entry, entry.body)
@@ -233,12 +269,16 @@ class Rebuild:
     # ---- decisions and their index, reviews and personal inputs ----------------------
 
     def decision(self, entry: Entry, body: dict[str, Any]) -> None:
-        self.check_index(entry, body)
+        if self.whole:
+            self.check_index(entry, body)
+        else:  # a part of the chain: its decisions rows are compared by the caller
+            self.indexed[entry.record_id] = index_of(entry, body)
         version = body["policy"]["version"]
         if self.named.get(str(entry.flow)) != version:
             self.named[str(entry.flow)] = version
             self.switches.add((str(entry.flow), version, entry.recorded_at))
-        if any(isinstance(v, dict) and PROTECTED_MARK in v for v in body["inputs"].values()):
+        sealed = (isinstance(v, dict) and PROTECTED_MARK in v for v in body["inputs"].values())
+        if self.whole and any(sealed):
             self.sealed[entry.record_id] = body["inputs"]
         if body["status"] in _WAITING:
             # A decision recorded before the review queue existed (its body has no
@@ -266,6 +306,16 @@ class Rebuild:
                 )  # fmt: skip
                 self.consumed.append(consumed)
 
+    def settle_waiting(self) -> None:
+        """Once walked: a review still waiting has nothing resolved on it."""
+        for waiting in self.reviews.values():
+            if waiting["state"] == "waiting":
+                waiting.setdefault("breached_at", None)
+                waiting.update(
+                    resolved_at=None, resolution=None, final_action=None, final_value=None,
+                    reviewer=None, review_id=None,
+                )  # fmt: skip
+
     def check_index(self, entry: Entry, body: dict[str, Any]) -> None:
         """Merge the decisions table (by seq) with the decision entries as they come."""
         row = self.next_index
@@ -279,22 +329,7 @@ class Rebuild:
                 "decisions", entry.record_id, None, None, entry.seq,
                 f"row of the decision recorded at entry {entry.seq} is missing",
             )  # fmt: skip
-        rollout = body.get("rollout")
-        expected = {
-            "id": entry.record_id,
-            "flow": entry.flow,
-            "subject_id": body.get("subject_id"),
-            "action": body["action"],
-            "status": body["status"],
-            "recorded_at": entry.recorded_at,
-            "policy_version": body["policy"]["version"],
-            "guardrail_hits": len(body["guardrails"]["hits"]),
-            "fallback": 1 if body["fallback"] else 0,
-            "rollout": rollout["id"] if rollout else None,
-            "arm": rollout["arm"] if rollout else None,
-            "shadow_action": rollout.get("action") if rollout else None,
-        }
-        compare("decisions", entry.record_id, row, expected)
+        compare("decisions", entry.record_id, row, index_of(entry, body))
         self.count("decisions")
         self.next_index = next(self.index, None)
 

@@ -27,6 +27,8 @@ from keel.context import Context
 from keel.errors import ConflictError, InputError, NotFoundError
 from keel.events import AutonomyChanged, AutonomyRequested, pending
 from keel.flows import Autonomy, Criteria
+from keel.ledger.anchor import refused
+from keel.ledger.evidence import check_evidence
 from keel.ledger.records import iso_time, new_id
 from keel.ledger.writer import WindowGate, append_in
 from keel.reasons import required_reason
@@ -100,7 +102,27 @@ class AutonomyControl:
         self._ctx.registry.permitted(flow, principal)
         return self._evidence(flow, _level(level))
 
-    def _evidence(self, flow: str, level: str) -> tuple[dict[str, Any], list[str]]:
+    def _check_evidence(self, flow: str, level: str, now: float) -> None:
+        """The reviews, outcomes and decisions the trust figures will be read from, compared
+        with the ledger over the criteria's window: a raise is never judged on forged rows."""
+        criteria = self._ctx.registry.current(flow).flow.earned_autonomy.get(level)
+        if criteria is None:
+            return  # refused for want of criteria: nothing is judged
+        since, until = iso_time(now - criteria.over_s), iso_time(now)
+        with self._ctx.db.snapshot() as conn:
+            bad = check_evidence(conn, flow, since, until)
+        if bad is not None:
+            self._ctx.metrics.integrity_refusals.labels(flow, "autonomy_approval").inc()
+            raise refused(
+                bad.table, bad.key,
+                f"the evidence for raising flow '{flow}' to '{level}' disagrees with the "
+                f"ledger: {bad.describe()}",
+                {"flow": flow, "level": level, "mismatch": bad.to_dict()},
+            )  # fmt: skip
+
+    def _evidence(
+        self, flow: str, level: str, now: float | None = None
+    ) -> tuple[dict[str, Any], list[str]]:
         criteria = self._ctx.registry.current(flow).flow.earned_autonomy.get(level)
         if criteria is None:
             listed = ", ".join(self._ctx.registry.current(flow).flow.earned_autonomy) or "none"
@@ -108,7 +130,7 @@ class AutonomyControl:
                 f"the flow defines no evidence criteria for '{level}' "
                 f"(earned_autonomy lists: {listed})"
             ]
-        now = self._ctx.clock()
+        now = self._ctx.clock() if now is None else now
         since, until = iso_time(now - criteria.over_s), iso_time(now)
         total = trust_metrics(self._ctx, flow, since, until)["total"]
         figures = {
@@ -223,7 +245,9 @@ class AutonomyControl:
             {"request_id": request_id},
         )
         flow, level = req["flow"], req["level"]
-        evidence, unmet = self._evidence(flow, level)
+        now = self._ctx.clock()
+        self._check_evidence(flow, level, now)
+        evidence, unmet = self._evidence(flow, level, now)
         if unmet:
             raise ConflictError(
                 f"raising flow '{flow}' to '{level}' is refused now: {'; '.join(unmet)}",
