@@ -173,6 +173,32 @@ def test_an_autonomy_raise_is_never_judged_on_forged_evidence(
         assert change.level == "supervised"
 
 
+def test_a_forged_autonomy_requester_cannot_approve_their_own_raise(
+    project: Path, env: dict[str, str], db_url: str
+) -> None:
+    with (project / "flows" / "credit_limit.yaml").open("a") as flow:
+        flow.write(EARNED)
+    clock = Clock()
+    olgas_approver_key = person("key:olga0009", "Olga's other key", "approver", who="Olga")
+    with open_engine(project, environ=env, clock=clock) as engine:
+        (reviewed,) = _waiting(engine, 1)
+        engine.reviews.resolve(reviewed, REVIEWER, "approve", "Income verified")
+        clock.advance(60)
+        engine.autonomy.request(FLOW, "advisory", OWNER, "Watch the new staff")
+        raised = engine.autonomy.request(FLOW, "supervised", OWNER, "Reviews agree").request
+        assert raised is not None
+        run_sql(db_url, "update autonomy_requests set requested_by = 'key:x', "
+                        "requested_person = 'x' where id = :r", params={"r": raised.id})  # fmt: skip
+        with pytest.raises(IntegrityError, match="column requested_by"):
+            engine.autonomy.approve(raised.id, olgas_approver_key, "Evidence checked")
+        run_sql(db_url, "update autonomy_requests set requested_by = :i, requested_person = "
+                        ":p where id = :r",
+                params={"i": OWNER.id, "p": OWNER.person, "r": raised.id})  # fmt: skip
+        with pytest.raises(ConflictError, match="cannot approve it"):
+            engine.autonomy.approve(raised.id, olgas_approver_key, "Evidence checked")
+        assert engine.autonomy.approve(raised.id, APPROVER, "Checked").level == "supervised"
+
+
 def test_four_eyes_on_a_change_reads_persons_the_ledger_vouches_for(
     project: Path, env: dict[str, str], db_url: str
 ) -> None:

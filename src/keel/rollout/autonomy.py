@@ -24,9 +24,10 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from keel.context import Context
-from keel.errors import ConflictError, InputError, NotFoundError
+from keel.errors import ConflictError, InputError, IntegrityError, NotFoundError
 from keel.events import AutonomyChanged, AutonomyRequested, pending
 from keel.flows import Autonomy, Criteria
+from keel.ledger import anchor
 from keel.ledger.anchor import refused
 from keel.ledger.evidence import check_evidence
 from keel.ledger.records import iso_time, new_id
@@ -42,7 +43,7 @@ from keel.rollout.results import (
 from keel.runtime import current_level
 from keel.security.persons import refuse_same_person
 from keel.security.roles import Permission, Principal, visible_to
-from keel.store.schema import alarms, autonomy_changes, autonomy_requests
+from keel.store.schema import alarms, autonomy_changes, autonomy_requests, ledger
 
 ORDER = [a.value for a in Autonomy]  # lowest to highest
 
@@ -235,6 +236,12 @@ class AutonomyControl:
                 f"autonomy request {request_id} was {req['state']} at {req['decided_at']}",
                 {"request_id": request_id},
             )
+        try:
+            with self._ctx.db.read() as conn:
+                _request_agrees(conn, req)  # four eyes reads its requester: vouch first
+        except IntegrityError:
+            self._ctx.metrics.integrity_refusals.labels(req["flow"], "autonomy_approval").inc()
+            raise
         requested = req["requested_person"] or req["requested_by"]
         refuse_same_person(
             approver.person,
@@ -275,6 +282,31 @@ class AutonomyControl:
         change = self._ctx.writer.transact(apply)
         self._ctx.registry.refresh(force=True)
         return change
+
+
+def _request_agrees(conn: Connection, req: dict[str, Any]) -> None:
+    """An ``autonomy_requests`` row against the ``autonomy_requested`` entry recorded with
+    it (same flow and time, naming it): who asked, for which level, and why."""
+    found = conn.execute(
+        select(ledger.c.record_id, ledger.c.record).where(
+            ledger.c.kind == "autonomy_requested",
+            ledger.c.flow == req["flow"],
+            ledger.c.recorded_at == req["created_at"],
+        )
+    )
+    ids = [r.record_id for r in found if json.loads(r.record)["body"].get("request") == req["id"]]
+    at = anchor.entry(conn, ids[0]) if ids else None
+    if at is None:
+        raise anchor.refused(
+            "autonomy_requests", req["id"],
+            f"no autonomy_requested entry of flow '{req['flow']}' at {req['created_at']} "
+            "stands behind it",
+            {"flow": req["flow"]},
+        )  # fmt: skip
+    by = at.body["by"]
+    recorded = {"level": at.body["to"], "requested_by": by["id"],
+                "requested_person": by.get("person"), "reason": at.body["reason"]}  # fmt: skip
+    anchor.agree("autonomy_requests", req["id"], req, recorded, at)
 
 
 def lower_in(
