@@ -173,6 +173,31 @@ def test_an_autonomy_raise_is_never_judged_on_forged_evidence(
         assert change.level == "supervised"
 
 
+def test_the_evidence_check_reads_only_the_criteria_window(
+    project: Path, env: dict[str, str], db_url: str
+) -> None:
+    """A raise is judged on the last ``over`` (7 days here): a row older than that is not
+    evidence, is not read, and does not stop it; deep verification still names it."""
+    with (project / "flows" / "credit_limit.yaml").open("a") as flow:
+        flow.write(EARNED)
+    clock = Clock()
+    with open_engine(project, environ=env, clock=clock) as engine:
+        (old,) = _waiting(engine, 1)
+        run_sql(db_url, "update reviews set proposed_value = 999999 where decision_id = :d",
+                params={"d": old})  # fmt: skip
+        clock.advance(8 * 86_400)
+        (recent,) = _waiting(engine, 1)
+        engine.reviews.resolve(recent, REVIEWER, "approve", "Income verified")
+        clock.advance(60)
+        engine.autonomy.request(FLOW, "advisory", OWNER, "Watch the new staff")
+        raised = engine.autonomy.request(FLOW, "supervised", OWNER, "Reviews agree").request
+        assert raised is not None
+        assert engine.autonomy.approve(raised.id, APPROVER, "Checked").level == "supervised"
+        report = engine.verify(deep=True)
+        assert report.deep is not None and report.deep.mismatch is not None
+        assert (report.deep.mismatch.table, report.deep.mismatch.key) == ("reviews", old)
+
+
 def test_a_forged_autonomy_requester_cannot_approve_their_own_raise(
     project: Path, env: dict[str, str], db_url: str
 ) -> None:
