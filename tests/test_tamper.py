@@ -54,7 +54,9 @@ OWNER = person("key:owner003", "Olga", "owner")
 REVIEWER = person("key:revi0004", "Rita", "reviewer")
 STRICT = ("  min_income: 12000.0\n", "  min_income: 100000.0\n")
 
-FLOW_EXTRA = """earned_autonomy:
+FLOW_EXTRA = """review:
+  deadline: 30d
+earned_autonomy:
   supervised: {over: 7d, min_reviewed: 1, min_agreement: 0.5, max_guardrail_hits: 1000}
 monitoring:
   window: 1d
@@ -67,9 +69,15 @@ monitoring:
     fallback_rate: false
     latency_p99_ms: false
   alarms: {cooldown: 6h, clear_after: 2, clear_below: 0.5}
+  notify:
+    - {url: "http://127.0.0.1:9/down", name: ops}
   governor:
     - when: {alarm: [escalation_rate]}
       do: pause
+    - when: {alarm: [escalation_rate]}
+      do: retrain
+  retrain:
+    webhook: {url: "http://127.0.0.1:9/retrain"}
 """
 
 
@@ -102,6 +110,8 @@ def _build(project: Path, env: dict[str, str]) -> dict[str, Any]:
     """Every governed fact, made through Keel's services as its users would."""
     with (project / "flows" / "credit_limit.yaml").open("a") as flow:
         flow.write(FLOW_EXTRA)
+    with (project / "keel.yaml").open("a") as settings:
+        settings.write("deliveries: {max_attempts: 1}\n")  # the receivers are down: dead
     retrained = other_model(project / "retrained.skops")
     clock = Clock(START)
     facts: dict[str, Any] = {}
@@ -112,6 +122,9 @@ def _build(project: Path, env: dict[str, str]) -> dict[str, Any]:
         run = engine.monitoring.run(FLOW, OWNER)
         assert run.breaches == ["escalation_rate"] and engine.runtime(FLOW).hold == "pause"
         facts["alarm"] = run.alarms[0].id
+        assert run.deliveries is not None
+        facts["deliveries"] = {d["kind"]: d["id"] for d in run.deliveries}
+        engine.deliveries.retry(facts["deliveries"]["alarm_notice"], OWNER, "Receiver fixed")
         engine.monitoring.resolve(facts["alarm"], OWNER, "Staffing change explains it")
         engine.holds.lift(FLOW, APPROVER, "Escalations back to normal")
         # Reviews: two escalations approved, one claimed, the rest left open; an override.
@@ -252,6 +265,7 @@ def test_an_untouched_store_verifies_deep(store: Store) -> None:
         "decisions", "protected_values", "policy_versions", "model_artifacts", "policy_changes",
         "policy_approvals", "flow_activations", "autonomy_changes", "autonomy_requests",
         "flow_holds", "rollouts", "alarms", "reviews", "outcomes", "guardrail_usage",
+        "deliveries",
     ):  # fmt: skip
         assert rows.get(table, 0) > 0, table
     assert "reviews.claimed_by, reviews.claimed_at" in report.deep.unchecked
@@ -444,6 +458,18 @@ def test_a_waiting_review_marked_resolved_is_named(store: Store) -> None:
     assert (found["table"], found["key"], found["column"]) == ("reviews", decision, "state")
 
 
+def test_a_later_deadline_on_a_waiting_review_is_named(store: Store) -> None:
+    """Moving a waiting review's deadline would suppress its breach notice."""
+    decision = store.facts["waiting"]
+    (due,) = sql(store, "select due_at from reviews where decision_id = :d", d=decision)[0]
+    assert due is not None
+    sql(store, "update reviews set due_at = '2099-01-01T00:00:00.000000Z' where decision_id = :d",
+        d=decision)  # fmt: skip
+    found = mismatch(store)
+    assert (found["table"], found["key"], found["column"]) == ("reviews", decision, "due_at")
+    assert found["ledger"] == due
+
+
 def test_an_altered_activation_is_named(store: Store) -> None:
     forged = "f" * 64
     (record_id,) = sql(store, "select record_id from flow_activations where kind = 'activate'")[0]
@@ -587,6 +613,106 @@ def test_an_altered_decisions_row_is_named(store: Store) -> None:
     assert (found["table"], found["key"], found["column"]) == ("decisions", decision, "status")
 
 
+def test_a_forged_author_person_on_a_change_is_named(store: Store) -> None:
+    """Four eyes reads the person column: a forged author would approve their own change."""
+    change = store.facts["change"]
+    sql(store, "update policy_changes set author_person = 'someone-else' where id = :c",
+        c=change)  # fmt: skip
+    found = mismatch(store)
+    assert (found["table"], found["key"], found["column"]) == ("policy_changes", change,
+                                                              "author_person")  # fmt: skip
+    assert (found["stored"], found["ledger"]) == ("someone-else", AUTHOR.person)
+
+
+def test_forged_editor_persons_on_a_change_are_named(store: Store) -> None:
+    change = store.facts["change"]
+    sql(store, "update policy_changes set editor_persons = '[\"someone-else\"]' where id = :c",
+        c=change)  # fmt: skip
+    found = mismatch(store)
+    assert (found["table"], found["key"], found["column"]) == ("policy_changes", change,
+                                                              "editor_persons")  # fmt: skip
+
+
+def test_a_forged_approver_person_is_named(store: Store) -> None:
+    (record_id,) = sql(store, "select record_id from policy_approvals")[0]
+    sql(store, "update policy_approvals set approver_person = :p", p=AUTHOR.person)
+    found = mismatch(store)
+    assert (found["table"], found["key"], found["column"]) == ("policy_approvals", record_id,
+                                                              "approver_person")  # fmt: skip
+    assert found["ledger"] == APPROVER.person
+
+
+def test_a_forged_set_by_person_on_a_hold_is_named(store: Store) -> None:
+    (record_id,) = sql(store, "select record_id from flow_holds where hold = 'none'")[0]
+    sql(store, "update flow_holds set set_by_person = 'someone-else' where hold = 'none'")
+    found = mismatch(store)
+    assert (found["table"], found["key"], found["column"]) == ("flow_holds", record_id,
+                                                              "set_by_person")  # fmt: skip
+    assert found["ledger"] == APPROVER.person
+
+
+def test_forged_requested_persons_are_named(store: Store) -> None:
+    (request,) = sql(store, "select id from autonomy_requests limit 1")[0]
+    sql(store, "update autonomy_requests set requested_person = 'x' where id = :r", r=request)
+    found = mismatch(store)
+    assert (found["table"], found["key"], found["column"]) == ("autonomy_requests", request,
+                                                              "requested_person")  # fmt: skip
+    sql(store, "update autonomy_requests set requested_person = :p", p=OWNER.person)
+    decision = store.facts["waiting"]
+    sql(store, "update reviews set requested_person = 'x' where decision_id = :d", d=decision)
+    found = mismatch(store)
+    assert (found["table"], found["key"], found["column"]) == ("reviews", decision,
+                                                              "requested_person")  # fmt: skip
+
+
+def test_a_forged_delivery_payload_is_named(store: Store) -> None:
+    delivery = store.facts["deliveries"]["alarm_notice"]
+    (text,) = sql(store, "select payload from deliveries where id = :d", d=delivery)[0]
+    payload = json.loads(str(text))
+    payload["alarm"]["severity"] = "info"
+    sql(store, "update deliveries set payload = :p where id = :d", p=json.dumps(payload),
+        d=delivery)  # fmt: skip
+    found = mismatch(store)
+    assert (found["table"], found["key"], found["column"]) == ("deliveries", delivery,
+                                                              "payload.alarm.severity")  # fmt: skip
+    assert (found["stored"], found["ledger"]) == ("info", "warning")
+
+
+def test_a_forged_retraining_target_is_named(store: Store) -> None:
+    delivery = store.facts["deliveries"]["retraining_request"]
+    sql(store, "update deliveries set target = 'retrain.command' where id = :d", d=delivery)
+    found = mismatch(store)
+    assert (found["table"], found["key"], found["column"]) == ("deliveries", delivery, "target")
+    assert found["ledger"] == ["retrain.webhook"]
+
+
+def test_a_delivery_with_no_entry_behind_it_is_named(store: Store) -> None:
+    delivery = store.facts["deliveries"]["alarm_notice"]
+    sql(store, "insert into deliveries (id, flow, kind, target, alarm_id, payload, state, "
+               "attempts, next_attempt_at, created_at) select 'dlv_forged', flow, kind, target, "
+               "alarm_id, payload, 'pending', 0, next_attempt_at, '2027-01-19T00:00:00.000000Z' "
+               "from deliveries where id = :d", d=delivery)  # fmt: skip
+    found = mismatch(store)
+    assert (found["table"], found["key"], found["column"]) == ("deliveries", "dlv_forged", None)
+    assert "no alarm_raised alarm entry behind it" in found["problem"]
+
+
+def test_a_deleted_retraining_request_and_a_retried_delivery_are_named(store: Store) -> None:
+    retry = store.facts["deliveries"]["alarm_notice"]
+    sql(store, "update deliveries set target = 'other' where id = :d", d=retry)
+    found = mismatch(store)
+    assert (found["table"], found["key"], found["column"]) == ("deliveries", retry, "target")
+    sql(store, "delete from deliveries where id = :d", d=retry)
+    found = mismatch(store)
+    assert (found["table"], found["key"]) == ("deliveries", retry)
+    assert "a delivery_retried entry sent it back" in found["problem"]
+    request = store.facts["deliveries"]["retraining_request"]
+    sql(store, "delete from deliveries where id = :d", d=request)
+    found = mismatch(store)
+    assert found["table"] == "deliveries" and found["ledger"] == "retrain.webhook"
+    assert "row is missing" in found["problem"]
+
+
 # ---- the command line and HTTP ---------------------------------------------------------
 
 
@@ -595,7 +721,7 @@ def test_the_command_line_names_the_first_bad_row(store: Store) -> None:
     args = ["ledger", "verify", "--deep", "--project", str(store.project)]
     clean = runner.invoke(cli, args, env=store.env)
     assert clean.exit_code == 0, clean.stderr
-    assert "ok: " in clean.stdout and "rows in 15 tables match the ledger" in clean.stdout
+    assert "ok: " in clean.stdout and "rows in 16 tables match the ledger" in clean.stdout
     decision = store.facts["reviewed"]
     sql(store, "update reviews set reviewer = :r where decision_id = :d",
         r="key:evil\x1b[2J\u202e", d=decision)  # fmt: skip

@@ -40,10 +40,11 @@ def _person() -> Any:
 @dataclass(frozen=True)
 class DecisionRecorded:
     """One decided case: inputs (personal ones sealed apart), signals, the rule trace, the
-    guardrails, the action and status, and every version it depended on."""
+    guardrails, the action and status, every version it depended on, and the deadline of a
+    case that waits for a person."""
 
     KIND: ClassVar[str] = "decision"
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
     subject_id: str | None
     requested_by: str | None
     inputs: Json
@@ -65,6 +66,9 @@ class DecisionRecorded:
     hold: str | None = field(default=None, metadata={"omit_none": True})
     rollout: Json | None = field(default=None, metadata={"omit_none": True})
     requested_person: str | None = _person()  # v2: four eyes
+    # v3: {due_at} of a case that waits for a person (null: no deadline), so a forged
+    # deadline in the queue is found; left out of a case that does not wait.
+    queue: Json | None = field(default=None, metadata={"omit_none": True})
     record_version: int = 1
 
 

@@ -86,6 +86,13 @@ class Metrics:
             "Flows held because a stored row disagrees with the ledger (0 when all verify)",
             registry=self.registry,
         )
+        self.integrity_refusals = Counter(
+            "keel_integrity_refusals",
+            "Acts refused because a row they read disagrees with the ledger (a review, an "
+            "autonomy approval, a policy approval)",
+            ["flow", "act"],
+            registry=self.registry,
+        )
         self.integrity_check_failures = Counter(
             "keel_integrity_check_failures",
             "Scheduled integrity checks that failed (the next one tries again)",

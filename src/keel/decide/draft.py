@@ -16,6 +16,7 @@ from typing import Any
 
 from keel.events import DecisionRecorded, body
 from keel.flows import Autonomy
+from keel.ledger.records import iso_time
 from keel.ledger.writer import WindowGate
 from keel.policy.compiler import Evaluation
 from keel.policy.guardrails import GuardrailHit, check_static, segment_of
@@ -101,6 +102,13 @@ class Draft:
             "value": self.value,
         }
         return render(template, values, self.runtime.flow)
+
+    def _queue(self, status: str, now: float) -> dict[str, Any] | None:
+        """A waiting case's deadline, recorded with it (the queue row copies it)."""
+        if status not in WAITING:
+            return None
+        deadline = self.runtime.flow.review.deadline_s
+        return {"due_at": iso_time(now + deadline) if deadline else None}
 
     def finalize(self, gate: WindowGate) -> dict[str, Any]:
         flow = self.runtime.flow
@@ -213,6 +221,7 @@ class Draft:
             },
             hold=hold if hold != NO_HOLD else None,  # why a case waited or was deferred
             rollout=self.beside,
+            queue=self._queue(status, gate.now),
         )
         self.body = body(record)
         return self.body

@@ -15,6 +15,7 @@ checkpoint catches that.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from sqlalchemy import Connection, select
 from keel.errors import IntegrityError
 from keel.ledger.records import chain_hash
 from keel.store.schema import ledger, ledger_head
+from keel.telemetry import log
 
 _COLS = (
     ledger.c.seq,
@@ -92,3 +94,29 @@ def entry(conn: Connection, record_id: str) -> Anchor | None:
     """The entry with ``record_id``, checked (None: no such entry)."""
     found = conn.execute(select(*_COLS).where(ledger.c.record_id == record_id)).first()
     return _checked(conn, found) if found is not None else None
+
+
+def refused(table: str, key: str, problem: str, detail: Mapping[str, Any]) -> IntegrityError:
+    """The error for an act refused because the row it reads disagrees with the ledger;
+    logged here, so every refusal is (the caller counts it)."""
+    message = (
+        f"{table} row {key}: {problem}; the store was changed outside Keel, so nothing was "
+        "done (find every such row with 'keel ledger verify --deep')"
+    )
+    log.error("integrity: %s", message)
+    return IntegrityError(message, {"table": table, "key": key, **detail})
+
+
+def agree(
+    table: str, key: str, stored: Mapping[str, Any], recorded: Mapping[str, Any], at: Anchor
+) -> None:
+    """Refuse (``IntegrityError``) at the first column of ``stored`` that differs from what
+    the entry ``at`` records in ``recorded``."""
+    for column, value in recorded.items():
+        if stored[column] != value:
+            raise refused(
+                table, key,
+                f"column {column} is {stored[column]!r} but ledger entry {at.seq} "
+                f"({at.kind} {at.record_id}) records {value!r}",
+                {"column": column, "seq": at.seq},
+            )  # fmt: skip

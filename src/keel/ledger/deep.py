@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, exc, select
 
 from keel.errors import StoreError
+from keel.ledger.outbox_check import check_deliveries
 from keel.ledger.rebuild import (
     REVIEW_CAPACITY,
     Consumption,
@@ -32,6 +33,7 @@ from keel.ledger.rebuild import (
     Mismatch,
     Rebuild,
     compare,
+    compare_review,
     mismatch,
     parse_json,
     rows,
@@ -63,9 +65,9 @@ UNCHECKED: dict[str, str] = {
         "who holds a waiting case is queue state, never recorded; the review entry names "
         "who resolved it"
     ),
-    "reviews.due_at of a waiting case": (
-        "the deadline comes from the flow's review settings; it is recorded with the review "
-        "or its breach, and checked from then on"
+    "reviews.due_at of a waiting case decided before decision version 3": (
+        "such a decision did not record its deadline; it is recorded with the review or its "
+        "breach, and checked from then on"
     ),
     "alarms.last_seen_at, runs, suppressed, clean_runs, summary, evidence": (
         "updated by monitor runs that record no entry (suppressed repeats, clean runs); "
@@ -82,6 +84,20 @@ UNCHECKED: dict[str, str] = {
         "the ledger holds only a salted digest of that input"
     ),
     "monitor_runs": "the monitors' working record; the alarms they opened are checked",
+    "deliveries.state, attempts, next_attempt_at, lease_until, leased_by, last_error, "
+    "delivered_at": (
+        "the outbox's sending bookkeeping, never recorded; each row's cause (flow, kind, "
+        "alarm, time, payload) is checked, and a delivery_retried entry must name its row"
+    ),
+    "deliveries.target of an alarm notice, payload.owner, payload.models": (
+        "the webhook names, the owner and the pinned models come from the flow file and "
+        "the registry when the notice is written; a retraining request's target is checked "
+        "against its entry, and a missing alarm notice cannot be told from a webhook removed"
+    ),
+    "deliveries.payload alarm summary and evidence of a resolution": (
+        "a resolution's notice carries the alarm as stored, possibly from a suppressed "
+        "repeat that records no entry"
+    ),
     "api_keys, grants, audit_events": "security state and the audit trail, not ledger indexes",
 }
 
@@ -225,7 +241,7 @@ def _model_artifacts(conn: Connection, rb: Rebuild) -> None:
 def _policy_changes(conn: Connection, rb: Rebuild) -> None:
     _by_key(
         conn, rb, policy_changes, "id", "id", rb.changes, "policy_proposed",
-        ("editors", "models"),
+        ("editors", "editor_persons", "models"),
     )  # fmt: skip
 
 
@@ -283,13 +299,7 @@ def _alarms(conn: Connection, rb: Rebuild) -> None:
 def _reviews(conn: Connection, rb: Rebuild) -> None:
     """Resolved rows against their ``review`` entries; a waiting row (open or claimed)
     against the decision that waits, with nothing resolved on it."""
-    for waiting in rb.reviews.values():
-        if waiting["state"] == "waiting":
-            waiting.setdefault("breached_at", None)
-            waiting.update(
-                resolved_at=None, resolution=None, final_action=None, final_value=None,
-                reviewer=None, review_id=None,
-            )  # fmt: skip
+    rb.settle_waiting()
     seen: set[str] = set()
     for row in rows(conn, reviews, reviews.c.decision_id):
         ident = row["decision_id"]
@@ -297,8 +307,7 @@ def _reviews(conn: Connection, rb: Rebuild) -> None:
         if want is None:
             raise _unbacked("reviews", ident, "waiting decision or review")
         seen.add(ident)
-        state = "waiting" if row["state"] in ("open", "claimed") else row["state"]
-        compare("reviews", ident, {**row, "state": state}, want)
+        compare_review(row, want)
         rb.count("reviews")
     _missing("reviews", rb.reviews, seen, "a decision waiting for review or a review")
 
@@ -447,6 +456,7 @@ _CHECKS: tuple[Callable[[Connection, Rebuild], None], ...] = (
     _holds,
     _rollouts,
     _alarms,
+    check_deliveries,
     _reviews,
     _outcomes,
     _guardrail_usage,

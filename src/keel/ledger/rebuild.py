@@ -11,7 +11,7 @@ from the oldest ``guardrail_usage`` row on (older ones are pruned by the ledger 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from keel.protect import PROTECTED_MARK, Protector, Sealed
 from keel.store.schema import decisions, guardrail_usage, ledger, protected_values
 
 _BATCH = 5000
+RETRAIN_COMMAND = "retrain.command"  # keel.flows.monitoring names the retrain command so
 _WAITING = ("pending_review", "advisory")  # decision statuses that open a review
 _STATIC_GUARDRAILS = ("kill_switch", "min_confidence.", "bounds.")  # never consume a window
 REVIEW_CAPACITY = "review_capacity"  # the flow's review capacity: a rate window, segment '*'
@@ -136,6 +137,31 @@ def _windows_consumed(guardrails: Mapping[str, Any]) -> list[str]:
     return names
 
 
+def index_of(entry: Entry, body: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``decisions`` row a decision entry must have."""
+    rollout = body.get("rollout")
+    return {
+        "id": entry.record_id,
+        "flow": entry.flow,
+        "subject_id": body.get("subject_id"),
+        "action": body["action"],
+        "status": body["status"],
+        "recorded_at": entry.recorded_at,
+        "policy_version": body["policy"]["version"],
+        "guardrail_hits": len(body["guardrails"]["hits"]),
+        "fallback": 1 if body["fallback"] else 0,
+        "rollout": rollout["id"] if rollout else None,
+        "arm": rollout["arm"] if rollout else None,
+        "shadow_action": rollout.get("action") if rollout else None,
+    }
+
+
+def compare_review(row: Mapping[str, Any], want: Mapping[str, Any]) -> None:
+    """A ``reviews`` row against what the ledger records (open and claimed are waiting)."""
+    state = "waiting" if row["state"] in ("open", "claimed") else row["state"]
+    compare("reviews", row["decision_id"], {**row, "state": state}, want)
+
+
 # ---- the walk ------------------------------------------------------------------------------
 
 
@@ -153,10 +179,15 @@ class Consumption:
 
 
 class Rebuild:
-    """What the side tables must hold, rebuilt entry by entry (``run``)."""
+    """What the side tables must hold, rebuilt entry by entry (``run``).
 
-    def __init__(self, conn: Connection, protector: Protector | None) -> None:
+    ``whole``: the walk sees the whole chain, and compares the decisions index and personal
+    inputs as it goes and rebuilds window usage; a walk over part of the chain
+    (``keel.ledger.evidence``) only rebuilds the other tables."""
+
+    def __init__(self, conn: Connection, protector: Protector | None, whole: bool = True) -> None:
         self.conn = conn
+        self.whole = whole
         self.protector = protector
         self.checked: dict[str, int] = {}  # rows compared so far, per table
         self.versions: dict[str, str] = {}  # policy version -> first entry naming it (at)
@@ -178,17 +209,27 @@ class Rebuild:
         self.outcomes: dict[str, dict[str, Any]] = {}
         self.sealed: dict[str, dict[str, Any]] = {}  # inputs with personal fields, this batch
         self.consumed: list[Consumption] = []
-        oldest = conn.execute(select(func.min(guardrail_usage.c.ts))).scalar()
-        self.horizon = iso_time(float(oldest)) if oldest is not None else None
-        self.index = rows(conn, decisions, decisions.c.seq)
-        self.next_index: dict[str, Any] | None = next(self.index, None)
+        # The outbox: what each alarm entry told (flow, alarm, at) -> kind -> payload part,
+        # the retraining requests by the same key, and the deliveries sent back.
+        self.notices: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
+        self.retrains: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.retried: dict[str, dict[str, Any]] = {}
+        self.indexed: dict[str, dict[str, Any]] = {}  # decisions rows, walking a part only
+        self.horizon: str | None = None
+        self.next_index: dict[str, Any] | None = None
+        if whole:
+            oldest = conn.execute(select(func.min(guardrail_usage.c.ts))).scalar()
+            self.horizon = iso_time(float(oldest)) if oldest is not None else None
+            self.index = rows(conn, decisions, decisions.c.seq)
+            self.next_index = next(self.index, None)
 
     def count(self, table: str, n: int = 1) -> None:
         self.checked[table] = self.checked.get(table, 0) + n
 
-    def run(self) -> None:
-        """Walk the chain; the decisions index and personal inputs are compared on the way
-        (``Found`` at the first disagreement), the other tables are rebuilt for the caller."""
+    def run(self, entries: Iterable[Entry] | None = None) -> None:
+        """Walk the chain (or ``entries``, in chain order); the decisions index and personal
+        inputs are compared on the way (``Found`` at the first disagreement), the other
+        tables are rebuilt for the caller."""
         handlers = {
             "decision": self.decision,
             "review": self.review,
@@ -208,8 +249,11 @@ class Rebuild:
             "alarm_repeated": self.alarm_seen,
             "alarm_escalated": self.alarm_seen,
             "alarm_resolved": self.alarm_resolved,
+            "retraining_requested": self.retraining_requested,
+            "delivery_retried": self.delivery_retried,
         }
-        for n, entry in enumerate(_entries(self.conn), start=1):
+        walked = _entries(self.conn) if entries is None else entries
+        for n, entry in enumerate(walked, start=1):
             handler = handlers.get(entry.kind)
             if handler is not None:
                 handler(entry, entry.body)
@@ -225,12 +269,16 @@ class Rebuild:
     # ---- decisions and their index, reviews and personal inputs ----------------------
 
     def decision(self, entry: Entry, body: dict[str, Any]) -> None:
-        self.check_index(entry, body)
+        if self.whole:
+            self.check_index(entry, body)
+        else:  # a part of the chain: its decisions rows are compared by the caller
+            self.indexed[entry.record_id] = index_of(entry, body)
         version = body["policy"]["version"]
         if self.named.get(str(entry.flow)) != version:
             self.named[str(entry.flow)] = version
             self.switches.add((str(entry.flow), version, entry.recorded_at))
-        if any(isinstance(v, dict) and PROTECTED_MARK in v for v in body["inputs"].values()):
+        sealed = (isinstance(v, dict) and PROTECTED_MARK in v for v in body["inputs"].values())
+        if self.whole and any(sealed):
             self.sealed[entry.record_id] = body["inputs"]
         if body["status"] in _WAITING:
             # A decision recorded before the review queue existed (its body has no
@@ -243,9 +291,12 @@ class Rebuild:
                 "state": "waiting",
                 "opened_at": entry.recorded_at,
                 "requested_by": body.get("requested_by"),
+                "requested_person": body.get("requested_person"),
                 "proposed_action": body["action"],
                 "proposed_value": None if legacy else body["value"],
             }
+            if "queue" in body:  # version 3 records the deadline; older ones do not
+                self.reviews[entry.record_id]["due_at"] = body["queue"]["due_at"]
         if self.horizon is not None and entry.recorded_at >= self.horizon:
             names = _windows_consumed(body["guardrails"])
             if names:
@@ -254,6 +305,16 @@ class Rebuild:
                     body["inputs"], entry.record_id,
                 )  # fmt: skip
                 self.consumed.append(consumed)
+
+    def settle_waiting(self) -> None:
+        """Once walked: a review still waiting has nothing resolved on it."""
+        for waiting in self.reviews.values():
+            if waiting["state"] == "waiting":
+                waiting.setdefault("breached_at", None)
+                waiting.update(
+                    resolved_at=None, resolution=None, final_action=None, final_value=None,
+                    reviewer=None, review_id=None,
+                )  # fmt: skip
 
     def check_index(self, entry: Entry, body: dict[str, Any]) -> None:
         """Merge the decisions table (by seq) with the decision entries as they come."""
@@ -268,22 +329,7 @@ class Rebuild:
                 "decisions", entry.record_id, None, None, entry.seq,
                 f"row of the decision recorded at entry {entry.seq} is missing",
             )  # fmt: skip
-        rollout = body.get("rollout")
-        expected = {
-            "id": entry.record_id,
-            "flow": entry.flow,
-            "subject_id": body.get("subject_id"),
-            "action": body["action"],
-            "status": body["status"],
-            "recorded_at": entry.recorded_at,
-            "policy_version": body["policy"]["version"],
-            "guardrail_hits": len(body["guardrails"]["hits"]),
-            "fallback": 1 if body["fallback"] else 0,
-            "rollout": rollout["id"] if rollout else None,
-            "arm": rollout["arm"] if rollout else None,
-            "shadow_action": rollout.get("action") if rollout else None,
-        }
-        compare("decisions", entry.record_id, row, expected)
+        compare("decisions", entry.record_id, row, index_of(entry, body))
         self.count("decisions")
         self.next_index = next(self.index, None)
 
@@ -326,6 +372,7 @@ class Rebuild:
             opened_at=body["opened_at"],
             due_at=body["due_at"],
             requested_by=body["requested_by"],
+            requested_person=body.get("requested_person"),
             proposed_action=body["proposed"]["action"],
             proposed_value=body["proposed"]["value"],
             resolved_at=entry.recorded_at,
@@ -380,6 +427,7 @@ class Rebuild:
         self.policy_introduced(entry, body)
         self.pinned(entry, body["models"], body["base_models"])
         author = body["author"]["id"]
+        person = body["author"].get("person")  # None: recorded before persons
         self.changes[body["change"]] = {
             "flow": entry.flow,
             "state": "proposed",
@@ -387,6 +435,8 @@ class Rebuild:
             "base_version": body["base_version"],
             "author": author,
             "editors": [author],
+            "author_person": person,
+            "editor_persons": None if person is None else [person],
             "reason": body["reason"],
             "created_at": entry.recorded_at,
             "updated_at": entry.recorded_at,
@@ -398,7 +448,13 @@ class Rebuild:
         change = self.changes.get(body["change"])
         if change is None:
             return  # an edit of a change with no proposal: policy_changes reports the row
-        editor = body["editor"]["id"]
+        editor, person = body["editor"]["id"], body["editor"].get("person")
+        if person is not None:
+            # A change proposed before persons starts its list from its editors' ids.
+            persons = change["editor_persons"] or list(change["editors"])
+            if person not in persons:
+                persons.append(person)
+            change["editor_persons"] = persons
         if editor not in change["editors"]:
             change["editors"].append(editor)
         change.update(
@@ -413,6 +469,7 @@ class Rebuild:
             "change_id": body["change"],
             "version": body["version"],
             "approver": body["approver"]["id"],
+            "approver_person": body["approver"].get("person"),
             "role": body["approver"]["role"],
             "reason": body["reason"],
             "approved_at": entry.recorded_at,
@@ -448,6 +505,7 @@ class Rebuild:
             "level": body["to"],
             "state": "open",
             "requested_by": body["by"]["id"],
+            "requested_person": body["by"].get("person"),
             "reason": body["reason"],
             "evidence": body["evidence"],
             "created_at": entry.recorded_at,
@@ -490,6 +548,7 @@ class Rebuild:
             "hold": body["hold"],
             "previous": body["previous"],
             "set_by": body["set_by"],
+            "set_by_person": body.get("set_by_person"),
             "at": body["at"],
             "reason": body["reason"],
             "alarm_id": body["alarm_id"],
@@ -544,6 +603,19 @@ class Rebuild:
         alarm["severity"] = body["severity"]
         alarm["notified_at"] = entry.recorded_at
         alarm["actions"] = [*alarm["actions"], *body["actions"]]
+        told = {
+            "alarm.monitor": body["monitor"], "alarm.severity": body["severity"],
+            "alarm.state": "firing", "alarm.summary": body["summary"],
+            "alarm.opened_at": alarm["opened_at"], "alarm.evidence": body["evidence"],
+            "actions": body["actions"],
+        }  # fmt: skip
+        self.told(entry, body["alarm"], told)
+
+    def told(self, entry: Entry, alarm: str, payload: dict[str, Any]) -> None:
+        """What a notice of this entry carries, as ``keel.monitor.runs`` builds it."""
+        key = (str(entry.flow), alarm, entry.recorded_at)
+        payload.update({"kind": entry.kind, "flow": entry.flow, "alarm.id": alarm})
+        self.notices.setdefault(key, {})[entry.kind] = payload
 
     def alarm_resolved(self, entry: Entry, body: dict[str, Any]) -> None:
         alarm = self.alarms.get(body["alarm"])
@@ -555,3 +627,30 @@ class Rebuild:
                 resolve_reason=body["reason"],
                 runs=body["runs"],
             )
+        # A resolution's notice carries the alarm as stored: its summary and evidence may
+        # come from a suppressed repeat, which records no entry.
+        told = {
+            "alarm.monitor": body["monitor"], "alarm.state": "resolved",
+            "alarm.opened_at": body["opened_at"], "actions": [],
+        }  # fmt: skip
+        if alarm is not None:
+            told["alarm.severity"] = alarm["severity"]
+        self.told(entry, body["alarm"], told)
+
+    # ---- the outbox ------------------------------------------------------------------------
+
+    def retraining_requested(self, entry: Entry, body: dict[str, Any]) -> None:
+        webhook = body["webhook"]
+        legacy = webhook is not None and "://" in str(webhook)  # version 1: a URL, no outbox
+        targets = [] if webhook is None else [str(webhook)]
+        targets += [RETRAIN_COMMAND] if body["command"] else []
+        self.retrains[(str(entry.flow), body["alarm"], entry.recorded_at)] = {
+            "targets": [] if legacy else targets, "monitor": body["monitor"],
+            "named": webhook is not None and not legacy,
+        }  # fmt: skip
+
+    def delivery_retried(self, entry: Entry, body: dict[str, Any]) -> None:
+        self.retried[body["delivery"]] = {
+            "flow": entry.flow, "kind": body["kind"], "target": body["target"],
+            "alarm_id": body["alarm"], "record_id": entry.record_id,
+        }  # fmt: skip

@@ -22,17 +22,18 @@ take it past a limit (that is what escalation is for), and the entry says which.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, RowMapping, select, update
 
 from keel.context import Context
-from keel.errors import ConflictError, InputError, NotFoundError
+from keel.errors import ConflictError, InputError, IntegrityError, NotFoundError
 from keel.events import ReviewBreached, ReviewResolved, pending
 from keel.events import body as body_of
 from keel.flows import ReviewSettings
+from keel.ledger import anchor
 from keel.ledger.reader import decision_flow
 from keel.ledger.records import Entry, iso_time, new_id
 from keel.ledger.writer import WindowGate, append_in
@@ -46,6 +47,7 @@ from keel.telemetry import log
 RESOLUTIONS = ("approve", "reject", "change")
 MAX_VALUE = 1e15  # an action's value (an amount): far above any real one, exact as a float
 STATES = ("open", "claimed", "resolved")
+T = TypeVar("T")  # what a write transaction's work returns
 
 
 Reviewer = Actor  # who acted on a review, and in which role (recorded in the ledger entry)
@@ -147,7 +149,14 @@ class ReviewBreach:
 def open_review_row(
     entry: Entry, body: Mapping[str, Any], settings: ReviewSettings, now: float
 ) -> dict[str, Any]:
-    """The queue row a decision that waits for a person opens (its index, not its record)."""
+    """The queue row a decision that waits for a person opens (its index, not its record);
+    its deadline is the one the decision recorded (one recorded before decisions did gets
+    it from the flow's review settings)."""
+    queue = body.get("queue")
+    if isinstance(queue, Mapping):
+        due_at = queue.get("due_at")
+    else:
+        due_at = iso_time(now + settings.deadline_s) if settings.deadline_s else None
     return {
         "decision_id": entry.record_id,
         "flow": entry.flow,
@@ -155,7 +164,7 @@ def open_review_row(
         "kind": "advisory" if body["status"] == "advisory" else "escalation",
         "state": "open",
         "opened_at": entry.recorded_at,
-        "due_at": iso_time(now + settings.deadline_s) if settings.deadline_s else None,
+        "due_at": due_at,
         "requested_by": body.get("requested_by"),
         "proposed_action": body["action"],
         "proposed_value": body["value"],
@@ -170,6 +179,43 @@ def open_review_row(
         "breached_at": None,
         "requested_person": body.get("requested_person"),
     }
+
+
+def _decision_anchor(conn: Connection, decision_id: str) -> anchor.Anchor:
+    """The decision's ledger entry, checked (its hash and its place in the chain)."""
+    found = anchor.entry(conn, decision_id)
+    if found is None or found.kind != "decision":
+        raise anchor.refused("reviews", decision_id, "no decision entry stands behind it", {})
+    return found
+
+
+def _agrees_with_decision(conn: Connection, row: ReviewTask) -> None:
+    """A waiting row against the decision entry that opened it: what a reviewer approves
+    (the proposed action and value), whose it is (four eyes) and where it belongs must be
+    what the ledger recorded, or the act is refused and nothing is written."""
+    at = _decision_anchor(conn, row.decision_id)
+    body = at.body
+    if body.get("status") not in ("pending_review", "advisory"):
+        raise anchor.refused(
+            "reviews", row.decision_id,
+            f"ledger entry {at.seq} records the decision {body.get('status')}, not waiting "
+            "for review",
+            {"seq": at.seq},
+        )  # fmt: skip
+    legacy = "requested_by" not in body  # joined the queue through migration 0003
+    recorded: dict[str, Any] = {
+        "flow": at.flow,
+        "decision_seq": at.seq,
+        "kind": "advisory" if body["status"] == "advisory" else "escalation",
+        "proposed_action": body.get("action"),
+        "proposed_value": None if legacy else body.get("value"),
+        "requested_by": body.get("requested_by"),
+        "requested_person": body.get("requested_person"),
+    }
+    queue = body.get("queue")
+    if isinstance(queue, Mapping):  # decision version 3 records the deadline
+        recorded["due_at"] = queue.get("due_at")
+    anchor.agree("reviews", row.decision_id, row.row(), recorded, at)
 
 
 def _row(conn: Connection, decision_id: str) -> ReviewTask | None:
@@ -310,7 +356,7 @@ class Reviews:
             )
             return replace(row, state="claimed", claimed_by=reviewer.id, claimed_at=at)
 
-        return self._ctx.writer.transact(work)
+        return self._transact(work, decision_id, "claim")
 
     def resolve(
         self,
@@ -335,7 +381,7 @@ class Reviews:
                 )
             return self._record(conn, gate, row, reviewer, resolution, reason, action, value)
 
-        return self._ctx.writer.transact(work)
+        return self._transact(work, decision_id, "review")
 
     def override(
         self,
@@ -367,6 +413,13 @@ class Reviews:
                     f"no decision with id '{decision_id}'", {"decision_id": decision_id}
                 )
             index = found._mapping
+            recorded = _decision_anchor(conn, decision_id)  # the index is no evidence
+            anchor.agree(
+                "decisions", decision_id, dict(index),
+                {"flow": recorded.flow, "seq": recorded.seq,
+                 "status": recorded.body.get("status")},
+                recorded,
+            )  # fmt: skip
             if index["status"] != "final":
                 raise ConflictError(
                     f"decision '{decision_id}' is {index['status']}, not final: "
@@ -385,7 +438,18 @@ class Reviews:
                 conn, gate, row, reviewer, resolution, reason, action, value, entry.body
             )
 
-        return self._ctx.writer.transact(work)
+        return self._transact(work, decision_id, "override")
+
+    def _transact(
+        self, work: Callable[[Connection, WindowGate], T], decision_id: str, act: str
+    ) -> T:
+        """Run ``work`` in a write transaction; a refusal for integrity is counted."""
+        try:
+            return self._ctx.writer.transact(work)
+        except IntegrityError:
+            flow = decision_flow(self._ctx.db, decision_id)
+            self._ctx.metrics.integrity_refusals.labels(flow, act).inc()
+            raise
 
     # ---- inside the transaction --------------------------------------------------------
 
@@ -402,6 +466,7 @@ class Reviews:
                 f"{row.reviewer} ({row.resolution})",
                 {"decision_id": decision_id, "resolution": row.resolution},
             )
+        _agrees_with_decision(conn, row)  # before four eyes reads its requester
         self._four_eyes(row, reviewer)
         return row
 

@@ -24,9 +24,12 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from keel.context import Context
-from keel.errors import ConflictError, InputError, NotFoundError
+from keel.errors import ConflictError, InputError, IntegrityError, NotFoundError
 from keel.events import AutonomyChanged, AutonomyRequested, pending
 from keel.flows import Autonomy, Criteria
+from keel.ledger import anchor
+from keel.ledger.anchor import refused
+from keel.ledger.evidence import check_evidence
 from keel.ledger.records import iso_time, new_id
 from keel.ledger.writer import WindowGate, append_in
 from keel.reasons import required_reason
@@ -40,7 +43,7 @@ from keel.rollout.results import (
 from keel.runtime import current_level
 from keel.security.persons import refuse_same_person
 from keel.security.roles import Permission, Principal, visible_to
-from keel.store.schema import alarms, autonomy_changes, autonomy_requests
+from keel.store.schema import alarms, autonomy_changes, autonomy_requests, ledger
 
 ORDER = [a.value for a in Autonomy]  # lowest to highest
 
@@ -100,7 +103,27 @@ class AutonomyControl:
         self._ctx.registry.permitted(flow, principal)
         return self._evidence(flow, _level(level))
 
-    def _evidence(self, flow: str, level: str) -> tuple[dict[str, Any], list[str]]:
+    def _check_evidence(self, flow: str, level: str, now: float) -> None:
+        """The reviews, outcomes and decisions the trust figures will be read from, compared
+        with the ledger over the criteria's window: a raise is never judged on forged rows."""
+        criteria = self._ctx.registry.current(flow).flow.earned_autonomy.get(level)
+        if criteria is None:
+            return  # refused for want of criteria: nothing is judged
+        since, until = iso_time(now - criteria.over_s), iso_time(now)
+        with self._ctx.db.snapshot() as conn:
+            bad = check_evidence(conn, flow, since, until)
+        if bad is not None:
+            self._ctx.metrics.integrity_refusals.labels(flow, "autonomy_approval").inc()
+            raise refused(
+                bad.table, bad.key,
+                f"the evidence for raising flow '{flow}' to '{level}' disagrees with the "
+                f"ledger: {bad.describe()}",
+                {"flow": flow, "level": level, "mismatch": bad.to_dict()},
+            )  # fmt: skip
+
+    def _evidence(
+        self, flow: str, level: str, now: float | None = None
+    ) -> tuple[dict[str, Any], list[str]]:
         criteria = self._ctx.registry.current(flow).flow.earned_autonomy.get(level)
         if criteria is None:
             listed = ", ".join(self._ctx.registry.current(flow).flow.earned_autonomy) or "none"
@@ -108,7 +131,7 @@ class AutonomyControl:
                 f"the flow defines no evidence criteria for '{level}' "
                 f"(earned_autonomy lists: {listed})"
             ]
-        now = self._ctx.clock()
+        now = self._ctx.clock() if now is None else now
         since, until = iso_time(now - criteria.over_s), iso_time(now)
         total = trust_metrics(self._ctx, flow, since, until)["total"]
         figures = {
@@ -213,6 +236,12 @@ class AutonomyControl:
                 f"autonomy request {request_id} was {req['state']} at {req['decided_at']}",
                 {"request_id": request_id},
             )
+        try:
+            with self._ctx.db.read() as conn:
+                _request_agrees(conn, req)  # four eyes reads its requester: vouch first
+        except IntegrityError:
+            self._ctx.metrics.integrity_refusals.labels(req["flow"], "autonomy_approval").inc()
+            raise
         requested = req["requested_person"] or req["requested_by"]
         refuse_same_person(
             approver.person,
@@ -223,7 +252,9 @@ class AutonomyControl:
             {"request_id": request_id},
         )
         flow, level = req["flow"], req["level"]
-        evidence, unmet = self._evidence(flow, level)
+        now = self._ctx.clock()
+        self._check_evidence(flow, level, now)
+        evidence, unmet = self._evidence(flow, level, now)
         if unmet:
             raise ConflictError(
                 f"raising flow '{flow}' to '{level}' is refused now: {'; '.join(unmet)}",
@@ -251,6 +282,31 @@ class AutonomyControl:
         change = self._ctx.writer.transact(apply)
         self._ctx.registry.refresh(force=True)
         return change
+
+
+def _request_agrees(conn: Connection, req: dict[str, Any]) -> None:
+    """An ``autonomy_requests`` row against the ``autonomy_requested`` entry recorded with
+    it (same flow and time, naming it): who asked, for which level, and why."""
+    found = conn.execute(
+        select(ledger.c.record_id, ledger.c.record).where(
+            ledger.c.kind == "autonomy_requested",
+            ledger.c.flow == req["flow"],
+            ledger.c.recorded_at == req["created_at"],
+        )
+    )
+    ids = [r.record_id for r in found if json.loads(r.record)["body"].get("request") == req["id"]]
+    at = anchor.entry(conn, ids[0]) if ids else None
+    if at is None:
+        raise anchor.refused(
+            "autonomy_requests", req["id"],
+            f"no autonomy_requested entry of flow '{req['flow']}' at {req['created_at']} "
+            "stands behind it",
+            {"flow": req["flow"]},
+        )  # fmt: skip
+    by = at.body["by"]
+    recorded = {"level": at.body["to"], "requested_by": by["id"],
+                "requested_person": by.get("person"), "reason": at.body["reason"]}  # fmt: skip
+    anchor.agree("autonomy_requests", req["id"], req, recorded, at)
 
 
 def lower_in(

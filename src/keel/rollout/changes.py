@@ -36,7 +36,14 @@ from sqlalchemy import Connection, select, update
 
 from keel.canonical import canonical_json
 from keel.context import Context
-from keel.errors import ConflictError, DefinitionError, InputError, NotFoundError, Problem
+from keel.errors import (
+    ConflictError,
+    DefinitionError,
+    InputError,
+    IntegrityError,
+    NotFoundError,
+    Problem,
+)
 from keel.events import (
     PolicyActivated,
     PolicyApproved,
@@ -51,6 +58,7 @@ from keel.ledger.writer import WindowGate, append_in
 from keel.policy.compiler import compile_policy
 from keel.policy.model import Policy, parse_policy
 from keel.reasons import required_reason
+from keel.rollout.authorship import check_authorship
 from keel.rollout.autonomy import change_level_in
 from keel.rollout.diff import Difference, diff_models, diff_policies
 from keel.rollout.results import Activation, PolicyChange, Rollout
@@ -563,6 +571,8 @@ class Changes:
 
         def work(conn: Connection, gate: WindowGate) -> str:
             row = self._open(conn, change_id, "approved")
+            given = _approvals(conn, change_id, row["version"])
+            check_authorship(conn, row, given)  # four eyes reads these rows: vouch first
             author = row["author_person"] or row["author"]
             who = "proposed" if approver.person == person_of(author) else "edited"
             refuse_same_person(
@@ -573,7 +583,6 @@ class Changes:
                 "it: approvals come from someone else",
                 {"change_id": change_id, "approver": approver.id},
             )
-            given = _approvals(conn, change_id, row["version"])
             refuse_same_person(
                 approver.person,
                 approver.id,
@@ -612,7 +621,12 @@ class Changes:
             append_in(conn, [pending(approved, row["flow"], gate.now, record_id)], gate)
             return change_id
 
-        return self.stored(self._ctx.writer.transact(work))
+        try:
+            done = self._ctx.writer.transact(work)
+        except IntegrityError:
+            self._ctx.metrics.integrity_refusals.labels(flow, "policy_approval").inc()
+            raise
+        return self.stored(done)
 
     def activate(self, change_id: str, principal: Principal, reason: str = "") -> Activation:
         """Put an approved change into force; returns the activation."""
