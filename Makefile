@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test lint typecheck pytest bench bench-load bench-crash bench-replay bench-drift clean
+.PHONY: demo test lint typecheck pytest bench bench-load bench-crash bench-verify bench-replay bench-drift clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,9 @@ bench-load: $(VENV)/.dev-installed
 
 bench-crash: $(VENV)/.dev-installed
 	scripts/with-postgres.sh $(BIN)/python bench/crash.py
+
+bench-verify: $(VENV)/.dev-installed
+	$(BIN)/python bench/verify.py
 
 clean:
 	rm -rf $(VENV) $(VENV)-bench demo-project build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache

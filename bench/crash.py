@@ -59,14 +59,14 @@ def crash_rounds(
     lost = missing(url, acknowledged)
     started = time.perf_counter()
     with open_engine(project, environ=env) as engine:
-        report = engine.verify()
+        report = engine.verify(deep=True)
     return {
         "acknowledged": len(acknowledged),
         "cut": cut,
         "lost_decisions": len(lost["decisions"]),
         "lost_ledger": len(lost["ledger"]),
         "entries": report.entries,
-        "verify": "OK" if report.ok else f"FAILED at {report.bad_seq}: {report.problem}",
+        "verify": "OK" if report.ok else f"FAILED: {report.to_dict()}",
         "verify_s": time.perf_counter() - started,
         "restart_median_s": statistics.median(restarts),
         "restart_max_s": max(restarts),
@@ -91,7 +91,7 @@ def main() -> None:
     )
     print(
         "\n| store | rounds | acknowledged | cut in flight (never acknowledged) | lost: "
-        "decisions table | lost: ledger | ledger entries | verify | restart median / max |"
+        "decisions table | lost: ledger | ledger entries | verify --deep | restart median / max |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     admin = os.environ.get("KEEL_TEST_POSTGRES_URL")

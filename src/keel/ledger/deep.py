@@ -37,6 +37,7 @@ from keel.ledger.rebuild import (
     mismatch,
     parse_json,
     rows,
+    windows_of,
 )
 from keel.ledger.records import iso_time
 from keel.protect import PROTECTED_MARK, Protector
@@ -319,26 +320,6 @@ def _outcomes(conn: Connection, rb: Rebuild) -> None:
 # ---- window usage and personal inputs -------------------------------------------------------
 
 
-def _windows_of(conn: Connection, version: str | None, cache: dict[str, Any]) -> dict[str, Any]:
-    """{name: (kind, per)} of a stored policy version's rate and exposure limits (its
-    document was checked against its version before this runs)."""
-    if version is None:
-        return {}
-    if version not in cache:
-        document = conn.execute(
-            select(policy_versions.c.document).where(policy_versions.c.version == version)
-        ).scalar()
-        parsed = parse_json(document) if document is not None else None
-        guardrails = parsed.get("guardrails") if isinstance(parsed, dict) else None
-        found: dict[str, Any] = {}
-        for kind, key in (("rate", "rate_limits"), ("exposure", "exposure_limits")):
-            for limit in (guardrails or {}).get(key) or []:
-                if isinstance(limit, dict):
-                    found[str(limit.get("name"))] = (kind, limit.get("per"))
-        cache[version] = found
-    return dict(cache[version])
-
-
 def _decision_inputs(conn: Connection, decision_id: str) -> dict[str, Any]:
     record = conn.execute(select(ledger.c.record).where(ledger.c.record_id == decision_id)).scalar()
     parsed = parse_json(record) if record is not None else None
@@ -361,7 +342,7 @@ def _expected_usage(
     cache: dict[str, Any] = {}
     out: dict[tuple[str, str, str], Usage] = {}
     for c in consumed:
-        windows = _windows_of(conn, c.policy, cache)
+        windows = windows_of(conn, c.policy, cache)
         windows[REVIEW_CAPACITY] = ("rate", None)
         for name in c.names:
             if name not in windows:

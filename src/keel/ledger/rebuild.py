@@ -20,7 +20,13 @@ from sqlalchemy import Connection, Table, func, select
 from keel.errors import ErasedDataError, StoreError
 from keel.ledger.records import Entry, iso_time
 from keel.protect import PROTECTED_MARK, Protector, Sealed
-from keel.store.schema import decisions, guardrail_usage, ledger, protected_values
+from keel.store.schema import (
+    decisions,
+    guardrail_usage,
+    ledger,
+    policy_versions,
+    protected_values,
+)
 
 _BATCH = 5000
 RETRAIN_COMMAND = "retrain.command"  # keel.flows.monitoring names the retrain command so
@@ -162,6 +168,27 @@ def compare_review(row: Mapping[str, Any], want: Mapping[str, Any]) -> None:
     compare("reviews", row["decision_id"], {**row, "state": state}, want)
 
 
+def windows_of(conn: Connection, version: str | None, cache: dict[str, Any]) -> dict[str, Any]:
+    """{name: (kind, per)} of a stored policy version's rate and exposure limits, cached
+    per version in ``cache`` (deep verification checks the document against its version
+    on its own)."""
+    if version is None:
+        return {}
+    if version not in cache:
+        document = conn.execute(
+            select(policy_versions.c.document).where(policy_versions.c.version == version)
+        ).scalar()
+        parsed = parse_json(document) if document is not None else None
+        guardrails = parsed.get("guardrails") if isinstance(parsed, dict) else None
+        found: dict[str, Any] = {}
+        for kind, key in (("rate", "rate_limits"), ("exposure", "exposure_limits")):
+            for limit in (guardrails or {}).get(key) or []:
+                if isinstance(limit, dict):
+                    found[str(limit.get("name"))] = (kind, limit.get("per"))
+        cache[version] = found
+    return dict(cache[version])
+
+
 # ---- the walk ------------------------------------------------------------------------------
 
 
@@ -174,7 +201,7 @@ class Consumption:
     names: list[str]
     value: float | None
     policy: str | None  # the policy version whose windows were consumed
-    inputs: Mapping[str, Any] | None  # decision inputs (segments); None: read when needed
+    inputs: Mapping[str, Any] | None  # the inputs its windows cut segments by; None: read later
     decision: str
 
 
@@ -209,6 +236,7 @@ class Rebuild:
         self.outcomes: dict[str, dict[str, Any]] = {}
         self.sealed: dict[str, dict[str, Any]] = {}  # inputs with personal fields, this batch
         self.consumed: list[Consumption] = []
+        self.windows: dict[str, Any] = {}  # policy version -> its windows (windows_of)
         # The outbox: what each alarm entry told (flow, alarm, at) -> kind -> payload part,
         # the retraining requests by the same key, and the deliveries sent back.
         self.notices: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
@@ -300,9 +328,15 @@ class Rebuild:
         if self.horizon is not None and entry.recorded_at >= self.horizon:
             names = _windows_consumed(body["guardrails"])
             if names:
+                # Only the inputs a window cuts segments by are kept: memory stays small
+                # however many decisions fall inside the usage horizon.
+                windows = windows_of(self.conn, version, self.windows)
+                per = {w[1] for w in windows.values() if w[1] is not None}
+                inputs = body["inputs"] if isinstance(body["inputs"], dict) else {}
+                kept = {k: v for k, v in inputs.items() if k in per}
                 consumed = Consumption(
                     str(entry.flow), entry.recorded_at, names, body["value"], version,
-                    body["inputs"], entry.record_id,
+                    kept, entry.record_id,
                 )  # fmt: skip
                 self.consumed.append(consumed)
 
