@@ -323,6 +323,12 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=SECONDS)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--rate-limits",
+        choices=("auto", "shared", "process"),
+        default="auto",
+        help="api.rate_limits for the servers (auto: shared with more than one worker)",
+    )
     args = parser.parse_args()
     from keel import open_engine
     from keel.scaffold import init_project
@@ -331,14 +337,16 @@ def main() -> None:
 
     print(
         f"# Keel load — {time.strftime('%Y-%m-%d')} — {platform.node()} ({os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()})"
+        f"Python {platform.python_version()}), api.rate_limits: {args.rate_limits}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         project = init_project(Path(tmp) / "load")
         # The demo policy, with windows wide enough that load is not escalated by them.
         # One key sends all the load: lift its rate limit above the rates tried.
         with (project / "keel.yaml").open("a") as settings:
-            settings.write("api:\n  rate_per_s: 100000\n  burst: 100000\n")
+            settings.write(
+                f"api:\n  rate_per_s: 100000\n  burst: 100000\n  rate_limits: {args.rate_limits}\n"
+            )
         policy = project / "policies" / "credit_limit.yaml"
         policy.write_text(
             policy.read_text()

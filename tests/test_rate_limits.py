@@ -18,7 +18,7 @@ from keel.config import load_settings
 from keel.errors import ConfigError
 from keel.security.apikeys import create_key
 from keel.security.audit import AuditLog
-from keel.security.limits import RateLimitedError, SharedRateLimiter
+from keel.security.limits import LEASE_TTL_S, RateLimitedError, SharedRateLimiter
 from keel.security.roles import Grant, Role
 from tests.conftest import Clock
 
@@ -160,3 +160,65 @@ def test_shared_buckets_spend_each_token_once_under_contention(
         assert taken.count(True) == 100  # the burst, spent exactly once across both
         assert sum(limiter.refused for limiter in limiters) == 60
         assert len(decided) == 5 and first.verify().ok
+
+
+def test_shared_buckets_are_leased_never_overspent(project: Path, env: dict[str, str]) -> None:
+    """At a high rate a worker leases a few tokens at once (LEASE_S of the rate) and spends
+    them in memory: the stored bucket pays first, so the workers together never get more
+    than the burst; tokens parked in one worker can refuse another at most one lease early,
+    and what is not spent lapses after LEASE_TTL_S."""
+    clock = Clock()
+    with (
+        open_engine(project, environ=env, clock=clock) as first,
+        open_engine(project, environ=env, clock=clock) as second,
+    ):
+        a, b = (SharedRateLimiter(e.db, "api", 200, 40, clock) for e in (first, second))
+        assert a.lease == 10  # 200/s × 0.05 s
+        a.take("key:hot")  # leases 10: one spent, nine parked in a
+        spent_by_b = 0
+        with pytest.raises(RateLimitedError):
+            while True:
+                b.take("key:hot")
+                spent_by_b += 1
+        assert spent_by_b == 30  # the stored bucket's rest: refused nine (one lease) early
+        for _ in range(9):
+            a.take("key:hot")  # a spends its lease without the store
+        with pytest.raises(RateLimitedError):
+            a.take("key:hot")  # 40 in all, the burst, and not one more
+        clock.advance(LEASE_TTL_S)  # the store refills at the rate (200 tokens, capped at 40)
+        granted = 0
+        for limiter in (a, b) * 30:
+            try:
+                limiter.take("key:hot")
+                granted += 1
+            except RateLimitedError:
+                pass
+        assert granted == 40
+
+
+def test_threads_out_of_tokens_wait_for_one_lease(project: Path) -> None:
+    """Forty threads of one worker run out of their lease at once: one of them leases
+    again and the others spend from it, so none is refused while the store has tokens."""
+    clock = Clock()
+    with open_engine(project, environ={}, clock=clock) as engine:
+        limiter = SharedRateLimiter(engine.db, "api", 200, 100, clock)
+        results: list[bool] = []
+        lock = threading.Lock()
+
+        def spend() -> None:
+            for _ in range(5):
+                try:
+                    limiter.take("key:herd")
+                    ok = True
+                except RateLimitedError:
+                    ok = False
+                with lock:
+                    results.append(ok)
+
+        threads = [threading.Thread(target=spend) for _ in range(40)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert len(results) == 200
+        assert results.count(True) == 100  # the burst, every token spent, none parked

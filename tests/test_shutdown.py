@@ -18,19 +18,24 @@ CLIENTS = 8
 
 @pytest.mark.parametrize(
     ("workers", "to"),
-    [(1, "group"), (2, "group"), (2, "supervisor")],
-    ids=["1-worker", "2-workers", "2-workers-supervisor-only"],
+    [(1, "group"), (2, "group"), (2, "supervisor"), (2, "group-twice")],
+    ids=["1-worker", "2-workers", "2-workers-supervisor-only", "2-workers-sigterm-twice"],
 )
 def test_sigterm_under_load_answers_every_request_it_accepted(
     project: Path, env: dict[str, str], db_url: str, workers: int, to: str
 ) -> None:
-    """SIGTERM to the whole process group (systemd, Ctrl-C) or to the supervisor alone
-    (a container's PID 1)."""
+    """SIGTERM to the whole process group (systemd, Ctrl-C), twice at once, or to the
+    supervisor alone (a container's PID 1). Each worker gets its signal from the group and
+    again from the supervisor: a handler that took a lock (``threading.Event.set``) could
+    run inside itself and hang the worker forever."""
     token = prepare(project, env)
     server = start(project, env, workers, "--graceful-timeout", "20")
     with Load(server.base, token, CLIENTS) as load:
         load.wait_until_each_answered(3)  # every keep-alive connection open and busy
         if to == "group":
+            server.signal(signal.SIGTERM)
+        elif to == "group-twice":  # a handler must never wait on a lock its thread holds
+            server.signal(signal.SIGTERM)
             server.signal(signal.SIGTERM)
         else:
             server.process.send_signal(signal.SIGTERM)

@@ -28,6 +28,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from types import FrameType
 from typing import Any
 
@@ -66,13 +67,35 @@ class DrainingHttp(_HttpProtocol):
         )
 
 
-def stop_requested() -> threading.Event:
-    """Watch for SIGTERM and SIGINT in this worker, beside uvicorn's own handling: the event
+class StopFlag:
+    """A ``threading.Event`` a signal handler may set: a plain attribute, no lock (``wait``
+    polls). ``Event.set`` takes a lock, and a signal handled while this thread holds it — a
+    second SIGTERM inside the first one's handler, or a handler run inside the supervisor
+    loop's own ``wait`` — would wait on it forever."""
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float | None = None) -> bool:
+        end = None if timeout is None else time.monotonic() + timeout
+        while not self._set and (end is None or time.monotonic() < end):
+            time.sleep(0.02)
+        return self._set
+
+
+def stop_requested() -> StopFlag:
+    """Watch for SIGTERM and SIGINT in this worker, beside uvicorn's own handling: the flag
     returned is set, and the shared listening socket is shut at once, in every process
     (uvicorn would only stop this worker's accepting, and the kernel would go on completing
     connections into the queue until the supervisor's copy stops). Call it from the main
-    thread while the app is built; the app checks the event before uvicorn listens."""
-    stopping = threading.Event()
+    thread while the app is built; the app checks the flag before uvicorn listens."""
+    stopping = StopFlag()
     if threading.current_thread() is not threading.main_thread():
         return stopping  # signals reach the main thread only; nothing to watch here
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -87,7 +110,7 @@ def stop_requested() -> threading.Event:
 
 
 class _OnStop:
-    def __init__(self, stopping: threading.Event, previous: Any, server: Any) -> None:
+    def __init__(self, stopping: StopFlag, previous: Any, server: Any) -> None:
         self.stopping = stopping
         self.previous = previous
         self.server = server
@@ -130,6 +153,7 @@ def run(
         return 0 if server.started else STARTUP_FAILURE
     sock = config.bind_socket()
     supervisor = Multiprocess(config, sockets=[sock])
+    supervisor.should_exit = StopFlag()  # type: ignore[assignment]  # set from a handler
 
     def stop(_sig: int, _frame: FrameType | None) -> None:
         # At once, in the handler: uvicorn's supervisor looks at its signals every 0.5 s,
