@@ -19,18 +19,9 @@ import sqlalchemy as sa
 from keel import open_engine
 from keel.security.apikeys import create_key
 from keel.security.roles import Grant, Role
+from tests.conftest import LOW_RISK
 
 READY_S = 120.0  # a loaded shared machine can take a while to import and open a worker
-LOW_RISK = {
-    "annual_income": 85000.0,
-    "debt_to_income": 0.08,
-    "credit_utilization": 0.1,
-    "delinquencies_2y": 0,
-    "credit_history_years": 12.0,
-    "employment_years": 9.0,
-    "requested_limit": 6000.0,
-    "region": "north",
-}
 
 
 def free_port() -> int:

@@ -18,10 +18,10 @@ from sqlalchemy import Table
 from keel.context import Context
 from keel.decide.combine import Combiner
 from keel.decide.draft import WAITING, Draft, draft
-from keel.decide.record import Decision, decision_from, index_row
+from keel.decide.record import Decision, decision_from
 from keel.errors import InputError, LedgerWriteError
 from keel.events import deferred
-from keel.ledger.records import Entry, new_id
+from keel.ledger.records import Entry, decision_index_row, new_id
 from keel.review.queue import open_review_row
 from keel.runtime import FlowRuntime, Running
 from keel.security.roles import Permission, Principal
@@ -172,7 +172,7 @@ class Decider:
     def _derived_rows(
         self, entry: Entry, body: dict[str, Any]
     ) -> list[tuple[Table, dict[str, Any]]]:
-        rows = [(decisions, index_row(entry, body))]
+        rows = [(decisions, decision_index_row(entry, body))]
         if body["status"] in WAITING:
             settings = self._ctx.registry.runtime_of(str(entry.flow)).flow.review
             rows.append((reviews, open_review_row(entry, body, settings, self._ctx.clock())))

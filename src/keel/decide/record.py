@@ -73,23 +73,3 @@ def decision_from(entry: Entry, body: Mapping[str, Any], reason: str) -> Decisio
         seq=entry.seq,
         hash=entry.hash,
     )
-
-
-def index_row(entry: Entry, body: Mapping[str, Any]) -> dict[str, Any]:
-    """The decisions-table row of a decision entry: what lists and reports filter on."""
-    rollout = body.get("rollout")
-    return {
-        "id": entry.record_id,
-        "seq": entry.seq,
-        "flow": entry.flow,
-        "subject_id": body.get("subject_id"),
-        "action": body["action"],
-        "status": body["status"],
-        "recorded_at": entry.recorded_at,
-        "policy_version": body["policy"]["version"],
-        "guardrail_hits": len(body["guardrails"]["hits"]),
-        "fallback": 1 if body["fallback"] else 0,
-        "rollout": rollout["id"] if rollout else None,
-        "arm": rollout["arm"] if rollout else None,
-        "shadow_action": rollout.get("action") if rollout else None,
-    }

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, func, select
 
 from keel.errors import ErasedDataError, StoreError
-from keel.ledger.records import Entry, iso_time
+from keel.ledger.records import Entry, decision_index_row, iso_time
 from keel.protect import PROTECTED_MARK, Protector, Sealed
 from keel.store.schema import (
     decisions,
@@ -144,22 +144,11 @@ def _windows_consumed(guardrails: Mapping[str, Any]) -> list[str]:
 
 
 def index_of(entry: Entry, body: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``decisions`` row a decision entry must have."""
-    rollout = body.get("rollout")
-    return {
-        "id": entry.record_id,
-        "flow": entry.flow,
-        "subject_id": body.get("subject_id"),
-        "action": body["action"],
-        "status": body["status"],
-        "recorded_at": entry.recorded_at,
-        "policy_version": body["policy"]["version"],
-        "guardrail_hits": len(body["guardrails"]["hits"]),
-        "fallback": 1 if body["fallback"] else 0,
-        "rollout": rollout["id"] if rollout else None,
-        "arm": rollout["arm"] if rollout else None,
-        "shadow_action": rollout.get("action") if rollout else None,
-    }
+    """The ``decisions`` row a decision entry must have (its ``seq`` is how rows and
+    entries are paired, so it is not compared again)."""
+    row = decision_index_row(entry, body)
+    del row["seq"]
+    return row
 
 
 def compare_review(row: Mapping[str, Any], want: Mapping[str, Any]) -> None:

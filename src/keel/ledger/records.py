@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -82,3 +83,24 @@ class Entry(NamedTuple):
             "prev_hash": self.prev_hash,
             "body": self.body,
         }
+
+
+def decision_index_row(entry: Entry, body: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``decisions`` row a decision entry stands for: written with the entry, and what
+    deep verification expects of the table."""
+    rollout = body.get("rollout")
+    return {
+        "id": entry.record_id,
+        "seq": entry.seq,
+        "flow": entry.flow,
+        "subject_id": body.get("subject_id"),
+        "action": body["action"],
+        "status": body["status"],
+        "recorded_at": entry.recorded_at,
+        "policy_version": body["policy"]["version"],
+        "guardrail_hits": len(body["guardrails"]["hits"]),
+        "fallback": 1 if body["fallback"] else 0,
+        "rollout": rollout["id"] if rollout else None,
+        "arm": rollout["arm"] if rollout else None,
+        "shadow_action": rollout.get("action") if rollout else None,
+    }
