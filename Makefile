@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test lint typecheck pytest bench bench-load bench-crash bench-verify bench-replay bench-drift clean
+.PHONY: demo test docs docs-build lint typecheck pytest bench bench-load bench-crash bench-verify bench-replay bench-drift clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,14 @@ typecheck: $(VENV)/.dev-installed
 pytest: $(VENV)/.dev-installed
 	scripts/with-postgres.sh $(BIN)/pytest
 
-test: lint typecheck pytest
+# The documentation site: served on http://127.0.0.1:8000, built strictly by `make test`.
+docs: $(VENV)/.dev-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
+
+docs-build: $(VENV)/.dev-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet -d site
+
+test: lint typecheck docs-build pytest
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/run.py

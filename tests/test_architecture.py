@@ -145,7 +145,7 @@ LAYERS = {
     "core": {"flows", "policy", "signals", "explain", "events"},
     "runtime": {"context", "runtime", "project"},
     "services": set(SERVICES),
-    "interfaces": {"cli", "api", "engine", "demo", "__init__"},
+    "interfaces": {"cli", "api", "engine", "demo", "docs", "__init__"},
 }  # fmt: skip
 RANK = {"across": 1, "storage": 1, "core": 2, "runtime": 3, "services": 4, "interfaces": 5}
 

@@ -66,3 +66,11 @@ app.add_typer(flow.app, name="flow")
 
 def main() -> None:
     app()
+
+
+def __getattr__(name: str) -> object:
+    """``keel.cli.click_command``: the CLI as a Click command, built on first use — what
+    the documentation site's CLI reference is generated from (``mkdocs-click``)."""
+    if name == "click_command":
+        return typer.main.get_command(app)
+    raise AttributeError(f"module 'keel.cli' has no attribute {name!r}")
