@@ -40,3 +40,17 @@ def test_the_site_builds_strictly_and_fetches_nothing(tmp_path: Path) -> None:
     cli = (site / "reference" / "cli" / "index.html").read_text(encoding="utf-8")
     for command in ("keel ledger verify", "keel deliveries list", "keel flow stop"):
         assert command in cli, command
+
+
+def test_every_error_code_but_programming_errors_has_an_http_status() -> None:
+    """A request that meets any error but a programming error gets its own 4xx or 503,
+    never a bare 500; and every error class says what it means (the errors page)."""
+    from keel.api.errors import STATUS
+    from keel.docs import _all_modules, _subclasses
+    from keel.errors import KeelError
+
+    _all_modules()
+    classes = [c for c in [KeelError, *_subclasses(KeelError)] if c.__module__.startswith("keel")]
+    without = {c.code for c in classes if c.code not in STATUS}  # type: ignore[attr-defined]
+    assert without == {"nested_transaction", "refresh_in_transaction"}
+    assert [c.__name__ for c in classes if not (c.__doc__ or "").strip()] == []

@@ -20,6 +20,9 @@ from keel.errors import KeelError
 
 
 class CanonicalFormError(KeelError):
+    """A value has no canonical JSON form (NaN, infinity, an unknown type), so it cannot be
+    recorded; bad input is refused before it gets here (422 if it ever does)."""
+
     code = "not_canonicalisable"
 
 

@@ -38,6 +38,9 @@ class KeelError(Exception):
 
 
 class ConfigError(KeelError):
+    """keel.yaml, the environment or the project's layout is wrong: named with the file and
+    key. Met when a project is opened; a running server answers 503 if it ever is."""
+
     code = "config_error"
 
 
@@ -91,6 +94,9 @@ class InputError(KeelError):
 
 
 class NotFoundError(KeelError):
+    """No such flow, decision, review, change or record — or one the caller may not see,
+    answered the same so that nobody can probe for it."""
+
     code = "not_found"
 
 
@@ -102,10 +108,16 @@ class ConflictError(KeelError):
 
 
 class ModelError(KeelError):
+    """A model file cannot be loaded (corrupt, wrong format, missing): a server-side fault,
+    503."""
+
     code = "model_error"
 
 
 class MissingExtraError(KeelError):
+    """An optional dependency is not installed; the message names the extra to install
+    (``pip install 'keel[extra]'``). A server-side fault, 503."""
+
     code = "missing_extra"
 
     def __init__(self, extra: str, purpose: str) -> None:
@@ -117,6 +129,9 @@ class MissingExtraError(KeelError):
 
 
 class StoreError(KeelError):
+    """The database cannot be opened, migrated, read or written: nothing was changed, and
+    the request may be tried again (503)."""
+
     code = "store_error"
 
 
@@ -134,4 +149,7 @@ class LedgerWriteError(StoreError):
 
 
 class ErasedDataError(KeelError):
+    """The personal data a request needs was erased: the decision's record stays, its
+    sealed inputs are gone (410)."""
+
     code = "data_erased"

@@ -21,6 +21,12 @@ STATUS = {
     "data_erased": 410,
     "ledger_write_failed": 503,
     "store_error": 503,
+    "model_error": 503,
+    "missing_extra": 503,
+    "config_error": 503,
+    "not_canonicalisable": 422,
+    "invalid_template": 422,
+    "invalid_checkpoint": 422,
     "keel_error": 400,
 }
 

@@ -23,6 +23,9 @@ CHECKPOINT_SCHEMA_VERSION = 1
 
 
 class CheckpointError(KeelError):
+    """A checkpoint file is unreadable, of an unknown schema, or not signed by the key it
+    must be signed by."""
+
     code = "invalid_checkpoint"
 
 

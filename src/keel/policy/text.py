@@ -20,6 +20,9 @@ _PLACEHOLDER = re.compile(r"\{([^{}:]+)(?::([a-z]+))?\}")
 
 
 class TemplateError(KeelError):
+    """A reason template cannot be parsed or names something the flow does not have
+    (reported inside the policy's ``invalid_definition``)."""
+
     code = "invalid_template"
 
 

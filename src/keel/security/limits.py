@@ -40,6 +40,9 @@ _MAX_CALLERS = 10_000  # leases kept per process; past it they are dropped (they
 
 
 class RateLimitedError(KeelError):
+    """Over the caller's request rate, or too many failed authentications from a source:
+    429 with ``Retry-After``."""
+
     code = "rate_limited"
 
     def __init__(self, principal: str, retry_after: float) -> None:

@@ -108,6 +108,9 @@ class AuthenticationError(KeelError):
 
 
 class PermissionDeniedError(KeelError):
+    """The caller is known but no grant of theirs carries the permission, on this flow or
+    globally (403)."""
+
     code = "forbidden"
 
 
