@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -15,7 +16,7 @@ from keel.errors import ConflictError, InputError, LedgerWriteError, NotFoundErr
 from keel.events import BY_KIND, body_keys
 from keel.review.queue import ReviewResolution
 from keel.rollout.canary import CHECK_S
-from keel.runtime import REFRESH_S, RefreshInTransactionError
+from keel.runtime import REFRESH_S, RefreshInTransactionError, Running
 from keel.security.roles import PermissionDeniedError
 from tests.conftest import LOW_RISK, Clock, person
 from tests.test_changes import SHORTER, policy_text
@@ -78,9 +79,14 @@ def test_a_canary_serves_a_sticky_share_and_rolls_back_past_its_bounds(
     rollout = engine.rollouts.start(
         FLOW, "canary", change.id, APPROVER, "half", share=0.5, bounds=bounds
     )
-    first = {f"s-{i}": engine.decide(FLOW, SHORT_HISTORY, subject_id=f"s-{i}") for i in range(24)}
-    served = [s for s, d in first.items() if d.policy_version == change.version]
-    assert 4 <= len(served) <= 20  # about half: a hash decides
+    first: dict[str, Any] = {}
+    served: list[str] = []
+    for i in range(200):  # a hash of rollout and subject decides: go on until both arms have 4
+        first[f"s-{i}"] = engine.decide(FLOW, SHORT_HISTORY, subject_id=f"s-{i}")
+        served = [s for s, d in first.items() if d.policy_version == change.version]
+        if min(len(served), len(first) - len(served)) >= 4:
+            break
+    assert min(len(served), len(first) - len(served)) >= 4
     for subject, decision in first.items():  # the candidate acts; the active version escalates
         assert decision.status == ("final" if subject in served else "pending_review")
         again = engine.decide(FLOW, SHORT_HISTORY, subject_id=subject)
@@ -99,6 +105,15 @@ def test_a_canary_serves_a_sticky_share_and_rolls_back_past_its_bounds(
     assert report.candidate.overrides == len(served)
     assert report.candidate.override_rate == pytest.approx(0.5)
     assert report.active.decisions > 0
+
+
+def test_a_canary_share_is_the_share_of_subjects_it_serves() -> None:
+    for share in (0.05, 0.5, 0.9):
+        canary = Running("rol_x", FLOW, "canary", "v", share, cast(Any, None))
+        served = sum(canary.serves(f"subject-{i}") for i in range(20_000))
+        assert served / 20_000 == pytest.approx(share, abs=0.02)  # over 5 standard deviations
+    assert not Running("rol_x", FLOW, "shadow", "v", 0.0, cast(Any, None)).serves("s-1")
+    assert not Running("rol_x", FLOW, "canary", "v", 0.5, cast(Any, None)).serves(None)
 
 
 def test_activating_a_version_ends_the_rollout(engine: Engine, project: Path) -> None:
