@@ -18,6 +18,12 @@ environment first on ``PATH``. What a fenced block does depends on its info stri
   writes; it is written to that path, relative to the current directory.
 - ``text``: output or prose shown as is; never run.
 
+A block that must reach something the suite provides shows the reader's value and says
+what runs instead: ``<!-- replace: postgresql+psycopg://keel@db.example.com/keel =>
+KEEL_DOCS_POSTGRES_URL -->`` runs it with that variable's value (the suite gives a page that
+names ``KEEL_DOCS_POSTGRES_URL`` a fresh PostgreSQL database, and skips it where there is
+none). Markers may be stacked on the lines above a fence.
+
 Anything else must be preceded by ``<!-- not-runnable: why -->``, and so may any block whose
 effect cannot happen in a test (it installs software, say). The suite lists those blocks,
 and there may be at most ten in the whole site. Processes a block leaves running (``keel
@@ -35,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 SHELL = frozenset({"sh", "bash", "shell"})
@@ -43,6 +49,7 @@ SHOWN = frozenset({"text", "txt", ""})
 TIMEOUT_S = 300
 NOT_RUNNABLE = re.compile(r"<!--\s*not-runnable:\s*(.*?)\s*-->")
 EXIT = re.compile(r"<!--\s*exit:\s*(\d+)\s*-->")
+REPLACE = re.compile(r"<!--\s*replace:\s*(.+?)\s*=>\s*([A-Z0-9_]+)\s*-->")
 FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 TITLE = re.compile(r'title="([^"]+)"')
 
@@ -58,6 +65,7 @@ class Block:
     text: str
     not_runnable: str | None  # the reason, when marked
     exit_code: int
+    substitutions: tuple[tuple[str, str], ...] = ()  # (text shown, variable whose value runs)
 
     @property
     def where(self) -> str:
@@ -80,7 +88,7 @@ def blocks(page: Path, root: Path) -> list[Block]:
         while j < len(lines) and not lines[j].strip().startswith(fence):
             body.append(lines[j][len(indent) :] if lines[j].startswith(indent) else lines[j])
             j += 1
-        marker = _previous_nonblank(lines, i)
+        marker = _markers(lines, i)
         reason = NOT_RUNNABLE.search(marker)
         code = EXIT.search(marker)
         title = TITLE.search(info)
@@ -93,17 +101,22 @@ def blocks(page: Path, root: Path) -> list[Block]:
                 text="\n".join(body) + "\n",
                 not_runnable=reason[1] if reason else None,
                 exit_code=int(code[1]) if code else 0,
+                substitutions=tuple((m[1], m[2]) for m in REPLACE.finditer(marker)),
             )
         )
         i = j + 1
     return found
 
 
-def _previous_nonblank(lines: list[str], i: int) -> str:
+def _markers(lines: list[str], i: int) -> str:
+    """The HTML comments on the lines just above line ``i`` (blank lines between allowed)."""
+    found: list[str] = []
     for line in reversed(lines[:i]):
-        if line.strip():
-            return line
-    return ""
+        if line.strip().startswith("<!--"):
+            found.append(line)
+        elif line.strip():
+            break
+    return "\n".join(found)
 
 
 def unrunnable(block: Block) -> str | None:
@@ -129,6 +142,9 @@ class Page:
         """Run one block, or raise AssertionError naming it and what went wrong."""
         if block.not_runnable is not None or (block.language in SHOWN and not block.title):
             return
+        for shown, variable in block.substitutions:
+            _expect(variable in self.env, block, f"${variable} is not set for this page", "")
+            block = replace(block, text=block.text.replace(shown, self.env[variable]))
         if block.title:
             target = self.cwd / block.title
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -214,8 +230,10 @@ class Page:
             self.python.communicate(timeout=30)  # closes its pipes and reaps it
 
 
-def run_page(page: Path, root: Path) -> None:
-    """Run every block of ``page`` in a fresh directory; AssertionError at the first failure."""
+def run_page(page: Path, root: Path, given: dict[str, str] | None = None) -> None:
+    """Run every block of ``page`` in a fresh directory; AssertionError at the first failure.
+
+    ``given`` adds to the page's environment what the suite provides (a database, say)."""
     with tempfile.TemporaryDirectory(prefix="keel-docs-") as tmp:
         home = Path(tmp)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "PYTEST_"))}
@@ -223,6 +241,7 @@ def run_page(page: Path, root: Path) -> None:
         env["HOME"] = str(home)
         env["NO_COLOR"] = "1"
         env["COLUMNS"] = "160"
+        env.update(given or {})
         state = Page(home=home, env=env, cwd=home)
         try:
             for block in blocks(page, root):

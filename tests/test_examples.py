@@ -7,10 +7,14 @@ How a block runs is in ``tests/docs_examples.py``. A block that cannot run is ma
 
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
+from tests.conftest import POSTGRES_ADMIN
 from tests.docs_examples import blocks, run_page, unrunnable
 
 ROOT = Path(__file__).parent.parent
@@ -29,9 +33,27 @@ def _marked() -> list[tuple[str, str]]:
     ]
 
 
+POSTGRES = "KEEL_DOCS_POSTGRES_URL"
+
+
 @pytest.mark.parametrize("page", PAGES, ids=[p.relative_to(DOCS).as_posix() for p in PAGES])
 def test_the_page_runs_end_to_end(page: Path) -> None:
-    run_page(page, ROOT)
+    if POSTGRES not in page.read_text(encoding="utf-8"):
+        run_page(page, ROOT)
+        return
+    admin = os.environ.get(POSTGRES_ADMIN)
+    if not admin:
+        pytest.skip("PostgreSQL runs under `make test` (scripts/with-postgres.sh sets it up)")
+    name = f"keel_docs_{uuid.uuid4().hex[:12]}"
+    server = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
+    with server.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        run_page(page, ROOT, {POSTGRES: admin.replace("/postgres?", f"/{name}?")})
+    finally:
+        with server.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        server.dispose()
 
 
 @pytest.mark.parametrize(("where", "reason"), _marked())
@@ -82,7 +104,9 @@ Usage: keel …
 ```
 
 <!-- exit: 3 -->
+<!-- replace: /the/shown/path => REAL -->
 ```console
+$ test "/the/shown/path" = "/the/real/path" || exit 4
 $ exit 3
 ```
 
@@ -100,7 +124,7 @@ anything
 ```
 """,
     )
-    run_page(page, tmp_path)
+    run_page(page, tmp_path, {"REAL": "/the/real/path"})
 
 
 @pytest.mark.parametrize(
@@ -112,6 +136,7 @@ anything
         ("```console\n$ keel no-such-command\n```\n", "exited 2"),
         ("```python\nraise ValueError('broken example')\n```\n", "broken example"),
         ("```python\nx = 1\n```\n\n```python\nassert y\n```\n", "NameError"),
+        ("<!-- replace: a => NOT_GIVEN -->\n```bash\necho a\n```\n", "NOT_GIVEN is not set"),
     ],
 )
 def test_the_runner_fails_a_page_whose_example_is_wrong(
@@ -138,7 +163,6 @@ def test_a_server_a_page_leaves_running_is_stopped(tmp_path: Path) -> None:
     page = _page(tmp_path, f"```bash\nsleep 600 &\necho $! > {pidfile}\n```\n")
     run_page(page, tmp_path)
     pid = int(pidfile.read_text())
-    import os
     import time
 
     for _ in range(100):  # the signal is delivered at once; the process table may lag
