@@ -115,6 +115,42 @@ def metrics_page() -> str:
     return "\n".join(lines) + "\n"
 
 
+def roles_page() -> str:
+    from keel.security.roles import (  # noqa: PLC0415 - generated on demand
+        GLOBAL_ONLY,
+        PERMISSION_MEANING,
+        ROLE_PERMISSIONS,
+        ROLE_PURPOSE,
+        Permission,
+        Role,
+    )
+
+    roles = list(Role)
+    lines = [
+        "# Roles and permissions\n",
+        _header("`keel.security.roles`"),
+        "Access is denied unless a grant allows it. A grant gives a credential (an API key "
+        "or an OIDC token's roles claim) one role, on one flow or on every flow "
+        "(`role` or `role@flow`). Every service checks its caller against this matrix, so "
+        "HTTP, the command line and the Python API enforce the same rules. A thing on a "
+        "flow the caller may not read is answered like an unknown one (404).\n",
+        "## Roles\n",
+        "| role | for |",
+        "|---|---|",
+        *(f"| `{role}` | {ROLE_PURPOSE[role]} |" for role in roles),
+        "",
+        "## Permissions\n",
+        "Permissions marked *global* are carried only by a grant on every flow.\n",
+        "| permission | allows | " + " | ".join(f"`{r}`" for r in roles) + " |",
+        "|---|---|" + "---|" * len(roles),
+    ]
+    for permission in Permission:
+        scope = " *(global)*" if permission in GLOBAL_ONLY else ""
+        marks = " | ".join("✓" if permission in ROLE_PERMISSIONS[r] else "" for r in roles)
+        lines.append(f"| `{permission}`{scope} | {PERMISSION_MEANING[permission]} | {marks} |")
+    return "\n".join(lines) + "\n"
+
+
 def _openapi() -> dict[str, Any]:
     """The HTTP API's OpenAPI document, from the app itself over a throwaway project."""
     from keel.api import create_app  # noqa: PLC0415 - generated on demand
@@ -182,6 +218,7 @@ PAGES: dict[str, Callable[[], str]] = {
     "events.md": events_page,
     "errors.md": errors_page,
     "metrics.md": metrics_page,
+    "roles.md": roles_page,
 }
 
 

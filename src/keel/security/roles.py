@@ -101,6 +101,50 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 }
 
 
+# What each role is for and what each permission allows: the roles reference page is
+# generated from these (`python -m keel.docs`), and it fails on one left out.
+ROLE_PURPOSE: dict[Role, str] = {
+    Role.VIEWER: "Reads flows and decisions.",
+    Role.DECIDER: "A calling service: decides, reports what came of its decisions, reads the "
+    "flow's definition.",
+    Role.REVIEWER: "Works the review queue: claims, resolves and overrides decisions; sees "
+    "personal inputs.",
+    Role.POLICY_AUTHOR: "Proposes and edits policy changes.",
+    Role.APPROVER: "Approves changes written by someone else, activates them, rolls back and "
+    "changes autonomy.",
+    Role.OWNER: "The flow's accountable owner: decides, reviews, reports outcomes, proposes, "
+    "activates, rolls back, lowers autonomy or asks to raise it.",
+    Role.AUDITOR: "Reads everything on its flows; with a global grant verifies and "
+    "checkpoints the ledger and reads metrics and the audit trail.",
+    Role.ADMIN: "Everything, including managing API keys.",
+}
+
+PERMISSION_MEANING: dict[Permission, str] = {
+    Permission.DECIDE: "Ask for a decision on a flow.",
+    Permission.READ_DECISIONS: "Read recorded decisions, their explanations, reviews and "
+    "outcomes, a flow's trust figures and drift.",
+    Permission.READ_FLOWS: "Read a flow's definition, policy history and changes, autonomy, "
+    "rollouts, monitor runs, alarms and deliveries.",
+    Permission.READ_PERSONAL: "See personal and sensitive inputs (others see ‹protected›) "
+    "and run what-if, which re-evaluates them.",
+    Permission.REVIEW: "Claim, resolve and override decisions.",
+    Permission.REPORT_OUTCOME: "Report what came of a decision.",
+    Permission.PROPOSE_POLICY: "Propose and edit policy changes; register and replay "
+    "candidate versions.",
+    Permission.APPROVE_POLICY: "Approve a change one did not write; approve a raise of "
+    "autonomy; lift a governor's hold; replay.",
+    Permission.ACTIVATE_POLICY: "Put an approved change into force, roll back, start and "
+    "stop rollouts, stop a flow (the kill switch) and release a stopped flow.",
+    Permission.CHANGE_AUTONOMY: "Lower a flow's autonomy or ask to raise it, run monitors, "
+    "resolve alarms, send a dead-lettered delivery again.",
+    Permission.VERIFY_LEDGER: "Verify the ledger (and, deep, the tables beside it).",
+    Permission.CHECKPOINT_LEDGER: "Sign a checkpoint of the ledger's head.",
+    Permission.READ_AUDIT: "Export the audit trail.",
+    Permission.READ_METRICS: "Read `/metrics`.",
+    Permission.MANAGE_KEYS: "Create, grant, ungrant and revoke API keys.",
+}
+
+
 class AuthenticationError(KeelError):
     """No valid identity: a missing, malformed, unknown, expired or revoked credential."""
 
