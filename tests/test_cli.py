@@ -130,12 +130,11 @@ def all_commands() -> list[str]:
     return sorted(found)
 
 
-def test_every_command_is_documented() -> None:
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+def test_every_command_has_help_with_an_example() -> None:
+    """(The command-line reference page lists them all: tests/test_docs.py.)"""
     commands = all_commands()
     assert {"decide", "ledger verify", "keys create", "serve"} <= set(commands)
     for command in commands:
-        assert f"keel {command}" in readme, command
         code, out, _ = keel(*command.split(), "--help")
         assert code == 0 and "Example:" in out, command
 
