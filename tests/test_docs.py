@@ -38,6 +38,14 @@ def test_the_site_builds_strictly_and_fetches_nothing(tmp_path: Path) -> None:
             re.findall(r'<(?:script|img|link)[^>]+(?:src|href)="(https?://[^"]+)"', html)
         )
     assert fetched == set()  # no CDN, no web fonts, no analytics
+    http = (site / "reference" / "http" / "index.html").read_text(encoding="utf-8")
+    explorer = re.search(
+        r'<iframe class="swagger-ui-iframe"[^>]* src="(swagger-[0-9a-f]+\.html)"', http
+    )
+    assert explorer, "the HTTP page embeds Swagger UI"
+    frame = (site / "reference" / "http" / explorer[1]).read_text(encoding="utf-8")
+    assert (site / "assets" / "javascripts" / "swagger-ui-bundle.js").is_file()
+    assert "swagger-ui-bundle.js" in frame and "openapi.json" in frame
     cli = (site / "reference" / "cli" / "index.html").read_text(encoding="utf-8")
     commands = all_commands()
     assert {"ledger verify", "deliveries list", "flow stop"} <= set(commands)

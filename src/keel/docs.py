@@ -9,7 +9,9 @@ by what. The CLI reference is generated at build time by ``mkdocs-click`` from
 
 from __future__ import annotations
 
+import functools
 import importlib
+import json
 import pkgutil
 import sys
 import tempfile
@@ -151,6 +153,7 @@ def roles_page() -> str:
     return "\n".join(lines) + "\n"
 
 
+@functools.cache
 def _openapi() -> dict[str, Any]:
     """The HTTP API's OpenAPI document, from the app itself over a throwaway project."""
     from keel.api import create_app  # noqa: PLC0415 - generated on demand
@@ -186,7 +189,9 @@ def http_page() -> str:
         "Every route but `/healthz`, `/readyz` and `/openapi.json` (this page in machine "
         "form; it holds no data) needs `Authorization: Bearer <key or token>`. "
         'Errors are `{"code", "message", "detail"}` with the status of '
-        "their [code](errors.md).\n",
+        "their [code](errors.md). The whole contract is [openapi.json](openapi.json); "
+        "the [explorer](#explorer) at the end of this page renders it with Swagger UI, "
+        "served from this site (it sends no requests).\n",
     ]
     for path, operations in spec["paths"].items():
         for method, op in operations.items():
@@ -210,11 +215,18 @@ def http_page() -> str:
                 lines.append(f"Body: {_schema_name(body.get('schema', {}))}.\n")
             codes = ", ".join(f"`{c}`" for c in op.get("responses", {}))
             lines.append(f"Responses: {codes}.\n")
+    lines += ["## Explorer\n", '<swagger-ui src="openapi.json"/>']
     return "\n".join(lines).rstrip() + "\n"
+
+
+def openapi_document() -> str:
+    """The OpenAPI document itself, which the HTTP page's Swagger UI renders."""
+    return json.dumps(_openapi(), indent=1, ensure_ascii=False) + "\n"
 
 
 PAGES: dict[str, Callable[[], str]] = {
     "http.md": http_page,
+    "openapi.json": openapi_document,
     "events.md": events_page,
     "errors.md": errors_page,
     "metrics.md": metrics_page,
