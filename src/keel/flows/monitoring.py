@@ -127,11 +127,11 @@ MONITORING_KEYS: tuple[Key, ...] = (
         "The behaviour figures watched and when each breaches. A figure left out keeps its "
         "default limit."),
     Key("monitoring.limits.<rate>", "number, mapping, or false",
-        "A rate breaches when it moves by more than its limit from the baseline's: a share "
+        "A rate breaches when it moves by at least its limit from the baseline's: a share "
         "above 0, at most 1 (shorthand for `max_change`, severity `warning`); `false`: not "
         "watched.", default=str(DEFAULT_MAX_CHANGE), values=RATES),
     Key("monitoring.limits.<rate>.max_change", "number",
-        "The largest absolute change from the baseline's rate: above 0, at most 1.",
+        "The absolute change from the baseline's rate that breaches: above 0, at most 1.",
         default=str(DEFAULT_MAX_CHANGE)),
     Key("monitoring.limits.<rate>.severity", "string", "The severity of the rate's alarm.",
         default="warning", values=SEVERITIES),
@@ -140,7 +140,7 @@ MONITORING_KEYS: tuple[Key, ...] = (
         "(shorthand for `max_ratio`, severity `warning`); `false`: not watched.",
         default=str(DEFAULT_MAX_RATIO)),
     Key(f"monitoring.limits.{LATENCY}.max_ratio", "number",
-        "The largest ratio of the current p99 to the baseline's: above 1.",
+        "The ratio of the current p99 to the baseline's that breaches: above 1.",
         default=str(DEFAULT_MAX_RATIO)),
     Key(f"monitoring.limits.{LATENCY}.severity", "string", "The severity of the latency alarm.",
         default="warning", values=SEVERITIES),
@@ -167,8 +167,8 @@ MONITORING_KEYS: tuple[Key, ...] = (
     Key("monitoring.governor[].when.severity", "string",
         "The least severity the rule matches.", default="info", values=SEVERITIES),
     Key("monitoring.governor[].do", "string",
-        "What to do: lower the autonomy level, escalate every case to review, pause "
-        "automation, or request retraining (needs `retrain`).",
+        "What to do: lower the autonomy level, send every case that would have been final to "
+        "review, pause automation, or request retraining (needs `retrain`).",
         required=True, values=ACTIONS),
     Key("monitoring.governor[].to", "string",
         "The level `lower_autonomy` lowers to; required with it, refused with other actions.",
