@@ -139,26 +139,6 @@ def test_every_command_has_help_with_an_example() -> None:
         assert code == 0 and "Example:" in out, command
 
 
-def test_every_setting_is_documented() -> None:
-    from keel import config
-
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    sections = {
-        "ledger": config._LEDGER_KEYS,
-        "models": config._MODEL_KEYS,
-        "oidc": config._OIDC_KEYS,
-        "api": config._API_KEYS,
-        "reviews": config._REVIEWS_KEYS,
-        "monitors": config._MONITORS_KEYS,
-        "deliveries": config._DELIVERIES_KEYS,
-    }
-    keys = set(config._KNOWN_KEYS) - set(sections)
-    keys |= {f"{name}.{k}" for name, section in sections.items() for k in section}
-    keys |= {config.ENV_DATABASE_URL, config.ENV_KEYS_DIR}
-    for key in sorted(keys):
-        assert f"`{key}`" in readme, key
-
-
 def test_review_queue_from_the_command_line(project: Path, tmp_path: Path) -> None:
     case = json.loads((project / "examples" / "low_risk.json").read_text())
     case["credit_history_years"] = 0.5  # approve, to be confirmed by a person

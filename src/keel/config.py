@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from keel.errors import ConfigError
+from keel.schema import Key, children
 
 SETTINGS_FILE = "keel.yaml"
 DEFAULT_DATABASE_URL = "sqlite:///keel.db"
@@ -24,27 +25,6 @@ DEFAULT_MODEL_TIMEOUT_MS = 1000
 ENV_DATABASE_URL = "KEEL_DATABASE_URL"
 ENV_KEYS_DIR = "KEEL_KEYS_DIR"
 
-_KNOWN_KEYS = {
-    "name",
-    "database_url",
-    "keys_dir",
-    "ledger",
-    "models",
-    "oidc",
-    "api",
-    "reviews",
-    "monitors",
-    "deliveries",
-}
-_LEDGER_KEYS = {"max_batch"}
-_MODEL_KEYS = {"default_timeout_ms"}
-_OIDC_KEYS = {
-    "issuer", "audience", "jwks_url", "jwks_file", "roles_claim", "person_claim", "leeway_s",
-}  # fmt: skip
-_API_KEYS = {"rate_per_s", "burst", "rate_limits", "graceful_timeout_s"}
-_REVIEWS_KEYS = {"sweep_s"}
-_MONITORS_KEYS = {"check_s"}
-_DELIVERIES_KEYS = {"check_s", "max_attempts", "backoff_s", "max_backoff_s", "lease_s"}
 DEFAULT_REVIEW_SWEEP_S = 60
 DEFAULT_MONITOR_CHECK_S = 30
 DEFAULT_DELIVERY_CHECK_S = 15
@@ -63,6 +43,95 @@ DEFAULT_BURST = 400
 RATE_LIMIT_MODES = ("auto", "process", "shared")
 # Below the 30 s most supervisors (Kubernetes, Docker) wait between SIGTERM and SIGKILL.
 DEFAULT_GRACEFUL_TIMEOUT_S = 25
+
+_POSITIVE = "integer > 0"
+SETTINGS_KEYS: tuple[Key, ...] = (
+    Key("name", "string", "The project's name. Signed ledger checkpoints carry it.",
+        default="the project directory's name"),
+    Key("database_url", "URL",
+        "Where the store lives, as a SQLAlchemy URL. A relative SQLite path is relative to "
+        "this file; `postgresql+psycopg://USER@HOST/DB` needs `keel[postgres]`.",
+        default=DEFAULT_DATABASE_URL, env=ENV_DATABASE_URL),
+    Key("keys_dir", "path",
+        "Where the data-encryption key and the ledger signing key are kept (created on first "
+        "use, mode 0600). Relative to this file; point it at a secrets volume to move them.",
+        default=DEFAULT_KEYS_DIR, env=ENV_KEYS_DIR),
+    Key("ledger", "mapping", "How the ledger writer works."),
+    Key("ledger.max_batch", _POSITIVE,
+        "The most entries the ledger writer commits in one transaction.",
+        default=str(DEFAULT_LEDGER_MAX_BATCH)),
+    Key("models", "mapping", "How models are called."),
+    Key("models.default_timeout_ms", _POSITIVE,
+        "How long a model call may take, in milliseconds, when its signal sets no "
+        "`timeout_ms`. A call that takes longer gives no signal, and the fallback decides.",
+        default=str(DEFAULT_MODEL_TIMEOUT_MS)),
+    Key("oidc", "mapping",
+        "An OIDC issuer whose bearer tokens (JWTs) Keel accepts besides its API keys. "
+        "Left out: API keys only."),
+    Key("oidc.issuer", "string", "The issuer (`iss`) a token must name.", required=True),
+    Key("oidc.audience", "string", "The audience (`aud`) a token must name.", required=True),
+    Key("oidc.jwks_url", "URL",
+        "Where the issuer's signing keys are published (JWKS). Must use https (plain http "
+        "only for localhost). Give exactly one of `jwks_url` and `jwks_file`."),
+    Key("oidc.jwks_file", "path",
+        "A file holding the issuer's signing keys (JWKS), relative to this file: for a "
+        "server that cannot reach the issuer. Give exactly one of `jwks_url` and `jwks_file`."),
+    Key("oidc.roles_claim", "string", "The token claim that lists the caller's Keel roles.",
+        default=DEFAULT_ROLES_CLAIM),
+    Key("oidc.person_claim", "string",
+        "The token claim that names the person behind a token, for four-eyes checks.",
+        default=DEFAULT_PERSON_CLAIM),
+    Key("oidc.leeway_s", _POSITIVE,
+        "Clock skew allowed when checking a token's times, in seconds.",
+        default=str(DEFAULT_JWT_LEEWAY_S)),
+    Key("api", "mapping", "How the HTTP server limits and stops."),
+    Key("api.rate_per_s", _POSITIVE,
+        "Requests per second each caller may make (a token bucket per caller); over it, "
+        "`429 rate_limited` with `Retry-After`.", default=str(DEFAULT_RATE_PER_S)),
+    Key("api.burst", _POSITIVE, "The size of each caller's token bucket: the most requests "
+        "a caller may make at once.", default=str(DEFAULT_BURST)),
+    Key("api.rate_limits", "string",
+        "Where the callers' buckets live: `process` (each worker its own, so N workers allow "
+        "N times the rate), `shared` (in the store, across workers and nodes) or `auto` "
+        "(shared when the server runs more than one worker process).",
+        default=RATE_LIMIT_MODES[0], values=RATE_LIMIT_MODES),
+    Key("api.graceful_timeout_s", _POSITIVE,
+        "How long `keel serve` goes on finishing accepted requests after SIGTERM, in seconds.",
+        default=str(DEFAULT_GRACEFUL_TIMEOUT_S)),
+    Key("reviews", "mapping", "How a server watches the review queues."),
+    Key("reviews.sweep_s", _POSITIVE,
+        "How often, in seconds, a server records a `review_breached` event for each review "
+        "still waiting past its flow's deadline.", default=str(DEFAULT_REVIEW_SWEEP_S)),
+    Key("monitors", "mapping", "How a server runs scheduled monitors."),
+    Key("monitors.check_s", _POSITIVE,
+        "How often, in seconds, a server looks for flows whose `monitoring.every` period "
+        "has not been run.", default=str(DEFAULT_MONITOR_CHECK_S)),
+    Key("deliveries", "mapping",
+        "The webhook outbox: alarm notices and retraining requests, sent at least once."),
+    Key("deliveries.check_s", _POSITIVE,
+        "How often, in seconds, a server sends the deliveries that are due.",
+        default=str(DEFAULT_DELIVERY_CHECK_S)),
+    Key("deliveries.max_attempts", _POSITIVE,
+        "How many tries a delivery gets before it is dead-lettered.",
+        default=str(DEFAULT_DELIVERY_MAX_ATTEMPTS)),
+    Key("deliveries.backoff_s", _POSITIVE,
+        "The wait after the first failed try, in seconds; it doubles after each try.",
+        default=str(DEFAULT_DELIVERY_BACKOFF_S)),
+    Key("deliveries.max_backoff_s", _POSITIVE,
+        "The longest wait between tries, in seconds; at least `deliveries.backoff_s`.",
+        default=str(DEFAULT_DELIVERY_MAX_BACKOFF_S)),
+    Key("deliveries.lease_s", _POSITIVE,
+        "How long a sender's claim on a delivery lasts, in seconds; a claim held longer "
+        "may be taken by another sender.", default=str(DEFAULT_DELIVERY_LEASE_S)),
+)  # fmt: skip
+_KNOWN_KEYS = children(SETTINGS_KEYS, "")
+_LEDGER_KEYS = children(SETTINGS_KEYS, "ledger")
+_MODEL_KEYS = children(SETTINGS_KEYS, "models")
+_OIDC_KEYS = children(SETTINGS_KEYS, "oidc")
+_API_KEYS = children(SETTINGS_KEYS, "api")
+_REVIEWS_KEYS = children(SETTINGS_KEYS, "reviews")
+_MONITORS_KEYS = children(SETTINGS_KEYS, "monitors")
+_DELIVERIES_KEYS = children(SETTINGS_KEYS, "deliveries")
 
 
 @dataclass(frozen=True)

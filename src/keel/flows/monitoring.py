@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from keel.flows.autonomy import Autonomy
+from keel.schema import Key, children
 from keel.yamlfile import LocatedDict, Problems, parse_window
 
 RATES = (
@@ -69,25 +70,127 @@ HOOK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,47}$")
 RETRAIN_WEBHOOK = "retrain.webhook"  # the names deliveries use for the retrain targets
 RETRAIN_COMMAND = "retrain.command"
 
-_KEYS = {
-    "window",
-    "baseline",
-    "every",
-    "min_decisions",
-    "drift",
-    "limits",
-    "alarms",
-    "notify",
-    "governor",
-    "retrain",
-}
-_DRIFT_KEYS = {"methods", "min_columns", "severity", "reference"}
 PROFILE_ID_RE = re.compile(r"^[0-9a-f]{12,64}$")
-_ALARM_KEYS = {"cooldown", "clear_after", "clear_below"}
-_HOOK_KEYS = {"url", "secret_env", "name"}
-_RULE_KEYS = {"when", "do", "to"}
-_WHEN_KEYS = {"alarm", "severity"}
-_RETRAIN_KEYS = {"webhook", "command"}
+
+
+def _window(seconds: int) -> str:
+    """A default window as a flow file writes it: 86400 → 1d."""
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _hook_keys(path: str, default_name: str) -> tuple[Key, ...]:
+    return (
+        Key(f"{path}.url", "URL", "Where to POST (http or https).", required=True),
+        Key(f"{path}.secret_env", "string (UPPER_SNAKE)",
+            "The environment variable that holds the secret: the body is then signed, "
+            "`X-Keel-Signature: sha256=<HMAC-SHA256 of the body>`. The secret itself never "
+            "sits in a file."),
+        Key(f"{path}.name", "string",
+            "What the delivery outbox stores and shows instead of the URL, which may carry "
+            "credentials: letters, digits, `_`, `.` or `-`, at most 48.", default=default_name),
+    )  # fmt: skip
+
+
+_DURATION = "duration (30m, 6h, 1d)"
+# The keys of a flow's monitoring section, described: the parser accepts exactly these
+# (``keel.flows.schema.FLOW_KEYS`` holds them with the rest of the flow file).
+MONITORING_KEYS: tuple[Key, ...] = (
+    Key("monitoring", "mapping",
+        "Thresholds, schedule, alarms and governor. Every key is optional; a flow without "
+        "the section is watched with the defaults, on demand only."),
+    Key("monitoring.window", _DURATION, "The current window a run judges.",
+        default=_window(DEFAULT_WINDOW_S)),
+    Key("monitoring.baseline", _DURATION,
+        "The window right before the current one, that it is compared with.",
+        default=_window(DEFAULT_BASELINE_S)),
+    Key("monitoring.every", _DURATION,
+        "Run inside the server this often. Left out: on demand only (`keel monitor run`)."),
+    Key("monitoring.min_decisions", "integer ≥ 1",
+        "A window with fewer decisions is not judged: the run is `skipped`.",
+        default=str(DEFAULT_MIN_DECISIONS)),
+    Key("monitoring.drift", "mapping, or false",
+        "How drift of inputs, signal scores and actions is judged; `false`: not watched."),
+    Key("monitoring.drift.methods", "list of strings",
+        "The drift statistics to compute; the first that applies to a column's type gives "
+        "its verdict. Left out: every statistic that applies.", values=DRIFT_METHODS),
+    Key("monitoring.drift.min_columns", "integer ≥ 1",
+        "How many columns must drift for the drift monitor to breach.", default="1"),
+    Key("monitoring.drift.severity", "string", "The severity of a drift alarm.",
+        default="warning", values=SEVERITIES),
+    Key("monitoring.drift.reference", "string (quoted)",
+        "Compare with a stored profile of the training data instead of the baseline: its id, "
+        "12 to 64 hex digits, as `keel drift profile` prints it."),
+    Key("monitoring.limits", "mapping",
+        "The behaviour figures watched and when each breaches. A figure left out keeps its "
+        "default limit."),
+    Key("monitoring.limits.<rate>", "number, mapping, or false",
+        "A rate breaches when it moves by at least its limit from the baseline's: a share "
+        "above 0, at most 1 (shorthand for `max_change`, severity `warning`); `false`: not "
+        "watched.", default=str(DEFAULT_MAX_CHANGE), values=RATES),
+    Key("monitoring.limits.<rate>.max_change", "number",
+        "The absolute change from the baseline's rate that breaches: above 0, at most 1.",
+        default=str(DEFAULT_MAX_CHANGE)),
+    Key("monitoring.limits.<rate>.severity", "string", "The severity of the rate's alarm.",
+        default="warning", values=SEVERITIES),
+    Key(f"monitoring.limits.{LATENCY}", "number, mapping, or false",
+        "The decide-time p99 breaches at this ratio to the baseline's: a number above 1 "
+        "(shorthand for `max_ratio`, severity `warning`); `false`: not watched.",
+        default=str(DEFAULT_MAX_RATIO)),
+    Key(f"monitoring.limits.{LATENCY}.max_ratio", "number",
+        "The ratio of the current p99 to the baseline's that breaches: above 1.",
+        default=str(DEFAULT_MAX_RATIO)),
+    Key(f"monitoring.limits.{LATENCY}.severity", "string", "The severity of the latency alarm.",
+        default="warning", values=SEVERITIES),
+    Key("monitoring.alarms", "mapping", "How alarms repeat and clear."),
+    Key("monitoring.alarms.cooldown", _DURATION,
+        "An alarm seen again inside it is only counted (`suppressed`); after it, it is told "
+        "again.", default=_window(DEFAULT_COOLDOWN_S)),
+    Key("monitoring.alarms.clear_after", "integer ≥ 1",
+        "How many clean runs in a row resolve an alarm.", default=str(DEFAULT_CLEAR_AFTER)),
+    Key("monitoring.alarms.clear_below", "number",
+        "A run is clean when the change is under this share of the limit (above 0, at most "
+        "1); between it and the limit, the band resets the count.",
+        default=str(DEFAULT_CLEAR_BELOW)),
+    Key("monitoring.notify", "list of URLs or mappings",
+        "Webhooks that get each alarm as JSON; a plain URL is `{url: URL}`."),
+    *_hook_keys("monitoring.notify[]", "notify[0], notify[1] …"),
+    Key("monitoring.governor", "list of mappings",
+        "Rules that act when an alarm is raised or its severity grows. The governor only "
+        "lowers: raising back goes through earned autonomy."),
+    Key("monitoring.governor[].when", "mapping",
+        "Which alarms the rule matches. Left out: every alarm."),
+    Key("monitoring.governor[].when.alarm", "string or list of strings",
+        "The monitors whose alarms the rule matches. Left out: any monitor.", values=MONITORS),
+    Key("monitoring.governor[].when.severity", "string",
+        "The least severity the rule matches.", default="info", values=SEVERITIES),
+    Key("monitoring.governor[].do", "string",
+        "What to do: lower the autonomy level, send every case that would have been final to "
+        "review, pause automation, or request retraining (needs `retrain`).",
+        required=True, values=ACTIONS),
+    Key("monitoring.governor[].to", "string",
+        "The level `lower_autonomy` lowers to; required with it, refused with other actions.",
+        values=tuple(a.value for a in Autonomy)[:-1]),
+    Key("monitoring.retrain", "mapping",
+        "Where a retraining request goes: a webhook, a command, or both (at least one)."),
+    Key("monitoring.retrain.webhook", "URL or mapping",
+        "A webhook that gets the alarm and the flow's model versions as JSON."),
+    *_hook_keys("monitoring.retrain.webhook", RETRAIN_WEBHOOK),
+    Key("monitoring.retrain.command", "list of strings",
+        "A command (argv) that gets the same JSON on standard input, with `KEEL_FLOW`, "
+        "`KEEL_ALARM` and `KEEL_DELIVERY` set.",),
+)  # fmt: skip
+_KEYS = children(MONITORING_KEYS, "monitoring")
+_DRIFT_KEYS = children(MONITORING_KEYS, "monitoring.drift")
+_LIMIT_KEYS = children(MONITORING_KEYS, "monitoring.limits")
+_ALARM_KEYS = children(MONITORING_KEYS, "monitoring.alarms")
+_NOTIFY_KEYS = children(MONITORING_KEYS, "monitoring.notify[]")
+_RULE_KEYS = children(MONITORING_KEYS, "monitoring.governor[]")
+_WHEN_KEYS = children(MONITORING_KEYS, "monitoring.governor[].when")
+_RETRAIN_KEYS = children(MONITORING_KEYS, "monitoring.retrain")
+_RETRAIN_HOOK_KEYS = children(MONITORING_KEYS, "monitoring.retrain.webhook")
 
 
 @dataclass(frozen=True)
@@ -196,7 +299,7 @@ def parse_monitoring(c: Problems, raw: LocatedDict) -> MonitoringSpec:
     else:
         for i, hook in enumerate(hooks):
             where = f"monitoring.notify[{i}]"
-            parsed = _parse_hook(c, hook, where, section, "notify", f"notify[{i}]")
+            parsed = _parse_hook(c, hook, where, section, "notify", f"notify[{i}]", _NOTIFY_KEYS)
             if parsed is None:
                 continue
             if any(h.name == parsed.name for h in notify):
@@ -302,7 +405,7 @@ def _parse_limits(c: Problems, section: LocatedDict, checks: dict[str, Check]) -
     for name, given in node.items():
         where = f"monitoring.limits.{name}"
         value = given
-        if name not in (*RATES, LATENCY):
+        if name not in _LIMIT_KEYS:
             known = ", ".join((*RATES, LATENCY))
             c.add(where, f"unknown behaviour figure '{name}' (known: {known})", node, name)
             continue
@@ -312,7 +415,8 @@ def _parse_limits(c: Problems, section: LocatedDict, checks: dict[str, Check]) -
             continue
         severity = "warning"
         if isinstance(value, LocatedDict):
-            c.unknown_keys(value, {kind, "severity"}, where)
+            figure = LATENCY if name == LATENCY else "<rate>"
+            c.unknown_keys(value, children(MONITORING_KEYS, f"monitoring.limits.{figure}"), where)
             severity = _severity(c, value, where)
             value = value.get(kind, checks[name].limit)
         least, most = (1.0, float("inf")) if name == LATENCY else (0.0, 1.0)
@@ -362,7 +466,13 @@ def _parse_alarms(c: Problems, section: LocatedDict) -> tuple[int, int, float]:
 
 
 def _parse_hook(
-    c: Problems, raw: Any, where: str, parent: LocatedDict, key: str, default_name: str
+    c: Problems,
+    raw: Any,
+    where: str,
+    parent: LocatedDict,
+    key: str,
+    default_name: str,
+    known: set[str],
 ) -> Webhook | None:
     if isinstance(raw, str):
         raw = {"url": raw}
@@ -370,7 +480,7 @@ def _parse_hook(
         c.add(where, "a webhook is a URL or {url: ..., secret_env: ...}", parent, key)
         return None
     if isinstance(raw, LocatedDict):
-        c.unknown_keys(raw, _HOOK_KEYS, where)
+        c.unknown_keys(raw, known, where)
     url = raw.get("url")
     if not isinstance(url, str) or not url.startswith(("https://", "http://")):
         c.add(f"{where}.url", f"'url' must be an http(s) URL, got {url!r}", parent, key)
@@ -408,7 +518,9 @@ def _parse_retrain(c: Problems, section: LocatedDict) -> Retrain | None:
     hook = None
     if "webhook" in node:
         raw_hook = node["webhook"]
-        hook = _parse_hook(c, raw_hook, f"{where}.webhook", node, "webhook", RETRAIN_WEBHOOK)
+        hook = _parse_hook(
+            c, raw_hook, f"{where}.webhook", node, "webhook", RETRAIN_WEBHOOK, _RETRAIN_HOOK_KEYS
+        )
     command = node.get("command", [])
     if not isinstance(command, list) or not all(isinstance(p, str) and p for p in command):
         c.add(

@@ -22,56 +22,21 @@ from keel.flows.flow import (
     SignalSpec,
 )
 from keel.flows.monitoring import parse_monitoring
+from keel.flows.schema import FLOW_KEYS
+from keel.schema import children
 from keel.yamlfile import NAME_RE, LocatedDict, Problems, load_yaml, parse_window
 
 # ---- loading ---------------------------------------------------------------------------
 
-_FLOW_KEYS = {
-    "flow",
-    "monitoring",
-    "description",
-    "owner",
-    "policy",
-    "autonomy",
-    "inputs",
-    "signals",
-    "outcome",
-    "reviewers",
-    "review",
-    "earned_autonomy",
-}
-_CRITERIA_KEYS = {
-    "over",
-    "min_reviewed",
-    "min_agreement",
-    "max_guardrail_hits",
-    "min_outcome_accuracy",
-    "min_outcomes",
-}
-_REVIEW_KEYS = {"deadline", "four_eyes", "capacity"}
-_OUTCOME_KEYS = {"description", "labels", "value"}
-_CAPACITY_KEYS = {"max_reviews", "per", "when_saturated"}
-_FIELD_KEYS = {
-    "type",
-    "required",
-    "min",
-    "max",
-    "allowed",
-    "classification",
-    "label",
-    "format",
-    "actionable",
-    "direction",
-}
-_SIGNAL_KEYS = {
-    "model",
-    "output",
-    "features",
-    "timeout_ms",
-    "label",
-    "reference",
-    "positive_class",
-}
+_FLOW_KEYS = children(FLOW_KEYS, "")
+_OWNER_KEYS = children(FLOW_KEYS, "owner")
+_CRITERIA_KEYS = children(FLOW_KEYS, "earned_autonomy.<level>")
+_LEVEL_KEYS = children(FLOW_KEYS, "earned_autonomy")
+_REVIEW_KEYS = children(FLOW_KEYS, "review")
+_OUTCOME_KEYS = children(FLOW_KEYS, "outcome")
+_CAPACITY_KEYS = children(FLOW_KEYS, "review.capacity")
+_FIELD_KEYS = children(FLOW_KEYS, "inputs.<name>")
+_SIGNAL_KEYS = children(FLOW_KEYS, "signals.<name>")
 
 
 def _number(c: Problems, node: LocatedDict, key: str, where: str) -> float | None:
@@ -199,6 +164,8 @@ def parse_flow(raw: LocatedDict, path: Path) -> Flow:
         name = path.stem
     owner_raw = raw.get("owner")
     owner = Owner("", "")
+    if isinstance(owner_raw, LocatedDict):
+        c.unknown_keys(owner_raw, _OWNER_KEYS, "owner")
     if (
         not isinstance(owner_raw, dict)
         or not isinstance(owner_raw.get("name"), str)
@@ -279,10 +246,10 @@ def _parse_earned(c: Problems, raw: LocatedDict) -> dict[str, Criteria]:
         )
         return {}
     out: dict[str, Criteria] = {}
-    raisable = [a.value for a in Autonomy][1:]
+    raisable = [a.value for a in Autonomy if a.value in _LEVEL_KEYS]
     for level, node in section.items():
         where = f"earned_autonomy.{level}"
-        if level not in raisable:
+        if level not in _LEVEL_KEYS:
             c.add(
                 where,
                 f"'{level}' is not a level to raise to ({', '.join(raisable)})",

@@ -14,10 +14,16 @@ from typing import Any
 
 from keel.canonical import sha256_hex
 from keel.errors import DefinitionError, Problem
+from keel.policy.schema import BOUND_ON_HIT, KILL_SWITCH_REASON, ON_HIT, POLICY_KEYS
+from keel.schema import children
 from keel.yamlfile import NAME_RE, LocatedDict, Problems, load_yaml, parse_window
 
-ON_HIT = ("escalate", "fallback")
-BOUND_ON_HIT = ("clamp", "escalate", "fallback")
+_GUARDRAIL_KEYS = children(POLICY_KEYS, "guardrails")
+_BOUND_KEYS = children(POLICY_KEYS, "guardrails.bounds[]")
+_FLOOR_KEYS = children(POLICY_KEYS, "guardrails.min_confidence[]")
+_KILL_SWITCH_KEYS = children(POLICY_KEYS, "guardrails.kill_switch")
+_POLICY_KEYS = children(POLICY_KEYS, "")
+_RULE_KEYS = children(POLICY_KEYS, "rules[]")
 
 
 @dataclass(frozen=True)
@@ -114,7 +120,7 @@ def _outcome(p: Problems, raw: Any, where: str, parent: LocatedDict) -> Outcome 
     if not isinstance(raw, LocatedDict):
         p.add(where, "must be a mapping with 'action' and 'reason'", parent, where)
         return None
-    p.unknown_keys(raw, {"action", "reason", "review", "value"}, where)
+    p.unknown_keys(raw, children(POLICY_KEYS, where), where)
     action, reason = raw.get("action"), raw.get("reason")
     if not isinstance(action, str) or not isinstance(reason, str):
         p.add(where, "needs an 'action' and a 'reason' (strings)", raw, "action")
@@ -164,15 +170,11 @@ def _guardrails(p: Problems, raw: Any, parent: LocatedDict) -> Guardrails:
     if not isinstance(raw, LocatedDict):
         p.add("guardrails", "must be a mapping", parent, "guardrails")
         return Guardrails()
-    p.unknown_keys(
-        raw,
-        {"bounds", "min_confidence", "rate_limits", "exposure_limits", "kill_switch"},
-        "guardrails",
-    )
+    p.unknown_keys(raw, _GUARDRAIL_KEYS, "guardrails")
     bounds = []
     for i, b in enumerate(_list(p, raw, "bounds", "guardrails.bounds")):
         where = f"guardrails.bounds[{i}]"
-        p.unknown_keys(b, {"action", "min", "max", "on_hit"}, where)
+        p.unknown_keys(b, _BOUND_KEYS, where)
         lo, hi = _num(p, b, "min", where, False), _num(p, b, "max", where, False)
         if lo is None and hi is None:
             p.add(where, "a bound needs 'min', 'max' or both", b, "action")
@@ -182,7 +184,7 @@ def _guardrails(p: Problems, raw: Any, parent: LocatedDict) -> Guardrails:
     floors = []
     for i, f in enumerate(_list(p, raw, "min_confidence", "guardrails.min_confidence")):
         where = f"guardrails.min_confidence[{i}]"
-        p.unknown_keys(f, {"signal", "min", "on_hit"}, where)
+        p.unknown_keys(f, _FLOOR_KEYS, where)
         minimum = _num(p, f, "min", where, True)
         if minimum is not None and not 0 <= minimum <= 1:
             p.add(where, "'min' is a confidence between 0 and 1", f, "min")
@@ -194,7 +196,7 @@ def _guardrails(p: Problems, raw: Any, parent: LocatedDict) -> Guardrails:
     for kind, key in (("rate", "rate_limits"), ("exposure", "exposure_limits")):
         for i, w in enumerate(_list(p, raw, key, f"guardrails.{key}")):
             where = f"guardrails.{key}[{i}]"
-            p.unknown_keys(w, {"name", "action", "max", "window", "per", "on_hit"}, where)
+            p.unknown_keys(w, children(POLICY_KEYS, f"guardrails.{key}[]"), where)
             name = w.get("name")
             if not isinstance(name, str) or not NAME_RE.match(name):
                 p.add(where, "'name' must be a lower_snake_case name", w, "name")
@@ -231,13 +233,13 @@ def _guardrails(p: Problems, raw: Any, parent: LocatedDict) -> Guardrails:
         if not isinstance(kraw, LocatedDict):
             p.add("guardrails.kill_switch", "must be a mapping", raw, "kill_switch")
         else:
-            p.unknown_keys(kraw, {"engaged", "action", "reason"}, "guardrails.kill_switch")
+            p.unknown_keys(kraw, _KILL_SWITCH_KEYS, "guardrails.kill_switch")
             if not isinstance(kraw.get("engaged", False), bool):
                 p.add("guardrails.kill_switch", "'engaged' must be true or false", kraw, "engaged")
             kill = KillSwitch(
                 bool(kraw.get("engaged", False)),
                 str(kraw.get("action")),
-                str(kraw.get("reason", "Automatic decisions are switched off for this flow.")),
+                str(kraw.get("reason", KILL_SWITCH_REASON)),
             )
     return Guardrails(tuple(bounds), tuple(floors), tuple(windows), kill)
 
@@ -245,17 +247,7 @@ def _guardrails(p: Problems, raw: Any, parent: LocatedDict) -> Guardrails:
 def parse_policy(raw: LocatedDict, path: Path) -> Policy:
     """Check the document's shape and build a ``Policy``; the compiler checks expressions."""
     p = Problems(str(path))
-    known = {
-        "policy",
-        "description",
-        "actions",
-        "params",
-        "rules",
-        "default",
-        "fallback",
-        "guardrails",
-    }
-    p.unknown_keys(raw, known, "policy")
+    p.unknown_keys(raw, _POLICY_KEYS, "policy")
     name = raw.get("policy")
     if not isinstance(name, str) or not NAME_RE.match(name):
         p.add("policy", "'policy' must be a lower_snake_case name", raw, "policy")
@@ -281,7 +273,7 @@ def parse_policy(raw: LocatedDict, path: Path) -> Policy:
     seen: dict[str, int] = {}
     for i, r in enumerate(_list(p, raw, "rules", "rules")):
         where = f"rules[{i}]"
-        p.unknown_keys(r, {"name", "when", "action", "value", "reason", "review"}, where)
+        p.unknown_keys(r, _RULE_KEYS, where)
         rname = r.get("name")
         if not isinstance(rname, str) or not NAME_RE.match(rname):
             p.add(where, "'name' must be a lower_snake_case name", r, "name")

@@ -1,0 +1,134 @@
+"""Every key of a flow file, described: ``keel.flows.parse`` accepts exactly these, and the
+reference page ``docs/reference/flows.md`` is written from them. The ``monitoring:``
+section's keys sit beside their parser, in ``keel.flows.monitoring``."""
+
+from __future__ import annotations
+
+from keel.flows.autonomy import Autonomy
+from keel.flows.flow import FIELD_TYPES, FORMATS, SATURATION, Classification
+from keel.flows.monitoring import MONITORING_KEYS
+from keel.schema import Key
+
+_LEVELS = tuple(a.value for a in Autonomy)
+_NAME = "string (lower_snake_case)"
+_DURATION = "duration (30m, 4h, 2d)"
+_SHARE = "number from 0 to 1"
+_COUNT = "integer ≥ 0"
+
+FLOW_KEYS: tuple[Key, ...] = (
+    Key("flow", _NAME, "The flow's name: decisions, reviews, the CLI and the API name the "
+        "flow by it.", required=True),
+    Key("description", "string", "What the flow decides, in a sentence."),
+    Key("owner", "mapping", "The one person accountable for the flow's decisions.",
+        required=True),
+    Key("owner.name", "string", "The owner's name (and role).", required=True),
+    Key("owner.email", "string (an email address)", "The owner's email address.",
+        required=True),
+    Key("policy", _NAME, "The policy that decides: the name of a policy in `policies/`.",
+        required=True),
+    Key("autonomy", "string",
+        "The level the flow starts at: `shadow` decides and acts on nothing, `advisory` "
+        "recommends, `supervised` acts inside the bounds and escalates grey zones, "
+        "`autonomous` acts and escalates only guardrail hits. After the first start the "
+        "store's level is in force.", default="supervised", values=_LEVELS),
+    Key("reviewers", "list of strings",
+        "Who reviews the flow's cases, as names or groups, for people reading the flow. "
+        "Who may review is decided by roles, not by this list."),
+    Key("inputs", "mapping", "The input schema: every field a case carries. A case with a "
+        "missing, unknown, mistyped or out-of-range field is refused, every problem named.",
+        required=True),
+    Key("inputs.<name>", "mapping", "One input field; its name is lower_snake_case."),
+    Key("inputs.<name>.type", "string", "The field's type.", required=True,
+        values=FIELD_TYPES),
+    Key("inputs.<name>.required", "boolean", "Whether a case must carry the field.",
+        default="true"),
+    Key("inputs.<name>.min", "number", "The least value a number field may take."),
+    Key("inputs.<name>.max", "number", "The greatest value a number field may take."),
+    Key("inputs.<name>.allowed", "list", "The only values the field may take (not empty)."),
+    Key("inputs.<name>.classification", "string",
+        "How sensitive the values are: `personal` and `sensitive` values are encrypted at "
+        "rest and never logged.", default=Classification.INTERNAL.value,
+        values=tuple(c.value for c in Classification)),
+    Key("inputs.<name>.label", "string",
+        "The field's name in explanations. Left out: the name, capitalised, with spaces."),
+    Key("inputs.<name>.format", "string",
+        "How explanations and reason templates show the value.",
+        default="`number` for number and integer fields, else `text`", values=FORMATS),
+    Key("inputs.<name>.actionable", "boolean",
+        "Whether counterfactual search may change the field to find what would change the "
+        "decision. Only number and integer fields with `min` and `max`.", default="false"),
+    Key("inputs.<name>.direction", "string",
+        "The only way counterfactual search may change an actionable field. Left out: "
+        "either way.", values=("increase", "decrease")),
+    Key("signals", "mapping", "The models the flow consults, each giving a signal the "
+        "policy reads as `signals.<name>`."),
+    Key("signals.<name>", "mapping", "One signal; its name is lower_snake_case."),
+    Key("signals.<name>.model", "string",
+        "The model: a file in `models/` (`.skops`, `.joblib`, `.onnx`) or a Python function, "
+        "`python:module:function` or `python:file.py:function`.", required=True),
+    Key("signals.<name>.output", "string",
+        "What the model gives: a class `probability` (the score is the positive class's), a "
+        "`score`, or a `label`.", default="probability",
+        values=("probability", "score", "label")),
+    Key("signals.<name>.features", "list of strings",
+        "The input fields the model takes, in order; each must be a number, integer or "
+        "boolean field.", default="[]"),
+    Key("signals.<name>.timeout_ms", "integer > 0",
+        "How long a call may take, in milliseconds; a call that takes longer gives no "
+        "signal, and the fallback decides.", default="`models.default_timeout_ms` in keel.yaml"),
+    Key("signals.<name>.label", "string",
+        "The signal's name in explanations. Left out: the name, with spaces."),
+    Key("signals.<name>.reference", "mapping",
+        "A baseline case for linear attributions: a number for every feature."),
+    Key("signals.<name>.reference.<feature>", "number", "The feature's baseline value."),
+    Key("signals.<name>.positive_class", "any",
+        "The class whose probability is the score. Left out: the model's last class."),
+    Key("outcome", "string or mapping",
+        "What counts as the flow's outcome. A string describes it; a mapping also names the "
+        "labels that outcome reports may use."),
+    Key("outcome.description", "string", "What the outcome is, in a sentence."),
+    Key("outcome.labels", "mapping",
+        "Each label an outcome report may use, with the action that would have been right "
+        "for it. Required when `outcome` is a mapping.", required=True),
+    Key("outcome.labels.<label>", "string or null",
+        "The action this outcome calls right (trust metrics compare it with the action "
+        "taken); null: the label does not judge the action."),
+    Key("outcome.value", "string", "What a reported value means, e.g. `amount written off, "
+        "in EUR`."),
+    Key("review", "mapping", "How the flow's review queue works."),
+    Key("review.deadline", _DURATION,
+        "Open reviews past this age are overdue; a breach is recorded once. Left out: no "
+        "deadline."),
+    Key("review.four_eyes", "boolean",
+        "Whoever requested a decision can neither claim nor review it.", default="false"),
+    Key("review.capacity", "mapping",
+        "How many reviews the reviewers can take per period, and what happens beyond. Left "
+        "out: reviews are never refused for lack of people."),
+    Key("review.capacity.max_reviews", "integer ≥ 1", "Reviews opened per period.",
+        required=True),
+    Key("review.capacity.per", _DURATION, "The sliding period.", required=True),
+    Key("review.capacity.when_saturated", "string",
+        "Beyond capacity, `fallback` decides the case with the policy's fallback, final; "
+        "`pause` records it `deferred`, nothing acted on or queued, for the caller to try "
+        "again later.", default=SATURATION[0], values=SATURATION),
+    Key("earned_autonomy", "mapping",
+        "What raising the flow to each level takes. A level not listed cannot be reached by "
+        "a raise; lowering is always allowed."),
+    Key("earned_autonomy.<level>", "mapping",
+        "The evidence the flow must show, over the trailing window, to be raised to this "
+        "level.", values=_LEVELS[1:]),
+    Key("earned_autonomy.<level>.over", _DURATION, "The trailing window judged.",
+        required=True),
+    Key("earned_autonomy.<level>.min_reviewed", _COUNT, "Resolved reviews needed.",
+        default="0"),
+    Key("earned_autonomy.<level>.min_agreement", _SHARE,
+        "The least share of resolved reviews that approved what the policy proposed."),
+    Key("earned_autonomy.<level>.max_guardrail_hits", _COUNT,
+        "The most decisions with guardrail hits allowed."),
+    Key("earned_autonomy.<level>.min_outcome_accuracy", _SHARE,
+        "The least share of decisions whose action is the one the reported outcome calls "
+        "right."),
+    Key("earned_autonomy.<level>.min_outcomes", _COUNT, "Reported outcomes needed.",
+        default="0"),
+    *MONITORING_KEYS,
+)  # fmt: skip
