@@ -136,3 +136,11 @@ def test_the_small_sample_table_is_what_the_statistics_give(n: int) -> None:
     table = _small_sample_table()
     assert list(table) == [30, 100, 300, 1000, 3000]
     assert _false_alarms(n) == table[n]
+
+
+def test_every_make_target_named_exists() -> None:
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    targets = set(re.findall(r"^([\w-]+):", makefile, re.M))
+    named = {t for page in PAGES for t in re.findall(r"`make ([\w-]+)`", page.read_text("utf-8"))}
+    assert len(named) >= 5
+    assert named <= targets, sorted(named - targets)
