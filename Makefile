@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test docs docs-build lint typecheck pytest bench bench-load bench-crash bench-verify bench-replay bench-drift clean
+.PHONY: demo test docs docs-build docs-screenshots lint typecheck pytest bench bench-load bench-crash bench-verify bench-replay bench-drift clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,7 @@ typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
 pytest: $(VENV)/.dev-installed
+	scripts/ensure-chromium.sh
 	scripts/with-postgres.sh $(BIN)/pytest
 
 # The documentation site: served on http://127.0.0.1:8000, built strictly by `make test`.
@@ -36,6 +37,12 @@ docs: $(VENV)/.dev-installed
 
 docs-build: $(VENV)/.dev-installed
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet -d site
+
+# docs/images/site-*.png, taken in Debian's chromium (apt-get install chromium): rerun when
+# the pages change.
+docs-screenshots: $(VENV)/.dev-installed
+	scripts/ensure-chromium.sh
+	$(BIN)/python scripts/screenshots.py
 
 test: lint typecheck docs-build pytest
 

@@ -596,8 +596,8 @@ def test_every_request_is_audited(engine: Engine, client: TestClient, audit: Aud
     assert all("annual_income" not in json.dumps(e) for e in events)  # no request bodies
 
 
-def test_the_matrix_covers_every_operation(client: TestClient) -> None:
-    schema = client.get("/openapi.json").json()
+def test_the_matrix_covers_every_operation(engine: Engine, client: TestClient) -> None:
+    schema = client.get("/openapi.json", headers=key(engine, Grant(Role.VIEWER, FLOW))).json()
     operations = sum(len(methods) for methods in schema["paths"].values())
     unauthenticated = 2  # /healthz and /readyz
     filtered_list = 1  # GET /v1/flows: never refused, filtered (test_lists_show_only_…)
@@ -633,7 +633,17 @@ def test_reviews_over_http_with_four_eyes(project: Path, env: dict[str, str]) ->
             assert engine.verify().ok
 
 
-def test_openapi_is_published(client: TestClient) -> None:
-    schema = client.get("/openapi.json").json()
+def test_openapi_is_published_to_any_authenticated_caller(
+    engine: Engine, client: TestClient
+) -> None:
+    assert client.get("/openapi.json").status_code == 401
+    schema = client.get("/openapi.json", headers=key(engine, Grant(Role.VIEWER, FLOW))).json()
     assert "/v1/flows/{flow}/decisions" in schema["paths"]
     assert "ErrorOut" in schema["components"]["schemas"]
+    # The bearer scheme is declared (Swagger UI's "Authorize"), on every route but the
+    # health checks.
+    assert schema["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
+    for path, operations in schema["paths"].items():
+        for op in operations.values():
+            expected = [] if path in ("/healthz", "/readyz") else [{"apiKey": []}]
+            assert op.get("security", []) == expected, path

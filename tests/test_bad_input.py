@@ -207,7 +207,8 @@ def test_authentication_comes_before_the_body_and_the_route(
     caller = "key:" + admin["Authorization"].split("_")[1]
     refused = [e for e in events if e["kind"] == "request" and e["outcome"] == "error"]
     assert [e["principal"] for e in refused] == [caller]  # the malformed request is named
-    assert client.get("/openapi.json").status_code == 200  # the contract holds no data
+    assert client.get("/openapi.json").status_code == 401  # only health checks are anonymous
+    assert client.get("/openapi.json", headers=admin).status_code == 200
     assert client.get("/healthz").status_code == 200
 
 

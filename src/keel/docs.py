@@ -188,8 +188,11 @@ def http_page() -> str:
     lines = [
         "# HTTP API\n",
         _header("the app's OpenAPI document"),
-        "Every route but `/healthz`, `/readyz` and `/openapi.json` (this page in machine "
-        "form; it holds no data) needs `Authorization: Bearer <key or token>`. "
+        "Every route but `/healthz` and `/readyz` needs `Authorization: Bearer <key or "
+        "token>`; any valid key may read `/openapi.json` (this page in machine form). "
+        "A running server also shows the API in the browser at `/docs` (Swagger UI, "
+        "served by Keel itself): see [Browse the HTTP API in your "
+        "browser](../how-to/api-docs.md). "
         'Errors are `{"code", "message", "detail"}` with the status of '
         "their [code](errors.md). The whole contract is [openapi.json](openapi.json); "
         "the [explorer](#explorer) at the end of this page renders it with Swagger UI, "

@@ -1,5 +1,11 @@
 """Who is calling: every route but the health checks needs a valid credential.
 
+The credential is ``Authorization: Bearer <key or token>``. The API's docs (``DOCS_PATHS``:
+the Swagger UI page, its assets and ``/openapi.json``) also take it as the password of HTTP
+Basic authentication, because a browser opening a page can send only that; nothing else
+does, since a browser sends Basic credentials by itself to every request to the server,
+and those must not be able to read data or change anything.
+
 Verified credentials are remembered for at most ``CACHE_S`` seconds (never past their own
 expiry), so most requests cost no database read; a revoked key is refused by every worker
 within that time.
@@ -7,6 +13,8 @@ within that time.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import hashlib
 import threading
@@ -14,7 +22,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
-from fastapi import Request
+from fastapi import Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from keel.api.errors import error_response
@@ -62,7 +71,12 @@ class PrincipalCache:
             self._entries[key] = (principal, until)
 
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})  # hold no data
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})  # hold no data
+# The API's contract and its docs page: any authenticated principal may read them (no
+# permission beyond authentication: they hold no data), with a bearer or a Basic credential.
+DOCS_PATHS = frozenset({"/openapi.json", "/docs"})
+DOCS_PREFIX = "/docs/"
+DOCS_CHALLENGE = 'Basic realm="Keel API docs", charset="UTF-8"'
 FAILED_PER_S = 0.5  # failed authentications a client address or key prefix may sustain
 FAILED_BURST = 10
 FAILURE_WINDOW_S = 60.0  # one audit row per source and window; the rest are counted
@@ -137,27 +151,52 @@ def _sources(request: Request, token: str) -> list[str]:
     return out
 
 
+def is_docs_path(path: str) -> bool:
+    """Whether ``path`` is the API's contract or its docs page (Basic credentials allowed)."""
+    return path in DOCS_PATHS or path.startswith(DOCS_PREFIX)
+
+
+def _credential(request: Request) -> str | None:
+    """The key or token the request carries: a bearer credential, or on the docs paths the
+    password of a Basic one (the user name is not read)."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer" and value:
+        return value
+    if scheme.lower() == "basic" and value and is_docs_path(request.scope["path"]):
+        try:
+            pair = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        password = pair.partition(":")[2].strip()
+        return password or None
+    return None
+
+
 def _known(request: Request) -> Principal | None:
-    """The caller a well-formed bearer credential names, if this process knows it already
-    (the cache of verified credentials); never reads the store."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    """The caller a well-formed credential names, if this process knows it already (the
+    cache of verified credentials); never reads the store."""
+    token = _credential(request)
+    if token is None:
         return None
-    found: Principal | None = request.app.state.keel.principals.get(token.strip())
+    found: Principal | None = request.app.state.keel.principals.get(token)
     return found
 
 
 def authenticate_request(request: Request) -> Principal:
     """The caller, or 401 (and 429 over its rate). Run by ``Authenticate`` before routing,
     so a request is authenticated before its body is parsed or its route is looked up."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+    token = _credential(request)
     state = request.app.state.keel
-    if scheme.lower() != "bearer" or not token.strip():
+    if token is None:
+        if is_docs_path(request.scope["path"]):
+            raise AuthenticationError(
+                "open the API docs with an API key as the password (any user name), or send "
+                "'Authorization: Bearer keel_…' (create a key with keel keys create)"
+            )
         raise AuthenticationError(
             "send an API key as 'Authorization: Bearer keel_…' (create one with keel keys create)"
         )
-    token = token.strip()
     principal: Principal | None = state.principals.get(token)
     if principal is None:
         sources = _sources(request, token)
@@ -201,6 +240,9 @@ class Authenticate:
                 authenticate_request(request)
         except KeelError as error:
             response = error_response(error.code, error.message, error.detail)
+            if error.code == "unauthenticated" and is_docs_path(scope["path"]):
+                # A browser asks its user for the key when it sees this challenge.
+                response.headers.append("WWW-Authenticate", DOCS_CHALLENGE)
             if "retry_after" in error.detail:
                 response.headers["Retry-After"] = str(error.detail["retry_after"])
             await response(scope, receive, send)
@@ -208,7 +250,19 @@ class Authenticate:
         await self.app(scope, receive, send)
 
 
-async def current_principal(request: Request) -> Principal:
+# Declares the bearer scheme in the OpenAPI document (Swagger UI's "Authorize" button);
+# ``Authenticate`` does the checking.
+BEARER = HTTPBearer(
+    scheme_name="apiKey",
+    description="An API key (keel keys create) or, with OIDC configured, an access token.",
+    auto_error=False,
+)
+
+
+async def current_principal(
+    request: Request,
+    _declared: HTTPAuthorizationCredentials | None = Security(BEARER),  # noqa: B008
+) -> Principal:
     """FastAPI dependency: the principal ``Authenticate`` found; path and query values
     are checked as identifiers (printable text only: a NUL byte or an escape sequence never
     reaches the store, the logs or a terminal)."""
