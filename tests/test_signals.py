@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from sklearn.linear_model import LogisticRegression
 
 from keel import Engine, open_engine
 from keel.errors import DefinitionError, ModelError
@@ -188,3 +189,34 @@ def test_linear_attributions_sum_to_margin_difference(
     mean = pipeline.named_steps["scale"].mean_.reshape(1, -1)
     expected = pipeline.decision_function(row)[0] - pipeline.decision_function(mean)[0]
     assert sum(a.contribution for a in result.items) == pytest.approx(expected)
+
+
+class CountsCalls(LogisticRegression):
+    """A model that counts its predict_proba calls (class-wide: pickling keeps the class)."""
+
+    calls = 0
+
+    def predict_proba(self, x: Any) -> Any:
+        type(self).calls += 1
+        if not np.any(x):
+            raise ValueError("a row of zeros is not a case")
+        return super().predict_proba(x)
+
+
+def test_a_loaded_model_is_called_once_before_its_first_case(
+    project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its one-off first-call costs are paid at load, not against a case's timeout; a
+    model the probe row upsets is kept (a real row may work) and the failure logged."""
+    import joblib
+
+    x, y = _training()
+    joblib.dump(CountsCalls(max_iter=500).fit(x, y), project / "models" / "counted.joblib")
+    spec = SignalSpec("default_risk", "models/counted.joblib", features=FEATURES, positive_class=1)
+    CountsCalls.calls = 0
+    with caplog.at_level(logging.WARNING, logger="keel.signals.adapters"):
+        model = load_model(spec, project)
+    assert CountsCalls.calls == 1
+    assert "warm-up call" in caplog.text and "a row of zeros is not a case" in caplog.text
+    assert 0 < model.predict_many(x[:1])[0].score < 1
+    assert CountsCalls.calls == 2

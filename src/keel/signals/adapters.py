@@ -10,11 +10,12 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import logging
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from keel.flows import SignalSpec
 # Types a skops file may contain without being listed by the flow: scikit-learn's own
 # estimators and the NumPy types they hold. Anything else must be trusted explicitly.
 _SKOPS_TRUSTED_PREFIXES = ("sklearn.", "numpy.", "builtins.", "collections.", "scipy.sparse.")
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -253,7 +257,22 @@ def _load_sklearn(spec: SignalSpec, path: Path, version: str) -> SklearnModel:
             f"model {path} for signal '{spec.name}' is a {type(estimator).__name__}, "
             "not an estimator"
         )
-    return SklearnModel(spec, estimator, version, path)
+    return _warmed(SklearnModel(spec, estimator, version, path))
+
+
+_Loaded = TypeVar("_Loaded", "SklearnModel", "OnnxModel")
+
+
+def _warmed(model: _Loaded) -> _Loaded:
+    """Call a freshly loaded model once, untimed, on a row of zeros: its first call pays
+    one-off costs (lazy imports, caches, thread pools) that would otherwise count against
+    the first real case's timeout. A model that fails here is kept — a real row may still
+    work — and the failure is logged."""
+    try:
+        model.predict_many(np.zeros((1, len(model.features)), dtype=float))
+    except Exception as exc:  # noqa: BLE001 - any failure of a probe call is only reported
+        log.warning("signal %s: the warm-up call of %s failed: %s", model.name, model.path, exc)
+    return model
 
 
 def load_model(spec: SignalSpec, project_dir: Path) -> Model:
@@ -271,7 +290,7 @@ def load_model(spec: SignalSpec, project_dir: Path) -> Model:
     if suffix in (".skops", ".joblib", ".pkl"):
         return _load_sklearn(spec, path, version)
     if suffix == ".onnx":
-        return OnnxModel(spec, path, version)
+        return _warmed(OnnxModel(spec, path, version))
     raise ModelError(
         f"signal '{spec.name}': unknown model format {suffix!r} for {path} "
         "(use .skops, .joblib, .onnx or python:module:function)",
