@@ -9,8 +9,9 @@ environment first on ``PATH``. What a fenced block does depends on its info stri
 - ``console``: lines starting with ``$ `` are commands (a trailing ``\\`` continues one);
   the lines under a command are its output as the reader will see it (a continuation line
   may start with the ``> `` prompt). Each shown line must
-  match a line of the real output, in order (spaces collapsed; ``…`` matches anything), so
-  a page shows the lines that matter and may leave out the rest. A command must succeed
+  match a line of the real output, in order (spaces collapsed; ``…`` matches anything, and a
+  line of its own ``…`` marks lines left out), so a page shows the lines that matter and may
+  leave out the rest. A command must succeed
   unless the block is preceded by ``<!-- exit: N -->`` (then its last command must exit N).
 - ``python``: run in one Python process per page, so names defined in one block are there
   in the next.
@@ -276,7 +277,7 @@ def _unmatched(shown: list[str], output: str) -> str | None:
     at = 0
     for line in shown:
         want = " ".join(line.split())
-        if not want:
+        if want in ("", "…"):  # a line of its own "…" stands for lines left out
             continue
         pattern = re.compile(".*".join(re.escape(part) for part in want.split("…")) + r"\Z")
         while at < len(actual) and not pattern.match(actual[at]):

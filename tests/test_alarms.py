@@ -232,6 +232,7 @@ def test_a_hold_stays_until_its_alarm_is_resolved_and_an_approver_lifts_it(
         paused = engine.decide(FLOW, LOW_RISK)
         assert paused.status == Status.DEFERRED and paused.action == "refer"  # the fallback
         assert engine.entry(paused.id).body["rule"] == "hold"
+        assert "paused after an alarm" in paused.reason
         alarm_id = run.alarms[0].id
         with pytest.raises(ConflictError, match="held by alarms still firing"):
             engine.holds.lift(FLOW, APPROVER, "looks fine")

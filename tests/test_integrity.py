@@ -37,6 +37,7 @@ def _held(engine: Engine, clue: str) -> str:
     assert decision.fallback is not None and decision.fallback.startswith("integrity: ")
     assert clue in decision.fallback, decision.fallback
     assert engine.entry(decision.id).body["hold"] == "integrity"
+    assert "does not match the ledger" in decision.reason  # not the fallback's own reason
     return decision.fallback
 
 

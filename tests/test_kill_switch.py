@@ -44,6 +44,7 @@ def test_a_stop_over_http_reaches_a_second_process_and_needs_a_second_person_to_
             assert again.status_code == 409
             here = server.decide(FLOW, LOW_RISK)
             assert here.status == "deferred" and "kill switch" in (here.fallback or "")
+            assert here.reason.startswith("Automatic decisions on this flow are stopped")
             assert other.decide(FLOW, LOW_RISK).status == "final"  # looked < REFRESH_S ago
             clock.advance(REFRESH_S)
             there = other.decide(FLOW, LOW_RISK)

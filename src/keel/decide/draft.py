@@ -25,6 +25,15 @@ from keel.protect import Sealed
 from keel.runtime import INTEGRITY, NO_HOLD, FlowRuntime
 from keel.signals.runner import SignalResult, SignalRunner
 
+# What a caller is told when a hold defers its case: the hold, not the policy's fallback
+# reason (which explains a different failure, such as a model that gave no answer).
+HELD_REASONS = {
+    "stop": "Automatic decisions on this flow are stopped (kill switch); nothing was acted on.",
+    "pause": "Automatic decisions on this flow are paused after an alarm; nothing was acted on.",
+    INTEGRITY: "This flow is held: its stored state does not match the ledger; nothing was "
+    "acted on.",
+}
+
 
 class Status:
     FINAL = "final"
@@ -126,11 +135,11 @@ class Draft:
             # The store disagrees with the ledger: nothing it holds is acted on, advisory
             # cases included; the action named is the last verified policy's fallback.
             status, action, value, owner = Status.DEFERRED, policy.fallback.action, None, "hold"
-            reason = self.runtime.policy.evaluate_fallback_reason(self.inputs)
+            reason = HELD_REASONS[INTEGRITY]
             fallback = f"integrity: {self.runtime.integrity}"
         elif hold in ("pause", "stop") and status in (Status.FINAL, Status.PENDING_REVIEW):
             status, action, value, owner = Status.DEFERRED, policy.fallback.action, None, "hold"
-            reason = self.runtime.policy.evaluate_fallback_reason(self.inputs)
+            reason = HELD_REASONS[hold]
             fallback = (
                 "hold: the flow is stopped (kill switch)"
                 if hold == "stop"
