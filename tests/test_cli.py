@@ -116,6 +116,30 @@ def test_ledger_commands_need_only_the_database(project: Path) -> None:
     ]
 
 
+def test_ledger_export_writes_every_entry_from_a_sequence_number_on(project: Path) -> None:
+    from keel import open_engine
+    from keel.ledger.reader import entries_from
+    from keel.store.database import Database
+
+    example = project / "examples" / "low_risk.json"
+    for _ in range(3):
+        assert keel("decide", "credit_limit", "--input", f"@{example}", "-p", str(project))[0] == 0
+    code, shown, _ = keel("ledger", "show", "--json", "--limit", "100", "-p", str(project))
+    out = project / "ledger.jsonl"
+    code, _, err = keel("ledger", "export", "--out", str(out), "-p", str(project))
+    assert code == 0 and "6 entries written" in err
+    assert out.read_text(encoding="utf-8") == shown  # the same lines as show, every one
+    code, tail, _ = keel("ledger", "export", "--from-seq", "5", "--kind", "decision",
+                         "-p", str(project))  # fmt: skip
+    assert code == 0 and [json.loads(line)["seq"] for line in tail.splitlines()] == [5, 6]
+    code, _, err = keel("ledger", "export", "--from-seq", "0", "-p", str(project))
+    assert code == 2 and "from-seq" in err
+    with open_engine(project) as engine:
+        db: Database = engine.db
+        assert [e.seq for e in entries_from(db, 2, batch=2)] == [2, 3, 4, 5, 6]  # in pages
+        assert [e.kind for e in entries_from(db, 1, kind="decision", batch=1)] == ["decision"] * 3
+
+
 def all_commands() -> list[str]:
     """Every command of the CLI, read from the app itself so the list cannot go stale."""
     import typer.main

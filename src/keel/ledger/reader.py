@@ -3,7 +3,9 @@ flow a decision belongs to (from its index), for authorisation before reading it
 
 from __future__ import annotations
 
-from sqlalchemy import exc, inspect, select
+from collections.abc import Iterator
+
+from sqlalchemy import exc, func, inspect, select
 
 from keel.errors import NotFoundError, StoreError
 from keel.ledger.records import Entry
@@ -48,6 +50,43 @@ def newest(
     with db.read() as conn:
         rows = conn.execute(query).all()
     return [Entry(*r) for r in reversed(rows)]
+
+
+def head_seq(db: Database) -> int:
+    """The sequence number of the newest entry (0 for an empty ledger)."""
+    with db.read() as conn:
+        return int(conn.execute(select(func.max(ledger.c.seq))).scalar() or 0)
+
+
+def entries_from(
+    db: Database,
+    first_seq: int = 1,
+    flow: str | None = None,
+    kind: str | None = None,
+    batch: int = 5000,
+) -> Iterator[Entry]:
+    """Every entry from ``first_seq`` up to the head as it stood when the walk began,
+    oldest first, read ``batch`` at a time (short reads, so writers never wait on it)."""
+    head = head_seq(db)
+    last = first_seq - 1
+    while last < head:
+        query = (
+            select(ledger)
+            .where(ledger.c.seq > last, ledger.c.seq <= head)
+            .order_by(ledger.c.seq)
+            .limit(batch)
+        )
+        if flow:
+            query = query.where(ledger.c.flow == flow)
+        if kind:
+            query = query.where(ledger.c.kind == kind)
+        with db.read() as conn:
+            rows = conn.execute(query).all()
+        if not rows:
+            return
+        for row in rows:
+            yield Entry(*row)
+        last = rows[-1].seq
 
 
 def decision_flow(db: Database, decision_id: str) -> str:
