@@ -276,3 +276,13 @@ def test_every_described_key_has_an_entry_on_its_page(kind: str) -> None:
     ]
     assert missing == []
     assert len({_anchor(key.path) for key in keys}) == len(keys)  # anchors are unique
+
+
+def test_the_readme_is_one_screen_whose_links_all_lead_somewhere() -> None:
+    """The manual is the site; the README keeps what a newcomer needs first."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) < 150
+    targets = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme)
+    local = [t for t in targets if not t.startswith(("http://", "https://"))]
+    assert len(local) >= 10  # the picture, the two commands' pages, the site's sections
+    assert [t for t in local if not (ROOT / t).is_file()] == []
