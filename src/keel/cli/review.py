@@ -46,7 +46,7 @@ def review_list(
             f"{row.decision_id}  {row.flow:<16} {row.kind:<10} {row.state:<8} "
             f"{row.proposed_action}{value}  due {row.due_at or '-'}{late}{done}"
         )
-    typer.echo(f"{len(rows)} reviews", err=True)
+    typer.echo(f"{len(rows)} review{'' if len(rows) == 1 else 's'}", err=True)
 
 
 @app.command("claim")
