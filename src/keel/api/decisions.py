@@ -25,7 +25,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut} for code in (401, 403, 404, 413, 422, 503)
 }
 router = APIRouter(prefix="/v1", responses=ERRORS)
-MAX_SEQ = 2**63 - 1  # sequence numbers are 64-bit integers in both databases
+MAX_SEQ = 2**31 - 1  # the ledger's seq columns are INTEGER: 32 bits on PostgreSQL
 Caller = Annotated[Principal, Depends(current_principal)]
 
 

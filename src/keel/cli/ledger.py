@@ -16,6 +16,8 @@ from keel.errors import KeelError
 if TYPE_CHECKING:
     from keel.protect import Protector
 
+MAX_SEQ = 2**31 - 1  # the ledger's seq column is INTEGER: 32 bits on PostgreSQL
+
 app = typer.Typer(help="Verify, checkpoint and read the tamper-evident ledger.")
 
 
@@ -116,7 +118,10 @@ def ledger_checkpoint(
 def ledger_export(
     out: Annotated[Path | None, typer.Option(help="Write to this file (default: stdout).")] = None,
     from_seq: Annotated[
-        int, typer.Option(min=1, help="Start at this sequence number (default: the first).")
+        int,
+        typer.Option(
+            min=1, max=MAX_SEQ, help="Start at this sequence number (default: the first)."
+        ),
     ] = 1,
     flow: Annotated[str | None, typer.Option(help="Only this flow's entries.")] = None,
     kind: Annotated[str | None, typer.Option(help="Only this kind of entry.")] = None,
