@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -61,6 +62,14 @@ def env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     if request.param == "sqlite":
         yield {}
         return
+    with fresh_postgres_database() as url:
+        yield {"KEEL_DATABASE_URL": url}
+
+
+@contextlib.contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """The URL of a new, empty database on the server `make test` starts, dropped after;
+    skips the test where there is no such server."""
     admin = os.environ.get(POSTGRES_ADMIN)
     if not admin:
         pytest.skip("PostgreSQL runs under `make test` (scripts/with-postgres.sh sets it up)")
@@ -68,10 +77,12 @@ def env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     server = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
     with server.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield {"KEEL_DATABASE_URL": admin.replace("/postgres?", f"/{name}?")}
-    with server.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    server.dispose()
+    try:
+        yield admin.replace("/postgres?", f"/{name}?")
+    finally:
+        with server.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        server.dispose()
 
 
 @pytest.fixture

@@ -8,13 +8,11 @@ How a block runs is in ``tests/docs_examples.py``. A block that cannot run is ma
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
-from tests.conftest import POSTGRES_ADMIN
+from tests.conftest import fresh_postgres_database
 from tests.docs_examples import blocks, run_page, unrunnable
 
 ROOT = Path(__file__).parent.parent
@@ -41,19 +39,8 @@ def test_the_page_runs_end_to_end(page: Path) -> None:
     if POSTGRES not in page.read_text(encoding="utf-8"):
         run_page(page, ROOT)
         return
-    admin = os.environ.get(POSTGRES_ADMIN)
-    if not admin:
-        pytest.skip("PostgreSQL runs under `make test` (scripts/with-postgres.sh sets it up)")
-    name = f"keel_docs_{uuid.uuid4().hex[:12]}"
-    server = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
-    with server.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        run_page(page, ROOT, {POSTGRES: admin.replace("/postgres?", f"/{name}?")})
-    finally:
-        with server.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        server.dispose()
+    with fresh_postgres_database() as url:
+        run_page(page, ROOT, {POSTGRES: url})
 
 
 @pytest.mark.parametrize(("where", "reason"), _marked())
