@@ -9,7 +9,7 @@ returns is exactly what the ledger hashes.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -19,7 +19,7 @@ from keel.flows import Autonomy
 from keel.ledger.records import iso_time
 from keel.ledger.writer import WindowGate
 from keel.policy.compiler import Evaluation
-from keel.policy.guardrails import GuardrailHit, check_static, segment_of
+from keel.policy.guardrails import GuardrailHit, check_static, clamp_note, hit_cause, segment_of
 from keel.policy.text import PROTECTED_TEXT, render
 from keel.protect import Sealed
 from keel.runtime import INTEGRITY, NO_HOLD, FlowRuntime
@@ -59,6 +59,43 @@ def settle_status(autonomy: Autonomy, review: bool, escalated: bool) -> str:
     return Status.FINAL
 
 
+def guarded_reason(
+    base: str, action: str, status: str, rule: str, hits: Sequence[Mapping[str, Any]]
+) -> str:
+    """The reason a caller is told and the ledger records, true after guardrails.
+
+    ``base`` is the deciding template rendered with the value in force. A guardrail that
+    clamped the value, escalated the case or sent it to the fallback is said in words, so a
+    reason never reads "approved" for a case that waits for review, and a fallback's own text
+    (written for a model that failed) never stands for a guardrail's diversion. ``hits`` are
+    in their recorded form, so ``keel explain`` words a decision exactly as it was recorded.
+    """
+    if rule == "hold":
+        return base  # holds have their own reasons (HELD_REASONS)
+    diverted = [h for h in hits if h["on_hit"] in ("fallback", "pause")]
+    if rule == "fallback" and diverted:
+        causes = "; ".join(hit_cause(h) for h in diverted)
+        if status == Status.DEFERRED:
+            return f"Nothing was acted on: {causes}."
+        tail = "; waiting for review." if status in WAITING else "."
+        return f"The policy's fallback ({action}) applies: {causes}{tail}"
+    text = base
+    clamps = [h for h in hits if h["on_hit"] == "clamp"]
+    if clamps and rule != "kill_switch":
+        note = "; ".join(clamp_note(h) for h in clamps)
+        text = f"{text[:-1]} ({note})." if text.endswith(".") else f"{text} ({note})"
+    escalations = [
+        h
+        for h in hits
+        if h["on_hit"] == "escalate" and (rule != "kill_switch" or h["kind"] == "kill_switch")
+    ]
+    if escalations and status in (*WAITING, Status.SHADOW):
+        lead = "Waiting for review" if status in WAITING else "Would wait for review (shadow)"
+        causes = "; ".join(hit_cause(h) for h in escalations)
+        return f"{lead}: {causes}; proposed: {action} — {text}"
+    return text
+
+
 @lru_cache(maxsize=1024)
 def quotes_any(template: str, fields: tuple[str, ...]) -> bool:
     """Does a reason template quote any of these input fields?"""
@@ -96,19 +133,19 @@ class Draft:
     requested_person: str | None = None  # the person behind it
     beside: dict[str, Any] | None = None  # the shadow or canary rollout it went through
 
-    def _reason_for_record(self, template_owner: str, rendered: str) -> str:
+    def _reason_for_record(self, template_owner: str, rendered: str, value: float | None) -> str:
         """Re-render the reason with personal inputs masked: the ledger never holds them."""
         protected = self.runtime.flow.protected_fields()
         if not protected:
             return rendered
-        template = self.runtime.policy.reason_template(template_owner) or self.reason
-        if not quotes_any(template, tuple(protected)):
+        template = self.runtime.policy.reason_template(template_owner)
+        if template is None or not quotes_any(template, tuple(protected)):
             return rendered  # nothing personal in it: the caller's text is the record's
         values = {
             "input": masked_view(self.inputs, protected),
             "signals": self.signals.values,
             "params": self.runtime.policy.policy.params,
-            "value": self.value,
+            "value": value,
         }
         return render(template, values, self.runtime.flow)
 
@@ -193,11 +230,14 @@ class Draft:
                 reason = self.runtime.policy.evaluate_fallback_reason(self.inputs)
                 status = Status.FINAL if mode == "fallback" else Status.DEFERRED
                 fallback = f"review_capacity: {detail}"
+        recorded_hits = [h.to_dict() for h in hits]
+        told = guarded_reason(reason, action, status, owner, recorded_hits)
+        recorded = self._reason_for_record(owner, reason, value)
         self.result = {
             "action": action,
             "value": value,
             "status": status,
-            "reason": reason,
+            "reason": told,
             "hits": hits,
             "checked": checked,
             "rule": owner,
@@ -220,9 +260,9 @@ class Draft:
             action=action,
             value=value,
             status=status,
-            reason=self._reason_for_record(owner, reason),
+            reason=guarded_reason(recorded, action, status, owner, recorded_hits),
             fallback=fallback,
-            guardrails={"checked": checked, "hits": [h.to_dict() for h in hits]},
+            guardrails={"checked": checked, "hits": recorded_hits},
             trace=self.evaluation.trace,
             timings={
                 "model_ms": round(self.signals.model_ms, 3),
@@ -257,6 +297,10 @@ def draft(
     fallback = evaluation.fallback_cause
     rule = evaluation.rule
     static = check_static(compiled.policy.guardrails, action, value, signals.values)
+    if static.value != value and reason:
+        # A bound clamped the value: the reason names the value in force, not the proposal.
+        value = static.value
+        reason = compiled.render_reason(rule, inputs, signals.values, value, params) or reason
     value = static.value
     for hit in static.hits:
         if hit.kind == "kill_switch":

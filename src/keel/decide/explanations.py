@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 
 from keel.context import Context
-from keel.decide.draft import Draft, draft, masked_view
+from keel.decide.draft import Draft, draft, guarded_reason, masked_view
 from keel.decide.record import Decision, decision_from
 from keel.errors import InputError, NotFoundError
 from keel.explain.attributions import Attributions, attribute
@@ -231,15 +231,14 @@ class Explanations:
 def _reason(runtime: FlowRuntime, body: Mapping[str, Any], inputs: Mapping[str, Any]) -> str:
     policy = runtime.policy.policy
     rule = body["rule"]
-    if rule == "kill_switch" and policy.guardrails.kill_switch is not None:
-        return policy.guardrails.kill_switch.reason
-    template = {"default": policy.default.reason, "fallback": policy.fallback.reason}.get(rule)
+    template = runtime.policy.reason_template(rule)
     if template is None:
-        found = next((r for r in policy.rules if r.name == rule), None)
-        template = found.reason if found else body["reason"]
+        return str(body["reason"])  # a hold's reason is fixed text, recorded as told
     signals = {k: v for k, v in body["signals"].items() if "score" in v}
     values = {"input": inputs, "signals": signals, "params": policy.params, "value": body["value"]}
-    return render(template, values, runtime.flow)
+    base = render(template, values, runtime.flow)
+    hits = body["guardrails"]["hits"]
+    return guarded_reason(base, body["action"], body["status"], rule, hits)
 
 
 def _same_types(changes: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:

@@ -69,6 +69,26 @@ class CompiledPolicy:
         """The reason template of a rule, or of 'default', 'fallback' or 'kill_switch'."""
         return self._templates.get(decided_by)
 
+    def render_reason(
+        self,
+        decided_by: str,
+        inputs: Mapping[str, Any],
+        signals: Mapping[str, Any],
+        value: float | None,
+        params: Mapping[str, Any] | None = None,
+    ) -> str | None:
+        """A rule's (or 'default', 'fallback', 'kill_switch') reason rendered with ``value``.
+
+        A guardrail can change the value after the rules ran (a bound clamps it); the reason
+        is rendered again so that it names the value in force, not the rule's proposal.
+        """
+        template = self.reason_template(decided_by)
+        if template is None:
+            return None
+        merged = {**self.policy.params, **params} if params else self.policy.params
+        values = {"input": inputs, "signals": signals, "params": merged, "value": value}
+        return render(template, values, self.flow)
+
     @cached_property
     def _templates(self) -> dict[str, str]:
         policy = self.policy

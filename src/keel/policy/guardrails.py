@@ -76,6 +76,36 @@ def check_static(
     return StaticResult(checked, hits, value)
 
 
+_KINDS = {
+    "bound": "bound",
+    "confidence": "confidence floor",
+    "rate": "rate limit",
+    "exposure": "exposure limit",
+}
+
+
+def hit_cause(hit: Mapping[str, Any]) -> str:
+    """A recorded hit in words, for the reason of a case a guardrail escalated or diverted.
+
+    Takes the recorded form (``GuardrailHit.to_dict``) so that an explanation, which has only
+    the ledger record, words it exactly as the decision did.
+    """
+    if hit["kind"] == "kill_switch":
+        return "the policy's kill switch is engaged"
+    if hit["kind"] == "review_capacity":
+        return f"reviewers are at capacity ({hit['detail']})"
+    if hit["kind"] in ("rate", "exposure"):
+        return f"the {_KINDS[hit['kind']]} {hit['name']} is reached ({hit['detail']})"
+    label = _KINDS.get(hit["kind"], "guardrail")
+    return f"{label} {hit['name']}: {hit['detail']}"
+
+
+def clamp_note(hit: Mapping[str, Any]) -> str:
+    """Why the value in force is not the one the rule proposed (never naming the proposal)."""
+    side = "raised to the minimum" if " below " in hit["detail"] else "capped at the maximum"
+    return f"{side} by bound {hit['name']}"
+
+
 def segment_of(limit: WindowLimit, inputs: Mapping[str, Any]) -> str:
     if limit.per is None:
         return "*"
