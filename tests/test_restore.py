@@ -127,3 +127,46 @@ def test_a_restore_waits_until_every_alarm_is_resolved_and_the_level_is_unchange
             engine.autonomy.approve(asked.request.id, SECOND, "fine")
         assert "is at 'shadow', not at 'advisory' where the governor left it" in unmet(moved)
         assert engine.runtime(FLOW).flow.autonomy == "shadow"
+
+
+def test_a_restore_over_http(project: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from keel.api import create_app
+    from keel.security.apikeys import create_key
+    from keel.security.roles import Grant, Role
+
+    monitoring(project, LOWER)
+    clock = Clock(START)
+    with open_engine(project, clock=clock) as engine:
+        alarm_id = drifted(engine, clock)
+
+        def key(name: str, role: Role) -> dict[str, str]:
+            grants = [Grant(role, FLOW)]
+            _, token = create_key(engine.db, name, name, grants, "t", clock.now)
+            return {"Authorization": f"Bearer {token}"}
+
+        owner, paul, quinn = (
+            key("olga", Role.OWNER),
+            key("paul", Role.APPROVER),
+            key("quinn", Role.APPROVER),
+        )
+        with TestClient(create_app(engine)) as client:
+            path = f"/v1/flows/{FLOW}/autonomy"
+            body = {"level": "supervised", "reason": "back", "restore": alarm_id}
+            firing = client.post(path, json=body, headers=owner)
+            assert firing.status_code == 409
+            assert any("is firing" in line for line in firing.json()["detail"]["unmet"])
+            missing = client.post(path, json={**body, "restore": "alm_x"}, headers=owner)
+            assert missing.status_code == 404
+            assert client.post(path, json={**body, "restore": ""}, headers=owner).status_code == 422
+            engine.monitoring.resolve(alarm_id, RESOLVER, "Understood")  # Paul
+            asked = client.post(path, json=body, headers=owner)
+            assert asked.status_code == 200
+            request = asked.json()["request"]
+            assert request["evidence"]["restore"]["alarm"] == alarm_id
+            approval = f"/v1/autonomy-requests/{request['id']}/approval"
+            refused = client.post(approval, json={"reason": "ok"}, headers=paul)
+            assert refused.status_code == 409 and refused.json()["detail"]["rule"] == "four_eyes"
+            done = client.post(approval, json={"reason": "ok"}, headers=quinn)
+            assert done.status_code == 200 and done.json()["level"] == "supervised"
