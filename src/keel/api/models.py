@@ -196,6 +196,13 @@ class ReplayRequest(Strict):
 class AutonomyRequest(Strict):
     level: Literal["shadow", "advisory", "supervised", "autonomous"]
     reason: str = Field(min_length=1, max_length=2000, description="Why, in words.")
+    restore: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="An alarm id: restore the level the governor took away over this alarm, "
+        "now resolved; its resolution is the evidence.",
+    )
 
 
 class RolloutRequest(Strict):

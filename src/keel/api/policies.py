@@ -147,7 +147,8 @@ def change_autonomy(
 ) -> dict[str, Any]:
     """Lower the level at once (``applied``), or ask to raise it (``request``, for an
     approver); a raise whose evidence falls short is refused (409) with ``detail.unmet``."""
-    return engine_of(request).autonomy.request(flow, body.level, principal, body.reason).to_dict()
+    autonomy = engine_of(request).autonomy
+    return autonomy.request(flow, body.level, principal, body.reason, body.restore).to_dict()
 
 
 @router.post("/autonomy-requests/{request_id}/approval", name="approve_autonomy")

@@ -18,16 +18,24 @@ def autonomy_request(
     flow: Annotated[str, typer.Argument(help="The flow.")],
     level: Annotated[str, typer.Argument(help="shadow, advisory, supervised or autonomous.")],
     reason: ReasonOpt,
+    restore: Annotated[
+        str | None,
+        typer.Option(
+            help="Restore the level the governor took away over this alarm (alm_…), "
+            "now resolved: the resolution is the evidence."
+        ),
+    ] = None,
     project: ProjectOpt = Path("."),
 ) -> None:
     """Lower a flow's autonomy at once, or ask to raise it (checked against its evidence
-    criteria; refused with the unmet ones).
+    criteria, or with --restore against the resolved alarm; refused with the unmet ones).
 
     Example: keel autonomy request credit_limit autonomous -r "Six weeks at 97% agreement"
     """
     with _engine(project) as engine:
         try:
-            _print(engine.autonomy.request(flow, level, engine.operator, reason).to_dict())
+            asked = engine.autonomy.request(flow, level, engine.operator, reason, restore)
+            _print(asked.to_dict())
         except KeelError as error:
             for line in error.detail.get("unmet", []):
                 typer.echo(f"unmet: {line}", err=True)

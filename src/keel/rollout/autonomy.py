@@ -9,7 +9,13 @@ The flow file seeds the level. After that:
   reviews, agreement, guardrail hits, outcome accuracy). A request whose criteria are not
   met is refused with the list of unmet ones; one whose criteria are met waits for an
   approver who is another person than the requester (whatever key or token either holds),
-  and the criteria are checked again when approved.
+  and the criteria are checked again when approved;
+- **restoring** what the governor took away is a raise whose evidence is the resolution
+  of the alarm that caused the lowering (``restore=ALARM_ID``): only to the level the
+  governor lowered the flow from, only for its most recent governor lowering not restored
+  yet, only while no alarm on the flow fires, and approved by a person who neither
+  requested it nor resolved the alarm. A flow with no ``earned_autonomy`` criteria is not
+  trapped at the level an alarm left it at.
 
 Each change is an ``autonomy_changed`` ledger event (with the evidence for raises), each
 request an ``autonomy_requested`` one. Every decision records the level it was made at.
@@ -45,6 +51,7 @@ from keel.security.persons import refuse_same_person
 from keel.security.roles import Permission, Principal, visible_to
 from keel.store.schema import alarms, autonomy_changes, autonomy_requests, ledger
 
+GOVERNOR = "keel-governor"  # the principal id the governor's changes are recorded under
 ORDER = [a.value for a in Autonomy]  # lowest to highest
 
 
@@ -158,16 +165,22 @@ class AutonomyControl:
     # ---- acting ----------------------------------------------------------------------
 
     def request(
-        self, flow: str, level: str, principal: Principal, reason: str
+        self, flow: str, level: str, principal: Principal, reason: str, restore: str | None = None
     ) -> AutonomyRequestResult:
         """Lower at once (``applied``), or open a request to raise (``request``; refused if
-        the evidence falls short)."""
+        the evidence falls short). With ``restore`` (an alarm id) the raise undoes the
+        governor's lowering over that alarm, and its resolution is the evidence."""
         current = self._ctx.registry.current(flow).flow.autonomy.value
         actor = principal.acting(Permission.CHANGE_AUTONOMY, flow)
         level, reason = _level(level), required_reason(reason, "an autonomy change")
         if level == current:
             raise ConflictError(
                 f"flow '{flow}' is at '{level}' already", {"flow": flow, "level": level}
+            )
+        if restore is not None and ORDER.index(level) < ORDER.index(current):
+            raise ConflictError(
+                f"a restore raises flow '{flow}'; '{level}' is below its level '{current}'",
+                {"flow": flow, "level": level, "restore": restore},
             )
         if ORDER.index(level) < ORDER.index(current):
 
@@ -180,7 +193,11 @@ class AutonomyControl:
             change = self._ctx.writer.transact(lower)
             self._ctx.registry.refresh(force=True)
             return AutonomyRequestResult(applied=change)
-        evidence, unmet = self._evidence(flow, level)
+        if restore is None:
+            evidence, unmet = self._evidence(flow, level)
+        else:
+            with self._ctx.db.read() as conn:
+                evidence, unmet = restore_evidence(conn, flow, level, restore)
         if unmet:
             raise ConflictError(
                 f"raising flow '{flow}' to '{level}' is refused: {'; '.join(unmet)}",
@@ -252,9 +269,22 @@ class AutonomyControl:
             {"request_id": request_id},
         )
         flow, level = req["flow"], req["level"]
-        now = self._ctx.clock()
-        self._check_evidence(flow, level, now)
-        evidence, unmet = self._evidence(flow, level, now)
+        restore = json.loads(req["evidence"]).get("restore")
+        if restore is not None:
+            with self._ctx.db.read() as conn:
+                evidence, unmet = restore_evidence(conn, flow, level, restore["alarm"])
+            refuse_same_person(
+                approver.person,
+                approver.id,
+                [restore["resolved_person"] or restore["resolved_by"]],
+                f"the person who resolved alarm {restore['alarm']} ({approver.person}) cannot "
+                f"approve the restore it is the evidence for ({request_id})",
+                {"request_id": request_id, "alarm_id": restore["alarm"]},
+            )
+        else:
+            now = self._ctx.clock()
+            self._check_evidence(flow, level, now)
+            evidence, unmet = self._evidence(flow, level, now)
         if unmet:
             raise ConflictError(
                 f"raising flow '{flow}' to '{level}' is refused now: {'; '.join(unmet)}",
@@ -307,6 +337,121 @@ def _request_agrees(conn: Connection, req: dict[str, Any]) -> None:
     recorded = {"level": at.body["to"], "requested_by": by["id"],
                 "requested_person": by.get("person"), "reason": at.body["reason"]}  # fmt: skip
     anchor.agree("autonomy_requests", req["id"], req, recorded, at)
+    # the evidence says whether the request is a restore, and whose resolution it rests on
+    evidence = {"evidence": json.loads(req["evidence"])}
+    anchor.agree("autonomy_requests", req["id"], evidence, {"evidence": at.body["evidence"]}, at)
+
+
+def restore_evidence(
+    conn: Connection, flow: str, level: str, alarm_id: str
+) -> tuple[dict[str, Any], list[str]]:
+    """The evidence for restoring ``flow`` to ``level`` after the governor lowered it over
+    ``alarm_id``, and what stands in the way (empty: the restore may go ahead).
+
+    The lowering, the alarm's resolution and the restores already made are read from rows
+    each checked against its ledger entry, so a restore never rests on a forged row."""
+    found = conn.execute(select(alarms).where(alarms.c.id == alarm_id)).first()
+    if found is None or found.flow != flow:
+        raise NotFoundError(
+            f"flow '{flow}' has no alarm with id '{alarm_id}'", {"alarm_id": alarm_id}
+        )
+    alarm = found._mapping
+    changes = [
+        dict(r._mapping)
+        for r in conn.execute(
+            select(autonomy_changes)
+            .where(autonomy_changes.c.flow == flow)
+            .order_by(autonomy_changes.c.id)
+        )
+    ]
+    restored = {
+        json.loads(c["evidence"])["restore"]["lowered"]
+        for c in changes
+        if c["kind"] == "raise" and c["evidence"] and "restore" in json.loads(c["evidence"])
+    }
+    lowerings = [
+        c for c in changes
+        if c["kind"] == "lower" and c["requested_by"] == GOVERNOR
+        and c["record_id"] not in restored
+    ]  # fmt: skip
+    if not lowerings:
+        return {}, [f"flow '{flow}' has no governor lowering left to restore"]
+    latest = lowerings[-1]
+    lowered_by = json.loads(latest["evidence"])["alarm"]
+    if lowered_by != alarm_id:
+        return {}, [
+            f"the most recent governor lowering of flow '{flow}' not yet restored was over "
+            f"alarm {lowered_by}, not {alarm_id}"
+        ]
+    _vouch(conn, "autonomy_changes", latest["record_id"], latest,
+           {"level": "level", "previous": "previous", "requested_by": "requested_by"})  # fmt: skip
+    unmet = []
+    if level != latest["previous"]:
+        unmet.append(
+            f"the governor lowered flow '{flow}' from '{latest['previous']}' over alarm "
+            f"{alarm_id}: a restore goes back to '{latest['previous']}' only"
+        )
+    current = current_level(conn, flow)
+    if current != latest["level"]:
+        unmet.append(
+            f"flow '{flow}' is at '{current}', not at '{latest['level']}' where the governor "
+            "left it: it changed since"
+        )
+    firing = conn.execute(
+        select(alarms.c.id, alarms.c.monitor, alarms.c.severity).where(
+            alarms.c.flow == flow, alarms.c.state == "firing"
+        )
+    ).fetchall()
+    unmet += [f"alarm {a.id} ({a.monitor}, {a.severity}) is firing" for a in firing]
+    resolution = _resolution(conn, flow, alarm_id) if alarm["state"] == "resolved" else None
+    evidence: dict[str, Any] = {
+        "restore": {
+            "alarm": alarm_id,
+            "monitor": alarm["monitor"],
+            "lowered": latest["record_id"],
+            "from": latest["previous"],
+            "to": latest["level"],
+            "resolution": resolution.record_id if resolution else None,
+            "resolved_at": alarm["resolved_at"],
+            "resolved_by": alarm["resolved_by"],
+            "resolved_person": resolution.body.get("by_person") if resolution else None,
+            "resolve_reason": alarm["resolve_reason"],
+        },
+        "alarms_firing": [a.id for a in firing],
+    }
+    return evidence, unmet
+
+
+def _resolution(conn: Connection, flow: str, alarm_id: str) -> anchor.Anchor:
+    """The ``alarm_resolved`` entry of ``alarm_id``, checked, and agreeing with its row."""
+    found = conn.execute(
+        select(ledger.c.record_id, ledger.c.record)
+        .where(ledger.c.kind == "alarm_resolved", ledger.c.flow == flow)
+        .order_by(ledger.c.seq)
+    )
+    ids = [r.record_id for r in found if json.loads(r.record)["body"].get("alarm") == alarm_id]
+    at = anchor.entry(conn, ids[-1]) if ids else None
+    if at is None:
+        raise anchor.refused(
+            "alarms", alarm_id, "no alarm_resolved entry stands behind its resolution",
+            {"flow": flow},
+        )  # fmt: skip
+    row = dict(conn.execute(select(alarms).where(alarms.c.id == alarm_id)).one()._mapping)
+    recorded = {"resolved_by": at.body["by"], "resolve_reason": at.body["reason"]}
+    anchor.agree("alarms", alarm_id, row, recorded, at)
+    return at
+
+
+def _vouch(
+    conn: Connection, table: str, record_id: str, row: dict[str, Any], columns: dict[str, str]
+) -> None:
+    """Refuse unless ``row`` agrees with its ledger entry in ``columns`` (row column: body
+    field)."""
+    at = anchor.entry(conn, record_id)
+    if at is None:
+        raise anchor.refused(table, record_id, "no ledger entry stands behind it", {})
+    recorded = {column: at.body[key] for column, key in columns.items()}
+    anchor.agree(table, record_id, row, recorded, at)
 
 
 def lower_in(

@@ -5,7 +5,9 @@ kept with the alarm and in the ledger: ``lower_autonomy`` (an ``autonomy_changed
 ``keel-governor``, the alarm's figures as evidence), ``escalate_all`` and ``pause``
 (``flow_hold_changed``), ``retrain`` (a ``retraining_requested`` event; the webhook or
 command runs after the commit). The governor only ever lowers; raising back goes through
-the earned-autonomy approval, which refuses while an alarm on the flow fires.
+an approval, refused while an alarm on the flow fires: a raise on the ``earned_autonomy``
+criteria, or a restore whose evidence is the resolution of the alarm that caused the
+lowering (``keel.rollout.autonomy``).
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from keel.events import RetrainingRequested, pending
 from keel.flows.monitoring import MonitoringSpec, Rule
 from keel.ledger.records import new_id
 from keel.ledger.writer import WindowGate, append_in
-from keel.rollout.autonomy import lower_in
+from keel.rollout.autonomy import GOVERNOR, lower_in
 from keel.rollout.holds import set_hold_in
 
-GOVERNOR = "keel-governor"
+__all__ = ["GOVERNOR", "govern_in"]
 
 
 def govern_in(
