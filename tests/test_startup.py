@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from keel.cli import app
 from keel.engine import open_engine
 from keel.ledger.checkpoint import load_checkpoint
+from tests.conftest import replace_in, write
 
 HEAVY = ("sklearn", "skops", "pandas", "scipy", "onnxruntime")
 
@@ -92,6 +93,22 @@ def test_checkpoint_without_the_engine_is_recorded_and_verifies(
         last = engine.entries(limit=1)[0]
     assert report.ok and report.head_seq == checkpoint.seq + 1
     assert last.kind == "checkpoint" and last.body["seq"] == checkpoint.seq
+
+
+def test_a_python_model_costs_no_model_library(project: Path) -> None:
+    """Commands that load models pay only for the models they load: a flow whose signal is
+    a Python function validates and decides without scikit-learn, skops or SciPy."""
+    write(project / "models" / "risk.py", "def score(row):\n    return 0.1\n")
+    flow = project / "flows" / "credit_limit.yaml"
+    replace_in(flow, "model: models/default_risk.skops", "model: python:models/risk.py:score")
+    replace_in(flow, "output: probability", "output: score")
+    replace_in(flow, "    positive_class: 1\n", "")
+    policy = project / "policies" / "credit_limit.yaml"
+    replace_in(policy, "  min_confidence:\n    - signal: default_risk\n      min: 0.55\n", "")
+    replace_in(policy, "      on_hit: escalate\n  rate_limits:", "  rate_limits:")
+    example = f"@{project / 'examples' / 'low_risk.json'}"
+    assert imported("validate", "--project", str(project)) == []
+    assert imported("decide", "credit_limit", "--input", example, "-p", str(project)) == []
 
 
 def test_a_command_that_loads_the_skops_model_imports_it(decided: Path) -> None:
