@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test docs docs-build docs-screenshots lint typecheck pytest bench bench-load bench-crash bench-verify bench-replay bench-drift clean
+.PHONY: demo test docs docs-build docs-screenshots lint typecheck pytest bench bench-load bench-crash bench-verify bench-replay bench-drift bench-startup clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,9 @@ bench-crash: $(VENV)/.dev-installed
 
 bench-verify: $(VENV)/.dev-installed
 	$(BIN)/python bench/verify.py
+
+bench-startup: $(VENV)/.dev-installed
+	$(BIN)/python bench/startup.py
 
 clean:
 	rm -rf $(VENV) $(VENV)-bench demo-project build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -27,13 +27,12 @@ from keel.decide.decider import Decider
 from keel.decide.draft import Status, settle_status
 from keel.decide.explanations import Explanations
 from keel.decide.record import Decision
-from keel.errors import KeelError
 from keel.events import CheckpointTaken, pending
 from keel.explain.counterfactual import Counterfactual
 from keel.keys import load_signing_key
-from keel.ledger.checkpoint import Checkpoint, make_checkpoint
-from keel.ledger.records import Entry, iso_time
-from keel.ledger.verify import VerifyReport, verify_ledger
+from keel.ledger.checkpoint import Checkpoint
+from keel.ledger.records import Entry
+from keel.ledger.verify import VerifyReport, checkpoint_head, verify_ledger
 from keel.ledger.writer import LedgerWriter
 from keel.monitor.outbox import Deliveries, Delivery
 from keel.project import Project, load_project
@@ -306,17 +305,9 @@ class Engine:
     def checkpoint(self, by: Principal | None = None) -> Checkpoint:
         """Sign the current chain head, and record that a checkpoint was taken."""
         self._who(by).require(Permission.CHECKPOINT_LEDGER)
-        report = verify_ledger(self.db)
-        if not report.ok:
-            raise KeelError(
-                f"refusing to sign a checkpoint over a ledger that does not verify: "
-                f"entry {report.bad_seq}: {report.problem}",
-                {"bad_seq": report.bad_seq},
-            )
-        key = load_signing_key(self.settings.keys_dir)
         now = self.clock()
-        cp = make_checkpoint(
-            key, self.settings.name, report.head_seq, report.head_hash, iso_time(now)
+        cp = checkpoint_head(
+            self.db, load_signing_key(self.settings.keys_dir), self.settings.name, now
         )
         taken = CheckpointTaken(seq=cp.seq, head_hash=cp.head_hash, public_key=cp.public_key)
         self.writer.append([pending(taken, None, now)])

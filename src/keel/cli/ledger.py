@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from keel.cli._common import ProjectOpt, _engine, _fail, _ledger
+from keel.cli._common import ProjectOpt, _fail, _ledger, _operator, _store
 from keel.errors import KeelError
 
 if TYPE_CHECKING:
@@ -104,8 +104,27 @@ def ledger_checkpoint(
 
     Example: keel ledger checkpoint --out ../checkpoints/today.json
     """
-    with _engine(project) as engine:
-        cp = engine.checkpoint()
+    import time  # noqa: PLC0415
+
+    from keel.config import load_settings  # noqa: PLC0415
+    from keel.events import CheckpointTaken, pending  # noqa: PLC0415
+    from keel.keys import load_signing_key  # noqa: PLC0415
+    from keel.ledger.verify import checkpoint_head  # noqa: PLC0415
+    from keel.ledger.writer import append_alone  # noqa: PLC0415
+    from keel.security.roles import Permission  # noqa: PLC0415
+
+    # The store alone, not the engine: signing the head needs no flows or models, so the
+    # command does not pay for loading them (scikit-learn alone takes seconds).
+    try:
+        settings = load_settings(project)
+    except KeelError as error:
+        _fail(error)
+    with _store(project) as db:  # migrated, as the engine would
+        now = time.time()
+        _operator(db, now).require(Permission.CHECKPOINT_LEDGER)
+        cp = checkpoint_head(db, load_signing_key(settings.keys_dir), settings.name, now)
+        taken = CheckpointTaken(seq=cp.seq, head_hash=cp.head_hash, public_key=cp.public_key)
+        append_alone(db, [pending(taken, None, now)], now)
     text = json.dumps(cp.to_dict(), indent=2)
     if out is None:
         typer.echo(text)

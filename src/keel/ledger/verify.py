@@ -15,13 +15,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import exc, select
 
-from keel.errors import StoreError
-from keel.ledger.checkpoint import Checkpoint
+from keel.errors import KeelError, StoreError
+from keel.ledger.checkpoint import Checkpoint, make_checkpoint
 from keel.ledger.deep import DeepReport, verify_deep
-from keel.ledger.records import GENESIS_HASH, chain_hash
+from keel.ledger.records import GENESIS_HASH, chain_hash, iso_time
 from keel.protect import Protector
 from keel.store.database import Database
 from keel.store.schema import ledger, ledger_head
@@ -209,3 +209,16 @@ def _verify(db: Database, checkpoint: Checkpoint | None) -> VerifyReport:
                 )
             return _fail(report, after, problem)
     return report
+
+
+def checkpoint_head(db: Database, key: Ed25519PrivateKey, project: str, now: float) -> Checkpoint:
+    """Sign the chain head with ``key``; refused over a ledger that does not verify, since a
+    signature would vouch for a chain already broken."""
+    report = verify_ledger(db)
+    if not report.ok:
+        raise KeelError(
+            f"refusing to sign a checkpoint over a ledger that does not verify: "
+            f"entry {report.bad_seq}: {report.problem}",
+            {"bad_seq": report.bad_seq},
+        )
+    return make_checkpoint(key, project, report.head_seq, report.head_hash, iso_time(now))

@@ -251,6 +251,25 @@ class LedgerWriter:
         _run(conn, "DELETE FROM guardrail_usage WHERE ts < ?", (cutoff,))
 
 
+def append_alone(db: Database, items: Sequence[Pending], now: float) -> list[Entry]:
+    """Append ``items`` in one write transaction of their own, for a process that holds no
+    ``LedgerWriter`` (a CLI command that opens the store without the flows and models).
+
+    Only for entries that take no guardrail window capacity: the windows are not loaded, so
+    an item that consumed some is refused and nothing is written.
+    """
+    with db.write() as conn:
+        gate = WindowGate(WindowState(), now)
+        entries = append_in(conn, items, gate)
+        if gate.rows:
+            raise LedgerWriteError(
+                "an entry appended without the ledger writer consumed guardrail window "
+                "capacity; append it through the engine",
+                {"kinds": sorted({i.kind for i in items})},
+            )
+    return entries
+
+
 def append_in(conn: Connection, items: Sequence[Pending], gate: WindowGate) -> list[Entry]:
     """Append ``items`` to the chain inside ``conn``'s write transaction (the lock is held)."""
     head = _one(conn, "SELECT seq, hash FROM ledger_head WHERE id = 1")
