@@ -92,7 +92,8 @@ def load_project(settings: Settings) -> Project:
             try:
                 models[name] = load_model(spec, settings.project_dir)
             except KeelError as exc:
-                problems.append(Problem(flow.source, f"signals.{name}", exc.message))
+                line = spec.line_of(str(exc.detail.get("key", "model")))
+                problems.append(Problem(flow.source, f"signals.{name}", exc.message, line=line))
         timeouts = {
             name: spec.timeout_ms or settings.model_timeout_ms
             for name, spec in flow.signals.items()

@@ -66,6 +66,12 @@ class SignalSpec:
     label: str = ""
     reference: Mapping[str, float] | None = None
     positive_class: Any = None
+    # The line of each key in the flow file, so a model that disagrees with the signal
+    # (feature order, classes) is reported at the key it contradicts.
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def line_of(self, key: str) -> int | None:
+        return self.lines.get(key, self.lines.get("model"))
 
     @property
     def display(self) -> str:

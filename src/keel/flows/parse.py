@@ -152,6 +152,7 @@ def _parse_signal(
         label=str(raw.get("label", "")),
         reference={k: float(v) for k, v in reference.items()} if reference else None,
         positive_class=raw.get("positive_class"),
+        lines={key: line for key in raw if (line := raw.line_of(key)) is not None},
     )
 
 

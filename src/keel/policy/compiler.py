@@ -2,7 +2,8 @@
 
 Compilation checks everything that can be checked before traffic arrives: CEL syntax,
 references to unknown inputs, signals, signal attributes and parameters, unknown actions,
-type errors (each expression is evaluated on a typed probe built from the flow's schema),
+type errors (each expression is evaluated on a typed probe built from the flow's schema,
+and comparisons between values of different types are found statically: ``types.py``),
 conditions that are not boolean, reason templates, and rules that can never be reached.
 """
 
@@ -21,6 +22,7 @@ import cel
 from keel.flows import Flow
 from keel.policy.model import Outcome, Policy, Rule
 from keel.policy.text import TemplateError, check_template, render
+from keel.policy.types import comparison_problems
 from keel.yamlfile import Problems
 
 SIGNAL_ATTRIBUTES = ("score", "confidence", "label")
@@ -309,6 +311,18 @@ class _Compiler:
             }
         )
 
+    @cached_property
+    def input_types(self) -> dict[str, str]:
+        return {name: spec.type for name, spec in self.flow.fields.items()}
+
+    @cached_property
+    def signals(self) -> frozenset[str]:
+        return frozenset(self.flow.signals)
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        return self.policy.params
+
     def add(self, where: str, message: str, line: int | None = None) -> None:
         self.problems.add(where, message, line=line)
 
@@ -337,6 +351,10 @@ class _Compiler:
             return None
         before = len(self.problems.items)
         self.check_refs(source, where, line)
+        if len(self.problems.items) > before:
+            return None
+        for problem in comparison_problems(source, self.input_types, self.signals, self.params):
+            self.add(where, f"CEL type error in {source!r}: {problem}", line)
         if len(self.problems.items) > before:
             return None
         try:

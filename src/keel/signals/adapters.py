@@ -57,14 +57,45 @@ def file_version(path: Path) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def _classifier_outputs(proba: np.ndarray, classes: list[Any], positive: Any) -> list[ModelOutput]:
+def _same_class(cls: Any, wanted: Any) -> bool:
+    """Whether a model's class is the one a flow names. YAML gives ``1`` or ``"1"`` where the
+    model holds ``1``, ``1.0`` or ``np.int64(1)``: compare the text, then the number."""
+    if str(cls) == str(wanted):
+        return True
+    numeric = (int, float, np.integer, np.floating)
+    return (
+        isinstance(cls, numeric)
+        and isinstance(wanted, int | float)
+        and not isinstance(wanted, bool)
+        and float(cls) == float(wanted)
+    )
+
+
+def _plain(classes: list[Any]) -> list[Any]:
+    """Classes as Python values, so a message shows [0, 1] and not [np.int64(0), ...]."""
+    return [c.item() if isinstance(c, np.generic) else c for c in classes]
+
+
+def _positive_index(classes: list[Any], positive: Any) -> int | None:
+    """The index of ``positive`` among ``classes``: the last class when the flow names none,
+    ``None`` when the model has no such class."""
     if positive is None:
-        index = len(classes) - 1
-    else:
-        matches = [i for i, c in enumerate(classes) if str(c) == str(positive)]
-        if not matches:
-            raise ModelError(f"positive_class {positive!r} is not one of the classes {classes}")
-        index = matches[0]
+        return len(classes) - 1
+    return next((i for i, c in enumerate(classes) if _same_class(c, positive)), None)
+
+
+def _unknown_class(spec: SignalSpec, path: Path, classes: list[Any]) -> ModelError:
+    return ModelError(
+        f"positive_class {spec.positive_class!r} of signal '{spec.name}' is not one of the "
+        f"classes of model {path}: {_plain(classes)}",
+        {"signal": spec.name, "path": str(path), "key": "positive_class"},
+    )
+
+
+def _classifier_outputs(proba: np.ndarray, classes: list[Any], positive: Any) -> list[ModelOutput]:
+    index = _positive_index(classes, positive)
+    if index is None:
+        raise ModelError(f"positive_class {positive!r} is not one of the classes {_plain(classes)}")
     best = np.argmax(proba, axis=1)
     scores = proba[:, index].tolist()
     confidence = proba[np.arange(len(proba)), best].tolist()
@@ -74,6 +105,29 @@ def _classifier_outputs(proba: np.ndarray, classes: list[Any], positive: Any) ->
 
 def _score_outputs(values: np.ndarray) -> list[ModelOutput]:
     return [ModelOutput(float(v), 1.0, f"{float(v):g}") for v in np.asarray(values).ravel()]
+
+
+def _check_feature_names(spec: SignalSpec, path: Path, trained: list[str]) -> None:
+    """Refuse a signal whose features are not the ones the model was trained on, in the
+    same order: the model reads columns by position, so a swapped pair scores every case
+    on the wrong values without any error."""
+    listed = list(spec.features)
+    if listed == trained:
+        return
+    detail = {"signal": spec.name, "path": str(path), "key": "features"}
+    if sorted(listed) == sorted(trained):
+        raise ModelError(
+            f"signal '{spec.name}' lists its features in the order {listed}, but model {path} "
+            f"was trained on them in the order {trained}",
+            detail,
+        )
+    missing = [f for f in trained if f not in listed]
+    extra = [f for f in listed if f not in trained]
+    raise ModelError(
+        f"signal '{spec.name}' lists the features {listed}, but model {path} was trained on "
+        f"{trained} (not listed: {missing or 'none'}; unknown to the model: {extra or 'none'})",
+        detail,
+    )
 
 
 class SklearnModel:
@@ -94,16 +148,21 @@ class SklearnModel:
         if spec.output in ("probability", "label") and not hasattr(estimator, "predict_proba"):
             raise ModelError(
                 f"model {path} for signal '{spec.name}' has no predict_proba; "
-                "set output: score for a regressor",
-                {"signal": spec.name, "path": str(path)},
+                f"set output: score for a regressor (output {spec.output} needs probabilities)",
+                {"signal": spec.name, "path": str(path), "key": "output"},
             )
+        names = getattr(estimator, "feature_names_in_", None)
+        if names is not None:
+            _check_feature_names(spec, path, [str(n) for n in names])
         n = getattr(estimator, "n_features_in_", None)
         if n is not None and n != len(spec.features):
             raise ModelError(
                 f"model {path} expects {n} features but signal '{spec.name}' lists "
                 f"{len(spec.features)}",
-                {"signal": spec.name, "path": str(path)},
+                {"signal": spec.name, "path": str(path), "key": "features"},
             )
+        if spec.output != "score" and _positive_index(self._classes, spec.positive_class) is None:
+            raise _unknown_class(spec, path, self._classes)
 
     def predict_many(self, rows: np.ndarray) -> list[ModelOutput]:
         # Inputs were checked finite by the flow's schema; skip scikit-learn's re-checks.
@@ -139,8 +198,49 @@ class OnnxModel:
                 f"cannot load ONNX model {path} for signal '{spec.name}': {exc}",
                 {"signal": spec.name, "path": str(path)},
             ) from exc
-        self.input_name = self.session.get_inputs()[0].name
+        inputs = self.session.get_inputs()
+        self.input_name = inputs[0].name
         self.outputs = [o.name for o in self.session.get_outputs()]
+        self._check_inputs(inputs)
+        self._check_classes()
+
+    def _check_inputs(self, inputs: list[Any]) -> None:
+        """A graph with one input per feature names them: check the names. A graph with one
+        matrix input may fix its width: check the count."""
+        detail = {"signal": self.name, "path": str(self.path), "key": "features"}
+        if len(inputs) > 1:
+            names = [i.name for i in inputs]
+            if sorted(names) != sorted(self.features):
+                raise ModelError(
+                    f"signal '{self.name}' lists the features {list(self.features)}, but "
+                    f"ONNX model {self.path} takes the inputs {names}",
+                    detail,
+                )
+            return
+        shape = inputs[0].shape
+        width = shape[1] if len(shape) == 2 else None
+        if isinstance(width, int) and width != len(self.features):
+            raise ModelError(
+                f"ONNX model {self.path} expects {width} features but signal '{self.name}' "
+                f"lists {len(self.features)}",
+                detail,
+            )
+
+    def _check_classes(self) -> None:
+        """ONNX keeps a classifier's classes in its graph; one call on a row of zeros shows
+        them, so an unknown ``positive_class`` is refused now rather than on every case."""
+        if self.spec.output == "score" or self.spec.positive_class is None:
+            return
+        try:
+            self.predict_many(np.zeros((1, len(self.features)), dtype=float))
+        except ModelError as exc:
+            if "positive_class" in exc.message:
+                raise ModelError(
+                    f"signal '{self.name}': {exc.message} (ONNX model {self.path})",
+                    {"signal": self.name, "path": str(self.path), "key": "positive_class"},
+                ) from exc
+        except Exception:  # noqa: BLE001, S110 - the warm-up call reports other failures
+            pass
 
     def predict_many(self, rows: np.ndarray) -> list[ModelOutput]:
         results = self.session.run(None, {self.input_name: rows.astype(np.float32)})

@@ -1,0 +1,78 @@
+"""`keel validate` refuses CEL comparisons between values of different types.
+
+CEL's equality is heterogeneous: `input.checking == "A11"` on an integer field validated
+"ok" and then was false for every case. Each such comparison is now a type error with the
+policy file, the line and the rule.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from keel.config import load_settings
+from keel.errors import DefinitionError
+from keel.project import load_project
+from tests.conftest import replace_in
+
+POLICY = "policies/credit_limit.yaml"
+CONDITION = "input.delinquencies_2y >= params.max_delinquencies"
+
+
+def problems(project: Path) -> list[str]:
+    with pytest.raises(DefinitionError) as info:
+        load_project(load_settings(project, {}))
+    return [str(p) for p in info.value.problems]
+
+
+def line_of(project: Path, relative: str, text: str) -> int:
+    lines = (project / relative).read_text().splitlines()
+    return next(i for i, line in enumerate(lines, 1) if text in line)
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        (
+            'input.delinquencies_2y == "none"',
+            "compares an integer with a string: it is always false",
+        ),
+        ('input.delinquencies_2y != "2"', "compares an integer with a string: it is always true"),
+        ('input.annual_income < "50000"', "compares a number with a string"),
+        ("input.delinquencies_2y >= true", "compares an integer with a boolean"),
+        ('input.delinquencies_2y in ["1", "2"]', "holds strings: 'in' is never true"),
+        ("signals.default_risk.label == 1", "compares a string with an integer"),
+        ('params.max_delinquencies == "3"', "compares an integer with a string"),
+        (
+            'input.annual_income > 0.0 && ["a"].exists(c, c == input.delinquencies_2y)',
+            "'c == input.delinquencies_2y' compares a string with an integer",
+        ),
+    ],
+)
+def test_incompatible_comparison_is_a_type_error(
+    project: Path, condition: str, expected: str
+) -> None:
+    replace_in(project / POLICY, CONDITION, condition)
+    [problem] = problems(project)
+    assert "CEL type error" in problem and expected in problem, problem
+    line = line_of(project, POLICY, condition)
+    assert f"credit_limit.yaml:{line}: rule 'recent_delinquencies'" in problem
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        "input.delinquencies_2y >= 2",
+        "input.delinquencies_2y >= 2.5",  # integer against number: both numbers
+        "input.delinquencies_2y in [1, 2, 3]",
+        "input.delinquencies_2y >= params.max_delinquencies",
+        'signals.default_risk.label == "1"',
+        "input.annual_income > input.requested_limit * 2.0",
+        'has(input.region) && input.region != "north"',
+        'string(input.delinquencies_2y) == "3"',
+    ],
+)
+def test_compatible_comparison_validates(project: Path, condition: str) -> None:
+    replace_in(project / POLICY, CONDITION, condition)
+    load_project(load_settings(project, {}))
