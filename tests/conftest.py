@@ -138,3 +138,20 @@ def replace_in(path: Path, old: str, new: str) -> None:
     text = path.read_text(encoding="utf-8")
     assert old in text, f"{old!r} not in {path}"
     path.write_text(text.replace(old, new), encoding="utf-8")
+
+
+def problems(project: Path) -> list[str]:
+    """Every problem loading the project reports (it must report some)."""
+    from keel.config import load_settings
+    from keel.errors import DefinitionError
+    from keel.project import load_project
+
+    with pytest.raises(DefinitionError) as info:
+        load_project(load_settings(project, {}))
+    return [str(p) for p in info.value.problems]
+
+
+def line_of(project: Path, relative: str, text: str) -> int:
+    """The first line of a project file that holds ``text``."""
+    lines = (project / relative).read_text().splitlines()
+    return next(i for i, line in enumerate(lines, 1) if text in line)

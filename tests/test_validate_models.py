@@ -15,27 +15,15 @@ from typer.testing import CliRunner
 
 from keel.cli import app
 from keel.config import load_settings
-from keel.errors import DefinitionError
 from keel.project import load_project
 from keel.scaffold.applicants import FEATURES, generate_applicants
-from tests.conftest import replace_in
+from tests.conftest import line_of, problems, replace_in
 
 # Keel hands a model a plain row today; scikit-learn warns that a model fitted on a
 # DataFrame gets no column names. The names and their order are checked at load instead.
 pytestmark = pytest.mark.filterwarnings("ignore:X does not have valid feature names")
 
 FLOW = "flows/credit_limit.yaml"
-
-
-def problems(project: Path) -> list[str]:
-    with pytest.raises(DefinitionError) as info:
-        load_project(load_settings(project, {}))
-    return [str(p) for p in info.value.problems]
-
-
-def line_of(project: Path, relative: str, text: str) -> int:
-    lines = (project / relative).read_text().splitlines()
-    return next(i for i, line in enumerate(lines, 1) if text in line)
 
 
 def save_named_model(project: Path, classes: tuple[object, object] = (0, 1)) -> None:

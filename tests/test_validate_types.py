@@ -12,23 +12,11 @@ from pathlib import Path
 import pytest
 
 from keel.config import load_settings
-from keel.errors import DefinitionError
 from keel.project import load_project
-from tests.conftest import replace_in
+from tests.conftest import line_of, problems, replace_in
 
 POLICY = "policies/credit_limit.yaml"
 CONDITION = "input.delinquencies_2y >= params.max_delinquencies"
-
-
-def problems(project: Path) -> list[str]:
-    with pytest.raises(DefinitionError) as info:
-        load_project(load_settings(project, {}))
-    return [str(p) for p in info.value.problems]
-
-
-def line_of(project: Path, relative: str, text: str) -> int:
-    lines = (project / relative).read_text().splitlines()
-    return next(i for i, line in enumerate(lines, 1) if text in line)
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,9 @@ flow a decision belongs to (from its index), for authorisation before reading it
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
-from sqlalchemy import exc, func, inspect, select
+from sqlalchemy import Select, exc, func, inspect, select
 
 from keel.errors import NotFoundError, StoreError
 from keel.ledger.records import Entry
@@ -42,14 +43,19 @@ def newest(
     db: Database, limit: int = 20, flow: str | None = None, kind: str | None = None
 ) -> list[Entry]:
     """The newest ``limit`` entries, oldest first."""
-    query = select(ledger).order_by(ledger.c.seq.desc()).limit(limit)
+    query = _only(select(ledger).order_by(ledger.c.seq.desc()).limit(limit), flow, kind)
+    with db.read() as conn:
+        rows = conn.execute(query).all()
+    return [Entry(*r) for r in reversed(rows)]
+
+
+def _only(query: Select[Any], flow: str | None, kind: str | None) -> Select[Any]:
+    """``query`` kept to one flow's and/or one kind's entries, where given."""
     if flow:
         query = query.where(ledger.c.flow == flow)
     if kind:
         query = query.where(ledger.c.kind == kind)
-    with db.read() as conn:
-        rows = conn.execute(query).all()
-    return [Entry(*r) for r in reversed(rows)]
+    return query
 
 
 def head_seq(db: Database) -> int:
@@ -70,16 +76,14 @@ def entries_from(
     head = head_seq(db)
     last = first_seq - 1
     while last < head:
-        query = (
+        query = _only(
             select(ledger)
             .where(ledger.c.seq > last, ledger.c.seq <= head)
             .order_by(ledger.c.seq)
-            .limit(batch)
+            .limit(batch),
+            flow,
+            kind,
         )
-        if flow:
-            query = query.where(ledger.c.flow == flow)
-        if kind:
-            query = query.where(ledger.c.kind == kind)
         with db.read() as conn:
             rows = conn.execute(query).all()
         if not rows:
