@@ -143,12 +143,40 @@ def test_unreachable_rule_after_identical_condition(project: Path) -> None:
         ("policy: credit_limit", "policy: pricing", "no policy named 'pricing'"),
         ("    timeout_ms: 250", "    timeout_ms: fast", "'timeout_ms' must be an integer"),
         ("inputs:", "inputz:", "unknown key 'inputz'"),
+        (
+            "    label: Region\n",
+            "    label: Region\n    labels: {north: North, central: Central}\n",
+            "'labels' names 'central', which is not an allowed value",
+        ),
+        (
+            "    classification: internal\n    label: Region\n",
+            "    classification: internal\n    label: Region\n    protected: maybe\n",
+            "'protected' must be true or false",
+        ),
+        (
+            "    allowed: [north, south, east, west]\n",
+            "    labels: {north: North}\n",
+            "'labels' needs 'allowed'",
+        ),
     ],
 )
 def test_flow_errors(project: Path, old: str, new: str, expected: str) -> None:
     replace_in(project / FLOW, old, new)
     found = problems(project)
     assert any(expected in p for p in found), found
+
+
+def test_labels_and_protected_fields_are_read(project: Path) -> None:
+    replace_in(
+        project / FLOW,
+        "    label: Region\n",
+        "    label: Region\n    labels: {north: Northern region}\n    protected: true\n",
+    )
+    flow = load_project(load_settings(project, {})).flows["credit_limit"].flow
+    region = flow.fields["region"]
+    assert region.value_label("north") == "Northern region"
+    assert region.value_label("south") == "south"
+    assert flow.protected_attributes == ("region",)
 
 
 def test_invalid_yaml_names_line(project: Path) -> None:

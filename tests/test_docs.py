@@ -127,6 +127,13 @@ def _demo_flow() -> dict[str, Any]:
     """The demo flow with every other flow key added."""
     flow: dict[str, Any] = yaml.safe_load(scaffold.FLOW)
     flow["inputs"]["note"] = {"type": "string", "required": False}
+    flow["inputs"]["housing"] = {
+        "type": "string",
+        "required": False,
+        "allowed": ["own", "rent"],
+        "labels": {"own": "owns the home", "rent": "rents"},
+        "protected": True,
+    }
     signal = flow["signals"]["default_risk"]
     signal["reference"] = {name: 0.0 for name in signal["features"]}
     flow["review"] = {

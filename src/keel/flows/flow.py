@@ -48,10 +48,18 @@ class FieldSpec:
     format: str = "number"
     actionable: bool = False
     direction: str | None = None  # "increase" or "decrease": how a person could change it
+    # A characteristic the law protects (age, sex, nationality…): never a stated reason,
+    # reported per group by the fairness figures, a warning at validate when a model reads it.
+    protected: bool = False
+    labels: Mapping[Any, str] = field(default_factory=dict)  # allowed value → display label
 
     @property
     def display(self) -> str:
         return self.label or self.name.replace("_", " ").capitalize()
+
+    def value_label(self, value: Any) -> str:
+        """How explanations and notices name one of the field's values."""
+        return self.labels.get(value, str(value))
 
 
 @dataclass(frozen=True)
@@ -154,6 +162,13 @@ class Flow:
     review: ReviewSettings = field(default_factory=ReviewSettings)
     earned_autonomy: Mapping[str, Criteria] = field(default_factory=dict)  # by target level
     monitoring: MonitoringSpec = field(default_factory=MonitoringSpec)
+
+    @property
+    def protected_attributes(self) -> tuple[str, ...]:
+        """The input fields marked ``protected`` (characteristics the law protects), in the
+        order the flow lists them. Not ``protected_fields``: those are the personal and
+        sensitive fields encrypted at rest."""
+        return tuple(name for name, spec in self.fields.items() if spec.protected)
 
     def validate_input(self, inputs: Any) -> dict[str, Any]:
         """Check ``inputs`` against the schema; return a normalised copy or raise ``InputError``.

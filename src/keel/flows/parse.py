@@ -82,6 +82,21 @@ def _parse_field(c: Problems, name: str, raw: Any, parent: LocatedDict) -> Field
     maximum = _number(c, raw, "max", where)
     if minimum is not None and maximum is not None and minimum > maximum:
         c.add(where, f"'min' {minimum:g} is greater than 'max' {maximum:g}", raw, "min")
+    labels = raw.get("labels", {})
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        c.add(where, "'labels' must map each allowed value to a string", raw, "labels")
+        labels = {}
+    elif labels and allowed is None:
+        c.add(where, "'labels' needs 'allowed': the values it labels", raw, "labels")
+    elif allowed is not None:
+        for value in labels:
+            if value not in allowed:
+                c.add(where, f"'labels' names {value!r}, which is not an allowed value", raw,
+                      "labels")  # fmt: skip
+    protected = raw.get("protected", False)
+    if not isinstance(protected, bool):
+        c.add(where, f"'protected' must be true or false, got {protected!r}", raw, "protected")
+        protected = False
     actionable = bool(raw.get("actionable", False))
     if actionable and ftype not in ("number", "integer"):
         c.add(where, "only numeric fields can be actionable", raw, "actionable")
@@ -99,6 +114,8 @@ def _parse_field(c: Problems, name: str, raw: Any, parent: LocatedDict) -> Field
         format=str(fmt),
         actionable=actionable,
         direction=direction,
+        protected=protected,
+        labels=dict(labels),
     )
 
 

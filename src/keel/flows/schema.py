@@ -49,6 +49,16 @@ FLOW_KEYS: tuple[Key, ...] = (
         "How sensitive the values are: `personal` and `sensitive` values are encrypted at "
         "rest and never logged.", default=Classification.INTERNAL.value,
         values=tuple(c.value for c in Classification)),
+    Key("inputs.<name>.labels", "mapping",
+        "A display label for each allowed value, e.g. `A11: \"no checking account\"`. "
+        "Explanations, notices and reports show the label; cases carry the value. Needs "
+        "`allowed`; every key must be an allowed value."),
+    Key("inputs.<name>.labels.<value>", "string", "The value's display label."),
+    Key("inputs.<name>.protected", "boolean",
+        "A characteristic the law protects (age, sex, nationality…). It is never given as a "
+        "reason for a decision; fairness figures are reported per its groups; `keel "
+        "validate` warns when a model reads it. A protected field may be recorded without "
+        "being a model feature.", default="false"),
     Key("inputs.<name>.label", "string",
         "The field's name in explanations. Left out: the name, capitalised, with spaces."),
     Key("inputs.<name>.format", "string",
