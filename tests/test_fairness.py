@@ -333,6 +333,23 @@ def test_a_biased_policy_raises_a_fairness_alarm_the_governor_acts_on(
         assert engine.verify().ok
 
 
+def test_a_look_from_the_command_line_shows_the_fairness_verdict(project: Path) -> None:
+    protect(project)
+    monitored(project)
+    replace_in(project / POLICY_FILE, "rules:\n", BIASED)
+    clock = Clock()
+    people = applicants(240, 8)
+    with open_engine(project, clock=clock) as engine:
+        engine.decide_many(FLOW, [p["case"] for p in people[:120]])
+        clock.advance(86_400)
+        engine.decide_many(FLOW, [p["case"] for p in people[120:]])
+    until = iso_time(clock.now + 3600)
+    code, out, err = keel("monitor", "run", FLOW, "--until", until, "--project", str(project))
+    assert code == 1, err  # a breach: the look exits 1, and records nothing
+    assert "  fairness: breach" in out
+    assert "Sex: impact ratio" in out and "(female against male)" in out and "BREACH" in out
+
+
 def test_a_fair_policy_raises_no_fairness_alarm(project: Path) -> None:
     protect(project)
     monitored(project)
