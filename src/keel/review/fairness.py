@@ -26,7 +26,9 @@ positive rate) is ``None`` here, where fairlearn gives 0; the differences skip i
 
 A number attribute is grouped by its ``groups`` edges; others by value, shown by their
 ``labels``. An optional attribute a case left out is the group ``not given``. Decisions
-whose personal inputs were erased are counted (``erased``) and left out.
+whose personal inputs were erased are counted (``erased``) and left out. A flow without
+protected attributes or favourable actions gets the counts alone, with notes that say what
+to add to the flow.
 """
 
 from __future__ import annotations
