@@ -283,6 +283,8 @@ def test_permissions_and_what_the_report_says_a_flow_lacks(project: Path) -> Non
         ("    groups: [25, 40, 60]\n", "    groups: [40, 25]\n", "'groups' must be ascending"),
         ("    protected: true\n    groups", "    groups", "'groups' belongs to protected"),
         ("  favourable: [approve]\n", "  favourable: []\n", "'favourable' must list"),
+        ("  favourable: [approve]\n", "  favourable: [aprove]\n",
+         "'aprove' is not an action of policy credit_limit"),
         ("  favourable: [approve]\n", "  favourable: [approve]\n  score: nope\n",
          "'score' must name a signal"),
         ("  positive: [defaulted]\n", "  positive: [late]\n", "'positive' must list outcome"),

@@ -154,7 +154,8 @@ FLOW_KEYS: tuple[Key, ...] = (
         "replay and shadow reports, the `fairness` monitor)."),
     Key("fairness.favourable", "list of strings",
         "The actions favourable to the person decided on, e.g. `[approve]`: the selection "
-        "rate is the share of decisions whose action in force is one of them.",
+        "rate is the share of decisions whose action in force is one of them. Each must be "
+        "an action of the flow's policy.",
         required=True),
     Key("fairness.score", _NAME,
         "The signal whose score is checked for calibration within each group. Left out: "
