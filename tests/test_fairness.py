@@ -29,7 +29,7 @@ from keel.review.fairness_html import fairness_html
 from keel.review.outcomes import OutcomeReport
 from keel.scaffold.applicants import case_inputs, generate_applicants
 from keel.security.roles import PermissionDeniedError
-from tests.conftest import Clock, person, replace_in
+from tests.conftest import Clock, person, replace_in, run_sql
 from tests.test_cli import keel
 from tests.test_replay import ALL_TIME
 from tests.test_review import ANNA
@@ -154,14 +154,20 @@ def assert_equal(keel_figures: dict[str, Any], ref: dict[str, Any]) -> None:
     assert keel_figures["equal_opportunity_difference"] == pytest.approx(ref["eopp"], abs=TOL)
 
 
-def test_figures_on_recorded_decisions_equal_fairlearns(project: Path, env: dict[str, str]) -> None:
+def test_figures_on_recorded_decisions_equal_fairlearns(
+    project: Path, env: dict[str, str], db_url: str
+) -> None:
     protect(project)
     with open_engine(project, environ=env) as engine:
         truth = record(engine, applicants(400, 3))
+        # One decision's personal inputs erased on request: counted, and left out.
+        gone = next(t for t in truth if t["in_force"] is not None)
+        run_sql(db_url, f"delete from protected_values where record_id = '{gone['id']}'")
         report = engine.fairness.report(OWNER, FLOW, *ALL_TIME)
-    kept = [t for t in truth if t["in_force"] is not None]
+    assert report["erased"] == 1
+    kept = [t for t in truth if t["in_force"] is not None and t is not gone]
     assert report["decisions"] == 400 and report["in_force"] == len(kept)
-    assert report["not_in_force"] == 400 - len(kept) > 0  # unresolved escalations are left out
+    assert report["not_in_force"] == 400 - len(kept) - 1 > 0  # unresolved escalations are left out
     y_pred = np.array([t["in_force"] == "approve" for t in kept], dtype=int)
     known = np.array([t["label"] is not None for t in kept])
     y_true = np.array([t["label"] == "repaid" for t in kept], dtype=int)
