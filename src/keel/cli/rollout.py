@@ -94,6 +94,7 @@ def replay(
     Example: keel replay credit_limit chg_0193... --since 2026-10-01 --until 2026-11-01
     """
     from keel.ledger.records import parse_instant  # noqa: PLC0415
+    from keel.review.fairness_html import comparison_lines  # noqa: PLC0415
 
     with _engine(project) as engine:
         if candidate is not None and file is None:
@@ -132,6 +133,8 @@ def replay(
             f"broken {outcomes['broken']:,}; value {outcomes['fixed_value']:,.2f} gained, "
             f"{outcomes['broken_value']:,.2f} lost)"
         )
+    for line in comparison_lines(report["fairness"]):
+        typer.echo(line)
     if report["erased"]:
         typer.echo(f"not replayed: {report['erased']:,} decisions whose inputs were erased")
     typer.echo(f"not replayed: {report['not_replayed']}", err=True)

@@ -52,6 +52,9 @@ class FieldSpec:
     # reported per group by the fairness figures, a warning at validate when a model reads it.
     protected: bool = False
     labels: Mapping[Any, str] = field(default_factory=dict)  # allowed value → display label
+    # A protected number field's group edges for the fairness figures, ascending: [25, 40]
+    # cuts "under 25", "25 to under 40", "40 or over".
+    groups: tuple[float, ...] | None = None
 
     @property
     def display(self) -> str:
@@ -131,6 +134,19 @@ class OutcomeSpec:
     description: str = ""
     labels: Mapping[str, str | None] = field(default_factory=dict)
     value: str = ""  # what a reported value means, e.g. "amount written off, EUR"
+    # The labels that are the event the flow's score predicts (a default: "bad"); the
+    # others are its absence. Performance and fairness figures read outcomes through it.
+    positive: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FairnessSpec:
+    """What the fairness figures count: the actions favourable to the person decided on
+    (their share is the selection rate), and the signal whose score calibration is judged
+    within groups (``None``: the flow's only signal, if it has exactly one)."""
+
+    favourable: tuple[str, ...] = ()
+    score: str | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +178,7 @@ class Flow:
     review: ReviewSettings = field(default_factory=ReviewSettings)
     earned_autonomy: Mapping[str, Criteria] = field(default_factory=dict)  # by target level
     monitoring: MonitoringSpec = field(default_factory=MonitoringSpec)
+    fairness: FairnessSpec = field(default_factory=FairnessSpec)
 
     @property
     def protected_attributes(self) -> tuple[str, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from keel.flows.flow import (
     SATURATION,
     Classification,
     Criteria,
+    FairnessSpec,
     FieldSpec,
     Flow,
     OutcomeSpec,
@@ -37,6 +39,7 @@ _OUTCOME_KEYS = children(FLOW_KEYS, "outcome")
 _CAPACITY_KEYS = children(FLOW_KEYS, "review.capacity")
 _FIELD_KEYS = children(FLOW_KEYS, "inputs.<name>")
 _SIGNAL_KEYS = children(FLOW_KEYS, "signals.<name>")
+_FAIRNESS_KEYS = children(FLOW_KEYS, "fairness")
 
 
 def _number(c: Problems, node: LocatedDict, key: str, where: str) -> float | None:
@@ -97,6 +100,7 @@ def _parse_field(c: Problems, name: str, raw: Any, parent: LocatedDict) -> Field
     if not isinstance(protected, bool):
         c.add(where, f"'protected' must be true or false, got {protected!r}", raw, "protected")
         protected = False
+    groups = _parse_groups(c, raw, where, ftype, protected, allowed)
     actionable = bool(raw.get("actionable", False))
     if actionable and ftype not in ("number", "integer"):
         c.add(where, "only numeric fields can be actionable", raw, "actionable")
@@ -116,7 +120,36 @@ def _parse_field(c: Problems, name: str, raw: Any, parent: LocatedDict) -> Field
         direction=direction,
         protected=protected,
         labels=dict(labels),
+        groups=groups,
     )
+
+
+def _parse_groups(
+    c: Problems, raw: LocatedDict, where: str, ftype: str, protected: bool, allowed: Any
+) -> tuple[float, ...] | None:
+    """A protected number field's group edges: fairness figures need groups, and a number
+    field's values are too many to be groups themselves."""
+    groups = raw.get("groups")
+    numeric = ftype in ("number", "integer")
+    if groups is None:
+        if protected and numeric and allowed is None:
+            c.add(where, "a protected number field needs 'groups' (group edges, e.g. "
+                  "[25, 40, 60]) or 'allowed' values, to report fairness per group", raw,
+                  "protected")  # fmt: skip
+        return None
+    if not protected or not numeric:
+        c.add(where, "'groups' belongs to protected number and integer fields", raw, "groups")
+        return None
+    if (
+        not isinstance(groups, list)
+        or not groups
+        or not all(isinstance(g, int | float) and not isinstance(g, bool) for g in groups)
+        or any(a >= b for a, b in pairwise(groups))
+    ):
+        c.add(where, f"'groups' must be ascending numbers, e.g. [25, 40, 60], got {groups!r}",
+              raw, "groups")  # fmt: skip
+        return None
+    return tuple(float(g) for g in groups)
 
 
 def _parse_signal(
@@ -234,6 +267,13 @@ def parse_flow(raw: LocatedDict, path: Path) -> Flow:
     outcome = _parse_outcome(c, raw)
     earned = _parse_earned(c, raw)
     monitoring = parse_monitoring(c, raw)
+    fairness = _parse_fairness(c, raw, signals)
+    if monitoring.fairness is not None and (
+        not fairness.favourable or not any(f.protected for f in fields.values())
+    ):
+        c.add("monitoring.fairness", "the fairness monitor needs protected input fields "
+              "(`protected: true`) and `fairness: {favourable: [...]}`", raw,
+              "monitoring")  # fmt: skip
     c.raise_any()
     return Flow(
         name=name,
@@ -249,7 +289,39 @@ def parse_flow(raw: LocatedDict, path: Path) -> Flow:
         reviewers=tuple(reviewers),
         review=review,
         monitoring=monitoring,
+        fairness=fairness,
     )
+
+
+def _parse_fairness(
+    c: Problems, raw: LocatedDict, signals: Mapping[str, SignalSpec]
+) -> FairnessSpec:
+    """``fairness: {favourable: [approve], score: default_risk}``."""
+    section = raw.get("fairness")
+    if section is None:
+        return FairnessSpec()
+    if not isinstance(section, LocatedDict):
+        c.add("fairness", "'fairness' must be a mapping: {favourable: [ACTION, ...]}", raw,
+              "fairness")  # fmt: skip
+        return FairnessSpec()
+    c.unknown_keys(section, _FAIRNESS_KEYS, "fairness")
+    favourable = section.get("favourable")
+    if (
+        not isinstance(favourable, list)
+        or not favourable
+        or not all(isinstance(a, str) and a for a in favourable)
+    ):
+        c.add("fairness.favourable", "'favourable' must list the actions favourable to the "
+              f"person decided on, e.g. [approve], got {favourable!r}", section,
+              "favourable")  # fmt: skip
+        favourable = []
+    score = section.get("score")
+    if score is not None and score not in signals:
+        known = ", ".join(signals) or "none"
+        c.add("fairness.score", f"'score' must name a signal of the flow ({known}), got "
+              f"{score!r}", section, "score")  # fmt: skip
+        score = None
+    return FairnessSpec(tuple(favourable), score)
 
 
 def _parse_earned(c: Problems, raw: LocatedDict) -> dict[str, Criteria]:
@@ -364,11 +436,16 @@ def _parse_outcome(c: Problems, raw: LocatedDict) -> OutcomeSpec:
             c.add(f"outcome.labels.{label}", "must name an action, or be null", labels, label)
         else:
             clean[label] = action
+    positive = section.get("positive", [])
+    if not isinstance(positive, list) or not all(p in clean for p in positive):
+        c.add("outcome.positive", "'positive' must list outcome labels (keys of "
+              f"outcome.labels), got {positive!r}", section, "positive")  # fmt: skip
+        positive = []
     text = {k: section.get(k, "") for k in ("description", "value")}
     for key, value in text.items():
         if not isinstance(value, str):
             c.add(f"outcome.{key}", f"'{key}' must be a text", section, key)
-    return OutcomeSpec(str(text["description"]), clean, str(text["value"]))
+    return OutcomeSpec(str(text["description"]), clean, str(text["value"]), tuple(positive))
 
 
 def _parse_review(c: Problems, raw: LocatedDict) -> ReviewSettings:

@@ -59,6 +59,11 @@ FLOW_KEYS: tuple[Key, ...] = (
         "reason for a decision; fairness figures are reported per its groups; `keel "
         "validate` warns when a model reads it. A protected field may be recorded without "
         "being a model feature.", default="false"),
+    Key("inputs.<name>.groups", "list of numbers",
+        "A protected number or integer field's group edges for the fairness figures, "
+        "ascending: `[25, 40, 60]` makes the groups under 25, 25 to under 40, 40 to under "
+        "60, and 60 or over. A protected number field needs `groups` or `allowed`; only "
+        "protected fields take it."),
     Key("inputs.<name>.label", "string",
         "The field's name in explanations. Left out: the name, capitalised, with spaces."),
     Key("inputs.<name>.format", "string",
@@ -103,6 +108,10 @@ FLOW_KEYS: tuple[Key, ...] = (
     Key("outcome.labels.<label>", "string or null",
         "The action this outcome calls right (trust metrics compare it with the action "
         "taken); null: the label does not judge the action."),
+    Key("outcome.positive", "list of strings",
+        "The labels that are the event the flow's score predicts (a default, a chargeback): "
+        "the \"bad\" outcome. The other labels are its absence. Performance and fairness "
+        "figures read outcomes through it; each must be a key of `outcome.labels`."),
     Key("outcome.value", "string", "What a reported value means, e.g. `amount written off, "
         "in EUR`."),
     Key("review", "mapping", "How the flow's review queue works."),
@@ -140,5 +149,16 @@ FLOW_KEYS: tuple[Key, ...] = (
         "right."),
     Key("earned_autonomy.<level>.min_outcomes", _COUNT, "Reported outcomes needed.",
         default="0"),
+    Key("fairness", "mapping",
+        "What the fairness figures per protected attribute count (`keel report fairness`, "
+        "replay and shadow reports, the `fairness` monitor)."),
+    Key("fairness.favourable", "list of strings",
+        "The actions favourable to the person decided on, e.g. `[approve]`: the selection "
+        "rate is the share of decisions whose action in force is one of them. Each must be "
+        "an action of the flow's policy.",
+        required=True),
+    Key("fairness.score", _NAME,
+        "The signal whose score is checked for calibration within each group. Left out: "
+        "the flow's only signal (none when it has several)."),
     *MONITORING_KEYS,
 )  # fmt: skip

@@ -42,6 +42,7 @@ from keel.policy.compiler import CompiledPolicy, compile_policy
 from keel.policy.guardrails import check_static
 from keel.policy.model import policy_from_document
 from keel.protect import Protector, Sealed
+from keel.review.fairness import GroupTally
 from keel.rollout.changes import Changes, may_replay
 from keel.security.roles import Principal
 from keel.signals.adapters import load_model
@@ -86,6 +87,7 @@ class Tally:
     fixed_value: float = 0.0
     broken_value: float = 0.0
     sample: list[dict[str, Any]] = field(default_factory=list)
+    fairness: GroupTally = field(default_factory=GroupTally)  # favourable per group
 
     def merge(self, other: Tally) -> None:
         for name in (
@@ -113,6 +115,7 @@ class Tally:
             for action, total in theirs.items():
                 mine[action] += total
         self.sample.extend(other.sample[: max(0, SAMPLE - len(self.sample))])
+        self.fairness.merge(other.fairness)
 
 
 @dataclass(frozen=True)
@@ -252,6 +255,7 @@ def _tally(
         tally.candidate_sums[action] += value or 0.0
         tally.recorded_review += body["status"] == "pending_review"
         tally.candidate_review += status == "pending_review"
+        tally.fairness.add(flow, inputs, old_action, action)
         changed = old_action != action or not _same_value(old_value, value)
         if changed:
             tally.changed += 1
@@ -417,6 +421,7 @@ def _report(
             "value_means": spec.outcome.value,
         },
         "changed_sample": t.sample,
+        "fairness": t.fairness.report(spec),
         "not_replayed": "rate and exposure limits (they depend on live traffic); models the "
         "candidate does not change (their recorded signals are used)",
         "seconds": round(seconds, 3),
