@@ -388,3 +388,74 @@ def test_onnx_input_type_must_fit_the_feature(project: Path) -> None:
     assert f"credit_limit.yaml:{line_of(project, FLOW, 'features:')}: signals.default_risk" in (
         problem
     )
+
+
+# ---- drift treats declared categories as categories -------------------------------------
+
+
+def test_drift_treats_coded_categories_as_categories(project: Path, tmp_path: Path) -> None:
+    """An integer-coded field with `allowed` values is a category in drift (it was compared
+    as a number before), and the report shows its categories by their labels."""
+    import json
+    import os
+
+    from keel.ledger.records import iso_time
+    from keel.monitor.windows import Window, read_window
+    from tests.conftest import LOW_RISK, Clock
+    from tests.test_cli import keel
+
+    replace_in(
+        project / FLOW,
+        "  region:\n",
+        "  housing:\n    type: integer\n    allowed: [1, 2, 3]\n"
+        "    labels: {1: owns a home, 2: rents, 3: lives for free}\n  region:\n",
+    )
+    start, day = 1_800_000_000.0, 86_400.0
+    clock = Clock(start)
+    with open_engine(project, environ=dict(os.environ), clock=clock) as engine:
+        for day_index, codes in enumerate(([1, 1, 2] * 10, [3, 3, 2] * 10)):
+            clock.now = start + day_index * day
+            for code in codes:
+                engine.decide("credit_limit", {**LOW_RISK, "housing": code})
+                clock.now += 60
+        window = Window(iso_time(start + day - 3600), iso_time(start + 2 * day))
+        table = read_window(engine.ctx, "credit_limit", window).table()
+    assert table["input.housing"].dtype == object
+    assert sorted(set(table["input.housing"])) == ["2", "3"]
+    out = tmp_path / "drift"
+    code, stdout, err = keel(
+        "drift", "report", "--flow", "credit_limit", "--window", "1d", "--baseline", "1d",
+        "--until", iso_time(start + 2 * day), "--out", str(out), "-p", str(project),
+    )  # fmt: skip
+    assert code == 1, err
+    assert "input.housing" in stdout
+    column = json.loads((out / "report.json").read_text())["columns"]["input.housing"]
+    assert column["type"] == "categorical" and column["method"] == "jensenshannon"
+    histogram = column["histogram"]
+    assert sorted(histogram["categories"]) == ["1", "2", "3"]
+    shown = dict(zip(histogram["categories"], histogram["labels"], strict=True))
+    assert shown == {"1": "owns a home", "2": "rents", "3": "lives for free"}
+    assert "lives for free" in (out / "report.html").read_text()
+
+
+def test_coded_category_is_named_by_its_label_in_sentences(project: Path) -> None:
+    """A model fed integer codes still gets sentences in words: the code 11 of checking is
+    shown as its label (YAML gives label keys as text; they name the allowed numbers)."""
+    from keel.config import load_settings
+    from keel.explain.attributions import Attribution, Attributions
+    from keel.explain.narrative import attribution_sentences
+    from keel.project import load_project
+
+    replace_in(
+        project / FLOW,
+        "  region:\n",
+        "  checking:\n    type: integer\n    allowed: [11, 12, 14]\n    label: Checking account\n"
+        "    labels: {11: overdrawn, 14: no checking account}\n  region:\n",
+    )
+    flow = load_project(load_settings(project, {})).flows["credit_limit"].flow
+    found = Attributions("linear-exact", "log-odds", (Attribution("checking", 14.0, 0.7),))
+    [sentence] = attribution_sentences(flow, "default_risk", found)
+    assert sentence == (
+        "Checking account (no checking account) raised the default risk the most (+0.70 log-odds)."
+    )
+    assert flow.fields["checking"].value_label(11) == "overdrawn"

@@ -89,10 +89,14 @@ def _parse_field(c: Problems, name: str, raw: Any, parent: LocatedDict) -> Field
     elif labels and allowed is None:
         c.add(where, "'labels' needs 'allowed': the values it labels", raw, "labels")
     elif allowed is not None:
+        # YAML mapping keys reach us as text ("11" for 11): key each label by the allowed
+        # value it names, so an integer-coded field's labels apply to its numbers.
+        by_text = {str(a): a for a in allowed}
         for value in labels:
-            if value not in allowed:
+            if str(value) not in by_text:
                 c.add(where, f"'labels' names {value!r}, which is not an allowed value", raw,
                       "labels")  # fmt: skip
+        labels = {by_text[str(k)]: v for k, v in labels.items() if str(k) in by_text}
     protected = raw.get("protected", False)
     if not isinstance(protected, bool):
         c.add(where, f"'protected' must be true or false, got {protected!r}", raw, "protected")
