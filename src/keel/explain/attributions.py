@@ -280,7 +280,7 @@ def _tree(
 def attribute(model: Model, rows: Rows) -> Attributions:
     """The attributions of the one case in ``rows`` to ``model``'s score."""
     if not isinstance(model, SklearnModel):
-        return _none(f"Keel computes attributions for scikit-learn models, not {model.kind}")
+        return _none(f"Keel computes attributions for scikit-learn models, not {model.kind} models")
     pre, final = _split(model.estimator)
     name = type(final).__name__
     if name not in _LINEAR and name not in _TREES:
