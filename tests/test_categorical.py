@@ -280,12 +280,19 @@ def test_a_reference_category_must_be_allowed(project: Path) -> None:
     assert "'reference' must give every feature a value" in problem
 
 
-def test_tree_pipeline_attributions_are_tree_shap_per_feature(project: Path) -> None:
-    from sklearn.ensemble import GradientBoostingClassifier
+@pytest.mark.parametrize(
+    ("kind", "unit"),
+    [("GradientBoostingClassifier", "log-odds"), ("RandomForestClassifier", "probability")],
+)
+def test_tree_pipeline_attributions_are_tree_shap_per_feature(
+    project: Path, kind: str, unit: str
+) -> None:
+    from sklearn import ensemble
 
     frame, y = training_frame()
-    model = pipeline(GradientBoostingClassifier(n_estimators=30, random_state=0)).fit(frame, y)
-    use_model(project, model, "gbm.joblib")
+    final = getattr(ensemble, kind)(n_estimators=30, max_depth=4, random_state=0)
+    model = pipeline(final).fit(frame, y)
+    use_model(project, model, "trees.joblib")
     batch = cases(2)
     with open_engine(project, environ={}) as engine:
         results = [
@@ -293,12 +300,17 @@ def test_tree_pipeline_attributions_are_tree_shap_per_feature(project: Path) -> 
             for c in batch
         ]
     for case, result in zip(batch, results, strict=True):
-        assert result["method"] == "tree-shap" and result["unit"] == "log-odds"
+        assert result["method"] == "tree-shap" and result["unit"] == unit
         assert [i["feature"] for i in result["items"]] == list(CATEGORICAL)
         total = sum(i["contribution"] for i in result["items"])
-        margin = model.decision_function(frame_of([case]))[0]
-        # TreeSHAP is exact: the values sum to the margin minus one expected margin.
-        assert total == pytest.approx(margin - result["baseline"], abs=1e-6)
+        rows = frame_of([case])
+        output = (
+            model.decision_function(rows)[0]
+            if unit == "log-odds"
+            else model.predict_proba(rows)[0, 1]
+        )
+        # TreeSHAP is exact: the values sum to the output minus one expected output.
+        assert total == pytest.approx(output - result["baseline"], abs=1e-6)
     assert results[0]["baseline"] == results[1]["baseline"]
 
 

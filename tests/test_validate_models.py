@@ -20,10 +20,6 @@ from keel.scaffold.applicants import FEATURES, generate_applicants
 from keel.signals.rows import Rows
 from tests.conftest import line_of, problems, replace_in
 
-# Keel hands a model a plain row today; scikit-learn warns that a model fitted on a
-# DataFrame gets no column names. The names and their order are checked at load instead.
-pytestmark = pytest.mark.filterwarnings("ignore:X does not have valid feature names")
-
 FLOW = "flows/credit_limit.yaml"
 
 

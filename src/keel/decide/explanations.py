@@ -28,7 +28,7 @@ from keel.policy.text import render
 from keel.runtime import FlowRuntime
 from keel.security.roles import Permission, Principal, flows_for, visible_to
 from keel.signals.rows import RowError
-from keel.signals.runner import SignalResult, SignalRunner, feature_rows
+from keel.signals.runner import SignalResult, SignalRunner, feature_row
 from keel.store.schema import decisions
 from keel.text import free_text, identifier
 
@@ -147,7 +147,7 @@ class Explanations:
                 notes.append(f"model for {name} changed since the decision; attributions omitted")
                 continue
             try:
-                found = attribute(model, feature_rows(model, [inputs]))
+                found = attribute(model, feature_row(model, inputs))
             except RowError as exc:  # the recorded inputs no longer hold it (erased)
                 notes.append(f"attributions for {name}: not available — {exc}")
                 continue

@@ -49,6 +49,11 @@ def feature_rows(model: Model, cases: Sequence[Mapping[str, Any]]) -> Rows:
     return Rows.of(model.features, model.spec.categories, cases)
 
 
+def feature_row(model: Model, inputs: Mapping[str, Any]) -> Rows:
+    """The model's features of one case (what ``attribute`` explains)."""
+    return feature_rows(model, [inputs])
+
+
 class _OutputCountError(ValueError):
     """The model answered, but not once per case (Keel's own message: safe to record)."""
 
