@@ -471,3 +471,34 @@ def test_coded_category_is_named_by_its_label_in_sentences(project: Path) -> Non
         "Checking account (no checking account) raised the default risk the most (+0.70 log-odds)."
     )
     assert flow.fields["checking"].value_label(11) == "overdrawn"
+
+
+def test_onnx_graph_with_one_string_tensor(project: Path) -> None:
+    """A graph whose one input is a string matrix gets the text features in it, in order."""
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import StringTensorType
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    frame, y = training_frame()
+    model = Pipeline([("encode", OneHotEncoder()), ("model", LogisticRegression())])
+    model.fit(frame[["region"]].to_numpy(dtype=object), y)
+    onx = to_onnx(
+        model,
+        initial_types=[("input", StringTensorType([None, 1]))],
+        options={"zipmap": False},
+        target_opset=17,
+    )
+    (project / "models" / "regions.onnx").write_bytes(onx.SerializeToString())
+    replace_in(project / FLOW, "models/default_risk.skops", "models/regions.onnx")
+    replace_in(project / FLOW, "      - annual_income\n", "      - region\n")
+    for feature in FEATURES[1:]:
+        replace_in(project / FLOW, f"      - {feature}\n", "")
+    batch = [{**c, "region": r} for c, r in zip(cases(4), REGION_LABELS, strict=True)]
+    with open_engine(project, environ={}) as engine:
+        ours = [
+            d.signals["default_risk"]["score"] for d in engine.decide_many("credit_limit", batch)
+        ]
+    expected = model.predict_proba(np.array([[r] for r in REGION_LABELS], dtype=object))[:, 1]
+    assert ours == pytest.approx(expected.tolist(), abs=1e-5)

@@ -98,7 +98,3 @@ class Rows:
             for case, value in zip(out, self.columns[feature].tolist(), strict=True):
                 case[feature] = value
         return out
-
-    def take(self, index: int) -> Rows:
-        """The one-case rows of case ``index``."""
-        return Rows(self.features, {f: c[index : index + 1] for f, c in self.columns.items()}, 1)
