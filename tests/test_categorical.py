@@ -502,3 +502,28 @@ def test_onnx_graph_with_one_string_tensor(project: Path) -> None:
         ]
     expected = model.predict_proba(np.array([[r] for r in REGION_LABELS], dtype=object))[:, 1]
     assert ours == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+class Doubler:
+    """A home-made transformer: not a type Keel trusts in a skops file."""
+
+    def fit(self, x: Any, y: Any = None) -> Doubler:
+        return self
+
+    def transform(self, x: Any) -> Any:
+        return x * 2
+
+
+def test_skops_file_with_a_home_made_type_is_refused_by_name(project: Path) -> None:
+    import skops.io as sio
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    frame, y = training_frame(300)
+    model = Pipeline([("double", Doubler()), ("model", LogisticRegression(max_iter=1000))])
+    model.fit(frame[list(FEATURES)], y)
+    sio.dump(model, project / "models" / "homemade.skops")
+    replace_in(project / FLOW, "models/default_risk.skops", "models/homemade.skops")
+    [problem] = problems(project)
+    assert "homemade.skops contains types Keel does not trust: " in problem
+    assert "tests.test_categorical.Doubler" in problem
