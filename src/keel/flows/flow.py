@@ -75,8 +75,11 @@ class SignalSpec:
     features: tuple[str, ...] = ()
     timeout_ms: int | None = None
     label: str = ""
-    reference: Mapping[str, float] | None = None
+    reference: Mapping[str, float | str] | None = None
     positive_class: Any = None
+    # Each categorical (``type: string``) feature and its allowed values, in the flow's
+    # order: the model receives these as text, and a probe row uses the first value.
+    categories: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # The line of each key in the flow file, so a model that disagrees with the signal
     # (feature order, classes) is reported at the key it contradicts.
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)

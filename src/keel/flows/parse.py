@@ -92,10 +92,14 @@ def _parse_field(c: Problems, name: str, raw: Any, parent: LocatedDict) -> Field
     elif labels and allowed is None:
         c.add(where, "'labels' needs 'allowed': the values it labels", raw, "labels")
     elif allowed is not None:
+        # YAML mapping keys reach us as text ("11" for 11): key each label by the allowed
+        # value it names, so an integer-coded field's labels apply to its numbers.
+        by_text = {str(a): a for a in allowed}
         for value in labels:
-            if value not in allowed:
+            if str(value) not in by_text:
                 c.add(where, f"'labels' names {value!r}, which is not an allowed value", raw,
                       "labels")  # fmt: skip
+        labels = {by_text[str(k)]: v for k, v in labels.items() if str(k) in by_text}
     protected = raw.get("protected", False)
     if not isinstance(protected, bool):
         c.add(where, f"'protected' must be true or false, got {protected!r}", raw, "protected")
@@ -173,11 +177,30 @@ def _parse_signal(
     if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
         c.add(where, "'features' must be a list of input field names", raw, "features")
         features = []
+    categories: dict[str, tuple[str, ...]] = {}
     for feature in features:
-        if feature not in fields:
+        spec = fields.get(feature)
+        if spec is None:
             c.add(where, f"feature '{feature}' is not an input field of the flow", raw, "features")
-        elif fields[feature].type not in ("number", "integer", "boolean"):
-            c.add(where, f"feature '{feature}' must be numeric or boolean", raw, "features")
+        elif spec.type == "string" and spec.allowed is None:
+            # A model only knows the categories it was trained on: without `allowed` a new
+            # value would reach it at decide time and fail (or be silently ignored).
+            c.add(
+                where,
+                f"feature '{feature}' is a string field without 'allowed': a string feature "
+                "needs 'allowed', the categories the model was trained on",
+                raw,
+                "features",
+            )
+        elif spec.type == "string":
+            categories[feature] = tuple(str(v) for v in spec.allowed or ())
+        elif spec.type not in ("number", "integer", "boolean"):
+            c.add(
+                where,
+                f"feature '{feature}' must be a number, integer, boolean or string field",
+                raw,
+                "features",
+            )
     timeout = raw.get("timeout_ms")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int)):
         c.add(where, "'timeout_ms' must be an integer number of milliseconds", raw, "timeout_ms")
@@ -186,12 +209,14 @@ def _parse_signal(
         c.add(where, "'timeout_ms' must be positive", raw, "timeout_ms")
         timeout = None
     reference = raw.get("reference")
-    if reference is not None and (
-        not isinstance(reference, dict)
-        or set(reference) != set(features)
-        or not all(isinstance(v, int | float) for v in reference.values())
-    ):
-        c.add(where, "'reference' must give a number for every feature", raw, "reference")
+    if reference is not None and not _good_reference(reference, features, categories):
+        c.add(
+            where,
+            "'reference' must give every feature a value: a number, or one of the allowed "
+            "values of a string feature",
+            raw,
+            "reference",
+        )
         reference = None
     return SignalSpec(
         name=name,
@@ -200,9 +225,24 @@ def _parse_signal(
         features=tuple(features),
         timeout_ms=timeout,
         label=str(raw.get("label", "")),
-        reference={k: float(v) for k, v in reference.items()} if reference else None,
+        reference={k: v if k in categories else float(v) for k, v in reference.items()}
+        if reference
+        else None,
         positive_class=raw.get("positive_class"),
+        categories=categories,
         lines={key: line for key in raw if (line := raw.line_of(key)) is not None},
+    )
+
+
+def _good_reference(
+    reference: Any, features: list[str], categories: Mapping[str, tuple[str, ...]]
+) -> bool:
+    """A number for every numeric feature and an allowed value for every string one."""
+    if not isinstance(reference, dict) or set(reference) != set(features):
+        return False
+    return all(
+        v in categories[k] if k in categories else isinstance(v, int | float)
+        for k, v in reference.items()
     )
 
 

@@ -86,16 +86,19 @@ FLOW_KEYS: tuple[Key, ...] = (
         "`score`, or a `label`.", default="probability",
         values=("probability", "score", "label")),
     Key("signals.<name>.features", "list of strings",
-        "The input fields the model takes, in order; each must be a number, integer or "
-        "boolean field.", default="[]"),
+        "The input fields the model takes, in order: number, integer and boolean fields, and "
+        "string fields with `allowed` values (categorical features, given to the model as "
+        "text).", default="[]"),
     Key("signals.<name>.timeout_ms", "integer > 0",
         "How long a call may take, in milliseconds; a call that takes longer gives no "
         "signal, and the fallback decides.", default="`models.default_timeout_ms` in keel.yaml"),
     Key("signals.<name>.label", "string",
         "The signal's name in explanations. Left out: the name, with spaces."),
     Key("signals.<name>.reference", "mapping",
-        "A baseline case for linear attributions: a number for every feature."),
-    Key("signals.<name>.reference.<feature>", "number", "The feature's baseline value."),
+        "A baseline case for linear attributions: a value for every feature."),
+    Key("signals.<name>.reference.<feature>", "number or string",
+        "The feature's baseline value: a number, or one of a string feature's allowed "
+        "values."),
     Key("signals.<name>.positive_class", "any",
         "The class whose probability is the score. Left out: the model's last class."),
     Key("outcome", "string or mapping",
