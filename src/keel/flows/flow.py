@@ -131,6 +131,13 @@ class OutcomeSpec:
     description: str = ""
     labels: Mapping[str, str | None] = field(default_factory=dict)
     value: str = ""  # what a reported value means, e.g. "amount written off, EUR"
+    positive: tuple[str, ...] = ()  # the bad outcomes the models predict (e.g. defaulted)
+
+    def favourable(self) -> str | None:
+        """The action the labels outside ``positive`` call right, if they agree on one:
+        the action a bad outcome makes a mistake of (approve, when a loan defaults)."""
+        good = {a for label, a in self.labels.items() if label not in self.positive and a}
+        return next(iter(good)) if self.positive and len(good) == 1 else None
 
 
 @dataclass(frozen=True)

@@ -368,7 +368,16 @@ def _parse_outcome(c: Problems, raw: LocatedDict) -> OutcomeSpec:
     for key, value in text.items():
         if not isinstance(value, str):
             c.add(f"outcome.{key}", f"'{key}' must be a text", section, key)
-    return OutcomeSpec(str(text["description"]), clean, str(text["value"]))
+    positive = section.get("positive", [])
+    if not isinstance(positive, list) or not all(isinstance(p, str) for p in positive):
+        c.add("outcome.positive", "'positive' must be a list of labels", section, "positive")
+        positive = []
+    for label in positive:
+        if label not in clean:
+            known = ", ".join(clean) or "none"
+            c.add("outcome.positive", f"'{label}' is not a label of outcome.labels (labels: "
+                  f"{known})", section, "positive")  # fmt: skip
+    return OutcomeSpec(str(text["description"]), clean, str(text["value"]), tuple(positive))
 
 
 def _parse_review(c: Problems, raw: LocatedDict) -> ReviewSettings:

@@ -105,6 +105,11 @@ FLOW_KEYS: tuple[Key, ...] = (
         "taken); null: the label does not judge the action."),
     Key("outcome.value", "string", "What a reported value means, e.g. `amount written off, "
         "in EUR`."),
+    Key("outcome.positive", "list of strings",
+        "The labels that are the bad outcome the models predict (`[defaulted]`): the "
+        "positive class of performance figures. Replay's approval-rate against bad-rate "
+        "trade-off counts them among the favourable decisions, the favourable action being "
+        "the one the other labels call right."),
     Key("review", "mapping", "How the flow's review queue works."),
     Key("review.deadline", _DURATION,
         "Open reviews past this age are overdue; a breach is recorded once. Left out: no "

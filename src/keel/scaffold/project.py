@@ -49,6 +49,7 @@ outcome:
   labels:                 # each label, with the action that would have been right
     repaid: approve
     defaulted: decline
+  positive: [defaulted]   # the bad outcome the risk model predicts
   value: amount written off, in EUR
 inputs:
   annual_income:
