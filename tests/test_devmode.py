@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ from keel import open_engine
 from keel.cli import app
 from keel.errors import ConfigError
 from keel.scaffold.applicants import generate_applicants, train_risk_model
+from keel.security.apikeys import create_key
+from keel.security.roles import Grant, Role
 from tests.conftest import LOW_RISK, run_sql
 
 FLOW = "credit_limit"
@@ -24,8 +27,10 @@ RAISED = ("  review_risk: 0.22\n", "  review_risk: 0.3\n")
 runner = CliRunner()
 
 
-def keel(project: Path, *args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, [*args, "-p", str(project)])
+def keel(project: Path, *args: str, key: str | None = None) -> tuple[int, str, str]:
+    """Run a command as the local operator, or as the key ``key`` (``KEEL_API_KEY``)."""
+    env = {"KEEL_API_KEY": key} if key else None
+    result = runner.invoke(app, [*args, "-p", str(project)], env=env)
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -105,6 +110,34 @@ def test_a_retrained_model_file_is_pinned_in_development_mode(project: Path) -> 
     activated = entries(project, "policy_activated")[-1]
     assert activated["kind"] == "development" and activated["models"] == pinned
     assert activated["files"] == [{"path": MODEL, "sha256": sha256(project / MODEL)}]
+
+
+def test_the_activation_names_the_key_that_ran_the_command_and_needs_its_permission(
+    project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    set_mode(project, "development")
+    with open_engine(project) as engine:
+        now = time.time()
+        owner, ana = create_key(engine.db, "ana", "ana@example.com", [Grant(Role.OWNER, FLOW)],
+                                "t", now)  # fmt: skip
+        _, viewer = create_key(engine.db, "vic", "vic@example.com", [Grant(Role.VIEWER)], "t", now)
+    edit(project, *RAISED)
+    code, _, err = keel(project, "policy", "history", FLOW, key=viewer)
+    assert code == 0, err
+    assert "vic (key:" in caplog.text and "may not activate policies on flow" in caplog.text
+    assert "production mode" not in caplog.text  # the file waits: it is not a proposal
+    assert [e["kind"] for e in entries(project, "policy_activated")] == ["initial"]
+    code, out, err = keel(project, "policy", "history", FLOW, key=ana)
+    assert code == 0, err
+    activated = entries(project, "policy_activated")[-1]
+    assert activated["kind"] == "development"
+    assert activated["by"] == {  # type: ignore[comparison-overlap]
+        "id": owner.principal_id,
+        "name": "ana",
+        "role": "owner",
+        "person": "ana@example.com",
+    }
+    assert f"by {owner.principal_id}" in out.splitlines()[-1]
 
 
 def test_leaving_development_mode_is_recorded_and_there_is_no_way_back(

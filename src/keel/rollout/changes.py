@@ -275,9 +275,12 @@ class Changes:
                                  pins or None, DEVELOPMENT, files)  # fmt: skip
 
     def _warn_file_drift(self) -> None:
+        """Say where the files differ from what runs. In development mode only the
+        autonomy level can: ``_follow_files`` activated the rest, or said why not."""
         registry = self._ctx.registry
         root = self._ctx.settings.project_dir
-        for flow, (active, version) in registry.file_drift().items():
+        production = self._ctx.settings.mode != DEVELOPMENT
+        for flow, (active, version) in registry.file_drift().items() if production else ():
             log.warning(
                 "flow %s runs policy version %s from the store; %s holds %s, which takes "
                 "effect only once proposed, approved and activated (production mode): "
@@ -287,7 +290,7 @@ class Changes:
         for flow, runtime in registry.flows.items():
             loaded = {s: m.version for s, m in runtime.models.items()}
             for signal, version in registry.file_models(flow).items():
-                if loaded.get(signal) != version:
+                if production and loaded.get(signal) != version:
                     log.warning(
                         "flow %s runs model %s for %s from the store; its file holds %s, "
                         "which takes effect only once proposed, approved and activated",
