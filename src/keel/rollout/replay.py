@@ -94,12 +94,14 @@ class Side:
         self.with_outcome += other.with_outcome
         self.bad += other.bad
 
-    def count(self, action: str, favourable: str, label: str | None, positive: frozenset[str],
-              judged: bool) -> None:  # fmt: skip
+    def count(
+        self, action: str, favourable: str, label: str | None, positive: frozenset[str]
+    ) -> None:
+        """Count one decision (``label``: its reported outcome, if one that judges it)."""
         if action != favourable:
             return
         self.approved += 1
-        if label is not None and judged:
+        if label is not None:
             self.with_outcome += 1
             self.bad += label in positive
 
@@ -298,6 +300,13 @@ def _tally(
     positive = frozenset(flow.outcome.positive)
     cases = _cases(chunks, protector, tally, rescore)
     for decision_id, body, inputs, signals, failed, label, outcome_value in cases:
+        tally.decisions += 1
+        tally.versions[body["policy"]["version"]] += 1
+        cause = _not_modelled(body)
+        if cause is not None:
+            tally.not_modelled[cause] += 1
+            continue
+        tally.compared += 1
         evaluation = compiled.evaluate(inputs, signals, failed, reason=False)
         action, value, review = evaluation.action, evaluation.value, evaluation.review
         static = check_static(guardrails, action, value, signals)
@@ -317,17 +326,10 @@ def _tally(
         # that decided must reproduce the recorded status.
         status = settle_status(Autonomy(body["autonomy"]), review, escalated)
         old_action, old_value = body["action"], body["value"]
-        tally.decisions += 1
-        tally.versions[body["policy"]["version"]] += 1
-        cause = _not_modelled(body)
-        if cause is not None:
-            tally.not_modelled[cause] += 1
-            continue
-        tally.compared += 1
         if favourable is not None:
-            judged = label is not None and labels.get(label) is not None
-            tally.recorded_side.count(old_action, favourable, label, positive, judged)
-            tally.candidate_side.count(action, favourable, label, positive, judged)
+            judging = label if label is not None and labels.get(label) is not None else None
+            tally.recorded_side.count(old_action, favourable, judging, positive)
+            tally.candidate_side.count(action, favourable, judging, positive)
         tally.transitions[(old_action, action)] += 1
         tally.recorded_sums[old_action] += old_value or 0.0
         tally.candidate_sums[action] += value or 0.0
