@@ -95,7 +95,7 @@ UNDESCRIBED = "undescribed_key"
 def _demo_settings() -> list[dict[str, Any]]:
     """Two keel.yaml files between them using every setting (jwks_url and jwks_file
     exclude each other)."""
-    base = yaml.safe_load(scaffold.SETTINGS.format(name="demo"))
+    base = yaml.safe_load(scaffold.SETTINGS.format(name="demo", mode="development"))
     base.update(
         keys_dir=".keel/keys",
         api={"rate_per_s": 50, "burst": 100, "rate_limits": "shared", "graceful_timeout_s": 10},

@@ -95,7 +95,7 @@ class Engine:
         self.changes = Changes(self.ctx)
         self.rollouts = Rollouts(self.ctx, self.changes)
         self.deliveries = Deliveries(self.ctx)
-        self.changes.seed()  # the store's active versions decide, not the files
+        self.changes.seed(self.operator)  # the store decides (the files, in development mode)
         if self.ctx.registry.integrity():  # the store disagrees with the ledger: say so now
             self.monitoring.check_integrity()
 

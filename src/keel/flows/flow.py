@@ -141,6 +141,12 @@ class OutcomeSpec:
     # others are its absence. Performance and fairness figures read outcomes through it.
     positive: tuple[str, ...] = ()
 
+    def favourable(self) -> str | None:
+        """The action the labels outside ``positive`` call right, if they agree on one:
+        the action a bad outcome makes a mistake of (approve, when a loan defaults)."""
+        good = {a for label, a in self.labels.items() if label not in self.positive and a}
+        return next(iter(good)) if self.positive and len(good) == 1 else None
+
 
 @dataclass(frozen=True)
 class FairnessSpec:

@@ -476,15 +476,19 @@ def _parse_outcome(c: Problems, raw: LocatedDict) -> OutcomeSpec:
             c.add(f"outcome.labels.{label}", "must name an action, or be null", labels, label)
         else:
             clean[label] = action
-    positive = section.get("positive", [])
-    if not isinstance(positive, list) or not all(p in clean for p in positive):
-        c.add("outcome.positive", "'positive' must list outcome labels (keys of "
-              f"outcome.labels), got {positive!r}", section, "positive")  # fmt: skip
-        positive = []
     text = {k: section.get(k, "") for k in ("description", "value")}
     for key, value in text.items():
         if not isinstance(value, str):
             c.add(f"outcome.{key}", f"'{key}' must be a text", section, key)
+    positive = section.get("positive", [])
+    if not isinstance(positive, list) or not all(isinstance(p, str) for p in positive):
+        c.add("outcome.positive", "'positive' must be a list of labels", section, "positive")
+        positive = []
+    for label in positive:
+        if label not in clean:
+            known = ", ".join(clean) or "none"
+            c.add("outcome.positive", f"'{label}' is not a label of outcome.labels (labels: "
+                  f"{known})", section, "positive")  # fmt: skip
     return OutcomeSpec(str(text["description"]), clean, str(text["value"]), tuple(positive))
 
 

@@ -111,12 +111,14 @@ FLOW_KEYS: tuple[Key, ...] = (
     Key("outcome.labels.<label>", "string or null",
         "The action this outcome calls right (trust metrics compare it with the action "
         "taken); null: the label does not judge the action."),
-    Key("outcome.positive", "list of strings",
-        "The labels that are the event the flow's score predicts (a default, a chargeback): "
-        "the \"bad\" outcome. The other labels are its absence. Performance and fairness "
-        "figures read outcomes through it; each must be a key of `outcome.labels`."),
     Key("outcome.value", "string", "What a reported value means, e.g. `amount written off, "
         "in EUR`."),
+    Key("outcome.positive", "list of strings",
+        "The labels that are the bad outcome the models predict (`[defaulted]`): the "
+        "positive class of performance figures. Replay's approval-rate against bad-rate "
+        "trade-off counts them among the favourable decisions, the favourable action being "
+        "the one the other labels call right. Fairness figures read outcomes through it "
+        "too; each must be a key of `outcome.labels`."),
     Key("review", "mapping", "How the flow's review queue works."),
     Key("review.deadline", _DURATION,
         "Open reviews past this age are overdue; a breach is recorded once. Left out: no "

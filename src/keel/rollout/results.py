@@ -114,7 +114,7 @@ class Activation:
     version: str
     activated_at: str
     activated_by: str
-    kind: str  # initial | inferred | activate | rollback
+    kind: str  # initial | inferred | activate | rollback | development
     change_id: str | None
     reason: str
     record_id: str | None  # the policy_activated ledger event (none if inferred)
