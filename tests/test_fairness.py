@@ -73,9 +73,9 @@ BIASED = """rules:
 def protect(project: Path, positive: bool = True) -> None:
     """The example flow with two protected attributes, favourable actions and bad outcomes."""
     replace_in(project / FLOW_FILE, "signals:\n", PROTECTED)
-    if positive:
-        replace_in(project / FLOW_FILE, "    defaulted: decline\n",
-                   "    defaulted: decline\n  positive: [defaulted]\n")  # fmt: skip
+    # The example flow names its bad outcome; without ``positive`` the line goes.
+    scaffolded = "  positive: [defaulted]   # the bad outcome the risk model predicts\n"
+    replace_in(project / FLOW_FILE, scaffolded, "  positive: [defaulted]\n" if positive else "")
     with (project / FLOW_FILE).open("a") as f:
         f.write(FAIRNESS)
 
@@ -264,9 +264,7 @@ def test_permissions_and_what_the_report_says_a_flow_lacks(project: Path) -> Non
     assert bare["attributes"] == [] and bare["decisions"] == 5
     assert "has no protected attributes: mark the input fields" in bare["notes"][0]
     assert "does not say which actions are favourable" in bare["notes"][1]
-    replace_in(project / FLOW_FILE, "signals:\n", PROTECTED)
-    with (project / FLOW_FILE).open("a") as f:
-        f.write(FAIRNESS)
+    protect(project, positive=False)
     with open_engine(project) as engine:
         with pytest.raises(PermissionDeniedError):
             engine.fairness.report(STRANGER, FLOW, *ALL_TIME)
@@ -293,7 +291,7 @@ def test_permissions_and_what_the_report_says_a_flow_lacks(project: Path) -> Non
          "'aprove' is not an action of policy credit_limit"),
         ("  favourable: [approve]\n", "  favourable: [approve]\n  score: nope\n",
          "'score' must name a signal"),
-        ("  positive: [defaulted]\n", "  positive: [late]\n", "'positive' must list outcome"),
+        ("  positive: [defaulted]\n", "  positive: [late]\n", "'late' is not a label of outcome.labels"),
     ],
 )  # fmt: skip
 def test_bad_fairness_keys_are_refused(project: Path, old: str, new: str, expected: str) -> None:
