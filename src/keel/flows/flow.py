@@ -131,6 +131,18 @@ class OutcomeSpec:
     description: str = ""
     labels: Mapping[str, str | None] = field(default_factory=dict)
     value: str = ""  # what a reported value means, e.g. "amount written off, EUR"
+    # Model performance: the labels of the bad (positive) event a signal's score predicts,
+    # the labels that count as good (every other label when not named), and that signal.
+    positive: tuple[str, ...] = ()
+    negative: tuple[str, ...] = ()
+    signal: str | None = None
+
+    def judged(self, label: str) -> bool | None:
+        """Whether ``label`` is the bad event (True), a good one (False), or left out of
+        performance figures (None)."""
+        if label in self.positive:
+            return True
+        return False if label in self.negative else None
 
 
 @dataclass(frozen=True)
