@@ -19,11 +19,11 @@ from typer.testing import CliRunner
 from keel import open_engine
 from keel.cli import app
 from keel.engine import Engine
-from keel.errors import DefinitionError
+from keel.errors import DefinitionError, InputError
 from keel.flows import parse_flow
 from keel.monitor.report import trust_html
 from keel.review.outcomes import OutcomeReport
-from keel.review.performance import Outcomes, auc, brier, figures, ks
+from keel.review.performance import OutcomeGroup, auc, brier, figures, ks
 from keel.scaffold.applicants import case_inputs, generate_applicants
 from keel.yamlfile import load_yaml_text
 from tests.conftest import LOW_RISK, Clock, person, replace_in
@@ -130,7 +130,7 @@ def test_performance_from_recorded_decisions_equals_scikit_learn(
 
 
 def test_too_few_outcomes_or_one_class_give_no_figure_and_say_why() -> None:
-    group = Outcomes()
+    group = OutcomeGroup()
     for score in (0.1, 0.2, 0.3):
         group.add(False, score, "approve")
     one_class = figures(group, probability=True, min_outcomes=3)
@@ -145,8 +145,10 @@ def test_too_few_outcomes_or_one_class_give_no_figure_and_say_why() -> None:
     assert scored["outcomes"] == 4 and scored["scored"] == 3
     assert scored["brier"] is None and "not a probability" in scored["reasons"]["brier"]
     assert scored["confusion"]["not_in_force"] == 1
-    empty = figures(Outcomes(), probability=True, min_outcomes=1)
-    assert empty["auc"] is None and empty["bad_rate"] is None and empty["bands"] == []
+    for least in (0, 1):
+        empty = figures(OutcomeGroup(), probability=True, min_outcomes=least)
+        assert empty["auc"] is None and empty["brier"] is None and empty["bad_rate"] is None
+        assert empty["bands"] == [] and empty["reasons"]["auc"].startswith("0 scored outcomes")
 
 
 def test_outcome_accuracy_counts_only_actions_in_force(project: Path, env: dict[str, str]) -> None:
@@ -184,6 +186,8 @@ def test_advisory_and_shadow_cases_act_on_nothing(project: Path) -> None:
         engine.reviews.resolve(cases[0].id, ANNA, "approve", "agree")
         _report(engine, cases, ["repaid"] * 3)
         total = engine.trust.metrics(engine.operator, FLOW, *ALL_TIME)["total"]
+        with pytest.raises(InputError, match="min_outcomes must be a whole number"):
+            engine.trust.metrics(engine.operator, FLOW, *ALL_TIME, min_outcomes=0)
     assert total["outcomes_known"] == 1 and total["outcomes_not_in_force"] == 2
     assert total["outcome_accuracy"] == 1.0
     shadow = project.parent / "shadow"

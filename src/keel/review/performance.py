@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,7 @@ import numpy as np
 from sqlalchemy import text
 
 from keel.context import Context
+from keel.errors import InputError
 from keel.flows.flow import Flow
 
 # The action a decision left in force, in SQL over ``decisions d LEFT JOIN reviews r`` (a
@@ -70,7 +71,7 @@ ORDER BY d.seq
 
 
 @dataclass
-class Outcomes:
+class OutcomeGroup:
     """Decisions with a good or bad outcome, as columns (one group: a version, a bucket)."""
 
     bad: list[bool] = field(default_factory=list)
@@ -82,7 +83,7 @@ class Outcomes:
         self.score.append(score)
         self.action.append(action)
 
-    def extend(self, other: Outcomes) -> None:
+    def extend(self, other: OutcomeGroup) -> None:
         self.bad += other.bad
         self.score += other.score
         self.action += other.action
@@ -99,7 +100,7 @@ class Read:
     """What ``read_outcomes`` found: outcomes per (model version, bucket), and the counts of
     reports it could not use."""
 
-    groups: Mapping[tuple[str, str], Outcomes]
+    groups: Mapping[tuple[str, str], OutcomeGroup]
     models: Mapping[str, str]  # version → model name
     unjudged: int  # outcomes whose label is neither positive nor negative
 
@@ -117,7 +118,7 @@ def read_outcomes(
     characters of the decision's time."""
     outcome = flow.outcome
     signal = outcome.signal or ""
-    groups: dict[tuple[str, str], Outcomes] = defaultdict(Outcomes)
+    groups: dict[tuple[str, str], OutcomeGroup] = defaultdict(OutcomeGroup)
     models: dict[str, str] = {}
     unjudged = 0
     params = {"flow": flow.name, "since": since, "until": until, "n": prefix,
@@ -213,7 +214,7 @@ def cutoffs(table: list[dict[str, Any]], total: int) -> list[dict[str, Any]]:
     return rows
 
 
-def confusion(group: Outcomes) -> dict[str, Any]:
+def confusion(group: OutcomeGroup) -> dict[str, Any]:
     """Good and bad outcomes per action in force; decisions that acted on nothing counted."""
     table: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     left_out = 0
@@ -230,7 +231,7 @@ def confusion(group: Outcomes) -> dict[str, Any]:
     return {"actions": rows, "not_in_force": left_out}
 
 
-def figures(group: Outcomes, probability: bool, min_outcomes: int) -> dict[str, Any]:
+def figures(group: OutcomeGroup, probability: bool, min_outcomes: int) -> dict[str, Any]:
     """Every performance figure of one group of decisions with outcomes."""
     scores, bad = group.scored()
     n = int(scores.size)
@@ -247,7 +248,7 @@ def figures(group: Outcomes, probability: bool, min_outcomes: int) -> dict[str, 
         "confusion": confusion(group),
     }  # fmt: skip
     reasons: dict[str, str] = out["reasons"]
-    few = n < min_outcomes
+    few = n < max(1, min_outcomes)
     why_few = (
         f"{n} scored outcome{'' if n == 1 else 's'}, fewer than the {min_outcomes} the figure "
         "needs (monitoring.performance.min_outcomes)"
@@ -295,7 +296,7 @@ def model_performance(
     since: str,
     until: str,
     prefix: int,
-    bucket_of: Any = None,
+    bucket_of: Callable[[str], str] | None = None,
     min_outcomes: int | None = None,
 ) -> dict[str, Any]:
     """The flow's performance figures over ``[since, until)``: in total, per model version,
@@ -305,17 +306,22 @@ def model_performance(
     if missing is not None:
         return missing
     least = flow.monitoring.min_outcomes if min_outcomes is None else min_outcomes
+    if isinstance(least, bool) or not isinstance(least, int) or least < 1:
+        raise InputError(
+            f"min_outcomes must be a whole number of at least 1, got {least!r}",
+            {"field": "min_outcomes"},
+        )
     signal = flow.outcome.signal or ""
     probability = flow.signals[signal].output == "probability"
     read = read_outcomes(ctx, flow, since, until, prefix)
-    total = Outcomes()
-    versions: dict[str, dict[str, Outcomes]] = defaultdict(lambda: defaultdict(Outcomes))
+    total = OutcomeGroup()
+    versions: dict[str, dict[str, OutcomeGroup]] = defaultdict(lambda: defaultdict(OutcomeGroup))
     for (version, start), group in sorted(read.groups.items()):
         versions[version][bucket_of(start) if bucket_of else start].extend(group)
         total.extend(group)
     per_version = []
     for version, buckets in versions.items():
-        whole = Outcomes()
+        whole = OutcomeGroup()
         for group in buckets.values():
             whole.extend(group)
         per_version.append({
@@ -344,7 +350,7 @@ def pooled(
     before ``known_by``, all model versions together, and the versions they came from:
     what the performance monitors judge."""
     read = read_outcomes(ctx, flow, since, until, 1, known_by)
-    total = Outcomes()
+    total = OutcomeGroup()
     for group in read.groups.values():
         total.extend(group)
     probability = flow.signals[flow.outcome.signal or ""].output == "probability"
