@@ -174,6 +174,11 @@ def _demo_flow() -> dict[str, Any]:
         ],
         "retrain": {"webhook": {**hook, "name": "ml"}, "command": ["python", "retrain.py"]},
     }  # fmt: skip
+    flow["outcome"].update(negative=["repaid"], signal="default_risk")
+    flow["monitoring"]["limits"].update(
+        auc={"min": 0.7, "severity": "critical"}, gini=0.4, brier={"max": 0.25, "severity": "info"}
+    )
+    flow["monitoring"]["performance"] = {"over": "90d", "min_outcomes": 100}
     return flow
 
 

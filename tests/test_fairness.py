@@ -291,7 +291,7 @@ def test_permissions_and_what_the_report_says_a_flow_lacks(project: Path) -> Non
          "'aprove' is not an action of policy credit_limit"),
         ("  favourable: [approve]\n", "  favourable: [approve]\n  score: nope\n",
          "'score' must name a signal"),
-        ("  positive: [defaulted]\n", "  positive: [late]\n", "'late' is not a label of outcome.labels"),
+        ("  positive: [defaulted]\n", "  positive: [late]\n", "late is not a label of outcome.labels"),
     ],
 )  # fmt: skip
 def test_bad_fairness_keys_are_refused(project: Path, old: str, new: str, expected: str) -> None:

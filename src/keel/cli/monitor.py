@@ -111,6 +111,19 @@ def _show_run(flow: str, result: dict[str, Any]) -> None:
             f"  {check['figure']:<20} {_plain(check['baseline']):>10} → "
             f"{_plain(check['current']):>10}  {mark}"
         )
+    performance = result.get("performance")
+    if performance:
+        span = performance["window"]
+        typer.echo(
+            f"  performance: {performance['scored']:,} scored outcomes ({performance['bad']:,} "
+            f"bad) of decisions in [{span['since']}, {span['until']})"
+        )
+    for check in performance["checks"] if performance else []:
+        mark = "BREACH" if check["verdict"] == "breach" else check["reason"] or ""
+        typer.echo(
+            f"  {check['figure']:<20} {_plain(check['current']):>10}   {check['bound']} "
+            f"{check['limit']:g}  {mark}"
+        )
     drift = result["drift"]
     typer.echo(
         f"  drift: {len(drift['summary']['drifted'])} of {drift['summary']['columns']} "

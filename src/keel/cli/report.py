@@ -20,6 +20,14 @@ def report_trust(
     ] = None,
     until: Annotated[str | None, typer.Option(help="To (ISO 8601); default: now.")] = None,
     bucket: Annotated[str, typer.Option(help="hour, day or week.")] = "day",
+    min_outcomes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Model performance figures need this many scored outcomes per group "
+            "(default: the flow's monitoring.performance.min_outcomes).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
     html: Annotated[
         Path | None, typer.Option("--html", help="Also write a self-contained HTML report.")
@@ -27,10 +35,13 @@ def report_trust(
     project: ProjectOpt = Path("."),
 ) -> None:
     """Trust metrics of a flow per time bucket: automation, escalation, overrides,
-    agreement, guardrail hits, fallbacks, outcome accuracy.
+    agreement, guardrail hits, fallbacks, outcome accuracy; and the model's performance
+    from outcomes (AUC, Gini, KS, Brier score, calibration, score bands, cut-offs, outcomes
+    per action in force) per model version and bucket.
 
     Example: keel report trust credit_limit --bucket week --html trust.html
     """
+    from keel.cli._performance import show_performance  # noqa: PLC0415
     from keel.ledger.records import iso_time, parse_instant  # noqa: PLC0415
     from keel.monitor.report import COLUMNS, trust_html  # noqa: PLC0415
 
@@ -38,7 +49,7 @@ def report_trust(
         now = iso_time(engine.clock())
         end = parse_instant("until", until) or now
         start = parse_instant("since", since) or _days_before(end, 30)
-        report = engine.trust.metrics(engine.operator, flow, start, end, bucket)
+        report = engine.trust.metrics(engine.operator, flow, start, end, bucket, min_outcomes)
     if html is not None:
         html.write_text(trust_html(report, now), encoding="utf-8")
         typer.echo(f"wrote {html}", err=True)
@@ -49,8 +60,14 @@ def report_trust(
     rows = [names]
     for b in [*report["buckets"], {"start": "all", **report["total"]}]:
         rows.append([b["start"]] + [_cell(b[key], kind) for key, _, kind in COLUMNS])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(names))]
     typer.echo(f"{flow} ({report['autonomy']}): {report['since']} to {report['until']}")
+    _table(rows)
+    show_performance(report["performance"], _table)
+
+
+def _table(rows: list[list[str]]) -> None:
+    """Rows of cells in columns: the first left-aligned, the others right-aligned."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         typer.echo(
             "  ".join(c.rjust(widths[i]) if i else c.ljust(widths[i]) for i, c in enumerate(r))

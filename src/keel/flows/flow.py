@@ -137,14 +137,23 @@ class OutcomeSpec:
     description: str = ""
     labels: Mapping[str, str | None] = field(default_factory=dict)
     value: str = ""  # what a reported value means, e.g. "amount written off, EUR"
-    # The labels that are the event the flow's score predicts (a default: "bad"); the
-    # others are its absence. Performance and fairness figures read outcomes through it.
+    # Model performance: the labels of the bad (positive) event a signal's score predicts,
+    # the labels that count as good (every other label when not named), and that signal.
     positive: tuple[str, ...] = ()
+    negative: tuple[str, ...] = ()
+    signal: str | None = None
+
+    def judged(self, label: str) -> bool | None:
+        """Whether ``label`` is the bad event (True), a good one (False), or left out of
+        performance figures (None)."""
+        if label in self.positive:
+            return True
+        return False if label in self.negative else None
 
     def favourable(self) -> str | None:
         """The action the labels outside ``positive`` call right, if they agree on one:
         the action a bad outcome makes a mistake of (approve, when a loan defaults)."""
-        good = {a for label, a in self.labels.items() if label not in self.positive and a}
+        good = {a for label, a in self.labels.items() if label in self.negative and a}
         return next(iter(good)) if self.positive and len(good) == 1 else None
 
 

@@ -13,6 +13,9 @@ monitoring:
     override_rate: 0.05  # shorthand: the limit, severity warning
     latency_p99_ms: {max_ratio: 2}
     fallback_rate: false # not watched
+    auc: {min: 0.7, severity: critical}  # model performance from outcomes: absolute
+    brier: 0.2           # shorthand: the maximum, severity warning
+  performance: {over: 90d, min_outcomes: 100}  # the decisions whose outcomes are judged
   fairness: {min_impact_ratio: 0.8, max_parity_difference: 0.1, severity: critical}
   alarms: {cooldown: 6h, clear_after: 2, clear_below: 0.8}
   notify:               # each webhook has a name (default notify[0], notify[1] …)
@@ -54,7 +57,12 @@ RATES = (
 LATENCY = "latency_p99_ms"
 DRIFT = "drift"
 FAIRNESS = "fairness"
-MONITORS = (DRIFT, *RATES, LATENCY, FAIRNESS)
+# Model performance from outcomes, judged against absolute bounds: a least value for the
+# ranking figures, a greatest for the Brier score (keel.review.performance computes them).
+SCORE_FIGURES = ("auc", "gini", "ks")
+BRIER = "brier"
+PERFORMANCE = (*SCORE_FIGURES, BRIER)
+MONITORS = (DRIFT, *RATES, LATENCY, *PERFORMANCE, FAIRNESS)
 SEVERITIES = ("info", "warning", "critical")  # lowest first
 ACTIONS = ("lower_autonomy", "escalate_all", "pause", "retrain")
 DRIFT_METHODS = ("ks", "psi", "wasserstein", "jensenshannon", "chisquare", "new_categories")
@@ -69,6 +77,8 @@ DEFAULT_CLEAR_AFTER = 2
 DEFAULT_CLEAR_BELOW = 0.8
 DEFAULT_MIN_IMPACT_RATIO = 0.8  # the four-fifths rule
 DEFAULT_MIN_GROUP_SIZE = 30
+DEFAULT_PERFORMANCE_OVER_S = 90 * 86_400
+DEFAULT_MIN_OUTCOMES = 30
 SECRET_ENV_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 HOOK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,47}$")
 RETRAIN_WEBHOOK = "retrain.webhook"  # the names deliveries use for the retrain targets
@@ -163,6 +173,33 @@ MONITORING_KEYS: tuple[Key, ...] = (
         "are too noisy.", default=str(DEFAULT_MIN_GROUP_SIZE)),
     Key(f"monitoring.{FAIRNESS}.severity", "string", "The severity of a fairness alarm.",
         default="warning", values=SEVERITIES),
+    Key("monitoring.limits.<score>", "number, mapping, or false",
+        "Model performance from outcomes: the AUC, Gini or KS statistic of the "
+        "`outcome.signal`'s score breaches below its minimum, a number above 0, at most 1 "
+        "(shorthand for `min`, severity `warning`). Needs `outcome.positive`. Left out or "
+        "`false`: not watched.", values=SCORE_FIGURES),
+    Key("monitoring.limits.<score>.min", "number",
+        "The least value that does not breach: above 0, at most 1.", required=True),
+    Key("monitoring.limits.<score>.severity", "string", "The severity of the figure's alarm.",
+        default="warning", values=SEVERITIES),
+    Key(f"monitoring.limits.{BRIER}", "number, mapping, or false",
+        "The Brier score of a `probability` `outcome.signal` breaches above its maximum, a "
+        "number above 0, at most 1 (shorthand for `max`, severity `warning`). Needs "
+        "`outcome.positive`. Left out or `false`: not watched."),
+    Key(f"monitoring.limits.{BRIER}.max", "number",
+        "The greatest Brier score that does not breach: above 0, at most 1.", required=True),
+    Key(f"monitoring.limits.{BRIER}.severity", "string", "The severity of the Brier alarm.",
+        default="warning", values=SEVERITIES),
+    Key("monitoring.performance", "mapping",
+        "Which decisions the performance limits (`auc`, `gini`, `ks`, `brier`) judge: those "
+        "recorded over a trailing period with an outcome reported by the run's end."),
+    Key("monitoring.performance.over", _DURATION,
+        "The trailing period, ending where the run's current window ends. Outcomes come "
+        "late, so it is longer than the window.", default=_window(DEFAULT_PERFORMANCE_OVER_S)),
+    Key("monitoring.performance.min_outcomes", "integer ≥ 1",
+        "With fewer scored good and bad outcomes than this, the figures are unknown and not "
+        "judged. `keel report trust` gives no figure for a group with fewer either.",
+        default=str(DEFAULT_MIN_OUTCOMES)),
     Key("monitoring.alarms", "mapping", "How alarms repeat and clear."),
     Key("monitoring.alarms.cooldown", _DURATION,
         "An alarm seen again inside it is only counted (`suppressed`); after it, it is told "
@@ -204,6 +241,7 @@ MONITORING_KEYS: tuple[Key, ...] = (
 _KEYS = children(MONITORING_KEYS, "monitoring")
 _DRIFT_KEYS = children(MONITORING_KEYS, "monitoring.drift")
 _LIMIT_KEYS = children(MONITORING_KEYS, "monitoring.limits")
+_PERFORMANCE_KEYS = children(MONITORING_KEYS, "monitoring.performance")
 _ALARM_KEYS = children(MONITORING_KEYS, "monitoring.alarms")
 _FAIRNESS_KEYS = children(MONITORING_KEYS, f"monitoring.{FAIRNESS}")
 _NOTIFY_KEYS = children(MONITORING_KEYS, "monitoring.notify[]")
@@ -216,7 +254,8 @@ _RETRAIN_HOOK_KEYS = children(MONITORING_KEYS, "monitoring.retrain.webhook")
 @dataclass(frozen=True)
 class Check:
     """When one monitor breaches and how grave that is. ``limit`` is an absolute change
-    for rates, a ratio for latency, and a number of drifted columns for drift."""
+    for rates, a ratio for latency, a number of drifted columns for drift, and a bound
+    for performance figures (the least AUC, Gini or KS; the greatest Brier score)."""
 
     limit: float
     severity: str = "warning"
@@ -292,6 +331,8 @@ class MonitoringSpec:
     governor: tuple[Rule, ...] = ()
     retrain: Retrain | None = None
     fairness: FairnessLimits | None = None  # None: not watched
+    performance_over_s: int = DEFAULT_PERFORMANCE_OVER_S
+    min_outcomes: int = DEFAULT_MIN_OUTCOMES
 
 
 def parse_monitoring(c: Problems, raw: LocatedDict) -> MonitoringSpec:
@@ -324,6 +365,7 @@ def parse_monitoring(c: Problems, raw: LocatedDict) -> MonitoringSpec:
     methods, reference = _parse_drift(c, section, checks)
     _parse_limits(c, section, checks)
     fairness = _parse_fairness(c, section, checks)
+    over, min_outcomes = _parse_performance(c, section)
     cooldown, clear_after, clear_below = _parse_alarms(c, section)
     hooks = section.get("notify", [])
     notify: list[Webhook] = []
@@ -355,6 +397,8 @@ def parse_monitoring(c: Problems, raw: LocatedDict) -> MonitoringSpec:
         governor=rules,
         retrain=retrain,
         fairness=fairness,
+        performance_over_s=over,
+        min_outcomes=min_outcomes,
     )
 
 
@@ -471,8 +515,11 @@ def _parse_limits(c: Problems, section: LocatedDict, checks: dict[str, Check]) -
         where = f"monitoring.limits.{name}"
         value = given
         if name not in _LIMIT_KEYS:
-            known = ", ".join((*RATES, LATENCY))
+            known = ", ".join((*RATES, LATENCY, *PERFORMANCE))
             c.add(where, f"unknown behaviour figure '{name}' (known: {known})", node, name)
+            continue
+        if name in PERFORMANCE:
+            _parse_performance_limit(c, node, name, checks)
             continue
         kind = "max_ratio" if name == LATENCY else "max_change"
         if value is False:
@@ -494,6 +541,76 @@ def _parse_limits(c: Problems, section: LocatedDict, checks: dict[str, Check]) -
             c.add(where, f"the {kind} of '{name}' must be {rule}, got {value!r}", node, name)
             continue
         checks[name] = Check(float(value), severity)
+
+
+def _parse_performance_limit(
+    c: Problems, node: LocatedDict, name: str, checks: dict[str, Check]
+) -> None:
+    """``auc: 0.7``, ``auc: {min: 0.7, severity: critical}``, ``brier: {max: 0.2}``."""
+    where = f"monitoring.limits.{name}"
+    value = node[name]
+    if value is False:
+        checks.pop(name, None)
+        return
+    bound = "max" if name == BRIER else "min"
+    severity = "warning"
+    if isinstance(value, LocatedDict):
+        figure = BRIER if name == BRIER else "<score>"
+        c.unknown_keys(value, children(MONITORING_KEYS, f"monitoring.limits.{figure}"), where)
+        severity = _severity(c, value, where)
+        if bound not in value:
+            c.add(where, f"'{name}' needs '{bound}'", node, name)
+            return
+        value = value[bound]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        c.add(where, f"the {bound} of '{name}' must be a number above 0, at most 1, got "
+              f"{value!r}", node, name)  # fmt: skip
+        return
+    checks[name] = Check(float(value), severity)
+
+
+def _parse_performance(c: Problems, section: LocatedDict) -> tuple[int, int]:
+    node = section.get("performance")
+    if node is None:
+        return DEFAULT_PERFORMANCE_OVER_S, DEFAULT_MIN_OUTCOMES
+    where = "monitoring.performance"
+    if not isinstance(node, LocatedDict):
+        c.add(where, "'performance' must be a mapping: {over, min_outcomes}", section)
+        return DEFAULT_PERFORMANCE_OVER_S, DEFAULT_MIN_OUTCOMES
+    c.unknown_keys(node, _PERFORMANCE_KEYS, where)
+    over = DEFAULT_PERFORMANCE_OVER_S
+    if "over" in node:
+        parsed = parse_window(node["over"])
+        if parsed is None:
+            c.add(f"{where}.over", f"'over' must look like 30d or 12w, got {node['over']!r}",
+                  node, "over")  # fmt: skip
+        else:
+            over = parsed
+    return over, _count(c, node, "min_outcomes", where, DEFAULT_MIN_OUTCOMES, 1)
+
+
+def check_performance_limits(
+    c: Problems,
+    raw: LocatedDict,
+    spec: MonitoringSpec,
+    outcome: Any,
+    signals: Mapping[str, Any],
+) -> None:
+    """Performance limits need the flow's ``outcome.positive``, and a Brier limit a
+    probability signal (``outcome`` and ``signals``: the flow's, already read)."""
+    watched = [name for name in PERFORMANCE if name in spec.checks]
+    section = raw.get("monitoring")
+    node = section.get("limits") if isinstance(section, LocatedDict) else None
+    for name in watched:
+        where = f"monitoring.limits.{name}"
+        if not outcome.positive:
+            c.add(where, f"'{name}' needs outcome.positive: the labels of the bad event the "
+                  "model predicts", node, name)  # fmt: skip
+            continue
+        signal = signals.get(outcome.signal or "")
+        if name == BRIER and signal is not None and signal.output != "probability":
+            c.add(where, f"'brier' needs a probability signal; '{signal.name}' gives a "
+                  f"{signal.output}", node, name)  # fmt: skip
 
 
 def _parse_alarms(c: Problems, section: LocatedDict) -> tuple[int, int, float]:
@@ -641,8 +758,8 @@ def _parse_governor(
         if unwatched:
             c.add(
                 f"{where}.when.alarm",
-                f"{', '.join(unwatched)} is not watched (its limit is false): "
-                "this rule could never fire",
+                f"{', '.join(unwatched)} is not watched (it has no limit, or its limit is "
+                "false): this rule could never fire",
                 when,
                 "alarm",
             )

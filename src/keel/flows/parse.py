@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from keel.flows.flow import (
     ReviewSettings,
     SignalSpec,
 )
-from keel.flows.monitoring import parse_monitoring
+from keel.flows.monitoring import check_performance_limits, parse_monitoring
 from keel.flows.schema import FLOW_KEYS
 from keel.schema import children
 from keel.yamlfile import NAME_RE, LocatedDict, Problems, load_yaml, parse_window
@@ -304,7 +305,7 @@ def parse_flow(raw: LocatedDict, path: Path) -> Flow:
         c.add("reviewers", "'reviewers' must be a list of names or groups", raw, "reviewers")
         reviewers = []
     review = _parse_review(c, raw)
-    outcome = _parse_outcome(c, raw)
+    outcome = _performance_signal(c, raw, _parse_outcome(c, raw), signals)
     earned = _parse_earned(c, raw)
     monitoring = parse_monitoring(c, raw)
     fairness = _parse_fairness(c, raw, signals)
@@ -314,6 +315,7 @@ def parse_flow(raw: LocatedDict, path: Path) -> Flow:
         c.add("monitoring.fairness", "the fairness monitor needs protected input fields "
               "(`protected: true`) and `fairness: {favourable: [...]}`", raw,
               "monitoring")  # fmt: skip
+    check_performance_limits(c, raw, monitoring, outcome, signals)
     c.raise_any()
     return Flow(
         name=name,
@@ -480,16 +482,80 @@ def _parse_outcome(c: Problems, raw: LocatedDict) -> OutcomeSpec:
     for key, value in text.items():
         if not isinstance(value, str):
             c.add(f"outcome.{key}", f"'{key}' must be a text", section, key)
-    positive = section.get("positive", [])
-    if not isinstance(positive, list) or not all(isinstance(p, str) for p in positive):
-        c.add("outcome.positive", "'positive' must be a list of labels", section, "positive")
-        positive = []
-    for label in positive:
-        if label not in clean:
-            known = ", ".join(clean) or "none"
-            c.add("outcome.positive", f"'{label}' is not a label of outcome.labels (labels: "
-                  f"{known})", section, "positive")  # fmt: skip
-    return OutcomeSpec(str(text["description"]), clean, str(text["value"]), tuple(positive))
+    positive = _label_list(c, section, "positive", clean)
+    negative = _label_list(c, section, "negative", clean)
+    signal = section.get("signal")
+    if not positive:
+        for key in ("negative", "signal"):
+            if key in section:
+                c.add(f"outcome.{key}", f"'{key}' needs 'positive': the bad labels", section, key)
+    both = sorted(set(positive) & set(negative))
+    if both:
+        c.add("outcome.negative", f"{', '.join(both)} cannot be both positive and negative",
+              section, "negative")  # fmt: skip
+    if positive and "negative" not in section:
+        negative = tuple(label for label in clean if label not in positive)
+    if signal is not None and (not isinstance(signal, str) or not NAME_RE.match(signal)):
+        c.add("outcome.signal", f"'signal' must name a signal, got {signal!r}", section, "signal")
+        signal = None
+    return OutcomeSpec(
+        str(text["description"]), clean, str(text["value"]), positive, negative, signal
+    )
+
+
+def _label_list(
+    c: Problems, section: LocatedDict, key: str, labels: Mapping[str, Any]
+) -> tuple[str, ...]:
+    """``outcome.positive`` or ``outcome.negative``: a list of the flow's outcome labels."""
+    given = section.get(key)
+    if given is None:
+        return ()
+    if isinstance(given, str):
+        given = [given]
+    if not isinstance(given, list) or not given or not all(isinstance(g, str) for g in given):
+        c.add(f"outcome.{key}", f"'{key}' must list outcome labels", section, key)
+        return ()
+    unknown = [g for g in given if g not in labels]
+    if unknown:
+        c.add(
+            f"outcome.{key}",
+            f"{', '.join(unknown)} {'is not a label' if len(unknown) == 1 else 'are not labels'}"
+            f" of outcome.labels ({', '.join(labels)})",
+            section,
+            key,
+        )
+        return ()
+    return tuple(dict.fromkeys(given))
+
+
+def _performance_signal(
+    c: Problems, raw: LocatedDict, outcome: OutcomeSpec, signals: Mapping[str, SignalSpec]
+) -> OutcomeSpec:
+    """The signal whose score predicts ``outcome.positive``: the one named, or the flow's
+    only probability signal (without one: its only score signal)."""
+    if not outcome.positive:
+        return outcome
+    section = raw["outcome"]
+    if outcome.signal is not None:
+        spec = signals.get(outcome.signal)
+        if spec is None:
+            c.add("outcome.signal", f"no signal '{outcome.signal}' in this flow (signals: "
+                  f"{', '.join(signals) or 'none'})", section, "signal")  # fmt: skip
+        elif spec.output == "label":
+            c.add("outcome.signal", f"signal '{outcome.signal}' gives a label, not a score",
+                  section, "signal")  # fmt: skip
+        return outcome
+    candidates = [name for name, spec in signals.items() if spec.output == "probability"]
+    kind = "probability"
+    if not candidates:
+        candidates = [name for name, spec in signals.items() if spec.output == "score"]
+        kind = "score"
+    if len(candidates) == 1:
+        return replace(outcome, signal=candidates[0])
+    found = f"{kind} signals: {', '.join(candidates)}" if candidates else "no score signal"
+    c.add("outcome.positive", f"name the signal that predicts {', '.join(outcome.positive)} "
+          f"with outcome.signal ({found})", section, "positive")  # fmt: skip
+    return outcome
 
 
 def _parse_review(c: Problems, raw: LocatedDict) -> ReviewSettings:

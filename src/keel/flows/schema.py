@@ -114,11 +114,20 @@ FLOW_KEYS: tuple[Key, ...] = (
     Key("outcome.value", "string", "What a reported value means, e.g. `amount written off, "
         "in EUR`."),
     Key("outcome.positive", "list of strings",
-        "The labels that are the bad outcome the models predict (`[defaulted]`): the "
-        "positive class of performance figures. Replay's approval-rate against bad-rate "
-        "trade-off counts them among the favourable decisions, the favourable action being "
-        "the one the other labels call right. Fairness figures read outcomes through it "
-        "too; each must be a key of `outcome.labels`."),
+        "The labels of the bad event a model predicts, e.g. `[defaulted, charged_off]`: the "
+        "positive class of model performance figures (AUC, KS, Brier score, bad rates), the "
+        "bad rate of replay's approval-rate against bad-rate trade-off, and the outcome "
+        "fairness figures (true and false positive rates per group). Each must be a label. "
+        "Left out: none of these figures."),
+    Key("outcome.negative", "list of strings",
+        "The labels that count as good outcomes; a label in neither list is left out of "
+        "performance figures (e.g. `withdrawn`). Needs `positive`.",
+        default="every label not in `positive`"),
+    Key("outcome.signal", _NAME,
+        "The signal whose score predicts the positive labels: the higher the score, the "
+        "likelier the bad event. Needs `positive`. A `probability` signal also gets a Brier "
+        "score and a calibration table.",
+        default="the flow's only `probability` signal; without one, its only `score` signal"),
     Key("review", "mapping", "How the flow's review queue works."),
     Key("review.deadline", _DURATION,
         "Open reviews past this age are overdue; a breach is recorded once. Left out: no "
@@ -151,9 +160,10 @@ FLOW_KEYS: tuple[Key, ...] = (
         "The most decisions with guardrail hits allowed."),
     Key("earned_autonomy.<level>.min_outcome_accuracy", _SHARE,
         "The least share of decisions whose action is the one the reported outcome calls "
-        "right."),
-    Key("earned_autonomy.<level>.min_outcomes", _COUNT, "Reported outcomes needed.",
-        default="0"),
+        "right, among those whose action was in force (not an unresolved review, an "
+        "advisory, shadow or deferred case)."),
+    Key("earned_autonomy.<level>.min_outcomes", _COUNT,
+        "Reported outcomes needed, of decisions whose action was in force.", default="0"),
     Key("fairness", "mapping",
         "What the fairness figures per protected attribute count (`keel report fairness`, "
         "replay and shadow reports, the `fairness` monitor)."),

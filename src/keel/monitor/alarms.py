@@ -33,9 +33,10 @@ from sqlalchemy import Connection, RowMapping, select, update
 from keel.context import Context
 from keel.errors import ConflictError, NotFoundError
 from keel.events import AlarmEscalated, AlarmRaised, AlarmRepeated, AlarmResolved, pending
-from keel.flows.monitoring import SEVERITIES, MonitoringSpec
+from keel.flows.monitoring import PERFORMANCE, SEVERITIES, MonitoringSpec
 from keel.ledger.records import iso_time, new_id
 from keel.ledger.writer import WindowGate, append_in
+from keel.monitor.performance import performance_summary
 from keel.monitor.windows import moment
 from keel.review.fairness import fairness_summary
 from keel.rollout.governor import govern_in
@@ -135,6 +136,8 @@ def summary_of(monitor: str, evidence: dict[str, Any]) -> str:
         return f"{len(drifted)} column(s) drifted: {', '.join(drifted[:8])}" + (
             "…" if len(drifted) > 8 else ""
         )
+    if monitor in PERFORMANCE:
+        return performance_summary(monitor, evidence)
     before, now, limit = evidence.get("baseline"), evidence.get("current"), evidence.get("limit")
     if monitor == "latency_p99_ms":
         return f"latency p99 {before:.1f} ms → {now:.1f} ms (limit ×{limit:g})"

@@ -41,6 +41,7 @@ from keel.flows.monitoring import (
     MonitoringSpec,
 )
 from keel.monitor.drift_report import report_data
+from keel.monitor.performance import judge_performance
 from keel.monitor.profile import Profile, ProfileStore, build_profile, compare
 from keel.monitor.windows import Window, WindowData, read_window
 from keel.review.fairness import judge_fairness
@@ -161,6 +162,9 @@ def run_monitor(
     )  # fmt: skip
     checks = compare_behaviour(behaviour(before), behaviour(now), limits)
     verdicts = {c["figure"]: c["verdict"] for c in checks}
+    performance = judge_performance(ctx, flow, current, limits.checks)
+    if performance is not None:
+        verdicts.update({c["figure"]: c["verdict"] for c in performance["checks"]})
     drift_check = limits.checks.get(DRIFT)
     drifted = drift["summary"]["drifted"]
     if drift_check is not None:
@@ -182,6 +186,7 @@ def run_monitor(
         },
         "current": {**current.to_dict(), "decisions": now.decisions, "erased": now.erased},
         "behaviour": checks,
+        "performance": performance,
         "drift": {k: drift[k] for k in ("summary", "problems", "columns")},
         "drift_check": None if drift_check is None else {
             "min_columns": int(drift_check.limit), "severity": drift_check.severity,

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
+from keel.monitor.performance_report import performance_html
+
 RATES = (
     ("automation_rate", "Automation", "#2563eb"),
     ("escalation_rate", "Escalation", "#d97706"),
@@ -144,6 +146,7 @@ def trust_html(report: dict[str, Any], generated_at: str) -> str:
         + "</tr>"
     )
     title = f"Trust report — {report['flow']}"
+    performance = performance_html(report["performance"]) if "performance" in report else ""
     volumes = volume_chart(labels, [b["volume"] for b in buckets])
     charts = (
         f"<h2>Decisions per {escape(report['bucket'])}</h2>{volumes}"
@@ -165,5 +168,6 @@ def trust_html(report: dict[str, Any], generated_at: str) -> str:
         '<p class="meta">Rates with nothing to count are shown as –. Override rate: '
         "overrides per automatic decision. Agreement: reviews that approved what the policy "
         "proposed. Accuracy: decisions whose action in force matches the action the reported "
-        "outcome calls right.</p></body></html>\n"
+        "outcome calls right.</p>"
+        f"{performance}</body></html>\n"
     )

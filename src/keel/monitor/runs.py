@@ -31,6 +31,7 @@ from keel.ledger.writer import WindowGate
 from keel.monitor import alarms as alarm_life
 from keel.monitor import outbox
 from keel.monitor.monitors import Limits, look_limits, run_monitor, window_tables
+from keel.monitor.performance import performance_evidence
 from keel.monitor.windows import Window
 from keel.reasons import required_reason
 from keel.security.roles import Permission, Principal, flows_for, visible_to
@@ -511,4 +512,5 @@ def _evidence(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
                       "limit": result["drift_check"]["min_columns"]}  # fmt: skip
     if result.get("fairness") is not None:
         out["fairness"] = {"windows": windows, **result["fairness"]}
+    out.update(performance_evidence(result))
     return out

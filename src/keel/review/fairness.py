@@ -10,9 +10,10 @@ per group are:
 - ``n`` and ``selection_rate`` — decisions, and the share whose action is favourable;
 - ``impact_ratio`` — the group's selection rate over the highest group's (adverse impact
   ratio); ``four_fifths`` flags a ratio under 0.8, the four-fifths rule;
-- from reported outcomes (``outcome.positive`` names the bad labels; every other label is a
-  good outcome): ``true_positive_rate`` — the share of good outcomes that had been given a
-  favourable action — and ``false_positive_rate`` — the share of bad outcomes that had;
+- from reported outcomes (``outcome.positive`` names the bad labels, ``outcome.negative``
+  the good ones — by default every other label): ``true_positive_rate`` — the share of good
+  outcomes that had been given a favourable action — and ``false_positive_rate`` — the
+  share of bad outcomes that had;
 - calibration within the group: the mean score of ``fairness.score``'s signal against the
   observed bad rate, over the decisions with both.
 
@@ -45,6 +46,7 @@ from sqlalchemy import text
 from keel.context import Context
 from keel.errors import ErasedDataError, InputError
 from keel.flows import FieldSpec, Flow
+from keel.flows.flow import OutcomeSpec
 from keel.flows.monitoring import FairnessLimits
 from keel.protect import Sealed
 from keel.security.roles import Permission, Principal
@@ -221,7 +223,6 @@ def read_fairness(ctx: Context, flow: Flow, since: str, until: str) -> FairnessD
     """The columns of ``flow``'s decisions recorded in ``[since, until)``."""
     attributes, score, _ = fairness_spec(flow)
     favourable = set(flow.fairness.favourable)
-    positive = set(flow.outcome.positive)
     data = FairnessData(groups={a: [] for a in attributes})
     params = {"flow": flow.name, "since": since, "until": until}
     with ctx.db.read() as conn:
@@ -242,16 +243,17 @@ def read_fairness(ctx: Context, flow: Flow, since: str, until: str) -> FairnessD
             for a in attributes:
                 data.groups[a].append(group_of(flow.fields[a], inputs.get(a)))
             data.favourable.append(action in favourable)
-            data.good.append(_good(label, positive))
+            data.good.append(_good(label, flow.outcome))
             value = body["signals"].get(score, {}).get("score") if score else None
             data.score.append(float(value) if isinstance(value, int | float) else np.nan)
     return data
 
 
-def _good(label: str | None, positive: set[str]) -> float:
-    if label is None or not positive:
-        return np.nan
-    return 0.0 if label in positive else 1.0
+def _good(label: str | None, outcome: OutcomeSpec) -> float:
+    """1 for a good outcome, 0 for a bad one, NaN for none or a label neither
+    ``outcome.positive`` nor ``outcome.negative`` names."""
+    judged = outcome.judged(label) if label is not None else None
+    return np.nan if judged is None else float(not judged)
 
 
 def fairness_report(ctx: Context, flow_name: str, since: str, until: str) -> dict[str, Any]:

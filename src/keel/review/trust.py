@@ -15,7 +15,12 @@ bucketed by when the decision was made:
   fallback;
 - ``outcome_accuracy`` — among decisions with a reported outcome whose label names the
   right action, the share whose action in force (the reviewer's, where a review resolved
-  it) was that action.
+  it) was that action. Only decisions whose action was in force count: an unresolved
+  escalation or advisory case, a shadow or a deferred decision acted on nothing, and is
+  counted in ``outcomes_not_in_force`` instead.
+
+``Trust.metrics`` adds the model's performance figures from the same outcomes
+(``keel.review.performance``).
 
 A rate whose denominator is zero is ``None`` (unknown), never 0.
 """
@@ -31,6 +36,7 @@ from sqlalchemy import text
 
 from keel.context import Context
 from keel.errors import InputError
+from keel.review.performance import ACTION_IN_FORCE, model_performance
 from keel.security.roles import Permission, Principal
 
 BUCKETS = {"hour": 13, "day": 10, "week": 10}  # ISO-time prefix length each groups on
@@ -50,14 +56,13 @@ WHERE d.flow = :flow AND d.recorded_at >= :since AND d.recorded_at < :until
   AND r.state = 'resolved'
 GROUP BY 1, 2, 3
 """
-_OUTCOMES = """
-SELECT substr(d.recorded_at, 1, :n) AS b, o.label,
-       CASE WHEN r.final_action IS NULL THEN d.action ELSE r.final_action END, count(*)
+_OUTCOMES = f"""
+SELECT substr(d.recorded_at, 1, :n) AS b, o.label, {ACTION_IN_FORCE}, count(*)
 FROM outcomes o JOIN decisions d ON d.id = o.decision_id
 LEFT JOIN reviews r ON r.decision_id = d.id AND r.state = 'resolved'
 WHERE d.flow = :flow AND d.recorded_at >= :since AND d.recorded_at < :until
 GROUP BY 1, 2, 3
-"""
+"""  # noqa: S608 - constants of ours, no input
 
 
 def _week(day: str) -> str:
@@ -74,6 +79,7 @@ class _Counts:
         "fallbacks",
         "hits",
         "known",
+        "not_in_force",
         "overrides",
         "resolved",
         "reviews_agreed",
@@ -85,7 +91,7 @@ class _Counts:
         self.hits = self.fallbacks = self.overrides = 0
         self.resolved = self.reviews_agreed = 0
         self.advisory_resolved = self.advisory_agreed = 0
-        self.known = self.correct = 0
+        self.known = self.correct = self.not_in_force = 0
 
     def add(self, other: _Counts) -> None:
         for status, n in other.status.items():
@@ -112,6 +118,7 @@ class _Counts:
             "guardrail_hits": self.hits,
             "fallbacks": self.fallbacks,
             "outcomes_known": self.known,
+            "outcomes_not_in_force": self.not_in_force,
             "outcome_accuracy": _rate(self.correct, self.known),
         }
 
@@ -127,10 +134,26 @@ class Trust:
         self._ctx = ctx
 
     def metrics(
-        self, principal: Principal, flow: str, since: str, until: str, bucket: str = "day"
+        self,
+        principal: Principal,
+        flow: str,
+        since: str,
+        until: str,
+        bucket: str = "day",
+        min_outcomes: int | None = None,
     ) -> dict[str, Any]:
+        """The trust figures (``trust_metrics``) and the model's performance figures
+        (``performance``: ``model_performance``; groups with fewer than ``min_outcomes``
+        scored outcomes, by default the flow's ``monitoring.performance.min_outcomes``,
+        get no figures)."""
         self._ctx.registry.permitted(flow, principal, Permission.READ_DECISIONS)
-        return trust_metrics(self._ctx, flow, since, until, bucket)
+        report = trust_metrics(self._ctx, flow, since, until, bucket)
+        spec = self._ctx.registry.current(flow).flow
+        bucket_of = _week if bucket == "week" else None
+        report["performance"] = model_performance(
+            self._ctx, spec, since, until, BUCKETS[bucket], bucket_of, min_outcomes
+        )
+        return report
 
 
 def trust_metrics(
@@ -177,6 +200,9 @@ def trust_metrics(
             if right is None:
                 continue  # a label that does not judge the action
             c = counts[key(b)]
+            if action is None:  # nothing was acted on: no action to judge
+                c.not_in_force += int(n)
+                continue
             c.known += int(n)
             c.correct += int(n) if action == right else 0
     total = _Counts()

@@ -49,7 +49,7 @@ outcome:
   labels:                 # each label, with the action that would have been right
     repaid: approve
     defaulted: decline
-  positive: [defaulted]   # the bad outcome the risk model predicts
+  positive: [defaulted]   # the bad event default_risk predicts: model performance figures
   value: amount written off, in EUR
 inputs:
   annual_income:
