@@ -74,7 +74,7 @@ def protect(project: Path, positive: bool = True) -> None:
     """The example flow with two protected attributes, favourable actions and bad outcomes."""
     replace_in(project / FLOW_FILE, "signals:\n", PROTECTED)
     # The example flow names its bad outcome; without ``positive`` the line goes.
-    scaffolded = "  positive: [defaulted]   # the bad outcome the risk model predicts\n"
+    scaffolded = "  positive: [defaulted]   # the bad event default_risk predicts: model performance figures\n"
     replace_in(project / FLOW_FILE, scaffolded, "  positive: [defaulted]\n" if positive else "")
     with (project / FLOW_FILE).open("a") as f:
         f.write(FAIRNESS)
