@@ -249,6 +249,10 @@ class ReviewOut(Strict):
 
 class ReviewList(Strict):
     reviews: list[ReviewOut]
+    total: int = Field(description="Every review that matches the filters, on all pages.")
+    next: str | None = Field(
+        description="While more reviews follow: the `after` that lists them; null on the last page."
+    )
 
 
 # A decision's response schema is the Decision dataclass itself (one definition).
