@@ -164,7 +164,9 @@ class ActivationOut(Strict):
     change_id: str | None
     reason: str
     record_id: str | None
-    models: str | None = Field(default=None, description="JSON: model versions pinned.")
+    models: dict[str, str] | None = Field(
+        default=None, description="Model versions pinned per signal; null: the project's files."
+    )
 
 
 class DifferenceOut(Strict):
