@@ -18,7 +18,7 @@ from keel.decide.draft import Draft, draft, guarded_reason, masked_view
 from keel.decide.record import Decision, decision_from
 from keel.errors import InputError, NotFoundError
 from keel.explain.attributions import Attributions, attribute
-from keel.explain.counterfactual import Counterfactual, search_counterfactuals
+from keel.explain.counterfactual import CounterfactualSearch, search_counterfactuals
 from keel.explain.narrative import explain_record
 from keel.ledger import reader
 from keel.ledger.records import Entry
@@ -212,20 +212,23 @@ class Explanations:
         principal: Principal,
         target: str | None = None,
         max_results: int = 3,
-    ) -> list[Counterfactual]:
-        """Small changes to actionable fields that would have changed the action."""
+    ) -> CounterfactualSearch:
+        """Small changes to actionable fields that would have changed the action, cheapest
+        first; when there are none, why."""
         self._personal(decision_id, principal)
         _, body, runtime = self._recorded(decision_id)
         inputs = self._ctx.inputs_of(decision_id, body)
         if target is not None and target not in runtime.policy.policy.actions:
             raise InputError(f"unknown target action '{target}'", {"target": target})
-        current = self._simulate(runtime, inputs).result["action"]
+        now = self._simulate(runtime, inputs).result
 
         def simulate(case: Mapping[str, Any]) -> tuple[str, float | None]:
             result = self._simulate(runtime, case).result
             return result["action"], result["value"]
 
-        return search_counterfactuals(runtime.flow, inputs, current, simulate, target, max_results)
+        return search_counterfactuals(
+            runtime.flow, inputs, now["action"], simulate, target, max_results, now["rule"]
+        )
 
 
 def _reason(runtime: FlowRuntime, body: Mapping[str, Any], inputs: Mapping[str, Any]) -> str:

@@ -66,7 +66,9 @@ FLOW_KEYS: tuple[Key, ...] = (
         default="`number` for number and integer fields, else `text`", values=FORMATS),
     Key("inputs.<name>.actionable", "boolean",
         "Whether counterfactual search may change the field to find what would change the "
-        "decision. Only number and integer fields with `min` and `max`.", default="false"),
+        "decision. Only number and integer fields with `min` and `max`: a counterfactual's "
+        "`cost` is its change as a share of `max - min`, summed over the fields changed.",
+        default="false"),
     Key("inputs.<name>.direction", "string",
         "The only way counterfactual search may change an actionable field. Left out: "
         "either way.", values=("increase", "decrease")),
