@@ -29,7 +29,7 @@ from keel.runtime import FlowRuntime
 from keel.security.roles import Permission, Principal, flows_for, visible_to
 from keel.signals.runner import SignalResult, SignalRunner, feature_row
 from keel.store.schema import decisions
-from keel.text import free_text, identifier
+from keel.text import article, free_text, identifier
 
 
 class Explanations:
@@ -107,7 +107,7 @@ class Explanations:
     def _decision_entry(self, decision_id: str) -> tuple[Entry, dict[str, Any]]:
         entry = self._ctx.entry(decision_id)
         if entry.kind != "decision":
-            raise NotFoundError(f"'{decision_id}' is a {entry.kind} event, not a decision")
+            raise NotFoundError(f"'{decision_id}' is {article(entry.kind)} event, not a decision")
         return entry, entry.body
 
     def _recorded(self, decision_id: str) -> tuple[Entry, dict[str, Any], FlowRuntime]:
@@ -260,7 +260,7 @@ def _same_types(changes: Mapping[str, Any], params: Mapping[str, Any]) -> dict[s
             value = given  # a whole number too large for a float: refused just below
         if type(value) is not type(current):
             raise InputError(
-                f"parameter '{name}' is a {type(current).__name__}, got {value!r}",
+                f"parameter '{name}' is {article(type(current).__name__)}, got {value!r}",
                 {"param": name},
             )
         if isinstance(value, float) and not math.isfinite(value):
