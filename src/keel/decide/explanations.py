@@ -26,6 +26,7 @@ from keel.ledger.windows import WindowState
 from keel.ledger.writer import WindowGate
 from keel.policy.text import render
 from keel.runtime import FlowRuntime
+from keel.security.persons import person_of
 from keel.security.roles import Permission, Principal, flows_for, visible_to
 from keel.signals.runner import SignalResult, SignalRunner, feature_row
 from keel.store.schema import decisions
@@ -51,10 +52,28 @@ class Explanations:
         return reader.newest(self._ctx.db, limit, flow, kind)
 
     def readable(self, decision_id: str, principal: Principal) -> str:
-        """The decision's flow, if the caller may read it; otherwise it does not exist."""
+        """The decision's flow, if the caller may read it; otherwise it does not exist.
+
+        Readers of the flow may read any of its decisions. So may the person who asked for
+        this one, while they may still decide on the flow: a calling service must be able
+        to tell its customer why, without reading anyone else's decisions. Anyone else is
+        answered as for an unknown id (404), so nobody can probe for decisions.
+        """
         flow = reader.decision_flow(self._ctx.db, decision_id)
-        visible_to(principal, Permission.READ_DECISIONS, flow, "decision", decision_id)
+        if not self._requested(decision_id, flow, principal):
+            visible_to(principal, Permission.READ_DECISIONS, flow, "decision", decision_id)
         return flow
+
+    def _requested(self, decision_id: str, flow: str, principal: Principal) -> bool:
+        """Whether ``principal`` is the person who asked for the decision and may still
+        decide on its flow (rows recorded before persons were kept name the principal)."""
+        if not principal.can(Permission.DECIDE, flow):
+            return False
+        body = self._ctx.entry(decision_id).body
+        person = body.get("requested_person")
+        if person is not None:
+            return bool(person_of(person) == principal.person)
+        return bool(body.get("requested_by") == principal.id)
 
     def decision(self, decision_id: str, principal: Principal) -> Decision:
         """A recorded decision as the ledger holds it (personal inputs stay masked)."""
@@ -127,7 +146,10 @@ class Explanations:
         compared, the reason and the attribution sentences.
         """
         flow = self.readable(decision_id, principal)
-        reveal_personal = principal.can(Permission.READ_PERSONAL, flow)
+        # The person who asked sent these inputs: showing them back reveals nothing new.
+        reveal_personal = principal.can(Permission.READ_PERSONAL, flow) or self._requested(
+            decision_id, flow, principal
+        )
         entry, body, at = self._recorded(decision_id)
         runtime = self._ctx.registry.runtime_of(entry.flow or "")
         inputs = self._ctx.inputs_of(decision_id, body)
@@ -170,8 +192,11 @@ class Explanations:
         return d
 
     def _personal(self, decision_id: str, principal: Principal) -> None:
-        # Re-evaluating means reading the recorded personal inputs back.
-        principal.require(Permission.READ_PERSONAL, self.readable(decision_id, principal))
+        # Re-evaluating means reading the recorded personal inputs back: allowed to those who
+        # may see personal inputs, and to the person who sent them.
+        flow = self.readable(decision_id, principal)
+        if not self._requested(decision_id, flow, principal):
+            principal.require(Permission.READ_PERSONAL, flow)
 
     def what_if(
         self,
