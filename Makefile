@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test docs docs-build docs-screenshots lint typecheck pytest bench bench-load bench-crash bench-verify bench-replay bench-drift bench-startup clean
+.PHONY: demo test docs docs-build docs-screenshots lint typecheck pytest bench bench-load bench-crash bench-verify bench-replay bench-drift bench-startup bench-fairness clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,7 @@ test: lint typecheck docs-build pytest
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/fairness.py
 
 bench-replay: $(VENV)/.dev-installed
 	$(BIN)/python bench/replay.py
@@ -72,6 +73,10 @@ bench-verify: $(VENV)/.dev-installed
 
 bench-startup: $(VENV)/.dev-installed
 	$(BIN)/python bench/startup.py
+
+# Keel's fairness figures against fairlearn's on the same 100,000 rows.
+bench-fairness: $(VENV)/.dev-installed
+	$(BIN)/python bench/fairness.py
 
 clean:
 	rm -rf $(VENV) $(VENV)-bench demo-project build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache

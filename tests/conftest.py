@@ -41,8 +41,10 @@ class Clock:
 
 @pytest.fixture(scope="session")
 def template_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The credit-limit example, with its trained model, written once per session."""
-    return init_project(tmp_path_factory.mktemp("template") / "credit")
+    """The credit-limit example, with its trained model, written once per session, in
+    production mode (the default of a keel.yaml without ``mode``): tests of development
+    mode switch it on themselves."""
+    return init_project(tmp_path_factory.mktemp("template") / "credit", mode="production")
 
 
 @pytest.fixture

@@ -291,6 +291,7 @@ MATRIX: dict[str, tuple[set[Role], set[Role]]] = {
     "rollback_policy": (ACTIVATORS, set()),
     "replay_policy": ({Role.POLICY_AUTHOR, Role.APPROVER, Role.OWNER, Role.ADMIN}, set()),
     "trust_metrics": (READERS, set()),
+    "fairness_figures": (READERS, set()),
     "get_autonomy": (ALL, set()),
     "change_autonomy": (ACTIVATORS, set()),
     "start_rollout": (ACTIVATORS, set()),
@@ -425,6 +426,11 @@ def call(client: TestClient, endpoint: str, ids: dict[str, str], headers: dict[s
             f"/v1/flows/{FLOW}/trust?since=2000-01-01&until=2100-01-01",
             None,
         ),
+        "fairness_figures": (
+            "get",
+            f"/v1/flows/{FLOW}/fairness?since=2000-01-01&until=2100-01-01",
+            None,
+        ),
         "replay_policy": (
             "post",
             f"/v1/flows/{FLOW}/replays",
@@ -489,6 +495,7 @@ def call_python(engine: Engine, endpoint: str, ids: dict[str, str], who: Princip
         "stop_rollout": lambda: engine.rollouts.stop(FLOW, who, "matrix"),
         "change_autonomy": lambda: engine.autonomy.request(FLOW, "advisory", who, "matrix"),
         "trust_metrics": lambda: engine.trust.metrics(who, FLOW, SINCE, UNTIL),
+        "fairness_figures": lambda: engine.fairness.report(who, FLOW, SINCE, UNTIL),
         "replay_policy": lambda: engine.replay(FLOW, ids["first"], SINCE, UNTIL, by=who),
     }
     assert set(calls) == set(MATRIX)

@@ -132,7 +132,7 @@ def test_unreachable_rule_after_identical_condition(project: Path) -> None:
         (
             "      - employment_years\n",
             "      - employment_years\n      - region\n",
-            "must be numeric",
+            "was fitted on an array, which holds numbers only",
         ),
         (
             "      - employment_years\n",

@@ -95,7 +95,7 @@ UNDESCRIBED = "undescribed_key"
 def _demo_settings() -> list[dict[str, Any]]:
     """Two keel.yaml files between them using every setting (jwks_url and jwks_file
     exclude each other)."""
-    base = yaml.safe_load(scaffold.SETTINGS.format(name="demo"))
+    base = yaml.safe_load(scaffold.SETTINGS.format(name="demo", mode="development"))
     base.update(
         keys_dir=".keel/keys",
         api={"rate_per_s": 50, "burst": 100, "rate_limits": "shared", "graceful_timeout_s": 10},
@@ -134,6 +134,11 @@ def _demo_flow() -> dict[str, Any]:
         "labels": {"own": "owns the home", "rent": "rents"},
         "protected": True,
     }
+    flow["inputs"]["age"] = {
+        "type": "integer", "required": False, "protected": True, "groups": [25, 40, 60],
+    }  # fmt: skip
+    flow["outcome"]["positive"] = ["defaulted"]
+    flow["fairness"] = {"favourable": ["approve"], "score": "default_risk"}
     signal = flow["signals"]["default_risk"]
     signal["reference"] = {name: 0.0 for name in signal["features"]}
     flow["review"] = {
@@ -159,6 +164,8 @@ def _demo_flow() -> dict[str, Any]:
         "limits": {"automation_rate": {"max_change": 0.1, "severity": "critical"},
                    "override_rate": 0.05, "latency_p99_ms": {"max_ratio": 2, "severity": "info"}},
         "alarms": {"cooldown": "6h", "clear_after": 2, "clear_below": 0.8},
+        "fairness": {"min_impact_ratio": 0.8, "max_parity_difference": 0.1,
+                     "min_group_size": 50, "severity": "critical"},
         "notify": [{**hook, "name": "ops"}],
         "governor": [
             {"when": {"alarm": ["drift"], "severity": "critical"}, "do": "lower_autonomy",

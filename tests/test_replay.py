@@ -13,7 +13,7 @@ from keel.cli import app
 from keel.engine import Engine
 from keel.errors import InputError, NotFoundError
 from keel.review.outcomes import OutcomeReport
-from tests.conftest import LOW_RISK, person, run_sql
+from tests.conftest import LOW_RISK, Clock, person, problems, replace_in, run_sql
 from tests.test_changes import SHORTER, policy_text
 from tests.test_review import SHORT_HISTORY
 
@@ -82,7 +82,8 @@ def test_worker_processes_give_the_same_report(engine: Engine, project: Path) ->
     alone = engine.replay(FLOW, version, *ALL_TIME, workers=1)
     split = engine.replay(FLOW, version, *ALL_TIME, workers=3, parallel_from=1)
     assert split["workers"] == 3 and alone["workers"] == 1
-    for key in ("decisions", "changed", "transitions", "sums", "review", "outcomes"):
+    keys = ("decisions", "changed", "transitions", "sums", "review", "outcomes", "tradeoff")
+    for key in (*keys, "not_modelled", "compared"):
         assert split[key] == alone[key], key
 
 
@@ -142,3 +143,104 @@ def test_a_candidate_model_is_rerun_on_the_recorded_inputs(engine: Engine, proje
         assert split[key] == alone[key], key
     same_policy = engine.replay(FLOW, change.version, *ALL_TIME)  # the models as recorded
     assert same_policy["changed"] == 0 and same_policy["candidate_models"] == {}
+
+
+def test_each_decision_is_judged_at_the_autonomy_level_recorded_with_it(
+    engine: Engine,
+) -> None:
+    """After the flow's level changed, replaying the version that decided changes nothing:
+    its supervised decisions still wait for review, its advisory ones still advise."""
+    recorded(engine)  # supervised: four thin files wait for review
+    engine.autonomy.request(FLOW, "advisory", engine.operator, "underwriters decide for now")
+    engine.decide_many(FLOW, [SHORT_HISTORY, LOW_RISK])  # advisory now
+    same = engine.replay(FLOW, engine.runtime(FLOW).policy.version, *ALL_TIME)
+    assert same["decisions"] == same["compared"] == 14 and same["not_modelled"] == {}
+    assert same["changed"] == 0
+    assert same["review"] == {"recorded": 4, "candidate": 4}
+
+
+def test_rate_limit_escalations_are_not_modelled(project: Path) -> None:
+    """A case a rate limit escalated is counted apart, not as grey-zone review load."""
+    replace_in(project / "policies/credit_limit.yaml", "max: 200\n", "max: 3\n")
+    with open_engine(project, environ={}, clock=Clock()) as engine:
+        decided = engine.decide_many(FLOW, [LOW_RISK] * 5 + [SHORT_HISTORY])
+        assert [d.status for d in decided].count("pending_review") == 3  # 2 limits, 1 thin
+        same = engine.replay(FLOW, engine.runtime(FLOW).policy.version, *ALL_TIME)
+        assert same["not_modelled"] == {"rate": 2} and same["compared"] == 4
+        assert same["changed"] == 0 and same["review"] == {"recorded": 1, "candidate": 1}
+        version = engine.changes.register(FLOW, policy_text(project, *SHORTER), engine.operator)
+        lenient = engine.replay(FLOW, version, *ALL_TIME)
+        assert lenient["not_modelled"] == {"rate": 2}
+        assert lenient["review"] == {"recorded": 1, "candidate": 0}
+    runner = CliRunner()
+    args = ["replay", FLOW, version, "--since", "2000-01-01", "--until", "2100-01-01"]
+    result = runner.invoke(app, [*args, "-p", str(project)])
+    assert result.exit_code == 0, result.stderr
+    assert "not modelled: 2 decisions shaped by live traffic (rate 2)" in result.stdout
+    assert "waiting for review: 1 → 0" in result.stdout
+
+
+THIN_DECLINED = (
+    "    action: approve\n    value: params.starter_limit\n    review: true\n"
+    "    reason: Credit history",
+    "    action: decline\n    reason: Credit history",
+)
+
+
+def test_the_approval_rate_against_the_bad_rate(engine: Engine, project: Path) -> None:
+    ids = recorded(engine)  # 5 low-risk and 4 thin files approved, 3 declined
+    short = ids[5:9]
+    for decision_id, label in (
+        (ids[0], "defaulted"),
+        (short[0], "repaid"),
+        (short[1], "repaid"),
+        (short[2], "defaulted"),
+    ):
+        engine.outcomes.report(OutcomeReport(decision_id, label), engine.operator)
+    version = engine.changes.register(FLOW, policy_text(project, *THIN_DECLINED), engine.operator)
+    tradeoff = engine.replay(FLOW, version, *ALL_TIME)["tradeoff"]
+    assert tradeoff["favourable"] == "approve" and tradeoff["bad"] == ["defaulted"]
+    assert tradeoff["recorded"] == {
+        "approved": 9,
+        "approval_rate": pytest.approx(9 / 12),
+        "with_outcome": 4,
+        "no_outcome": 5,
+        "bad": 2,
+        "bad_rate": pytest.approx(2 / 4),
+    }
+    assert tradeoff["candidate"] == {  # the thin files declined: one outcome left, bad
+        "approved": 5,
+        "approval_rate": pytest.approx(5 / 12),
+        "with_outcome": 1,
+        "no_outcome": 4,
+        "bad": 1,
+        "bad_rate": pytest.approx(1.0),
+    }
+    runner = CliRunner()
+    args = ["replay", FLOW, version, "--since", "2000-01-01", "--until", "2100-01-01"]
+    result = runner.invoke(app, [*args, "-p", str(project)])
+    assert result.exit_code == 0, result.stderr
+    assert "approve rate, bad rate among them (defaulted; recorded → candidate):" in result.stdout
+    assert "75.0% (9), bad 50.0% of 4 with an outcome, 5 without" in result.stdout
+    assert "→ 41.7% (5), bad 100.0% of 1 with an outcome, 4 without" in result.stdout
+
+
+def test_without_named_bad_outcomes_the_tradeoff_says_what_to_set(project: Path) -> None:
+    replace_in(project / "flows/credit_limit.yaml", "  positive: [defaulted]", "")
+    with open_engine(project, environ={}) as engine:
+        recorded(engine)
+        same = engine.replay(FLOW, engine.runtime(FLOW).policy.version, *ALL_TIME)
+    assert same["tradeoff"]["favourable"] is None and "outcome.positive" in same["tradeoff"]["note"]
+
+
+def test_the_bad_outcomes_are_labels_of_the_flow(project: Path) -> None:
+    flow = project / "flows/credit_limit.yaml"
+    replace_in(flow, "  positive: [defaulted]", "  positive: [default]")
+    found = problems(project)
+    assert any(
+        "outcome.positive: 'default' is not a label of outcome.labels (labels: repaid, "
+        "defaulted)" in p
+        for p in found
+    ), found
+    replace_in(flow, "  positive: [default]", "  positive: defaulted")
+    assert any("'positive' must be a list of labels" in p for p in problems(project))

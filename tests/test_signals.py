@@ -17,6 +17,7 @@ from keel.explain.attributions import attribute
 from keel.flows import SignalSpec
 from keel.scaffold.applicants import FEATURES, generate_applicants
 from keel.signals.adapters import load_model
+from keel.signals.rows import Rows
 from tests.conftest import replace_in, write
 
 MODELS = """
@@ -146,8 +147,9 @@ def test_onnx_model_agrees_with_sklearn(
     model = load_model(spec, project)
     row = np.array([[low_risk[f] for f in FEATURES]], dtype=float)
     rows = np.vstack([row, row * 1.1])
-    ours = [o.score for o in model.predict_many(rows)]
-    assert ours == pytest.approx([o.score for o in sk.predict_many(rows)], abs=1e-4)
+    named = Rows.numeric(FEATURES, rows)
+    ours = [o.score for o in model.predict_many(named)]
+    assert ours == pytest.approx([o.score for o in sk.predict_many(named)], abs=1e-4)
 
 
 def test_corrupt_onnx_file_is_named(project: Path) -> None:
@@ -167,16 +169,16 @@ def test_tree_attributions_are_exact_shap_values(project: Path) -> None:
     spec = SignalSpec("default_risk", "models/gbm.joblib", features=FEATURES, positive_class=1)
     loaded = load_model(spec, project)
     row = x[:1]
-    result = attribute(loaded, row)
+    result = attribute(loaded, Rows.numeric(FEATURES, row))
     assert result.method == "tree-shap" and result.unit == "log-odds"
     margin = model.decision_function(row)[0]
     base = margin - sum(a.contribution for a in result.items)
     other = x[1:2]
     margin2 = model.decision_function(other)[0]
     # SHAP values sum to the margin minus one fixed base value, for every case.
-    assert margin2 - sum(a.contribution for a in attribute(loaded, other).items) == pytest.approx(
-        base, abs=1e-6
-    )
+    assert margin2 - sum(
+        a.contribution for a in attribute(loaded, Rows.numeric(FEATURES, other)).items
+    ) == pytest.approx(base, abs=1e-6)
 
 
 def test_linear_attributions_sum_to_margin_difference(
@@ -184,7 +186,7 @@ def test_linear_attributions_sum_to_margin_difference(
 ) -> None:
     model = engine.runtime("credit_limit").models["default_risk"]
     row = np.array([[low_risk[f] for f in FEATURES]], dtype=float)
-    result = attribute(model, row)
+    result = attribute(model, Rows.numeric(FEATURES, row))
     pipeline = model.estimator  # type: ignore[attr-defined]
     mean = pipeline.named_steps["scale"].mean_.reshape(1, -1)
     expected = pipeline.decision_function(row)[0] - pipeline.decision_function(mean)[0]
@@ -218,5 +220,5 @@ def test_a_loaded_model_is_called_once_before_its_first_case(
         model = load_model(spec, project)
     assert CountsCalls.calls == 1
     assert "warm-up call" in caplog.text and "a row of zeros is not a case" in caplog.text
-    assert 0 < model.predict_many(x[:1])[0].score < 1
+    assert 0 < model.predict_many(Rows.numeric(FEATURES, x[:1]))[0].score < 1
     assert CountsCalls.calls == 2

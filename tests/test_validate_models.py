@@ -17,11 +17,8 @@ from keel.cli import app
 from keel.config import load_settings
 from keel.project import load_project
 from keel.scaffold.applicants import FEATURES, generate_applicants
+from keel.signals.rows import Rows
 from tests.conftest import line_of, problems, replace_in
-
-# Keel hands a model a plain row today; scikit-learn warns that a model fitted on a
-# DataFrame gets no column names. The names and their order are checked at load instead.
-pytestmark = pytest.mark.filterwarnings("ignore:X does not have valid feature names")
 
 FLOW = "flows/credit_limit.yaml"
 
@@ -97,7 +94,7 @@ def test_string_classes_accept_their_name(project: Path) -> None:
     import pandas as pd
 
     expected = estimator.predict_proba(pd.DataFrame(row, columns=list(FEATURES)))[0][bad]
-    assert model.predict_many(row)[0].score == pytest.approx(expected)
+    assert model.predict_many(Rows.numeric(FEATURES, row))[0].score == pytest.approx(expected)
     replace_in(project / FLOW, "positive_class: bad", "positive_class: 1")
     [problem] = problems(project)
     assert "['bad', 'good']" in problem

@@ -41,6 +41,11 @@ DEFAULT_BURST = 400
 # the rate), "shared" (in the store, across workers and nodes), or "auto" (shared when the
 # server runs more than one worker process).
 RATE_LIMIT_MODES = ("auto", "process", "shared")
+# How policy and model files reach a flow: in "production" only through an approved change
+# (four eyes); in "development" every changed file is activated at the next start. A
+# keel.yaml without ``mode`` is production: the safe default for a file nobody looked at.
+MODES = ("production", "development")
+PRODUCTION, DEVELOPMENT = MODES
 # Below the 30 s most supervisors (Kubernetes, Docker) wait between SIGTERM and SIGKILL.
 DEFAULT_GRACEFUL_TIMEOUT_S = 25
 
@@ -48,6 +53,13 @@ _POSITIVE = "integer > 0"
 SETTINGS_KEYS: tuple[Key, ...] = (
     Key("name", "string", "The project's name. Signed ledger checkpoints carry it.",
         default="the project directory's name"),
+    Key("mode", "string",
+        "How edits of policy and model files reach the flows. `production`: only through a "
+        "proposed, approved and activated change (four eyes). `development`: whenever Keel "
+        "starts, a file that differs from the active version is recorded and activated, "
+        "marked as a development-mode activation. A store whose ledger holds history made in "
+        "production mode refuses development mode.",
+        default=PRODUCTION, values=MODES),
     Key("database_url", "URL",
         "Where the store lives, as a SQLAlchemy URL. A relative SQLite path is relative to "
         "this file; `postgresql+psycopg://USER@HOST/DB` needs `keel[postgres]`.",
@@ -167,6 +179,7 @@ class Settings:
     name: str
     database_url: str
     keys_dir: Path
+    mode: str = PRODUCTION  # one of MODES
     ledger_max_batch: int = DEFAULT_LEDGER_MAX_BATCH
     model_timeout_ms: int = DEFAULT_MODEL_TIMEOUT_MS
     oidc: OidcSettings | None = None
@@ -208,12 +221,12 @@ def _positive_int(section: Mapping[str, Any], key: str, where: str, default: int
 
 
 def _choice(section: Mapping[str, Any], key: str, where: str, choices: tuple[str, ...]) -> str:
-    """One of ``choices`` (the first is the default)."""
+    """One of ``choices`` (the first is the default); ``where`` is "" at the top level."""
     value = section.get(key, choices[0])
     if value not in choices:
+        name = f"{where}.{key}" if where else key
         raise ConfigError(
-            f"{where}.{key} must be one of {', '.join(choices)}, got {value!r}",
-            {"key": f"{where}.{key}"},
+            f"{name} must be one of {', '.join(choices)}, got {value!r}", {"key": name}
         )
     return str(value)
 
@@ -287,6 +300,7 @@ def load_settings(project_dir: str | Path, environ: Mapping[str, str] | None = N
         project_dir=root,
         name=name,
         database_url=resolve_database_url(url, root),
+        mode=_choice(raw, "mode", "", MODES),
         keys_dir=(root / keys).resolve(),
         ledger_max_batch=_positive_int(ledger, "max_batch", "ledger", DEFAULT_LEDGER_MAX_BATCH),
         model_timeout_ms=_positive_int(

@@ -37,6 +37,7 @@ from keel.ledger.writer import LedgerWriter
 from keel.monitor.outbox import Deliveries, Delivery
 from keel.project import Project, load_project
 from keel.protect import Protector
+from keel.review.fairness import Fairness
 from keel.review.outcomes import Outcomes
 from keel.review.queue import ReviewBreach, Reviews
 from keel.review.trust import Trust
@@ -88,12 +89,13 @@ class Engine:
         self.reviews = Reviews(self.ctx)
         self.outcomes = Outcomes(self.ctx)
         self.trust = Trust(self.ctx)
+        self.fairness = Fairness(self.ctx)
         self.autonomy = AutonomyControl(self.ctx)
         self.holds = Holds(self.ctx)
         self.changes = Changes(self.ctx)
         self.rollouts = Rollouts(self.ctx, self.changes)
         self.deliveries = Deliveries(self.ctx)
-        self.changes.seed()  # the store's active versions decide, not the files
+        self.changes.seed(self.operator)  # the store decides (the files, in development mode)
         if self.ctx.registry.integrity():  # the store disagrees with the ledger: say so now
             self.monitoring.check_integrity()
 

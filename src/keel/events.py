@@ -186,18 +186,23 @@ class PolicyApproved:
 
 @dataclass(frozen=True)
 class PolicyActivated:
-    """A version went into force: the first one, an approved change, or a rollback."""
+    """A version went into force: the first one, an approved change, a rollback, or, in
+    development mode, a changed policy or model file (`mode` and `files` say so)."""
 
     KIND: ClassVar[str] = "policy_activated"
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
     version: str
     previous: str | None
-    kind: str  # initial | activate | rollback
+    kind: str  # initial | activate | rollback | development
     change: str | None
     by: Json
     reason: str
     models: dict[str, str] | None
     previous_models: dict[str, str] | None
+    # "development" on every activation a development-mode project makes; left out otherwise
+    mode: str | None = field(default=None, metadata={"omit_none": True})
+    # the project files a development-mode activation put into force: [{path, sha256}]
+    files: list[Json] | None = field(default=None, metadata={"omit_none": True})
 
 
 # ---- autonomy, holds and rollouts --------------------------------------------------------------
@@ -373,6 +378,18 @@ class CheckpointTaken:
     public_key: str
 
 
+@dataclass(frozen=True)
+class ProjectModeChanged:
+    """The project left development mode: from now on policy and model files reach its
+    flows only through approved changes, and development mode is refused."""
+
+    KIND: ClassVar[str] = "project_mode_changed"
+    VERSION: ClassVar[int] = 1
+    mode: str
+    previous: str
+    by: Json  # who ran the first command in the new mode: {id, name, person}
+
+
 Event = (
     DecisionRecorded
     | ReviewResolved
@@ -393,6 +410,7 @@ Event = (
     | RetrainingRequested
     | DeliveryRetried
     | CheckpointTaken
+    | ProjectModeChanged
 )
 
 CATALOGUE: tuple[type[Any], ...] = (
@@ -417,6 +435,7 @@ CATALOGUE: tuple[type[Any], ...] = (
     RetrainingRequested,
     DeliveryRetried,
     CheckpointTaken,
+    ProjectModeChanged,
 )
 BY_KIND: dict[str, type[Any]] = {cls.KIND: cls for cls in CATALOGUE}
 

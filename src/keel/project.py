@@ -106,6 +106,16 @@ def load_project(settings: Settings) -> Project:
                         f"({', '.join(found.actions)})",
                     )
                 )
+        for action in flow.fairness.favourable:
+            if action not in found.actions:
+                problems.append(
+                    Problem(
+                        flow.source,
+                        "fairness.favourable",
+                        f"'{action}' is not an action of policy {found.name} "
+                        f"({', '.join(found.actions)})",
+                    )
+                )
         models: dict[str, Model] = {}
         for name, spec in flow.signals.items():
             try:

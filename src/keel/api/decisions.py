@@ -119,3 +119,14 @@ def trust(
     """The flow's trust metrics per bucket over ``[since, until)`` (ISO 8601)."""
     start, end = parse_instant("since", since), parse_instant("until", until)
     return engine_of(request).trust.metrics(principal, flow, start or "", end or "", bucket)
+
+
+@router.get("/flows/{flow}/fairness", name="fairness_figures")
+def fairness(
+    flow: str, principal: Caller, request: Request, since: str, until: str
+) -> dict[str, Any]:
+    """The flow's fairness figures per protected attribute and group over ``[since, until)``
+    (ISO 8601): selection rates, adverse impact ratios, parity, equal opportunity and
+    equalized odds differences, calibration within groups."""
+    start, end = parse_instant("since", since), parse_instant("until", until)
+    return engine_of(request).fairness.report(principal, flow, start or "", end or "")

@@ -47,11 +47,12 @@ def _engine(project: Path) -> Iterator[Engine]:
     from keel.engine import open_engine  # noqa: PLC0415 - keep `keel --help` fast
 
     try:
-        engine = open_engine(project)
+        # Known before the engine starts: a development-mode start activates changed files
+        # as, and records, whoever runs the command.
+        engine = open_engine(project, principal=_key_holder(project))
     except KeelError as error:
         _fail(error)
     try:
-        engine.operator = _operator(engine.db, engine.clock())
         yield engine
     except KeelError as error:
         _fail(error)
@@ -109,6 +110,24 @@ def _operator(db: Database, now: float) -> Principal:
     if not token:
         return local_operator()
     return authenticate(db, token, now)
+
+
+def _key_holder(project: Path) -> Principal | None:
+    """The principal of the key in ``KEEL_API_KEY``, checked in the project's store before
+    the engine starts; None without one (the engine acts as the local operator)."""
+    import os  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from keel.config import load_settings  # noqa: PLC0415
+    from keel.store.database import open_database  # noqa: PLC0415
+
+    if not os.environ.get(KEY_ENV, "").strip():
+        return None
+    db = open_database(load_settings(project).database_url)
+    try:
+        return _operator(db, time.time())
+    finally:
+        db.close()
 
 
 def _print(data: Any) -> None:

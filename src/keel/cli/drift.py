@@ -130,7 +130,9 @@ def drift_report(
         if flow is not None:
             if reference is not None or current is not None:
                 raise InputError("give --flow, or --reference and --current: not both", {})
-            profile, table, source = _flow_windows(project, store, flow, window, baseline, until)
+            profile, table, source, labels = _flow_windows(
+                project, store, flow, window, baseline, until
+            )
         else:
             if reference is None or current is None:
                 raise InputError(
@@ -139,14 +141,14 @@ def drift_report(
             if window or baseline or until:
                 raise InputError("--window, --baseline and --until belong to --flow", {})
             profile = _reference_profile(store, reference)
-            table, source = read_table(current), str(current)
+            table, source, labels = read_table(current), str(current), {}
         comparison = compare(
             profile, table, method, mode=compat, num_method=num_method, cat_method=cat_method
         )
         rows = len(next(iter(table.values())))
         data = report_data(
             profile, comparison, current_source=source, current_rows=rows, mode=compat,
-            methods=method, generated_at=iso_time(time.time()),
+            methods=method, generated_at=iso_time(time.time()), value_labels=labels,
         )  # fmt: skip
     except KeelError as error:
         _fail(error)
@@ -170,11 +172,11 @@ def _flow_windows(
     window: str | None,
     baseline: str | None,
     until: str | None,
-) -> tuple[Profile, dict[str, Any], str]:
-    """The stored profile of a flow's baseline window, its current window's table, and
-    the current window's name."""
+) -> tuple[Profile, dict[str, Any], str, dict[str, dict[str, str]]]:
+    """The stored profile of a flow's baseline window, its current window's table, the
+    current window's name, and the labels of the flow's categories."""
     from keel.ledger.records import parse_instant  # noqa: PLC0415
-    from keel.monitor.windows import duration, moment  # noqa: PLC0415
+    from keel.monitor.windows import category_labels, duration, moment  # noqa: PLC0415
 
     with _engine(project) as engine:
         end = parse_instant("until", until)
@@ -185,5 +187,6 @@ def _flow_windows(
             duration("--window", window).total_seconds() if window else None,
             duration("--baseline", baseline).total_seconds() if baseline else None,
         )
+        labels = category_labels(engine.runtime(flow).flow)
     profile = store.profile(before, f"{flow} {base.since}..{base.until}")
-    return profile, now, f"{flow} {current.since}..{current.until}"
+    return profile, now, f"{flow} {current.since}..{current.until}", labels

@@ -119,6 +119,16 @@ def _show_run(flow: str, result: dict[str, Any]) -> None:
     )  # fmt: skip
     for problem in drift["problems"]:
         typer.echo(f"  not compared: {problem}")
+    fairness = result.get("fairness")
+    if fairness is not None:
+        typer.echo(f"  fairness: {fairness['verdict']}")
+        for a in fairness["attributes"]:
+            ratio = "–" if a["impact_ratio"] is None else f"{a['impact_ratio']:.3f}"
+            typer.echo(
+                f"    {a['label']}: impact ratio {ratio} ({a['lowest']} against "
+                f"{a['highest']}), parity difference {a['parity_difference']:.1%}"
+                + ("  BREACH" if a["breached"] else "")
+            )
 
 
 def _plain(value: float | None) -> str:

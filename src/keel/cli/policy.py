@@ -179,12 +179,12 @@ def policy_history(
             }
         )
         return
-    for a in activations:
+    for a in activations:  # a development-mode activation's kind is "development"
         typer.echo(
-            f"{a.activated_at}  {a.kind:<9} {a.version[:12]}  by {a.activated_by}  {a.reason}"
+            f"{a.activated_at}  {a.kind:<11} {a.version[:12]}  by {a.activated_by}  {a.reason}"
         )
     for c in changes:
-        typer.echo(f"{c.id}  {c.state:<9} {c.version[:12]}  by {c.author}  {c.reason}")
+        typer.echo(f"{c.id}  {c.state:<11} {c.version[:12]}  by {c.author}  {c.reason}")
     if drift:
         typer.echo(
             f"note: the policy file holds {drift[1][:12]}, not the active {drift[0][:12]}; "

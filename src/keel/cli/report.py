@@ -9,7 +9,7 @@ import typer
 
 from keel.cli._common import ProjectOpt, _engine, _print
 
-app = typer.Typer(help="Reports: trust metrics per flow.")
+app = typer.Typer(help="Reports: trust metrics and fairness per flow.")
 
 
 @app.command("trust")
@@ -55,6 +55,43 @@ def report_trust(
         typer.echo(
             "  ".join(c.rjust(widths[i]) if i else c.ljust(widths[i]) for i, c in enumerate(r))
         )
+
+
+@app.command("fairness")
+def report_fairness(
+    flow: Annotated[str, typer.Argument(help="The flow.")],
+    since: Annotated[
+        str | None, typer.Option(help="From (ISO 8601); default: 30 days before until.")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="To (ISO 8601); default: now.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write a self-contained HTML report.")
+    ] = None,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Fairness per protected attribute and group: selection rate, adverse impact ratio
+    (four-fifths rule), demographic parity, true and false positive rates from outcomes,
+    calibration within groups.
+
+    Example: keel report fairness credit_limit --html fairness.html
+    """
+    from keel.ledger.records import iso_time, parse_instant  # noqa: PLC0415
+    from keel.review.fairness_html import fairness_html, fairness_lines  # noqa: PLC0415
+
+    with _engine(project) as engine:
+        now = iso_time(engine.clock())
+        end = parse_instant("until", until) or now
+        start = parse_instant("since", since) or _days_before(end, 30)
+        report = engine.fairness.report(engine.operator, flow, start, end)
+    if html is not None:
+        html.write_text(fairness_html(report, now), encoding="utf-8")
+        typer.echo(f"wrote {html}", err=True)
+    if as_json:
+        _print(report)
+        return
+    for line in fairness_lines(report):
+        typer.echo(line)
 
 
 def _cell(value: Any, kind: str) -> str:

@@ -4,7 +4,7 @@ one, live (shadow, canary) or on recorded decisions (replay)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -92,6 +92,7 @@ def replay(
 
     Example: keel replay credit_limit chg_0193... --since 2026-10-01 --until 2026-11-01
     """
+    from keel.review.fairness_html import comparison_lines  # noqa: PLC0415
     from keel.rollout.options import replay_window  # noqa: PLC0415
 
     with _engine(project) as engine:
@@ -109,6 +110,13 @@ def replay(
         f"{flow}: candidate {report['candidate'][:12]} on {report['decisions']:,} decisions "
         f"from {report['since']} to {report['until']} ({report['seconds']:,.1f} s)"
     )
+    not_modelled = report["not_modelled"]
+    if not_modelled:
+        causes = ", ".join(f"{cause} {n:,}" for cause, n in not_modelled.items())
+        typer.echo(
+            f"not modelled: {sum(not_modelled.values()):,} decisions shaped by live traffic "
+            f"({causes}), left out of the comparison"
+        )
     typer.echo(f"changed: {report['changed']:,} ({report['changed_share']:.1%})")
     typer.echo("transitions (recorded → candidate):")
     for old, row in report["transitions"].items():
@@ -127,6 +135,26 @@ def replay(
             f"broken {outcomes['broken']:,}; value {outcomes['fixed_value']:,.2f} gained, "
             f"{outcomes['broken_value']:,.2f} lost)"
         )
+    for line in comparison_lines(report["fairness"]):
+        typer.echo(line)
+    tradeoff = report["tradeoff"]
+    if tradeoff["favourable"] is not None:
+        sides = [_tradeoff_side(tradeoff[side]) for side in ("recorded", "candidate")]
+        typer.echo(
+            f"{tradeoff['favourable']} rate, bad rate among them "
+            f"({', '.join(tradeoff['bad'])}; recorded → candidate):"
+        )
+        typer.echo(f"  {sides[0]}\n  → {sides[1]}")
     if report["erased"]:
         typer.echo(f"not replayed: {report['erased']:,} decisions whose inputs were erased")
     typer.echo(f"not replayed: {report['not_replayed']}", err=True)
+
+
+def _tradeoff_side(side: dict[str, Any]) -> str:
+    """One side of the approval-rate against bad-rate trade-off, in one line."""
+    rate = "n/a" if side["approval_rate"] is None else f"{side['approval_rate']:.1%}"
+    bad = "n/a" if side["bad_rate"] is None else f"{side['bad_rate']:.1%}"
+    return (
+        f"{rate} ({side['approved']:,}), bad {bad} of {side['with_outcome']:,} with an "
+        f"outcome, {side['no_outcome']:,} without"
+    )

@@ -28,6 +28,7 @@ from keel.policy.text import render
 from keel.runtime import FlowRuntime
 from keel.security.persons import person_of
 from keel.security.roles import Permission, Principal, flows_for, visible_to
+from keel.signals.rows import RowError
 from keel.signals.runner import SignalResult, SignalRunner, feature_row
 from keel.store.schema import decisions
 from keel.text import article, free_text, identifier
@@ -167,7 +168,14 @@ class Explanations:
             if model.version != meta["version"]:
                 notes.append(f"model for {name} changed since the decision; attributions omitted")
                 continue
-            attributions[name] = attribute(model, feature_row(model, inputs))
+            try:
+                found = attribute(model, feature_row(model, inputs))
+            except RowError as exc:  # the recorded inputs no longer hold it (erased)
+                notes.append(f"attributions for {name}: not available — {exc}")
+                continue
+            if found.method == "none":
+                notes.append(f"attributions for {name}: {found.note}")
+            attributions[name] = found
         return {
             "decision": decision_from(entry, body, reason).to_dict(),
             "inputs": shown,

@@ -39,6 +39,20 @@ def _value(path: str, value: Any, flow: Flow) -> str:
     return format_value(value, fmt)
 
 
+def _subject(flow: Flow, feature: str, value: Any, hidden: bool) -> str:
+    """How a sentence names a feature and its value: "Annual income of €85,000", and a
+    category by its label, "Checking account (no checking account)"."""
+    field = flow.fields.get(feature)
+    if field is None:
+        return feature if hidden else f"{feature} of {format_value(value, 'number')}"
+    if hidden:
+        return field.display
+    if field.type == "string" or field.labels:
+        key = int(value) if isinstance(value, float) and value.is_integer() else value
+        return f"{field.display} ({field.value_label(key)})"
+    return f"{field.display} of {format_value(value, field.format)}"
+
+
 def attribution_sentences(
     flow: Flow, signal: str, attributions: Attributions, hidden: frozenset[str] = frozenset()
 ) -> list[str]:
@@ -50,10 +64,7 @@ def attribution_sentences(
     for i, item in enumerate(ranked[:TOP_ATTRIBUTIONS]):
         if abs(item.contribution) < 1e-12:
             continue
-        field = flow.fields.get(item.feature)
-        label = field.display if field else item.feature
-        shown = format_value(item.value, field.format if field else "number")
-        subject = label if item.feature in hidden else f"{label} of {shown}"
+        subject = _subject(flow, item.feature, item.value, item.feature in hidden)
         verb = "raised" if item.contribution > 0 else "lowered"
         most = " the most" if i == 0 else ""
         sentences.append(

@@ -53,6 +53,9 @@ class FieldSpec:
     # reported per group by the fairness figures, a warning at validate when a model reads it.
     protected: bool = False
     labels: Mapping[Any, str] = field(default_factory=dict)  # allowed value → display label
+    # A protected number field's group edges for the fairness figures, ascending: [25, 40]
+    # cuts "under 25", "25 to under 40", "40 or over".
+    groups: tuple[float, ...] | None = None
 
     @property
     def display(self) -> str:
@@ -73,8 +76,11 @@ class SignalSpec:
     features: tuple[str, ...] = ()
     timeout_ms: int | None = None
     label: str = ""
-    reference: Mapping[str, float] | None = None
+    reference: Mapping[str, float | str] | None = None
     positive_class: Any = None
+    # Each categorical (``type: string``) feature and its allowed values, in the flow's
+    # order: the model receives these as text, and a probe row uses the first value.
+    categories: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # The line of each key in the flow file, so a model that disagrees with the signal
     # (feature order, classes) is reported at the key it contradicts.
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
@@ -132,6 +138,25 @@ class OutcomeSpec:
     description: str = ""
     labels: Mapping[str, str | None] = field(default_factory=dict)
     value: str = ""  # what a reported value means, e.g. "amount written off, EUR"
+    # The labels that are the event the flow's score predicts (a default: "bad"); the
+    # others are its absence. Performance and fairness figures read outcomes through it.
+    positive: tuple[str, ...] = ()
+
+    def favourable(self) -> str | None:
+        """The action the labels outside ``positive`` call right, if they agree on one:
+        the action a bad outcome makes a mistake of (approve, when a loan defaults)."""
+        good = {a for label, a in self.labels.items() if label not in self.positive and a}
+        return next(iter(good)) if self.positive and len(good) == 1 else None
+
+
+@dataclass(frozen=True)
+class FairnessSpec:
+    """What the fairness figures count: the actions favourable to the person decided on
+    (their share is the selection rate), and the signal whose score calibration is judged
+    within groups (``None``: the flow's only signal, if it has exactly one)."""
+
+    favourable: tuple[str, ...] = ()
+    score: str | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +188,7 @@ class Flow:
     review: ReviewSettings = field(default_factory=ReviewSettings)
     earned_autonomy: Mapping[str, Criteria] = field(default_factory=dict)  # by target level
     monitoring: MonitoringSpec = field(default_factory=MonitoringSpec)
+    fairness: FairnessSpec = field(default_factory=FairnessSpec)
 
     @property
     def protected_attributes(self) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ monitoring:
     override_rate: 0.05  # shorthand: the limit, severity warning
     latency_p99_ms: {max_ratio: 2}
     fallback_rate: false # not watched
+  fairness: {min_impact_ratio: 0.8, max_parity_difference: 0.1, severity: critical}
   alarms: {cooldown: 6h, clear_after: 2, clear_below: 0.8}
   notify:               # each webhook has a name (default notify[0], notify[1] …)
     - {url: "https://hooks.example.com/keel", secret_env: KEEL_HOOK_SECRET, name: ops}
@@ -52,7 +53,8 @@ RATES = (
 )
 LATENCY = "latency_p99_ms"
 DRIFT = "drift"
-MONITORS = (DRIFT, *RATES, LATENCY)
+FAIRNESS = "fairness"
+MONITORS = (DRIFT, *RATES, LATENCY, FAIRNESS)
 SEVERITIES = ("info", "warning", "critical")  # lowest first
 ACTIONS = ("lower_autonomy", "escalate_all", "pause", "retrain")
 DRIFT_METHODS = ("ks", "psi", "wasserstein", "jensenshannon", "chisquare", "new_categories")
@@ -65,6 +67,8 @@ DEFAULT_MAX_RATIO = 1.5
 DEFAULT_COOLDOWN_S = 6 * 3600
 DEFAULT_CLEAR_AFTER = 2
 DEFAULT_CLEAR_BELOW = 0.8
+DEFAULT_MIN_IMPACT_RATIO = 0.8  # the four-fifths rule
+DEFAULT_MIN_GROUP_SIZE = 30
 SECRET_ENV_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 HOOK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,47}$")
 RETRAIN_WEBHOOK = "retrain.webhook"  # the names deliveries use for the retrain targets
@@ -144,6 +148,21 @@ MONITORING_KEYS: tuple[Key, ...] = (
         default=str(DEFAULT_MAX_RATIO)),
     Key(f"monitoring.limits.{LATENCY}.severity", "string", "The severity of the latency alarm.",
         default="warning", values=SEVERITIES),
+    Key(f"monitoring.{FAIRNESS}", "mapping",
+        "Watch fairness per protected attribute in the current window (the flow's "
+        "`fairness` section and protected fields say what is counted). Left out: not "
+        "watched."),
+    Key(f"monitoring.{FAIRNESS}.min_impact_ratio", "number",
+        "A group whose selection rate is under this share of the highest group's breaches "
+        "(above 0, at most 1).", default=str(DEFAULT_MIN_IMPACT_RATIO)),
+    Key(f"monitoring.{FAIRNESS}.max_parity_difference", "number",
+        "An attribute whose highest and lowest selection rates differ by more than this "
+        "breaches (above 0, at most 1). Left out: not judged."),
+    Key(f"monitoring.{FAIRNESS}.min_group_size", "integer ≥ 1",
+        "Groups with fewer decisions in force in the window are not judged: their rates "
+        "are too noisy.", default=str(DEFAULT_MIN_GROUP_SIZE)),
+    Key(f"monitoring.{FAIRNESS}.severity", "string", "The severity of a fairness alarm.",
+        default="warning", values=SEVERITIES),
     Key("monitoring.alarms", "mapping", "How alarms repeat and clear."),
     Key("monitoring.alarms.cooldown", _DURATION,
         "An alarm seen again inside it is only counted (`suppressed`); after it, it is told "
@@ -186,6 +205,7 @@ _KEYS = children(MONITORING_KEYS, "monitoring")
 _DRIFT_KEYS = children(MONITORING_KEYS, "monitoring.drift")
 _LIMIT_KEYS = children(MONITORING_KEYS, "monitoring.limits")
 _ALARM_KEYS = children(MONITORING_KEYS, "monitoring.alarms")
+_FAIRNESS_KEYS = children(MONITORING_KEYS, f"monitoring.{FAIRNESS}")
 _NOTIFY_KEYS = children(MONITORING_KEYS, "monitoring.notify[]")
 _RULE_KEYS = children(MONITORING_KEYS, "monitoring.governor[]")
 _WHEN_KEYS = children(MONITORING_KEYS, "monitoring.governor[].when")
@@ -200,6 +220,17 @@ class Check:
 
     limit: float
     severity: str = "warning"
+
+
+@dataclass(frozen=True)
+class FairnessLimits:
+    """When the fairness monitor breaches: a judged group's impact ratio under
+    ``min_impact_ratio``, or an attribute's parity difference over
+    ``max_parity_difference``; groups under ``min_group_size`` are not judged."""
+
+    min_impact_ratio: float = DEFAULT_MIN_IMPACT_RATIO
+    max_parity_difference: float | None = None
+    min_group_size: int = DEFAULT_MIN_GROUP_SIZE
 
 
 @dataclass(frozen=True)
@@ -260,6 +291,7 @@ class MonitoringSpec:
     notify: tuple[Webhook, ...] = ()
     governor: tuple[Rule, ...] = ()
     retrain: Retrain | None = None
+    fairness: FairnessLimits | None = None  # None: not watched
 
 
 def parse_monitoring(c: Problems, raw: LocatedDict) -> MonitoringSpec:
@@ -291,6 +323,7 @@ def parse_monitoring(c: Problems, raw: LocatedDict) -> MonitoringSpec:
     checks = _default_checks()
     methods, reference = _parse_drift(c, section, checks)
     _parse_limits(c, section, checks)
+    fairness = _parse_fairness(c, section, checks)
     cooldown, clear_after, clear_below = _parse_alarms(c, section)
     hooks = section.get("notify", [])
     notify: list[Webhook] = []
@@ -321,7 +354,39 @@ def parse_monitoring(c: Problems, raw: LocatedDict) -> MonitoringSpec:
         notify=tuple(notify),
         governor=rules,
         retrain=retrain,
+        fairness=fairness,
     )
+
+
+def _parse_fairness(
+    c: Problems, section: LocatedDict, checks: dict[str, Check]
+) -> FairnessLimits | None:
+    node = section.get(FAIRNESS)
+    if node is None:
+        return None
+    where = f"monitoring.{FAIRNESS}"
+    if not isinstance(node, LocatedDict):
+        c.add(where, "'fairness' must be a mapping: {min_impact_ratio: 0.8, ...}", section,
+              FAIRNESS)  # fmt: skip
+        return None
+    c.unknown_keys(node, _FAIRNESS_KEYS, where)
+    shares: dict[str, float | None] = {}
+    for key, default in (
+        ("min_impact_ratio", DEFAULT_MIN_IMPACT_RATIO),
+        ("max_parity_difference", None),
+    ):
+        value = node.get(key, default)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1
+        ):
+            c.add(f"{where}.{key}", f"'{key}' must be a share above 0, at most 1, got "
+                  f"{value!r}", node, key)  # fmt: skip
+            value = default
+        shares[key] = None if value is None else float(value)
+    size = _count(c, node, "min_group_size", where, DEFAULT_MIN_GROUP_SIZE, 1)
+    ratio = shares["min_impact_ratio"] or DEFAULT_MIN_IMPACT_RATIO
+    checks[FAIRNESS] = Check(ratio, _severity(c, node, where))
+    return FairnessLimits(ratio, shares["max_parity_difference"], size)
 
 
 def _count(c: Problems, node: LocatedDict, key: str, where: str, default: int, least: int) -> int:

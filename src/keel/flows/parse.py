@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from keel.flows.flow import (
     SATURATION,
     Classification,
     Criteria,
+    FairnessSpec,
     FieldSpec,
     Flow,
     OutcomeSpec,
@@ -38,6 +40,7 @@ _OUTCOME_KEYS = children(FLOW_KEYS, "outcome")
 _CAPACITY_KEYS = children(FLOW_KEYS, "review.capacity")
 _FIELD_KEYS = children(FLOW_KEYS, "inputs.<name>")
 _SIGNAL_KEYS = children(FLOW_KEYS, "signals.<name>")
+_FAIRNESS_KEYS = children(FLOW_KEYS, "fairness")
 
 
 def _number(c: Problems, node: LocatedDict, key: str, where: str) -> float | None:
@@ -96,14 +99,19 @@ def _parse_field(c: Problems, name: str, raw: Any, parent: LocatedDict) -> Field
     elif labels and allowed is None:
         c.add(where, "'labels' needs 'allowed': the values it labels", raw, "labels")
     elif allowed is not None:
+        # YAML mapping keys reach us as text ("11" for 11): key each label by the allowed
+        # value it names, so an integer-coded field's labels apply to its numbers.
+        by_text = {str(a): a for a in allowed}
         for value in labels:
-            if value not in allowed:
+            if str(value) not in by_text:
                 c.add(where, f"'labels' names {value!r}, which is not an allowed value", raw,
                       "labels")  # fmt: skip
+        labels = {by_text[str(k)]: v for k, v in labels.items() if str(k) in by_text}
     protected = raw.get("protected", False)
     if not isinstance(protected, bool):
         c.add(where, f"'protected' must be true or false, got {protected!r}", raw, "protected")
         protected = False
+    groups = _parse_groups(c, raw, where, ftype, protected, allowed)
     actionable = bool(raw.get("actionable", False))
     if actionable and ftype not in ("number", "integer", UNKNOWN_TYPE):
         c.add(where, "only numeric fields can be actionable", raw, "actionable")
@@ -123,7 +131,36 @@ def _parse_field(c: Problems, name: str, raw: Any, parent: LocatedDict) -> Field
         direction=direction,
         protected=protected,
         labels=dict(labels),
+        groups=groups,
     )
+
+
+def _parse_groups(
+    c: Problems, raw: LocatedDict, where: str, ftype: str, protected: bool, allowed: Any
+) -> tuple[float, ...] | None:
+    """A protected number field's group edges: fairness figures need groups, and a number
+    field's values are too many to be groups themselves."""
+    groups = raw.get("groups")
+    numeric = ftype in ("number", "integer")
+    if groups is None:
+        if protected and numeric and allowed is None:
+            c.add(where, "a protected number field needs 'groups' (group edges, e.g. "
+                  "[25, 40, 60]) or 'allowed' values, to report fairness per group", raw,
+                  "protected")  # fmt: skip
+        return None
+    if not protected or not numeric:
+        c.add(where, "'groups' belongs to protected number and integer fields", raw, "groups")
+        return None
+    if (
+        not isinstance(groups, list)
+        or not groups
+        or not all(isinstance(g, int | float) and not isinstance(g, bool) for g in groups)
+        or any(a >= b for a, b in pairwise(groups))
+    ):
+        c.add(where, f"'groups' must be ascending numbers, e.g. [25, 40, 60], got {groups!r}",
+              raw, "groups")  # fmt: skip
+        return None
+    return tuple(float(g) for g in groups)
 
 
 def _parse_signal(
@@ -147,11 +184,30 @@ def _parse_signal(
     if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
         c.add(where, "'features' must be a list of input field names", raw, "features")
         features = []
+    categories: dict[str, tuple[str, ...]] = {}
     for feature in features:
-        if feature not in fields:
+        spec = fields.get(feature)
+        if spec is None:
             c.add(where, f"feature '{feature}' is not an input field of the flow", raw, "features")
-        elif fields[feature].type not in ("number", "integer", "boolean"):
-            c.add(where, f"feature '{feature}' must be numeric or boolean", raw, "features")
+        elif spec.type == "string" and spec.allowed is None:
+            # A model only knows the categories it was trained on: without `allowed` a new
+            # value would reach it at decide time and fail (or be silently ignored).
+            c.add(
+                where,
+                f"feature '{feature}' is a string field without 'allowed': a string feature "
+                "needs 'allowed', the categories the model was trained on",
+                raw,
+                "features",
+            )
+        elif spec.type == "string":
+            categories[feature] = tuple(str(v) for v in spec.allowed or ())
+        elif spec.type not in ("number", "integer", "boolean"):
+            c.add(
+                where,
+                f"feature '{feature}' must be a number, integer, boolean or string field",
+                raw,
+                "features",
+            )
     timeout = raw.get("timeout_ms")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int)):
         c.add(where, "'timeout_ms' must be an integer number of milliseconds", raw, "timeout_ms")
@@ -160,12 +216,14 @@ def _parse_signal(
         c.add(where, "'timeout_ms' must be positive", raw, "timeout_ms")
         timeout = None
     reference = raw.get("reference")
-    if reference is not None and (
-        not isinstance(reference, dict)
-        or set(reference) != set(features)
-        or not all(isinstance(v, int | float) for v in reference.values())
-    ):
-        c.add(where, "'reference' must give a number for every feature", raw, "reference")
+    if reference is not None and not _good_reference(reference, features, categories):
+        c.add(
+            where,
+            "'reference' must give every feature a value: a number, or one of the allowed "
+            "values of a string feature",
+            raw,
+            "reference",
+        )
         reference = None
     return SignalSpec(
         name=name,
@@ -174,9 +232,24 @@ def _parse_signal(
         features=tuple(features),
         timeout_ms=timeout,
         label=str(raw.get("label", "")),
-        reference={k: float(v) for k, v in reference.items()} if reference else None,
+        reference={k: v if k in categories else float(v) for k, v in reference.items()}
+        if reference
+        else None,
         positive_class=raw.get("positive_class"),
+        categories=categories,
         lines={key: line for key in raw if (line := raw.line_of(key)) is not None},
+    )
+
+
+def _good_reference(
+    reference: Any, features: list[str], categories: Mapping[str, tuple[str, ...]]
+) -> bool:
+    """A number for every numeric feature and an allowed value for every string one."""
+    if not isinstance(reference, dict) or set(reference) != set(features):
+        return False
+    return all(
+        v in categories[k] if k in categories else isinstance(v, int | float)
+        for k, v in reference.items()
     )
 
 
@@ -241,6 +314,13 @@ def parse_flow(raw: LocatedDict, path: Path) -> Flow:
     outcome = _parse_outcome(c, raw)
     earned = _parse_earned(c, raw)
     monitoring = parse_monitoring(c, raw)
+    fairness = _parse_fairness(c, raw, signals)
+    if monitoring.fairness is not None and (
+        not fairness.favourable or not any(f.protected for f in fields.values())
+    ):
+        c.add("monitoring.fairness", "the fairness monitor needs protected input fields "
+              "(`protected: true`) and `fairness: {favourable: [...]}`", raw,
+              "monitoring")  # fmt: skip
     c.raise_any()
     return Flow(
         name=name,
@@ -256,6 +336,7 @@ def parse_flow(raw: LocatedDict, path: Path) -> Flow:
         reviewers=tuple(reviewers),
         review=review,
         monitoring=monitoring,
+        fairness=fairness,
     )
 
 
@@ -280,6 +361,37 @@ def _typed_for_signals(fields: Mapping[str, FieldSpec]) -> dict[str, FieldSpec]:
         name: spec if spec.type != UNKNOWN_TYPE else replace(spec, type="number")
         for name, spec in fields.items()
     }
+
+
+def _parse_fairness(
+    c: Problems, raw: LocatedDict, signals: Mapping[str, SignalSpec]
+) -> FairnessSpec:
+    """``fairness: {favourable: [approve], score: default_risk}``."""
+    section = raw.get("fairness")
+    if section is None:
+        return FairnessSpec()
+    if not isinstance(section, LocatedDict):
+        c.add("fairness", "'fairness' must be a mapping: {favourable: [ACTION, ...]}", raw,
+              "fairness")  # fmt: skip
+        return FairnessSpec()
+    c.unknown_keys(section, _FAIRNESS_KEYS, "fairness")
+    favourable = section.get("favourable")
+    if (
+        not isinstance(favourable, list)
+        or not favourable
+        or not all(isinstance(a, str) and a for a in favourable)
+    ):
+        c.add("fairness.favourable", "'favourable' must list the actions favourable to the "
+              f"person decided on, e.g. [approve], got {favourable!r}", section,
+              "favourable")  # fmt: skip
+        favourable = []
+    score = section.get("score")
+    if score is not None and score not in signals:
+        known = ", ".join(signals) or "none"
+        c.add("fairness.score", f"'score' must name a signal of the flow ({known}), got "
+              f"{score!r}", section, "score")  # fmt: skip
+        score = None
+    return FairnessSpec(tuple(favourable), score)
 
 
 def _parse_earned(c: Problems, raw: LocatedDict) -> dict[str, Criteria]:
@@ -398,7 +510,16 @@ def _parse_outcome(c: Problems, raw: LocatedDict) -> OutcomeSpec:
     for key, value in text.items():
         if not isinstance(value, str):
             c.add(f"outcome.{key}", f"'{key}' must be a text", section, key)
-    return OutcomeSpec(str(text["description"]), clean, str(text["value"]))
+    positive = section.get("positive", [])
+    if not isinstance(positive, list) or not all(isinstance(p, str) for p in positive):
+        c.add("outcome.positive", "'positive' must be a list of labels", section, "positive")
+        positive = []
+    for label in positive:
+        if label not in clean:
+            known = ", ".join(clean) or "none"
+            c.add("outcome.positive", f"'{label}' is not a label of outcome.labels (labels: "
+                  f"{known})", section, "positive")  # fmt: skip
+    return OutcomeSpec(str(text["description"]), clean, str(text["value"]), tuple(positive))
 
 
 def _parse_review(c: Problems, raw: LocatedDict) -> ReviewSettings:

@@ -60,6 +60,11 @@ FLOW_KEYS: tuple[Key, ...] = (
         "reason for a decision; fairness figures are reported per its groups; `keel "
         "validate` warns when a model reads it. A protected field may be recorded without "
         "being a model feature.", default="false"),
+    Key("inputs.<name>.groups", "list of numbers",
+        "A protected number or integer field's group edges for the fairness figures, "
+        "ascending: `[25, 40, 60]` makes the groups under 25, 25 to under 40, 40 to under "
+        "60, and 60 or over. A protected number field needs `groups` or `allowed`; only "
+        "protected fields take it."),
     Key("inputs.<name>.label", "string",
         "The field's name in explanations. Left out: the name, capitalised, with spaces."),
     Key("inputs.<name>.format", "string",
@@ -84,16 +89,19 @@ FLOW_KEYS: tuple[Key, ...] = (
         "`score`, or a `label`.", default="probability",
         values=("probability", "score", "label")),
     Key("signals.<name>.features", "list of strings",
-        "The input fields the model takes, in order; each must be a number, integer or "
-        "boolean field.", default="[]"),
+        "The input fields the model takes, in order: number, integer and boolean fields, and "
+        "string fields with `allowed` values (categorical features, given to the model as "
+        "text).", default="[]"),
     Key("signals.<name>.timeout_ms", "integer > 0",
         "How long a call may take, in milliseconds; a call that takes longer gives no "
         "signal, and the fallback decides.", default="`models.default_timeout_ms` in keel.yaml"),
     Key("signals.<name>.label", "string",
         "The signal's name in explanations. Left out: the name, with spaces."),
     Key("signals.<name>.reference", "mapping",
-        "A baseline case for linear attributions: a number for every feature."),
-    Key("signals.<name>.reference.<feature>", "number", "The feature's baseline value."),
+        "A baseline case for linear attributions: a value for every feature."),
+    Key("signals.<name>.reference.<feature>", "number or string",
+        "The feature's baseline value: a number, or one of a string feature's allowed "
+        "values."),
     Key("signals.<name>.positive_class", "any",
         "The class whose probability is the score. Left out: the model's last class."),
     Key("outcome", "string or mapping",
@@ -108,6 +116,12 @@ FLOW_KEYS: tuple[Key, ...] = (
         "taken); null: the label does not judge the action."),
     Key("outcome.value", "string", "What a reported value means, e.g. `amount written off, "
         "in EUR`."),
+    Key("outcome.positive", "list of strings",
+        "The labels that are the bad outcome the models predict (`[defaulted]`): the "
+        "positive class of performance figures. Replay's approval-rate against bad-rate "
+        "trade-off counts them among the favourable decisions, the favourable action being "
+        "the one the other labels call right. Fairness figures read outcomes through it "
+        "too; each must be a key of `outcome.labels`."),
     Key("review", "mapping", "How the flow's review queue works."),
     Key("review.deadline", _DURATION,
         "Open reviews past this age are overdue; a breach is recorded once. Left out: no "
@@ -143,5 +157,16 @@ FLOW_KEYS: tuple[Key, ...] = (
         "right."),
     Key("earned_autonomy.<level>.min_outcomes", _COUNT, "Reported outcomes needed.",
         default="0"),
+    Key("fairness", "mapping",
+        "What the fairness figures per protected attribute count (`keel report fairness`, "
+        "replay and shadow reports, the `fairness` monitor)."),
+    Key("fairness.favourable", "list of strings",
+        "The actions favourable to the person decided on, e.g. `[approve]`: the selection "
+        "rate is the share of decisions whose action in force is one of them. Each must be "
+        "an action of the flow's policy.",
+        required=True),
+    Key("fairness.score", _NAME,
+        "The signal whose score is checked for calibration within each group. Left out: "
+        "the flow's only signal (none when it has several)."),
     *MONITORING_KEYS,
 )  # fmt: skip

@@ -37,6 +37,7 @@ from keel.flows.monitoring import SEVERITIES, MonitoringSpec
 from keel.ledger.records import iso_time, new_id
 from keel.ledger.writer import WindowGate, append_in
 from keel.monitor.windows import moment
+from keel.review.fairness import fairness_summary
 from keel.rollout.governor import govern_in
 from keel.rollout.holds import holds_set_for
 from keel.security.persons import refuse_same_person
@@ -127,6 +128,8 @@ def firing_in(conn: Connection, flow: str) -> list[Alarm]:
 
 def summary_of(monitor: str, evidence: dict[str, Any]) -> str:
     """One line for the owner: what moved, from what to what, against which limit."""
+    if monitor == "fairness":
+        return fairness_summary(evidence)
     if monitor == "drift":
         drifted = evidence.get("drifted", [])
         return f"{len(drifted)} column(s) drifted: {', '.join(drifted[:8])}" + (

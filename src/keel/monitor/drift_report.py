@@ -132,6 +132,14 @@ def _histogram(reference: Sample, current: Sample) -> dict[str, Any]:
     }
 
 
+def _label_categories(histogram: dict[str, Any], labels: Mapping[str, str]) -> None:
+    """Show each category by its label; ``categories`` keeps the values themselves."""
+    if histogram.get("numeric") is not False or not labels:
+        return
+    histogram["categories"] = list(histogram["labels"])
+    histogram["labels"] = [labels.get(str(k), k) for k in histogram["labels"]]
+
+
 def _finite(value: float | None) -> float | str | None:
     """JSON has no infinity: an infinite statistic is written as the string "inf"."""
     if value is None or math.isfinite(value):
@@ -149,9 +157,11 @@ def report_data(
     methods: Sequence[str] | None,
     generated_at: str,
     charts: bool = True,
+    value_labels: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, Any]:
     """Every figure of the report (what ``report.json`` holds); ``charts`` adds each
-    column's shares for its chart."""
+    column's shares for its chart, with categories shown by their ``value_labels`` (per
+    column, category → label) where the flow gives them."""
     by_column: dict[str, list[Statistic]] = {}
     for statistic in comparison.statistics:
         by_column.setdefault(statistic.column, []).append(statistic)
@@ -175,6 +185,7 @@ def report_data(
             entry["note"] = f"no chosen method applies to {kind} columns"
         if charts and name in comparison.current:
             entry["histogram"] = _histogram(profile.columns[name], comparison.current[name])
+            _label_categories(entry["histogram"], (value_labels or {}).get(name, {}))
         columns[name] = entry
     drifted = sorted(n for n, c in columns.items() if c["drift"])
     return {

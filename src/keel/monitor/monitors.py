@@ -17,7 +17,8 @@ over 1 likewise; drift: no column drifted); ``band`` in between (an alarm neithe
 counts towards clearing: the hysteresis); ``unjudged`` when a figure has no value. Drift
 covers each input field, each signal's score (the score distribution) and the action
 taken, with Keel's statistics (``keel.monitor.stats``); a column drifts by its verdict
-method.
+method. Fairness (``monitoring.fairness``) judges the current window alone, per protected
+attribute (``keel.review.fairness.judge_fairness``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from keel.errors import InputError
 from keel.flows.monitoring import (
     DEFAULT_CLEAR_BELOW,
     DRIFT,
+    FAIRNESS,
     LATENCY,
     RATES,
     Check,
@@ -41,6 +43,7 @@ from keel.flows.monitoring import (
 from keel.monitor.drift_report import report_data
 from keel.monitor.profile import Profile, ProfileStore, build_profile, compare
 from keel.monitor.windows import Window, WindowData, read_window
+from keel.review.fairness import judge_fairness
 
 
 @dataclass(frozen=True)
@@ -164,8 +167,14 @@ def run_monitor(
         verdicts[DRIFT] = (
             "breach" if len(drifted) >= drift_check.limit else "band" if drifted else "clean"
         )
+    fairness = None
+    if spec.fairness is not None and FAIRNESS in limits.checks:
+        fairness = judge_fairness(ctx, flow, current.since, current.until, spec.fairness,
+                                  limits.clear_below)  # fmt: skip
+        verdicts[FAIRNESS] = fairness["verdict"]
     return {
         "flow": flow,
+        "fairness": fairness,
         "baseline": {
             **baseline.to_dict(),
             "decisions": before.decisions,

@@ -509,4 +509,6 @@ def _evidence(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
                                                         "threshold")}  # fmt: skip
         out[DRIFT] = {"windows": windows, "drifted": drifted, "columns": columns,
                       "limit": result["drift_check"]["min_columns"]}  # fmt: skip
+    if result.get("fairness") is not None:
+        out["fairness"] = {"windows": windows, **result["fairness"]}
     return out

@@ -9,7 +9,9 @@ ends step back from an instant.
 
 - drift columns — each input field (``input.<field>``; personal fields are unsealed in
   memory, erased ones counted and left out), each signal's score (``signal.<name>``), and
-  the action taken (``action``);
+  the action taken (``action``). A field the flow declares ``type: string`` or with
+  ``allowed`` values is a category, whatever its values look like: integer codes such as
+  ``checking: 11`` are compared as categories, not as numbers;
 - behaviour counts — decisions per status, with guardrail hits, decided by a fallback,
   with a failed model, and the decide time of each (``decide_ms``).
 """
@@ -27,6 +29,7 @@ from sqlalchemy import text
 
 from keel.context import Context
 from keel.errors import ErasedDataError, InputError
+from keel.flows import Flow
 from keel.ledger.records import iso_time
 from keel.protect import Sealed
 from keel.yamlfile import parse_window
@@ -109,14 +112,17 @@ class WindowData:
     overrides: int = 0
     erased: int = 0  # decisions whose personal inputs were erased: inputs left out
     decide_ms: list[float] = field(default_factory=list)
+    categorical: frozenset[str] = frozenset()  # columns that are categories by declaration
 
     def table(self) -> dict[str, np.ndarray]:
         """The drift columns as arrays: numbers where every present value is a number."""
         out: dict[str, np.ndarray] = {}
         for name, values in self.columns.items():
             present = [v for v in values if v is not None]
-            numeric = bool(present) and all(
-                isinstance(v, int | float) and not isinstance(v, bool) for v in present
+            numeric = (
+                name not in self.categorical
+                and bool(present)
+                and all(isinstance(v, int | float) and not isinstance(v, bool) for v in present)
             )
             if numeric:
                 out[name] = np.array([np.nan if v is None else v for v in values], dtype=float)
@@ -140,12 +146,32 @@ WHERE d.flow = :flow AND d.recorded_at >= :since AND d.recorded_at < :until
 """
 
 
+def categorical_columns(flow: Flow) -> frozenset[str]:
+    """The drift columns of ``flow``'s inputs that are categories: ``type: string`` fields
+    and fields with ``allowed`` values."""
+    return frozenset(
+        f"input.{name}"
+        for name, spec in flow.fields.items()
+        if spec.type == "string" or spec.allowed is not None
+    )
+
+
+def category_labels(flow: Flow) -> dict[str, dict[str, str]]:
+    """Per drift column, the display label of each category (as the column holds it: text)
+    that the flow labels, for reports."""
+    return {
+        f"input.{name}": {str(value): label for value, label in spec.labels.items()}
+        for name, spec in flow.fields.items()
+        if spec.labels
+    }
+
+
 def read_window(ctx: Context, flow: str, window: Window) -> WindowData:
     """The decisions ``flow`` recorded in ``window``, as drift columns and behaviour counts."""
     spec = ctx.registry.current(flow).flow
     fields = list(spec.fields)
     signals = list(spec.signals)
-    data = WindowData(window)
+    data = WindowData(window, categorical=categorical_columns(spec))
     columns: dict[str, list[Any]] = {f"input.{f}": [] for f in fields}
     columns.update({f"signal.{s}": [] for s in signals})
     columns["action"] = []

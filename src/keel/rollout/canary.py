@@ -29,6 +29,7 @@ from keel.events import RolloutStarted, pending
 from keel.ledger.records import iso_time, new_id
 from keel.ledger.writer import WindowGate, append_in
 from keel.reasons import required_reason
+from keel.review.fairness import shadow_groups
 from keel.rollout.changes import Changes, end_running_in
 from keel.rollout.options import OptionProblems
 from keel.rollout.results import (
@@ -307,7 +308,9 @@ class Rollouts:
             )
         total = sum(n for row in agreement.values() for n in row.values())
         same = sum(agreement.get(a, {}).get(a, 0) for a in agreement)
-        return ShadowReport(rollout, total, same / total if total else None, agreement)
+        flow = self._ctx.registry.current(rollout.flow).flow
+        groups = tuple(shadow_groups(self._ctx, flow, rollout_id))
+        return ShadowReport(rollout, total, same / total if total else None, agreement, groups)
 
 
 def _figures(counts: dict[str, int] | None) -> ArmFigures:

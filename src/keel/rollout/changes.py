@@ -19,13 +19,17 @@ The activation history answers which version was active at any past instant; eve
 decision also names the version that made it.
 
 The project's policy file seeds a flow's first version. Once a flow has an active version
-in the store, that version decides, whatever the file says: editing the file changes
-nothing until the edit is proposed, approved and activated (the engine warns at start).
+in the store, that version decides, whatever the file says: in production mode, editing the
+file changes nothing until the edit is proposed, approved and activated (the engine warns
+at start). In development mode (``keel.rollout.mode``) the file is authoritative: whenever
+the engine starts, a policy or model file that differs from the active version is activated
+by whoever started it, a ``development`` activation that names the files and their hashes.
 Other processes pick an activation up within a second.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import replace
@@ -35,6 +39,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from keel.canonical import canonical_json
+from keel.config import DEVELOPMENT
 from keel.context import Context
 from keel.errors import (
     ConflictError,
@@ -61,6 +66,7 @@ from keel.reasons import required_reason
 from keel.rollout.authorship import check_authorship
 from keel.rollout.autonomy import change_level_in
 from keel.rollout.diff import Difference, diff_models, diff_policies
+from keel.rollout.mode import settle_mode_in
 from keel.rollout.results import Activation, PolicyChange, Rollout
 from keel.runtime import FlowRuntime, active_row, current_level, pins_of, running_row
 from keel.security.persons import person_of, refuse_same_person
@@ -145,6 +151,20 @@ def may_replay(principal: Principal, flow: str) -> None:
         principal.require(Permission.PROPOSE_POLICY, flow)  # raises, naming the permission
 
 
+def _relative(path: Path, root: Path) -> str:
+    """A project file as the ledger names it: relative to the project, where it is inside."""
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
+def _sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes (what was on disk, not the canonical version)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _recorded(conn: Connection, flow: str, kind: str) -> bool:
     """Does the ledger hold an entry of ``kind`` for ``flow``?"""
     found = conn.execute(
@@ -162,13 +182,17 @@ class Changes:
 
     # ---- a flow's first state --------------------------------------------------------
 
-    def seed(self) -> None:
+    def seed(self, operator: Principal) -> None:
         """Give every flow without a history its first version, models and autonomy level
-        from its files (ledger events), then run what the store says and warn where the
-        files differ from it."""
+        from its files (ledger events), then run what the store says. In development mode,
+        files that differ from the active version are then activated, as ``operator``;
+        in production mode, each difference is reported."""
         registry = self._ctx.registry
+        mode = self._ctx.settings.mode
+        seeded_mode = DEVELOPMENT if mode == DEVELOPMENT else None
 
         def seed(conn: Connection, gate: WindowGate) -> None:
+            settle_mode_in(conn, gate, mode, operator)
             for flow, runtime in registry.flows.items():
                 policy = runtime.policy.policy
                 self._register_in(conn, gate, flow, policy, policy.source)
@@ -177,7 +201,8 @@ class Changes:
                 if active_row(conn, flow) is None and not _recorded(conn, flow, "policy_activated"):
                     pins = self._store_file_models(conn, flow, gate.now)
                     version = registry.file_version(flow)
-                    self._activate_in(conn, gate, flow, version, None, "initial", None, FIRST, pins)
+                    self._activate_in(conn, gate, flow, version, None, "initial", None, FIRST, pins,
+                                      seeded_mode)  # fmt: skip
                 if current_level(conn, flow) is None and not _recorded(
                     conn, flow, "autonomy_changed"
                 ):
@@ -187,20 +212,85 @@ class Changes:
 
         self._ctx.writer.transact(seed)
         registry.refresh(force=True)
+        if mode == DEVELOPMENT:
+            self._follow_files(operator)
         self._warn_file_drift()
 
-    def _warn_file_drift(self) -> None:
+    def _follow_files(self, operator: Principal) -> None:
+        """Development mode: activate each flow's policy and model files where they differ
+        from the active version. A flow held for integrity is left alone: a new activation
+        on top of a row changed outside Keel would hide it."""
         registry = self._ctx.registry
-        for flow, (active, version) in registry.file_drift().items():
+        flows = [f for f in registry.flows if f not in registry.integrity()]
+        actors = {}
+        for flow in flows:
+            if operator.can(Permission.ACTIVATE_POLICY, flow):
+                actors[flow] = operator.actor(Permission.ACTIVATE_POLICY, flow)
+            else:
+                log.warning(
+                    "development mode: %s (%s) may not activate policies on flow %s, so its "
+                    "changed files wait for someone who may to run keel",
+                    operator.name, operator.id, flow,
+                )  # fmt: skip
+
+        def follow(conn: Connection, gate: WindowGate) -> list[Activation]:
+            done = [self._follow_file_in(conn, gate, flow, actor) for flow, actor in actors.items()]
+            return [a for a in done if a is not None]
+
+        for activation in self._ctx.writer.transact(follow):
             log.warning(
-                "flow %s runs policy version %s from the store; its file holds %s, which "
-                "takes effect only once proposed, approved and activated",
-                flow, active[:12], version[:12],
+                "%s; flow %s now runs policy version %s",
+                activation.reason, activation.flow, activation.version[:12],
+            )  # fmt: skip
+        registry.refresh(force=True)
+
+    def _follow_file_in(
+        self, conn: Connection, gate: WindowGate, flow: str, actor: Actor
+    ) -> Activation | None:
+        """Activate the flow's files if they differ from its active version (checked inside
+        the transaction: another process may have just done it)."""
+        registry = self._ctx.registry
+        active = active_row(conn, flow)
+        if active is None:
+            return None
+        root = self._ctx.settings.project_dir
+        runtime = registry.runtime_of(flow)
+        base_pins = pins_of(active) or {}
+        version = registry.file_version(flow)
+        files: list[dict[str, Any]] = []
+        if active["version"] != version:
+            path = registry.file_of(flow)
+            files.append({"path": _relative(path, root), "sha256": _sha256(path)})
+        moved = {s: v for s, v in registry.file_models(flow).items() if base_pins.get(s) != v}
+        pins = dict(base_pins)
+        for signal in moved:
+            path = (root / runtime.flow.signals[signal].model).resolve()
+            pins[signal] = store_in(conn, path, gate.now)
+            files.append({"path": _relative(path, root), "sha256": _sha256(path)})
+        if not files:
+            return None
+        changed = ", ".join(f["path"] for f in files)
+        reason = f"development mode: {changed} changed"
+        return self._activate_in(conn, gate, flow, version, actor, DEVELOPMENT, None, reason,
+                                 pins or None, DEVELOPMENT, files)  # fmt: skip
+
+    def _warn_file_drift(self) -> None:
+        """Say where the files differ from what runs. In development mode only the
+        autonomy level can: ``_follow_files`` activated the rest, or said why not."""
+        registry = self._ctx.registry
+        root = self._ctx.settings.project_dir
+        production = self._ctx.settings.mode != DEVELOPMENT
+        for flow, (active, version) in registry.file_drift().items() if production else ():
+            log.warning(
+                "flow %s runs policy version %s from the store; %s holds %s, which takes "
+                "effect only once proposed, approved and activated (production mode): "
+                "keel policy propose %s -r REASON",
+                flow, active[:12], _relative(registry.file_of(flow), root), version[:12], flow,
             )  # fmt: skip
         for flow, runtime in registry.flows.items():
             loaded = {s: m.version for s, m in runtime.models.items()}
             for signal, version in registry.file_models(flow).items():
-                if loaded.get(signal) != version:
+                if production and loaded.get(signal) != version:
                     log.warning(
                         "flow %s runs model %s for %s from the store; its file holds %s, "
                         "which takes effect only once proposed, approved and activated",
@@ -737,7 +827,11 @@ class Changes:
         change_id: str | None,
         reason: str,
         models: Mapping[str, str] | None = None,
+        mode: str | None = None,
+        files: list[dict[str, Any]] | None = None,
     ) -> Activation:
+        """Record an activation (``mode``: "development" in a development-mode project,
+        with the ``files`` a development-mode activation put into force)."""
         active = active_row(conn, flow)
         record_id = new_id("evt", gate.now)
         by = actor.id if actor else "keel"
@@ -765,6 +859,8 @@ class Changes:
             reason=reason,
             models=dict(models) if models else None,
             previous_models=pins_of(active),
+            mode=mode,
+            files=files,
         )
         append_in(conn, [pending(activated, flow, gate.now, record_id)], gate)
         return Activation.from_row(row)

@@ -9,8 +9,19 @@ exposure), how many cases would now wait for review, and — where outcomes are 
 many decisions the candidate gets right that were wrong, and the reverse, with the outcome
 values at stake.
 
-Rate and exposure limits are not replayed: they depend on the live traffic around each case,
-which a candidate would have shaped differently; the report says so. A candidate change that
+Each decision is judged under the autonomy level recorded with it, so replaying the active
+version itself changes nothing, even after the flow's level changed.
+
+Rate and exposure limits, review capacity and holds are not replayed: they depend on the
+live traffic around each case (and its order), which a candidate would have shaped
+differently. A decision whose recorded result one of them shaped (a rate-limit escalation,
+say) is counted under ``not_modelled``, by cause, and left out of every comparison: it is
+neither a change nor grey-zone review load.
+
+Where the flow names its bad outcomes (``outcome.positive``), the report gives the
+approval-rate against bad-rate trade-off of the recorded and the candidate decisions: the
+share given the favourable action, and the share of those with a known outcome that went
+bad, with how many have no outcome yet. A candidate change that
 pins other model versions has those models re-run on the recorded inputs (one call per model
 per chunk of cases); the other signals are what the models said then.
 
@@ -36,12 +47,13 @@ from sqlalchemy import text
 from keel.context import Context
 from keel.decide.draft import settle_status
 from keel.errors import ErasedDataError, InputError
-from keel.flows import Flow
+from keel.flows import Autonomy, Flow
 from keel.keys import load_data_key
 from keel.policy.compiler import CompiledPolicy, compile_policy
 from keel.policy.guardrails import check_static
 from keel.policy.model import policy_from_document
 from keel.protect import Protector, Sealed
+from keel.review.fairness import GroupTally
 from keel.rollout.changes import Changes, may_replay
 from keel.security.roles import Principal
 from keel.signals.adapters import load_model
@@ -51,6 +63,12 @@ from keel.store.database import open_database
 SAMPLE = 100  # changed decisions listed in the report
 _FETCH = 2000
 PARALLEL_FROM = 20_000  # ranges at least this large are replayed by worker processes
+# Guardrails that depend on the traffic around a case: a recorded hit of one is not modelled.
+WINDOW_KINDS = frozenset({"rate", "exposure", "review_capacity"})
+NOT_REPLAYED = (
+    "rate and exposure limits, review capacity and holds (they depend on live traffic; "
+    "decisions they shaped are counted as not modelled)"
+)
 
 _QUERY = """
 SELECT d.id, l.record, p.key_id, p.nonce, p.ciphertext, o.label, o.value
@@ -65,10 +83,60 @@ ORDER BY d.seq
 
 
 @dataclass
+class Side:
+    """The approval-rate against bad-rate figures of one side (recorded or candidate)."""
+
+    approved: int = 0  # decisions given the favourable action
+    with_outcome: int = 0  # of those, with a reported outcome that judges it
+    bad: int = 0  # of those, with a bad outcome (outcome.positive)
+
+    def merge(self, other: Side) -> None:
+        self.approved += other.approved
+        self.with_outcome += other.with_outcome
+        self.bad += other.bad
+
+    def count(
+        self, action: str, favourable: str, label: str | None, positive: frozenset[str]
+    ) -> None:
+        """Count one decision (``label``: its reported outcome, if one that judges it)."""
+        if action != favourable:
+            return
+        self.approved += 1
+        if label is not None:
+            self.with_outcome += 1
+            self.bad += label in positive
+
+    def report(self, compared: int) -> dict[str, Any]:
+        return {
+            "approved": self.approved,
+            "approval_rate": self.approved / compared if compared else None,
+            "with_outcome": self.with_outcome,
+            "no_outcome": self.approved - self.with_outcome,
+            "bad": self.bad,
+            "bad_rate": self.bad / self.with_outcome if self.with_outcome else None,
+        }
+
+
+def _not_modelled(body: Mapping[str, Any]) -> str | None:
+    """Why a recorded result cannot be replayed faithfully (None: it can): a hold on the
+    flow, or a guardrail that counts the traffic around the case."""
+    if body.get("hold"):
+        return "hold"
+    for hit in body["guardrails"]["hits"]:
+        if hit["kind"] in WINDOW_KINDS:
+            return str(hit["kind"])
+    return None
+
+
+@dataclass
 class Tally:
     """What one slice of the range adds up to; slices merge into the report."""
 
     decisions: int = 0
+    compared: int = 0  # decisions less those not modelled
+    not_modelled: Counter[str] = field(default_factory=Counter)
+    recorded_side: Side = field(default_factory=Side)
+    candidate_side: Side = field(default_factory=Side)
     changed: int = 0
     transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
     recorded_sums: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
@@ -86,10 +154,12 @@ class Tally:
     fixed_value: float = 0.0
     broken_value: float = 0.0
     sample: list[dict[str, Any]] = field(default_factory=list)
+    fairness: GroupTally = field(default_factory=GroupTally)  # favourable per group
 
     def merge(self, other: Tally) -> None:
         for name in (
             "decisions",
+            "compared",
             "changed",
             "recorded_review",
             "candidate_review",
@@ -106,6 +176,9 @@ class Tally:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.transitions.update(other.transitions)
         self.versions.update(other.versions)
+        self.not_modelled.update(other.not_modelled)
+        self.recorded_side.merge(other.recorded_side)
+        self.candidate_side.merge(other.candidate_side)
         for mine, theirs in (
             (self.recorded_sums, other.recorded_sums),
             (self.candidate_sums, other.candidate_sums),
@@ -113,6 +186,7 @@ class Tally:
             for action, total in theirs.items():
                 mine[action] += total
         self.sample.extend(other.sample[: max(0, SAMPLE - len(self.sample))])
+        self.fairness.merge(other.fairness)
 
 
 @dataclass(frozen=True)
@@ -225,9 +299,17 @@ def _tally(
     tally = Tally()
     guardrails = compiled.policy.guardrails
     kill_switch = guardrails.kill_switch
-    autonomy = flow.autonomy
+    favourable = flow.outcome.favourable()
+    positive = frozenset(flow.outcome.positive)
     cases = _cases(chunks, protector, tally, rescore)
     for decision_id, body, inputs, signals, failed, label, outcome_value in cases:
+        tally.decisions += 1
+        tally.versions[body["policy"]["version"]] += 1
+        cause = _not_modelled(body)
+        if cause is not None:
+            tally.not_modelled[cause] += 1
+            continue
+        tally.compared += 1
         evaluation = compiled.evaluate(inputs, signals, failed, reason=False)
         action, value, review = evaluation.action, evaluation.value, evaluation.review
         static = check_static(guardrails, action, value, signals)
@@ -243,15 +325,20 @@ def _tally(
             escalated = escalated or hit.on_hit == "escalate"
         if evaluation.fallback_cause:
             tally.fallbacks += 1
-        status = settle_status(autonomy, review, escalated)
+        # The level the decision was made at, not the flow's now: a replay of the version
+        # that decided must reproduce the recorded status.
+        status = settle_status(Autonomy(body["autonomy"]), review, escalated)
         old_action, old_value = body["action"], body["value"]
-        tally.decisions += 1
-        tally.versions[body["policy"]["version"]] += 1
+        if favourable is not None:
+            judging = label if label is not None and labels.get(label) is not None else None
+            tally.recorded_side.count(old_action, favourable, judging, positive)
+            tally.candidate_side.count(action, favourable, judging, positive)
         tally.transitions[(old_action, action)] += 1
         tally.recorded_sums[old_action] += old_value or 0.0
         tally.candidate_sums[action] += value or 0.0
         tally.recorded_review += body["status"] == "pending_review"
         tally.candidate_review += status == "pending_review"
+        tally.fairness.add(flow, inputs, old_action, action)
         changed = old_action != action or not _same_value(old_value, value)
         if changed:
             tally.changed += 1
@@ -371,7 +458,7 @@ def replay(
     report["workers"] = len(jobs)
     report["candidate_models"] = {s: pins[s] for s in changed_models}
     if changed_models:
-        report["not_replayed"] = "rate and exposure limits (they depend on live traffic)"
+        report["not_replayed"] = NOT_REPLAYED
     return report
 
 
@@ -383,6 +470,16 @@ def _report(
         matrix.setdefault(old, {})[new] = n
     actions = sorted(set(t.recorded_sums) | set(t.candidate_sums))
     known = t.known
+    favourable = spec.outcome.favourable()
+    tradeoff: dict[str, Any] = {"favourable": favourable, "bad": list(spec.outcome.positive)}
+    if favourable is None:
+        tradeoff["note"] = (
+            "name the bad outcome labels in the flow's outcome.positive (the other labels "
+            "calling one action right) to see the approval rate against the bad rate"
+        )
+    else:
+        tradeoff["recorded"] = t.recorded_side.report(t.compared)
+        tradeoff["candidate"] = t.candidate_side.report(t.compared)
     return {
         "flow": flow,
         "candidate": version,
@@ -390,8 +487,10 @@ def _report(
         "since": since,
         "until": until,
         "decisions": t.decisions,
+        "compared": t.compared,
+        "not_modelled": dict(sorted(t.not_modelled.items())),
         "changed": t.changed,
-        "changed_share": t.changed / t.decisions,
+        "changed_share": t.changed / t.compared if t.compared else 0.0,
         "transitions": matrix,
         "sums": {
             a: {
@@ -416,9 +515,11 @@ def _report(
             "broken_value": t.broken_value,
             "value_means": spec.outcome.value,
         },
+        "tradeoff": tradeoff,
         "changed_sample": t.sample,
-        "not_replayed": "rate and exposure limits (they depend on live traffic); models the "
-        "candidate does not change (their recorded signals are used)",
+        "fairness": t.fairness.report(spec),
+        "not_replayed": f"{NOT_REPLAYED}; models the candidate does not change (their "
+        "recorded signals are used)",
         "seconds": round(seconds, 3),
         "per_second": round(t.decisions / seconds) if seconds > 0 else None,
     }

@@ -114,7 +114,7 @@ class Activation:
     version: str
     activated_at: str
     activated_by: str
-    kind: str  # initial | inferred | activate | rollback
+    kind: str  # initial | inferred | activate | rollback | development
     change_id: str | None
     reason: str
     record_id: str | None  # the policy_activated ledger event (none if inferred)
@@ -210,6 +210,9 @@ class ShadowReport:
     decisions: int
     agreement: float | None  # None before the first decision
     transitions: dict[str, dict[str, int]]  # {active action: {shadow action: count}}
+    # Per protected attribute and group: selection rate and impact ratio, active against
+    # candidate (``keel.review.fairness.shadow_groups``); empty without protected fields.
+    fairness: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -217,6 +220,7 @@ class ShadowReport:
             "decisions": self.decisions,
             "agreement": self.agreement,
             "transitions": {a: dict(row) for a, row in self.transitions.items()},
+            "fairness": list(self.fairness),
         }
 
 

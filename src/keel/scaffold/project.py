@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from keel.config import SETTINGS_FILE
+from keel.config import DEVELOPMENT, SETTINGS_FILE
 from keel.errors import ConfigError, MissingExtraError
 from keel.scaffold.applicants import (
     FEATURES,
@@ -24,6 +24,10 @@ EXAMPLE_SEED = 11
 SETTINGS = """\
 # Keel project settings. KEEL_DATABASE_URL overrides database_url.
 name: {name}
+# development: each edit of a policy or model file is activated (and recorded) at the next
+# keel command. Switch to production before real use: changes then need a second person's
+# approval, and the project cannot return to development mode.
+mode: {mode}
 database_url: sqlite:///keel.db
 ledger:
   max_batch: 512
@@ -45,6 +49,7 @@ outcome:
   labels:                 # each label, with the action that would have been right
     repaid: approve
     defaulted: decline
+  positive: [defaulted]   # the bad outcome the risk model predicts
   value: amount written off, in EUR
 inputs:
   annual_income:
@@ -248,8 +253,9 @@ def _pick_examples(
     return picks
 
 
-def init_project(directory: Path, name: str | None = None) -> Path:
-    """Write the credit-limit example project into ``directory`` (new or empty)."""
+def init_project(directory: Path, name: str | None = None, mode: str = DEVELOPMENT) -> Path:
+    """Write the credit-limit example project into ``directory`` (new or empty), in
+    development ``mode`` by default: a new project is one person's to iterate on."""
     directory = directory.resolve()
     if directory.exists() and any(directory.iterdir()):
         raise ConfigError(
@@ -262,7 +268,7 @@ def init_project(directory: Path, name: str | None = None) -> Path:
         raise MissingExtraError("sklearn", "the example project's risk model") from exc
     for sub in ("flows", "policies", "models", "examples"):
         (directory / sub).mkdir(parents=True, exist_ok=True)
-    (directory / SETTINGS_FILE).write_text(SETTINGS.format(name=name or directory.name))
+    (directory / SETTINGS_FILE).write_text(SETTINGS.format(name=name or directory.name, mode=mode))
     (directory / "flows" / "credit_limit.yaml").write_text(FLOW)
     (directory / "policies" / "credit_limit.yaml").write_text(POLICY)
     (directory / ".gitignore").write_text("keel.db*\n.keel/\n")

@@ -1,7 +1,17 @@
 """Model adapters: scikit-learn (skops or joblib files), ONNX (onnxruntime), Python callables.
 
-Each adapter turns one feature row into a ``ModelOutput`` (score, confidence, label) and
-names its version: the SHA-256 of the artifact file, so a retrained model is a new version.
+Each adapter turns feature rows (``Rows``) into one ``ModelOutput`` (score, confidence,
+label) per case and names its version: the SHA-256 of the artifact file, so a retrained
+model is a new version. What each kind of model receives:
+
+- a scikit-learn estimator fitted on a DataFrame (it has ``feature_names_in_``): a
+  DataFrame, one row per case, with the training column names; numbers as float64 and
+  categorical features as ``str`` in object columns, so a ``Pipeline`` with a
+  ``ColumnTransformer`` and encoders runs exactly as it was trained;
+- one fitted on an array: a float matrix (numeric features only);
+- an ONNX graph: one tensor per input when it has one input per feature (text for string
+  inputs), otherwise one float matrix;
+- a Python function: a ``{feature: value}`` mapping (floats, and ``str`` for text).
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import numpy as np
 
 from keel.errors import MissingExtraError, ModelError
 from keel.flows import SignalSpec
+from keel.signals.rows import Rows
 from keel.text import article
 
 # Types a skops file may contain without being listed by the flow: scikit-learn's own
@@ -44,10 +55,18 @@ class Model(Protocol):
     kind: str
     inline: bool
     features: tuple[str, ...]
+    spec: SignalSpec
 
-    def predict_many(self, rows: np.ndarray) -> list[ModelOutput]:
-        """One output per row of ``rows`` (shape: cases × features)."""
+    def predict_many(self, rows: Rows) -> list[ModelOutput]:
+        """One output per case of ``rows``."""
         ...
+
+
+def probe_rows(spec: SignalSpec) -> Rows:
+    """One made-up case for warm-up calls: zero for numbers, the first allowed value for
+    text (a category the model knows)."""
+    case = {f: spec.categories[f][0] if f in spec.categories else 0.0 for f in spec.features}
+    return Rows.of(spec.features, spec.categories, [case])
 
 
 def file_version(path: Path) -> str:
@@ -153,8 +172,20 @@ class SklearnModel:
                 {"signal": spec.name, "path": str(path), "key": "output"},
             )
         names = getattr(estimator, "feature_names_in_", None)
+        # Fitted on a DataFrame: it gets one, under its training names. Fitted on an
+        # array: it gets a float matrix, so it can take no text.
+        self.names: list[str] | None = None
         if names is not None:
-            _check_feature_names(spec, path, [str(n) for n in names])
+            self.names = [str(n) for n in names]
+            _check_feature_names(spec, path, self.names)
+        elif spec.categories:
+            raise ModelError(
+                f"signal '{spec.name}' has the text features {list(spec.categories)}, but "
+                f"model {path} was fitted on an array, which holds numbers only: fit it on a "
+                "pandas DataFrame (a Pipeline that encodes the text columns) so it knows its "
+                "columns by name",
+                {"signal": spec.name, "path": str(path), "key": "features"},
+            )
         n = getattr(estimator, "n_features_in_", None)
         if n is not None and n != len(spec.features):
             raise ModelError(
@@ -165,12 +196,17 @@ class SklearnModel:
         if spec.output != "score" and _positive_index(self._classes, spec.positive_class) is None:
             raise _unknown_class(spec, path, self._classes)
 
-    def predict_many(self, rows: np.ndarray) -> list[ModelOutput]:
+    def model_input(self, rows: Rows) -> Any:
+        """The rows in the form the estimator was fitted on: a DataFrame or a matrix."""
+        return rows.frame(self.names) if self.names is not None else rows.matrix()
+
+    def predict_many(self, rows: Rows) -> list[ModelOutput]:
+        x = self.model_input(rows)
         # Inputs were checked finite by the flow's schema; skip scikit-learn's re-checks.
         with self._config(assume_finite=True, skip_parameter_validation=True):
             if self.spec.output == "score":
-                return _score_outputs(self.estimator.predict(rows))
-            proba = np.asarray(self.estimator.predict_proba(rows), dtype=float)
+                return _score_outputs(self.estimator.predict(x))
+            proba = np.asarray(self.estimator.predict_proba(x), dtype=float)
         return _classifier_outputs(proba, self._classes, self.spec.positive_class)
 
 
@@ -201,15 +237,21 @@ class OnnxModel:
             ) from exc
         inputs = self.session.get_inputs()
         self.input_name = inputs[0].name
+        # Input name → its ONNX element type ("tensor(string)", "tensor(float)"…).
+        self.input_types = {i.name: str(i.type) for i in inputs}
+        self.per_feature = len(inputs) > 1 or (
+            len(self.features) == 1 and inputs[0].name == self.features[0]
+        )
         self.outputs = [o.name for o in self.session.get_outputs()]
         self._check_inputs(inputs)
         self._check_classes()
 
     def _check_inputs(self, inputs: list[Any]) -> None:
-        """A graph with one input per feature names them: check the names. A graph with one
-        matrix input may fix its width: check the count."""
+        """A graph with one input per feature names them: check the names, and that a text
+        feature meets a string input and a number a numeric one. A graph with one matrix
+        input may fix its width: check the count, and that its type fits every feature."""
         detail = {"signal": self.name, "path": str(self.path), "key": "features"}
-        if len(inputs) > 1:
+        if self.per_feature:
             names = [i.name for i in inputs]
             if sorted(names) != sorted(self.features):
                 raise ModelError(
@@ -217,6 +259,8 @@ class OnnxModel:
                     f"ONNX model {self.path} takes the inputs {names}",
                     detail,
                 )
+            for feature in self.features:
+                self._check_type(feature, self.input_types[feature], detail)
             return
         shape = inputs[0].shape
         width = shape[1] if len(shape) == 2 else None
@@ -226,6 +270,32 @@ class OnnxModel:
                 f"lists {len(self.features)}",
                 detail,
             )
+        for feature in self.features:
+            self._check_type(feature, self.input_types[self.input_name], detail)
+
+    def _check_type(self, feature: str, onnx_type: str, detail: dict[str, Any]) -> None:
+        text = feature in self.spec.categories
+        if text == (onnx_type == _ONNX_STRING) and (text or onnx_type in _ONNX_NUMERIC):
+            return
+        kind = "a string feature" if text else "a numeric feature"
+        raise ModelError(
+            f"signal '{self.name}': {kind} '{feature}' meets the input of type {onnx_type} "
+            f"of ONNX model {self.path} (text needs tensor(string); numbers need "
+            "tensor(float), tensor(double) or an integer tensor)",
+            detail,
+        )
+
+    def _feed(self, rows: Rows) -> dict[str, np.ndarray]:
+        """The graph's inputs: one (cases × 1) tensor per feature, or one matrix."""
+        if self.per_feature:
+            return {
+                f: _tensor(rows.columns[f].reshape(-1, 1), self.input_types[f])
+                for f in self.features
+            }
+        if self.input_types[self.input_name] == _ONNX_STRING:
+            matrix = np.column_stack([rows.columns[f] for f in self.features]).astype(object)
+            return {self.input_name: matrix}
+        return {self.input_name: _tensor(rows.matrix(), self.input_types[self.input_name])}
 
     def _check_classes(self) -> None:
         """ONNX keeps a classifier's classes in its graph; one call on a row of zeros shows
@@ -233,7 +303,7 @@ class OnnxModel:
         if self.spec.output == "score" or self.spec.positive_class is None:
             return
         try:
-            self.predict_many(np.zeros((1, len(self.features)), dtype=float))
+            self.predict_many(probe_rows(self.spec))
         except ModelError as exc:
             if "positive_class" in exc.message:
                 raise ModelError(
@@ -243,8 +313,8 @@ class OnnxModel:
         except Exception:  # noqa: BLE001, S110 - the warm-up call reports other failures
             pass
 
-    def predict_many(self, rows: np.ndarray) -> list[ModelOutput]:
-        results = self.session.run(None, {self.input_name: rows.astype(np.float32)})
+    def predict_many(self, rows: Rows) -> list[ModelOutput]:
+        results = self.session.run(None, self._feed(rows))
         if self.spec.output == "score":
             return _score_outputs(results[0])
         if len(results) < 2:
@@ -257,6 +327,21 @@ class OnnxModel:
             proba = np.asarray(probs, dtype=float)
             classes = list(range(proba.shape[1]))
         return _classifier_outputs(proba, classes, self.spec.positive_class)
+
+
+_ONNX_STRING = "tensor(string)"
+_ONNX_NUMERIC = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+}
+
+
+def _tensor(values: np.ndarray, onnx_type: str) -> np.ndarray:
+    if onnx_type == _ONNX_STRING:
+        return values.astype(object)
+    return values.astype(_ONNX_NUMERIC[onnx_type])
 
 
 class CallableModel:
@@ -272,11 +357,10 @@ class CallableModel:
         self.version = version
         self.features = spec.features
 
-    def predict_many(self, rows: np.ndarray) -> list[ModelOutput]:
-        return [self._one(row) for row in rows]
+    def predict_many(self, rows: Rows) -> list[ModelOutput]:
+        return [self._one(values) for values in rows.mappings()]
 
-    def _one(self, row: np.ndarray) -> ModelOutput:
-        values = dict(zip(self.features, (float(v) for v in row), strict=True))
+    def _one(self, values: dict[str, Any]) -> ModelOutput:
         result = self.function(values)
         if isinstance(result, Mapping):
             score = float(result["score"])
@@ -370,7 +454,7 @@ def _warmed(model: _Loaded) -> _Loaded:
     the first real case's timeout. A model that fails here is kept — a real row may still
     work — and the failure is logged."""
     try:
-        model.predict_many(np.zeros((1, len(model.features)), dtype=float))
+        model.predict_many(probe_rows(model.spec))
     except Exception as exc:  # noqa: BLE001 - any failure of a probe call is only reported
         log.warning("signal %s: the warm-up call of %s failed: %s", model.name, model.path, exc)
     return model

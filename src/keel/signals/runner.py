@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from keel.signals.adapters import Model, ModelOutput
+from keel.signals.rows import RowError, Rows
 from keel.telemetry import log
 
 MAX_MODEL_THREADS = 8
@@ -43,15 +44,21 @@ class SignalResult:
     model_ms: float = 0.0
 
 
-def feature_row(model: Model, inputs: Mapping[str, Any]) -> np.ndarray:
-    return np.array([[float(inputs[f]) for f in model.features]], dtype=np.float64)
+def feature_rows(model: Model, cases: Sequence[Mapping[str, Any]]) -> Rows:
+    """The model's features of ``cases``; raises ``RowError`` naming a missing feature."""
+    return Rows.of(model.features, model.spec.categories, cases)
+
+
+def feature_row(model: Model, inputs: Mapping[str, Any]) -> Rows:
+    """The model's features of one case (what ``attribute`` explains)."""
+    return feature_rows(model, [inputs])
 
 
 class _OutputCountError(ValueError):
     """The model answered, but not once per case (Keel's own message: safe to record)."""
 
 
-def _timed(model: Model, rows: np.ndarray) -> tuple[list[ModelOutput], float]:
+def _timed(model: Model, rows: Rows) -> tuple[list[ModelOutput], float]:
     start = time.perf_counter()
     out = model.predict_many(rows)
     if len(out) != len(rows):
@@ -99,12 +106,9 @@ class SignalRunner:
         waiting: dict[str, tuple[Future[tuple[list[ModelOutput], float]], float]] = {}
         for name, model in models.items():
             try:
-                rows = np.array(
-                    [[float(c[f]) for f in model.features] for c in cases], dtype=np.float64
-                )
-            except (KeyError, TypeError, ValueError) as exc:
-                cause = f"feature missing or not numeric: {_bad_feature(model, cases)}"
-                calls[name] = _Call(cause=cause, error=exc)
+                rows = feature_rows(model, cases)
+            except RowError as exc:
+                calls[name] = _Call(cause=str(exc), error=exc)
                 continue
             if model.inline:
                 calls[name] = self._inline(model, rows, timeouts_ms[name])
@@ -126,7 +130,7 @@ class SignalRunner:
         return self._distribute(models, calls, len(cases))
 
     @staticmethod
-    def _inline(model: Model, rows: np.ndarray, timeout_ms: int) -> _Call:
+    def _inline(model: Model, rows: Rows, timeout_ms: int) -> _Call:
         started = time.perf_counter()
         try:
             outputs, ms = _timed(model, rows)
@@ -192,18 +196,6 @@ def _raised(exc: BaseException) -> str:
     if isinstance(exc, _OutputCountError):
         return str(exc)
     return f"model raised {type(exc).__name__}"
-
-
-def _bad_feature(model: Model, cases: Sequence[Mapping[str, Any]]) -> str:
-    """The first of the model's features that a case lacks or cannot give as a number
-    (its name, from the flow's schema; never the value)."""
-    for case in cases:
-        for feature in model.features:
-            try:
-                float(case[feature])
-            except (KeyError, TypeError, ValueError):
-                return f"'{feature}'"
-    return "unknown"
 
 
 _DIGITS = re.compile(r"\d+")
