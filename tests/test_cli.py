@@ -190,7 +190,9 @@ def test_review_queue_from_the_command_line(project: Path, tmp_path: Path) -> No
     code, out, _ = keel("review", "resolve", ids[1], "reject", "-r", "No.", "-p", str(project))
     assert code == 0 and json.loads(out)["action"] == "refer"
     code, out, _ = keel("review", "list", "--json", "-p", str(project))
-    assert [r["state"] for r in json.loads(out)] == ["resolved", "resolved"]
+    listing = json.loads(out)
+    assert [r["state"] for r in listing["reviews"]] == ["resolved", "resolved"]
+    assert listing["total"] == 2 and listing["next"] is None
     code, _, err = keel("review", "list", "--flow", "nope", "-p", str(project))
     assert code == 2 and "unknown flow 'nope'" in err
     code, _, err = keel("review", "sweep", "-p", str(project))

@@ -177,7 +177,7 @@ def test_what_if_and_counterfactual(engine: Engine, low_risk: dict[str, Any]) ->
     assert engine.what_if(decision.id, params={"decline_risk": 1})["after"]["rule"] != "high_risk"
     with pytest.raises(InputError, match="debt_to_income"):
         engine.what_if(decision.id, {"debt_to_income": "low"})
-    found = engine.counterfactuals(decision.id)
+    found = engine.counterfactuals(decision.id).found
     assert found, "a decrease in debt or utilisation should flip this decline"
     for cf in found:
         assert cf.action != "decline"

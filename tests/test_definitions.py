@@ -181,9 +181,38 @@ def test_labels_and_protected_fields_are_read(project: Path) -> None:
 
 def test_invalid_yaml_names_line(project: Path) -> None:
     write(project / POLICY, "policy: x\nrules: [\n  - name: a\n")
-    found = problems(project)
-    assert "not valid YAML" in found[0] and "credit_limit.yaml:3:3:" in found[0]
-    assert "no policy named 'credit_limit'" in found[1]  # and the flow that needed it says so
+    [problem] = problems(project)
+    assert "not valid YAML" in problem and "credit_limit.yaml:3:3:" in problem
+
+
+# One mistake, one problem. Before, each of these also reported what followed from it: the
+# flow's "no policy named 'credit_limit'" (2 problems for a YAML error, 3 for a misspelt key),
+# a missing 'actions' beside the misspelt 'acions', and every signal feature naming a field
+# whose type was wrong (2 problems on the scaffold for `type: int`, more with more signals).
+@pytest.mark.parametrize(
+    ("path", "old", "new", "expected"),
+    [
+        (POLICY, "rules:\n", "rules: [\n", "not valid YAML"),
+        (POLICY, "policy: credit_limit\n", "policy: credit_limit\nrules: [\n", "not valid YAML"),
+        (POLICY, "actions:", "acions:", "unknown key 'acions': did you mean 'actions'?"),
+        (POLICY, "  - name: high_risk\n", "  - nme: high_risk\n", "did you mean 'name'?"),
+        (POLICY, "when: input.annual_income <", "when: input.annual_income <<", "CEL syntax"),
+        (FLOW, "inputs:", "inputz:", "unknown key 'inputz': did you mean 'inputs'?"),
+        (FLOW, "  delinquencies_2y:\n    type: integer", "  delinquencies_2y:\n    type: int",
+         "inputs.delinquencies_2y: 'type' must be one of number, integer, string, boolean"),
+        (FLOW, "  debt_to_income:\n    type: number", "  debt_to_income:\n    type: float",
+         "'type' must be one of"),  # an actionable field, and a model feature
+        (FLOW, "  employment_years:\n    type: number\n    min: 0\n    max: 60\n"
+         "    label: Time in employment\n    format: years\n", "  employment_years: number\n",
+         "inputs.employment_years: must be a mapping"),
+    ],
+)  # fmt: skip
+def test_one_mistake_is_one_problem(
+    project: Path, path: str, old: str, new: str, expected: str
+) -> None:
+    replace_in(project / path, old, new)
+    [problem] = problems(project)
+    assert expected in problem
 
 
 def test_corrupt_model_file_is_named(project: Path) -> None:

@@ -62,7 +62,10 @@ def run_demo(directory: Path, count: int, echo: Callable[[str], None]) -> bool:
         if declined is not None:
             echo(f"\n== What would have changed decision {declined.id}? ({declined.reason})")
             fields = runtime.flow.fields
-            for cf in engine.counterfactuals(declined.id):
+            search = engine.counterfactuals(declined.id)
+            if search.why_none is not None:
+                echo(f"   none: {search.why_none.message}")
+            for cf in search.found:
                 changes = ", ".join(
                     f"{fields[name].display} {format_value(old, fields[name].format)} → "
                     f"{format_value(new, fields[name].format)}"

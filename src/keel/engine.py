@@ -28,7 +28,7 @@ from keel.decide.draft import Status, settle_status
 from keel.decide.explanations import Explanations
 from keel.decide.record import Decision
 from keel.events import CheckpointTaken, pending
-from keel.explain.counterfactual import Counterfactual
+from keel.explain.counterfactual import CounterfactualSearch
 from keel.keys import load_signing_key
 from keel.ledger.checkpoint import Checkpoint
 from keel.ledger.records import Entry
@@ -266,7 +266,7 @@ class Engine:
         target: str | None = None,
         max_results: int = 3,
         by: Principal | None = None,
-    ) -> list[Counterfactual]:
+    ) -> CounterfactualSearch:
         return self.explanations.counterfactuals(decision_id, self._who(by), target, max_results)
 
     # ---- safe change ---------------------------------------------------------------------------

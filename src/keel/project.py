@@ -5,6 +5,8 @@ Loading checks every file and reports every problem at once, each with its file 
 
 from __future__ import annotations
 
+import contextlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,15 +31,30 @@ def _yaml_files(folder: Path) -> list[Path]:
     return sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
 
 
+_POLICY_NAME_RE = re.compile(r"^policy:\s*[\"']?([A-Za-z0-9_]+)", re.MULTILINE)
+
+
+def _declared_names(path: Path) -> set[str]:
+    """The names a policy file that failed to load may go by: its file name, and the name
+    its ``policy:`` line gives even when the rest of the file does not parse."""
+    names = {path.stem}
+    # If the file cannot be read at all, the load already said so.
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        names.update(_POLICY_NAME_RE.findall(path.read_text(encoding="utf-8")))
+    return names
+
+
 def load_project(settings: Settings) -> Project:
     """Load, check and compile every flow with its policy and models."""
     problems: list[Problem] = []
     policies: dict[str, Policy] = {}
+    broken: set[str] = set()  # names of policies whose own problems are already reported
     for path in _yaml_files(settings.policies_dir):
         try:
             policy = load_policy(path)
         except DefinitionError as exc:
             problems.extend(exc.problems)
+            broken.update(_declared_names(path))
             continue
         if policy.name in policies:
             other = policies[policy.name].source
@@ -66,6 +83,8 @@ def load_project(settings: Settings) -> Project:
     runtimes: dict[str, FlowRuntime] = {}
     for flow in flows.values():
         found = policies.get(flow.policy)
+        if found is None and flow.policy in broken:
+            continue  # the policy file's own problems say what to fix; "no policy" would mislead
         if found is None:
             known = ", ".join(sorted(policies)) or "none"
             problems.append(

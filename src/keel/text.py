@@ -68,3 +68,15 @@ def escape(text: str) -> str:
         else ch
         for ch in text
     )
+
+
+# Words that start with a vowel letter but a consonant sound, so they take "a".
+_A_BEFORE = ("one", "uni", "use", "usa", "url", "uuid", "eu")
+
+
+def article(word: str) -> str:
+    """``word`` with the indefinite article it takes in a message: "an integer", "a number",
+    "an outcome entry" — for messages that name a type or kind held in a variable."""
+    lower = word.lower()
+    vowel = lower[:1] in ("a", "e", "i", "o", "u") and not lower.startswith(_A_BEFORE)
+    return f"{'an' if vowel else 'a'} {word}"

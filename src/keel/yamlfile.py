@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,9 @@ class Problems:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self.items: list[Problem] = []
+        # (node, known key) for each key reported as a misspelling of a known key: a later
+        # problem about that key being absent from that node is the same mistake, not a new one.
+        self._misspelt: set[tuple[int, str]] = set()
 
     def add(
         self,
@@ -108,16 +112,24 @@ class Problems:
         key: str = "",
         line: int | None = None,
     ) -> None:
+        if key and (id(node), key) in self._misspelt and key not in node:
+            return  # already reported as the misspelt key beside it
         if line is None and isinstance(node, LocatedDict):
             line = node.line_of(key)
         self.items.append(Problem(self.path, where, message, line=line))
 
     def unknown_keys(self, node: LocatedDict, known: set[str], where: str) -> None:
         for key in node:
-            if key not in known:
-                self.add(
-                    where, f"unknown key '{key}' (known: {', '.join(sorted(known))})", node, key
-                )
+            if key in known:
+                continue
+            listing = f"(known: {', '.join(sorted(known))})"
+            close = difflib.get_close_matches(str(key), sorted(known - set(node)), n=1)
+            if close:
+                self.add(where, f"unknown key '{key}': did you mean '{close[0]}'? {listing}",
+                         node, key)  # fmt: skip
+                self._misspelt.add((id(node), close[0]))
+            else:
+                self.add(where, f"unknown key '{key}' {listing}", node, key)
 
     def raise_any(self) -> None:
         """Refuse the definition, naming every problem, if there is one."""

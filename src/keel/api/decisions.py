@@ -93,12 +93,17 @@ def explain(decision_id: str, principal: Caller, request: Request) -> dict[str, 
 def what_if(
     decision_id: str, body: WhatIfRequest, principal: Caller, request: Request
 ) -> dict[str, Any]:
-    """Re-evaluate a decision with changed inputs or parameters; nothing is recorded."""
+    """Re-evaluate a decision with changed inputs or parameters; nothing is recorded.
+
+    With `counterfactual: true`, `counterfactuals` lists up to three smallest changes to the
+    flow's actionable fields that change the action, cheapest first; each one's `cost` is its
+    change as a share of each field's range (`|to - from| / (max - min)`, summed; no unit).
+    When there is none, `no_counterfactual` gives a `code` and a `message` saying why.
+    """
     explanations = engine_of(request).explanations
     result = explanations.what_if(decision_id, principal, body.set, body.params)
     if body.counterfactual:
-        found = explanations.counterfactuals(decision_id, principal)
-        result["counterfactuals"] = [c.to_dict() for c in found]
+        result.update(explanations.counterfactuals(decision_id, principal).to_dict())
     return result
 
 

@@ -164,7 +164,9 @@ class ActivationOut(Strict):
     change_id: str | None
     reason: str
     record_id: str | None
-    models: str | None = Field(default=None, description="JSON: model versions pinned.")
+    models: dict[str, str] | None = Field(
+        default=None, description="Model versions pinned per signal; null: the project's files."
+    )
 
 
 class DifferenceOut(Strict):
@@ -249,6 +251,10 @@ class ReviewOut(Strict):
 
 class ReviewList(Strict):
     reviews: list[ReviewOut]
+    total: int = Field(description="Every review that matches the filters, on all pages.")
+    next: str | None = Field(
+        description="While more reviews follow: the `after` that lists them; null on the last page."
+    )
 
 
 # A decision's response schema is the Decision dataclass itself (one definition).

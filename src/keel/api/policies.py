@@ -26,8 +26,8 @@ from keel.api.models import (
     RollbackRequest,
     RolloutRequest,
 )
-from keel.errors import InputError
 from keel.ledger.records import parse_instant
+from keel.rollout.options import replay_window
 from keel.security.roles import Principal
 
 router = APIRouter(prefix="/v1", responses={**ERRORS, 409: ERRORS[404]})
@@ -125,14 +125,11 @@ def replay(flow: str, body: ReplayRequest, principal: Caller, request: Request) 
     change and which, the transition matrix, sums, and gains where outcomes are known.
     Those who write, approve or put policies into force may replay them."""
     engine = engine_of(request)
-    if (body.candidate is None) == (body.document is None):
-        raise InputError(
-            "give either candidate (a change or version) or document (YAML), not both",
-            {"field": "candidate"},
-        )
+    since, until = replay_window(
+        body.candidate, body.document is not None, body.since, body.until, "document (YAML)"
+    )
     candidate = body.candidate or engine.changes.register(flow, body.document or "", principal)
-    since, until = parse_instant("since", body.since), parse_instant("until", body.until)
-    return engine.replay(flow, candidate, since or "", until or "", by=principal)
+    return engine.replay(flow, candidate, since, until, by=principal)
 
 
 @router.get("/flows/{flow}/autonomy", name="get_autonomy")

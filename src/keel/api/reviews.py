@@ -26,11 +26,17 @@ def list_reviews(
     flow: str | None = None,
     state: Annotated[str | None, Query(pattern="^(open|claimed|resolved)$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[
+        str | None, Query(description="The `next` of the previous page: list what follows it.")
+    ] = None,
 ) -> Any:
-    """The queue of the flows the caller reviews, oldest first; overdue ones are marked."""
+    """The queue of the flows the caller reviews, oldest first; overdue ones are marked.
+
+    One page at a time: `total` counts every review that matches, and `next`, while more
+    follow, is the `after` that asks for the next page.
+    """
     flows = [flow] if flow is not None else None
-    reviews = engine_of(request).reviews.queue(principal, flows, state, limit)
-    return {"reviews": [r.to_dict() for r in reviews]}
+    return engine_of(request).reviews.page(principal, flows, state, limit, after).to_dict()
 
 
 @router.get("/reviews/{decision_id}", response_model=ReviewOut, name="get_review")

@@ -105,6 +105,9 @@ def what_if(
         _fail(error)
     with _engine(project) as engine:
         result = engine.what_if(decision_id, changes, params)
-        if counterfactual:
-            result["counterfactuals"] = [c.to_dict() for c in engine.counterfactuals(decision_id)]
+        search = engine.counterfactuals(decision_id) if counterfactual else None
+        if search is not None:
+            result.update(search.to_dict())
         _print(result)
+        if search is not None and search.why_none is not None:
+            typer.echo(f"no counterfactual: {search.why_none.message}", err=True)

@@ -25,18 +25,36 @@ def review_list(
     state: Annotated[
         str | None, typer.Option(help="open, claimed or resolved (default: all).")
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON rows.")] = False,
+    limit: Annotated[
+        int, typer.Option(min=1, max=10_000, help="At most this many reviews (one page).")
+    ] = 100,
+    after: Annotated[
+        str | None,
+        typer.Option(help="List the reviews after this decision's (the last page's next)."),
+    ] = None,
+    every: Annotated[
+        bool, typer.Option("--all", help="Every matching review, page after page.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print {reviews, total, next} as JSON.")
+    ] = False,
     project: ProjectOpt = Path("."),
 ) -> None:
     """List reviews, oldest first, with their deadlines (overdue ones marked).
 
+    Lists one page of --limit reviews and says when more exist; --all lists them all.
+
     Example: keel review list --flow credit_limit --state open
     """
     with _engine(project) as engine:
-        rows = engine.reviews.queue(engine.operator, flow or None, state, limit)
+        page = engine.reviews.page(engine.operator, flow or None, state, limit, after)
+        rows = list(page.reviews)
+        while every and page.next is not None:
+            page = engine.reviews.page(engine.operator, flow or None, state, limit, page.next)
+            rows.extend(page.reviews)
     if as_json:
-        _print([row.to_dict() for row in rows])
+        _print({"reviews": [row.to_dict() for row in rows], "total": page.total,
+                "next": page.next})  # fmt: skip
         return
     for row in rows:
         late = "  OVERDUE" if row.overdue else ""
@@ -46,7 +64,16 @@ def review_list(
             f"{row.decision_id}  {row.flow:<16} {row.kind:<10} {row.state:<8} "
             f"{row.proposed_action}{value}  due {row.due_at or '-'}{late}{done}"
         )
-    typer.echo(f"{len(rows)} review{'' if len(rows) == 1 else 's'}", err=True)
+    typer.echo(_summary(len(rows), page.total, page.next), err=True)
+
+
+def _summary(shown: int, total: int, after: str | None) -> str:
+    """The count under a listing, and how to see the rest when it is not all of it."""
+    noun = "review" if total == 1 else "reviews"
+    if after is None and shown == total:
+        return f"{total} {noun}"
+    more = f"; more with --after {after}, a larger --limit, or --all" if after else ""
+    return f"showing {shown} of {total} {noun}{more}"
 
 
 @app.command("claim")

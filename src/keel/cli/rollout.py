@@ -9,7 +9,6 @@ from typing import Annotated, Any
 import typer
 
 from keel.cli._common import ProjectOpt, ReasonOpt, _engine, _policy_file, _print
-from keel.errors import InputError
 
 app = typer.Typer(help="Shadow and canary rollouts of candidate policy versions.")
 
@@ -93,20 +92,16 @@ def replay(
 
     Example: keel replay credit_limit chg_0193... --since 2026-10-01 --until 2026-11-01
     """
-    from keel.ledger.records import parse_instant  # noqa: PLC0415
     from keel.review.fairness_html import comparison_lines  # noqa: PLC0415
+    from keel.rollout.options import replay_window  # noqa: PLC0415
 
     with _engine(project) as engine:
-        if candidate is not None and file is None:
+        start, end = replay_window(candidate, file is not None, since, until, "--file")
+        if candidate is not None:
             chosen = candidate
-        elif file is not None and candidate is None:
+        else:
             text, source = _policy_file(engine, flow, file)
             chosen = engine.changes.register(flow, text, engine.operator, source)
-        else:
-            raise InputError("give a candidate (change or version) or --file, not both")
-        start, end = parse_instant("since", since), parse_instant("until", until)
-        if start is None or end is None:  # both options are required: never None here
-            raise InputError("give both --since and --until")
         report = engine.replay(flow, chosen, start, end, workers)
     if as_json:
         _print(report)

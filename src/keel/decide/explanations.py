@@ -18,7 +18,7 @@ from keel.decide.draft import Draft, draft, guarded_reason, masked_view
 from keel.decide.record import Decision, decision_from
 from keel.errors import InputError, NotFoundError
 from keel.explain.attributions import Attributions, attribute
-from keel.explain.counterfactual import Counterfactual, search_counterfactuals
+from keel.explain.counterfactual import CounterfactualSearch, search_counterfactuals
 from keel.explain.narrative import explain_record
 from keel.ledger import reader
 from keel.ledger.records import Entry
@@ -26,11 +26,12 @@ from keel.ledger.windows import WindowState
 from keel.ledger.writer import WindowGate
 from keel.policy.text import render
 from keel.runtime import FlowRuntime
+from keel.security.persons import person_of
 from keel.security.roles import Permission, Principal, flows_for, visible_to
 from keel.signals.rows import RowError
 from keel.signals.runner import SignalResult, SignalRunner, feature_row
 from keel.store.schema import decisions
-from keel.text import free_text, identifier
+from keel.text import article, free_text, identifier
 
 
 class Explanations:
@@ -52,10 +53,28 @@ class Explanations:
         return reader.newest(self._ctx.db, limit, flow, kind)
 
     def readable(self, decision_id: str, principal: Principal) -> str:
-        """The decision's flow, if the caller may read it; otherwise it does not exist."""
+        """The decision's flow, if the caller may read it; otherwise it does not exist.
+
+        Readers of the flow may read any of its decisions. So may the person who asked for
+        this one, while they may still decide on the flow: a calling service must be able
+        to tell its customer why, without reading anyone else's decisions. Anyone else is
+        answered as for an unknown id (404), so nobody can probe for decisions.
+        """
         flow = reader.decision_flow(self._ctx.db, decision_id)
-        visible_to(principal, Permission.READ_DECISIONS, flow, "decision", decision_id)
+        if not self._requested(decision_id, flow, principal):
+            visible_to(principal, Permission.READ_DECISIONS, flow, "decision", decision_id)
         return flow
+
+    def _requested(self, decision_id: str, flow: str, principal: Principal) -> bool:
+        """Whether ``principal`` is the person who asked for the decision and may still
+        decide on its flow (rows recorded before persons were kept name the principal)."""
+        if not principal.can(Permission.DECIDE, flow):
+            return False
+        body = self._ctx.entry(decision_id).body
+        person = body.get("requested_person")
+        if person is not None:
+            return bool(person_of(person) == principal.person)
+        return bool(body.get("requested_by") == principal.id)
 
     def decision(self, decision_id: str, principal: Principal) -> Decision:
         """A recorded decision as the ledger holds it (personal inputs stay masked)."""
@@ -108,7 +127,7 @@ class Explanations:
     def _decision_entry(self, decision_id: str) -> tuple[Entry, dict[str, Any]]:
         entry = self._ctx.entry(decision_id)
         if entry.kind != "decision":
-            raise NotFoundError(f"'{decision_id}' is a {entry.kind} event, not a decision")
+            raise NotFoundError(f"'{decision_id}' is {article(entry.kind)} event, not a decision")
         return entry, entry.body
 
     def _recorded(self, decision_id: str) -> tuple[Entry, dict[str, Any], FlowRuntime]:
@@ -128,7 +147,10 @@ class Explanations:
         compared, the reason and the attribution sentences.
         """
         flow = self.readable(decision_id, principal)
-        reveal_personal = principal.can(Permission.READ_PERSONAL, flow)
+        # The person who asked sent these inputs: showing them back reveals nothing new.
+        reveal_personal = principal.can(Permission.READ_PERSONAL, flow) or self._requested(
+            decision_id, flow, principal
+        )
         entry, body, at = self._recorded(decision_id)
         runtime = self._ctx.registry.runtime_of(entry.flow or "")
         inputs = self._ctx.inputs_of(decision_id, body)
@@ -178,8 +200,11 @@ class Explanations:
         return d
 
     def _personal(self, decision_id: str, principal: Principal) -> None:
-        # Re-evaluating means reading the recorded personal inputs back.
-        principal.require(Permission.READ_PERSONAL, self.readable(decision_id, principal))
+        # Re-evaluating means reading the recorded personal inputs back: allowed to those who
+        # may see personal inputs, and to the person who sent them.
+        flow = self.readable(decision_id, principal)
+        if not self._requested(decision_id, flow, principal):
+            principal.require(Permission.READ_PERSONAL, flow)
 
     def what_if(
         self,
@@ -220,20 +245,23 @@ class Explanations:
         principal: Principal,
         target: str | None = None,
         max_results: int = 3,
-    ) -> list[Counterfactual]:
-        """Small changes to actionable fields that would have changed the action."""
+    ) -> CounterfactualSearch:
+        """Small changes to actionable fields that would have changed the action, cheapest
+        first; when there are none, why."""
         self._personal(decision_id, principal)
         _, body, runtime = self._recorded(decision_id)
         inputs = self._ctx.inputs_of(decision_id, body)
         if target is not None and target not in runtime.policy.policy.actions:
             raise InputError(f"unknown target action '{target}'", {"target": target})
-        current = self._simulate(runtime, inputs).result["action"]
+        now = self._simulate(runtime, inputs).result
 
         def simulate(case: Mapping[str, Any]) -> tuple[str, float | None]:
             result = self._simulate(runtime, case).result
             return result["action"], result["value"]
 
-        return search_counterfactuals(runtime.flow, inputs, current, simulate, target, max_results)
+        return search_counterfactuals(
+            runtime.flow, inputs, now["action"], simulate, target, max_results, now["rule"]
+        )
 
 
 def _reason(runtime: FlowRuntime, body: Mapping[str, Any], inputs: Mapping[str, Any]) -> str:
@@ -265,7 +293,7 @@ def _same_types(changes: Mapping[str, Any], params: Mapping[str, Any]) -> dict[s
             value = given  # a whole number too large for a float: refused just below
         if type(value) is not type(current):
             raise InputError(
-                f"parameter '{name}' is a {type(current).__name__}, got {value!r}",
+                f"parameter '{name}' is {article(type(current).__name__)}, got {value!r}",
                 {"param": name},
             )
         if isinstance(value, float) and not math.isfinite(value):

@@ -14,6 +14,7 @@ from keel.errors import InputError
 from keel.flows.autonomy import Autonomy
 from keel.flows.monitoring import MonitoringSpec
 from keel.ledger.windows import RateLimit
+from keel.text import article
 from keel.text import problem as text_problem
 
 MAX_INTEGER = 10**15 - 1  # whole numbers a float holds exactly, with room to spare
@@ -208,7 +209,9 @@ class Flow:
     def validate_input(self, inputs: Any) -> dict[str, Any]:
         """Check ``inputs`` against the schema; return a normalised copy or raise ``InputError``.
 
-        Every problem is reported at once, each naming the field.
+        Every problem is reported at once, each naming the field. A required field sent as
+        ``null`` is refused as null, not as missing; an optional one sent as ``null`` is
+        treated as absent.
         """
         if not isinstance(inputs, Mapping):
             raise InputError(
@@ -222,8 +225,12 @@ class Flow:
                 errors.append({"field": str(key), "error": "unknown field"})
         for spec in self.fields.values():
             if spec.name not in inputs or inputs[spec.name] is None:
+                # An optional field sent as null is left out, as if it were absent.
                 if spec.required:
-                    errors.append({"field": spec.name, "error": "required field is missing"})
+                    missing = "is null; a value is required" if spec.name in inputs else None
+                    errors.append(
+                        {"field": spec.name, "error": missing or "required field is missing"}
+                    )
                 continue
             value, error = _coerce(spec, inputs[spec.name])
             if error:
@@ -250,7 +257,7 @@ def _coerce(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
     if spec.type in ("number", "integer"):
         kind = type(value)  # exact types: bool is an int subclass and must not pass as one
         if kind is not float and kind is not int:
-            return None, f"expected a {spec.type}, got {kind.__name__} {value!r}"
+            return None, f"expected {article(spec.type)}, got {kind.__name__} {value!r}"
         if kind is float and not math.isfinite(value):
             return None, f"expected a finite number, got {value!r}"
         if kind is int and not -MAX_INTEGER <= value <= MAX_INTEGER:

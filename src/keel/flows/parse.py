@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
@@ -53,18 +53,24 @@ def _number(c: Problems, node: LocatedDict, key: str, where: str) -> float | Non
     return float(value)
 
 
-def _parse_field(c: Problems, name: str, raw: Any, parent: LocatedDict) -> FieldSpec | None:
+# The type of a field whose declared type is wrong. The field stays known, so the signals
+# and policy rules that name it are not each reported as naming a missing field: the user
+# sees the one real mistake, the type.
+UNKNOWN_TYPE = "unknown"
+
+
+def _parse_field(c: Problems, name: str, raw: Any, parent: LocatedDict) -> FieldSpec:
     where = f"inputs.{name}"
     if not NAME_RE.match(name):
         c.add(where, "field names are lower_snake_case identifiers", parent, name)
     if not isinstance(raw, LocatedDict):
         c.add(where, "must be a mapping with at least 'type'", parent, name)
-        return None
+        return FieldSpec(name=name, type=UNKNOWN_TYPE)
     c.unknown_keys(raw, _FIELD_KEYS, where)
     ftype = raw.get("type")
     if ftype not in FIELD_TYPES:
         c.add(where, f"'type' must be one of {', '.join(FIELD_TYPES)}, got {ftype!r}", raw, "type")
-        return None
+        ftype = UNKNOWN_TYPE
     classification = raw.get("classification", "internal")
     try:
         cls = Classification(classification)
@@ -107,7 +113,7 @@ def _parse_field(c: Problems, name: str, raw: Any, parent: LocatedDict) -> Field
         protected = False
     groups = _parse_groups(c, raw, where, ftype, protected, allowed)
     actionable = bool(raw.get("actionable", False))
-    if actionable and ftype not in ("number", "integer"):
+    if actionable and ftype not in ("number", "integer", UNKNOWN_TYPE):
         c.add(where, "only numeric fields can be actionable", raw, "actionable")
     if actionable and (minimum is None or maximum is None):
         c.add(where, "an actionable field needs 'min' and 'max' to bound the search", raw, "min")
@@ -284,20 +290,20 @@ def parse_flow(raw: LocatedDict, path: Path) -> Flow:
         autonomy = Autonomy.SHADOW
     fields: dict[str, FieldSpec] = {}
     inputs = raw.get("inputs")
+    known: Mapping[str, FieldSpec] = _AnyField()
     if not isinstance(inputs, LocatedDict) or not inputs:
         c.add("inputs", "'inputs' must map field names to their schema", raw, "inputs")
     else:
         for fname, fraw in inputs.items():
-            spec = _parse_field(c, fname, fraw, inputs)
-            if spec is not None:
-                fields[fname] = spec
+            fields[fname] = _parse_field(c, fname, fraw, inputs)
+        known = _typed_for_signals(fields)
     signals: dict[str, SignalSpec] = {}
     sraw = raw.get("signals") or LocatedDict()
     if not isinstance(sraw, LocatedDict):
         c.add("signals", "'signals' must map signal names to models", raw, "signals")
     else:
         for sname, sval in sraw.items():
-            sig = _parse_signal(c, sname, sval, sraw, fields)
+            sig = _parse_signal(c, sname, sval, sraw, known)
             if sig is not None:
                 signals[sname] = sig
     reviewers = raw.get("reviewers", [])
@@ -333,6 +339,29 @@ def parse_flow(raw: LocatedDict, path: Path) -> Flow:
         monitoring=monitoring,
         fairness=fairness,
     )
+
+
+class _AnyField(Mapping[str, FieldSpec]):
+    """The inputs as the signal checks see them when the 'inputs' section itself is wrong
+    (already reported): any name may be a field, so no feature is reported as missing."""
+
+    def __getitem__(self, name: str) -> FieldSpec:
+        return FieldSpec(name=name, type="number")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def _typed_for_signals(fields: Mapping[str, FieldSpec]) -> dict[str, FieldSpec]:
+    """The fields as the signal checks see them: a field of unknown type (already reported)
+    stands in as a number, so a signal reading it adds no second problem about its type."""
+    return {
+        name: spec if spec.type != UNKNOWN_TYPE else replace(spec, type="number")
+        for name, spec in fields.items()
+    }
 
 
 def _parse_fairness(

@@ -40,8 +40,9 @@ FLOW_KEYS: tuple[Key, ...] = (
     Key("inputs.<name>", "mapping", "One input field; its name is lower_snake_case."),
     Key("inputs.<name>.type", "string", "The field's type.", required=True,
         values=FIELD_TYPES),
-    Key("inputs.<name>.required", "boolean", "Whether a case must carry the field.",
-        default="true"),
+    Key("inputs.<name>.required", "boolean", "Whether a case must carry the field. A "
+        "required field sent as `null` is refused (\"is null; a value is required\"); an "
+        "optional field sent as `null` is taken as absent.", default="true"),
     Key("inputs.<name>.min", "number", "The least value a number field may take."),
     Key("inputs.<name>.max", "number", "The greatest value a number field may take."),
     Key("inputs.<name>.allowed", "list", "The only values the field may take (not empty)."),
@@ -71,7 +72,9 @@ FLOW_KEYS: tuple[Key, ...] = (
         default="`number` for number and integer fields, else `text`", values=FORMATS),
     Key("inputs.<name>.actionable", "boolean",
         "Whether counterfactual search may change the field to find what would change the "
-        "decision. Only number and integer fields with `min` and `max`.", default="false"),
+        "decision. Only number and integer fields with `min` and `max`: a counterfactual's "
+        "`cost` is its change as a share of `max - min`, summed over the fields changed.",
+        default="false"),
     Key("inputs.<name>.direction", "string",
         "The only way counterfactual search may change an actionable field. Left out: "
         "either way.", values=("increase", "decrease")),

@@ -59,6 +59,7 @@ from keel.store.schema import (
     reviews,
     rollouts,
 )
+from keel.text import article
 
 # What deep verification does not compare, and why; every report carries this list.
 UNCHECKED: dict[str, str] = {
@@ -182,7 +183,7 @@ def _by_key(
         stored = {**row, **{c: parse_json(row[c]) for c in json_columns}}
         compare(table.name, ident, stored, want)
         rb.count(table.name)
-    _missing(table.name, expected, seen, f"a {what} entry for it")
+    _missing(table.name, expected, seen, f"{article(what)} entry for it")
 
 
 # ---- content-addressed tables -----------------------------------------------------------

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, RowMapping, select, update
+from sqlalchemy import ColumnElement, Connection, RowMapping, func, select, tuple_, update
 
 from keel.context import Context
 from keel.errors import ConflictError, InputError, IntegrityError, NotFoundError
@@ -93,6 +93,23 @@ class ReviewTask:
     def to_dict(self) -> dict[str, Any]:
         """The row, with ``overdue`` where the queue marked it."""
         return self.row() if self.overdue is None else asdict(self)
+
+
+@dataclass(frozen=True)
+class ReviewPage:
+    """One page of the queue: its reviews, how many match in all, and where the next page
+    starts (``None`` on the last page)."""
+
+    reviews: list[ReviewTask]
+    total: int
+    next: str | None  # pass as ``after`` for the next page
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reviews": [r.to_dict() for r in self.reviews],
+            "total": self.total,
+            "next": self.next,
+        }
 
 
 @dataclass(frozen=True)
@@ -242,9 +259,22 @@ class Reviews:
         state: str | None = None,
         limit: int = 100,
     ) -> list[ReviewTask]:
-        """The reviews of ``flows`` (default: every flow the caller reviews), oldest first;
-        overdue ones are marked. A flow named but unknown, or not reviewed by the caller,
-        is refused by name."""
+        """The first ``limit`` reviews of :meth:`page`."""
+        return self.page(principal, flows, state, limit).reviews
+
+    def page(
+        self,
+        principal: Principal,
+        flows: Sequence[str] | None = None,
+        state: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> ReviewPage:
+        """One page of the reviews of ``flows`` (default: every flow the caller reviews),
+        oldest first, after the review of decision ``after`` (the previous page's ``next``);
+        overdue ones are marked. ``total`` counts every review that matches, so a listing can
+        say how many it left out. A flow named but unknown, or not reviewed by the caller, is
+        refused by name."""
         if flows is None:
             flows = principal.flows_with(Permission.REVIEW, self._ctx.registry.flows)
         for flow in flows:
@@ -254,17 +284,39 @@ class Reviews:
             raise InputError(
                 f"state must be one of {', '.join(STATES)}, got {state!r}", {"field": "state"}
             )
-        query = select(reviews).where(reviews.c.flow.in_(list(flows)))
+        if limit < 1:
+            raise InputError(f"limit must be at least 1, got {limit}", {"field": "limit"})
+        where: list[ColumnElement[bool]] = [reviews.c.flow.in_(list(flows))]
         if state is not None:
-            query = query.where(reviews.c.state == state)
-        query = query.order_by(reviews.c.opened_at, reviews.c.decision_seq).limit(limit)
-        now = iso_time(self._ctx.clock())
+            where.append(reviews.c.state == state)
+        order = (reviews.c.opened_at, reviews.c.decision_seq, reviews.c.decision_id)
         with self._ctx.db.read() as conn:
+            total = int(conn.execute(select(func.count()).where(*where)).scalar_one())
+            query = select(reviews).where(*where)
+            if after is not None:
+                mark = conn.execute(
+                    select(*order).where(reviews.c.decision_id == after, *where)
+                ).first()
+                if mark is None:
+                    raise InputError(
+                        f"after: decision '{after}' has no review in this listing; pass the "
+                        "'next' of the previous page",
+                        {"field": "after"},
+                    )
+                query = query.where(tuple_(*order) > tuple(mark))
+            query = query.order_by(*order).limit(limit + 1)
             tasks = [ReviewTask.of(r._mapping) for r in conn.execute(query)]
-        return [
-            replace(t, overdue=bool(t.due_at and t.state != "resolved" and t.due_at < now))
-            for t in tasks
-        ]
+        more = len(tasks) > limit
+        tasks = tasks[:limit]
+        now = iso_time(self._ctx.clock())
+        return ReviewPage(
+            reviews=[
+                replace(t, overdue=bool(t.due_at and t.state != "resolved" and t.due_at < now))
+                for t in tasks
+            ],
+            total=total,
+            next=tasks[-1].decision_id if more else None,
+        )
 
     def get(self, decision_id: str, principal: Principal) -> ReviewTask:
         """One decision's review: its state, and the resolution once there is one."""

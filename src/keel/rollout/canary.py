@@ -31,6 +31,7 @@ from keel.ledger.writer import WindowGate, append_in
 from keel.reasons import required_reason
 from keel.review.fairness import shadow_groups
 from keel.rollout.changes import Changes, end_running_in
+from keel.rollout.options import OptionProblems
 from keel.rollout.results import (
     ArmFigures,
     CanaryReport,
@@ -70,28 +71,35 @@ class Rollouts:
         """Start a shadow (any stored version) or a canary (an approved change)."""
         self._ctx.registry.current(flow)
         actor = principal.acting(Permission.ACTIVATE_POLICY, flow)
+        # Every option is checked before any is acted on, and all problems reported at once.
+        problems = OptionProblems()
         if mode not in MODES:
-            raise InputError(f"mode must be shadow or canary, got {mode!r}", {"field": "mode"})
-        reason = required_reason(reason, "a rollout")
+            problems.add("mode", f"mode must be shadow or canary, got {mode!r}")
+        reason = problems.check("reason", lambda: required_reason(reason, "a rollout")) or ""
         limits = {**DEFAULT_BOUNDS, **(bounds or {})}
         for key, value in limits.items():
             if key not in DEFAULT_BOUNDS:
-                raise InputError(f"unknown bound '{key}' (bounds: {', '.join(DEFAULT_BOUNDS)})")
+                problems.add(
+                    f"bounds.{key}", f"unknown bound '{key}' (bounds: {', '.join(DEFAULT_BOUNDS)})"
+                )
+                continue
             top = None if key == "min_decisions" else 1.0
             if not isinstance(value, int | float) or value < 0 or (top and value > top):
-                raise InputError(f"bound {key} must be a number from 0 to {top or 'any'}")
-        change_id = None
+                problems.add(
+                    f"bounds.{key}", f"bound {key} must be a number from 0 to {top or 'any'}"
+                )
         if mode == "canary":
             if not 0 < share < 1:
-                raise InputError(
-                    f"a canary serves a share between 0 and 1 (exclusive), got {share!r}",
-                    {"field": "share"},
+                problems.add(
+                    "share", f"a canary serves a share between 0 and 1 (exclusive), got {share!r}"
                 )
             if not candidate.startswith("chg_"):
-                raise InputError(
-                    "a canary serves real traffic: give an approved change (chg_…)",
-                    {"field": "candidate"},
+                problems.add(
+                    "candidate", "a canary serves real traffic: give an approved change (chg_…)"
                 )
+        problems.raise_any()
+        change_id = None
+        if mode == "canary":
             change = self._changes.get(candidate, principal)
             if change.flow != flow:
                 raise InputError(f"change {candidate} is for flow '{change.flow}'")

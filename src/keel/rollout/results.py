@@ -137,7 +137,7 @@ class Activation:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The row as stored: ``models`` is JSON text, as the store keeps it."""
+        """The row, with ``models`` as an object (the store keeps it as JSON text)."""
         return _with_id(
             self.id,
             {
@@ -149,7 +149,7 @@ class Activation:
                 "change_id": self.change_id,
                 "reason": self.reason,
                 "record_id": self.record_id,
-                "models": json.dumps(self.models) if self.models else None,
+                "models": dict(self.models) if self.models else None,
             },
         )
 
@@ -184,9 +184,8 @@ class Rollout:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The row as stored (``bounds`` as JSON text), as starting and stopping answer;
-        a report shows the bounds parsed."""
-        return {**asdict(self), "bounds": json.dumps(self.bounds)}
+        """The row, with ``bounds`` as an object (the store keeps it as JSON text)."""
+        return {**asdict(self), "bounds": dict(self.bounds)}
 
 
 @dataclass(frozen=True)
@@ -217,7 +216,7 @@ class ShadowReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "rollout": _report_row(self.rollout),
+            "rollout": self.rollout.to_dict(),
             "decisions": self.decisions,
             "agreement": self.agreement,
             "transitions": {a: dict(row) for a, row in self.transitions.items()},
@@ -235,17 +234,13 @@ class CanaryReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "rollout": _report_row(self.rollout),
+            "rollout": self.rollout.to_dict(),
             "candidate": self.candidate.to_dict(),
             "active": self.active.to_dict(),
         }
 
 
 RolloutReport = ShadowReport | CanaryReport
-
-
-def _report_row(rollout: Rollout) -> dict[str, Any]:
-    return {**rollout.to_dict(), "bounds": dict(rollout.bounds)}
 
 
 # ---- autonomy ----------------------------------------------------------------------------

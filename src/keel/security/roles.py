@@ -63,7 +63,8 @@ _READ = {Permission.READ_FLOWS, Permission.READ_DECISIONS}
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.VIEWER: frozenset(_READ),
     # A calling service decides, reports what came of its decisions and sees the flow's
-    # definition; reading other decisions is someone else's job.
+    # definition; it reads the decisions it asked for (Explanations.readable), and reading
+    # other decisions is someone else's job.
     Role.DECIDER: frozenset({Permission.DECIDE, Permission.READ_FLOWS, Permission.REPORT_OUTCOME}),
     Role.REVIEWER: frozenset({*_READ, Permission.REVIEW, Permission.READ_PERSONAL}),
     Role.POLICY_AUTHOR: frozenset({*_READ, Permission.PROPOSE_POLICY}),
@@ -106,7 +107,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 ROLE_PURPOSE: dict[Role, str] = {
     Role.VIEWER: "Reads flows and decisions.",
     Role.DECIDER: "A calling service: decides, reports what came of its decisions, reads the "
-    "flow's definition.",
+    "flow's definition, and reads (with explanation and what-if) only the decisions its "
+    "person asked for; any other decision answers 404.",
     Role.REVIEWER: "Works the review queue: claims, resolves and overrides decisions; sees "
     "personal inputs.",
     Role.POLICY_AUTHOR: "Proposes and edits policy changes.",
@@ -122,7 +124,9 @@ ROLE_PURPOSE: dict[Role, str] = {
 PERMISSION_MEANING: dict[Permission, str] = {
     Permission.DECIDE: "Ask for a decision on a flow.",
     Permission.READ_DECISIONS: "Read recorded decisions, their explanations, reviews and "
-    "outcomes, a flow's trust figures and drift.",
+    "outcomes, a flow's trust figures and drift. Without it, the person who asked for a "
+    "decision, through a credential with `decide` on its flow, still reads that decision, "
+    "its explanation and its what-if.",
     Permission.READ_FLOWS: "Read a flow's definition, policy history and changes, autonomy, "
     "rollouts, monitor runs, alarms and deliveries.",
     Permission.READ_PERSONAL: "See personal and sensitive inputs (others see ‹protected›) "

@@ -32,6 +32,7 @@ import numpy as np
 from keel.errors import MissingExtraError, ModelError
 from keel.flows import SignalSpec
 from keel.signals.rows import Rows
+from keel.text import article
 
 # Types a skops file may contain without being listed by the flow: scikit-learn's own
 # estimators and the NumPy types they hold. Anything else must be trusted explicitly.
@@ -438,7 +439,7 @@ def _load_sklearn(spec: SignalSpec, path: Path, version: str) -> SklearnModel:
         ) from exc
     if not hasattr(estimator, "predict"):
         raise ModelError(
-            f"model {path} for signal '{spec.name}' is a {type(estimator).__name__}, "
+            f"model {path} for signal '{spec.name}' is {article(type(estimator).__name__)}, "
             "not an estimator"
         )
     return _warmed(SklearnModel(spec, estimator, version, path))
