@@ -22,7 +22,9 @@ from keel.flows.flow import (
     SignalSpec,
 )
 from keel.flows.monitoring import parse_monitoring
+from keel.flows.notice import parse_notice
 from keel.flows.schema import FLOW_KEYS
+from keel.money import currency_problem, locale_problem
 from keel.schema import children
 from keel.yamlfile import NAME_RE, LocatedDict, Problems, load_yaml, parse_window
 
@@ -93,6 +95,10 @@ def _parse_field(c: Problems, name: str, raw: Any, parent: LocatedDict) -> Field
             if value not in allowed:
                 c.add(where, f"'labels' names {value!r}, which is not an allowed value", raw,
                       "labels")  # fmt: skip
+    notice_reason = raw.get("notice_reason", "")
+    if not isinstance(notice_reason, str):
+        c.add(where, "'notice_reason' must be a text", raw, "notice_reason")
+        notice_reason = ""
     protected = raw.get("protected", False)
     if not isinstance(protected, bool):
         c.add(where, f"'protected' must be true or false, got {protected!r}", raw, "protected")
@@ -116,6 +122,7 @@ def _parse_field(c: Problems, name: str, raw: Any, parent: LocatedDict) -> Field
         direction=direction,
         protected=protected,
         labels=dict(labels),
+        notice_reason=notice_reason,
     )
 
 
@@ -234,6 +241,13 @@ def parse_flow(raw: LocatedDict, path: Path) -> Flow:
     outcome = _parse_outcome(c, raw)
     earned = _parse_earned(c, raw)
     monitoring = parse_monitoring(c, raw)
+    notice = parse_notice(c, raw, {k: f.type for k, f in fields.items()}, set(signals))
+    texts = {}
+    for key, check in (("locale", locale_problem), ("currency", currency_problem)):
+        value = raw.get(key)
+        if value is not None and (problem := check(value)) is not None:
+            c.add(key, problem, raw, key)
+        texts[key] = value if isinstance(value, str) else ""
     c.raise_any()
     return Flow(
         name=name,
@@ -249,6 +263,9 @@ def parse_flow(raw: LocatedDict, path: Path) -> Flow:
         reviewers=tuple(reviewers),
         review=review,
         monitoring=monitoring,
+        notice=notice,
+        locale=texts["locale"],
+        currency=texts["currency"],
     )
 
 

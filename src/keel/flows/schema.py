@@ -7,6 +7,7 @@ from __future__ import annotations
 from keel.flows.autonomy import Autonomy
 from keel.flows.flow import FIELD_TYPES, FORMATS, SATURATION, Classification
 from keel.flows.monitoring import MONITORING_KEYS
+from keel.flows.notice import NOTICE_KEYS
 from keel.schema import Key
 
 _LEVELS = tuple(a.value for a in Autonomy)
@@ -59,6 +60,10 @@ FLOW_KEYS: tuple[Key, ...] = (
         "reason for a decision; fairness figures are reported per its groups; `keel "
         "validate` warns when a model reads it. A protected field may be recorded without "
         "being a model feature.", default="false"),
+    Key("inputs.<name>.notice_reason", "string",
+        "How an adverse-action notice states the field as a reason, in the applicant's "
+        "words, e.g. `Length of employment`. Left out: the field's label. Never stated for a "
+        "`protected` or `sensitive` field."),
     Key("inputs.<name>.label", "string",
         "The field's name in explanations. Left out: the name, capitalised, with spaces."),
     Key("inputs.<name>.format", "string",
@@ -140,5 +145,12 @@ FLOW_KEYS: tuple[Key, ...] = (
         "right."),
     Key("earned_autonomy.<level>.min_outcomes", _COUNT, "Reported outcomes needed.",
         default="0"),
+    Key("locale", "string",
+        "The locale the flow's explanations, reasons and notices write numbers in, e.g. "
+        "`de_DE`. Left out: `locale` in keel.yaml."),
+    Key("currency", "string (ISO 4217)",
+        "The currency of the flow's `currency` values, e.g. `EUR`. Left out: `currency` in "
+        "keel.yaml."),
+    *NOTICE_KEYS,
     *MONITORING_KEYS,
 )  # fmt: skip
