@@ -36,7 +36,7 @@ def _value(path: str, value: Any, flow: Flow) -> str:
     fmt = "number"
     if parts[0] == "input" and len(parts) == 2 and parts[1] in flow.fields:
         fmt = flow.fields[parts[1]].format
-    return format_value(value, fmt)
+    return format_value(value, fmt, flow.money)
 
 
 def attribution_sentences(
@@ -52,7 +52,7 @@ def attribution_sentences(
             continue
         field = flow.fields.get(item.feature)
         label = field.display if field else item.feature
-        shown = format_value(item.value, field.format if field else "number")
+        shown = format_value(item.value, field.format if field else "number", flow.money)
         subject = label if item.feature in hidden else f"{label} of {shown}"
         verb = "raised" if item.contribution > 0 else "lowered"
         most = " the most" if i == 0 else ""
@@ -73,7 +73,7 @@ def explain_record(
     """The "why" of one decision as a list of sentences, most important first."""
     action = body["action"]
     value = body.get("value")
-    shown = f" {format_value(value, 'number')}" if value is not None else ""
+    shown = f" {format_value(value, 'number', flow.money)}" if value is not None else ""
     status = _STATUS_TEXT.get(body["status"], body["status"])
     why = [f"Decision: {action}{shown} ({status}).", f"Reason: {reason}"]
     matched = next((s for s in trace if s.get("matched")), None)
