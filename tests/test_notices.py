@@ -27,7 +27,8 @@ from keel.explain.notice import (
     NoticeTemplateError,
     principal_reasons,
 )
-from keel.security.roles import Grant, Role
+from keel.security.audit import AuditLog, AuditTrail
+from keel.security.roles import Grant, Role, local_operator
 from tests.conftest import LOW_RISK, line_of, person, problems, replace_in, write
 from tests.test_api import key
 
@@ -290,6 +291,27 @@ def test_http_notice_needs_what_the_explanation_needs(
         f"/v1/decisions/{approved}/notice", headers=key(engine, Grant(Role.VIEWER, FLOW))
     )
     assert answer.status_code == 409 and "is not adverse" in answer.json()["message"]
+
+
+def test_reading_a_notice_is_in_the_audit_trail(project: Path, env: dict[str, str]) -> None:
+    """A notice is personal data: each request for one is audited, like an explanation's."""
+    with open_engine(with_notices(project), environ=env) as engine:
+        decision_id = engine.decide(FLOW, declined(project)).id
+        audit = AuditLog(engine.db)
+        before = engine.entries(limit=1)[0].seq
+        headers = key(engine, Grant(Role.VIEWER, FLOW))
+        prefix = headers["Authorization"].split("_")[1]
+        with TestClient(create_app(engine, audit), raise_server_exceptions=False) as client:
+            client.get(f"/v1/decisions/{decision_id}/notice", headers=headers)
+            client.get(f"/v1/decisions/{decision_id}/notice")
+        audit.close()
+        events = [json.loads(e) for e in AuditTrail(engine.db).export(local_operator())]
+        after = engine.entries(limit=1)[0].seq
+    summary = [(e["principal"], e["action"], e["target"], e["outcome"]) for e in events]
+    path = f"/v1/decisions/{decision_id}/notice"
+    assert (f"key:{prefix}", "notice", path, "ok") in summary
+    assert ("anonymous", "unknown", path, "denied") in summary
+    assert after == before  # rendering records nothing in the ledger, as explaining does
 
 
 def test_cli_notice_writes_a_file(project: Path) -> None:
