@@ -266,6 +266,7 @@ MATRIX: dict[str, tuple[set[Role], set[Role]]] = {
     "list_flow": (READERS, set()),
     "get": (READERS, set()),
     "explain": (READERS, set()),
+    "notice": (READERS, set()),
     "what_if": ({Role.REVIEWER, Role.OWNER, Role.AUDITOR, Role.ADMIN}, set()),
     "get_flow": (ALL, set()),
     "verify": (set(), {Role.AUDITOR, Role.ADMIN}),
@@ -324,6 +325,7 @@ STATEFUL = {
     "lift_hold",
     "stop_flow",
     "retry_delivery",  # 409: the delivery is pending, not dead
+    "notice",  # 409: the decision is not adverse (tests/test_notices.py renders them)
 }
 CHANGE_ROUTES = {
     "get_policy_change",
@@ -375,6 +377,7 @@ def call(client: TestClient, endpoint: str, ids: dict[str, str], headers: dict[s
         "list_flow": ("get", f"/v1/decisions?flow={FLOW}", None),
         "get": ("get", f"/v1/decisions/{decision_id}", None),
         "explain": ("get", f"/v1/decisions/{decision_id}/explanation", None),
+        "notice": ("get", f"/v1/decisions/{decision_id}/notice", None),
         "what_if": ("post", f"/v1/decisions/{decision_id}/what-if", {"set": {}}),
         "get_flow": ("get", f"/v1/flows/{FLOW}", None),
         "verify": ("get", "/v1/ledger/verification", None),
@@ -460,6 +463,7 @@ def call_python(engine: Engine, endpoint: str, ids: dict[str, str], who: Princip
         "list_flow": lambda: engine.explanations.list_decisions(who, FLOW),
         "get": lambda: engine.explanations.decision(decision_id, who),
         "explain": lambda: engine.explanations.explain(decision_id, who),
+        "notice": lambda: engine.notices.notice(decision_id, who),
         "what_if": lambda: engine.explanations.what_if(decision_id, who, {}),
         "get_flow": lambda: engine.flow(FLOW, who),
         "verify": lambda: engine.verify(by=who),
@@ -551,9 +555,8 @@ def test_authorisation_matrix(
         else:
             # Decisions a caller may not read do not exist for it; everything else is 403.
             reads = scope in ("flow", "global") and role in READERS
-            hidden = (endpoint in ("get", "explain", "what_if", "get_outcome") and not reads) or (
-                endpoint in HIDDEN_UNLESS_ALLOWED
-            )
+            readers_only = ("get", "explain", "notice", "what_if", "get_outcome")
+            hidden = (endpoint in readers_only and not reads) or (endpoint in HIDDEN_UNLESS_ALLOWED)
             expected = 404 if hidden else 403
             assert status == expected, (endpoint, role, scope, status)
 

@@ -139,7 +139,7 @@ def test_the_reference_lists_every_ledger_event_kind_with_its_fields() -> None:
 LAYERS = {
     "across": {
         "config", "security", "telemetry", "errors", "canonical", "batching", "yamlfile",
-        "keys", "protect", "reasons", "scaffold", "text", "schema",
+        "keys", "protect", "reasons", "scaffold", "text", "schema", "money",
     },
     "storage": {"ledger", "store"},
     "core": {"flows", "policy", "signals", "explain", "events"},

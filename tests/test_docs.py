@@ -98,6 +98,8 @@ def _demo_settings() -> list[dict[str, Any]]:
     base = yaml.safe_load(scaffold.SETTINGS.format(name="demo", mode="development"))
     base.update(
         keys_dir=".keel/keys",
+        locale="de_DE",
+        currency="EUR",
         api={"rate_per_s": 50, "burst": 100, "rate_limits": "shared", "graceful_timeout_s": 10},
         reviews={"sweep_s": 30},
         monitors={"check_s": 60},
@@ -139,6 +141,15 @@ def _demo_flow() -> dict[str, Any]:
     }  # fmt: skip
     flow["outcome"]["positive"] = ["defaulted"]
     flow["fairness"] = {"favourable": ["approve"], "score": "default_risk"}
+    flow["inputs"]["employment_years"]["notice_reason"] = "Length of employment"
+    flow["locale"], flow["currency"] = "de_DE", "EUR"
+    flow["notice"] = {
+        "adverse_actions": ["decline"],
+        "request": "requested_limit",
+        "reasons": 3,
+        "contact": "Consumer Credit, credit@example.com",
+        "adverse_when": {"default_risk": "high"},
+    }
     signal = flow["signals"]["default_risk"]
     signal["reference"] = {name: 0.0 for name in signal["features"]}
     flow["review"] = {
@@ -187,6 +198,9 @@ def _demo_policy() -> dict[str, Any]:
     policy: dict[str, Any] = yaml.safe_load(scaffold.POLICY)
     policy["default"].update(review=True, value="0.0")
     policy["fallback"]["value"] = "params.starter_limit"
+    policy["fallback"]["notice"] = "We could not complete an automated assessment."
+    policy["default"]["notice"] = "No automatic decision applies to your application."
+    policy["rules"][3]["notice"] = "The risk of lending to you is higher than we accept."
     policy["guardrails"]["rate_limits"][0]["per"] = "region"
     return policy
 

@@ -7,6 +7,7 @@ The environment is an argument (a plain mapping) so tests pass a dict instead of
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,14 @@ from typing import Any
 import yaml
 
 from keel.errors import ConfigError
+from keel.money import (
+    DEFAULT_CURRENCY,
+    DEFAULT_LOCALE,
+    DEFAULT_MONEY,
+    Money,
+    currency_problem,
+    locale_problem,
+)
 from keel.schema import Key, children
 
 SETTINGS_FILE = "keel.yaml"
@@ -68,6 +77,12 @@ SETTINGS_KEYS: tuple[Key, ...] = (
         "Where the data-encryption key and the ledger signing key are kept (created on first "
         "use, mode 0600). Relative to this file; point it at a secrets volume to move them.",
         default=DEFAULT_KEYS_DIR, env=ENV_KEYS_DIR),
+    Key("locale", "string",
+        "The locale explanations, reasons and notices write numbers, percentages and money "
+        "in, e.g. `de_DE`; a flow's `locale` overrides it.", default=DEFAULT_LOCALE),
+    Key("currency", "string (ISO 4217)",
+        "The currency of values whose format is `currency`, e.g. `EUR`; a flow's `currency` "
+        "overrides it. Amounts are shown in whole units.", default=DEFAULT_CURRENCY),
     Key("ledger", "mapping", "How the ledger writer works."),
     Key("ledger.max_batch", _POSITIVE,
         "The most entries the ledger writer commits in one transaction.",
@@ -190,6 +205,7 @@ class Settings:
     review_sweep_s: int = DEFAULT_REVIEW_SWEEP_S  # how often a server records deadline breaches
     monitor_check_s: int = DEFAULT_MONITOR_CHECK_S  # how often a server looks for due monitors
     deliveries: DeliverySettings = field(default_factory=DeliverySettings)
+    money: Money = DEFAULT_MONEY  # locale and currency, unless a flow sets its own
     # The environment Keel was started with: webhook secrets are read from it by name.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -296,6 +312,7 @@ def load_settings(project_dir: str | Path, environ: Mapping[str, str] | None = N
     monitors = _section(raw, "monitors", _MONITORS_KEYS, path)
     deliveries = _deliveries(_section(raw, "deliveries", _DELIVERIES_KEYS, path))
     oidc = _oidc(_section(raw, "oidc", _OIDC_KEYS, path), root, path) if raw.get("oidc") else None
+    money = _money(raw, path)
     return Settings(
         project_dir=root,
         name=name,
@@ -316,8 +333,25 @@ def load_settings(project_dir: str | Path, environ: Mapping[str, str] | None = N
         review_sweep_s=_positive_int(review, "sweep_s", "reviews", DEFAULT_REVIEW_SWEEP_S),
         monitor_check_s=_positive_int(monitors, "check_s", "monitors", DEFAULT_MONITOR_CHECK_S),
         deliveries=deliveries,
+        money=money,
         environ=dict(env),
     )
+
+
+def _money(raw: Mapping[str, Any], path: Path) -> Money:
+    """The project's locale and currency; a bad code is named with its line."""
+    found = {"locale": DEFAULT_LOCALE, "currency": DEFAULT_CURRENCY}
+    for key, check in (("locale", locale_problem), ("currency", currency_problem)):
+        if key not in raw:
+            continue
+        problem = check(raw[key])
+        if problem is not None:
+            text = path.read_text(encoding="utf-8")
+            match = re.search(rf"^{key}\s*:", text, re.MULTILINE)
+            line = f":{text.count(chr(10), 0, match.start()) + 1}" if match else ""
+            raise ConfigError(f"{path}{line}: {problem}", {"key": key})
+        found[key] = raw[key]
+    return Money(found["locale"], found["currency"])
 
 
 def _deliveries(section: Mapping[str, Any]) -> DeliverySettings:

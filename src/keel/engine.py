@@ -26,6 +26,7 @@ from keel.context import Context, build_context
 from keel.decide.decider import Decider
 from keel.decide.draft import Status, settle_status
 from keel.decide.explanations import Explanations
+from keel.decide.notices import Notices
 from keel.decide.record import Decision
 from keel.events import CheckpointTaken, pending
 from keel.explain.counterfactual import CounterfactualSearch
@@ -86,6 +87,7 @@ class Engine:
         self.runner = SignalRunner()
         self.decider = Decider(self.ctx, self.runner)
         self.explanations = Explanations(self.ctx, self.runner)
+        self.notices = Notices(self.ctx, self.runner, self.explanations)
         self.reviews = Reviews(self.ctx)
         self.outcomes = Outcomes(self.ctx)
         self.trust = Trust(self.ctx)
@@ -250,6 +252,10 @@ class Engine:
 
     def explain(self, decision_id: str, by: Principal | None = None) -> dict[str, Any]:
         return self.explanations.explain(decision_id, self._who(by))
+
+    def notice(self, decision_id: str, fmt: str = "text", by: Principal | None = None) -> str:
+        """The adverse-action notice of a decision, as text or HTML (``Notices``)."""
+        return self.notices.render(decision_id, self._who(by), fmt)
 
     def what_if(
         self,

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from keel.config import Settings
 from keel.errors import DefinitionError, KeelError, Problem
-from keel.flows import Flow, load_flow
+from keel.explain.notice import check_templates
+from keel.flows import Classification, Flow, load_flow
+from keel.money import Money
 from keel.policy.compiler import compile_policy
 from keel.policy.model import Policy, load_policy
 from keel.runtime import FlowRuntime
@@ -23,6 +25,46 @@ from keel.signals.adapters import Model, load_model
 class Project:
     settings: Settings
     flows: dict[str, FlowRuntime]
+    # What is allowed but probably wrong (a model reading a protected field): printed by
+    # ``keel validate``, an error only with ``--strict``.
+    warnings: list[Problem] = field(default_factory=list)
+
+
+def feature_warnings(flow: Flow) -> list[Problem]:
+    """A protected or sensitive field read by a model: allowed (the law may permit it, or
+    it may be the point of a test), but worth a second look; it is never a stated reason."""
+    out = []
+    for name, signal in flow.signals.items():
+        for feature in signal.features:
+            spec = flow.fields.get(feature)
+            if spec is None or not spec.never_a_reason:
+                continue
+            what = "protected" if spec.protected else f"classified {Classification.SENSITIVE.value}"
+            out.append(
+                Problem(
+                    flow.source,
+                    f"signals.{name}",
+                    f"the model reads '{feature}', which is {what}: check that the law "
+                    "allows its use; notices never state it as a reason",
+                    line=signal.line_of("features"),
+                )
+            )
+    return out
+
+
+def _notice_problems(flow: Flow, policy: Policy) -> list[Problem]:
+    if flow.notice is None:
+        return []
+    return [
+        Problem(
+            flow.source,
+            "notice.adverse_actions",
+            f"'{action}' is not an action of policy {policy.name} ({', '.join(policy.actions)})",
+            line=flow.notice.line,
+        )
+        for action in flow.notice.adverse_actions
+        if action not in policy.actions
+    ]
 
 
 def _yaml_files(folder: Path) -> list[Path]:
@@ -70,6 +112,12 @@ def load_project(settings: Settings) -> Project:
         except DefinitionError as exc:
             problems.extend(exc.problems)
             continue
+        flow = replace(
+            flow,
+            money=Money(
+                flow.locale or settings.money.locale, flow.currency or settings.money.currency
+            ),
+        )
         if flow.name in flows:
             problems.append(
                 Problem(
@@ -81,7 +129,10 @@ def load_project(settings: Settings) -> Project:
     if not flows and not problems:
         problems.append(Problem(str(settings.flows_dir), "flows", "the project defines no flow"))
     runtimes: dict[str, FlowRuntime] = {}
+    warnings: list[Problem] = []
     for flow in flows.values():
+        warnings.extend(feature_warnings(flow))
+        problems.extend(check_templates(settings.project_dir, flow))
         found = policies.get(flow.policy)
         if found is None and flow.policy in broken:
             continue  # the policy file's own problems say what to fix; "no policy" would mislead
@@ -96,6 +147,7 @@ def load_project(settings: Settings) -> Project:
         except DefinitionError as exc:
             problems.extend(exc.problems)
             continue
+        problems.extend(_notice_problems(flow, found))
         for label, action in flow.outcome.labels.items():
             if action is not None and action not in found.actions:
                 problems.append(
@@ -130,4 +182,4 @@ def load_project(settings: Settings) -> Project:
         runtimes[flow.name] = FlowRuntime(flow, compiled, models, timeouts)
     if problems:
         raise DefinitionError(problems)
-    return Project(settings, runtimes)
+    return Project(settings, runtimes, warnings)

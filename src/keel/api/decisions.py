@@ -6,7 +6,7 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
 from keel.api.auth import current_principal, engine_of
 from keel.api.models import (
@@ -87,6 +87,43 @@ def get_decision(decision_id: str, principal: Caller, request: Request) -> Any:
 def explain(decision_id: str, principal: Caller, request: Request) -> dict[str, Any]:
     """Why: rule trace with the values compared, guardrails, model attributions, sentences."""
     return engine_of(request).explanations.explain(decision_id, principal)
+
+
+NOTICE_TYPES = {
+    "text/plain": {"schema": {"type": "string"}},
+    "text/html": {"schema": {"type": "string"}},
+    "application/json": {"schema": {"type": "object"}},
+}
+
+
+@router.get(
+    "/decisions/{decision_id}/notice",
+    name="notice",
+    response_class=PlainTextResponse,
+    responses={200: {"content": NOTICE_TYPES}, 409: {"model": ErrorOut}},
+)
+def notice(
+    decision_id: str,
+    principal: Caller,
+    request: Request,
+    format: Annotated[
+        str | None, Query(pattern="^(text|html|json)$", description="Overrides Accept.")
+    ] = None,
+) -> Any:
+    """The adverse-action notice of a decline or reduced offer: text (the default), HTML
+    (`Accept: text/html` or `?format=html`) or its content as JSON (`application/json`).
+    409 when the decision is not adverse or not yet in force."""
+    accept = request.headers.get("accept", "")
+    fmt = format or next(
+        (f for mime, f in (("text/html", "html"), ("application/json", "json")) if mime in accept),
+        "text",
+    )
+    notices = engine_of(request).notices
+    if fmt == "json":
+        found, notes = notices.notice(decision_id, principal)
+        return JSONResponse({**found.to_dict(), "notes": notes})
+    text = notices.render(decision_id, principal, fmt)
+    return HTMLResponse(text) if fmt == "html" else PlainTextResponse(text)
 
 
 @router.post("/decisions/{decision_id}/what-if", name="what_if")

@@ -26,6 +26,7 @@ STATUS = {
     "config_error": 503,
     "not_canonicalisable": 422,
     "invalid_template": 422,
+    "invalid_notice_template": 422,
     "invalid_checkpoint": 422,
     "keel_error": 400,
 }

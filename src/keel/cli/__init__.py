@@ -2,7 +2,7 @@
 
 One module per command group (``keel ledger …`` is ``ledger.py``); the top-level commands
 live with their subject (``project.py``: init, validate, demo, serve; ``decisions.py``:
-decide, explain, what-if; ``rollout.py``: replay). ``_common.py`` holds what they share.
+decide, explain, notice, what-if; ``rollout.py``: replay). ``_common.py`` holds what they share.
 Modules import the engine and other heavy parts inside commands, so ``keel --help`` stays
 fast (a test checks it).
 """
@@ -43,6 +43,7 @@ app.command()(project.init)
 app.command()(project.validate)
 app.command()(decisions.decide)
 app.command()(decisions.explain)
+app.command()(decisions.notice)
 app.command("what-if")(decisions.what_if)
 app.command()(project.demo)
 app.command()(rollout.replay)

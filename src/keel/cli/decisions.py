@@ -68,6 +68,33 @@ def explain(
             typer.echo(f"note: {note}")
 
 
+def notice(
+    decision_id: Annotated[str, typer.Argument(help="The decision's id.")],
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="text or html.", case_sensitive=False)
+    ] = "text",
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the notice to this file.")
+    ] = None,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Render the adverse-action notice of a decline or reduced offer: the action, its
+    principal reasons in the applicant's words, the date and whom to contact.
+
+    Example: keel notice dec_0193... --format html --out notice.html
+    """
+    with _engine(project) as engine:
+        text = engine.notice(decision_id, fmt.lower())
+        if out is None:
+            typer.echo(text, nl=False)
+            return
+        try:
+            out.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            _fail(KeelError(f"cannot write the notice to {out}: {exc}"))
+        typer.echo(f"Wrote the notice of {decision_id} to {out}")
+
+
 def _parse_assignments(items: list[str], what: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:

@@ -32,8 +32,16 @@ def init(
     )
 
 
-def validate(project: ProjectOpt = Path(".")) -> None:
+def validate(
+    project: ProjectOpt = Path("."),
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit with status 1 when there are warnings.")
+    ] = False,
+) -> None:
     """Check every flow, policy and model of the project; list every problem found.
+
+    Problems are errors (exit status 2). Warnings (a model reads a protected or sensitive
+    field) are printed with their file and line; they fail the check only with --strict.
 
     Example: keel validate --project my-decisions
     """
@@ -51,6 +59,12 @@ def validate(project: ProjectOpt = Path(".")) -> None:
             f"policy {policy.name} {policy.version[:12]} ({len(policy.rules)} rules), "
             f"signals {', '.join(runtime.models) or 'none'}"
         )
+    for warning in loaded.warnings:
+        typer.echo(f"warning  {warning}")
+    if loaded.warnings:
+        typer.echo(f"{len(loaded.warnings)} warning(s)")
+        if strict:
+            raise typer.Exit(1)
 
 
 def demo(

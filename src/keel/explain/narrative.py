@@ -36,7 +36,7 @@ def _value(path: str, value: Any, flow: Flow) -> str:
     fmt = "number"
     if parts[0] == "input" and len(parts) == 2 and parts[1] in flow.fields:
         fmt = flow.fields[parts[1]].format
-    return format_value(value, fmt)
+    return format_value(value, fmt, flow.money)
 
 
 def _subject(flow: Flow, feature: str, value: Any, hidden: bool) -> str:
@@ -44,13 +44,13 @@ def _subject(flow: Flow, feature: str, value: Any, hidden: bool) -> str:
     category by its label, "Checking account (no checking account)"."""
     field = flow.fields.get(feature)
     if field is None:
-        return feature if hidden else f"{feature} of {format_value(value, 'number')}"
+        return feature if hidden else f"{feature} of {format_value(value, 'number', flow.money)}"
     if hidden:
         return field.display
     if field.type == "string" or field.labels:
         key = int(value) if isinstance(value, float) and value.is_integer() else value
         return f"{field.display} ({field.value_label(key)})"
-    return f"{field.display} of {format_value(value, field.format)}"
+    return f"{field.display} of {format_value(value, field.format, flow.money)}"
 
 
 def attribution_sentences(
@@ -84,7 +84,7 @@ def explain_record(
     """The "why" of one decision as a list of sentences, most important first."""
     action = body["action"]
     value = body.get("value")
-    shown = f" {format_value(value, 'number')}" if value is not None else ""
+    shown = f" {format_value(value, 'number', flow.money)}" if value is not None else ""
     status = _STATUS_TEXT.get(body["status"], body["status"])
     why = [f"Decision: {action}{shown} ({status}).", f"Reason: {reason}"]
     matched = next((s for s in trace if s.get("matched")), None)

@@ -13,7 +13,9 @@ from typing import Any
 from keel.errors import InputError
 from keel.flows.autonomy import Autonomy
 from keel.flows.monitoring import MonitoringSpec
+from keel.flows.notice import NoticeSpec
 from keel.ledger.windows import RateLimit
+from keel.money import DEFAULT_MONEY, Money
 from keel.text import article
 from keel.text import problem as text_problem
 
@@ -56,10 +58,21 @@ class FieldSpec:
     # A protected number field's group edges for the fairness figures, ascending: [25, 40]
     # cuts "under 25", "25 to under 40", "40 or over".
     groups: tuple[float, ...] | None = None
+    notice_reason: str = ""  # how a notice names the field as a reason, in customer language
 
     @property
     def display(self) -> str:
         return self.label or self.name.replace("_", " ").capitalize()
+
+    @property
+    def stated_reason(self) -> str:
+        """How an adverse-action notice names the field as a reason."""
+        return self.notice_reason or self.display
+
+    @property
+    def never_a_reason(self) -> bool:
+        """Protected characteristics and sensitive data are never a stated reason."""
+        return self.protected or self.classification is Classification.SENSITIVE
 
     def value_label(self, value: Any) -> str:
         """How explanations and notices name one of the field's values."""
@@ -198,6 +211,12 @@ class Flow:
     earned_autonomy: Mapping[str, Criteria] = field(default_factory=dict)  # by target level
     monitoring: MonitoringSpec = field(default_factory=MonitoringSpec)
     fairness: FairnessSpec = field(default_factory=FairnessSpec)
+    notice: NoticeSpec | None = None  # None: the flow gives no adverse-action notices
+    locale: str = ""  # as the flow file sets it; "" → keel.yaml's
+    currency: str = ""
+    # What the flow's texts are written in: its own locale and currency, else keel.yaml's
+    # (the project sets it when it loads the flow).
+    money: Money = DEFAULT_MONEY
 
     @property
     def protected_attributes(self) -> tuple[str, ...]:

@@ -25,7 +25,9 @@ from keel.flows.flow import (
     SignalSpec,
 )
 from keel.flows.monitoring import check_performance_limits, parse_monitoring
+from keel.flows.notice import parse_notice
 from keel.flows.schema import FLOW_KEYS
+from keel.money import currency_problem, locale_problem
 from keel.schema import children
 from keel.yamlfile import NAME_RE, LocatedDict, Problems, load_yaml, parse_window
 
@@ -107,6 +109,10 @@ def _parse_field(c: Problems, name: str, raw: Any, parent: LocatedDict) -> Field
                 c.add(where, f"'labels' names {value!r}, which is not an allowed value", raw,
                       "labels")  # fmt: skip
         labels = {by_text[str(k)]: v for k, v in labels.items() if str(k) in by_text}
+    notice_reason = raw.get("notice_reason", "")
+    if not isinstance(notice_reason, str):
+        c.add(where, "'notice_reason' must be a text", raw, "notice_reason")
+        notice_reason = ""
     protected = raw.get("protected", False)
     if not isinstance(protected, bool):
         c.add(where, f"'protected' must be true or false, got {protected!r}", raw, "protected")
@@ -132,6 +138,7 @@ def _parse_field(c: Problems, name: str, raw: Any, parent: LocatedDict) -> Field
         protected=protected,
         labels=dict(labels),
         groups=groups,
+        notice_reason=notice_reason,
     )
 
 
@@ -322,6 +329,13 @@ def parse_flow(raw: LocatedDict, path: Path) -> Flow:
               "(`protected: true`) and `fairness: {favourable: [...]}`", raw,
               "monitoring")  # fmt: skip
     check_performance_limits(c, raw, monitoring, outcome, signals)
+    notice = parse_notice(c, raw, {k: f.type for k, f in fields.items()}, set(signals))
+    texts = {}
+    for key, check in (("locale", locale_problem), ("currency", currency_problem)):
+        value = raw.get(key)
+        if value is not None and (problem := check(value)) is not None:
+            c.add(key, problem, raw, key)
+        texts[key] = value if isinstance(value, str) else ""
     c.raise_any()
     return Flow(
         name=name,
@@ -338,6 +352,9 @@ def parse_flow(raw: LocatedDict, path: Path) -> Flow:
         review=review,
         monitoring=monitoring,
         fairness=fairness,
+        notice=notice,
+        locale=texts["locale"],
+        currency=texts["currency"],
     )
 
 

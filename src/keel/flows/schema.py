@@ -7,6 +7,7 @@ from __future__ import annotations
 from keel.flows.autonomy import Autonomy
 from keel.flows.flow import FIELD_TYPES, FORMATS, SATURATION, Classification
 from keel.flows.monitoring import MONITORING_KEYS
+from keel.flows.notice import NOTICE_KEYS
 from keel.schema import Key
 
 _LEVELS = tuple(a.value for a in Autonomy)
@@ -65,6 +66,10 @@ FLOW_KEYS: tuple[Key, ...] = (
         "ascending: `[25, 40, 60]` makes the groups under 25, 25 to under 40, 40 to under "
         "60, and 60 or over. A protected number field needs `groups` or `allowed`; only "
         "protected fields take it."),
+    Key("inputs.<name>.notice_reason", "string",
+        "How an adverse-action notice states the field as a reason, in the applicant's "
+        "words, e.g. `Length of employment`. Left out: the field's label. Never stated for a "
+        "`protected` or `sensitive` field."),
     Key("inputs.<name>.label", "string",
         "The field's name in explanations. Left out: the name, capitalised, with spaces."),
     Key("inputs.<name>.format", "string",
@@ -178,5 +183,12 @@ FLOW_KEYS: tuple[Key, ...] = (
     Key("fairness.score", _NAME,
         "The signal whose score is checked for calibration within each group. Left out: "
         "the flow's only signal (none when it has several)."),
+    Key("locale", "string",
+        "The locale the flow's explanations, reasons and notices write numbers in, e.g. "
+        "`de_DE`. Left out: `locale` in keel.yaml."),
+    Key("currency", "string (ISO 4217)",
+        "The currency of the flow's `currency` values, e.g. `EUR`. Left out: `currency` in "
+        "keel.yaml."),
+    *NOTICE_KEYS,
     *MONITORING_KEYS,
 )  # fmt: skip

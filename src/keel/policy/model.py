@@ -34,6 +34,7 @@ class Outcome:
     reason: str
     review: bool = False
     value: str | None = None
+    notice: str = ""  # the reason an adverse-action notice states, in customer language
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Rule:
     when_line: int | None = None
     value_line: int | None = None
     reason_line: int | None = None
+    notice: str = ""  # the reason an adverse-action notice states, in customer language
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,16 @@ def _outcome(p: Problems, raw: Any, where: str, parent: LocatedDict) -> Outcome 
         p.add(where, "needs an 'action' and a 'reason' (strings)", raw, "action")
         return None
     value = raw.get("value")
-    return Outcome(action, reason, bool(raw.get("review", False)), _expr(value))
+    notice = _notice(p, raw, where)
+    return Outcome(action, reason, bool(raw.get("review", False)), _expr(value), notice)
+
+
+def _notice(p: Problems, raw: LocatedDict, where: str) -> str:
+    notice = raw.get("notice", "")
+    if not isinstance(notice, str):
+        p.add(where, "'notice' must be a text in the applicant's words", raw, "notice")
+        return ""
+    return notice.strip()
 
 
 def _expr(value: Any) -> str | None:
@@ -303,6 +314,7 @@ def parse_policy(raw: LocatedDict, path: Path) -> Policy:
                 when_line=r.line_of("when"),
                 value_line=r.line_of("value"),
                 reason_line=r.line_of("reason"),
+                notice=_notice(p, r, where),
             )
         )
     if not raw.get("rules"):

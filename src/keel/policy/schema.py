@@ -10,6 +10,11 @@ BOUND_ON_HIT = ("clamp", "escalate", "fallback")
 KILL_SWITCH_REASON = "Automatic decisions are switched off for this flow."
 
 _NAME = "string (lower_snake_case)"
+_NOTICE = (
+    "The principal reason an adverse-action notice states when this decides, in the "
+    "applicant's words (plain text, no placeholders), e.g. `Income insufficient for the "
+    "amount of credit requested`. Left out: the notice states only the model's reasons."
+)
 _ON_HIT = (
     "What a hit does: `escalate` sends the case to review, `fallback` decides it with the "
     "policy's fallback."
@@ -24,6 +29,7 @@ def _outcome_keys(path: str) -> tuple[Key, ...]:
         Key(f"{path}.review", "boolean",
             "Whether a supervised flow sends the case to review.", default="false"),
         Key(f"{path}.value", "CEL expression (a number)", "The action's value, e.g. an amount."),
+        Key(f"{path}.notice", "string", _NOTICE),
     )  # fmt: skip
 
 
@@ -68,6 +74,7 @@ POLICY_KEYS: tuple[Key, ...] = (
     Key("rules[].reason", "string (template)",
         "Why, in business language. It may name `{input.x}`, `{signals.s.score}`, "
         "`{params.p}` or `{value}`, with an optional `:format`.", required=True),
+    Key("rules[].notice", "string", _NOTICE),
     Key("rules[].review", "boolean",
         "Marks a grey zone: a supervised flow sends the case to review.", default="false"),
     Key("default", "mapping", "What is decided when no rule's `when` holds.", required=True),

@@ -14,6 +14,7 @@ from typing import Any
 
 from keel.errors import KeelError
 from keel.flows import FORMATS, Flow
+from keel.money import DEFAULT_MONEY, Money, format_decimal, format_money, format_percent
 
 PROTECTED_TEXT = "‹protected›"  # what stands for a personal value a reader may not see
 _PLACEHOLDER = re.compile(r"\{([^{}:]+)(?::([a-z]+))?\}")
@@ -26,22 +27,24 @@ class TemplateError(KeelError):
     code = "invalid_template"
 
 
-def format_value(value: Any, fmt: str) -> str:
+def format_value(value: Any, fmt: str, money: Money = DEFAULT_MONEY) -> str:
+    """``value`` as readers see it: in ``fmt`` (a field format), in the flow's locale and,
+    for ``currency``, its currency."""
     if value is None:
         return "unknown"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int | float):
         if fmt == "percent":
-            return f"{value * 100:.0f}%"
+            return format_percent(value, money)
         if fmt == "currency":
-            return f"${value:,.0f}"
+            return format_money(value, money)
         if fmt == "integer":
-            return f"{value:,.0f}"
+            return format_decimal(value, money, digits=0)
         if fmt in ("years", "months"):
             unit = fmt[:-1] if value == 1 else fmt
-            return f"{value:g} {unit}"
-        return f"{value:,.2f}".rstrip("0").rstrip(".") if isinstance(value, float) else f"{value:,}"
+            return f"{format_decimal(value, money, digits=6)} {unit}"
+        return format_decimal(value, money, digits=2 if isinstance(value, float) else 0)
     return str(value)
 
 
@@ -82,7 +85,8 @@ def render(template: str, values: Mapping[str, Any], flow: Flow) -> str:
         out.append(literal)
         if path:
             dotted = ".".join(path)
-            out.append(format_value(_lookup(path, values), fmt or _default_format(dotted, flow)))
+            value = _lookup(path, values)
+            out.append(format_value(value, fmt or _default_format(dotted, flow), flow.money))
     return "".join(out)
 
 

@@ -1,0 +1,367 @@
+"""Adverse-action notices: a decline or reduced offer states its principal reasons in the
+applicant's words, from the deciding rule and the model's attributions; a protected or
+sensitive field is never one of them, in text or HTML, whatever its attribution."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from keel import open_engine
+from keel.api import create_app
+from keel.cli import app
+from keel.engine import Engine
+from keel.errors import ConflictError
+from keel.explain.notice import (
+    CLAMP_NOTICE,
+    FALLBACK_NOTICE,
+    GUARDRAIL_NOTICES,
+    REVIEWED_NOTICE,
+    InForce,
+    NoticeTemplateError,
+    principal_reasons,
+)
+from keel.security.audit import AuditLog, AuditTrail
+from keel.security.roles import Grant, Role, local_operator
+from tests.conftest import LOW_RISK, line_of, person, problems, replace_in, write
+from tests.test_api import key
+
+FLOW = "credit_limit"
+FLOW_FILE = "flows/credit_limit.yaml"
+POLICY_FILE = "policies/credit_limit.yaml"
+RULE_NOTICE = "The risk of lending to you is higher than we accept."
+HIGH_RISK = "is at or above {params.decline_risk:percent}.\n"
+NOTICE = """\
+notice:
+  adverse_actions: [decline]
+  request: requested_limit
+  contact: "Consumer Credit, credit@example.com"
+"""
+
+
+def with_notices(project: Path, section: str = NOTICE) -> Path:
+    """The example project with notices: a notice section, the deciding rule's notice
+    text and a customer-language reason for one field."""
+    flow = project / FLOW_FILE
+    flow.write_text(flow.read_text() + section)
+    replace_in(
+        flow,
+        "    label: Time in employment\n",
+        "    label: Time in employment\n    notice_reason: Length of employment\n",
+    )
+    replace_in(project / POLICY_FILE, HIGH_RISK, f"{HIGH_RISK}    notice: {RULE_NOTICE}\n")
+    return project
+
+
+def declined(project: Path) -> dict[str, Any]:
+    return dict(json.loads((project / "examples" / "declined.json").read_text()))
+
+
+def adverse_pushes(engine: Engine, decision_id: str) -> list[tuple[str, float]]:
+    """The features that raised the default risk, strongest first, from the explanation."""
+    items = engine.explain(decision_id)["attributions"]["default_risk"]["items"]
+    pushes = [(i["feature"], i["contribution"]) for i in items if i["contribution"] > 0]
+    return sorted(pushes, key=lambda p: p[1], reverse=True)
+
+
+def test_reasons_are_the_rule_then_the_features_that_pushed_towards_decline(
+    project: Path, env: dict[str, str]
+) -> None:
+    with open_engine(with_notices(project), environ=env) as engine:
+        decision = engine.decide(FLOW, declined(project))
+        assert decision.action == "decline" and decision.rule == "high_risk"
+        notice, notes = engine.notices.notice(decision.id, engine.operator)
+        pushes = adverse_pushes(engine, decision.id)
+        text = engine.notice(decision.id)
+    flow = engine.runtime(FLOW).flow
+    expected = [RULE_NOTICE] + [flow.fields[f].stated_reason for f, _ in pushes]
+    assert len(pushes) >= 3 and notes == []
+    assert notice.reasons == tuple(expected[:4])  # the default: four reasons
+    assert notice.kind == "adverse_action" and notice.requested == "$20,200"
+    for n, reason in enumerate(notice.reasons, 1):
+        assert f"  {n}. {reason}\n" in text
+    assert decision.id in text and "Consumer Credit, credit@example.com" in text
+    assert "67%" not in text and "0.67" not in text  # the score is no reason
+
+
+def test_the_flow_sets_how_many_reasons_and_each_field_its_words(
+    project: Path, env: dict[str, str]
+) -> None:
+    section = NOTICE + "  reasons: 2\n"
+    with_notices(project, section)
+    replace_in(project / FLOW_FILE, "    label: Credit utilisation\n",
+               "    label: Credit utilisation\n    notice_reason: Use of existing credit\n")  # fmt: skip
+    with open_engine(project, environ=env) as engine:
+        decision = engine.decide(FLOW, declined(project))
+        notice, _ = engine.notices.notice(decision.id, engine.operator)
+        strongest = adverse_pushes(engine, decision.id)[0][0]
+    assert strongest == "credit_utilization"
+    assert notice.reasons == (RULE_NOTICE, "Use of existing credit")
+
+
+@pytest.mark.parametrize(
+    "marking",
+    ["    protected: true\n", "    classification: sensitive\n"],
+    ids=["protected", "sensitive"],
+)
+def test_a_protected_or_sensitive_field_is_never_a_stated_reason(
+    project: Path, env: dict[str, str], marking: str
+) -> None:
+    with_notices(project)
+    # The field with the largest attribution becomes protected (or sensitive), and gets
+    # words of its own, so that neither its label nor its words may appear.
+    flow = project / FLOW_FILE
+    replace_in(flow, "    classification: personal\n    label: Credit utilisation\n",
+               f"{marking}    label: Credit utilisation\n    notice_reason: Card balances\n")  # fmt: skip
+    with open_engine(project, environ=env) as engine:
+        decision = engine.decide(FLOW, declined(project))
+        pushes = adverse_pushes(engine, decision.id)
+        notice, _ = engine.notices.notice(decision.id, engine.operator)
+        text = engine.notice(decision.id, "text")
+        html = engine.notice(decision.id, "html")
+    assert pushes[0][0] == "credit_utilization"  # the strongest push towards decline
+    assert len(notice.reasons) == 4 and "credit_utilization" not in notice.inputs
+    for shown in (text, html, json.dumps(notice.to_dict())):
+        for word in ("Credit utilisation", "Card balances", "utiliz", "0.8562", "86%"):
+            assert word not in shown
+
+
+def test_a_reduced_offer_names_the_offer_and_the_request(
+    project: Path, env: dict[str, str]
+) -> None:
+    with open_engine(with_notices(project), environ=env) as engine:
+        decision = engine.decide(FLOW, {**LOW_RISK, "requested_limit": 30000.0})
+        assert (decision.action, decision.value, decision.status) == ("approve", 21250, "final")
+        notice, _ = engine.notices.notice(decision.id, engine.operator)
+        text = engine.notice(decision.id)
+    assert notice.kind == "reduced_offer"
+    assert (notice.value, notice.requested) == ("$21,250", "$30,000")
+    assert "We can offer $21,250 instead of the $30,000 you asked for." in text
+
+
+def test_a_decision_that_is_not_adverse_gets_no_notice(project: Path, env: dict[str, str]) -> None:
+    with open_engine(with_notices(project), environ=env) as engine:
+        approved = engine.decide(FLOW, LOW_RISK)
+        with pytest.raises(ConflictError, match=r"is not adverse \(approve 6000, requested 6000\)"):
+            engine.notice(approved.id)
+        grey = engine.decide(FLOW, {**LOW_RISK, "credit_history_years": 0.5})
+        assert grey.status == "pending_review"
+        with pytest.raises(ConflictError, match=r"no action in force yet \(pending_review\)"):
+            engine.notice(grey.id)
+
+
+def test_a_reviewer_s_decline_is_stated_as_a_person_s_decision(
+    project: Path, env: dict[str, str]
+) -> None:
+    with open_engine(with_notices(project), environ=env) as engine:
+        grey = engine.decide(FLOW, {**LOW_RISK, "credit_history_years": 0.5})
+        reviewer = person("key:rev", "Riley", "reviewer", FLOW)
+        engine.reviews.resolve(grey.id, reviewer, "change", "thin file", action="decline")
+        notice, _ = engine.notices.notice(grey.id, engine.operator)
+    assert notice.action == "decline" and notice.reasons[0] == REVIEWED_NOTICE
+
+
+def test_fallback_and_guardrail_declines_get_an_honest_reason(project: Path) -> None:
+    with open_engine(with_notices(project), environ={}) as engine:
+        runtime = engine.runtime(FLOW)
+    flow, policy = runtime.flow, runtime.policy.policy
+    assert flow.notice is not None
+    decline = InForce("decline", None, "2026-11-30T10:00:00Z")
+
+    def reasons(rule: str, *hits: dict[str, str], kind: str = "adverse_action") -> list[str]:
+        body = {"rule": rule, "guardrails": {"hits": list(hits)}}
+        assert flow.notice is not None
+        return list(principal_reasons(flow, flow.notice, policy, body, decline, kind, {}))
+
+    assert reasons("fallback") == [FALLBACK_NOTICE]  # a model failed: no made-up reason
+    rate = {"kind": "rate", "on_hit": "fallback"}
+    assert reasons("fallback", rate) == [GUARDRAIL_NOTICES["rate"]]
+    clamp = {"kind": "bound", "on_hit": "clamp"}
+    assert reasons("low_risk", clamp, kind="reduced_offer") == [CLAMP_NOTICE]
+    assert reasons("high_risk") == [RULE_NOTICE]
+
+
+def test_the_project_s_template_replaces_the_default(project: Path, env: dict[str, str]) -> None:
+    with_notices(project)
+    write(project / "notices" / "credit_limit.txt.j2",
+          "Dear {{ notice.subject_id }}: {{ notice.reasons | join('; ') }}. "
+          "Risk {{ notice.scores.default_risk | round(2) }}.\n")  # fmt: skip
+    with open_engine(project, environ=env) as engine:
+        decision = engine.decide(FLOW, declined(project), subject_id="cust-7")
+        text = engine.notice(decision.id)
+        html = engine.notice(decision.id, "html")  # no HTML template: Keel's default
+    assert text.startswith(f"Dear cust-7: {RULE_NOTICE}; ") and "Risk 0.67." in text
+    assert html.startswith("<!DOCTYPE html>")
+
+
+def test_html_escapes_what_a_case_holds(project: Path, env: dict[str, str]) -> None:
+    with_notices(project)
+    flow = project / FLOW_FILE
+    replace_in(flow, "  region:\n", "  applicant_name:\n    type: string\n"
+               "    classification: personal\n  region:\n")  # fmt: skip
+    write(project / "notices" / "credit_limit.html.j2",
+          "<p>Dear {{ notice.inputs.applicant_name }},</p>\n")  # fmt: skip
+    case = {**declined(project), "applicant_name": "<script>alert(1)</script>"}
+    with open_engine(project, environ=env) as engine:
+        decision = engine.decide(FLOW, case)
+        html = engine.notice(decision.id, "html")
+        viewer = person("key:viewer", "Vic", "viewer", FLOW)
+        masked = engine.notices.render(decision.id, viewer, "html")
+    assert html == "<p>Dear &lt;script&gt;alert(1)&lt;/script&gt;,</p>\n"
+    assert "<script>" not in html
+    assert masked == "<p>Dear ‹protected›,</p>\n"  # personal: only for read_personal
+
+
+SANDBOX_ESCAPE = "Hello\n{{ ''.__class__.__mro__[1].__subclasses__() }}\n"
+
+
+def test_a_template_that_tries_to_leave_the_sandbox_fails_at_validate(project: Path) -> None:
+    with_notices(project)
+    write(project / "notices" / "credit_limit.txt.j2", SANDBOX_ESCAPE)
+    found = problems(project)
+    assert len(found) == 1
+    assert found[0].startswith(f"{project / 'notices' / 'credit_limit.txt.j2'}:2: notice: ")
+    assert "unsafe" in found[0] or "__class__" in found[0]
+
+
+def test_a_broken_template_is_a_clear_error_over_http_and_the_cli(
+    project: Path, env: dict[str, str]
+) -> None:
+    with open_engine(with_notices(project), environ=env) as engine:
+        decision = engine.decide(FLOW, declined(project))
+        write(project / "notices" / "credit_limit.html.j2", SANDBOX_ESCAPE)  # after start-up
+        write(project / "notices" / "credit_limit.txt.j2", "{{ notice.nothing_here }}\n")
+        with pytest.raises(NoticeTemplateError, match=r"credit_limit\.html\.j2:2: "):
+            engine.notice(decision.id, "html")
+        with TestClient(create_app(engine), raise_server_exceptions=False) as client:
+            headers = {**key(engine, Grant(Role.VIEWER, FLOW)), "Accept": "text/html"}
+            answer = client.get(f"/v1/decisions/{decision.id}/notice", headers=headers)
+    assert answer.status_code == 422 and answer.json()["code"] == "invalid_notice_template"
+    # Opened again, the project itself is refused: its templates are checked at start-up.
+    result = CliRunner().invoke(app, ["notice", decision.id, "--project", str(project)])
+    assert result.exit_code == 2
+    assert "error [invalid_definition]" in result.output
+    assert "credit_limit.txt.j2:1: " in result.output and "nothing_here" in result.output
+
+
+@pytest.fixture
+def served(project: Path, env: dict[str, str]) -> Iterator[tuple[Engine, TestClient, str]]:
+    with open_engine(with_notices(project), environ=env) as engine:
+        decision = engine.decide(FLOW, declined(project))
+        with TestClient(create_app(engine), raise_server_exceptions=False) as client:
+            yield engine, client, decision.id
+
+
+def test_http_notice_in_text_html_and_json(served: tuple[Engine, TestClient, str]) -> None:
+    engine, client, decision_id = served
+    path = f"/v1/decisions/{decision_id}/notice"
+    viewer = key(engine, Grant(Role.VIEWER, FLOW))
+    text = client.get(path, headers=viewer)
+    assert text.status_code == 200 and text.headers["content-type"].startswith("text/plain")
+    assert text.text == engine.notice(decision_id, "text")
+    html = client.get(path, headers={**viewer, "Accept": "text/html"})
+    assert html.headers["content-type"].startswith("text/html")
+    assert html.text == engine.notice(decision_id, "html")
+    assert client.get(f"{path}?format=html", headers=viewer).text == html.text
+    data = client.get(path, headers={**viewer, "Accept": "application/json"}).json()
+    assert data["reasons"][0] == RULE_NOTICE and data["notes"] == []
+    assert data["inputs"]["annual_income"] == "‹protected›"  # a viewer reads no personal data
+    assert client.get(f"{path}?format=pdf", headers=viewer).status_code == 422
+
+
+def test_http_notice_needs_what_the_explanation_needs(
+    served: tuple[Engine, TestClient, str],
+) -> None:
+    engine, client, decision_id = served
+    path = f"/v1/decisions/{decision_id}"
+    assert client.get(f"{path}/notice").status_code == 401
+    for grant in (Grant(Role.DECIDER, FLOW), Grant(Role.VIEWER, "pricing")):
+        headers = key(engine, grant)
+        refused = client.get(f"{path}/notice", headers=headers)
+        assert refused.status_code in (403, 404)
+        assert refused.status_code == client.get(f"{path}/explanation", headers=headers).status_code
+    approved = engine.decide(FLOW, LOW_RISK).id
+    answer = client.get(
+        f"/v1/decisions/{approved}/notice", headers=key(engine, Grant(Role.VIEWER, FLOW))
+    )
+    assert answer.status_code == 409 and "is not adverse" in answer.json()["message"]
+
+
+def test_reading_a_notice_is_in_the_audit_trail(project: Path, env: dict[str, str]) -> None:
+    """A notice is personal data: each request for one is audited, like an explanation's."""
+    with open_engine(with_notices(project), environ=env) as engine:
+        decision_id = engine.decide(FLOW, declined(project)).id
+        audit = AuditLog(engine.db)
+        before = engine.entries(limit=1)[0].seq
+        headers = key(engine, Grant(Role.VIEWER, FLOW))
+        prefix = headers["Authorization"].split("_")[1]
+        with TestClient(create_app(engine, audit), raise_server_exceptions=False) as client:
+            client.get(f"/v1/decisions/{decision_id}/notice", headers=headers)
+            client.get(f"/v1/decisions/{decision_id}/notice")
+        audit.close()
+        events = [json.loads(e) for e in AuditTrail(engine.db).export(local_operator())]
+        after = engine.entries(limit=1)[0].seq
+    summary = [(e["principal"], e["action"], e["target"], e["outcome"]) for e in events]
+    path = f"/v1/decisions/{decision_id}/notice"
+    assert (f"key:{prefix}", "notice", path, "ok") in summary
+    assert ("anonymous", "unknown", path, "denied") in summary
+    assert after == before  # rendering records nothing in the ledger, as explaining does
+
+
+def test_cli_notice_writes_a_file(project: Path) -> None:
+    with open_engine(with_notices(project), environ={}) as engine:
+        decision_id = engine.decide(FLOW, declined(project)).id
+        expected = engine.notice(decision_id, "html")
+    out = project / "notice.html"
+    args = ["notice", decision_id, "--format", "html", "--out", str(out), "--project", str(project)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert out.read_text() == expected
+    printed = CliRunner().invoke(app, ["notice", decision_id, "--project", str(project)])
+    assert printed.exit_code == 0 and f"  1. {RULE_NOTICE}\n" in printed.output
+
+
+def test_validate_warns_when_a_model_reads_a_protected_or_sensitive_field(project: Path) -> None:
+    flow = project / FLOW_FILE
+    replace_in(
+        flow,
+        "    label: Credit utilisation\n",
+        "    label: Credit utilisation\n    protected: true\n",
+    )
+    replace_in(flow, "    classification: personal\n    label: Delinquencies in the last two years\n",
+               "    classification: sensitive\n    label: Delinquencies in the last two years\n")  # fmt: skip
+    features = line_of(project, FLOW_FILE, "    features:")
+    result = CliRunner().invoke(app, ["validate", "--project", str(project)])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning")]
+    assert len(warnings) == 2
+    assert (
+        f"{flow}:{features}: signals.default_risk: the model reads 'credit_utilization', which is protected"
+        in warnings[0]
+    )
+    assert "'delinquencies_2y', which is classified sensitive" in warnings[1]
+    assert "2 warning(s)" in result.output
+    strict = CliRunner().invoke(app, ["validate", "--strict", "--project", str(project)])
+    assert strict.exit_code == 1
+
+
+def test_a_notice_section_is_checked_against_the_flow_and_policy(project: Path) -> None:
+    with_notices(project, NOTICE.replace("[decline]", "[decline, reject]") + "  reasons: 0\n"
+                 "  adverse_when: {default_risk: sideways, other: high}\n")  # fmt: skip
+    found = problems(project)
+    flow = project / FLOW_FILE
+    assert any(p.startswith(f"{flow}:") and "notice.reasons" in p for p in found)
+    assert any("notice.adverse_when.default_risk" in p and "'sideways'" in p for p in found)
+    assert any("'other' is not a signal of the flow" in p for p in found)
+    replace_in(flow, "  reasons: 0\n  adverse_when: {default_risk: sideways, other: high}\n", "")
+    line = line_of(project, FLOW_FILE, "adverse_actions:")
+    assert problems(project) == [
+        f"{flow}:{line}: notice.adverse_actions: 'reject' is not an action of policy "
+        "credit_limit (approve, refer, decline)"
+    ]
