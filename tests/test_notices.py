@@ -107,7 +107,7 @@ def test_the_flow_sets_how_many_reasons_and_each_field_its_words(
 
 @pytest.mark.parametrize(
     "marking",
-    ["    protected: true\n", "    classification: sensitive\n"],
+    ["    protected: true\n    groups: [0.3, 0.6]\n", "    classification: sensitive\n"],
     ids=["protected", "sensitive"],
 )
 def test_a_protected_or_sensitive_field_is_never_a_stated_reason(
@@ -332,7 +332,7 @@ def test_validate_warns_when_a_model_reads_a_protected_or_sensitive_field(projec
     replace_in(
         flow,
         "    label: Credit utilisation\n",
-        "    label: Credit utilisation\n    protected: true\n",
+        "    label: Credit utilisation\n    protected: true\n    groups: [0.3, 0.6]\n",
     )
     replace_in(flow, "    classification: personal\n    label: Delinquencies in the last two years\n",
                "    classification: sensitive\n    label: Delinquencies in the last two years\n")  # fmt: skip
