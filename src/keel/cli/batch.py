@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from keel.cli._common import _engine, _fail
-from keel.errors import KeelError
+from keel.cli._common import _engine
 
 if TYPE_CHECKING:
     from keel.decide.batch import BatchSummary, Progress
@@ -29,23 +28,8 @@ def decide_file(
     skip: int,
     quiet: bool,
 ) -> None:
-    from keel.decide.casefile import CaseFile, open_sink  # noqa: PLC0415 - keep --help fast
-
-    with _engine(project) as engine:
-        runtime = engine.decider.allowed(engine.operator, flow)
-        cases = CaseFile(file, runtime.flow.fields, subject_column)
-        sink = open_sink(out, list(runtime.flow.signals)) if out is not None else None
-        try:
-            with _progress(not quiet and sys.stderr.isatty()) as progress:
-                summary = engine.decide_file(flow, cases, sink, chunk_size, skip, progress)
-        except KeelError as error:
-            if sink is not None:
-                sink.close()  # the chunks recorded so far stay in the file, readable
-                if error.code != "batch_incomplete" and out is not None:
-                    out.unlink()  # nothing was recorded: no empty file left behind
-            _fail(error)
-        if sink is not None:
-            sink.close()
+    with _engine(project) as engine, _progress(not quiet and sys.stderr.isatty()) as progress:
+        summary = engine.decide_file(flow, file, out, subject_column, chunk_size, skip, progress)
     _report(summary, out)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keel.decide.casefile import CaseFile, Chunk, DecisionSink
+from keel.decide.casefile import CaseFile, Chunk, DecisionSink, open_sink
 from keel.decide.decider import Decider
 from keel.errors import BatchIncompleteError, InputError, KeelError
 from keel.runtime import FlowRuntime
@@ -58,6 +58,38 @@ class BatchSummary:
             "seconds": round(self.seconds, 3),
             "per_second": round(self.rate, 1),
         }
+
+
+def decide_path(
+    decider: Decider,
+    principal: Principal,
+    flow: str,
+    path: Path,
+    out: Path | None = None,
+    subject_column: str | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+    skip: int = 0,
+    progress: Progress | None = None,
+) -> BatchSummary:
+    """``decide_file`` for a file at ``path``, writing the decisions to a new file at
+    ``out`` (none when it is not given). When nothing was recorded, no output file is left;
+    when a run stops part-way, the output file holds the rows recorded, and is complete."""
+    runtime = decider.allowed(principal, flow)
+    cases = CaseFile(path, runtime.flow.fields, subject_column)
+    sink = open_sink(out, list(runtime.flow.signals)) if out is not None else None
+    try:
+        return decide_file(decider, principal, flow, cases, sink, chunk_size, skip, progress)
+    except BatchIncompleteError:
+        raise  # the rows recorded before the stop are in the output file
+    except KeelError:  # refused before anything was recorded: leave no output file
+        if sink is not None and out is not None:
+            sink.close()
+            sink = None
+            out.unlink(missing_ok=True)
+        raise
+    finally:
+        if sink is not None:
+            sink.close()
 
 
 def decide_file(
