@@ -90,6 +90,8 @@ def test_decide_many_names_every_bad_case(engine: Engine, db_url: str) -> None:
     assert [(c["index"], c["subject_id"]) for c in listed] == [(1, "b"), (3, "d")]
     assert [e["field"] for e in listed[1]["errors"]] == ["annual_income", "delinquencies_2y"]
     assert ledger_count(db_url) == 0
+    with pytest.raises(InputError, match="a batch needs at least one case"):
+        engine.decide_many(FLOW, [])
 
 
 def test_http_batch_names_every_bad_case_and_records_nothing(engine: Engine, db_url: str) -> None:

@@ -121,6 +121,11 @@ def decide_file(
     seen = 0
     first = last = 0  # the first and last row this run recorded
     for chunk in cases.chunks(chunk_size):
+        if chunk.unreadable:  # every row was readable when checked: the file was changed
+            row, why = chunk.unreadable[0]
+            changed = KeelError(f"row {row} is no longer readable ({why}): the file changed")
+            stopped = min([*chunk.rows[:1], row])
+            raise _incomplete(changed, summary, cases.path, (first, last, stopped), flow)
         cut = min(len(chunk.rows), max(0, skip - seen))  # cases before the skip point
         seen += cut
         rows, inputs, subjects = chunk.rows[cut:], chunk.cases[cut:], chunk.subjects[cut:]

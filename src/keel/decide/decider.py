@@ -83,6 +83,8 @@ class Decider:
     ) -> list[Decision]:
         """Decide a batch atomically: every case is valid and recorded, or none is."""
         runtime = self.allowed(principal, flow)
+        if not cases:
+            raise InputError("a batch needs at least one case", {"flow": flow})
         if subject_ids is not None and len(subject_ids) != len(cases):
             raise InputError("subject_ids must have one entry per case", {"flow": flow})
         subjects = list(subject_ids) if subject_ids is not None else [None] * len(cases)
