@@ -67,6 +67,8 @@ def decide(
     nothing, and every bad row is named.
 
     Example: keel decide credit_limit --input @examples/low_risk.json --subject cust-42
+
+    Example: keel decide credit_limit --file cases.parquet --out decisions.parquet
     """
     if (input is None) == (file is None):
         _fail(KeelError("give either --input (one case) or --file (a file of cases)"))
