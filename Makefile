@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test docs docs-build docs-screenshots lint typecheck pytest bench bench-load bench-crash bench-verify bench-replay bench-drift bench-startup bench-fairness clean
+.PHONY: demo test docs docs-build docs-screenshots lint typecheck pytest bench bench-load bench-crash bench-verify bench-replay bench-drift bench-startup bench-fairness bench-batch clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +77,8 @@ bench-startup: $(VENV)/.dev-installed
 # Keel's fairness figures against fairlearn's on the same 100,000 rows.
 bench-fairness: $(VENV)/.dev-installed
 	$(BIN)/python bench/fairness.py
+bench-batch: $(VENV)/.dev-installed
+	$(BIN)/python bench/batch.py
 
 clean:
 	rm -rf $(VENV) $(VENV)-bench demo-project build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache

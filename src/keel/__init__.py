@@ -10,6 +10,7 @@ import typing
 
 from keel.canonical import canonical_json
 from keel.errors import (
+    BatchIncompleteError,
     ConfigError,
     DefinitionError,
     ErasedDataError,
@@ -37,6 +38,7 @@ _FROM_ENGINE = {
 }
 
 __all__ = [
+    "BatchIncompleteError",
     "ConfigError",
     "Decision",
     "DefinitionError",

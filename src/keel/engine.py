@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from keel.config import Settings, load_settings
 from keel.context import Context, build_context
+from keel.decide.batch import DEFAULT_CHUNK, BatchSummary, Progress, decide_path
 from keel.decide.decider import Decider
 from keel.decide.draft import Status, settle_status
 from keel.decide.explanations import Explanations
@@ -225,6 +226,32 @@ class Engine:
     ) -> list[Decision]:
         """Decide a batch atomically: every case is valid and recorded, or none is."""
         return self.decider.decide_many(self._who(by), flow, cases, subject_ids)
+
+    def decide_file(
+        self,
+        flow: str,
+        path: Path,
+        out: Path | None = None,
+        subject_column: str | None = None,
+        chunk_size: int = DEFAULT_CHUNK,
+        skip: int = 0,
+        progress: Progress | None = None,
+        by: Principal | None = None,
+    ) -> BatchSummary:
+        """Decide every case of a CSV or Parquet file after checking every row (a file with
+        a bad row records nothing), recorded ``chunk_size`` cases at a time, each decided
+        chunk written to a new ``out`` file. See ``keel.decide.batch``."""
+        return decide_path(
+            self.decider,
+            self._who(by),
+            flow,
+            path,
+            out,
+            subject_column,
+            chunk_size,
+            skip,
+            progress,
+        )
 
     # ---- reading and explaining --------------------------------------------------------------
 

@@ -9,6 +9,7 @@
     ├── MissingExtraError      an optional dependency is not installed
     ├── StoreError             the database cannot be opened, migrated, read or written
     │   └── LedgerWriteError   a ledger append failed; the decision was not returned
+    ├── BatchIncompleteError   a file of cases stopped part-way; says what is recorded
     ├── IntegrityError         a stored row disagrees with the ledger entry behind it
     └── ErasedDataError        the personal data a request needs has been erased
 
@@ -146,6 +147,13 @@ class LedgerWriteError(StoreError):
     """The ledger could not be written, so the decision was not made."""
 
     code = "ledger_write_failed"
+
+
+class BatchIncompleteError(KeelError):
+    """Deciding a file of cases stopped at a chunk that could not be recorded: the chunks
+    before it are recorded, it and the rest are not; the detail says where to go on."""
+
+    code = "batch_incomplete"
 
 
 class ErasedDataError(KeelError):

@@ -20,6 +20,7 @@ STATUS = {
     "invalid_definition": 422,
     "data_erased": 410,
     "ledger_write_failed": 503,
+    "batch_incomplete": 503,
     "store_error": 503,
     "model_error": 503,
     "missing_extra": 503,

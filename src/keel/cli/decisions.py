@@ -29,21 +29,65 @@ def _read_input(text: str) -> Any:
 def decide(
     flow: Annotated[str, typer.Argument(help="The flow to decide.")],
     input: Annotated[
-        str, typer.Option("--input", "-i", help="Inputs as JSON, or @file.json, or @- for stdin.")
-    ],
+        str | None,
+        typer.Option("--input", "-i", help="Inputs as JSON, or @file.json, or @- for stdin."),
+    ] = None,
     subject: Annotated[str | None, typer.Option(help="Who or what the case is about.")] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file", "-f", help="Decide every case in a .csv or .parquet file (one per row)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="With --file: write one row per decision to this .csv or .parquet."),
+    ] = None,
+    subject_column: Annotated[
+        str | None,
+        typer.Option(help="With --file: the column of subject ids (default: subject_id)."),
+    ] = None,
+    chunk_size: Annotated[
+        int,
+        typer.Option(min=1, max=10_000, help="With --file: cases recorded together, all or none."),
+    ] = 1000,
+    skip: Annotated[
+        int,
+        typer.Option(min=0, help="With --file: leave the first N cases (recorded before) alone."),
+    ] = 0,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="With --file: no progress bar.")
+    ] = False,
     project: ProjectOpt = Path("."),
 ) -> None:
-    """Decide one case and print the decision as JSON (it is in the ledger first).
+    """Decide one case and print the decision as JSON (it is in the ledger first); or, with
+    --file, decide every case of a CSV or Parquet file, recorded in chunks, and print counts.
+
+    Every row of a file is checked before anything is recorded: a file with bad rows records
+    nothing, and every bad row is named.
 
     Example: keel decide credit_limit --input @examples/low_risk.json --subject cust-42
+
+    Example: keel decide credit_limit --file cases.parquet --out decisions.parquet
     """
-    try:
-        inputs = _read_input(input)
-    except KeelError as error:
-        _fail(error)
-    with _engine(project) as engine:
-        _print(engine.decide(flow, inputs, subject_id=subject).to_dict())
+    if (input is None) == (file is None):
+        _fail(KeelError("give either --input (one case) or --file (a file of cases)"))
+    if file is None:
+        for name, given in (("--out", out), ("--subject-column", subject_column)):
+            if given is not None:
+                _fail(KeelError(f"{name} goes with --file, not --input"))
+        try:
+            inputs = _read_input(input or "")
+        except KeelError as error:
+            _fail(error)
+        with _engine(project) as engine:
+            _print(engine.decide(flow, inputs, subject_id=subject).to_dict())
+        return
+    if subject is not None:
+        _fail(KeelError("--subject goes with --input; with --file use --subject-column"))
+    from keel.cli.batch import decide_file  # noqa: PLC0415 - only file runs need it
+
+    decide_file(project, flow, file, out, subject_column, chunk_size, skip, quiet)
 
 
 def explain(

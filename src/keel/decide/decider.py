@@ -31,6 +31,7 @@ from keel.telemetry import log
 from keel.text import identifier
 
 MAX_SUBJECT_ID = 128
+MAX_LISTED = 100  # invalid cases an error lists in full; its count gives the rest
 
 
 class Decider:
@@ -69,7 +70,7 @@ class Decider:
     ) -> Future[Decision]:
         """Check and validate one case now (raising at once) and decide it in the next
         combined batch; the future resolves once the decision is in the ledger."""
-        runtime = self._allowed(principal, flow)
+        runtime = self.allowed(principal, flow)
         clean = self._validate(runtime, inputs, subject_id)
         return self._combiner.submit(runtime, clean, subject_id, principal)
 
@@ -81,16 +82,18 @@ class Decider:
         subject_ids: Sequence[str | None] | None = None,
     ) -> list[Decision]:
         """Decide a batch atomically: every case is valid and recorded, or none is."""
-        runtime = self._allowed(principal, flow)
+        runtime = self.allowed(principal, flow)
+        if not cases:
+            raise InputError("a batch needs at least one case", {"flow": flow})
         if subject_ids is not None and len(subject_ids) != len(cases):
             raise InputError("subject_ids must have one entry per case", {"flow": flow})
         subjects = list(subject_ids) if subject_ids is not None else [None] * len(cases)
-        clean = []
-        for i, case in enumerate(cases):
-            try:
-                clean.append(self._validate(runtime, case, subjects[i]))
-            except InputError as exc:
-                raise InputError(f"case {i}: {exc.message}", {**exc.detail, "index": i}) from exc
+        clean, invalid = self.screen(runtime, cases, subjects)
+        if invalid:  # every bad case named at once, so the caller fixes them all in one go
+            raise InputError(
+                _batch_message(runtime.flow.name, invalid, len(cases)),
+                {"flow": flow, "count": len(invalid), "cases": invalid[:MAX_LISTED]},
+            )
         signals = runtime.signals_many(self._runner, clean)  # one model call for the batch
         drafts = [
             self._draft(runtime, c, s, principal, sig)
@@ -98,9 +101,30 @@ class Decider:
         ]
         return self._record(drafts)
 
+    def screen(
+        self,
+        runtime: FlowRuntime,
+        cases: Sequence[Mapping[str, Any]],
+        subjects: Sequence[str | None],
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Validate every case of a batch: the clean cases, and every invalid one as
+        ``{index, subject_id, errors: [{field, error}]}`` — never only the first."""
+        clean: list[dict[str, Any]] = []
+        invalid: list[dict[str, Any]] = []
+        for i, (case, subject) in enumerate(zip(cases, subjects, strict=True)):
+            try:
+                clean.append(self._validate(runtime, case, subject))
+            except InputError as exc:
+                errors = exc.detail.get("errors") or [
+                    {"field": exc.detail.get("field", ""), "error": exc.message}
+                ]
+                invalid.append({"index": i, "subject_id": subject, "errors": errors})
+        return clean, invalid
+
     # ---- the steps -------------------------------------------------------------------------
 
-    def _allowed(self, principal: Principal, flow: str) -> FlowRuntime:
+    def allowed(self, principal: Principal, flow: str) -> FlowRuntime:
+        """The flow's runtime now, once ``principal`` may decide on it."""
         return self._ctx.registry.permitted(flow, principal, Permission.DECIDE)
 
     def _validate(
@@ -221,3 +245,21 @@ def _beside(
         "rule": shadow.rule,
         "review": shadow.review,
     }
+
+
+def _batch_message(flow: str, invalid: list[dict[str, Any]], total: int) -> str:
+    """``flow 'f': 2 of 5 cases are invalid, so none was decided: case 1 (subject s1): …``."""
+    parts = []
+    for case in invalid[:MAX_LISTED]:
+        subject = f" (subject {case['subject_id']})" if case["subject_id"] is not None else ""
+        problems = "; ".join(
+            f"{e['field']}: {e['error']}" if e["field"] else e["error"] for e in case["errors"]
+        )
+        parts.append(f"case {case['index']}{subject}: {problems}")
+    more = len(invalid) - MAX_LISTED
+    tail = f" — and {more} more" if more > 0 else ""
+    return (
+        f"flow '{flow}': {len(invalid)} of {total} cases are invalid, so none was decided: "
+        + " | ".join(parts)
+        + tail
+    )
