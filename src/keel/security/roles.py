@@ -122,7 +122,7 @@ ROLE_PURPOSE: dict[Role, str] = {
 PERMISSION_MEANING: dict[Permission, str] = {
     Permission.DECIDE: "Ask for a decision on a flow.",
     Permission.READ_DECISIONS: "Read recorded decisions, their explanations, reviews and "
-    "outcomes, a flow's trust figures and drift.",
+    "outcomes, a flow's trust figures and drift, the model versions it used and their cards.",
     Permission.READ_FLOWS: "Read a flow's definition, policy history and changes, autonomy, "
     "rollouts, monitor runs, alarms and deliveries.",
     Permission.READ_PERSONAL: "See personal and sensitive inputs (others see ‹protected›) "
