@@ -41,8 +41,8 @@ positive_outcomes: [defaulted]
 runner = CliRunner()
 
 
-def keel(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, list(args))
+def keel(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args), env=env)
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -55,10 +55,12 @@ def _decide(engine: Engine, clock: Clock, n: int, seed: int) -> list[str]:
     return ids
 
 
-def test_two_model_versions_are_listed_with_their_use_over_time(project: Path) -> None:
+def test_two_model_versions_are_listed_with_their_use_over_time(
+    project: Path, env: dict[str, str]
+) -> None:
     retrained = other_model(project / "retrained.skops")
     clock = Clock()
-    with open_engine(project, clock=clock) as engine:
+    with open_engine(project, environ=env, clock=clock) as engine:
         first = engine.runtime(FLOW).models["default_risk"].version
         start = iso_time(clock())
         early = _decide(engine, clock, 2, seed=1)
@@ -84,12 +86,12 @@ def test_two_model_versions_are_listed_with_their_use_over_time(project: Path) -
     assert (old.active_from, old.active_until) == (start, switched)
     assert (new.active_from, new.active_until) == (switched, None)
     assert (old.file, new.file) == ("default_risk.skops", "retrained.skops")
-    code, out, _ = keel("models", "list", "--json", "-p", str(project))
+    code, out, _ = keel("models", "list", "--json", "-p", str(project), env=env)
     assert code == 0 and [u["version"] for u in json.loads(out)] == [first, second]
-    code, out, _ = keel("models", "list", "-p", str(project))
+    code, out, _ = keel("models", "list", "-p", str(project), env=env)
     lines = out.splitlines()
     assert code == 0 and len(lines) == 2 and "3 decisions" in lines[1] and "runs now" in lines[1]
-    assert keel("models", "list", "--flow", "nope", "-p", str(project))[0] == 2
+    assert keel("models", "list", "--flow", "nope", "-p", str(project), env=env)[0] == 2
 
 
 def _python_model(project: Path) -> None:
@@ -145,10 +147,14 @@ def test_a_prefix_names_one_version_and_an_ambiguous_one_names_the_matches(
     assert code == 0 and versions[1] in out and "owner    unknown" in out
 
 
-def test_the_card_and_figures_from_outcomes(project: Path) -> None:
+def test_the_card_and_figures_from_outcomes(project: Path, env: dict[str, str]) -> None:
     write(project / "models" / "default_risk.card.yaml", CARD)
+    flow = project / "flows" / "credit_limit.yaml"
+    replace_in(
+        flow, "    label: Credit history\n", "    label: Credit history\n    protected: true\n"
+    )
     clock = Clock()
-    with open_engine(project, clock=clock) as engine:
+    with open_engine(project, environ=env, clock=clock) as engine:
         version = engine.runtime(FLOW).models["default_risk"].version
         applicants = generate_applicants(40, seed=3)
         decided = []
@@ -191,6 +197,8 @@ def test_the_card_and_figures_from_outcomes(project: Path) -> None:
     assert f"{figures.auc:.3f} (n=40," in markdown
     # What the team did not write reads "unknown", never a made-up text.
     assert "## Evaluation data\n\nUnknown: the model's card does not say." in markdown
+    assert "| credit_history_years | number | Credit history | – | yes |" in markdown
+    assert "| annual_income | number | Annual income | – | no |" in markdown
     assert "<script>" not in markdown and "\\<script\\>" in markdown
 
     html = card_html(detail)
@@ -201,11 +209,11 @@ def test_the_card_and_figures_from_outcomes(project: Path) -> None:
 
     out = project / "card.html"
     code, _, err = keel("models", "card", version, "--format", "html", "--out", str(out),
-                        "-p", str(project))  # fmt: skip
+                        "-p", str(project), env=env)  # fmt: skip
     assert code == 0 and f"wrote {out}" in err and "&lt;script&gt;" in out.read_text()
-    code, text, _ = keel("models", "card", version, "-p", str(project))
+    code, text, _ = keel("models", "card", version, "-p", str(project), env=env)
     assert code == 0 and text.startswith("# Model card: default_risk.skops")
-    code, _, err = keel("models", "card", version, "--format", "pdf", "-p", str(project))
+    code, _, err = keel("models", "card", version, "--format", "pdf", "-p", str(project), env=env)
     assert code == 2 and "unknown card format 'pdf'" in err
 
 

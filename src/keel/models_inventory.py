@@ -26,6 +26,7 @@ from sqlalchemy import select
 from keel.context import Context
 from keel.errors import DefinitionError, InputError, NotFoundError
 from keel.events import ModelCardRecorded, pending
+from keel.flows import FieldSpec
 from keel.ledger.reader import entries_from
 from keel.ledger.writer import WindowGate, append_in
 from keel.security.roles import Permission, Principal, flows_for
@@ -104,6 +105,7 @@ class Feature:
     type: str
     label: str
     categories: Mapping[str, str]  # allowed value → display label (categorical inputs)
+    protected: bool  # a characteristic the law protects (the flow marks it)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "categories": dict(self.categories)}
@@ -451,21 +453,15 @@ class ModelInventory:
             model = runtime.models.get(usage.signal)
             if model is None:
                 continue
-            fields = runtime.flow.fields
-            return [
-                Feature(
-                    name=name,
-                    type=fields[name].type if name in fields else "unknown",
-                    label=fields[name].display if name in fields else name,
-                    categories={
-                        str(v): fields[name].value_label(v) for v in fields[name].allowed or ()
-                    }
-                    if name in fields
-                    else {},
-                )
-                for name in model.features
-            ]
+            return [_feature(name, runtime.flow.fields.get(name)) for name in model.features]
         return None
+
+
+def _feature(name: str, spec: FieldSpec | None) -> Feature:
+    if spec is None:  # a model input the flow does not declare: say so, guess nothing
+        return Feature(name, "unknown", name, {}, protected=False)
+    categories = {str(v): spec.value_label(v) for v in spec.allowed or ()}
+    return Feature(name, spec.type, spec.display, categories, spec.protected)
 
 
 def score_figures(

@@ -98,10 +98,15 @@ def _features(detail: ModelDetail) -> list[Block]:
             f.label,
             ", ".join(f"{v} ({label})" if label != v else v for v, label in f.categories.items())
             or "–",
+            "yes" if f.protected else "no",
         )
         for f in detail.features
     ]
-    return [Table(("Input", "Type", "Label", "Categories"), rows)]
+    return [
+        "The inputs the model reads, as the flow that runs it now defines them. A protected "
+        "input is a characteristic the law protects, marked so in the flow.",
+        Table(("Input", "Type", "Label", "Categories", "Protected"), rows),
+    ]
 
 
 def _record(detail: ModelDetail) -> list[Block]:
