@@ -223,7 +223,9 @@ def test_a_card_changed_after_its_version_was_recorded_is_detected(project: Path
         version = engine.runtime(FLOW).models["default_risk"].version
         engine.decide(FLOW, LOW_RISK)
         recorded = engine.entries(kind="model_card_recorded")
-        assert [e.body["model"] for e in recorded] == [version]
+        assert [(e.body["model"], e.body["file"]) for e in recorded] == [
+            (version, "default_risk.skops")
+        ]
         card.write_text(CARD.replace("existing customers", "anyone"), encoding="utf-8")
         detail = engine.models.show(version, engine.operator)
         assert detail.card_on_disk == "changed" and detail.card_changed

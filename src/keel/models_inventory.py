@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -164,7 +163,7 @@ class ModelInventory:
         version, unless the ledger holds that card for that version already. Returns how
         many were recorded. A card that does not parse was refused by ``keel validate``
         already; here it is logged and skipped, never recorded half."""
-        found: list[tuple[str, str, str, Card]] = []
+        found: list[tuple[str, str, str, str, Card]] = []
         for flow, runtime in self._ctx.registry.flows.items():
             for signal, version in self._ctx.registry.file_models(flow).items():
                 spec = runtime.flow.signals[signal]
@@ -175,13 +174,13 @@ class ModelInventory:
                     log.warning("model card of %s not recorded: %s", path.name, error.message)
                     continue
                 if card is not None:
-                    found.append((flow, signal, version, card))
+                    found.append((flow, signal, version, path.name, card))
         if not found:
             return 0
         return self._ctx.writer.transact(lambda conn, gate: self._record_in(conn, gate, found))
 
     def _record_in(
-        self, conn: Any, gate: WindowGate, found: list[tuple[str, str, str, Card]]
+        self, conn: Any, gate: WindowGate, found: list[tuple[str, str, str, str, Card]]
     ) -> int:
         known = set()
         rows = conn.execute(
@@ -191,13 +190,13 @@ class ModelInventory:
             body = _body(record)
             known.add((flow, body["signal"], body["model"], body["card"]))
         items = []
-        for flow, signal, version, card in found:
+        for flow, signal, version, file, card in found:
             if (flow, signal, version, card.sha256) in known:
                 continue
             event = ModelCardRecorded(
                 signal=signal,
                 model=version,
-                file=Path(card.path).name.removesuffix(".card.yaml") or Path(card.path).name,
+                file=file,
                 card=card.sha256,
                 fields=dict(card.fields),
             )
@@ -219,46 +218,21 @@ class ModelInventory:
             found.extend(self._usages(name, files)[0])
         return sorted(found, key=lambda u: (u.first_used or u.active_from or "", u.flow))
 
-    def resolve(self, ref: str, principal: Principal) -> str:
-        """The one version that ``ref`` (a version, or a prefix of its hash) names among
-        the versions the caller may see."""
-        wanted = ref.strip().lower().removeprefix("sha256:")
-        if len(wanted) < MIN_PREFIX:
-            raise InputError(
-                f"give at least {MIN_PREFIX} characters of the model version's hash",
-                {"version": ref},
-            )
-        versions = sorted({u.version for u in self.list_versions(principal)})
-        matches = [v for v in versions if v.removeprefix("sha256:").startswith(wanted)]
-        if not matches:
-            raise NotFoundError(f"no model version '{ref}'", {"version": ref})
-        if len(matches) > 1:
-            raise InputError(
-                f"'{ref}' is the start of {len(matches)} model versions: "
-                f"{', '.join(matches)}; give more of the hash",
-                {"version": ref, "matches": matches},
-            )
-        return matches[0]
-
     def show(self, ref: str, principal: Principal) -> ModelDetail:
-        """One model version: where and when it was used, its card, and its figures."""
-        version = self.resolve(ref, principal)
+        """One model version (``ref``: the version, or the start of its hash) among those
+        the caller may see: where and when it was used, its card, and its figures."""
+        wanted = _wanted(ref)
         names = flows_for(principal, Permission.READ_DECISIONS, None, self._ctx.registry.flows)
         files = self._files()
-        usages: list[Usage] = []
-        figures: list[OutcomeFigures] = []
-        cards: list[CardRecord] = []
-        for name in names:
-            found, seen, recorded = self._usages(name, files)
-            mine = [u for u in found if u.version == version]
-            if not mine:
-                continue
-            usages.extend(mine)
-            cards.extend(record for v, record in recorded if v == version)
-            for usage in mine:
-                figures.append(
-                    self._figures(name, usage.signal, seen.get((usage.signal, version)), cards)
-                )
+        scans = {name: self._usages(name, files) for name in names}
+        known = {u.version for found, _, _ in scans.values() for u in found}
+        version = _match(ref, wanted, sorted(known))
+        usages = [u for found, _, _ in scans.values() for u in found if u.version == version]
+        cards = [r for _, _, recorded in scans.values() for v, r in recorded if v == version]
+        figures = [
+            self._figures(u.flow, u.signal, scans[u.flow][1].get((u.signal, version)), cards)
+            for u in usages
+        ]
         history = _distinct(sorted(cards, key=lambda c: c.recorded_at))
         newest = history[-1] if history else None
         return ModelDetail(
@@ -477,6 +451,32 @@ def score_figures(
     if probability and all(0.0 <= s <= 1.0 for s in scores):
         brier = float(brier_score_loss(positive, scores))
     return auc, brier
+
+
+def _wanted(ref: str) -> str:
+    """The hash a reference names the start of (``InputError`` when too short to look up)."""
+    wanted = ref.strip().lower().removeprefix("sha256:")
+    if len(wanted) < MIN_PREFIX:
+        raise InputError(
+            f"give at least {MIN_PREFIX} characters of the model version's hash",
+            {"version": ref},
+        )
+    return wanted
+
+
+def _match(ref: str, wanted: str, versions: list[str]) -> str:
+    """The one version among ``versions`` whose hash starts with ``wanted``: 404 for none,
+    422 naming them all for several."""
+    matches = [v for v in versions if v.removeprefix("sha256:").startswith(wanted)]
+    if not matches:
+        raise NotFoundError(f"no model version '{ref}'", {"version": ref})
+    if len(matches) > 1:
+        raise InputError(
+            f"'{ref}' is the start of {len(matches)} model versions: "
+            f"{', '.join(matches)}; give more of the hash",
+            {"version": ref, "matches": matches},
+        )
+    return matches[0]
 
 
 def _positive_outcomes(cards: list[CardRecord], flow: str) -> set[str]:
