@@ -85,6 +85,7 @@ def test_two_model_versions_are_listed_with_their_use_over_time(
     assert (new.first_used, new.last_used) == (late_times[0], late_times[-1])
     assert (old.active_from, old.active_until) == (start, switched)
     assert (new.active_from, new.active_until) == (switched, None)
+    assert (old.pinned, new.pinned) == ([(start, switched)], [(switched, None)])
     assert (old.file, new.file) == ("default_risk.skops", "retrained.skops")
     code, out, _ = keel("models", "list", "--json", "-p", str(project), env=env)
     assert code == 0 and [u["version"] for u in json.loads(out)] == [first, second]

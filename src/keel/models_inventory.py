@@ -47,8 +47,9 @@ class Usage:
     first_used: str | None  # the first and last decision that used it
     last_used: str | None
     decisions: int
-    active_from: str | None  # pinned by an activation from … until … (None: still)
-    active_until: str | None
+    active_from: str | None  # first pinned by an activation
+    active_until: str | None  # last replaced by one (None: pinned now)
+    pinned: list[tuple[str, str | None]]  # every period it was pinned, (from, until)
     current: bool  # the version the flow runs now
 
     def to_dict(self) -> dict[str, Any]:
@@ -258,45 +259,19 @@ class ModelInventory:
     ) -> tuple[list[Usage], dict[tuple[str, str], _Seen], list[tuple[str, CardRecord]]]:
         """The flow's model versions per signal, what its decisions say of each, and the
         cards recorded for them."""
-        db = self._ctx.db
-        seen: dict[tuple[str, str], _Seen] = defaultdict(_Seen)
-        for entry in entries_from(db, flow=flow, kind="decision"):
-            for signal, out in (entry.body.get("signals") or {}).items():
-                version = out.get("version") if isinstance(out, dict) else None
-                if not version:
-                    continue
-                s = seen[(signal, version)]
-                s.first = s.first or entry.recorded_at
-                s.last = entry.recorded_at
-                s.count += 1
-                if isinstance(out.get("score"), int | float):
-                    s.scores[entry.record_id] = float(out["score"])
-        periods: dict[tuple[str, str], list[str | None]] = {}
-        pinned: dict[str, str] = {}
-        for entry in entries_from(db, flow=flow, kind="policy_activated"):
-            models = entry.body.get("models") or {}
-            for signal, version in pinned.items():
-                if models.get(signal) != version:
-                    periods[(signal, version)][1] = entry.recorded_at
-            for signal, version in models.items():
-                if pinned.get(signal) != version:
-                    periods[(signal, version)] = [entry.recorded_at, None]
-            pinned = dict(models)
-        cards: list[tuple[str, CardRecord]] = []
-        card_files: dict[str, str] = {}
-        for entry in entries_from(db, flow=flow, kind=ModelCardRecorded.KIND):
-            body = entry.body
-            record = CardRecord(entry.recorded_at, entry.record_id, flow, body["card"],
-                                body["fields"])  # fmt: skip
-            cards.append((body["model"], record))
-            card_files[body["model"]] = body["file"]
+        seen = self._seen(flow)
+        periods = self._pinned(flow)
+        cards = self._cards(flow)
+        card_files = {version: file for version, _, file in cards}
         runtime = self._ctx.registry.current(flow)
         running = {s: m.version for s, m in runtime.models.items()}
         usages = []
         for key in sorted(set(seen) | set(periods), key=lambda k: _start(k, seen, periods)):
             signal, version = key
             s = seen.get(key, _Seen())
-            start, end = periods.get(key, [None, None])
+            pinned_periods = periods.get(key, [])
+            start = pinned_periods[0][0] if pinned_periods else None
+            end = pinned_periods[-1][1] if pinned_periods else None
             is_current = running.get(signal) == version
             usages.append(
                 Usage(
@@ -309,10 +284,54 @@ class ModelInventory:
                     decisions=s.count,
                     active_from=start,
                     active_until=None if is_current else end,
+                    pinned=pinned_periods,
                     current=is_current,
                 )
             )
-        return usages, dict(seen), cards
+        return usages, seen, [(version, record) for version, record, _ in cards]
+
+    def _seen(self, flow: str) -> dict[tuple[str, str], _Seen]:
+        """What the flow's decisions say of each (signal, model version)."""
+        seen: dict[tuple[str, str], _Seen] = defaultdict(_Seen)
+        for entry in entries_from(self._ctx.db, flow=flow, kind="decision"):
+            for signal, out in (entry.body.get("signals") or {}).items():
+                version = out.get("version") if isinstance(out, dict) else None
+                if not version:
+                    continue
+                s = seen[(signal, version)]
+                s.first = s.first or entry.recorded_at
+                s.last = entry.recorded_at
+                s.count += 1
+                if isinstance(out.get("score"), int | float):
+                    s.scores[entry.record_id] = float(out["score"])
+        return dict(seen)
+
+    def _pinned(self, flow: str) -> dict[tuple[str, str], list[tuple[str, str | None]]]:
+        """When activations pinned each (signal, model version): (from, until) periods."""
+        periods: dict[tuple[str, str], list[tuple[str, str | None]]] = defaultdict(list)
+        pinned: dict[str, str] = {}
+        for entry in entries_from(self._ctx.db, flow=flow, kind="policy_activated"):
+            models = entry.body.get("models") or {}
+            for signal, version in pinned.items():
+                if models.get(signal) != version:
+                    began = periods[(signal, version)][-1][0]
+                    periods[(signal, version)][-1] = (began, entry.recorded_at)
+            for signal, version in models.items():
+                if pinned.get(signal) != version:
+                    periods[(signal, version)].append((entry.recorded_at, None))
+            pinned = dict(models)
+        return dict(periods)
+
+    def _cards(self, flow: str) -> list[tuple[str, CardRecord, str]]:
+        """The cards recorded on the flow: (model version, card, model file name)."""
+        found = []
+        for entry in entries_from(self._ctx.db, flow=flow, kind=ModelCardRecorded.KIND):
+            body = entry.body
+            record = CardRecord(
+                entry.recorded_at, entry.record_id, flow, body["card"], body["fields"]
+            )
+            found.append((str(body["model"]), record, str(body["file"])))
+        return found
 
     def _figures(
         self, flow: str, signal: str, seen: _Seen | None, cards: list[CardRecord]
@@ -500,10 +519,11 @@ def _distinct(cards: list[CardRecord]) -> list[CardRecord]:
 def _start(
     key: tuple[str, str],
     seen: Mapping[tuple[str, str], _Seen],
-    periods: Mapping[tuple[str, str], list[str | None]],
+    periods: Mapping[tuple[str, str], list[tuple[str, str | None]]],
 ) -> str:
     s = seen.get(key)
-    start = periods.get(key, [None])[0]
+    pinned = periods.get(key)
+    start = pinned[0][0] if pinned else None
     return min(x for x in (s.first if s else None, start, "~") if x is not None)
 
 
