@@ -309,6 +309,9 @@ MATRIX: dict[str, tuple[set[Role], set[Role]]] = {
     "list_deliveries": (ALL, set()),
     "get_delivery": (ALL, set()),
     "retry_delivery": (ACTIVATORS, set()),
+    "list_models": (READERS, set()),
+    "get_model": (READERS, set()),
+    "get_model_card": (READERS, set()),
 }
 # Change management depends on the change's state (a principal may not approve what it
 # wrote, nor activate what nobody approved): allowed there means not refused for identity.
@@ -337,6 +340,7 @@ CHANGE_ROUTES = {
 # Reviews and decisions a caller may not act on do not exist for it (404), like unreadable
 # decisions; everything else refused is 403.
 HIDDEN_UNLESS_ALLOWED = {"get_review", "claim", "resolve", "override", "report_outcome"}
+HIDDEN_UNLESS_ALLOWED |= {"get_model", "get_model_card"}  # a version used on unreadable flows
 # An alarm or a delivery on an unreadable flow is unknown.
 ALARM_ROUTES = {"get_alarm", "resolve_alarm", "get_delivery", "retry_delivery"}
 
@@ -412,6 +416,9 @@ def call(client: TestClient, endpoint: str, ids: dict[str, str], headers: dict[s
         "list_deliveries": ("get", f"/v1/deliveries?flow={FLOW}&state=pending", None),
         "get_delivery": ("get", f"/v1/deliveries/{ids['delivery']}", None),
         "retry_delivery": ("post", f"/v1/deliveries/{ids['delivery']}/retry", {"reason": "m"}),
+        "list_models": ("get", f"/v1/models?flow={FLOW}", None),
+        "get_model": ("get", f"/v1/models/{ids['model']}", None),
+        "get_model_card": ("get", f"/v1/models/{ids['model']}/card?format=html", None),
         "start_rollout": (
             "post",
             f"/v1/flows/{FLOW}/rollouts",
@@ -494,6 +501,9 @@ def call_python(engine: Engine, endpoint: str, ids: dict[str, str], who: Princip
         "list_deliveries": lambda: engine.deliveries.find(who, "pending", FLOW),
         "get_delivery": lambda: engine.deliveries.show(ids["delivery"], who),
         "retry_delivery": lambda: engine.deliveries.retry(ids["delivery"], who, "m"),
+        "list_models": lambda: engine.models.list_versions(who, FLOW),
+        "get_model": lambda: engine.models.show(ids["model"], who),
+        "get_model_card": lambda: engine.models.show(ids["model"], who),
         "start_rollout": lambda: engine.rollouts.start(FLOW, "shadow", change_id, who, "m"),
         "list_rollouts": lambda: engine.rollouts.recent(FLOW, who),
         "stop_rollout": lambda: engine.rollouts.stop(FLOW, who, "matrix"),
@@ -534,6 +544,7 @@ def test_authorisation_matrix(
         "edited": text.replace("  starter_limit: 1000.0\n", "  starter_limit: 800.0\n"),
         "first": engine.runtime(FLOW).policy.version,
         "alarm": raise_alarm(engine),
+        "model": engine.runtime(FLOW).models["default_risk"].version,
     }
     ids["delivery"] = enqueue_delivery(engine, ids["alarm"])
     grant = Grant(role, None if scope == "global" else FLOW if scope == "flow" else "pricing")

@@ -12,7 +12,8 @@ import keel
 from keel.events import BY_KIND, CATALOGUE, body_keys, catalogue_markdown
 
 SRC = Path(keel.__file__).parent
-SERVICES = ("decide", "review", "rollout", "monitor")  # and every later service package
+# and every later service package
+SERVICES = ("decide", "review", "rollout", "monitor", "models_inventory", "models_report")
 
 
 def _modules() -> dict[str, Path]:

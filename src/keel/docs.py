@@ -326,6 +326,22 @@ def policies_page() -> str:
     return keys_page("Policy files", "`keel.policy.schema.POLICY_KEYS`", intro, POLICY_KEYS)
 
 
+def model_cards_page() -> str:
+    from keel.signals.cards import CARD_KEYS  # noqa: PLC0415 - generated on demand
+
+    intro = (
+        "A model card, `models/<model>.card.yaml` beside the model file it describes "
+        "(`models/default_risk.skops` has `models/default_risk.card.yaml`), holds what the "
+        "team that built the model says about it. Every key is optional: `keel models card` "
+        'shows "unknown" for a key the card leaves out. `keel validate` checks the card '
+        "with its file and line; when Keel opens the project it records the card's SHA-256 "
+        "and keys in the ledger with the model version (`model_card_recorded`). See "
+        "[Keep a model inventory](../how-to/model-inventory.md). A key not listed here is "
+        "refused by name."
+    )
+    return keys_page("Model cards", "`keel.signals.cards.CARD_KEYS`", intro, CARD_KEYS)
+
+
 PAGES: dict[str, Callable[[], str]] = {
     "http.md": http_page,
     "openapi.json": openapi_document,
@@ -336,6 +352,7 @@ PAGES: dict[str, Callable[[], str]] = {
     "settings.md": settings_page,
     "flows.md": flows_page,
     "policies.md": policies_page,
+    "model-cards.md": model_cards_page,
 }
 
 

@@ -36,6 +36,7 @@ from keel.ledger.checkpoint import Checkpoint
 from keel.ledger.records import Entry
 from keel.ledger.verify import VerifyReport, checkpoint_head, verify_ledger
 from keel.ledger.writer import LedgerWriter
+from keel.models_inventory import ModelInventory
 from keel.monitor.outbox import Deliveries, Delivery
 from keel.project import Project, load_project
 from keel.protect import Protector
@@ -98,7 +99,9 @@ class Engine:
         self.changes = Changes(self.ctx)
         self.rollouts = Rollouts(self.ctx, self.changes)
         self.deliveries = Deliveries(self.ctx)
+        self.models = ModelInventory(self.ctx)
         self.changes.seed(self.operator)  # the store decides (the files, in development mode)
+        self.models.record_cards()  # each model file's card, with its version, once
         if self.ctx.registry.integrity():  # the store disagrees with the ledger: say so now
             self.monitoring.check_integrity()
 

@@ -205,6 +205,20 @@ class PolicyActivated:
     files: list[Json] | None = field(default=None, metadata={"omit_none": True})
 
 
+@dataclass(frozen=True)
+class ModelCardRecorded:
+    """The card beside a model file was recorded with the model version: its SHA-256 and
+    its keys, so a card edited later is a new record, never a silent change."""
+
+    KIND: ClassVar[str] = "model_card_recorded"
+    VERSION: ClassVar[int] = 1
+    signal: str
+    model: str  # the model version, "sha256:…"
+    file: str  # the model file's name
+    card: str  # SHA-256 of the card file
+    fields: Json  # the card's keys as written
+
+
 # ---- autonomy, holds and rollouts --------------------------------------------------------------
 
 
@@ -400,6 +414,7 @@ Event = (
     | PolicyEdited
     | PolicyApproved
     | PolicyActivated
+    | ModelCardRecorded
     | AutonomyRequested
     | AutonomyChanged
     | FlowHoldChanged
@@ -423,6 +438,7 @@ CATALOGUE: tuple[type[Any], ...] = (
     PolicyEdited,
     PolicyApproved,
     PolicyActivated,
+    ModelCardRecorded,
     AutonomyRequested,
     AutonomyChanged,
     FlowHoldChanged,

@@ -19,6 +19,7 @@ from keel.policy.compiler import compile_policy
 from keel.policy.model import Policy, load_policy
 from keel.runtime import FlowRuntime
 from keel.signals.adapters import Model, load_model
+from keel.signals.cards import card_problems
 
 
 @dataclass
@@ -175,6 +176,9 @@ def load_project(settings: Settings) -> Project:
             except KeelError as exc:
                 line = spec.line_of(str(exc.detail.get("key", "model")))
                 problems.append(Problem(flow.source, f"signals.{name}", exc.message, line=line))
+            if not spec.model.startswith("python:"):
+                model_path = (settings.project_dir / spec.model).resolve()
+                problems.extend(card_problems(model_path, flow.source, name, flow.outcome.labels))
         timeouts = {
             name: spec.timeout_ms or settings.model_timeout_ms
             for name, spec in flow.signals.items()

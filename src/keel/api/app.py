@@ -156,6 +156,7 @@ def create_app(engine: Engine, audit: AuditLog | None = None, workers: int = 1) 
     nothing writes to the store after the caller closes the engine. ``workers``: how many
     worker processes serve the same store (see ``shared_limits``)."""
     from keel.api import apidocs, decisions, monitoring, outcomes, policies, reviews, service  # noqa: PLC0415 - routers import lazily
+    from keel.api.inventory import router as models_router  # noqa: PLC0415
 
     app = FastAPI(
         title="Keel",
@@ -221,6 +222,7 @@ def create_app(engine: Engine, audit: AuditLog | None = None, workers: int = 1) 
     app.include_router(outcomes.router)
     app.include_router(policies.router)
     app.include_router(monitoring.router)
+    app.include_router(models_router)
     app.include_router(service.router)
     app.include_router(apidocs.router)
     # Outermost last: the size limit, then the audit record, then authentication.

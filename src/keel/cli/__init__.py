@@ -21,6 +21,7 @@ from keel.cli import (
     flow,
     keys,
     ledger,
+    models,
     monitor,
     outcomes,
     policy,
@@ -63,6 +64,7 @@ app.add_typer(alarms.app, name="alarms")
 app.add_typer(deliveries.app, name="deliveries")
 app.add_typer(policy.app, name="policy")
 app.add_typer(flow.app, name="flow")
+app.add_typer(models.app, name="models")
 
 
 def main() -> None:

@@ -124,9 +124,9 @@ ROLE_PURPOSE: dict[Role, str] = {
 PERMISSION_MEANING: dict[Permission, str] = {
     Permission.DECIDE: "Ask for a decision on a flow.",
     Permission.READ_DECISIONS: "Read recorded decisions, their explanations, reviews and "
-    "outcomes, a flow's trust figures and drift. Without it, the person who asked for a "
-    "decision, through a credential with `decide` on its flow, still reads that decision, "
-    "its explanation and its what-if.",
+    "outcomes, a flow's trust figures and drift, the model versions it used and their "
+    "cards. Without it, the person who asked for a decision, through a credential with "
+    "`decide` on its flow, still reads that decision, its explanation and its what-if.",
     Permission.READ_FLOWS: "Read a flow's definition, policy history and changes, autonomy, "
     "rollouts, monitor runs, alarms and deliveries.",
     Permission.READ_PERSONAL: "See personal and sensitive inputs (others see ‹protected›) "
