@@ -152,7 +152,9 @@ def test_the_card_and_figures_from_outcomes(project: Path, env: dict[str, str]) 
     write(project / "models" / "default_risk.card.yaml", CARD)
     flow = project / "flows" / "credit_limit.yaml"
     replace_in(
-        flow, "    label: Credit history\n", "    label: Credit history\n    protected: true\n"
+        flow,
+        "    label: Credit history\n",
+        "    label: Credit history\n    protected: true\n    groups: [5, 10]\n",
     )
     clock = Clock()
     with open_engine(project, environ=env, clock=clock) as engine:
