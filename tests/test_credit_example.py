@@ -20,8 +20,11 @@ import skops.io as sio
 from fairlearn.metrics import (
     MetricFrame,
     demographic_parity_ratio,
+    equal_opportunity_difference,
     equalized_odds_difference,
+    false_positive_rate,
     selection_rate,
+    true_positive_rate,
 )
 from scipy.stats import ks_2samp
 from sklearn.metrics import brier_score_loss, roc_auc_score
@@ -271,6 +274,16 @@ def test_fairness_figures_equal_fairlearns_on_the_recorded_decisions(recorded: A
         )
         rates = {g["group"]: g["selection_rate"] for g in figures["groups"]}
         assert rates == pytest.approx(frame.by_group.to_dict(), abs=EXACT)
+        outcome_rates = MetricFrame(
+            metrics={"tpr": true_positive_rate, "fpr": false_positive_rate},
+            y_true=y_true, y_pred=y_pred, sensitive_features=groups,
+        )  # fmt: skip
+        for key, column in (("true_positive_rate", "tpr"), ("false_positive_rate", "fpr")):
+            mine = {g["group"]: g[key] for g in figures["groups"]}
+            assert mine == pytest.approx(outcome_rates.by_group[column].to_dict(), abs=EXACT)
+        assert figures["equal_opportunity_difference"] == pytest.approx(
+            equal_opportunity_difference(y_true, y_pred, sensitive_features=groups), abs=EXACT
+        )
         assert figures["demographic_parity_ratio"] == pytest.approx(
             demographic_parity_ratio(y_pred, y_pred, sensitive_features=groups), abs=EXACT
         )
