@@ -17,6 +17,7 @@ from typing import Any
 
 from keel.config import SETTINGS_FILE
 from keel.scaffold.german_credit import (
+    CATEGORICAL_FEATURES,
     CATEGORIES,
     FEATURES,
     PROTECTED,
@@ -118,7 +119,7 @@ owner:
 policy: loan_application
 autonomy: supervised
 reviewers: [loan-underwriters]
-# Money in euros, written the German way: 3.500,00 €.
+# Money in euros, written the German way: 4.105 €.
 locale: de_DE
 currency: EUR
 outcome:
@@ -130,9 +131,17 @@ outcome:
 inputs:
 """
 
-FLOW_TAIL = """\
+CODES_HEAD = """\
+  # Categorical fields: the codes of the German credit data, each with what it means. The
+  # model takes the codes as text; explanations, notices and reports show the labels.
+"""
+
+PROTECTED_HEAD = """\
   # Protected characteristics: recorded with every case for the fairness figures, never
   # read by the model and never stated as a reason.
+"""
+
+FLOW_TAIL = """\
   age:
     type: integer
     min: 18
@@ -255,9 +264,18 @@ def _categorical_input(name: str) -> str:
 def flow_text() -> str:
     """The flow file: numbers, then categorical codes with labels, then protected fields."""
     numbers = _NUMBERS.format(**_FIELDS)
-    codes = "".join(_categorical_input(name) for name in _FIELDS if name in CATEGORIES)
+    codes = "".join(_categorical_input(name) for name in CATEGORICAL_FEATURES)
+    protected = "".join(_categorical_input(n) for n in PROTECTED if n in CATEGORIES)
     features = "\n".join(f"      - {name}" for name in FEATURES)
-    return FLOW_HEAD + numbers + codes + FLOW_TAIL.format(features=features)
+    return (
+        FLOW_HEAD
+        + numbers
+        + CODES_HEAD
+        + codes
+        + PROTECTED_HEAD
+        + protected
+        + FLOW_TAIL.format(features=features)
+    )
 
 
 def _case(applicant: dict[str, Any]) -> dict[str, Any]:
