@@ -14,18 +14,34 @@ from keel.errors import KeelError, MissingExtraError
 def init(
     directory: Annotated[Path, typer.Argument(help="Folder to create the project in.")],
     name: Annotated[str | None, typer.Option(help="Project name (default: folder name).")] = None,
+    example: Annotated[
+        str,
+        typer.Option(
+            help="Which example: credit-limit (numeric features) or credit-categorical "
+            "(a loan flow whose Pipeline takes categorical codes, with protected "
+            "attributes, notices, fairness and performance figures)."
+        ),
+    ] = "credit-limit",
 ) -> None:
-    """Create a Keel project with the credit-limit example flow, policy and trained model.
+    """Create a Keel project with an example flow, policy and trained model.
 
     Example: keel init my-decisions
+
+    Example: keel init --example credit-categorical loans
     """
     from keel.scaffold import init_project  # noqa: PLC0415
 
     try:
-        path = init_project(directory, name)
+        path = init_project(directory, name, example=example)
     except KeelError as error:
         _fail(error)
     typer.echo(f"Created Keel project in {path}")
+    if example == "credit-categorical":
+        typer.echo(
+            f"Next: cd {directory} && keel validate && keel decide loan_application "
+            "--input @examples/approved.json"
+        )
+        return
     typer.echo(
         f"Next: cd {directory} && keel validate && keel decide credit_limit "
         "--input @examples/low_risk.json"

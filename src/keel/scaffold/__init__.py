@@ -1,4 +1,5 @@
-"""The credit-limit example project that `keel init` writes and `keel demo` runs."""
+"""The example projects `keel init` writes (credit-limit, credit-categorical), and the
+demo's."""
 
 from keel.scaffold.applicants import FEATURES, generate_applicants
 from keel.scaffold.project import init_project

@@ -16,7 +16,11 @@ from keel.scaffold.applicants import (
     generate_applicants,
     train_risk_model,
 )
+from keel.scaffold.credit_categorical import write_credit_categorical
 
+CREDIT_LIMIT = "credit-limit"
+CREDIT_CATEGORICAL = "credit-categorical"
+EXAMPLES = (CREDIT_LIMIT, CREDIT_CATEGORICAL)
 TRAINING_ROWS = 20_000
 TRAINING_SEED = 7
 EXAMPLE_SEED = 11
@@ -253,9 +257,21 @@ def _pick_examples(
     return picks
 
 
-def init_project(directory: Path, name: str | None = None, mode: str = DEVELOPMENT) -> Path:
-    """Write the credit-limit example project into ``directory`` (new or empty), in
-    development ``mode`` by default: a new project is one person's to iterate on."""
+def init_project(
+    directory: Path,
+    name: str | None = None,
+    mode: str = DEVELOPMENT,
+    example: str = CREDIT_LIMIT,
+) -> Path:
+    """Write an example project into ``directory`` (new or empty), in development ``mode``
+    by default: a new project is one person's to iterate on. ``example`` is one of
+    ``EXAMPLES``: the credit-limit flow (numbers only), or a loan flow whose model takes
+    categorical codes (``credit-categorical``)."""
+    if example not in EXAMPLES:
+        raise ConfigError(
+            f"unknown example {example!r}; choose one of {', '.join(EXAMPLES)}",
+            {"example": example},
+        )
     directory = directory.resolve()
     if directory.exists() and any(directory.iterdir()):
         raise ConfigError(
@@ -266,6 +282,10 @@ def init_project(directory: Path, name: str | None = None, mode: str = DEVELOPME
         import skops.io as sio  # noqa: PLC0415 - the example trains a scikit-learn model
     except ImportError as exc:
         raise MissingExtraError("sklearn", "the example project's risk model") from exc
+    if example == CREDIT_CATEGORICAL:
+        directory.mkdir(parents=True, exist_ok=True)
+        write_credit_categorical(directory, name or directory.name, mode, sio)
+        return directory
     for sub in ("flows", "policies", "models", "examples"):
         (directory / sub).mkdir(parents=True, exist_ok=True)
     (directory / SETTINGS_FILE).write_text(SETTINGS.format(name=name or directory.name, mode=mode))
