@@ -178,7 +178,7 @@ def load_project(settings: Settings) -> Project:
                 problems.append(Problem(flow.source, f"signals.{name}", exc.message, line=line))
             if not spec.model.startswith("python:"):
                 model_path = (settings.project_dir / spec.model).resolve()
-                problems.extend(card_problems(model_path, flow.source, name, flow.outcome.labels))
+                problems.extend(card_problems(model_path))
         timeouts = {
             name: spec.timeout_ms or settings.model_timeout_ms
             for name, spec in flow.signals.items()

@@ -356,3 +356,33 @@ def pooled(
     probability = flow.signals[flow.outcome.signal or ""].output == "probability"
     found = figures(total, probability, flow.monitoring.min_outcomes)
     return found, sorted({version for version, _ in read.groups})
+
+
+# ---- per model version, over every outcome (the model inventory) --------------------------
+
+WHOLE_TIME = 64  # characters of a decision's time to group by: all of them
+
+
+def version_figures(
+    ctx: Context, flow: Flow, min_outcomes: int | None = None
+) -> dict[str, dict[str, Any]]:
+    """Each model version's figures over every decision with a judged outcome (``figures``
+    for the version's decisions), with the window they cover: ``since`` and ``until``, the
+    first and last such decision's time. The figures of one version equal that version's
+    total in ``model_performance`` over the same decisions. Empty when the flow names no
+    bad outcome labels (``not_configured`` says why)."""
+    if not_configured(flow) is not None:
+        return {}
+    least = flow.monitoring.min_outcomes if min_outcomes is None else min_outcomes
+    probability = flow.signals[flow.outcome.signal or ""].output == "probability"
+    read = read_outcomes(ctx, flow, "", EVER, WHOLE_TIME)
+    groups: dict[str, OutcomeGroup] = defaultdict(OutcomeGroup)
+    times: dict[str, list[str]] = defaultdict(list)
+    for (version, at), group in sorted(read.groups.items()):
+        groups[version].extend(group)
+        times[version].append(at)
+    return {
+        version: {**figures(group, probability, least), "model": read.models.get(version, ""),
+                  "since": min(times[version]), "until": max(times[version])}
+        for version, group in groups.items()
+    }  # fmt: skip
