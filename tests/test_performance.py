@@ -12,11 +12,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from scipy.stats import ks_2samp
 from sklearn.metrics import brier_score_loss, roc_auc_score
 from typer.testing import CliRunner
 
 from keel import open_engine
+from keel.api import create_app
 from keel.cli import app
 from keel.engine import Engine
 from keel.errors import DefinitionError, InputError
@@ -25,8 +27,10 @@ from keel.monitor.report import trust_html
 from keel.review.outcomes import OutcomeReport
 from keel.review.performance import OutcomeGroup, auc, brier, figures, ks
 from keel.scaffold.applicants import case_inputs, generate_applicants
+from keel.security.roles import Grant, Role
 from keel.yamlfile import load_yaml_text
 from tests.conftest import LOW_RISK, Clock, person, replace_in
+from tests.test_api import key
 from tests.test_replay import ALL_TIME
 from tests.test_review import ANNA, SHORT_HISTORY
 
@@ -364,3 +368,33 @@ def test_the_trust_report_shows_performance_in_the_terminal_json_and_html(
     report = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
     assert report["performance"]["configured"] is False
     assert "None: the flow names no bad" in trust_html(report, "now")
+
+
+def test_trust_over_http_takes_min_outcomes_like_the_cli(project: Path) -> None:
+    applicants = generate_applicants(40, seed=43)
+    with open_engine(project) as engine:
+        _report(engine, _decide(engine, applicants), _truth(applicants))
+        viewer = key(engine, Grant(Role.VIEWER, FLOW))
+        with TestClient(create_app(engine)) as client:
+            url = f"/v1/flows/{FLOW}/trust"
+            params = {"since": ALL_TIME[0], "until": ALL_TIME[1]}
+
+            def get(**extra: Any) -> Any:
+                return client.get(url, params={**params, **extra}, headers=viewer)
+
+            default = get().json()["performance"]
+            assert default["min_outcomes"] == 30 and default["total"]["auc"] is not None
+            found = get(min_outcomes=41)
+            assert found.status_code == 200
+            total = found.json()["performance"]["total"]
+            assert found.json()["performance"]["min_outcomes"] == 41 and total["auc"] is None
+            assert "40 scored outcomes, fewer than the 41" in total["reasons"]["auc"]
+            cli = CliRunner().invoke(app, ["report", "trust", FLOW, "-p", str(project),
+                                           "--since", ALL_TIME[0], "--until", ALL_TIME[1],
+                                           "--min-outcomes", "41", "--json"])  # fmt: skip
+            assert json.loads(cli.stdout)["performance"] == found.json()["performance"]
+            for bad in ("0", "-3", "1.5", "many"):
+                refused = get(min_outcomes=bad)
+                assert refused.status_code == 422, bad
+                assert refused.json()["code"] == "invalid_request"
+                assert refused.json()["detail"]["errors"][0]["field"] == "min_outcomes"
