@@ -472,3 +472,61 @@ def test_drift_against_a_stored_training_profile(project: Path, env: dict[str, s
             engine.monitoring.run(FLOW, OWNER, until=START + 2 * DAY)
         failed = engine.monitoring.runs(FLOW, engine.operator)[0]
         assert failed.state == "failed" and "no stored profile" in failed.note
+
+
+def test_a_training_profile_built_for_the_flow_compares_integer_codes_as_categories(
+    project: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    """A training file types columns by their values, so integer codes are numbers there;
+    built for the flow, the column the flow declares a category (``allowed``) is profiled
+    as categories and compared with the flow's windows category by category."""
+    flow = project / "flows" / "credit_limit.yaml"
+    flow.write_text(flow.read_text().replace(
+        "    label: Delinquencies in the last two years\n",
+        "    label: Delinquencies in the last two years\n    allowed: [0, 1, 2, 3]\n",
+    ))  # fmt: skip
+    rng = np.random.default_rng(11)
+    codes = rng.choice([0, 1, 2], 600, p=[0.2, 0.5, 0.3])
+    rows = [f"{income:.2f},{code},north" for income, code in
+            zip(rng.normal(80_000, 5_000, 600), codes, strict=True)]  # fmt: skip
+    training = tmp_path / "training.csv"
+    training.write_text("annual_income,delinquencies_2y,region\n" + "\n".join(rows) + "\n")
+    p = ["-p", str(project)]
+    code, plain, err = keel("drift", "profile", str(training), *p)
+    assert code == 0, err
+    assert "2 numeric and 1 categorical columns" in plain
+    code, for_flow, err = keel("drift", "profile", str(training), "--flow", FLOW, *p)
+    assert code == 0, err
+    assert "1 numeric and 2 categorical columns" in for_flow
+    assert for_flow.split()[0] != plain.split()[0]  # another profile, stored beside the first
+    stored = ProfileStore.of_project(project).find(for_flow.split()[0])
+    assert stored.columns["delinquencies_2y"].counts == {  # type: ignore[union-attr]
+        str(c): int((codes == c).sum()) for c in (0, 1, 2)
+    }
+    assert keel("drift", "profile", str(training), "--flow", "nope", *p)[0] == 2
+
+    def drift_against(profile_id: str) -> dict[str, Any]:
+        text = flow.read_text().split("monitoring:")[0]
+        flow.write_text(text + "monitoring: {window: 1d, baseline: 1d, min_decisions: 20,\n"
+                        "  limits: {latency_p99_ms: false},\n"
+                        f"  drift: {{reference: '{profile_id[:16]}'}}}}\n")  # fmt: skip
+        clock = Clock(START)
+        with open_engine(project, environ=env, clock=clock) as engine:
+            if not engine.entries(kind="decision"):
+                decide_day(engine, clock, 0, 80_000)
+                decide_day(engine, clock, 1, 80_000)
+            run = engine.monitoring.run(FLOW, OWNER, until=START + 2 * DAY)
+            return dict(run.result["drift"])
+
+    # Typed by its values, the column is numeric in the profile: the codes were compared
+    # as numbers, the flow's categories read back as numbers.
+    before = drift_against(plain.split()[0])
+    assert before["columns"]["delinquencies_2y"]["type"] == "numeric"
+    assert before["columns"]["delinquencies_2y"]["method"] == "wasserstein"
+    # Built for the flow: compared as a category (every case had 0 delinquencies: drift).
+    after = drift_against(for_flow.split()[0])
+    assert not any("delinquencies_2y" in p for p in after["problems"])
+    column = after["columns"]["delinquencies_2y"]
+    assert column["type"] == "categorical" and column["method"] == "jensenshannon"
+    assert column["drift"] is True
+    assert {s["method"] for s in column["statistics"]} >= {"chisquare", "new_categories"}

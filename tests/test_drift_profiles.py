@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from keel.errors import InputError
-from keel.monitor.profile import ProfileStore, build_profile, compare
+from keel.monitor.profile import ProfileStore, build_profile, compare, flow_categories
 from keel.monitor.stats import categorical_drift, numeric_drift
 
 
@@ -66,3 +66,16 @@ def test_bad_profiles_and_data_are_named(tmp_path: Path) -> None:
         build_profile({}, "empty.csv")
     with pytest.raises(InputError, match="no stored profile"):
         store.load("f" * 64)
+
+
+def test_a_flow_s_category_columns_are_profiled_as_the_flow_records_them() -> None:
+    """Codes read from a file with blanks arrive as floats (11.0); the flow records 11. As a
+    category of the flow, the column counts "11", whatever the file's number type."""
+    codes = {"checking": np.array([11.0, 12.0, np.nan, 11.0]), "amount": np.arange(4.0)}
+    kinds = flow_categories(codes, frozenset({"input.checking", "input.purpose"}))
+    assert kinds == {"checking"}
+    profile = build_profile(codes, "train.csv", categorical=kinds)
+    checking = profile.columns["checking"]
+    assert profile.kind("checking") == "categorical" and profile.kind("amount") == "numeric"
+    assert (checking.counts, checking.missing) == ({"11": 2, "12": 1}, 1)  # type: ignore[union-attr]
+    assert build_profile(codes, "train.csv").kind("checking") == "numeric"

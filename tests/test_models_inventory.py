@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from scipy.stats import ks_2samp
 from sklearn.metrics import brier_score_loss, roc_auc_score
 from typer.testing import CliRunner
 
@@ -36,7 +37,6 @@ description: Probability of default within 24 months.
 intended_use: Sizing revolving credit limits for existing customers.
 training_data: 20,000 synthetic applicants from keel init, seed 7.
 limitations: <script>alert("card")</script> & not for business loans
-positive_outcomes: [defaulted]
 """
 runner = CliRunner()
 
@@ -168,13 +168,25 @@ def test_the_card_and_figures_from_outcomes(project: Path, env: dict[str, str]) 
             label = "defaulted" if applicant["defaulted"] else "repaid"
             engine.outcomes.report(OutcomeReport(decision.id, label), engine.operator)
         detail = engine.models.show(version[7:15], engine.operator)
+        trust = engine.trust.metrics(engine.operator, FLOW, "", "9999")
     scores = [d.signals["default_risk"]["score"] for d in decided]
     bad = [bool(a["defaulted"]) for a in applicants]
     assert len(set(bad)) == 2, "the sample holds both outcomes"
     (figures,) = detail.figures
-    assert figures.with_outcomes == 40 and figures.scored == 40 and figures.positives == sum(bad)
+    assert figures.with_outcomes == 40 and figures.scored == 40 and figures.bad == sum(bad)
     assert figures.auc == pytest.approx(roc_auc_score(bad, scores), abs=1e-12)
+    assert figures.gini == pytest.approx(2 * roc_auc_score(bad, scores) - 1, abs=1e-12)
+    goods = [s for s, b in zip(scores, bad, strict=True) if not b]
+    bads = [s for s, b in zip(scores, bad, strict=True) if b]
+    assert figures.ks == pytest.approx(ks_2samp(bads, goods).statistic, abs=1e-12)
     assert figures.brier == pytest.approx(brier_score_loss(bad, scores), abs=1e-12)
+    # One definition: the trust report's figures for the version are the same numbers.
+    (reported,) = trust["performance"]["versions"]
+    assert reported["version"] == version
+    assert {k: reported["total"][k] for k in ("auc", "gini", "ks", "brier", "scored")} == {
+        "auc": figures.auc, "gini": figures.gini, "ks": figures.ks, "brier": figures.brier,
+        "scored": figures.scored,
+    }  # fmt: skip
     # Accuracy counts only decisions whose action is in force: not those waiting for review.
     right = {"repaid": "approve", "defaulted": "decline"}
     in_force = [
@@ -197,7 +209,7 @@ def test_the_card_and_figures_from_outcomes(project: Path, env: dict[str, str]) 
         assert f"## {section}" in markdown
     assert version in markdown and "Sizing revolving credit limits" in markdown
     assert f"| 40 | {figures.since[:19]} – {figures.until[:19]} |" in markdown
-    assert f"{figures.auc:.3f} (n=40," in markdown
+    assert f"| 40 ({figures.bad} bad) | {figures.auc:.3f} | {figures.gini:.3f} |" in markdown
     # What the team did not write reads "unknown", never a made-up text.
     assert "## Evaluation data\n\nUnknown: the model's card does not say." in markdown
     assert "| credit_history_years | number | Credit history | – | yes |" in markdown
@@ -246,12 +258,12 @@ def test_a_card_changed_after_its_version_was_recorded_is_detected(project: Path
 def test_cards_are_checked_at_validate_with_their_line(project: Path) -> None:
     write(project / "models" / "default_risk.card.yaml", CARD + "colour: blue\n")
     found = problems(project)
-    assert any("default_risk.card.yaml:7: card: unknown key 'colour'" in p for p in found)
-    write(project / "models" / "default_risk.card.yaml",
-          CARD.replace("[defaulted]", "[charged_off]"))  # fmt: skip
+    assert any("default_risk.card.yaml:6: card: unknown key 'colour'" in p for p in found)
+    # Which outcomes are bad is the flow's to say (outcome.positive), not the card's.
+    write(project / "models" / "default_risk.card.yaml", CARD + "positive_outcomes: [defaulted]\n")
     (problem,) = problems(project)
-    assert "default_risk.card.yaml:6: positive_outcomes: 'charged_off'" in problem
-    assert "labels: repaid, defaulted" in problem
+    assert "default_risk.card.yaml:6: positive_outcomes: is no longer a card key" in problem
+    assert "move them to outcome.positive in the flow file" in problem
     write(project / "models" / "default_risk.card.yaml", "owner: [1, 2]\n")
     code, _, err = keel("validate", "-p", str(project))
     assert code == 2 and "default_risk.card.yaml:1: owner: must be a non-empty string" in err
@@ -295,8 +307,7 @@ def test_models_over_http_need_read_decisions(project: Path) -> None:
 def test_every_card_key_is_described_accepted_and_on_its_page(tmp_path: Path) -> None:
     """A card using every described key loads whole; an undescribed one is refused by
     name; the reference page has an entry for each key."""
-    every = {k.path: (["defaulted"] if k.path == "positive_outcomes" else "text")
-             for k in CARD_KEYS}  # fmt: skip
+    every = {k.path: "text" for k in CARD_KEYS}
     model = tmp_path / "m.skops"
     write(card_path(model), json.dumps(every))
     loaded = load_card(model)

@@ -365,3 +365,39 @@ def test_a_notice_section_is_checked_against_the_flow_and_policy(project: Path) 
         f"{flow}:{line}: notice.adverse_actions: 'reject' is not an action of policy "
         "credit_limit (approve, refer, decline)"
     ]
+
+
+def test_validate_warns_when_an_adverse_rule_has_no_notice_text(project: Path) -> None:
+    """A rule whose action is adverse but which says nothing in the applicant's words is
+    allowed (its notices state the model's reasons), but validate says so, with its line."""
+    plain = CliRunner().invoke(app, ["validate", "--project", str(project)])
+    assert plain.exit_code == 0 and "warning" not in plain.output  # no notice section
+    with_notices(project)  # high_risk has a notice; the three other declining rules do not
+    policy = project / POLICY_FILE
+    result = CliRunner().invoke(app, ["validate", "--project", str(project)])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning")]
+    assert warnings == [
+        f"warning  {policy}:{line_of(project, POLICY_FILE, f'  - name: {rule}')}: "
+        f"rule '{rule}': its action 'decline' is one of flow credit_limit's "
+        "notice.adverse_actions but it has no 'notice': the notices of its decisions would "
+        "state only the model's reasons; add a 'notice' in the applicant's words"
+        for rule in ("income_too_low", "recent_delinquencies", "over_indebted")
+    ]
+    assert "3 warning(s)" in result.output
+    strict = CliRunner().invoke(app, ["validate", "--strict", "--project", str(project)])
+    assert strict.exit_code == 1
+    # The default decides like a rule; the fallback has Keel's own honest notice text.
+    replace_in(policy, "default:\n  action: refer\n", "default:\n  action: decline\n")
+    result = CliRunner().invoke(app, ["validate", "--project", str(project)])
+    assert f"warning  {policy}: default: its action 'decline'" in result.output
+    assert "4 warning(s)" in result.output
+    for rule in ("income_too_low", "recent_delinquencies", "over_indebted"):
+        text = policy.read_text()
+        at = text.index("    reason:", text.index(f"  - name: {rule}\n"))
+        policy.write_text(f"{text[:at]}    notice: We cannot offer credit.\n{text[at:]}")
+    replace_in(
+        policy, "default:\n  action: decline\n", "default:\n  action: decline\n  notice: No.\n"
+    )
+    result = CliRunner().invoke(app, ["validate", "--strict", "--project", str(project)])
+    assert result.exit_code == 0 and "warning" not in result.output, result.output

@@ -12,21 +12,27 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from scipy.stats import ks_2samp
-from sklearn.metrics import brier_score_loss, roc_auc_score
+from sklearn.metrics import brier_score_loss, roc_auc_score, roc_curve
 from typer.testing import CliRunner
 
 from keel import open_engine
+from keel.api import create_app
 from keel.cli import app
 from keel.engine import Engine
 from keel.errors import DefinitionError, InputError
 from keel.flows import parse_flow
 from keel.monitor.report import trust_html
 from keel.review.outcomes import OutcomeReport
-from keel.review.performance import OutcomeGroup, auc, brier, figures, ks
+from keel.review.performance import OutcomeGroup, auc, brier, figures, ks, roc
 from keel.scaffold.applicants import case_inputs, generate_applicants
+from keel.security.roles import Grant, Role
 from keel.yamlfile import load_yaml_text
 from tests.conftest import LOW_RISK, Clock, person, replace_in
+from tests.test_api import key
+from tests.test_changes import ANNA as AUTHOR
+from tests.test_changes import CARL, other_model
 from tests.test_replay import ALL_TIME
 from tests.test_review import ANNA, SHORT_HISTORY
 
@@ -349,7 +355,7 @@ def test_the_trust_report_shows_performance_in_the_terminal_json_and_html(
     assert "Outcomes per action in force" in out
     html = page.read_text()
     assert "<h2>Model performance</h2>" in html and 'aria-label="Calibration plot"' in html
-    assert html.count("<svg") == 4 and "<script" not in html and "http" not in html
+    assert html.count("<svg") == 5 and "<script" not in html and "http" not in html
     data = json.loads(runner.invoke(app, [*args, "--json"]).stdout)["performance"]
     assert data["total"]["scored"] == 120 and data["total"]["auc"] is not None
     # A minimum above the outcomes there are: no figure, and the reason is printed.
@@ -364,3 +370,84 @@ def test_the_trust_report_shows_performance_in_the_terminal_json_and_html(
     report = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
     assert report["performance"]["configured"] is False
     assert "None: the flow names no bad" in trust_html(report, "now")
+
+
+def test_trust_over_http_takes_min_outcomes_like_the_cli(project: Path) -> None:
+    applicants = generate_applicants(40, seed=43)
+    with open_engine(project) as engine:
+        _report(engine, _decide(engine, applicants), _truth(applicants))
+        viewer = key(engine, Grant(Role.VIEWER, FLOW))
+        with TestClient(create_app(engine)) as client:
+            url = f"/v1/flows/{FLOW}/trust"
+            params = {"since": ALL_TIME[0], "until": ALL_TIME[1]}
+
+            def get(**extra: Any) -> Any:
+                return client.get(url, params={**params, **extra}, headers=viewer)
+
+            default = get().json()["performance"]
+            assert default["min_outcomes"] == 30 and default["total"]["auc"] is not None
+            found = get(min_outcomes=41)
+            assert found.status_code == 200
+            total = found.json()["performance"]["total"]
+            assert found.json()["performance"]["min_outcomes"] == 41 and total["auc"] is None
+            assert "40 scored outcomes, fewer than the 41" in total["reasons"]["auc"]
+            cli = CliRunner().invoke(app, ["report", "trust", FLOW, "-p", str(project),
+                                           "--since", ALL_TIME[0], "--until", ALL_TIME[1],
+                                           "--min-outcomes", "41", "--json"])  # fmt: skip
+            assert json.loads(cli.stdout)["performance"] == found.json()["performance"]
+            for bad in ("0", "-3", "1.5", "many"):
+                refused = get(min_outcomes=bad)
+                assert refused.status_code == 422, bad
+                assert refused.json()["code"] == "invalid_request"
+                assert refused.json()["detail"]["errors"][0]["field"] == "min_outcomes"
+
+
+def test_the_roc_curve_equals_scikit_learn_s() -> None:
+    """Every distinct score a cut-off, ties together, as ``roc_curve`` without dropping
+    points; a long curve keeps evenly spaced points of it, both ends included."""
+    rng = np.random.default_rng(7)
+    bad = rng.integers(0, 2, 60).astype(float)
+    scores = np.round(rng.random(60) * 0.5 + bad * 0.3, 2)  # ties across classes
+    points = roc(scores, bad)
+    fpr, tpr, cuts = roc_curve(bad, scores, drop_intermediate=False)
+    assert [p["fpr"] for p in points] == pytest.approx(fpr.tolist(), abs=EXACT)
+    assert [p["tpr"] for p in points] == pytest.approx(tpr.tolist(), abs=EXACT)
+    assert [p["score"] for p in points[1:]] == pytest.approx(list(cuts[1:]))
+    assert points[0]["score"] is None
+    assert np.trapezoid([p["tpr"] for p in points], [p["fpr"] for p in points]) == (
+        pytest.approx(auc(scores, bad), abs=EXACT)
+    )
+    many_bad = rng.integers(0, 2, 5000).astype(float)
+    many = rng.random(5000) + many_bad * 0.2
+    thinned = roc(many, many_bad, most=50)
+    fpr, tpr, _ = roc_curve(many_bad, many, drop_intermediate=False)
+    every = set(zip(fpr.tolist(), tpr.tolist(), strict=True))
+    assert len(thinned) == 50 and all((p["fpr"], p["tpr"]) in every for p in thinned)
+    assert (thinned[0]["fpr"], thinned[-1]["fpr"]) == (0.0, 1.0)
+
+
+def test_the_trust_page_draws_a_roc_curve_for_each_version_with_figures(
+    project: Path, tmp_path: Path
+) -> None:
+    retrained = other_model(project / "retrained.skops")
+    first, second = generate_applicants(60, seed=51), generate_applicants(5, seed=52)
+    with open_engine(project) as engine:
+        _report(engine, _decide(engine, first), _truth(first))
+        change = engine.changes.propose(
+            FLOW, None, AUTHOR, "Retrained", models={"default_risk": retrained}
+        )
+        engine.changes.approve(change.id, CARL, "backtested")
+        engine.changes.activate(change.id, CARL)
+        _report(engine, _decide(engine, second), _truth(second))
+        report = engine.trust.metrics(engine.operator, FLOW, *ALL_TIME)
+    versions = report["performance"]["versions"]
+    with_figures = [v for v in versions if v["total"]["auc"] is not None]
+    assert len(versions) == 2 and len(with_figures) == 1  # 5 outcomes are too few
+    (drawn,) = with_figures
+    assert [v["roc"] for v in versions if v is not drawn] == [[]]
+    html = trust_html(report, "now")
+    short = drawn["version"].removeprefix("sha256:")[:12]
+    assert html.count('aria-label="ROC curve of version ') == 1
+    assert f'aria-label="ROC curve of version {short}"' in html
+    assert f"AUC {drawn['total']['auc']:.3f}, 60 scored outcomes" in html
+    assert len(drawn["roc"]) > 2 and (drawn["roc"][-1]["fpr"], drawn["roc"][-1]["tpr"]) == (1, 1)

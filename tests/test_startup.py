@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 from keel.cli import app
 from keel.engine import open_engine
 from keel.ledger.checkpoint import load_checkpoint
-from tests.conftest import replace_in, write
+from keel.review.outcomes import OutcomeReport
+from tests.conftest import LOW_RISK, replace_in, write
 
 HEAVY = ("sklearn", "skops", "pandas", "scipy", "onnxruntime")
 
@@ -38,6 +39,11 @@ print(json.dumps({"code": result.exit_code, "output": result.output, "heavy": he
 
 def imported(*args: str) -> list[str]:
     """The heavy packages ``keel ARGS`` imported; fails the test if the command failed."""
+    return imported_with_output(*args)[0]
+
+
+def imported_with_output(*args: str) -> tuple[list[str], str]:
+    """The heavy packages ``keel ARGS`` imported, and its output."""
     done = subprocess.run(
         [sys.executable, "-c", PROBE, *args],
         input=json.dumps(HEAVY),
@@ -48,7 +54,7 @@ def imported(*args: str) -> list[str]:
     result = json.loads(done.stdout.splitlines()[-1])
     assert result["code"] == 0, result["output"]
     heavy: list[str] = result["heavy"]
-    return heavy
+    return heavy, str(result["output"])
 
 
 @pytest.fixture
@@ -95,9 +101,8 @@ def test_checkpoint_without_the_engine_is_recorded_and_verifies(
     assert last.kind == "checkpoint" and last.body["seq"] == checkpoint.seq
 
 
-def test_a_python_model_costs_no_model_library(project: Path) -> None:
-    """Commands that load models pay only for the models they load: a flow whose signal is
-    a Python function validates and decides without scikit-learn, skops or SciPy."""
+def _python_model(project: Path) -> None:
+    """The flow's signal as a Python function: loading it needs no model library."""
     write(project / "models" / "risk.py", "def score(row):\n    return 0.1\n")
     flow = project / "flows" / "credit_limit.yaml"
     replace_in(flow, "model: models/default_risk.skops", "model: python:models/risk.py:score")
@@ -106,9 +111,31 @@ def test_a_python_model_costs_no_model_library(project: Path) -> None:
     policy = project / "policies" / "credit_limit.yaml"
     replace_in(policy, "  min_confidence:\n    - signal: default_risk\n      min: 0.55\n", "")
     replace_in(policy, "      on_hit: escalate\n  rate_limits:", "  rate_limits:")
+
+
+def test_a_python_model_costs_no_model_library(project: Path) -> None:
+    """Commands that load models pay only for the models they load: a flow whose signal is
+    a Python function validates and decides without scikit-learn, skops or SciPy."""
+    _python_model(project)
     example = f"@{project / 'examples' / 'low_risk.json'}"
     assert imported("validate", "--project", str(project)) == []
     assert imported("decide", "credit_limit", "--input", example, "-p", str(project)) == []
+
+
+def test_the_model_inventory_costs_no_model_library(project: Path) -> None:
+    """``keel models list`` reads the ledger; ``keel models show`` computes its figures
+    (AUC, Gini, KS, Brier) with the performance module, which needs no scikit-learn."""
+    _python_model(project)
+    with open_engine(project) as engine:
+        for n in range(30):
+            decision = engine.decide("credit_limit", {**LOW_RISK, "annual_income": 50_000 + n})
+            label = "defaulted" if n % 3 == 0 else "repaid"
+            engine.outcomes.report(OutcomeReport(decision.id, label), engine.operator)
+        version = decision.signals["default_risk"]["version"]
+    assert imported("models", "list", "--project", str(project)) == []
+    heavy, output = imported_with_output("models", "show", version, "--project", str(project))
+    assert "AUC 0.500, Gini 0.000, KS 0.000" in output and "(n=30, 10 bad;" in output
+    assert not {"sklearn", "skops"} & set(heavy)
 
 
 def test_a_command_that_loads_the_skops_model_imports_it(decided: Path) -> None:

@@ -26,14 +26,17 @@ from keel.context import Context
 from keel.errors import DefinitionError, InputError, NotFoundError
 from keel.events import ModelCardRecorded, pending
 from keel.flows import FieldSpec
+from keel.flows.flow import Flow
 from keel.ledger.reader import entries_from
 from keel.ledger.writer import WindowGate, append_in
+from keel.review.performance import not_configured, version_figures
 from keel.security.roles import Permission, Principal, flows_for
 from keel.signals.cards import Card, load_card
 from keel.store.schema import decisions, ledger, model_artifacts, outcomes, reviews
 from keel.telemetry import log
 
 MIN_PREFIX = 4  # characters of the hash a lookup needs
+_FIGURE_NAMES = {"auc": "AUC", "gini": "Gini", "ks": "KS", "brier": "Brier"}
 
 
 @dataclass(frozen=True)
@@ -75,9 +78,11 @@ class OutcomeFigures:
     """What the outcomes reported for one flow's decisions with this version say.
 
     ``accuracy`` counts decisions whose action is in force (final, or resolved by a
-    reviewer) and whose outcome label names a right action. AUC and Brier need the card's
-    ``positive_outcomes``; each figure that cannot be computed is None, and ``notes`` say
-    why."""
+    reviewer) and whose outcome label names a right action. AUC, Gini, KS and the Brier
+    score are the flow's model performance figures (``keel.review.performance``) for this
+    version, over every decision with an outcome the flow's ``outcome.positive`` and
+    ``outcome.negative`` judge: ``scored`` of them, ``bad`` bad, decided between ``since``
+    and ``until``. Each figure that cannot be computed is None, and ``notes`` say why."""
 
     flow: str
     signal: str
@@ -85,11 +90,13 @@ class OutcomeFigures:
     judged: int = 0  # in force, and the outcome's label names a right action
     correct: int = 0
     accuracy: float | None = None
-    scored: int = 0  # with a score and an outcome label (AUC and Brier)
-    positives: int = 0
+    scored: int = 0  # with a score and a good or bad outcome (AUC, Gini, KS, Brier)
+    bad: int = 0
     auc: float | None = None
+    gini: float | None = None
+    ks: float | None = None
     brier: float | None = None
-    since: str | None = None  # the window: first and last decision with an outcome
+    since: str | None = None  # the window: first and last decision the figures use
     until: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -230,9 +237,9 @@ class ModelInventory:
         version = _match(ref, wanted, sorted(known))
         usages = [u for found, _, _ in scans.values() for u in found if u.version == version]
         cards = [r for _, _, recorded in scans.values() for v, r in recorded if v == version]
+        performance: dict[str, dict[str, dict[str, Any]]] = {}  # flow → version → figures
         figures = [
-            self._figures(u.flow, u.signal, scans[u.flow][1].get((u.signal, version)), cards)
-            for u in usages
+            self._figures(u, scans[u.flow][1].get((u.signal, version)), performance) for u in usages
         ]
         history = _distinct(sorted(cards, key=lambda c: c.recorded_at))
         newest = history[-1] if history else None
@@ -334,58 +341,72 @@ class ModelInventory:
         return found
 
     def _figures(
-        self, flow: str, signal: str, seen: _Seen | None, cards: list[CardRecord]
+        self, usage: Usage, seen: _Seen | None, performance: dict[str, dict[str, dict[str, Any]]]
     ) -> OutcomeFigures:
-        """Outcome accuracy, AUC and Brier score of one flow's decisions with the version."""
-        runtime = self._ctx.registry.runtime_of(flow)
-        labels = runtime.flow.outcome.labels
-        notes: list[str] = []
+        """Outcome accuracy, and the performance figures, of one flow's decisions with the
+        version (``performance``: each flow's figures per version, filled on first use)."""
+        flow, signal = usage.flow, usage.signal
+        spec = self._ctx.registry.runtime_of(flow).flow
         if seen is None or not seen.scores:
             return OutcomeFigures(flow, signal, notes=["no decision recorded this version"])
         reported = self._outcomes(flow, seen.scores)
-        with_outcomes = len(reported)
         judged = correct = 0
         for label, in_force, _ in reported.values():
-            right = labels.get(label)
+            right = spec.outcome.labels.get(label)
             if right is None or in_force is None:
                 continue
             judged += 1
             correct += int(in_force == right)
-        if with_outcomes and not judged:
+        notes: list[str] = []
+        if reported and not judged:
             notes.append("no decision with an outcome had its action in force and a label "
                          "that names a right action")  # fmt: skip
-        positive = _positive_outcomes(cards, flow)
-        pairs = [(seen.scores[d], label in positive) for d, (label, _, _) in reported.items()]
+        perf, why = self._performance(spec, signal, usage.version, performance)
+        notes += why
         times = sorted(t for _, _, t in reported.values())
-        auc = brier = None
-        positives = sum(1 for _, y in pairs if y)
-        if not positive:
-            notes.append("AUC and Brier need the card's positive_outcomes")
-        elif not pairs:
-            notes.append("no outcome reported yet")
-        elif positives in (0, len(pairs)):
-            notes.append("AUC and Brier need outcomes of both kinds")
-        else:
-            spec = runtime.flow.signals.get(signal)
-            probability = spec is not None and spec.output == "probability"
-            auc, brier = score_figures([s for s, _ in pairs], [y for _, y in pairs], probability)
-            if brier is None:
-                notes.append("Brier needs a probability between 0 and 1")
         return OutcomeFigures(
             flow=flow,
             signal=signal,
-            with_outcomes=with_outcomes,
+            with_outcomes=len(reported),
             judged=judged,
             correct=correct,
             accuracy=correct / judged if judged else None,
-            scored=len(pairs) if positive else 0,
-            positives=positives if positive else 0,
-            auc=auc,
-            brier=brier,
-            since=times[0] if times else None,
-            until=times[-1] if times else None,
+            scored=perf.get("scored", 0),
+            bad=perf.get("bad", 0),
+            auc=perf.get("auc"),
+            gini=perf.get("gini"),
+            ks=perf.get("ks"),
+            brier=perf.get("brier"),
+            since=perf.get("since", times[0] if times else None),
+            until=perf.get("until", times[-1] if times else None),
             notes=notes,
         )
+
+    def _performance(
+        self,
+        spec: Flow,
+        signal: str,
+        version: str,
+        performance: dict[str, dict[str, dict[str, Any]]],
+    ) -> tuple[dict[str, Any], list[str]]:
+        """The flow's performance figures for this version of ``signal``, and why any is
+        missing."""
+        missing = not_configured(spec)
+        if missing is not None:
+            return {}, [str(missing["reason"])]
+        if spec.outcome.signal != signal:
+            return {}, [f"performance figures judge the flow's outcome.signal "
+                        f"'{spec.outcome.signal}', not this signal"]  # fmt: skip
+        if spec.name not in performance:
+            performance[spec.name] = version_figures(self._ctx, spec)
+        found = performance[spec.name].get(version)
+        if found is None:
+            return {}, ["no outcome reported yet that outcome.positive or outcome.negative "
+                        "judges"]  # fmt: skip
+        reasons: dict[str, list[str]] = defaultdict(list)
+        for figure, reason in found["reasons"].items():
+            reasons[reason].append(_FIGURE_NAMES.get(figure, figure))
+        return found, [f"{', '.join(names)}: {reason}" for reason, names in reasons.items()]
 
     def _outcomes(
         self, flow: str, wanted: Mapping[str, float]
@@ -457,21 +478,6 @@ def _feature(name: str, spec: FieldSpec | None) -> Feature:
     return Feature(name, spec.type, spec.display, categories, spec.protected)
 
 
-def score_figures(
-    scores: list[float], positive: list[bool], probability: bool
-) -> tuple[float | None, float | None]:
-    """AUC of the scores against the outcomes, and (for probabilities) the Brier score,
-    with scikit-learn's functions. Kept small so that the performance figures can take
-    its place."""
-    from sklearn.metrics import brier_score_loss, roc_auc_score  # noqa: PLC0415 - on demand
-
-    auc = float(roc_auc_score(positive, scores))
-    brier = None
-    if probability and all(0.0 <= s <= 1.0 for s in scores):
-        brier = float(brier_score_loss(positive, scores))
-    return auc, brier
-
-
 def _wanted(ref: str) -> str:
     """The hash a reference names the start of (``InputError`` when too short to look up)."""
     wanted = ref.strip().lower().removeprefix("sha256:")
@@ -496,15 +502,6 @@ def _match(ref: str, wanted: str, versions: list[str]) -> str:
             {"version": ref, "matches": matches},
         )
     return matches[0]
-
-
-def _positive_outcomes(cards: list[CardRecord], flow: str) -> set[str]:
-    """The positive outcome labels the newest card recorded on ``flow`` names."""
-    mine = [c for c in cards if c.flow == flow] or cards
-    if not mine:
-        return set()
-    newest = max(mine, key=lambda c: c.recorded_at)
-    return set(newest.fields.get("positive_outcomes") or ())
 
 
 def _distinct(cards: list[CardRecord]) -> list[CardRecord]:

@@ -21,6 +21,8 @@ from keel.monitor.report import STYLE
 UNKNOWN = "Unknown: the model's card does not say."
 NO_CARD = "Unknown: no card was recorded for this model version."
 FORMATS = ("md", "html")
+FIGURE_HEADERS = ("Flow / signal", "Outcomes", "Decided (window)", "Accuracy", "Scored", "AUC",
+                  "Gini", "KS", "Brier")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -72,16 +74,21 @@ def _figures(figures: Sequence[OutcomeFigures]) -> list[Block]:
             f"{f.with_outcomes:,}",
             _when(f.since, f.until) if f.with_outcomes else "–",
             f"{_rate(f.accuracy)} (n={f.judged:,})",
-            f"{_number(f.auc)} (n={f.scored:,}, {f.positives:,} positive)",
+            f"{f.scored:,} ({f.bad:,} bad)",
+            _number(f.auc),
+            _number(f.gini),
+            _number(f.ks),
             _number(f.brier),
         )
         for f in figures
     ]
     blocks: list[Block] = [
         "Outcome accuracy counts decisions whose action is in force (final, or resolved by a "
-        "reviewer) and whose outcome label names a right action. AUC and the Brier score "
-        "compare the model's score with the outcomes the card names as positive.",
-        Table(("Flow / signal", "Outcomes", "Decided (window)", "Accuracy", "AUC", "Brier"), rows),
+        "reviewer) and whose outcome label names a right action. AUC, Gini, KS and the Brier "
+        "score compare the model's score with the outcomes the flow names as bad "
+        "(outcome.positive) or good, over every decision with such an outcome: the scored "
+        "cases.",
+        Table(FIGURE_HEADERS, rows),
     ]
     notes = [f"{f.flow} / {f.signal}: {note}." for f in figures for note in f.notes]
     blocks.extend(notes)

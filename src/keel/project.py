@@ -26,8 +26,9 @@ from keel.signals.cards import card_problems
 class Project:
     settings: Settings
     flows: dict[str, FlowRuntime]
-    # What is allowed but probably wrong (a model reading a protected field): printed by
-    # ``keel validate``, an error only with ``--strict``.
+    # What is allowed but probably wrong (a model reading a protected field, an adverse
+    # rule without notice text): printed by ``keel validate``, an error only with
+    # ``--strict``.
     warnings: list[Problem] = field(default_factory=list)
 
 
@@ -51,6 +52,30 @@ def feature_warnings(flow: Flow) -> list[Problem]:
                 )
             )
     return out
+
+
+def notice_warnings(flow: Flow, policy: Policy) -> list[Problem]:
+    """A rule (or the default) whose action is adverse but which has no ``notice``: allowed,
+    but the notices of the decisions it makes would state only the model's reasons, not
+    what decided."""
+    if flow.notice is None:
+        return []
+    adverse = flow.notice.adverse_actions
+    silent = [(f"rule '{r.name}'", r.action, r.line) for r in policy.rules
+              if r.action in adverse and not r.notice]  # fmt: skip
+    if policy.default.action in adverse and not policy.default.notice:
+        silent.append(("default", policy.default.action, None))
+    return [
+        Problem(
+            policy.source,
+            where,
+            f"its action '{action}' is one of flow {flow.name}'s notice.adverse_actions but it "
+            "has no 'notice': the notices of its decisions would state only the model's "
+            "reasons; add a 'notice' in the applicant's words",
+            line=line,
+        )
+        for where, action, line in silent
+    ]
 
 
 def _notice_problems(flow: Flow, policy: Policy) -> list[Problem]:
@@ -149,6 +174,7 @@ def load_project(settings: Settings) -> Project:
             problems.extend(exc.problems)
             continue
         problems.extend(_notice_problems(flow, found))
+        warnings.extend(notice_warnings(flow, found))
         for label, action in flow.outcome.labels.items():
             if action is not None and action not in found.actions:
                 problems.append(
@@ -178,7 +204,7 @@ def load_project(settings: Settings) -> Project:
                 problems.append(Problem(flow.source, f"signals.{name}", exc.message, line=line))
             if not spec.model.startswith("python:"):
                 model_path = (settings.project_dir / spec.model).resolve()
-                problems.extend(card_problems(model_path, flow.source, name, flow.outcome.labels))
+                problems.extend(card_problems(model_path))
         timeouts = {
             name: spec.timeout_ms or settings.model_timeout_ms
             for name, spec in flow.signals.items()

@@ -152,10 +152,21 @@ def trust(
     since: str,
     until: str,
     bucket: Annotated[str, Query(pattern="^(hour|day|week)$")] = "day",
+    min_outcomes: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            description="Model performance figures need this many scored outcomes per group "
+            "(default: the flow's monitoring.performance.min_outcomes).",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
-    """The flow's trust metrics per bucket over ``[since, until)`` (ISO 8601)."""
+    """The flow's trust metrics per bucket over ``[since, until)`` (ISO 8601), and the
+    model's performance figures (``performance``) as ``keel report trust`` gives them."""
     start, end = parse_instant("since", since), parse_instant("until", until)
-    return engine_of(request).trust.metrics(principal, flow, start or "", end or "", bucket)
+    return engine_of(request).trust.metrics(
+        principal, flow, start or "", end or "", bucket, min_outcomes
+    )
 
 
 @router.get("/flows/{flow}/fairness", name="fairness_figures")

@@ -29,8 +29,11 @@ def _profile_store(project: Path, profiles: Path | None) -> ProfileStore:
     return ProfileStore(profiles) if profiles is not None else ProfileStore.of_project(project)
 
 
-def _reference_profile(store: ProfileStore, reference: str) -> Profile:
-    """A stored profile by id (or a unique prefix of 12+ characters), else a data file."""
+def _reference_profile(
+    store: ProfileStore, reference: str, categorical: frozenset[str] = frozenset()
+) -> Profile:
+    """A stored profile by id (or a unique prefix of 12+ characters), else a data file,
+    with ``categorical`` (a flow's category columns) profiled as categories."""
     from keel.monitor.drift_report import read_table  # noqa: PLC0415
 
     if (
@@ -39,22 +42,40 @@ def _reference_profile(store: ProfileStore, reference: str) -> Profile:
         and all(ch in "0123456789abcdef" for ch in reference)
     ):
         return store.find(reference)
-    return store.of_file(Path(reference), read_table)
+    return store.of_file(Path(reference), read_table, categorical)
+
+
+def _flow_categories(project: Path, flow: str) -> frozenset[str]:
+    """The drift columns the flow declares categories (``input.<field>``)."""
+    from keel.monitor.windows import categorical_columns  # noqa: PLC0415
+
+    with _engine(project) as engine:
+        return categorical_columns(engine.runtime(flow).flow)
 
 
 @app.command("profile")
 def drift_profile(
     data: Annotated[Path, typer.Argument(help="A Parquet or CSV file (needs keel[tables]).")],
+    flow: Annotated[
+        str | None,
+        typer.Option(
+            help="Build it for this flow: a column the flow declares a category (type: "
+            "string, or allowed values), named FIELD or input.FIELD, is profiled as "
+            "categories whatever its values."
+        ),
+    ] = None,
     profiles: ProfilesOpt = None,
     project: ProjectOpt = Path("."),
 ) -> None:
     """Build and store the reference profile of a data file (or find it, stored before),
-    and print its id.
+    and print its id. Without --flow, a column's kind comes from its values: a column of
+    integer codes is numeric.
 
-    Example: keel drift profile training.parquet
+    Example: keel drift profile training.parquet --flow credit_limit
     """
     try:
-        profile = _reference_profile(_profile_store(project, profiles), str(data))
+        categorical = _flow_categories(project, flow) if flow is not None else frozenset()
+        profile = _reference_profile(_profile_store(project, profiles), str(data), categorical)
     except KeelError as error:
         _fail(error)
     kinds = Counter(profile.kind(c) for c in profile.columns)

@@ -81,15 +81,18 @@ def models_show(
             f"{_day(u.active_until) if u.active_until else 'now'}{now}"
         )
     for f in detail.figures:
-        accuracy = "–" if f.accuracy is None else f"{f.accuracy:.1%}"
-        auc = "–" if f.auc is None else f"{f.auc:.3f}"
-        brier = "–" if f.brier is None else f"{f.brier:.3f}"
         lines.append(
-            f"figures  {f.flow}/{f.signal}: {f.with_outcomes} outcomes; accuracy {accuracy} "
-            f"(n={f.judged}); AUC {auc}, Brier {brier} (n={f.scored})"
+            f"figures  {f.flow}/{f.signal}: {f.with_outcomes} outcomes; accuracy "
+            f"{_figure(f.accuracy, '.1%')} (n={f.judged}); AUC {_figure(f.auc)}, Gini "
+            f"{_figure(f.gini)}, KS {_figure(f.ks)}, Brier {_figure(f.brier)} "
+            f"(n={f.scored}, {f.bad} bad; decided {_day(f.since)} – {_day(f.until)})"
         )
         lines += [f"         {note}" for note in f.notes]
     typer.echo("\n".join(lines))
+
+
+def _figure(value: float | None, spec: str = ".3f") -> str:
+    return "–" if value is None else format(value, spec)
 
 
 def _card_state(history: list[CardRecord], on_disk: str) -> str:

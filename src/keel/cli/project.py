@@ -57,7 +57,8 @@ def validate(
     """Check every flow, policy and model of the project; list every problem found.
 
     Problems are errors (exit status 2). Warnings (a model reads a protected or sensitive
-    field) are printed with their file and line; they fail the check only with --strict.
+    field; a rule whose action is adverse has no notice text) are printed with their file
+    and line; they fail the check only with --strict.
 
     Example: keel validate --project my-decisions
     """

@@ -1,6 +1,7 @@
 """The model performance section of the trust report's HTML page: the figures per model
-version and bucket, a calibration plot and a bad-rate-per-band chart as inline SVG, and
-the tables of the whole range. Self-contained like the rest of the page."""
+version and bucket, a ROC curve per model version, a calibration plot and a bad-rate-per-band
+chart as inline SVG, and the tables of the whole range. Self-contained like the rest of the
+page."""
 
 from __future__ import annotations
 
@@ -55,6 +56,46 @@ def calibration_chart(rows: Sequence[dict[str, Any]]) -> str:
         f"{_grid('mean predicted probability', 'observed bad rate')}{diagonal}"
         f'<polyline points="{path}" fill="none" stroke="#7c3aed" stroke-width="2"/>{dots}</svg>'
     )
+
+
+def roc_chart(points: Sequence[dict[str, Any]], label: str) -> str:
+    """The ROC curve: the share of bad cases caught against the share of good cases caught
+    as the score cut-off falls, with the diagonal of a model that guesses."""
+    diagonal = (
+        f'<line x1="{_px(0):.1f}" y1="{_py(0):.1f}" x2="{_px(1):.1f}" y2="{_py(1):.1f}" '
+        'stroke="#9ca3af" stroke-dasharray="4 4"/>'
+    )
+    path = " ".join(f"{_px(p['fpr']):.1f},{_py(p['tpr']):.1f}" for p in points)
+    return (
+        f'<svg viewBox="0 0 {W} {H}" width="100%" role="img" aria-label="{escape(label)}">'
+        f"{_grid('good cases at or above the cut-off', 'bad cases at or above the cut-off')}"
+        f'{diagonal}<polyline points="{path}" fill="none" stroke="#2563eb" stroke-width="2"/>'
+        "</svg>"
+    )
+
+
+def _roc_section(versions: Sequence[dict[str, Any]]) -> list[str]:
+    """A ROC curve for each model version with figures."""
+    parts = []
+    for version in versions:
+        if not version.get("roc"):
+            continue
+        short = version["version"].removeprefix("sha256:")[:12]
+        total = version["total"]
+        parts += [
+            f"<h3>Version {escape(short)}: AUC {_num(total['auc'])}, "
+            f"{total['scored']:,} scored outcomes</h3>",
+            roc_chart(version["roc"], f"ROC curve of version {short}"),
+        ]
+    if not parts:
+        return []
+    return [
+        "<h2>ROC curve</h2>",
+        '<p class="meta">Each point is a score cut-off: of the cases scoring at or above it, '
+        "the share of all bad cases (up) against the share of all good cases (across). The "
+        "AUC is the area under the curve; the dashed diagonal is a model that guesses.</p>",
+        *parts,
+    ]
 
 
 def bands_chart(rows: Sequence[dict[str, Any]]) -> str:
@@ -128,6 +169,7 @@ def performance_html(perf: dict[str, Any]) -> str:
         _table(head, rows),
         f"<ul>{reasons}</ul>" if reasons else "",
     ]
+    parts += _roc_section(perf["versions"])
     if total["calibration"]:
         parts += [
             "<h2>Calibration</h2>",

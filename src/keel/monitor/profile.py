@@ -8,6 +8,11 @@ format's version): the same data always gives the same id, and a stored profile 
 rebuilt. A profile built from a file is also found by the SHA-256 of the file's bytes, so a
 later run hashes the file and loads the stored profile instead of reading the data again.
 
+A column's kind comes from its values, except where a profile is built for a flow: a column
+the flow declares a category (``type: string``, or ``allowed`` values) is profiled as
+categories, as the flow's windows hold it, so an integer-coded field such as
+``checking: 11`` is compared category by category rather than reported as not compared.
+
 Profiles live as NumPy archives (``<id>.npz``) in a folder of the project
 (``.keel/profiles`` by default), with ``sources/<file hash>`` naming the profile of each
 file profiled.
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,12 +84,41 @@ def is_numeric(values: Column) -> bool:
     return as_array(values).dtype.kind in "iuf"
 
 
-def sample(column: str, values: Column) -> Sample:
+def sample(column: str, values: Column, category: bool = False) -> Sample:
+    """The column's sample, its kind told by its values unless ``category`` says it is a
+    category whatever its values look like."""
+    if category:
+        return CategoricalSample.of(as_categories(values))
     if is_embedding(values):
         return EmbeddingSample.of(column, values)
     if is_numeric(values):
         return NumericSample.of(column, values)
     return CategoricalSample.of(values)
+
+
+def as_categories(values: Column) -> Column:
+    """A column's values as the categories a flow's window holds them: text, a whole number
+    written without a decimal point (a code read from a file with blanks arrives as 11.0;
+    the flow recorded 11), missing values None."""
+    if not is_numeric(values):
+        return values
+    return np.array([_code(v) for v in as_array(values).tolist()], dtype=object)
+
+
+def _code(value: float | int) -> str | None:
+    if isinstance(value, float):
+        if not np.isfinite(value):
+            return None if np.isnan(value) else str(value)
+        if value.is_integer():
+            return str(int(value))
+    return str(value)
+
+
+def flow_categories(columns: Iterable[str], categorical: frozenset[str]) -> frozenset[str]:
+    """The columns of a table that are categories of a flow (``categorical``: its drift
+    columns that are, e.g. ``input.checking``), by their own name or without ``input.``:
+    a training file's ``checking`` is the flow's ``input.checking``."""
+    return frozenset(c for c in columns if c in categorical or f"input.{c}" in categorical)
 
 
 def _content_id(columns: Mapping[str, Sample]) -> str:
@@ -105,7 +139,9 @@ def _content_id(columns: Mapping[str, Sample]) -> str:
     return digest.hexdigest()
 
 
-def _samples(table: Mapping[str, Column], source: str, workers: int) -> dict[str, Sample]:
+def _samples(
+    table: Mapping[str, Column], source: str, workers: int, categorical: frozenset[str]
+) -> dict[str, Sample]:
     if not table:
         raise InputError(f"{source}: no columns to profile", {"source": source})
     lengths = {len(v) for v in table.values()}
@@ -113,13 +149,19 @@ def _samples(table: Mapping[str, Column], source: str, workers: int) -> dict[str
         raise InputError(f"{source}: columns of different lengths", {"source": source})
     names = sorted(table)
     with ThreadPoolExecutor(workers) as pool:  # sorting releases the GIL
-        built = pool.map(lambda n: sample(n, table[n]), names)
+        built = pool.map(lambda n: sample(n, table[n], n in categorical), names)
         return dict(zip(names, built, strict=True))
 
 
-def build_profile(table: Mapping[str, Column], source: str, workers: int = 2) -> Profile:
-    """A profile of ``table`` (column name → values)."""
-    columns = _samples(table, source, workers)
+def build_profile(
+    table: Mapping[str, Column],
+    source: str,
+    workers: int = 2,
+    categorical: frozenset[str] = frozenset(),
+) -> Profile:
+    """A profile of ``table`` (column name → values); the columns in ``categorical`` are
+    categories whatever their values, the others typed by their values."""
+    columns = _samples(table, source, workers, categorical)
     rows = next(iter(columns.values())).rows
     return Profile(_content_id(columns), source, rows, columns)
 
@@ -219,25 +261,39 @@ class ProfileStore:
             )  # fmt: skip
         return self.load(matches[0].stem)
 
-    def profile(self, table: Mapping[str, Column], source: str) -> Profile:
+    def profile(
+        self, table: Mapping[str, Column], source: str, categorical: frozenset[str] = frozenset()
+    ) -> Profile:
         """The stored profile of this data, stored the first time."""
-        built = build_profile(table, source)
+        built = build_profile(table, source, categorical=categorical)
         if self.path(built.id).is_file():
             return self.load(built.id)
         self.save(built)
         return built
 
-    def of_file(self, path: Path, read: Callable[[Path], Mapping[str, Column]]) -> Profile:
+    def of_file(
+        self,
+        path: Path,
+        read: Callable[[Path], Mapping[str, Column]],
+        categorical: frozenset[str] = frozenset(),
+    ) -> Profile:
         """The profile of a data file: found by the hash of its bytes when stored before,
-        otherwise read (``read(path)``), built and stored."""
+        otherwise read (``read(path)``), built and stored. ``categorical`` names a flow's
+        category columns (``flow_categories``): such a profile is a different one, found
+        by the file's hash and those names."""
         if not path.is_file():
             raise InputError(f"{path}: no such file", {"path": str(path)})
-        pointer = self.folder / "sources" / file_digest(path)
+        name = file_digest(path)
+        if categorical:
+            kinds = json.dumps(sorted(categorical)).encode()
+            name += "-" + hashlib.sha256(kinds).hexdigest()[:16]
+        pointer = self.folder / "sources" / name
         if pointer.is_file():
             profile_id = pointer.read_text().strip()
             if self.path(profile_id).is_file():
                 return self.load(profile_id)
-        profile = self.profile(read(path), str(path))
+        table = read(path)
+        profile = self.profile(table, str(path), flow_categories(table, categorical))
         pointer.parent.mkdir(parents=True, exist_ok=True)
         pointer.write_text(profile.id + "\n")
         return profile

@@ -17,7 +17,8 @@ model version (the version recorded with the score) and per time bucket of the d
 - ``bands`` — score deciles with n and bad rate, and ``cutoffs`` — for each band's upper
   score, the share approved if every case at or below it were approved, and the bad rate
   among them;
-- ``confusion`` — per action in force, good and bad outcomes.
+- ``confusion`` — per action in force, good and bad outcomes;
+- ``roc`` — per model version with an AUC, the ROC curve its AUC is the area under.
 
 The score figures judge the model, so they use every decision with an outcome and a
 score, whatever was done with it. The confusion matrix judges what was done, so it counts
@@ -58,6 +59,7 @@ CALIBRATION_BINS = 10
 BANDS = 10
 UNVERSIONED = "unknown"  # decisions whose record names no model version for the signal
 EVER = "9999"  # after every ISO 8601 time: every outcome reported so far
+ROC_POINTS = 201  # the most points of a version's ROC curve in a report
 
 _ROWS = f"""
 SELECT substr(d.recorded_at, 1, :n), o.label, {ACTION_IN_FORCE}, l.record
@@ -159,6 +161,26 @@ def ks(scores: np.ndarray, bad: np.ndarray) -> float:
     cdf_bad = np.searchsorted(bads, every, side="right") / bads.size
     cdf_good = np.searchsorted(goods, every, side="right") / goods.size
     return float(np.max(np.abs(cdf_bad - cdf_good)))
+
+
+def roc(scores: np.ndarray, bad: np.ndarray, most: int = ROC_POINTS) -> list[dict[str, Any]]:
+    """The ROC curve: for each distinct score as a cut-off, highest first, the share of bad
+    cases (``tpr``) and of good cases (``fpr``) scoring at or above it, from (0, 0) (no
+    cut-off: ``score`` None) to (1, 1) — scikit-learn's ``roc_curve`` with
+    ``drop_intermediate=False``. A curve of more than ``most`` points keeps ``most`` of
+    them, evenly spaced and with both ends, for a chart. Needs both classes."""
+    order = np.argsort(-scores, kind="mergesort")
+    ordered, hits = scores[order], bad[order]
+    ends = np.r_[np.flatnonzero(np.diff(ordered)), ordered.size - 1]
+    true_pos = np.cumsum(hits)[ends]
+    false_pos = ends + 1 - true_pos
+    tpr = np.r_[0.0, true_pos / true_pos[-1]]
+    fpr = np.r_[0.0, false_pos / false_pos[-1]]
+    cut: list[float | None] = [None, *(float(x) for x in ordered[ends])]
+    keep = range(tpr.size)
+    if tpr.size > most:
+        keep = np.unique(np.linspace(0, tpr.size - 1, most).round().astype(int)).tolist()
+    return [{"score": cut[i], "fpr": float(fpr[i]), "tpr": float(tpr[i])} for i in keep]
 
 
 def brier(probabilities: np.ndarray, bad: np.ndarray) -> float:
@@ -324,9 +346,11 @@ def model_performance(
         whole = OutcomeGroup()
         for group in buckets.values():
             whole.extend(group)
+        version_total = figures(whole, probability, least)
         per_version.append({
             "version": version, "model": read.models.get(version, ""),
-            "total": figures(whole, probability, least),
+            "total": version_total,
+            "roc": roc(*whole.scored()) if version_total["auc"] is not None else [],
             "buckets": [{"start": start, **figures(group, probability, least)}
                         for start, group in sorted(buckets.items())],
         })  # fmt: skip
@@ -356,3 +380,33 @@ def pooled(
     probability = flow.signals[flow.outcome.signal or ""].output == "probability"
     found = figures(total, probability, flow.monitoring.min_outcomes)
     return found, sorted({version for version, _ in read.groups})
+
+
+# ---- per model version, over every outcome (the model inventory) --------------------------
+
+WHOLE_TIME = 64  # characters of a decision's time to group by: all of them
+
+
+def version_figures(
+    ctx: Context, flow: Flow, min_outcomes: int | None = None
+) -> dict[str, dict[str, Any]]:
+    """Each model version's figures over every decision with a judged outcome (``figures``
+    for the version's decisions), with the window they cover: ``since`` and ``until``, the
+    first and last such decision's time. The figures of one version equal that version's
+    total in ``model_performance`` over the same decisions. Empty when the flow names no
+    bad outcome labels (``not_configured`` says why)."""
+    if not_configured(flow) is not None:
+        return {}
+    least = flow.monitoring.min_outcomes if min_outcomes is None else min_outcomes
+    probability = flow.signals[flow.outcome.signal or ""].output == "probability"
+    read = read_outcomes(ctx, flow, "", EVER, WHOLE_TIME)
+    groups: dict[str, OutcomeGroup] = defaultdict(OutcomeGroup)
+    times: dict[str, list[str]] = defaultdict(list)
+    for (version, at), group in sorted(read.groups.items()):
+        groups[version].extend(group)
+        times[version].append(at)
+    return {
+        version: {**figures(group, probability, least), "model": read.models.get(version, ""),
+                  "since": min(times[version]), "until": max(times[version])}
+        for version, group in groups.items()
+    }  # fmt: skip

@@ -238,7 +238,6 @@ limitations: Trained on synthetic data; retrain and recalibrate before any real 
 ethical_considerations: >
   Sex, age and foreign-worker status are recorded for fairness reports and are not model
   features; proxies for them (employment, housing) are.
-positive_outcomes: [defaulted]
 """
 
 

@@ -5,8 +5,9 @@ its card in ``models/default_risk.card.yaml``. It travels with the model file, s
 model version can bring a new card. Keel never fills a key the team did not write: the
 rendered card says "unknown" instead.
 
-``keel validate`` checks a card's keys (``CARD_KEYS``) with file and line, and that the
-outcome labels it names are labels of every flow that uses the model. The card's SHA-256 is
+``keel validate`` checks a card's keys (``CARD_KEYS``) with file and line. A card describes
+the model; which outcome labels mean the event the model predicts is the flow's to say
+(``outcome.positive``), once, so a card that names them is refused. The card's SHA-256 is
 recorded in the ledger with the model version (``model_card_recorded``), so a card edited
 later is a new, visible record, never a silent change.
 """
@@ -39,11 +40,12 @@ CARD_KEYS: tuple[Key, ...] = (
     Key("limitations", _TEXT, "Known weaknesses, caveats and recommendations."),
     Key("ethical_considerations", _TEXT,
         "Risks to people the team considered, and what it did about them."),
-    Key("positive_outcomes", "list of strings",
-        "The flow's outcome labels that mean the event the model's score predicts (for "
-        "`defaulted`, a high score should come before a `defaulted` outcome). Keel computes "
-        "AUC and the Brier score from outcomes only when the card names them."),
 )  # fmt: skip
+# Keys a card once had, and where what they said belongs now.
+MOVED = {
+    "positive_outcomes": "the flow names the bad outcome labels its model predicts: move them "
+    "to outcome.positive in the flow file",
+}
 
 TEXT_KEYS = tuple(k.path for k in CARD_KEYS if k.type == _TEXT)
 _KNOWN = children(CARD_KEYS, "")
@@ -56,10 +58,6 @@ class Card:
     path: str
     sha256: str
     fields: Mapping[str, Any]
-
-    @property
-    def positive_outcomes(self) -> tuple[str, ...]:
-        return tuple(self.fields.get("positive_outcomes") or ())
 
 
 def card_path(model_path: Path) -> Path:
@@ -90,7 +88,10 @@ def load_card(model_path: Path) -> Card | None:
 
 
 def _parse(raw: LocatedDict, c: Problems) -> dict[str, Any]:
-    c.unknown_keys(raw, _KNOWN, "card")
+    for key, where_now in MOVED.items():
+        if key in raw:
+            c.add(key, f"is no longer a card key: {where_now}", raw, key)
+    c.unknown_keys(raw, _KNOWN | set(MOVED), "card")
     fields: dict[str, Any] = {}
     for key in TEXT_KEYS:
         value = raw.get(key)
@@ -102,50 +103,14 @@ def _parse(raw: LocatedDict, c: Problems) -> dict[str, Any]:
             c.add(key, f"is longer than {MAX_TEXT:,} characters", raw, key)
         else:
             fields[key] = value.strip()
-    labels = raw.get("positive_outcomes")
-    if labels is not None:
-        if (
-            not isinstance(labels, list)
-            or not labels
-            or not all(isinstance(x, str) and x for x in labels)
-        ):
-            c.add("positive_outcomes", "must be a non-empty list of outcome labels", raw,
-                  "positive_outcomes")  # fmt: skip
-        else:
-            fields["positive_outcomes"] = list(dict.fromkeys(labels))
     c.raise_any()
     return fields
 
 
-def card_problems(
-    model_path: Path, flow_source: str, signal: str, labels: Mapping[str, Any]
-) -> list[Problem]:
-    """What is wrong with the card of a signal's model, for ``keel validate``: its own
-    problems, and outcome labels the flow does not define."""
+def card_problems(model_path: Path) -> list[Problem]:
+    """What is wrong with the card of a signal's model, for ``keel validate``."""
     try:
-        card = load_card(model_path)
+        load_card(model_path)
     except DefinitionError as exc:
         return exc.problems
-    if card is None:
-        return []
-    unknown = [x for x in card.positive_outcomes if x not in labels]
-    if not unknown:
-        return []
-    known = ", ".join(labels) or "none"
-    line = _line_of(Path(card.path), "positive_outcomes")
-    return [
-        Problem(
-            card.path,
-            "positive_outcomes",
-            f"{', '.join(map(repr, unknown))} not an outcome label of the flow in "
-            f"{flow_source} (signal '{signal}'; labels: {known})",
-            line=line,
-        )
-    ]
-
-
-def _line_of(path: Path, key: str) -> int | None:
-    try:
-        return load_yaml_text(path.read_text(encoding="utf-8"), str(path)).line_of(key)
-    except (OSError, DefinitionError):
-        return None
+    return []
