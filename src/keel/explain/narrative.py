@@ -32,10 +32,18 @@ def _label(path: str, flow: Flow) -> str:
 
 
 def _value(path: str, value: Any, flow: Flow) -> str:
+    """A value the rule read, as the condition wrote it; a category with a label also gets
+    the label, since a code such as "A11" means nothing to a reader on its own."""
     parts = path.split(".")
     fmt = "number"
     if parts[0] == "input" and len(parts) == 2 and parts[1] in flow.fields:
-        fmt = flow.fields[parts[1]].format
+        field = flow.fields[parts[1]]
+        fmt = field.format
+        if field.labels and not isinstance(value, bool):
+            key = int(value) if isinstance(value, float) and value.is_integer() else value
+            label = field.value_label(key)
+            if label != str(key):
+                return f"{format_value(value, fmt, flow.money)} ({label})"
     return format_value(value, fmt, flow.money)
 
 
@@ -94,7 +102,9 @@ def explain_record(
             f"{_label(k, flow)} = {_value(k, v, flow)}"
             for k, v in matched.get("values", {}).items()
         )
-        why.append(f"Rule '{matched['rule']}' decided: {matched['when']} held with {facts}.")
+        # A condition that reads nothing (``true``) held with no values to show.
+        held = f" held with {facts}" if facts else " held"
+        why.append(f"Rule '{matched['rule']}' decided: {matched['when']}{held}.")
     elif body.get("rule") == "default":
         why.append("No rule matched, so the policy's default action applies.")
     if skipped:
