@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from keel import open_engine
+from keel.review.outcomes import OutcomeReport
+from keel.scaffold.applicants import case_inputs, generate_applicants
 from tests.test_categorical import cases, logistic
 
 POLICY = "policies/credit_limit.yaml"
@@ -45,3 +49,28 @@ def test_rule_facts_name_a_category_by_its_label_and_a_bare_condition_reads_well
     )
     assert "Rule 'everyone_else' decided: true held." in other_why
     assert not any(s.endswith("held with .") for s in other_why)
+
+
+def test_model_figures_without_a_card_use_the_flows_outcome_positive(project: Path) -> None:
+    """``keel report trust`` gave an AUC from the flow's ``outcome.positive`` while
+    ``keel models show`` said "AUC and Brier need the card's positive_outcomes": with no
+    card, the model's figures judge outcomes as the flow names them, and agree."""
+    from sklearn.metrics import brier_score_loss, roc_auc_score
+
+    applicants = generate_applicants(40, seed=3)
+    with open_engine(project, environ={}) as engine:
+        version = engine.runtime("credit_limit").models["default_risk"].version
+        decided = [engine.decide("credit_limit", case_inputs(a)) for a in applicants]
+        for applicant, decision in zip(applicants, decided, strict=True):
+            label = "defaulted" if applicant["defaulted"] else "repaid"
+            engine.outcomes.report(OutcomeReport(decision.id, label), engine.operator)
+        detail = engine.models.show(version[7:15], engine.operator)
+    assert detail.card is None
+    scores = [d.signals["default_risk"]["score"] for d in decided]
+    bad = [bool(a["defaulted"]) for a in applicants]
+    assert len(set(bad)) == 2, "the sample holds both outcomes"
+    (figures,) = detail.figures
+    assert figures.scored == 40 and figures.positives == sum(bad)
+    assert figures.auc == pytest.approx(roc_auc_score(bad, scores), abs=1e-12)
+    assert figures.brier == pytest.approx(brier_score_loss(bad, scores), abs=1e-12)
+    assert not any("positive_outcomes" in note for note in figures.notes)

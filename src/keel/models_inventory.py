@@ -16,7 +16,7 @@ fine for an inventory asked for now and then, not for a dashboard.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -25,7 +25,7 @@ from sqlalchemy import select
 from keel.context import Context
 from keel.errors import DefinitionError, InputError, NotFoundError
 from keel.events import ModelCardRecorded, pending
-from keel.flows import FieldSpec
+from keel.flows import FieldSpec, OutcomeSpec
 from keel.ledger.reader import entries_from
 from keel.ledger.writer import WindowGate, append_in
 from keel.security.roles import Permission, Principal, flows_for
@@ -76,8 +76,8 @@ class OutcomeFigures:
 
     ``accuracy`` counts decisions whose action is in force (final, or resolved by a
     reviewer) and whose outcome label names a right action. AUC and Brier need the card's
-    ``positive_outcomes``; each figure that cannot be computed is None, and ``notes`` say
-    why."""
+    ``positive_outcomes`` or, for the flow's outcome signal, its ``outcome.positive``; each
+    figure that cannot be computed is None, and ``notes`` say why."""
 
     flow: str
     signal: str
@@ -354,13 +354,18 @@ class ModelInventory:
         if with_outcomes and not judged:
             notes.append("no decision with an outcome had its action in force and a label "
                          "that names a right action")  # fmt: skip
-        positive = _positive_outcomes(cards, flow)
-        pairs = [(seen.scores[d], label in positive) for d, (label, _, _) in reported.items()]
+        judge = _judge(_positive_outcomes(cards, flow), runtime.flow.outcome, signal)
+        pairs = [
+            (seen.scores[d], bad)
+            for d, (label, _, _) in reported.items()
+            if judge is not None and (bad := judge(label)) is not None
+        ]
         times = sorted(t for _, _, t in reported.values())
         auc = brier = None
         positives = sum(1 for _, y in pairs if y)
-        if not positive:
-            notes.append("AUC and Brier need the card's positive_outcomes")
+        if judge is None:
+            notes.append("AUC and Brier need the card's positive_outcomes, or the flow's "
+                         "outcome.positive for its outcome signal")  # fmt: skip
         elif not pairs:
             notes.append("no outcome reported yet")
         elif positives in (0, len(pairs)):
@@ -378,8 +383,8 @@ class ModelInventory:
             judged=judged,
             correct=correct,
             accuracy=correct / judged if judged else None,
-            scored=len(pairs) if positive else 0,
-            positives=positives if positive else 0,
+            scored=len(pairs),
+            positives=positives,
             auc=auc,
             brier=brier,
             since=times[0] if times else None,
@@ -505,6 +510,21 @@ def _positive_outcomes(cards: list[CardRecord], flow: str) -> set[str]:
         return set()
     newest = max(mine, key=lambda c: c.recorded_at)
     return set(newest.fields.get("positive_outcomes") or ())
+
+
+def _judge(
+    card_positive: set[str], outcome: OutcomeSpec, signal: str
+) -> Callable[[str], bool | None] | None:
+    """How an outcome label counts for AUC and Brier: bad (True), good (False) or not at
+    all (None). The card's ``positive_outcomes`` win (every other label is good); without
+    them, the flow's ``outcome.positive`` and ``negative`` judge the signal they name, as
+    ``keel report trust`` does, so the two never disagree. None: nothing names the bad
+    event."""
+    if card_positive:
+        return lambda label: label in card_positive
+    if outcome.positive and outcome.signal == signal:
+        return outcome.judged
+    return None
 
 
 def _distinct(cards: list[CardRecord]) -> list[CardRecord]:

@@ -41,8 +41,10 @@ CARD_KEYS: tuple[Key, ...] = (
         "Risks to people the team considered, and what it did about them."),
     Key("positive_outcomes", "list of strings",
         "The flow's outcome labels that mean the event the model's score predicts (for "
-        "`defaulted`, a high score should come before a `defaulted` outcome). Keel computes "
-        "AUC and the Brier score from outcomes only when the card names them."),
+        "`defaulted`, a high score should come before a `defaulted` outcome); every other "
+        "label is a good outcome. Keel computes AUC and the Brier score from outcomes with "
+        "them. Without them, the flow's outcome signal is judged by the flow's "
+        "`outcome.positive` and `outcome.negative`, as `keel report trust` judges it."),
 )  # fmt: skip
 
 TEXT_KEYS = tuple(k.path for k in CARD_KEYS if k.type == _TEXT)
