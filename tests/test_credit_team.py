@@ -7,16 +7,26 @@ reads a category in CEL. Each test below is one thing that read wrongly to that 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from keel import open_engine
+from keel.cli import app
 from keel.review.outcomes import OutcomeReport
 from keel.scaffold.applicants import case_inputs, generate_applicants
 from tests.test_categorical import cases, logistic
 
 POLICY = "policies/credit_limit.yaml"
+runner = CliRunner()
+
+
+def keel(project: Path, *args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, [*args, "-p", str(project)])
+    return result.exit_code, result.stdout, result.stderr
+
 
 REGION_RULES = """rules:
   - name: western_region
@@ -74,3 +84,30 @@ def test_model_figures_without_a_card_use_the_flows_outcome_positive(project: Pa
     assert figures.auc == pytest.approx(roc_auc_score(bad, scores), abs=1e-12)
     assert figures.brier == pytest.approx(brier_score_loss(bad, scores), abs=1e-12)
     assert not any("positive_outcomes" in note for note in figures.notes)
+
+
+def test_a_policy_file_already_proposed_points_to_its_change_not_to_a_new_proposal(
+    project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In production mode every command said "keel policy propose …" for an edited policy
+    file even after it was proposed, and ``keel policy history`` ended with "propose it
+    with: …": a user following it opened a second change for the same version."""
+    path = project / POLICY
+    with open_engine(project, environ={}):
+        pass  # the first version is recorded from the file
+    path.write_text(path.read_text().replace("review_risk: 0.22", "review_risk: 0.3"))
+
+    code, _, err = keel(project, "policy", "history", "credit_limit")
+    assert code == 0, err
+    assert "next: keel policy propose credit_limit -r REASON" in err
+
+    code, out, err = keel(project, "policy", "propose", "credit_limit", "-r", "Looser grey zone")
+    assert code == 0, err
+    change = json.loads(out)["id"]
+    caplog.clear()
+    code, _, err = keel(project, "policy", "history", "credit_limit")
+    assert code == 0, err
+    waiting = f"change {change} holds it, waiting for approval by someone other than its author"
+    assert f"next: {waiting}: keel policy approve {change} -r REASON" in err
+    assert f"approved and activated (production mode): {waiting}" in caplog.text
+    assert "keel policy propose" not in err + caplog.text
