@@ -111,3 +111,21 @@ def test_a_policy_file_already_proposed_points_to_its_change_not_to_a_new_propos
     assert f"next: {waiting}: keel policy approve {change} -r REASON" in err
     assert f"approved and activated (production mode): {waiting}" in caplog.text
     assert "keel policy propose" not in err + caplog.text
+
+
+def test_a_bound_hit_writes_its_values_in_the_flows_locale(
+    project: Path, low_risk: dict[str, object]
+) -> None:
+    """A German flow's explanation read "Approved 25.000 € …" beside "Guardrail
+    bounds.approve was hit: value 27,000.00 is above the bound 25,000.00"."""
+    settings = project / "keel.yaml"
+    settings.write_text(settings.read_text() + "locale: de_DE\ncurrency: EUR\n")
+    case = {**low_risk, "annual_income": 120000.0, "requested_limit": 27000.0}
+    with open_engine(project, environ={}) as engine:
+        decision = engine.decide("credit_limit", case)
+        why = engine.explain(decision.id)["why"]
+    assert decision.value == 25000.0
+    [hit] = decision.guardrail_hits
+    assert hit["detail"] == "value 27.000,00 is above the bound 25.000,00"
+    assert f"Guardrail bounds.approve was hit: {hit['detail']} (so: clamp)." in why
+    assert not any("27,000" in s or "25,000" in s for s in why)
