@@ -15,9 +15,12 @@ from typer.testing import CliRunner
 
 from keel import open_engine
 from keel.cli import app
+from keel.errors import ConflictError
 from keel.review.outcomes import OutcomeReport
 from keel.scaffold.applicants import case_inputs, generate_applicants
+from tests.conftest import LOW_RISK
 from tests.test_categorical import cases, logistic
+from tests.test_notices import with_notices
 
 POLICY = "policies/credit_limit.yaml"
 runner = CliRunner()
@@ -129,3 +132,15 @@ def test_a_bound_hit_writes_its_values_in_the_flows_locale(
     assert hit["detail"] == "value 27.000,00 is above the bound 25.000,00"
     assert f"Guardrail bounds.approve was hit: {hit['detail']} (so: clamp)." in why
     assert not any("27,000" in s or "25,000" in s for s in why)
+
+
+def test_a_notice_refusal_writes_amounts_as_money_in_the_flows_locale(project: Path) -> None:
+    """A refusal read "is not adverse (refer, requested 8061.58)": a euro amount as a bare
+    float."""
+    settings = project / "keel.yaml"
+    settings.write_text(settings.read_text() + "locale: de_DE\ncurrency: EUR\n")
+    with open_engine(with_notices(project), environ={}) as engine:
+        approved = engine.decide("credit_limit", LOW_RISK)
+        with pytest.raises(ConflictError) as refused:
+            engine.notice(approved.id)
+    assert "is not adverse (approve 6.000\xa0€, requested 6.000\xa0€)" in str(refused.value)
