@@ -115,6 +115,13 @@ def test_a_policy_file_already_proposed_points_to_its_change_not_to_a_new_propos
     assert f"approved and activated (production mode): {waiting}" in caplog.text
     assert "keel policy propose" not in err + caplog.text
 
+    # Proposing it again opened a second change for the same version; now it is refused.
+    code, _, err = keel(project, "policy", "propose", "credit_limit", "-r", "Again")
+    assert code != 0 and f"change {change} (proposed) already proposes policy version" in err
+    assert f"keel policy approve {change} -r REASON" in err
+    code, out, _ = keel(project, "policy", "history", "credit_limit")
+    assert code == 0 and out.count("proposed") == 1
+
 
 def test_a_bound_hit_writes_its_values_in_the_flows_locale(
     project: Path, low_risk: dict[str, object]

@@ -165,6 +165,32 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _refuse_open_duplicate(
+    conn: Connection, flow: str, version: str, pins: Mapping[str, str]
+) -> None:
+    """Refuse a proposal that an open change already holds: a second change for the same
+    version splits its approvals, and one of the two is left open for ever."""
+    rows = conn.execute(
+        select(policy_changes.c.id, policy_changes.c.state, policy_changes.c.models).where(
+            policy_changes.c.flow == flow,
+            policy_changes.c.version == version,
+            policy_changes.c.state.in_(("proposed", "approved")),
+        )
+    )
+    for row in rows:
+        if (json.loads(row.models) if row.models else {}) == dict(pins):
+            step = (
+                f"keel policy activate {row.id}"
+                if row.state == "approved"
+                else f"keel policy approve {row.id} -r REASON (by someone other than its author)"
+            )
+            raise ConflictError(
+                f"change {row.id} ({row.state}) already proposes policy version {version[:12]} "
+                f"with these models on flow '{flow}': {step}",
+                {"flow": flow, "version": version, "change": row.id},
+            )
+
+
 def _recorded(conn: Connection, flow: str, kind: str) -> bool:
     """Does the ledger hold an entry of ``kind`` for ``flow``?"""
     found = conn.execute(
@@ -596,6 +622,7 @@ class Changes:
                     f"'{flow}': nothing to propose",
                     {"flow": flow, "version": base},
                 )
+            _refuse_open_duplicate(conn, flow, policy.version, pins)
             self._store_version(conn, policy, gate.now)
             now = iso_time(gate.now)
             change_id = new_id("chg", gate.now)
