@@ -151,3 +151,16 @@ def test_a_notice_refusal_writes_amounts_as_money_in_the_flows_locale(project: P
         with pytest.raises(ConflictError) as refused:
             engine.notice(approved.id)
     assert "is not adverse (approve 6.000\xa0€, requested 6.000\xa0€)" in str(refused.value)
+
+
+def test_the_explanation_writes_the_value_as_the_request_it_answers(project: Path) -> None:
+    """A German flow's explanation began "Decision: approve 12.000" while its notice said
+    "12.000 €": with a ``notice.request``, the value is written in that input's format."""
+    settings = project / "keel.yaml"
+    settings.write_text(settings.read_text() + "locale: de_DE\ncurrency: EUR\n")
+    with open_engine(project, environ={}) as engine:
+        plain = engine.explain(engine.decide("credit_limit", LOW_RISK).id)["why"]
+    assert plain[0] == "Decision: approve 6.000 (acted on automatically)."
+    with open_engine(with_notices(project), environ={}) as engine:
+        why = engine.explain(engine.decide("credit_limit", LOW_RISK).id)["why"]
+    assert why[0] == "Decision: approve 6.000\xa0€ (acted on automatically)."
