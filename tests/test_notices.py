@@ -148,7 +148,8 @@ def test_a_reduced_offer_names_the_offer_and_the_request(
 def test_a_decision_that_is_not_adverse_gets_no_notice(project: Path, env: dict[str, str]) -> None:
     with open_engine(with_notices(project), environ=env) as engine:
         approved = engine.decide(FLOW, LOW_RISK)
-        with pytest.raises(ConflictError, match=r"is not adverse \(approve 6000, requested 6000\)"):
+        not_adverse = r"is not adverse \(approve \$6,000, requested \$6,000\)"
+        with pytest.raises(ConflictError, match=not_adverse):
             engine.notice(approved.id)
         grey = engine.decide(FLOW, {**LOW_RISK, "credit_history_years": 0.5})
         assert grey.status == "pending_review"

@@ -59,8 +59,39 @@ def test_incompatible_comparison_is_a_type_error(
         "input.annual_income > input.requested_limit * 2.0",
         'has(input.region) && input.region != "north"',
         'string(input.delinquencies_2y) == "3"',
+        'input.region in ["north", "west"]',
+        'input.annual_income > 0.0 && "west" == input.region',
     ],
 )
 def test_compatible_comparison_validates(project: Path, condition: str) -> None:
     replace_in(project / POLICY, CONDITION, condition)
     load_project(load_settings(project, {}))
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        ('input.region == "West"', "'West' is not among the allowed values of region"),
+        (
+            'input.annual_income > 0.0 && "nord" != input.region',
+            "'nord' is not among the allowed values of region",
+        ),
+        ('input.region in ["north", "wets"]', "'wets' is not among the allowed values"),
+        ('input.region in ["n", "s"]', "'n', 's' are not among the allowed values of region"),
+    ],
+)
+def test_a_value_outside_a_fields_allowed_values_is_refused(
+    project: Path, condition: str, expected: str
+) -> None:
+    """A credit team's typo in a category code (`input.checking == "a11"` when the codes
+    are `A11`…`A14`) validated "ok" and then never matched: every valid case carries one of
+    the allowed values, so the comparison is decided before any case arrives."""
+    replace_in(project / POLICY, CONDITION, condition)
+    [problem] = problems(project)
+    assert expected in problem and "(north, south, east, west)" in problem, problem
+    effect = "always true" if "!=" in condition else "always false"
+    if " in " in condition:
+        effect = "never matches"
+    assert effect in problem
+    line = line_of(project, POLICY, condition)
+    assert f"credit_limit.yaml:{line}: rule 'recent_delinquencies'" in problem

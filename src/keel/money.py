@@ -89,6 +89,15 @@ def format_decimal(value: float, money: Money = DEFAULT_MONEY, digits: int = 2) 
     return babel_decimal(value, format=pattern, locale=_locale(money.locale))
 
 
+def format_fixed(value: float, money: Money = DEFAULT_MONEY, digits: int = 2) -> str:
+    """``value`` with grouping and exactly ``digits`` decimals: ``27,000.00``,
+    ``27.000,00``, for figures compared with a limit, where ``27,000`` would hide a cent."""
+    from babel.numbers import format_decimal as babel_decimal  # noqa: PLC0415
+
+    pattern = "#,##0" + ("." + "0" * digits if digits else "")
+    return babel_decimal(value, format=pattern, locale=_locale(money.locale))
+
+
 def format_percent(share: float, money: Money = DEFAULT_MONEY) -> str:
     """A share as a whole percentage: ``9%`` (en_US), ``9 %`` (de_DE)."""
     from babel.numbers import format_percent as babel_percent  # noqa: PLC0415

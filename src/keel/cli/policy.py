@@ -171,6 +171,7 @@ def policy_history(
         activations = engine.changes.history(flow, engine.operator)
         changes = engine.changes.changes(flow, engine.operator)
         drift = engine.changes.file_drift().get(flow)
+        next_step = engine.changes.file_next_step(flow, drift[1]) if drift else ""
     if as_json:
         _print(
             {
@@ -188,7 +189,7 @@ def policy_history(
     if drift:
         typer.echo(
             f"note: the policy file holds {drift[1][:12]}, not the active {drift[0][:12]}; "
-            f"propose it with: keel policy propose {flow} -r REASON",
+            f"next: {next_step}",
             err=True,
         )
 

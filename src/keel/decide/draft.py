@@ -296,7 +296,9 @@ def draft(
     review = evaluation.review
     fallback = evaluation.fallback_cause
     rule = evaluation.rule
-    static = check_static(compiled.policy.guardrails, action, value, signals.values)
+    static = check_static(
+        compiled.policy.guardrails, action, value, signals.values, runtime.flow.money
+    )
     if static.value != value and reason:
         # A bound clamped the value: the reason names the value in force, not the proposal.
         value = static.value

@@ -28,6 +28,7 @@ from keel.explain.notice import (
     render_notice,
     shown_inputs,
 )
+from keel.policy.text import format_value
 from keel.security.roles import Permission, Principal
 from keel.signals.adapters import Model
 from keel.signals.runner import SignalRunner, feature_row
@@ -67,8 +68,18 @@ class Notices:
         requested = inputs.get(spec.request) if spec.request else None
         kind = adverse_kind(spec, in_force, requested)
         if kind is None:
-            shown = "" if in_force.value is None else f" {in_force.value:g}"
-            asked = f", requested {requested:g}" if requested is not None else ""
+            # In the request field's format and the flow's locale: "12.000 €", not "12000".
+            fmt = flow.fields[spec.request].format if spec.request else "number"
+            shown = (
+                ""
+                if in_force.value is None
+                else f" {format_value(in_force.value, fmt, flow.money)}"
+            )
+            asked = (
+                f", requested {format_value(requested, fmt, flow.money)}"
+                if requested is not None
+                else ""
+            )
             raise ConflictError(
                 f"decision {decision_id} is not adverse ({in_force.action}{shown}{asked}): "
                 "no notice. Notices are given for the flow's notice.adverse_actions and for "

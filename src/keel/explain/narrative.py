@@ -32,11 +32,28 @@ def _label(path: str, flow: Flow) -> str:
 
 
 def _value(path: str, value: Any, flow: Flow) -> str:
+    """A value the rule read, as the condition wrote it; a category with a label also gets
+    the label, since a code such as "A11" means nothing to a reader on its own."""
     parts = path.split(".")
     fmt = "number"
     if parts[0] == "input" and len(parts) == 2 and parts[1] in flow.fields:
-        fmt = flow.fields[parts[1]].format
+        field = flow.fields[parts[1]]
+        fmt = field.format
+        if field.labels and not isinstance(value, bool):
+            key = int(value) if isinstance(value, float) and value.is_integer() else value
+            label = field.value_label(key)
+            if label != str(key):
+                return f"{format_value(value, fmt, flow.money)} ({label})"
     return format_value(value, fmt, flow.money)
+
+
+def _value_format(flow: Flow) -> str:
+    """How the decision's value is written: like the input the flow's notices compare it
+    with (``notice.request``, e.g. a requested amount in ``currency``), so the headline
+    says "approve 12.000 €" as the notice does; a plain number otherwise."""
+    request = flow.notice.request if flow.notice is not None else None
+    field = flow.fields.get(request) if request else None
+    return field.format if field is not None else "number"
 
 
 def _subject(flow: Flow, feature: str, value: Any, hidden: bool) -> str:
@@ -84,7 +101,7 @@ def explain_record(
     """The "why" of one decision as a list of sentences, most important first."""
     action = body["action"]
     value = body.get("value")
-    shown = f" {format_value(value, 'number', flow.money)}" if value is not None else ""
+    shown = f" {format_value(value, _value_format(flow), flow.money)}" if value is not None else ""
     status = _STATUS_TEXT.get(body["status"], body["status"])
     why = [f"Decision: {action}{shown} ({status}).", f"Reason: {reason}"]
     matched = next((s for s in trace if s.get("matched")), None)
@@ -94,7 +111,9 @@ def explain_record(
             f"{_label(k, flow)} = {_value(k, v, flow)}"
             for k, v in matched.get("values", {}).items()
         )
-        why.append(f"Rule '{matched['rule']}' decided: {matched['when']} held with {facts}.")
+        # A condition that reads nothing (``true``) held with no values to show.
+        held = f" held with {facts}" if facts else " held"
+        why.append(f"Rule '{matched['rule']}' decided: {matched['when']}{held}.")
     elif body.get("rule") == "default":
         why.append("No rule matched, so the policy's default action applies.")
     if skipped:

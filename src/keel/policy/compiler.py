@@ -353,7 +353,9 @@ class _Compiler:
         self.check_refs(source, where, line)
         if len(self.problems.items) > before:
             return None
-        for problem in comparison_problems(source, self.input_types, self.signals, self.params):
+        allowed = {n: s.allowed for n, s in self.flow.fields.items() if s.allowed is not None}
+        found = comparison_problems(source, self.input_types, self.signals, self.params, allowed)
+        for problem in found:
             self.add(where, f"CEL type error in {source!r}: {problem}", line)
         if len(self.problems.items) > before:
             return None

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from keel.money import DEFAULT_MONEY, Money, format_fixed
 from keel.policy.model import Guardrails, WindowLimit
 
 
@@ -38,8 +39,10 @@ def check_static(
     action: str,
     value: float | None,
     signals: Mapping[str, Mapping[str, Any]],
+    money: Money = DEFAULT_MONEY,
 ) -> StaticResult:
-    """Check the kill switch, confidence floors and bounds for a proposed action and value."""
+    """Check the kill switch, confidence floors and bounds for a proposed action and value.
+    A bound's detail writes the values in the flow's locale (``money``), as its reason does."""
     checked: list[str] = []
     hits: list[GuardrailHit] = []
     ks = guardrails.kill_switch
@@ -64,12 +67,16 @@ def check_static(
         checked.append(name)
         low, high = bound.minimum, bound.maximum
         if low is not None and value < low:
-            detail = f"value {value:,.2f} is below the bound {low:,.2f}"
+            detail = (
+                f"value {format_fixed(value, money)} is below the bound {format_fixed(low, money)}"
+            )
             hits.append(GuardrailHit(name, "bound", bound.on_hit, detail))
             if bound.on_hit == "clamp":
                 value = low
         elif high is not None and value > high:
-            detail = f"value {value:,.2f} is above the bound {high:,.2f}"
+            detail = (
+                f"value {format_fixed(value, money)} is above the bound {format_fixed(high, money)}"
+            )
             hits.append(GuardrailHit(name, "bound", bound.on_hit, detail))
             if bound.on_hit == "clamp":
                 value = high

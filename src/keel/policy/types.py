@@ -6,7 +6,10 @@ false for every case, and ``in`` over a list of strings never holds for an integ
 written that way validates and then silently never matches. This module parses the
 expression and infers the type of every operand from the flow's schema, the signals'
 attributes and the policy's parameters, and reports each comparison (``==``, ``!=``,
-``<``, ``<=``, ``>``, ``>=``, ``in``) between values of different kinds.
+``<``, ``<=``, ``>``, ``>=``, ``in``) between values of different kinds. A field with
+``allowed`` values compared by ``==``, ``!=`` or ``in`` with a literal outside them
+(``input.checking == "a11"`` when the codes are ``A11``…``A14``) is reported too: the
+comparison can never hold for a valid case.
 
 Types it cannot know (a map's values, a function it does not model) are ``dyn`` and never
 reported, so a problem it names is always real. Numbers (integer, unsigned, double)
@@ -15,6 +18,7 @@ compare with each other; ``null`` compares with anything under ``==`` and ``!=``
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -85,6 +89,8 @@ class _Typed:
     type: str
     start: int
     end: int
+    field: str | None = None  # the input field an ``input.x`` operand reads
+    values: tuple[Any, ...] | None = None  # a literal's value, or a literal list's items
 
 
 def _tokens(source: str) -> list[_Token]:
@@ -111,6 +117,24 @@ def _literal_type(token: _Token) -> str:
     if not text.startswith("0x") and ("." in text or "e" in text):
         return "double"
     return "int"
+
+
+def _literal_value(token: _Token) -> tuple[Any, ...] | None:
+    """The value of a plain string or decimal number literal; None for any other form
+    (raw, bytes, hexadecimal, unsigned), which the allowed-value check then leaves alone."""
+    text = token.text
+    if token.kind == "string":
+        if text[0] not in "'\"" or text.startswith(("'''", '"""')):
+            return None
+        try:
+            return (ast.literal_eval(text),)
+        except (ValueError, SyntaxError):
+            return None
+    if re.fullmatch(r"\d+", text):
+        return (int(text),)
+    if re.fullmatch(r"(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?", text):
+        return (float(text),)
+    return None
 
 
 def value_type(value: Any) -> str:
@@ -161,8 +185,10 @@ class _Checker:
         inputs: Mapping[str, str],
         signals: frozenset[str],
         params: Mapping[str, Any],
+        allowed: Mapping[str, tuple[Any, ...]],
     ) -> None:
         self.source = source
+        self.allowed = allowed
         self.tokens = _tokens(source)
         self.pos = 0
         self.inputs = inputs
@@ -234,6 +260,8 @@ class _Checker:
         if op == "in" and _kind(right.type) == "map":
             return  # the keys' type is not tracked
         a, b = _kind(left.type), _kind(other)
+        if a == b and a != DYN:
+            self.check_allowed(op, left, right)
         if DYN in (a, b) or a == b:
             return
         if "null" in (a, b) and op in ("==", "!=", "in"):
@@ -255,6 +283,36 @@ class _Checker:
                 f"with {_name(other)}"
             )
 
+    def check_allowed(self, op: str, left: _Typed, right: _Typed) -> None:
+        """A field with allowed values against a literal outside them: never (or, for
+        ``!=``, always) true for a case that passed input validation."""
+        if op not in ("==", "!=", "in"):
+            return
+        field, literal = left, right
+        if op != "in" and left.field is None:
+            field, literal = right, left
+        if field.field is None or literal.values is None or field.field not in self.allowed:
+            return
+        allowed = self.allowed[field.field]
+        outside = [v for v in literal.values if v not in allowed]
+        if not outside:
+            return
+        shown = ", ".join(repr(v) for v in outside)
+        known = ", ".join(str(v) for v in allowed)
+        what = f"{shown} {'is' if len(outside) == 1 else 'are'} not"
+        if op == "in":
+            effect = (
+                "it never matches"
+                if len(outside) == len(literal.values)
+                else ("it never matches on that value")
+            )
+        else:
+            effect = f"it is always {'false' if op == '==' else 'true'}"
+        self.problems.append(
+            f"'{self.text(left)} {op} {self.text(right)}': {what} among the allowed values "
+            f"of {field.field} ({known}): {effect}"
+        )
+
     def unary(self) -> _Typed:
         if self.at("!", "-"):
             op = self.take()
@@ -273,7 +331,8 @@ class _Checker:
                 if self.at("("):
                     node = self.call(name.text, node, node.start)
                 else:
-                    node = _Typed(self.field(node.type, name.text), node.start, name.end)
+                    read = name.text if node.type == "root:input" else None
+                    node = _Typed(self.field(node.type, name.text), node.start, name.end, read)
             elif self.at("["):
                 self.take("[")
                 self.expr()
@@ -323,7 +382,7 @@ class _Checker:
         token = self.token
         if token.kind in ("string", "number"):
             self.take()
-            return _Typed(_literal_type(token), token.start, token.end)
+            return _Typed(_literal_type(token), token.start, token.end, None, _literal_value(token))
         if token.kind == "ident":
             self.take()
             if token.text in ("true", "false"):
@@ -341,13 +400,17 @@ class _Checker:
         if self.at("["):
             self.take("[")
             kinds = set()
+            items: list[Any] | None = []
             while not self.at("]"):
-                kinds.add(self.expr().type)
+                item = self.expr()
+                kinds.add(item.type)
+                items = items + list(item.values) if items is not None and item.values else None
                 if not self.at("]"):
                     self.take(",")
             end = self.take("]")
             element = kinds.pop() if len(kinds) == 1 else DYN
-            return _Typed("list:" + element, token.start, end.end)
+            values = tuple(items) if items else None
+            return _Typed("list:" + element, token.start, end.end, None, values)
         if self.at("{"):
             self.take("{")
             while not self.at("}"):
@@ -374,16 +437,19 @@ def comparison_problems(
     inputs: Mapping[str, str],
     signals: frozenset[str],
     params: Mapping[str, Any],
+    allowed: Mapping[str, tuple[Any, ...]] | None = None,
 ) -> list[str]:
-    """Each comparison in ``source`` between values of different types, described.
+    """Each comparison in ``source`` between values of different types, or of a field with
+    ``allowed`` values with a literal outside them, described.
 
-    ``inputs`` maps each input field to its flow type (number, integer, string, boolean).
+    ``inputs`` maps each input field to its flow type (number, integer, string, boolean);
+    ``allowed``, the fields that declare allowed values to them.
     An expression this checker cannot parse gives no problem: CEL's own compiler has
     already accepted it, and the typed probe still runs.
     """
     typed = {name: _FIELD_TYPES.get(kind, DYN) for name, kind in inputs.items()}
     try:
-        checker = _Checker(source, typed, signals, params)
+        checker = _Checker(source, typed, signals, params, allowed or {})
         checker.expr()
         if checker.token.kind != "end":
             return []

@@ -165,6 +165,32 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _refuse_open_duplicate(
+    conn: Connection, flow: str, version: str, pins: Mapping[str, str]
+) -> None:
+    """Refuse a proposal that an open change already holds: a second change for the same
+    version splits its approvals, and one of the two is left open for ever."""
+    rows = conn.execute(
+        select(policy_changes.c.id, policy_changes.c.state, policy_changes.c.models).where(
+            policy_changes.c.flow == flow,
+            policy_changes.c.version == version,
+            policy_changes.c.state.in_(("proposed", "approved")),
+        )
+    )
+    for row in rows:
+        if (json.loads(row.models) if row.models else {}) == dict(pins):
+            step = (
+                f"keel policy activate {row.id}"
+                if row.state == "approved"
+                else f"keel policy approve {row.id} -r REASON (by someone other than its author)"
+            )
+            raise ConflictError(
+                f"change {row.id} ({row.state}) already proposes policy version {version[:12]} "
+                f"with these models on flow '{flow}': {step}",
+                {"flow": flow, "version": version, "change": row.id},
+            )
+
+
 def _recorded(conn: Connection, flow: str, kind: str) -> bool:
     """Does the ledger hold an entry of ``kind`` for ``flow``?"""
     found = conn.execute(
@@ -283,9 +309,9 @@ class Changes:
         for flow, (active, version) in registry.file_drift().items() if production else ():
             log.warning(
                 "flow %s runs policy version %s from the store; %s holds %s, which takes "
-                "effect only once proposed, approved and activated (production mode): "
-                "keel policy propose %s -r REASON",
-                flow, active[:12], _relative(registry.file_of(flow), root), version[:12], flow,
+                "effect only once proposed, approved and activated (production mode): %s",
+                flow, active[:12], _relative(registry.file_of(flow), root), version[:12],
+                self.file_next_step(flow, version),
             )  # fmt: skip
         for flow, runtime in registry.flows.items():
             loaded = {s: m.version for s, m in runtime.models.items()}
@@ -322,6 +348,30 @@ class Changes:
     def file_drift(self) -> dict[str, tuple[str, str]]:
         """Flows whose policy file differs from the active version: {flow: (active, file)}."""
         return self._ctx.registry.file_drift()
+
+    def file_next_step(self, flow: str, version: str) -> str:
+        """What puts the policy file's ``version`` into force: the open change that already
+        holds it, or a proposal. Telling a user to propose what is already proposed made
+        them open a second change for the same version."""
+        with self._ctx.db.read() as conn:
+            row = conn.execute(
+                select(policy_changes.c.id, policy_changes.c.state)
+                .where(
+                    policy_changes.c.flow == flow,
+                    policy_changes.c.version == version,
+                    policy_changes.c.state.in_(("proposed", "approved")),
+                )
+                .order_by(policy_changes.c.created_at.desc())
+                .limit(1)
+            ).first()
+        if row is None:
+            return f"keel policy propose {flow} -r REASON"
+        if row.state == "approved":
+            return f"change {row.id} holds it, approved: keel policy activate {row.id}"
+        return (
+            f"change {row.id} holds it, waiting for approval by someone other than its "
+            f"author: keel policy approve {row.id} -r REASON"
+        )
 
     def file_of(self, flow: str) -> Path:
         """The project file the flow's policy was loaded from."""
@@ -572,6 +622,7 @@ class Changes:
                     f"'{flow}': nothing to propose",
                     {"flow": flow, "version": base},
                 )
+            _refuse_open_duplicate(conn, flow, policy.version, pins)
             self._store_version(conn, policy, gate.now)
             now = iso_time(gate.now)
             change_id = new_id("chg", gate.now)

@@ -312,7 +312,7 @@ def _tally(
         tally.compared += 1
         evaluation = compiled.evaluate(inputs, signals, failed, reason=False)
         action, value, review = evaluation.action, evaluation.value, evaluation.review
-        static = check_static(guardrails, action, value, signals)
+        static = check_static(guardrails, action, value, signals, flow.money)
         value = static.value
         escalated = False
         for hit in static.hits:
