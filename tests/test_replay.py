@@ -187,7 +187,9 @@ THIN_DECLINED = (
 )
 
 
-def test_the_approval_rate_against_the_bad_rate(engine: Engine, project: Path) -> None:
+def test_the_approval_rate_against_the_bad_rate(
+    engine: Engine, project: Path, env: dict[str, str]
+) -> None:
     ids = recorded(engine)  # 5 low-risk and 4 thin files approved, 3 declined
     short = ids[5:9]
     for decision_id, label in (
@@ -218,7 +220,7 @@ def test_the_approval_rate_against_the_bad_rate(engine: Engine, project: Path) -
     }
     runner = CliRunner()
     args = ["replay", FLOW, version, "--since", "2000-01-01", "--until", "2100-01-01"]
-    result = runner.invoke(app, [*args, "-p", str(project)])
+    result = runner.invoke(app, [*args, "-p", str(project)], env=env)  # the same store
     assert result.exit_code == 0, result.stderr
     assert "approve rate, bad rate among them (defaulted; recorded → candidate):" in result.stdout
     assert "75.0% (9), bad 50.0% of 4 with an outcome, 5 without" in result.stdout
