@@ -8,6 +8,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -111,6 +112,21 @@ def run_sql(
 def engine(project: Path, env: dict[str, str]) -> Iterator[Engine]:
     with open_engine(project, environ=env) as eng:
         yield eng
+
+
+@pytest.fixture
+def client(engine: Engine) -> Iterator[Any]:
+    """A TestClient of the real app on ``engine``. The app's audit log is closed before the
+    engine: a write after the store closed would open a connection nobody closes."""
+    from fastapi.testclient import TestClient
+
+    from keel.api import create_app
+    from keel.security.audit import AuditLog
+
+    audit = AuditLog(engine.db)
+    with TestClient(create_app(engine, audit), raise_server_exceptions=False) as c:
+        yield c
+    audit.close()
 
 
 LOW_RISK = {

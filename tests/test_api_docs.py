@@ -11,7 +11,6 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,14 +25,6 @@ from keel.security.roles import Grant, Role
 
 FLOW = "credit_limit"
 CHROMIUM = "/usr/lib/chromium/chromium"
-
-
-@pytest.fixture
-def client(engine: Engine) -> Iterator[TestClient]:
-    audit = AuditLog(engine.db)
-    with TestClient(create_app(engine, audit), raise_server_exceptions=False) as c:
-        yield c
-    audit.close()
 
 
 @pytest.fixture

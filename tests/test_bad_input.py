@@ -29,16 +29,6 @@ UNSAFE = ["a\x00b", "bell\x07", "esc\x1b[31mred", "\u202eevil", "zero\u200bwidth
 
 
 @pytest.fixture
-def client(engine: Engine) -> Iterator[TestClient]:
-    # The app's audit log is closed before the engine: a write after the store closed would
-    # open a connection nobody closes.
-    audit = AuditLog(engine.db)
-    with TestClient(create_app(engine, audit), raise_server_exceptions=False) as c:
-        yield c
-    audit.close()
-
-
-@pytest.fixture
 def admin(engine: Engine) -> dict[str, str]:
     _, text = create_key(engine.db, "bad", "tests", [Grant(Role.ADMIN)], "t", time.time())
     return {"Authorization": f"Bearer {text}"}

@@ -3,7 +3,6 @@ in one refusal, on the command line and over HTTP, and nothing is registered or 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,23 +10,13 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from keel import Engine, open_engine
-from keel.api import create_app
 from keel.cli import app
 from keel.errors import InputError
-from keel.security.audit import AuditLog
 from keel.security.roles import Role
 from tests.conftest import LOW_RISK
 from tests.test_own_decisions import key
 
 FLOW = "credit_limit"
-
-
-@pytest.fixture
-def client(engine: Engine) -> Iterator[TestClient]:
-    audit = AuditLog(engine.db)
-    with TestClient(create_app(engine, audit), raise_server_exceptions=False) as c:
-        yield c
-    audit.close()
 
 
 def ledger_size(engine: Engine) -> int:

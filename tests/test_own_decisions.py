@@ -4,7 +4,6 @@ and readers of the flow read every decision — the same over HTTP, in Python an
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,11 +11,9 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from keel import Engine, open_engine
-from keel.api import create_app
 from keel.cli import app
 from keel.errors import NotFoundError
 from keel.security.apikeys import create_key
-from keel.security.audit import AuditLog
 from keel.security.roles import Grant, Role
 from tests.conftest import LOW_RISK, person
 
@@ -28,14 +25,6 @@ def key(engine: Engine, owner: str, role: Role) -> tuple[dict[str, str], str]:
     now = engine.clock()
     _, text = create_key(engine.db, owner, owner, [Grant(role, FLOW)], "tests", now, None)
     return {"Authorization": f"Bearer {text}"}, text
-
-
-@pytest.fixture
-def client(engine: Engine) -> Iterator[TestClient]:
-    audit = AuditLog(engine.db)
-    with TestClient(create_app(engine, audit), raise_server_exceptions=False) as c:
-        yield c
-    audit.close()
 
 
 def reads(client: TestClient, decision_id: str, headers: dict[str, str]) -> list[int]:

@@ -4,7 +4,6 @@ where the next page starts, in Python, over HTTP and on the command line."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,11 +11,9 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from keel import Engine, open_engine
-from keel.api import create_app
 from keel.cli import app
 from keel.errors import InputError
 from keel.security.apikeys import create_key
-from keel.security.audit import AuditLog
 from keel.security.roles import Grant, Role
 from tests.conftest import person
 from tests.test_review import SHORT_HISTORY
@@ -42,14 +39,6 @@ def test_pages_follow_each_other_and_count_every_match(engine: Engine) -> None:
     assert seen == waiting and after is None  # the last page says no more follow
     with pytest.raises(InputError, match="has no review in this listing"):
         engine.reviews.page(engine.operator, [FLOW], "open", 2, "dec_nope")
-
-
-@pytest.fixture
-def client(engine: Engine) -> Iterator[TestClient]:
-    audit = AuditLog(engine.db)
-    with TestClient(create_app(engine, audit), raise_server_exceptions=False) as c:
-        yield c
-    audit.close()
 
 
 def test_http_pages_with_total_and_next(engine: Engine, client: TestClient) -> None:
