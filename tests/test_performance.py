@@ -23,6 +23,7 @@ from keel.cli import app
 from keel.engine import Engine
 from keel.errors import DefinitionError, InputError
 from keel.flows import parse_flow
+from keel.ledger.records import iso_time
 from keel.monitor.report import trust_html
 from keel.review.outcomes import OutcomeReport
 from keel.review.performance import OutcomeGroup, auc, brier, figures, ks, roc
@@ -451,3 +452,27 @@ def test_the_trust_page_draws_a_roc_curve_for_each_version_with_figures(
     assert f'aria-label="ROC curve of version {short}"' in html
     assert f"AUC {drawn['total']['auc']:.3f}, 60 scored outcomes" in html
     assert len(drawn["roc"]) > 2 and (drawn["roc"][-1]["fpr"], drawn["roc"][-1]["tpr"]) == (1, 1)
+
+
+def test_reports_over_http_default_to_the_last_thirty_days_as_the_cli_does(
+    project: Path,
+) -> None:
+    """``GET …/trust`` and ``…/fairness`` without ``since``/``until`` answered 422 where the
+    CLI covers the 30 days before now; both now default alike, from the engine's clock."""
+    clock = Clock(START)
+    with open_engine(project, clock=clock) as engine:
+        engine.decide(FLOW, LOW_RISK)
+        viewer = key(engine, Grant(Role.VIEWER, FLOW))
+        with TestClient(create_app(engine)) as client:
+            for report in ("trust", "fairness"):
+                found = client.get(f"/v1/flows/{FLOW}/{report}", headers=viewer)
+                assert found.status_code == 200, found.text
+                body = found.json()
+                assert body["until"] == iso_time(START)
+                assert body["since"] == iso_time(START - 30 * 86_400)
+                half = client.get(f"/v1/flows/{FLOW}/{report}", headers=viewer,
+                                  params={"until": iso_time(START - 86_400)})  # fmt: skip
+                assert half.json()["since"] == iso_time(START - 31 * 86_400)
+                bad = client.get(f"/v1/flows/{FLOW}/{report}", headers=viewer,
+                                 params={"since": "yesterday"})  # fmt: skip
+                assert bad.status_code == 422 and "since must be an ISO 8601" in bad.text

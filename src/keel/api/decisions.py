@@ -18,7 +18,7 @@ from keel.api.models import (
     ErrorOut,
     WhatIfRequest,
 )
-from keel.ledger.records import parse_instant
+from keel.ledger.records import parse_instant, report_range
 from keel.security.roles import Principal
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -149,8 +149,10 @@ def trust(
     flow: str,
     principal: Caller,
     request: Request,
-    since: str,
-    until: str,
+    since: Annotated[
+        str | None, Query(description="ISO time, inclusive; default: 30 days before until")
+    ] = None,
+    until: Annotated[str | None, Query(description="ISO time, exclusive; default: now")] = None,
     bucket: Annotated[str, Query(pattern="^(hour|day|week)$")] = "day",
     min_outcomes: Annotated[
         int | None,
@@ -163,18 +165,24 @@ def trust(
 ) -> dict[str, Any]:
     """The flow's trust metrics per bucket over ``[since, until)`` (ISO 8601), and the
     model's performance figures (``performance``) as ``keel report trust`` gives them."""
-    start, end = parse_instant("since", since), parse_instant("until", until)
-    return engine_of(request).trust.metrics(
-        principal, flow, start or "", end or "", bucket, min_outcomes
-    )
+    engine = engine_of(request)
+    start, end = report_range(engine.clock(), since, until)
+    return engine.trust.metrics(principal, flow, start, end, bucket, min_outcomes)
 
 
 @router.get("/flows/{flow}/fairness", name="fairness_figures")
 def fairness(
-    flow: str, principal: Caller, request: Request, since: str, until: str
+    flow: str,
+    principal: Caller,
+    request: Request,
+    since: Annotated[
+        str | None, Query(description="ISO time, inclusive; default: 30 days before until")
+    ] = None,
+    until: Annotated[str | None, Query(description="ISO time, exclusive; default: now")] = None,
 ) -> dict[str, Any]:
     """The flow's fairness figures per protected attribute and group over ``[since, until)``
     (ISO 8601): selection rates, adverse impact ratios, parity, equal opportunity and
     equalized odds differences, calibration within groups."""
-    start, end = parse_instant("since", since), parse_instant("until", until)
-    return engine_of(request).fairness.report(principal, flow, start or "", end or "")
+    engine = engine_of(request)
+    start, end = report_range(engine.clock(), since, until)
+    return engine.fairness.report(principal, flow, start, end)

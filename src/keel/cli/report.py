@@ -42,13 +42,12 @@ def report_trust(
     Example: keel report trust credit_limit --bucket week --html trust.html
     """
     from keel.cli._performance import show_performance  # noqa: PLC0415
-    from keel.ledger.records import iso_time, parse_instant  # noqa: PLC0415
+    from keel.ledger.records import iso_time, report_range  # noqa: PLC0415
     from keel.monitor.report import COLUMNS, trust_html  # noqa: PLC0415
 
     with _engine(project) as engine:
         now = iso_time(engine.clock())
-        end = parse_instant("until", until) or now
-        start = parse_instant("since", since) or _days_before(end, 30)
+        start, end = report_range(engine.clock(), since, until)
         report = engine.trust.metrics(engine.operator, flow, start, end, bucket, min_outcomes)
     if html is not None:
         html.write_text(trust_html(report, now), encoding="utf-8")
@@ -93,13 +92,12 @@ def report_fairness(
 
     Example: keel report fairness credit_limit --html fairness.html
     """
-    from keel.ledger.records import iso_time, parse_instant  # noqa: PLC0415
+    from keel.ledger.records import iso_time, report_range  # noqa: PLC0415
     from keel.review.fairness_html import fairness_html, fairness_lines  # noqa: PLC0415
 
     with _engine(project) as engine:
         now = iso_time(engine.clock())
-        end = parse_instant("until", until) or now
-        start = parse_instant("since", since) or _days_before(end, 30)
+        start, end = report_range(engine.clock(), since, until)
         report = engine.fairness.report(engine.operator, flow, start, end)
     if html is not None:
         html.write_text(fairness_html(report, now), encoding="utf-8")
@@ -115,12 +113,3 @@ def _cell(value: Any, kind: str) -> str:
     if value is None:
         return "-"
     return f"{value:.1%}" if kind == "rate" else f"{value:,}"
-
-
-def _days_before(instant: str, days: int) -> str:
-    from datetime import datetime, timedelta  # noqa: PLC0415
-
-    from keel.ledger.records import iso_time  # noqa: PLC0415
-
-    moment = datetime.fromisoformat(instant.replace("Z", "+00:00")) - timedelta(days=days)
-    return iso_time(moment.timestamp())

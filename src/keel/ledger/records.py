@@ -55,6 +55,21 @@ def parse_instant(name: str, text: str | None) -> str | None:
     return iso_time(moment.timestamp())
 
 
+REPORT_DAYS = 30  # the range reports cover when the caller names none
+
+
+def report_range(now: float, since: str | None, until: str | None) -> tuple[str, str]:
+    """The range ``[since, until)`` a report covers, as the ledger writes times: ``until``
+    defaults to ``now``, ``since`` to ``REPORT_DAYS`` days before ``until``. The CLI and
+    the HTTP API default the same way."""
+    end = parse_instant("until", until) or iso_time(now)
+    start = parse_instant("since", since)
+    if start is None:
+        moment = datetime.fromisoformat(end.replace("Z", "+00:00")).timestamp()
+        start = iso_time(moment - REPORT_DAYS * 86_400)
+    return start, end
+
+
 class Entry(NamedTuple):
     """One committed ledger entry (a tuple in column order: cheap to make by the thousand)."""
 
