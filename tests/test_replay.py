@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -245,3 +246,26 @@ def test_the_bad_outcomes_are_labels_of_the_flow(project: Path) -> None:
     ), found
     replace_in(flow, "  positive: [default]", "  positive: [3]")
     assert any("'positive' must list outcome labels" in p for p in problems(project))
+
+
+def test_replay_writes_values_in_the_flow_s_locale_and_currency(project: Path) -> None:
+    """A de_DE/EUR flow's replay printed its sums as ``2,535,698.68``; now in its locale,
+    and in its currency where the decision's value is money (``notice.request``)."""
+    replace_in(project / "flows/credit_limit.yaml", "policy: credit_limit\n",
+               "policy: credit_limit\nlocale: de_DE\ncurrency: EUR\n")  # fmt: skip
+    with open_engine(project, environ={}) as engine:
+        recorded(engine)
+        version = engine.changes.register(
+            FLOW, policy_text(project, *THIN_DECLINED), engine.operator
+        )
+    args = ["replay", FLOW, version, "--since", "2000-01-01", "--until", "2100-01-01"]
+    plain = CliRunner().invoke(app, [*args, "-p", str(project)])
+    assert plain.exit_code == 0, plain.stderr
+    sums = plain.stdout.split("sums of values (recorded → candidate):\n")[1].splitlines()[0]
+    assert re.fullmatch(r"  approve +\d{1,3}(\.\d{3})*,\d\d → +\d{1,3}(\.\d{3})*,\d\d", sums)
+    with (project / "flows/credit_limit.yaml").open("a") as f:
+        f.write("notice:\n  adverse_actions: [decline]\n  request: requested_limit\n")
+    money = CliRunner().invoke(app, [*args, "-p", str(project)])
+    assert money.exit_code == 0, money.stderr
+    sums = money.stdout.split("sums of values (recorded → candidate):\n")[1].splitlines()[0]
+    assert sums.count("€") == 2 and "," not in sums, sums

@@ -92,6 +92,8 @@ def replay(
 
     Example: keel replay credit_limit chg_0193... --since 2026-10-01 --until 2026-11-01
     """
+    from keel.money import format_fixed  # noqa: PLC0415
+    from keel.policy.text import format_value  # noqa: PLC0415
     from keel.review.fairness_html import comparison_lines  # noqa: PLC0415
     from keel.rollout.options import replay_window  # noqa: PLC0415
 
@@ -103,6 +105,7 @@ def replay(
             text, source = _policy_file(engine, flow, file)
             chosen = engine.changes.register(flow, text, engine.operator, source)
         report = engine.replay(flow, chosen, start, end, workers)
+        spec = engine.runtime(flow).flow
     if as_json:
         _print(report)
         return
@@ -122,9 +125,15 @@ def replay(
     for old, row in report["transitions"].items():
         cells = ", ".join(f"{new} {n:,}" for new, n in row.items())
         typer.echo(f"  {old:<12} → {cells}")
+
+    def value(amount: float) -> str:  # in the flow's locale; in its currency if money
+        if spec.value_format == "currency":
+            return format_value(amount, "currency", spec.money)
+        return format_fixed(amount, spec.money)
+
     typer.echo("sums of values (recorded → candidate):")
     for action, sums in report["sums"].items():
-        typer.echo(f"  {action:<12} {sums['recorded']:>16,.2f} → {sums['candidate']:>16,.2f}")
+        typer.echo(f"  {action:<12} {value(sums['recorded']):>16} → {value(sums['candidate']):>16}")
     review = report["review"]
     typer.echo(f"waiting for review: {review['recorded']:,} → {review['candidate']:,}")
     outcomes = report["outcomes"]
@@ -132,8 +141,8 @@ def replay(
         typer.echo(
             f"outcomes known: {outcomes['known']:,}; right {outcomes['recorded_right']:,} → "
             f"{outcomes['candidate_right']:,} (fixed {outcomes['fixed']:,}, "
-            f"broken {outcomes['broken']:,}; value {outcomes['fixed_value']:,.2f} gained, "
-            f"{outcomes['broken_value']:,.2f} lost)"
+            f"broken {outcomes['broken']:,}; value {value(outcomes['fixed_value'])} gained, "
+            f"{value(outcomes['broken_value'])} lost)"
         )
     for line in comparison_lines(report["fairness"]):
         typer.echo(line)

@@ -47,15 +47,6 @@ def _value(path: str, value: Any, flow: Flow) -> str:
     return format_value(value, fmt, flow.money)
 
 
-def _value_format(flow: Flow) -> str:
-    """How the decision's value is written: like the input the flow's notices compare it
-    with (``notice.request``, e.g. a requested amount in ``currency``), so the headline
-    says "approve 12.000 €" as the notice does; a plain number otherwise."""
-    request = flow.notice.request if flow.notice is not None else None
-    field = flow.fields.get(request) if request else None
-    return field.format if field is not None else "number"
-
-
 def _subject(flow: Flow, feature: str, value: Any, hidden: bool) -> str:
     """How a sentence names a feature and its value: "Annual income of €85,000", and a
     category by its label, "Checking account (no checking account)"."""
@@ -101,7 +92,7 @@ def explain_record(
     """The "why" of one decision as a list of sentences, most important first."""
     action = body["action"]
     value = body.get("value")
-    shown = f" {format_value(value, _value_format(flow), flow.money)}" if value is not None else ""
+    shown = f" {format_value(value, flow.value_format, flow.money)}" if value is not None else ""
     status = _STATUS_TEXT.get(body["status"], body["status"])
     why = [f"Decision: {action}{shown} ({status}).", f"Reason: {reason}"]
     matched = next((s for s in trace if s.get("matched")), None)

@@ -219,6 +219,15 @@ class Flow:
     money: Money = DEFAULT_MONEY
 
     @property
+    def value_format(self) -> str:
+        """How a decision's value is written: like the input the flow's notices compare it
+        with (``notice.request``, e.g. a requested amount in ``currency``), so explanations
+        and replay reports say "12.000 €" as the notice does; a plain number otherwise."""
+        request = self.notice.request if self.notice is not None else None
+        field = self.fields.get(request) if request else None
+        return field.format if field is not None else "number"
+
+    @property
     def protected_attributes(self) -> tuple[str, ...]:
         """The input fields marked ``protected`` (characteristics the law protects), in the
         order the flow lists them. Not ``protected_fields``: those are the personal and
