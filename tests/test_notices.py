@@ -340,14 +340,18 @@ def test_validate_warns_when_a_model_reads_a_protected_or_sensitive_field(projec
     features = line_of(project, FLOW_FILE, "    features:")
     result = CliRunner().invoke(app, ["validate", "--project", str(project)])
     assert result.exit_code == 0, result.output
-    warnings = [line for line in result.output.splitlines() if line.startswith("warning")]
+    every = [line for line in result.output.splitlines() if line.startswith("warning")]
+    warnings = [line for line in every if "the model reads" in line]
     assert len(warnings) == 2
     assert (
         f"{flow}:{features}: signals.default_risk: the model reads 'credit_utilization', which is protected"
         in warnings[0]
     )
     assert "'delinquencies_2y', which is classified sensitive" in warnings[1]
-    assert "2 warning(s)" in result.output
+    # The example policy's rules read credit_utilization too: each such rule is named.
+    rules = [line for line in every if "reads 'credit_utilization', which flow" in line]
+    assert rules and len(every) == 2 + len(rules)
+    assert f"{len(every)} warning(s)" in result.output
     strict = CliRunner().invoke(app, ["validate", "--strict", "--project", str(project)])
     assert strict.exit_code == 1
 
@@ -402,3 +406,21 @@ def test_validate_warns_when_an_adverse_rule_has_no_notice_text(project: Path) -
     )
     result = CliRunner().invoke(app, ["validate", "--strict", "--project", str(project)])
     assert result.exit_code == 0 and "warning" not in result.output, result.output
+
+
+def test_validate_warns_when_a_rule_decides_on_a_protected_field(project: Path) -> None:
+    """A rule such as ``input.age < 25 && … → decline`` validated without a word, while a
+    model reading the same field was warned about; now the rule is named, with its line."""
+    flow = project / FLOW_FILE
+    replace_in(flow, "  region:\n", "  age:\n    type: integer\n    required: false\n"
+               "    protected: true\n    groups: [25, 40, 60]\n  region:\n")  # fmt: skip
+    policy = project / POLICY_FILE
+    replace_in(policy, "when: input.debt_to_income > params.max_dti",
+               "when: input.debt_to_income > params.max_dti || (has(input.age) && input.age < 25)")  # fmt: skip
+    when = line_of(project, POLICY_FILE, "    when: input.debt_to_income > params.max_dti")
+    result = CliRunner().invoke(app, ["validate", "--project", str(project)])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning")]
+    assert len(warnings) == 1, warnings
+    assert f"{policy}:{when}:" in warnings[0] and "reads 'age'" in warnings[0]
+    assert "protected characteristic" in warnings[0]

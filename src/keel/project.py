@@ -54,6 +54,32 @@ def feature_warnings(flow: Flow) -> list[Problem]:
     return out
 
 
+_INPUT_FIELD = re.compile(r"\binput\.([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def rule_warnings(flow: Flow, policy: Policy) -> list[Problem]:
+    """A rule whose condition reads a protected field decides on a characteristic the law
+    protects (disparate treatment): allowed where the law allows it, but worth a second
+    look. Its notices never state the field; the rule's own ``notice`` is all they say."""
+    out = []
+    for rule in policy.rules:
+        read = dict.fromkeys(_INPUT_FIELD.findall(rule.when))
+        for name in read:
+            spec = flow.fields.get(name)
+            if spec is not None and spec.protected:
+                out.append(
+                    Problem(
+                        policy.source,
+                        f"rule '{rule.name}'",
+                        f"its condition reads '{name}', which flow {flow.name} marks "
+                        "protected: the rule decides on a protected characteristic; check "
+                        "that the law allows it (notices never state the field)",
+                        line=rule.when_line or rule.line,
+                    )
+                )
+    return out
+
+
 def notice_warnings(flow: Flow, policy: Policy) -> list[Problem]:
     """A rule (or the default) whose action is adverse but which has no ``notice``: allowed,
     but the notices of the decisions it makes would state only the model's reasons, not
@@ -175,6 +201,7 @@ def load_project(settings: Settings) -> Project:
             continue
         problems.extend(_notice_problems(flow, found))
         warnings.extend(notice_warnings(flow, found))
+        warnings.extend(rule_warnings(flow, found))
         for label, action in flow.outcome.labels.items():
             if action is not None and action not in found.actions:
                 problems.append(
