@@ -424,3 +424,24 @@ def test_validate_warns_when_a_rule_decides_on_a_protected_field(project: Path) 
     assert len(warnings) == 1, warnings
     assert f"{policy}:{when}:" in warnings[0] and "reads 'age'" in warnings[0]
     assert "protected characteristic" in warnings[0]
+
+
+def test_a_field_the_stated_rule_speaks_of_is_not_stated_again(project: Path) -> None:
+    """A decline listed "Your checking account is overdrawn." (the rule's notice) and then
+    "Status of your checking account" (the model's reason for the same field). A field
+    the deciding rule reads is left to the rule's own words."""
+    with_notices(project)
+    replace_in(project / FLOW_FILE, "    label: Credit utilisation\n",
+               "    label: Credit utilisation\n    notice_reason: Use of existing credit\n")  # fmt: skip
+    replace_in(project / POLICY_FILE, "signals.default_risk.score >= params.decline_risk\n",
+               "signals.default_risk.score >= params.decline_risk && "
+               "input.credit_utilization >= 0.0\n")  # fmt: skip
+    with open_engine(project, environ={}) as engine:
+        decision = engine.decide(FLOW, declined(project))
+        assert decision.rule == "high_risk"
+        notice, _ = engine.notices.notice(decision.id, engine.operator)
+        pushes = adverse_pushes(engine, decision.id)
+    # The model's strongest push is the field the rule reads: stated once, by the rule.
+    assert pushes[0][0] == "credit_utilization"
+    assert notice.reasons[0] == RULE_NOTICE and "Use of existing credit" not in notice.reasons
+    assert len(notice.reasons) == 4  # the other fields that pushed still fill the list

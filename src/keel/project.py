@@ -54,17 +54,13 @@ def feature_warnings(flow: Flow) -> list[Problem]:
     return out
 
 
-_INPUT_FIELD = re.compile(r"\binput\.([A-Za-z_][A-Za-z0-9_]*)")
-
-
 def rule_warnings(flow: Flow, policy: Policy) -> list[Problem]:
     """A rule whose condition reads a protected field decides on a characteristic the law
     protects (disparate treatment): allowed where the law allows it, but worth a second
     look. Its notices never state the field; the rule's own ``notice`` is all they say."""
     out = []
     for rule in policy.rules:
-        read = dict.fromkeys(_INPUT_FIELD.findall(rule.when))
-        for name in read:
+        for name in rule.inputs_read:
             spec = flow.fields.get(name)
             if spec is not None and spec.protected:
                 out.append(

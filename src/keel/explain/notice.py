@@ -129,12 +129,16 @@ def _deciding_reasons(
 
 
 def model_reasons(
-    flow: Flow, spec: NoticeSpec, attributions: Mapping[str, Attributions]
+    flow: Flow,
+    spec: NoticeSpec,
+    attributions: Mapping[str, Attributions],
+    covered: frozenset[str] = frozenset(),
 ) -> list[str]:
     """The features that pushed the scores towards adverse, strongest first, as reasons.
 
     Protected and sensitive fields are left out whatever their attribution; a feature
-    that pulled towards a favourable decision is no reason for an adverse one.
+    that pulled towards a favourable decision is no reason for an adverse one; a
+    ``covered`` field is one the deciding rule's stated reason already speaks of.
     """
     pushes: dict[str, float] = {}
     for signal, attrs in attributions.items():
@@ -143,6 +147,8 @@ def model_reasons(
             push = sign * item.contribution
             field_spec = flow.fields.get(item.feature)
             if push <= 1e-12 or field_spec is None or field_spec.never_a_reason:
+                continue
+            if item.feature in covered:
                 continue
             pushes[item.feature] = max(push, pushes.get(item.feature, 0.0))
     ranked = sorted(pushes, key=lambda name: pushes[name], reverse=True)
@@ -158,10 +164,14 @@ def principal_reasons(
     kind: str,
     attributions: Mapping[str, Attributions],
 ) -> tuple[str, ...]:
-    """The top ``spec.reasons`` reasons: what decided first, then the model's, no repeats."""
-    found = _deciding_reasons(policy, body, in_force, kind) + model_reasons(
-        flow, spec, attributions
-    )
+    """The top ``spec.reasons`` reasons: what decided first, then the model's, no repeats.
+    A field the deciding rule reads is not stated again when that rule's own ``notice``
+    is ("Your checking account is overdrawn", then "Status of your checking account")."""
+    deciding = _deciding_reasons(policy, body, in_force, kind)
+    rule = next((r for r in policy.rules if r.name == body["rule"]), None)
+    stated = rule is not None and bool(rule.notice) and rule.notice in deciding
+    covered = frozenset(rule.inputs_read) if stated and rule is not None else frozenset()
+    found = deciding + model_reasons(flow, spec, attributions, covered)
     return tuple(dict.fromkeys(found))[: spec.reasons]
 
 

@@ -7,6 +7,7 @@ key order and formatting do not change it, and any change of meaning does.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,9 @@ class Outcome:
     notice: str = ""  # the reason an adverse-action notice states, in customer language
 
 
+_INPUT_FIELD = re.compile(r"\binput\.([A-Za-z_][A-Za-z0-9_]*)")
+
+
 @dataclass(frozen=True)
 class Rule:
     name: str
@@ -50,6 +54,11 @@ class Rule:
     value_line: int | None = None
     reason_line: int | None = None
     notice: str = ""  # the reason an adverse-action notice states, in customer language
+
+    @property
+    def inputs_read(self) -> tuple[str, ...]:
+        """The input fields the condition reads (``input.x``), in order, each once."""
+        return tuple(dict.fromkeys(_INPUT_FIELD.findall(self.when)))
 
 
 @dataclass(frozen=True)
