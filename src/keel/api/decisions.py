@@ -144,15 +144,20 @@ def what_if(
     return result
 
 
+# A report's range: the CLI's defaults (``keel.ledger.records.report_range``).
+ReportSince = Annotated[
+    str | None, Query(description="ISO time, inclusive; default: 30 days before until")
+]
+ReportUntil = Annotated[str | None, Query(description="ISO time, exclusive; default: now")]
+
+
 @router.get("/flows/{flow}/trust", name="trust_metrics")
 def trust(
     flow: str,
     principal: Caller,
     request: Request,
-    since: Annotated[
-        str | None, Query(description="ISO time, inclusive; default: 30 days before until")
-    ] = None,
-    until: Annotated[str | None, Query(description="ISO time, exclusive; default: now")] = None,
+    since: ReportSince = None,
+    until: ReportUntil = None,
     bucket: Annotated[str, Query(pattern="^(hour|day|week)$")] = "day",
     min_outcomes: Annotated[
         int | None,
@@ -175,10 +180,8 @@ def fairness(
     flow: str,
     principal: Caller,
     request: Request,
-    since: Annotated[
-        str | None, Query(description="ISO time, inclusive; default: 30 days before until")
-    ] = None,
-    until: Annotated[str | None, Query(description="ISO time, exclusive; default: now")] = None,
+    since: ReportSince = None,
+    until: ReportUntil = None,
 ) -> dict[str, Any]:
     """The flow's fairness figures per protected attribute and group over ``[since, until)``
     (ISO 8601): selection rates, adverse impact ratios, parity, equal opportunity and

@@ -11,14 +11,17 @@ from keel.cli._common import ProjectOpt, _engine, _print
 
 app = typer.Typer(help="Reports: trust metrics and fairness per flow.")
 
+SinceOpt = Annotated[
+    str | None, typer.Option(help="From (ISO 8601); default: 30 days before until.")
+]
+UntilOpt = Annotated[str | None, typer.Option(help="To (ISO 8601); default: now.")]
+
 
 @app.command("trust")
 def report_trust(
     flow: Annotated[str, typer.Argument(help="The flow.")],
-    since: Annotated[
-        str | None, typer.Option(help="From (ISO 8601); default: 30 days before until.")
-    ] = None,
-    until: Annotated[str | None, typer.Option(help="To (ISO 8601); default: now.")] = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
     bucket: Annotated[str, typer.Option(help="hour, day or week.")] = "day",
     min_outcomes: Annotated[
         int | None,
@@ -76,10 +79,8 @@ def _table(rows: list[list[str]]) -> None:
 @app.command("fairness")
 def report_fairness(
     flow: Annotated[str, typer.Argument(help="The flow.")],
-    since: Annotated[
-        str | None, typer.Option(help="From (ISO 8601); default: 30 days before until.")
-    ] = None,
-    until: Annotated[str | None, typer.Option(help="To (ISO 8601); default: now.")] = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
     html: Annotated[
         Path | None, typer.Option("--html", help="Also write a self-contained HTML report.")
