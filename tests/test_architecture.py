@@ -13,7 +13,9 @@ from keel.events import BY_KIND, CATALOGUE, body_keys, catalogue_markdown
 
 SRC = Path(keel.__file__).parent
 # and every later service package
-SERVICES = ("decide", "review", "rollout", "monitor", "models_inventory", "models_report")
+SERVICES = (
+    "decide", "review", "rollout", "monitor", "models_inventory", "models_report", "knowledge",
+)  # fmt: skip
 
 
 def _modules() -> dict[str, Path]:
@@ -142,8 +144,8 @@ LAYERS = {
         "config", "security", "telemetry", "errors", "canonical", "batching", "yamlfile",
         "keys", "protect", "reasons", "scaffold", "text", "schema", "money",
     },
-    "storage": {"ledger", "store"},
-    "core": {"flows", "policy", "signals", "explain", "events"},
+    "storage": {"ledger", "store", "index"},
+    "core": {"flows", "policy", "signals", "explain", "events", "embeddings"},
     "runtime": {"context", "runtime", "project"},
     "services": set(SERVICES),
     "interfaces": {"cli", "api", "engine", "demo", "docs", "__init__"},
