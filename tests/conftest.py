@@ -158,6 +158,19 @@ def replace_in(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new), encoding="utf-8")
 
 
+def python_model(project: Path, source: str = "def score(row):\n    return 0.1\n") -> None:
+    """Make the example flow's signal the Python function ``score`` in ``source`` (written to
+    models/risk.py): loading it needs no model library."""
+    write(project / "models" / "risk.py", source)
+    flow = project / "flows" / "credit_limit.yaml"
+    replace_in(flow, "model: models/default_risk.skops", "model: python:models/risk.py:score")
+    replace_in(flow, "output: probability", "output: score")
+    replace_in(flow, "    positive_class: 1\n", "")
+    policy = project / "policies" / "credit_limit.yaml"
+    replace_in(policy, "  min_confidence:\n    - signal: default_risk\n      min: 0.55\n", "")
+    replace_in(policy, "      on_hit: escalate\n  rate_limits:", "  rate_limits:")
+
+
 def problems(project: Path) -> list[str]:
     """Every problem loading the project reports (it must report some)."""
     from keel.config import load_settings

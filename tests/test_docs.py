@@ -100,7 +100,13 @@ def _demo_settings() -> list[dict[str, Any]]:
         keys_dir=".keel/keys",
         locale="de_DE",
         currency="EUR",
-        api={"rate_per_s": 50, "burst": 100, "rate_limits": "shared", "graceful_timeout_s": 10},
+        api={
+            "rate_per_s": 50,
+            "burst": 100,
+            "rate_limits": "shared",
+            "graceful_timeout_s": 10,
+            "worker_hang_s": 60,
+        },
         reviews={"sweep_s": 30},
         monitors={"check_s": 60},
         deliveries={

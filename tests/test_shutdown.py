@@ -3,7 +3,9 @@ request the server accepted."""
 
 from __future__ import annotations
 
+import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from keel import open_engine
 from keel.config import load_settings
 from keel.errors import ConfigError
+from tests.conftest import python_model
 from tests.serving import Load, missing, prepare, start
 
 CLIENTS = 8
@@ -52,6 +55,71 @@ def test_sigterm_under_load_answers_every_request_it_accepted(
     with open_engine(project, environ=env) as engine:
         report = engine.verify(deep=True)
     assert report.ok and report.entries >= len(load.acknowledged)
+
+
+# The flow's model, loaded in each worker as it starts: the first worker to load it writes
+# its pid, holds Python's interpreter lock for 10 s, as unpickling a large model does, and
+# then says it is done.
+HOLDS_THE_LOCK = """
+import ctypes, os
+
+claim = os.environ.get("KEEL_TEST_HOLD_LOCK")
+if claim:
+    try:
+        fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        pass
+    else:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        ctypes.PyDLL(None).sleep(10)  # libc's sleep, called without releasing the lock
+        open(claim + ".done", "w").close()
+
+
+def score(row):
+    return 0.1
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("hang_s", [None, 4], ids=["default", "worker_hang_s-4"])
+def test_a_worker_holding_the_interpreter_lock_is_replaced_only_past_worker_hang_s(
+    project: Path, hang_s: int | None
+) -> None:
+    """uvicorn's supervisor kills a worker that takes 5 s to answer its health check, so a
+    worker loading a large model (or starved on a busy machine) was killed as it started,
+    again and again. Keel's waits ``api.worker_hang_s``, then replaces it, and says so."""
+    python_model(project, HOLDS_THE_LOCK)
+    token = prepare(project, {})
+    if hang_s is not None:
+        with (project / "keel.yaml").open("a") as settings:
+            settings.write(f"api: {{rate_per_s: 100000, burst: 100000, worker_hang_s: {hang_s}}}\n")
+    claim = project / "held-by.pid"
+    server = start(project, {"KEEL_TEST_HOLD_LOCK": str(claim)}, 2)
+    try:
+        with Load(server.base, token, 2) as load:
+            load.wait_until_each_answered(3)
+        holder = int(claim.read_text())
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and alive(holder):
+            if (project / "held-by.pid.done").exists():
+                break  # the hold is over, and the worker was left to finish it
+            time.sleep(0.1)
+        assert alive(holder) == (hang_s is None)
+    finally:
+        server.process.send_signal(signal.SIGTERM)
+        status = server.wait(timeout=60)
+    log = server.log.read_text()
+    killed = f"worker process {holder} left its health check unanswered for {hang_s} s: killed"
+    assert (killed in log) == (hang_s is not None), log
+    assert load.broken == [] and status in (0, -signal.SIGTERM), log
 
 
 def test_graceful_timeout_is_a_setting(project: Path) -> None:

@@ -21,7 +21,7 @@ from keel.cli import app
 from keel.engine import open_engine
 from keel.ledger.checkpoint import load_checkpoint
 from keel.review.outcomes import OutcomeReport
-from tests.conftest import LOW_RISK, replace_in, write
+from tests.conftest import LOW_RISK, python_model
 
 HEAVY = ("sklearn", "skops", "pandas", "scipy", "onnxruntime")
 
@@ -101,22 +101,10 @@ def test_checkpoint_without_the_engine_is_recorded_and_verifies(
     assert last.kind == "checkpoint" and last.body["seq"] == checkpoint.seq
 
 
-def _python_model(project: Path) -> None:
-    """The flow's signal as a Python function: loading it needs no model library."""
-    write(project / "models" / "risk.py", "def score(row):\n    return 0.1\n")
-    flow = project / "flows" / "credit_limit.yaml"
-    replace_in(flow, "model: models/default_risk.skops", "model: python:models/risk.py:score")
-    replace_in(flow, "output: probability", "output: score")
-    replace_in(flow, "    positive_class: 1\n", "")
-    policy = project / "policies" / "credit_limit.yaml"
-    replace_in(policy, "  min_confidence:\n    - signal: default_risk\n      min: 0.55\n", "")
-    replace_in(policy, "      on_hit: escalate\n  rate_limits:", "  rate_limits:")
-
-
 def test_a_python_model_costs_no_model_library(project: Path) -> None:
     """Commands that load models pay only for the models they load: a flow whose signal is
     a Python function validates and decides without scikit-learn, skops or SciPy."""
-    _python_model(project)
+    python_model(project)
     example = f"@{project / 'examples' / 'low_risk.json'}"
     assert imported("validate", "--project", str(project)) == []
     assert imported("decide", "credit_limit", "--input", example, "-p", str(project)) == []
@@ -125,7 +113,7 @@ def test_a_python_model_costs_no_model_library(project: Path) -> None:
 def test_the_model_inventory_costs_no_model_library(project: Path) -> None:
     """``keel models list`` reads the ledger; ``keel models show`` computes its figures
     (AUC, Gini, KS, Brier) with the performance module, which needs no scikit-learn."""
-    _python_model(project)
+    python_model(project)
     with open_engine(project) as engine:
         for n in range(30):
             decision = engine.decide("credit_limit", {**LOW_RISK, "annual_income": 50_000 + n})

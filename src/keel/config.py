@@ -57,6 +57,7 @@ MODES = ("production", "development")
 PRODUCTION, DEVELOPMENT = MODES
 # Below the 30 s most supervisors (Kubernetes, Docker) wait between SIGTERM and SIGKILL.
 DEFAULT_GRACEFUL_TIMEOUT_S = 25
+DEFAULT_WORKER_HANG_S = 120
 
 _POSITIVE = "integer > 0"
 SETTINGS_KEYS: tuple[Key, ...] = (
@@ -125,6 +126,11 @@ SETTINGS_KEYS: tuple[Key, ...] = (
     Key("api.graceful_timeout_s", _POSITIVE,
         "How long `keel serve` goes on finishing accepted requests after SIGTERM, in seconds.",
         default=str(DEFAULT_GRACEFUL_TIMEOUT_S)),
+    Key("api.worker_hang_s", _POSITIVE,
+        "With more than one worker: how long a worker process may leave the supervisor's "
+        "health check unanswered, in seconds, before it is killed and replaced. A worker "
+        "loading a large model can hold Python's interpreter lock for a while; one killed "
+        "early drops the requests it was answering.", default=str(DEFAULT_WORKER_HANG_S)),
     Key("reviews", "mapping", "How a server watches the review queues."),
     Key("reviews.sweep_s", _POSITIVE,
         "How often, in seconds, a server records a `review_breached` event for each review "
@@ -202,6 +208,7 @@ class Settings:
     burst: int = DEFAULT_BURST
     rate_limits: str = "auto"  # one of RATE_LIMIT_MODES
     graceful_timeout_s: int = DEFAULT_GRACEFUL_TIMEOUT_S  # a server's drain on SIGTERM
+    worker_hang_s: int = DEFAULT_WORKER_HANG_S  # a silent worker is replaced after this
     review_sweep_s: int = DEFAULT_REVIEW_SWEEP_S  # how often a server records deadline breaches
     monitor_check_s: int = DEFAULT_MONITOR_CHECK_S  # how often a server looks for due monitors
     deliveries: DeliverySettings = field(default_factory=DeliverySettings)
@@ -330,6 +337,7 @@ def load_settings(project_dir: str | Path, environ: Mapping[str, str] | None = N
         graceful_timeout_s=_positive_int(
             api, "graceful_timeout_s", "api", DEFAULT_GRACEFUL_TIMEOUT_S
         ),
+        worker_hang_s=_positive_int(api, "worker_hang_s", "api", DEFAULT_WORKER_HANG_S),
         review_sweep_s=_positive_int(review, "sweep_s", "reviews", DEFAULT_REVIEW_SWEEP_S),
         monitor_check_s=_positive_int(monitors, "check_s", "monitors", DEFAULT_MONITOR_CHECK_S),
         deliveries=deliveries,

@@ -16,9 +16,18 @@ On SIGTERM (or Ctrl-C) a Keel server:
    shutdown cancels the scheduled jobs and closes the audit log and the engine.
 
 A worker still starting when the signal comes never listens (listening would open the
-shut socket again). The supervisor ignores SIGHUP, SIGTTIN and SIGTTOU, on which uvicorn
-restarts or retires single workers: a retired worker would shut the socket its siblings
-share. To change the number of workers, stop the server and start it again.
+shut socket again).
+
+With several workers the supervisor replaces a worker that exits, and one that has answered
+its health checks before but then leaves one unanswered for ``api.worker_hang_s`` (default
+120 s). uvicorn's own supervisor
+kills a worker that takes 5 s to answer: a worker whose interpreter lock is held that long —
+unpickling a large model, or a busy machine starving it while it starts — was killed and
+restarted in a loop, dropping every request it was answering.
+
+The supervisor ignores SIGHUP, SIGTTIN and SIGTTOU, on which uvicorn restarts or retires
+single workers: a retired worker would shut the socket its siblings share. To change the
+number of workers, stop the server and start it again.
 """
 
 from __future__ import annotations
@@ -29,11 +38,15 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
 import uvicorn
-from uvicorn.supervisors.multiprocess import Multiprocess
+from uvicorn.config import Config
+from uvicorn.supervisors.multiprocess import Multiprocess, Process
+
+from keel.telemetry import log
 
 try:  # the C parser uvicorn uses in production, or its pure-Python one where it is missing
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _HttpProtocol
@@ -132,8 +145,78 @@ def _stop_listening(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RD)
 
 
+class Supervisor(Multiprocess):
+    """uvicorn's supervisor of worker processes, except how it keeps them alive: a worker is
+    replaced when it has exited, or when it has left a health check unanswered for
+    ``hang_s``; the check never blocks the supervisor's loop."""
+
+    def __init__(
+        self,
+        config: Config,
+        sockets: list[socket.socket],
+        hang_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(config, sockets)
+        self.hang_s = hang_s
+        self.clock = clock
+        self.asked: dict[int, float] = {}  # worker pid -> when its unanswered check was sent
+        self.answered: set[int] = set()  # the workers that have answered a check
+
+    def keep_subprocess_alive(self) -> None:
+        if self.should_exit.is_set():
+            return  # stopping: the workers are being told to exit
+        for index, worker in enumerate(self.processes):
+            if worker.process.is_alive() and not self._hung(worker):
+                continue
+            pid, exited = worker.pid, worker.exitcode
+            if exited is None:
+                log.error(
+                    "worker process %s left its health check unanswered for %s s: killed",
+                    pid, self.hang_s,
+                )  # fmt: skip
+            worker.kill()
+            worker.join()
+            self.asked.pop(pid or 0, None)
+            self.answered.discard(pid or 0)
+            if worker.exitcode == STARTUP_FAILURE:  # the app cannot start: restarting won't help
+                log.error("worker process %s failed to start; stopping", pid)
+                self.should_exit.set()
+                return
+            if self.should_exit.is_set():
+                return
+            if exited is not None:
+                log.warning("worker process %s exited (status %s); starting another", pid, exited)
+            replacement = Process(self.config, self.sockets)
+            replacement.start()
+            self.processes[index] = replacement
+
+    def _hung(self, worker: Process) -> bool:
+        """Collect the worker's answers without waiting, send a check if none is pending, and
+        tell whether the pending one is older than ``hang_s``. A worker that has never
+        answered is still starting (Python, then the app's imports): it is not hung."""
+        pid = worker.pid or 0
+        try:
+            while worker.parent_conn.poll():
+                worker.parent_conn.recv()
+                self.asked.pop(pid, None)
+                self.answered.add(pid)
+            if pid not in self.asked:
+                worker.parent_conn.send(b"ping")
+                self.asked[pid] = self.clock()
+        except (OSError, EOFError):
+            return True  # its end of the pipe is gone: the worker is gone or going
+        return pid in self.answered and self.clock() - self.asked[pid] > self.hang_s
+
+
 def run(
-    app: str, host: str, port: int, workers: int, graceful_timeout_s: int, log_level: str
+    app: str,
+    host: str,
+    port: int,
+    workers: int,
+    graceful_timeout_s: int,
+    log_level: str,
+    worker_hang_s: float,
 ) -> int:
     """Serve the ASGI app factory ``app``; return the exit status (``STARTUP_FAILURE`` if
     it never started)."""
@@ -152,7 +235,7 @@ def run(
         server.run()
         return 0 if server.started else STARTUP_FAILURE
     sock = config.bind_socket()
-    supervisor = Multiprocess(config, sockets=[sock])
+    supervisor = Supervisor(config, [sock], worker_hang_s)
     supervisor.should_exit = StopFlag()  # type: ignore[assignment]  # set from a handler
 
     def stop(_sig: int, _frame: FrameType | None) -> None:

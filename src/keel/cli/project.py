@@ -152,6 +152,7 @@ def serve(
         workers,
         graceful_timeout or settings.graceful_timeout_s,
         "warning",
+        settings.worker_hang_s,
     )
     if status:
         raise typer.Exit(status)
