@@ -19,6 +19,7 @@ from keel.errors import InputError
 from keel.knowledge.evaluation import (
     HYBRID_COMPARISONS,
     Dataset,
+    EvalReport,
     Passage,
     Run,
     document_run,
@@ -299,6 +300,10 @@ def test_the_harness_runs_end_to_end_on_the_frozen_set() -> None:
     assert as_json["runs"]["text"]["means"]["ndcg_at_10"]["mean"] == text.means["ndcg_at_10"].mean
     assert len(as_json["runs"]["title"]["per_query"]) == 119
     assert as_json["comparisons"][0]["significant"] is True
+    assert as_json["kinds"] == {"identifier": 45, "paraphrase": 74}
+    identifiers = [q for q, kind in dataset.kinds.items() if kind == "identifier"]
+    by_kind = as_json["means_by_kind"]["identifier"]["text"]["mrr_at_10"]
+    assert by_kind == pytest.approx(np.mean([text.per_query[q]["mrr_at_10"] for q in identifiers]))
 
     page = render_html(report, "2026-11-30T12:00:00Z")
     assert page.startswith("<!doctype html>") and "<svg" in page
@@ -308,3 +313,8 @@ def test_the_harness_runs_end_to_end_on_the_frozen_set() -> None:
             assert f"{interval.mean:.3f}" in page
     assert f"{ndcg_comparison.difference.mean:+.3f}" in page
     assert "587 passages · 119 judged queries" in page
+    assert f"<td>identifier (45)</td><td>text</td><td>{by_kind_ndcg(report)}</td>" in page
+
+
+def by_kind_ndcg(report: EvalReport) -> str:
+    return f"{report.means_by_kind()['identifier']['text']['ndcg_at_10']:.3f}"

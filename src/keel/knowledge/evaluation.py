@@ -273,9 +273,25 @@ class EvalReport:
     unjudged: tuple[str, ...]
     runs: tuple[RunScores, ...]
     comparisons: tuple[Comparison, ...]
+    # kind of query (queries.jsonl's metadata.kind) → its query ids, for means per kind
+    kinds: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     confidence: float = CONFIDENCE
     resamples: int = RESAMPLES
     schema_version: int = SCHEMA_VERSION
+
+    def means_by_kind(self) -> dict[str, dict[str, dict[str, float]]]:
+        """kind → run → measure → mean over that kind's queries: where each retriever
+        fails (keyword search on paraphrases, vector search on rare identifiers)."""
+        return {
+            kind: {
+                run.name: {
+                    key: float(np.mean([run.per_query[q][key] for q in queries]))
+                    for key, _ in MEASURES
+                }
+                for run in self.runs
+            }
+            for kind, queries in self.kinds.items()
+        }
 
     def to_dict(self) -> dict[str, Any]:
         def interval(i: Interval) -> dict[str, float]:
@@ -298,6 +314,8 @@ class EvalReport:
                 }
                 for r in self.runs
             },
+            "kinds": {kind: len(queries) for kind, queries in self.kinds.items()},
+            "means_by_kind": self.means_by_kind(),
             "comparisons": [
                 {
                     "better": c.better,
@@ -405,6 +423,10 @@ def evaluate(
         unjudged=dataset.unjudged,
         runs=scored,
         comparisons=tuple(compared),
+        kinds={
+            kind: tuple(q for q in dataset.queries if dataset.kinds.get(q) == kind)
+            for kind in sorted(set(dataset.kinds.values()))
+        },
         confidence=confidence,
         resamples=resamples,
     )

@@ -100,6 +100,20 @@ def render_html(report: EvalReport, generated_at: str) -> str:
         if report.unjudged
         else ""
     )
+    by_kind = report.means_by_kind()
+    kind_rows = "".join(
+        f"<tr><td>{escape(kind)} ({len(report.kinds[kind]):,})</td><td>{escape(name)}</td>"
+        + "".join(f"<td>{_num(means[key])}</td>" for key, _ in MEASURES)
+        + "</tr>"
+        for kind, runs in by_kind.items()
+        for name, means in runs.items()
+    )
+    kinds = (
+        "<h2>Per kind of query</h2><table><thead><tr><th>Kind (queries)</th><th>Run</th>"
+        f"{head}</tr></thead><tbody>{kind_rows}</tbody></table>"
+        if kind_rows
+        else ""
+    )
     title = f"Retrieval evaluation — {report.dataset}"
     chart = means_chart(report) if report.runs else "<p>No runs to show.</p>"
     return (
@@ -110,13 +124,15 @@ def render_html(report: EvalReport, generated_at: str) -> str:
         f"{skipped} · generated {escape(generated_at)}</p>"
         f'<h2>Means per run</h2><p class="legend">{legend}</p>{chart}'
         f"<table><thead><tr><th>Run</th>{head}<th>Empty</th></tr></thead>"
-        f"<tbody>{rows}</tbody></table>{comparisons}"
+        f"<tbody>{rows}</tbody></table>{kinds}{comparisons}"
         f'<p class="meta">Each figure is the mean over the judged queries, with its {share} '
         f"bootstrap interval ({report.resamples:,} resamples of the queries) in brackets. "
         f"nDCG@10: how close the first 10 results are to the ideal order, graded relevance "
         "counting; recall@100: share of the relevant passages found in the first 100; "
         "MRR@10: 1 / the rank of the first relevant result, 0 if none is in the first 10. "
-        "Empty: queries the run returned nothing for (they score 0). A paired comparison "
+        "Empty: queries the run returned nothing for (they score 0). Per kind of query: "
+        "the means over the queries of each kind the set marks (queries.jsonl's "
+        "metadata.kind). A paired comparison "
         "takes the difference query by query; when its interval lies above 0 the first run "
         "is better on this set beyond the spread between queries.</p></body></html>\n"
     )
