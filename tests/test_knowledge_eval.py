@@ -22,6 +22,7 @@ from keel.knowledge.evaluation import (
     EvalReport,
     Passage,
     Run,
+    bootstrap_mean,
     document_run,
     evaluate,
     load_beir,
@@ -260,6 +261,14 @@ def test_a_paired_comparison_gives_an_interval_around_the_mean_difference() -> N
     # a difference that goes both ways is not significant: its interval straddles zero
     mixed, p_mixed, _ = paired_comparison([1.0, 0.0] * 15, [0.0, 1.0] * 15)
     assert mixed.low < 0 < mixed.high and p_mixed > 0.5
+    # thousands of queries are resampled in batches: the same interval, bounded memory
+    rng = np.random.default_rng(3)
+    many = rng.random(5000)
+    interval_many = bootstrap_mean(many, resamples=2000)
+    assert interval_many.mean == pytest.approx(many.mean())
+    half_width = 1.96 * many.std() / math.sqrt(many.size)
+    assert interval_many.high - interval_many.low == pytest.approx(2 * half_width, rel=0.1)
+    assert interval_many.low < many.mean() < interval_many.high
     with pytest.raises(InputError, match="one value per query"):
         paired_comparison([1.0], [1.0, 0.0])
 
