@@ -211,6 +211,12 @@ def test_a_query_without_judgements_is_skipped_and_counted(tmp_path: Path) -> No
     assert (report.queries, report.unjudged) == (1, ("q2",))
     assert report.to_dict()["unjudged"] == ["q2"]
     assert "1 queries without a relevant judgement skipped (q2)" in render_html(report, "now")
+    nothing = load_beir(
+        _write_set(tmp_path / "none", CORPUS, QUERIES, "query-id\tcorpus-id\tscore\n")
+    )
+    assert nothing.unjudged == ("q1", "q2")
+    with pytest.raises(InputError, match="no query has a relevant judgement"):
+        evaluate(nothing, {"r": {}})
 
 
 def test_runs_that_name_unknown_queries_or_passages_are_refused(tmp_path: Path) -> None:
@@ -221,6 +227,10 @@ def test_runs_that_name_unknown_queries_or_passages_are_refused(tmp_path: Path) 
         evaluate(dataset, {"r": {"q1": [("d5", 1.0)]}})
     with pytest.raises(InputError, match="'d1' is ranked twice"):
         evaluate(dataset, {"r": {"q1": [("d1", 1.0), ("d1", 0.5)]}})
+    with pytest.raises(InputError, match="'d1' has score nan"):
+        evaluate(dataset, {"r": {"q1": [("d1", math.nan)]}})
+    with pytest.raises(InputError, match="'d1' has score high"):
+        evaluate(dataset, {"r": {"q1": [("d1", "high")]}})  # type: ignore[dict-item]
     with pytest.raises(InputError, match="no run named 'hybrid'"):
         evaluate(dataset, {"keyword": {}, "vector": {}}, HYBRID_COMPARISONS)
 

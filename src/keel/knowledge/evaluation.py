@@ -186,6 +186,11 @@ def document_run(chunk_run: Run, document_of: Mapping[str, str] | Callable[[str]
     return out
 
 
+def _finite(score: object) -> bool:
+    """Whether a retriever's score is a real number (scores come from other code)."""
+    return isinstance(score, int | float | np.floating) and math.isfinite(score)
+
+
 def _ranked(name: str, query: str, ranking: Ranking, corpus: Mapping[str, Passage]) -> list[str]:
     """Document ids by descending score, ties by descending id (trec_eval's order)."""
     seen: set[str] = set()
@@ -195,7 +200,7 @@ def _ranked(name: str, query: str, ranking: Ranking, corpus: Mapping[str, Passag
             raise InputError(f"run {name!r}, query {query!r}: {doc!r} is ranked twice", detail)
         if doc not in corpus:
             raise InputError(f"run {name!r}, query {query!r}: {doc!r} is not in the corpus", detail)
-        if not math.isfinite(score):
+        if not _finite(score):
             raise InputError(f"run {name!r}, query {query!r}: {doc!r} has score {score}", detail)
         seen.add(doc)
     return [doc for doc, _ in sorted(ranking, key=lambda p: (p[1], p[0]), reverse=True)]
@@ -397,6 +402,11 @@ def evaluate(
     """Score each named run on the dataset's judged queries and compare the pairs asked
     for (``(better, baseline)``) on every measure. A judged query a run has no entry for
     scores 0 and is counted in ``empty``; a run's unjudged queries are skipped."""
+    if not dataset.queries:
+        raise InputError(
+            f"{dataset.name}: no query has a relevant judgement, so there is nothing to score",
+            {"dataset": dataset.name, "unjudged": len(dataset.unjudged)},
+        )
     unknown = [q for run in runs.values() for q in run if q not in dataset.queries]
     unknown = [q for q in unknown if q not in dataset.unjudged]
     if unknown:
