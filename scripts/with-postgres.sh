@@ -43,10 +43,11 @@ if [ -z "$PGBIN" ]; then
   PGBIN=$(find_debian_bin || true)
   if [ -z "$PGBIN" ]; then
     if [ "$(id -u)" != 0 ]; then
-      echo "No PostgreSQL server found. Install the 'dev' extra into $(dirname "$(dirname "$PYTHON")")" \
-        "(pip install -c constraints.txt -e '.[dev]': it brings pgserver, PostgreSQL 16 with" \
-        "pgvector), or set KEEL_PYTHON to a Python that has pgserver, or install Debian's" \
-        "'postgresql' package (as root; it has no pgvector)." >&2
+      echo "No PostgreSQL server found: $PYTHON has no pgserver package and there is no" \
+        "system PostgreSQL. Install the 'dev' extra (make test, or pip install -c" \
+        "constraints.txt -e '.[dev]': it brings pgserver, PostgreSQL 16 with pgvector) or point" \
+        "KEEL_PYTHON at a Python that has it; or install Debian's 'postgresql' package as root" \
+        "(without pgvector)." >&2
       exit 1
     fi
     echo "Installing PostgreSQL (Debian package)…" >&2
