@@ -2,6 +2,8 @@
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# scripts/with-postgres.sh runs the PostgreSQL (with pgvector) of this Python's pgserver package
+export KEEL_PYTHON := $(abspath $(BIN))/python
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
 .PHONY: demo test docs docs-build docs-screenshots lint typecheck pytest bench bench-load bench-crash bench-verify bench-replay bench-drift bench-startup bench-fairness bench-batch clean
@@ -31,7 +33,7 @@ typecheck: $(VENV)/.dev-installed
 
 pytest: $(VENV)/.dev-installed
 	scripts/ensure-chromium.sh
-	scripts/with-postgres.sh $(BIN)/pytest
+	KEEL_TEST_PGVECTOR=required scripts/with-postgres.sh $(BIN)/pytest
 
 # The documentation site: served on http://127.0.0.1:8000, built strictly by `make test`.
 docs: $(VENV)/.dev-installed

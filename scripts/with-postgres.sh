@@ -5,10 +5,30 @@
 #
 #   scripts/with-postgres.sh pytest -q
 #
-# Installs Debian's postgresql package first if no server binaries are found (needs root).
+# The server is PostgreSQL 16 with the pgvector extension, from the `pgserver` package that
+# the `dev` extra installs into the virtual environment (KEEL_PYTHON, default .venv/bin/python).
+# Without it, Debian's PostgreSQL is used instead (installed first if missing; needs root),
+# which has no pgvector: the pgvector tests then skip, or fail under KEEL_TEST_PGVECTOR=required.
 set -euo pipefail
 
-find_bin() {
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PYTHON=${KEEL_PYTHON:-$ROOT/.venv/bin/python}
+
+# The bin folder of pgserver's bundled PostgreSQL, found without importing pgserver (whose
+# import creates folders and warns about XDG_RUNTIME_DIR).
+pgserver_bin() {
+  [ -x "$PYTHON" ] || return 0
+  "$PYTHON" - <<'PY' 2>/dev/null || true
+import importlib.util, pathlib
+spec = importlib.util.find_spec("pgserver")
+if spec and spec.submodule_search_locations:
+    bin = pathlib.Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+    if (bin / "initdb").is_file():
+        print(bin)
+PY
+}
+
+find_debian_bin() {
   local dir
   for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
     [ -x "$dir/initdb" ] && { echo "$dir"; return; }
@@ -16,15 +36,24 @@ find_bin() {
   command -v initdb >/dev/null 2>&1 && dirname "$(command -v initdb)"
 }
 
-PGBIN=$(find_bin || true)
+PGBIN=$(pgserver_bin)
+PGVECTOR=yes
 if [ -z "$PGBIN" ]; then
-  if [ "$(id -u)" != 0 ]; then
-    echo "PostgreSQL server binaries not found; install the 'postgresql' package (as root)." >&2
-    exit 1
+  PGVECTOR=no
+  PGBIN=$(find_debian_bin || true)
+  if [ -z "$PGBIN" ]; then
+    if [ "$(id -u)" != 0 ]; then
+      echo "No PostgreSQL server found: $PYTHON has no pgserver package and there is no" \
+        "system PostgreSQL. Install the 'dev' extra (make test, or pip install -c" \
+        "constraints.txt -e '.[dev]': it brings pgserver, PostgreSQL 16 with pgvector) or point" \
+        "KEEL_PYTHON at a Python that has it; or install Debian's 'postgresql' package as root" \
+        "(without pgvector)." >&2
+      exit 1
+    fi
+    echo "Installing PostgreSQL (Debian package)…" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    PGBIN=$(find_debian_bin)
   fi
-  echo "Installing PostgreSQL (Debian package)…" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-  PGBIN=$(find_bin)
 fi
 
 DIR=$(mktemp -d /tmp/keel-pg.XXXXXX)
@@ -43,11 +72,28 @@ cleanup() {
 }
 trap cleanup EXIT
 
+if [ "$PGVECTOR" = yes ] && ! as_owner "$PGBIN/postgres" --version >/dev/null 2>&1; then
+  # The postgres user cannot reach the virtual environment (a home folder closed to others):
+  # run a copy. The binaries find lib/, share/ and ../../pgserver.libs relative to themselves.
+  SITE=$(dirname "$(dirname "$(dirname "$PGBIN")")")
+  mkdir -p "$DIR/pg/pgserver"
+  cp -r "$SITE/pgserver/pginstall" "$DIR/pg/pgserver/"
+  [ -d "$SITE/pgserver.libs" ] && cp -r "$SITE/pgserver.libs" "$DIR/pg/"
+  chmod -R a+rX "$DIR/pg"
+  PGBIN=$DIR/pg/pgserver/pginstall/bin
+fi
+
 as_owner "$PGBIN/initdb" -D "$DIR/data" -U keel --auth=trust -E UTF8 >/dev/null
 as_owner "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/log" -w \
   -o "-c listen_addresses='' -k $DIR -p $PORT -c fsync=on -c max_connections=200" start >/dev/null
 export KEEL_TEST_POSTGRES_URL="postgresql+psycopg://keel@/postgres?host=$DIR&port=$PORT"
-echo "PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}') on $DIR:$PORT" >&2
+VERSION=$("$PGBIN/postgres" --version | awk '{print $3}')
+if [ "$PGVECTOR" = yes ]; then
+  echo "PostgreSQL $VERSION with pgvector (pgserver) on $DIR:$PORT" >&2
+else
+  echo "PostgreSQL $VERSION on $DIR:$PORT, WITHOUT pgvector: install the 'dev' extra (pgserver)" \
+    "for the pgvector tests." >&2
+fi
 set +e
 "$@"
 status=$?

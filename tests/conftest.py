@@ -88,6 +88,39 @@ def fresh_postgres_database() -> Iterator[str]:
         server.dispose()
 
 
+PGVECTOR = "KEEL_TEST_PGVECTOR"
+
+
+@contextlib.contextmanager
+def fresh_pgvector_database() -> Iterator[str]:
+    """The URL of a new database on the server `make test` starts, with the pgvector extension
+    created in it. Where there is no server or it lacks pgvector the test skips, unless
+    KEEL_TEST_PGVECTOR=required (set by `make pytest`): then it fails, so that a suite run on a
+    server without pgvector cannot pass by skipping the knowledge index's production store."""
+    required = os.environ.get(PGVECTOR) == "required"
+    if required and not os.environ.get(POSTGRES_ADMIN):
+        pytest.fail(
+            f"{PGVECTOR}=required but {POSTGRES_ADMIN} is not set: run the tests "
+            "inside scripts/with-postgres.sh"
+        )
+    with fresh_postgres_database() as url:
+        engine = sa.create_engine(url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS vector"))
+        except sa.exc.DBAPIError as exc:
+            why = (
+                "the test PostgreSQL server has no pgvector: install the 'dev' extra (pgserver) "
+                f"and run scripts/with-postgres.sh ({exc.orig})"
+            )
+            if required:
+                pytest.fail(why)
+            pytest.skip(why)
+        finally:
+            engine.dispose()
+        yield url
+
+
 @pytest.fixture
 def db_url(project: Path, env: dict[str, str]) -> str:
     return env.get("KEEL_DATABASE_URL", f"sqlite:///{project}/keel.db")
