@@ -43,6 +43,7 @@ from keel.policy.model import Policy, policy_from_document
 from keel.security.roles import Permission, Principal
 from keel.signals.adapters import Model
 from keel.signals.artifacts import load_pinned, materialise, pinnable
+from keel.signals.loading import ensure_loaded
 from keel.signals.runner import SignalResult, SignalRunner
 from keel.store.database import Database
 from keel.store.schema import (
@@ -406,6 +407,16 @@ class FlowRegistry:
             spec = self.runtime_of(flow).flow.signals[signal]
             found = self._pinned[key] = load_pinned(self._db, self._model_cache, spec, version)
         return found
+
+    def load_models(self) -> int:
+        """Load every model the flows and their running rollouts run now (each is otherwise
+        loaded on first use), so that no request pays for it; ``keel serve`` calls this in
+        each worker before it answers. Returns how many models the flows run."""
+        self.refresh(force=True)
+        models = [m for rt in self._flows.values() for m in rt.models.values()]
+        models += [m for r in self._running.values() for m in r.runtime.models.values()]
+        ensure_loaded(models)
+        return len(models)
 
     def model_path(self, version: str) -> Path:
         """A pinned model file on this machine's disk."""
