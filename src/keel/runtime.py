@@ -408,13 +408,15 @@ class FlowRegistry:
             found = self._pinned[key] = load_pinned(self._db, self._model_cache, spec, version)
         return found
 
-    def load_models(self) -> int:
-        """Load every model the flows and their running rollouts run now (each is otherwise
-        loaded on first use), so that no request pays for it; ``keel serve`` calls this in
-        each worker before it answers. Returns how many models the flows run."""
+    def load_models(self, flow: str | None = None) -> int:
+        """Load every model the flows (or ``flow``) and their running rollouts run now (each
+        is otherwise loaded on first use), so that no request pays for it; ``keel serve``
+        calls this in each worker before it answers. Returns how many models they run."""
         self.refresh(force=True)
-        models = [m for rt in self._flows.values() for m in rt.models.values()]
-        models += [m for r in self._running.values() for m in r.runtime.models.values()]
+        names = [self.runtime_of(flow).flow.name] if flow is not None else list(self._flows)
+        models = [m for name in names for m in self._flows[name].models.values()]
+        models += [m for r in self._running.values() if r.flow in names
+                   for m in r.runtime.models.values()]  # fmt: skip
         ensure_loaded(models)
         return len(models)
 
