@@ -175,3 +175,17 @@ def test_development_mode_never_activates_a_model_file_that_does_not_load(
     assert decision.signals["default_risk"]["version"] == before["default_risk"]
     assert "keeps its active version, because a model file does not load" in caplog.text
     assert "default_risk.skops" in caplog.text
+
+
+def test_a_pinned_model_is_loaded_on_first_use_and_checked_again(project: Path) -> None:
+    """A pinned version comes from the store into the local cache, described; loading it
+    checks the cached file against the pin, so a file changed there is refused by name."""
+    with open_engine(project) as engine:
+        version = engine.runtime("credit_limit").models["default_risk"].version
+        pinned = engine.ctx.registry.model("credit_limit", "default_risk", version)
+        assert isinstance(pinned, LazyModel) and not pinned.is_loaded
+        assert pinned.version == version and pinned.path != (project / MODEL).resolve()
+        pinned.path.write_bytes(b"changed in the cache")
+        with pytest.raises(IntegrityError) as info:
+            loaded(pinned)
+        assert str(pinned.path) in info.value.message
