@@ -7,9 +7,10 @@ environment) on the example project, kept in bench/.data/startup/ with one decis
 ledger; the median is printed. Two references run in the same loop: ``python -c pass``
 (the interpreter alone) and ``python -c "import sklearn"`` (what loading a scikit-learn
 model costs before any Keel code). Printed: each median, and its ratio to both references.
-Commands that need no model (``--help``, ``ledger verify``) should stay near the bare
-interpreter; ``validate`` and ``decide`` load the ``.skops`` model, so they pay for
-scikit-learn.
+Commands that need no model should stay well below ``import sklearn``: ``--help`` and
+``ledger verify`` do not open the engine; ``policy history`` and ``review list`` open it,
+which describes the model (hashes its file) without loading it. ``validate`` loads every
+model, and ``decide`` loads the ``.skops`` model on first use, so they pay for scikit-learn.
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ def main() -> None:
         'python -c "import sklearn"': [python, "-c", "import sklearn"],
         "keel --help": [keel, "--help"],
         "keel ledger verify": [keel, "ledger", "verify"],
+        "keel policy history": [keel, "policy", "history", "credit_limit"],
+        "keel review list": [keel, "review", "list"],
         "keel validate": [keel, "validate"],
         "keel decide": [keel, "decide", "credit_limit", "--input", example],
     }

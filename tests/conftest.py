@@ -205,13 +205,13 @@ def python_model(project: Path, source: str = "def score(row):\n    return 0.1\n
 
 
 def problems(project: Path) -> list[str]:
-    """Every problem loading the project reports (it must report some)."""
+    """Every problem ``keel validate`` reports, loading every model (it must report some)."""
     from keel.config import load_settings
     from keel.errors import DefinitionError
     from keel.project import load_project
 
     with pytest.raises(DefinitionError) as info:
-        load_project(load_settings(project, {}))
+        load_project(load_settings(project, {}), load_models=True)
     return [str(p) for p in info.value.problems]
 
 

@@ -17,7 +17,7 @@ FLOW = "flows/credit_limit.yaml"
 
 def problems(project: Path) -> list[str]:
     with pytest.raises(DefinitionError) as info:
-        load_project(load_settings(project, {}))
+        load_project(load_settings(project, {}), load_models=True)
     return [str(p) for p in info.value.problems]
 
 

@@ -16,7 +16,7 @@ from keel.errors import DefinitionError, ModelError
 from keel.explain.attributions import attribute
 from keel.flows import SignalSpec
 from keel.scaffold.applicants import FEATURES, generate_applicants
-from keel.signals.adapters import load_model
+from keel.signals.loading import load_model, loaded
 from keel.signals.rows import Rows
 from tests.conftest import replace_in, write
 
@@ -136,7 +136,7 @@ def test_onnx_model_agrees_with_sklearn(
 ) -> None:
     from skl2onnx import to_onnx
 
-    sk = engine.runtime("credit_limit").models["default_risk"]
+    sk = loaded(engine.runtime("credit_limit").models["default_risk"])
     onx = to_onnx(
         sk.estimator, np.zeros((1, len(FEATURES)), dtype=np.float32), options={"zipmap": False}
     )
@@ -184,7 +184,7 @@ def test_tree_attributions_are_exact_shap_values(project: Path) -> None:
 def test_linear_attributions_sum_to_margin_difference(
     engine: Engine, low_risk: dict[str, Any]
 ) -> None:
-    model = engine.runtime("credit_limit").models["default_risk"]
+    model = loaded(engine.runtime("credit_limit").models["default_risk"])
     row = np.array([[low_risk[f] for f in FEATURES]], dtype=float)
     result = attribute(model, Rows.numeric(FEATURES, row))
     pipeline = model.estimator  # type: ignore[attr-defined]

@@ -2,7 +2,8 @@
 
 Importing skops imports all of scikit-learn (seconds on a small machine), so reading,
 verifying and checkpointing the ledger, managing keys and exporting the audit trail open the
-store alone. Each command runs in a fresh interpreter, which then lists the heavy packages
+store alone, and commands that open the engine but score no case (history, reviews,
+reports, the model inventory) describe each model without loading it (first use loads it). Each command runs in a fresh interpreter, which then lists the heavy packages
 it imported; a command that loads the project's ``.skops`` model is the control that shows
 the probe sees them.
 """
@@ -99,6 +100,34 @@ def test_checkpoint_without_the_engine_is_recorded_and_verifies(
         last = engine.entries(limit=1)[0]
     assert report.ok and report.head_seq == checkpoint.seq + 1
     assert last.kind == "checkpoint" and last.body["seq"] == checkpoint.seq
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["policy", "history", "credit_limit"],
+        ["policy", "active", "credit_limit"],
+        ["review", "list"],
+        ["report", "fairness", "credit_limit"],
+        ["report", "trust", "credit_limit"],
+        ["models", "list"],
+        ["alarms", "list"],
+    ],
+    ids=" ".join,
+)
+def test_engine_commands_that_score_nothing_load_no_model(
+    decided: Path, command: list[str]
+) -> None:
+    """The engine opens with each ``.skops`` model described (its file hashed), not loaded."""
+    heavy = imported(*command, "--project", str(decided))
+    assert not {"sklearn", "skops"} & set(heavy), heavy
+
+
+def test_a_command_that_scores_loads_the_model(decided: Path) -> None:
+    """The control for the commands above: deciding loads the model on first use."""
+    example = f"@{decided / 'examples' / 'low_risk.json'}"
+    heavy = imported("decide", "credit_limit", "--input", example, "-p", str(decided))
+    assert {"sklearn", "skops"} <= set(heavy)
 
 
 def test_a_python_model_costs_no_model_library(project: Path) -> None:

@@ -17,6 +17,7 @@ from keel.cli import app
 from keel.config import load_settings
 from keel.project import load_project
 from keel.scaffold.applicants import FEATURES, generate_applicants
+from keel.signals.loading import loaded
 from keel.signals.rows import Rows
 from tests.conftest import line_of, problems, replace_in
 
@@ -38,7 +39,7 @@ def save_named_model(project: Path, classes: tuple[object, object] = (0, 1)) -> 
 
 def test_model_trained_on_the_listed_features_validates(project: Path) -> None:
     save_named_model(project)
-    loaded = load_project(load_settings(project, {}))
+    loaded = load_project(load_settings(project, {}), load_models=True)
     assert loaded.flows["credit_limit"].models["default_risk"].features == FEATURES
 
 
@@ -80,14 +81,14 @@ def test_positive_class_matches_int_classes_however_yaml_writes_it(
     project: Path, written: str
 ) -> None:
     replace_in(project / FLOW, "positive_class: 1", f"positive_class: {written}")
-    load_project(load_settings(project, {}))
+    load_project(load_settings(project, {}), load_models=True)
 
 
 def test_string_classes_accept_their_name(project: Path) -> None:
     save_named_model(project, classes=("good", "bad"))
     replace_in(project / FLOW, "positive_class: 1", "positive_class: bad")
-    runtime = load_project(load_settings(project, {})).flows["credit_limit"]
-    model = runtime.models["default_risk"]
+    runtime = load_project(load_settings(project, {}), load_models=True).flows["credit_limit"]
+    model = loaded(runtime.models["default_risk"])
     row = np.zeros((1, len(FEATURES)))
     estimator = model.estimator  # type: ignore[attr-defined]
     bad = list(estimator.classes_).index("bad")
@@ -123,7 +124,7 @@ def test_onnx_positive_class_and_width_are_checked(project: Path) -> None:
     onx = to_onnx(model, x[:1].astype(np.float32), options={"zipmap": False})
     (project / "models/risk.onnx").write_bytes(onx.SerializeToString())
     replace_in(project / FLOW, "models/default_risk.skops", "models/risk.onnx")
-    load_project(load_settings(project, {}))  # as written: valid
+    load_project(load_settings(project, {}), load_models=True)  # as written: valid
     replace_in(project / FLOW, "positive_class: 1", "positive_class: bad")
     [problem] = problems(project)
     assert "positive_class 'bad'" in problem and "[0, 1]" in problem

@@ -170,6 +170,12 @@ class Engine:
         """Every flow as this process runs it now (read-only)."""
         return self.ctx.registry.flows
 
+    def load_models(self, flow: str | None = None) -> int:
+        """Load every model the flows (or ``flow``) run now instead of on first use
+        (``keel serve`` does, so no request pays for it); raises ``ModelError`` or
+        ``IntegrityError`` naming the signal and file. Returns how many models they run."""
+        return self.ctx.registry.load_models(flow)
+
     def runtime(self, flow: str) -> FlowRuntime:
         """The flow as it decides now (changes made elsewhere are seen within a second)."""
         return self.ctx.registry.current(flow)

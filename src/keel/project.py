@@ -18,8 +18,9 @@ from keel.money import Money
 from keel.policy.compiler import compile_policy
 from keel.policy.model import Policy, load_policy
 from keel.runtime import FlowRuntime
-from keel.signals.adapters import Model, load_model
+from keel.signals.adapters import Model
 from keel.signals.cards import card_problems
+from keel.signals.loading import describe_model, load_model
 
 
 @dataclass
@@ -134,8 +135,12 @@ def _declared_names(path: Path) -> set[str]:
     return names
 
 
-def load_project(settings: Settings) -> Project:
-    """Load, check and compile every flow with its policy and models."""
+def load_project(settings: Settings, load_models: bool = False) -> Project:
+    """Load, check and compile every flow with its policy, and describe its models: each
+    model file must exist and is hashed now (its version), but is deserialised on first use
+    (see signals/loading.py). ``load_models`` loads every model now, so ``keel validate``
+    reports a corrupt or untrusted file with its flow and line."""
+    open_model = load_model if load_models else describe_model
     problems: list[Problem] = []
     policies: dict[str, Policy] = {}
     broken: set[str] = set()  # names of policies whose own problems are already reported
@@ -221,7 +226,7 @@ def load_project(settings: Settings) -> Project:
         models: dict[str, Model] = {}
         for name, spec in flow.signals.items():
             try:
-                models[name] = load_model(spec, settings.project_dir)
+                models[name] = open_model(spec, settings.project_dir)
             except KeelError as exc:
                 line = spec.line_of(str(exc.detail.get("key", "model")))
                 problems.append(Problem(flow.source, f"signals.{name}", exc.message, line=line))

@@ -43,6 +43,7 @@ from keel.policy.model import Policy, policy_from_document
 from keel.security.roles import Permission, Principal
 from keel.signals.adapters import Model
 from keel.signals.artifacts import load_pinned, materialise, pinnable
+from keel.signals.loading import ensure_loaded
 from keel.signals.runner import SignalResult, SignalRunner
 from keel.store.database import Database
 from keel.store.schema import (
@@ -406,6 +407,18 @@ class FlowRegistry:
             spec = self.runtime_of(flow).flow.signals[signal]
             found = self._pinned[key] = load_pinned(self._db, self._model_cache, spec, version)
         return found
+
+    def load_models(self, flow: str | None = None) -> int:
+        """Load every model the flows (or ``flow``) and their running rollouts run now (each
+        is otherwise loaded on first use), so that no request pays for it; ``keel serve``
+        calls this in each worker before it answers. Returns how many models they run."""
+        self.refresh(force=True)
+        names = [self.runtime_of(flow).flow.name] if flow is not None else list(self._flows)
+        models = [m for name in names for m in self._flows[name].models.values()]
+        models += [m for r in self._running.values() if r.flow in names
+                   for m in r.runtime.models.values()]  # fmt: skip
+        ensure_loaded(models)
+        return len(models)
 
     def model_path(self, version: str) -> Path:
         """A pinned model file on this machine's disk."""

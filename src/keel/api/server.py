@@ -74,6 +74,11 @@ def scheduled(engine: Engine) -> list[Coroutine[Any, Any, None]]:
 def app_from_env() -> FastAPI:
     """Open the project named by KEEL_PROJECT (default: the current directory) and serve it."""
     engine = open_engine(os.environ.get(ENV_PROJECT, "."))
+    try:
+        engine.load_models()  # every model now, in each worker: no request pays the load
+    except Exception:
+        engine.close()
+        raise
     sink = os.environ.get(ENV_AUDIT_SINK)
     audit = AuditLog(engine.db, Path(sink) if sink else None, clock=engine.clock)
     app = create_app(engine, audit, int(os.environ.get(ENV_WORKERS, "1")))

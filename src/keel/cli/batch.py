@@ -28,8 +28,12 @@ def decide_file(
     skip: int,
     quiet: bool,
 ) -> None:
-    with _engine(project) as engine, _progress(not quiet and sys.stderr.isatty()) as progress:
-        summary = engine.decide_file(flow, file, out, subject_column, chunk_size, skip, progress)
+    with _engine(project) as engine:
+        engine.load_models(flow)  # before the bar: it counts cases, not the model's loading
+        with _progress(not quiet and sys.stderr.isatty()) as progress:
+            summary = engine.decide_file(
+                flow, file, out, subject_column, chunk_size, skip, progress
+            )
     _report(summary, out)
 
 

@@ -66,7 +66,7 @@ def validate(
     from keel.project import load_project  # noqa: PLC0415
 
     try:
-        loaded = load_project(load_settings(project))
+        loaded = load_project(load_settings(project), load_models=True)
     except KeelError as error:
         _fail(error)
     for name, runtime in loaded.flows.items():

@@ -30,6 +30,7 @@ import numpy as np
 from keel.errors import MissingExtraError
 from keel.policy.text import PROTECTED_TEXT
 from keel.signals.adapters import Model, SklearnModel
+from keel.signals.loading import loaded
 from keel.signals.rows import Rows
 
 _LINEAR = (
@@ -278,7 +279,9 @@ def _tree(
 
 
 def attribute(model: Model, rows: Rows) -> Attributions:
-    """The attributions of the one case in ``rows`` to ``model``'s score."""
+    """The attributions of the one case in ``rows`` to ``model``'s score (loading it first
+    if it is not loaded yet: attributions read the estimator itself)."""
+    model = loaded(model)
     if not isinstance(model, SklearnModel):
         return _none(f"Keel computes attributions for scikit-learn models, not {model.kind} models")
     pre, final = _split(model.estimator)

@@ -46,6 +46,7 @@ from keel.errors import (
     DefinitionError,
     InputError,
     IntegrityError,
+    KeelError,
     NotFoundError,
     Problem,
 )
@@ -71,8 +72,8 @@ from keel.rollout.results import Activation, PolicyChange, Rollout
 from keel.runtime import FlowRuntime, active_row, current_level, pins_of, running_row
 from keel.security.persons import person_of, refuse_same_person
 from keel.security.roles import Actor, Permission, Principal, visible_to
-from keel.signals.adapters import load_model
 from keel.signals.artifacts import pinnable, store_in
+from keel.signals.loading import load_model, loaded
 from keel.store.schema import (
     flow_activations,
     ledger,
@@ -216,6 +217,11 @@ class Changes:
         registry = self._ctx.registry
         mode = self._ctx.settings.mode
         seeded_mode = DEVELOPMENT if mode == DEVELOPMENT else None
+        with self._ctx.db.read() as conn:
+            first = [f for f in registry.flows if active_row(conn, f) is None
+                     and not _recorded(conn, f, "policy_activated")]  # fmt: skip
+        for flow in first:  # a first version pins the model files: each must load
+            self._load_file_models(flow, changed_only=False)
 
         def seed(conn: Connection, gate: WindowGate) -> None:
             settle_mode_in(conn, gate, mode, operator)
@@ -258,6 +264,15 @@ class Changes:
                     "changed files wait for someone who may to run keel",
                     operator.name, operator.id, flow,
                 )  # fmt: skip
+        for flow in list(actors):
+            try:
+                self._load_file_models(flow, changed_only=True)
+            except KeelError as error:
+                log.warning(
+                    "development mode: flow %s keeps its active version, because a model "
+                    "file does not load: %s", flow, error.message,
+                )  # fmt: skip
+                del actors[flow]
 
         def follow(conn: Connection, gate: WindowGate) -> list[Activation]:
             done = [self._follow_file_in(conn, gate, flow, actor) for flow, actor in actors.items()]
@@ -329,6 +344,21 @@ class Changes:
                     "changes nothing (keel autonomy request %s %s)",
                     flow, runtime.flow.autonomy, level, flow, level,
                 )  # fmt: skip
+
+    def _load_file_models(self, flow: str, changed_only: bool) -> None:
+        """Load the flow's model files (with ``changed_only``, those that differ from what it
+        runs) before an activation pins them, outside its transaction: models otherwise load
+        on first use, and a version that pins a file that does not load must not be
+        recorded. Raises ``ModelError`` or ``IntegrityError`` naming the file."""
+        registry = self._ctx.registry
+        runtime = registry.runtime_of(flow)
+        root = self._ctx.settings.project_dir
+        for signal, version in registry.file_models(flow).items():
+            model = runtime.models.get(signal)
+            if model is None or model.version != version:
+                load_model(runtime.flow.signals[signal], root)
+            elif not changed_only:
+                loaded(model)
 
     def _store_file_models(self, conn: Connection, flow: str, now: float) -> dict[str, str]:
         runtime = self._ctx.registry.runtime_of(flow)

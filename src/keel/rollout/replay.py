@@ -56,7 +56,7 @@ from keel.protect import Protector, Sealed
 from keel.review.fairness import GroupTally
 from keel.rollout.changes import Changes, may_replay
 from keel.security.roles import Principal
-from keel.signals.adapters import load_model
+from keel.signals.loading import load_model
 from keel.signals.runner import SignalResult, SignalRunner
 from keel.store.database import open_database
 

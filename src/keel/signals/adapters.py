@@ -20,6 +20,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import io
 import logging
 import sys
 from collections.abc import Callable, Mapping
@@ -214,7 +215,7 @@ class OnnxModel:
     kind = "onnx"
     inline = True
 
-    def __init__(self, spec: SignalSpec, path: Path, version: str) -> None:
+    def __init__(self, spec: SignalSpec, path: Path, version: str, data: bytes) -> None:
         try:
             import onnxruntime as ort  # noqa: PLC0415 - optional extra
         except ImportError as exc:
@@ -228,7 +229,7 @@ class OnnxModel:
             options = ort.SessionOptions()
             options.intra_op_num_threads = 1
             self.session = ort.InferenceSession(
-                str(path), sess_options=options, providers=["CPUExecutionProvider"]
+                data, sess_options=options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:
             raise ModelError(
@@ -408,25 +409,25 @@ def _load_callable(spec: SignalSpec, target: str, project_dir: Path) -> Callable
     return CallableModel(spec, function, version)
 
 
-def _load_sklearn(spec: SignalSpec, path: Path, version: str) -> SklearnModel:
+def _load_sklearn(spec: SignalSpec, path: Path, version: str, data: bytes) -> SklearnModel:
     suffix = path.suffix.lower()
     try:
         if suffix == ".skops":
             import skops.io as sio  # noqa: PLC0415 - optional extra
 
-            untrusted = sio.get_untrusted_types(file=str(path))
+            untrusted = sio.get_untrusted_types(data=data)
             refused = [t for t in untrusted if not t.startswith(_SKOPS_TRUSTED_PREFIXES)]
             if refused:
                 raise ModelError(
                     f"model {path} contains types Keel does not trust: {', '.join(refused)}",
                     {"signal": spec.name, "path": str(path), "types": refused},
                 )
-            estimator = sio.load(str(path), trusted=untrusted)
+            estimator = sio.loads(data, trusted=untrusted)
         else:
             import joblib  # noqa: PLC0415 - optional extra
 
             # joblib files are pickles: load only artifacts from your own training pipeline.
-            estimator = joblib.load(path)
+            estimator = joblib.load(io.BytesIO(data))
     except ImportError as exc:
         raise MissingExtraError("sklearn", f"signal '{spec.name}' (scikit-learn model)") from exc
     except ModelError:
@@ -460,24 +461,35 @@ def _warmed(model: _Loaded) -> _Loaded:
     return model
 
 
-def load_model(spec: SignalSpec, project_dir: Path) -> Model:
-    """Load the model a signal names; raise ``ModelError`` naming the file on any failure."""
-    if spec.model.startswith("python:"):
-        return _load_callable(spec, spec.model[len("python:") :], project_dir)
+MODEL_KINDS = {".skops": "sklearn", ".joblib": "sklearn", ".pkl": "sklearn", ".onnx": "onnx"}
+
+
+def model_file(spec: SignalSpec, project_dir: Path) -> Path:
+    """The file a signal's model is in; raise ``ModelError`` when there is none or Keel
+    cannot read its format (both are known without deserialising anything)."""
     path = (project_dir / spec.model).resolve()
     if not path.is_file():
         raise ModelError(
             f"signal '{spec.name}': model file {path} does not exist",
             {"signal": spec.name, "path": str(path)},
         )
-    version = file_version(path)
-    suffix = path.suffix.lower()
-    if suffix in (".skops", ".joblib", ".pkl"):
-        return _load_sklearn(spec, path, version)
-    if suffix == ".onnx":
-        return _warmed(OnnxModel(spec, path, version))
-    raise ModelError(
-        f"signal '{spec.name}': unknown model format {suffix!r} for {path} "
-        "(use .skops, .joblib, .onnx or python:module:function)",
-        {"signal": spec.name, "path": str(path)},
-    )
+    if path.suffix.lower() not in MODEL_KINDS:
+        raise ModelError(
+            f"signal '{spec.name}': unknown model format {path.suffix.lower()!r} for {path} "
+            "(use .skops, .joblib, .onnx or python:module:function)",
+            {"signal": spec.name, "path": str(path)},
+        )
+    return path
+
+
+def load_file(spec: SignalSpec, path: Path, version: str, data: bytes) -> Model:
+    """Deserialise a model file's ``data`` (already checked to hash to ``version``) and
+    warm it up; raise ``ModelError`` naming the file on any failure."""
+    if MODEL_KINDS[path.suffix.lower()] == "sklearn":
+        return _load_sklearn(spec, path, version, data)
+    return _warmed(OnnxModel(spec, path, version, data))
+
+
+def load_callable(spec: SignalSpec, project_dir: Path) -> Model:
+    """Import the Python function a ``python:`` signal names (code, loaded at open)."""
+    return _load_callable(spec, spec.model[len("python:") :], project_dir)

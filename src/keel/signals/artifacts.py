@@ -2,7 +2,8 @@
 
 A proposal that changes a flow's model stores the new file in the ``model_artifacts`` table;
 activation pins it. Each process materialises a pinned file once into a local cache folder
-(``.keel/models/`` beside the keys) and loads it from there, checking the hash again.
+(``.keel/models/`` beside the keys) and loads it from there on first use, checking the hash
+again (see loading.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from sqlalchemy import Connection, select
 from keel.errors import InputError, IntegrityError, NotFoundError
 from keel.flows import SignalSpec
 from keel.ledger.records import iso_time
-from keel.signals.adapters import Model, file_version, load_model
+from keel.signals.adapters import Model, file_version
+from keel.signals.loading import describe_model
 from keel.store.database import Database
 from keel.store.schema import model_artifacts
 
@@ -81,5 +83,6 @@ def materialise(db: Database, cache: Path, version: str) -> Path:
 
 
 def load_pinned(db: Database, cache: Path, spec: SignalSpec, version: str) -> Model:
+    """A pinned model version, described now and loaded (hash-checked again) on first use."""
     path = materialise(db, cache, version)
-    return load_model(replace(spec, model=str(path)), path.parent)
+    return describe_model(replace(spec, model=str(path)), path.parent)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from keel.signals.adapters import Model, ModelOutput
+from keel.signals.loading import loaded
 from keel.signals.rows import RowError, Rows
 from keel.telemetry import log
 
@@ -101,7 +102,11 @@ class SignalRunner:
         *,
         flow: str,
     ) -> list[SignalResult]:
-        """Score ``cases`` of ``flow`` (named in the log when a model fails) with ``models``."""
+        """Score ``cases`` of ``flow`` (named in the log when a model fails) with ``models``.
+        Every model is loaded before any is timed: a model not loaded yet (see loading.py)
+        is loaded here, outside its timeout, and a load that fails raises (``ModelError``,
+        ``IntegrityError``) rather than passing for a model that failed on these cases."""
+        models = {name: loaded(model) for name, model in models.items()}
         calls: dict[str, _Call] = {}
         waiting: dict[str, tuple[Future[tuple[list[ModelOutput], float]], float]] = {}
         for name, model in models.items():
