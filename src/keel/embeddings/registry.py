@@ -5,8 +5,13 @@
     {"kind": "openai", "url": "http://gpu-1:8000", "model": "bge-small",
      "dimension": 384, "weights_sha256": "…", "timeout_s": 30}
 
-The default is all-MiniLM-L6-v2 as int8 ONNX on onnxruntime: it needs neither torch nor a
-GPU, and its vectors agree with sentence-transformers' fp32 ones to a mean cosine of 0.999.
+The default is all-MiniLM-L6-v2 as int8 ONNX on onnxruntime, chosen by measurement with
+its cost in view (bench/embed.py; bench/RESULTS.md, 2026-11-30). It is not the faster
+variant on this project's 2-core machine: 0.69 times the passages per second of
+sentence-transformers fp32 and 0.84 times the short texts. It is the one that needs no
+torch: about 700 MB less to install, and no risk of a CUDA build. Its vectors agree with
+fp32 to a mean cosine of 0.9994 on passages. Queries are short, so the difference is paid
+at ingest; a deployment that ingests large corpora can choose ``{"kind": "torch"}``.
 """
 
 from __future__ import annotations
