@@ -156,10 +156,12 @@ def test_a_missing_torch_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch) 
 
 class EmbeddingServer(BaseHTTPRequestHandler):
     """Speaks OpenAI's ``POST /v1/embeddings`` with the int8 embedder's vectors; the model
-    name picks a fault: ``wrong-dim`` answers 383 numbers, ``overloaded`` a 503."""
+    name picks a fault: ``wrong-dim`` answers 383 numbers, ``overloaded`` a 503, ``html`` a
+    page that is not JSON, ``slow`` waits until the client has given up."""
 
     embedder: OnnxEmbedder
     seen: list[dict[str, Any]]
+    release: threading.Event
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -167,6 +169,11 @@ class EmbeddingServer(BaseHTTPRequestHandler):
         if body["model"] == "overloaded":
             self._send(503, {"error": {"message": "model is loading"}})
             return
+        if body["model"] == "html":
+            self._send(200, "<html>a proxy's login page</html>")
+            return
+        if body["model"] == "slow":
+            self.release.wait(timeout=10)
         vectors = self.embedder.embed(body["input"]).tolist()
         if body["model"] == "wrong-dim":
             vectors = [v[:-1] for v in vectors]
@@ -174,8 +181,8 @@ class EmbeddingServer(BaseHTTPRequestHandler):
         data.reverse()  # the protocol orders by "index", not by position
         self._send(200, {"object": "list", "model": body["model"], "data": data})
 
-    def _send(self, status: int, answer: dict[str, Any]) -> None:
-        payload = json.dumps(answer).encode()
+    def _send(self, status: int, answer: dict[str, Any] | str) -> None:
+        payload = answer.encode() if isinstance(answer, str) else json.dumps(answer).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -189,11 +196,15 @@ class EmbeddingServer(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def server(int8: OnnxEmbedder) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     seen: list[dict[str, Any]] = []
-    handler = type("Handler", (EmbeddingServer,), {"embedder": int8, "seen": seen})
+    release = threading.Event()
+    handler = type(
+        "Handler", (EmbeddingServer,), {"embedder": int8, "seen": seen, "release": release}
+    )
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}", seen
+    release.set()
     httpd.shutdown()
     httpd.server_close()
     thread.join()
@@ -224,6 +235,14 @@ def test_the_openai_client_refuses_a_wrong_dimension_and_a_failed_answer(
     failing = embedder_for({"kind": "openai", "url": url, "model": "overloaded", "dimension": 384})
     with pytest.raises(ModelError, match=r"HTTP 503: .*model is loading"):
         failing.embed(["hello"])
+    html = embedder_for({"kind": "openai", "url": url, "model": "html", "dimension": 384})
+    with pytest.raises(ModelError, match="failed: Expecting value"):
+        html.embed(["hello"])
+    slow = embedder_for(
+        {"kind": "openai", "url": url, "model": "slow", "dimension": 384, "timeout_s": 0.2}
+    )
+    with pytest.raises(ModelError, match="timed out"):
+        slow.embed(["hello"])
     gone = embedder_for(
         {"kind": "openai", "url": "http://127.0.0.1:9", "model": "m", "dimension": 384}
     )
