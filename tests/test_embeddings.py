@@ -114,6 +114,10 @@ def test_space_ids_name_the_variant_and_weights_and_never_collide(int8: OnnxEmbe
     assert EmbeddingSpace.from_dict(int8.space.to_dict()) == int8.space
     with pytest.raises(ConfigError, match="exactly the keys"):
         EmbeddingSpace.from_dict({**int8.space.to_dict(), "pooling": "mean"})
+    with pytest.raises(ConfigError, match="are integers"):
+        EmbeddingSpace.from_dict({**int8.space.to_dict(), "dimension": "384"})
+    with pytest.raises(ConfigError, match="true or false"):
+        EmbeddingSpace.from_dict({**int8.space.to_dict(), "normalised": "false"})
     with pytest.raises(ConfigError, match="64 lowercase hex"):
         EmbeddingSpace.from_dict({**int8.space.to_dict(), "weights_sha256": "abc"})
 

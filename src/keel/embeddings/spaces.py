@@ -81,13 +81,24 @@ class EmbeddingSpace:
                 f"got {', '.join(sorted(data))}",
                 {"keys": sorted(data)},
             )
+        numbers = {key: data[key] for key in ("dimension", "max_tokens")}
+        if not isinstance(data["normalised"], bool):
+            raise ConfigError(
+                f"an embedding space's normalised is true or false, not {data['normalised']!r}",
+                {"normalised": data["normalised"]},
+            )
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in numbers.values()):
+            raise ConfigError(
+                f"an embedding space's dimension and max_tokens are integers, not {numbers}",
+                {"dimension": data["dimension"], "max_tokens": data["max_tokens"]},
+            )
         return cls(
             model=str(data["model"]),
             variant=str(data["variant"]),
             weights_sha256=str(data["weights_sha256"]),
-            dimension=int(data["dimension"]),
-            normalised=bool(data["normalised"]),
-            max_tokens=int(data["max_tokens"]),
+            dimension=data["dimension"],
+            normalised=data["normalised"],
+            max_tokens=data["max_tokens"],
         )
 
 
