@@ -27,7 +27,7 @@ from keel.scaffold.applicants import case_inputs, generate_applicants
 from keel.security.apikeys import create_key
 from keel.security.roles import Grant, PermissionDeniedError, Role
 from keel.signals.cards import CARD_KEYS, card_path, load_card
-from tests.conftest import LOW_RISK, Clock, person, problems, replace_in, write
+from tests.conftest import LOW_RISK, Clock, person, problems, python_model, replace_in, write
 from tests.test_changes import ANNA, CARL, other_model
 
 FLOW = "credit_limit"
@@ -95,17 +95,6 @@ def test_two_model_versions_are_listed_with_their_use_over_time(
     assert keel("models", "list", "--flow", "nope", "-p", str(project), env=env)[0] == 2
 
 
-def _python_model(project: Path) -> None:
-    """The flow's signal as a Python function (its version is its file's hash)."""
-    flow = project / "flows" / "credit_limit.yaml"
-    replace_in(flow, "model: models/default_risk.skops", "model: python:models/risk.py:score")
-    replace_in(flow, "output: probability", "output: score")
-    replace_in(flow, "    positive_class: 1\n", "")
-    policy = project / "policies" / "credit_limit.yaml"
-    replace_in(policy, "  min_confidence:\n    - signal: default_risk\n      min: 0.55\n", "")
-    replace_in(policy, "      on_hit: escalate\n  rate_limits:", "  rate_limits:")
-
-
 def _same_start(prefix_len: int) -> tuple[str, str]:
     """Two model sources whose SHA-256 share their first ``prefix_len`` hex digits."""
     seen: dict[str, str] = {}
@@ -121,8 +110,8 @@ def _same_start(prefix_len: int) -> tuple[str, str]:
 def test_a_prefix_names_one_version_and_an_ambiguous_one_names_the_matches(
     project: Path,
 ) -> None:
-    _python_model(project)
     one, two = _same_start(4)
+    python_model(project, one)
     source = project / "models" / "risk.py"
     versions = []
     for text in (one, two):
