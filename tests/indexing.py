@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from keel.index.base import ChunkIndex, open_index
+from keel.index.backend import open_index
+from keel.index.base import ChunkIndex
 from keel.index.records import IndexedChunk
 from keel.store.database import Database, open_database
 from tests.conftest import fresh_postgres_database

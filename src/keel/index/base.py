@@ -2,8 +2,9 @@
 access inside the store's own query, and the re-check that catches a revocation that
 committed while a search ran.
 
-``open_index`` picks the backend: SQLite (FTS5 BM25, exact vector search in NumPy over
-the permitted chunks) or PostgreSQL (full-text search, exact pgvector search).
+``keel.index.backend.open_index`` picks the backend: SQLite (FTS5 BM25, exact vector
+search in NumPy over the permitted chunks) or PostgreSQL (full-text search, exact
+pgvector search).
 """
 
 from __future__ import annotations
@@ -442,14 +443,3 @@ class ChunkIndex(ABC):
             query.bindparams(bindparam("seqs", expanding=True)), {"seqs": seqs}
         ).all()
         return {int(r[0]): r for r in rows}
-
-
-def open_index(db: Database) -> ChunkIndex:
-    """The index on ``db``'s backend."""
-    if db.is_sqlite:
-        from keel.index.sqlite import SqliteIndex  # noqa: PLC0415
-
-        return SqliteIndex(db)
-    from keel.index.postgres import PostgresIndex  # noqa: PLC0415
-
-    return PostgresIndex(db)

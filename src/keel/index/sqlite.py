@@ -159,13 +159,12 @@ class SqliteIndex(ChunkIndex):
         generation: int,
     ) -> list[Scored]:
         permitted = np.fromiter(
-            conn.execute(
-                access.permitted_query(access.PERMITTED_SEQS + " ORDER BY c.seq"), params
-            ).scalars(),
+            conn.execute(access.permitted_query(access.PERMITTED_SEQS), params).scalars(),
             dtype=np.int64,
         )
         if not len(permitted):
             return []
+        permitted.sort()  # sorted in NumPy: ORDER BY in SQL makes SQLite scan every chunk
         seqs, matrix = self.cache.rows(conn, str(params["space_id"]), generation, permitted)
         return top(seqs, matrix @ vector, depth)
 
@@ -177,7 +176,9 @@ class SqliteIndex(ChunkIndex):
 
     def _unindex_chunks(self, conn: Connection, seqs: list[int]) -> None:
         # Freed pages are overwritten with zeros, so withdrawn text does not linger in
-        # the file; 'optimize' merges the FTS segments so no posting of it remains.
+        # the file, and 'rebuild' rewrites the FTS index from the remaining rows, so no
+        # posting of a withdrawn word remains either. ('optimize', which would merge the
+        # segments more cheaply, corrupts the index after deletes on SQLite 3.40.)
         conn.exec_driver_sql("PRAGMA secure_delete = ON")
         for start in range(0, len(seqs), 500):
             conn.execute(
@@ -186,4 +187,4 @@ class SqliteIndex(ChunkIndex):
                 ),
                 {"seqs": seqs[start : start + 500]},
             )
-        conn.exec_driver_sql("INSERT INTO index_fts (index_fts) VALUES ('optimize')")
+        conn.exec_driver_sql("INSERT INTO index_fts (index_fts) VALUES ('rebuild')")
