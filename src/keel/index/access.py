@@ -24,6 +24,7 @@ MAX_K = 1000
 MAX_KEYS = 1000  # access keys in one permitted set or access list
 MAX_QUERY_CHARS = 8192
 MAX_ID = 128
+MAX_CHUNKS = 20_000  # per version: SQLite binds at most 32,766 values in one statement
 ACCESS_KEY = re.compile(r"[a-z][a-z_]*:\S.{0,300}", re.DOTALL)
 
 # Chunk ``c`` joined to its document ``d``, restricted to what the caller may read now.
@@ -117,6 +118,8 @@ def check_chunks(chunks: Sequence[IndexedChunk]) -> list[NDArray[np.float32]]:
     """The chunks' vectors, after checking every chunk; all must share one dimension."""
     if not chunks:
         raise InputError("a document version needs at least one chunk")
+    if len(chunks) > MAX_CHUNKS:
+        raise InputError(f"a document version may have at most {MAX_CHUNKS} chunks")
     vectors = []
     seen: set[str] = set()
     for chunk in chunks:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy import Connection, bindparam, text
+from sqlalchemy.exc import DBAPIError
 
 from keel.errors import StoreError
 from keel.index import access
@@ -86,8 +87,16 @@ class PostgresIndex(ChunkIndex):
                     "('vector'), which this server does not have: install pgvector on it",
                     {"extension": "vector"},
                 )
-            conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS vector")
-            conn.exec_driver_sql(VECTORS_DDL)
+            try:
+                conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS vector")
+                conn.exec_driver_sql(VECTORS_DDL)
+            except DBAPIError as error:
+                raise StoreError(
+                    "cannot enable the pgvector extension ('vector') for the knowledge "
+                    f"index: {str(error.orig).splitlines()[0]} (an administrator can run "
+                    "CREATE EXTENSION vector in this database)",
+                    {"extension": "vector"},
+                ) from error
         conn.execute(
             text("INSERT INTO index_vectors (seq, embedding) VALUES (:seq, CAST(:v AS vector))"),
             [{"seq": seq, "v": literal(np.frombuffer(blob, dtype="<f4"))} for seq, _, blob in rows],

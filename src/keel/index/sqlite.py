@@ -138,11 +138,15 @@ class SqliteIndex(ChunkIndex):
     ) -> list[Scored]:
         # Each word quoted as an FTS5 string: any word matches (OR), no user syntax.
         match = " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
+        # Matches first (FTS5 ranks them in its own query), then the permitted filter in
+        # the same statement: every match is considered, so none the caller may read is
+        # missed. Filtering inside the MATCH query made SQLite test MATCH once per
+        # permitted chunk instead.
         sql = (
-            "SELECT f.rowid, bm25(index_fts) AS s FROM index_fts f "  # noqa: S608 - our constant SQL; values are bound
-            "WHERE index_fts MATCH :match AND f.rowid IN ("
-            + access.PERMITTED_SEQS
-            + ") ORDER BY s, f.rowid LIMIT :depth"
+            "WITH m AS MATERIALIZED (SELECT rowid AS seq, bm25(index_fts) AS s "  # noqa: S608 - our constant SQL; values are bound
+            "FROM index_fts WHERE index_fts MATCH :match) "
+            "SELECT m.seq, m.s FROM m WHERE m.seq IN (" + access.PERMITTED_SEQS + ") "
+            "ORDER BY m.s, m.seq LIMIT :depth"
         )
         rows = conn.execute(
             access.permitted_query(sql), {**params, "match": match, "depth": depth}
