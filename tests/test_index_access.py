@@ -1,0 +1,315 @@
+"""Access control that cannot leak: the property test over random principals, access lists,
+validity, queries, withdrawals and access changes; the vector cache across a withdrawal;
+and searches running while another thread withdraws, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from keel.index.base import ChunkIndex
+from keel.index.records import Hit, Validity, Weights
+from keel.index.sqlite import SqliteIndex
+from keel.store.database import Database
+from tests.indexing import chunk, embed, opened_index
+
+NOW = 1_800_000_000.0
+EXAMPLES = int(os.environ.get("KEEL_INDEX_EXAMPLES", "1500"))
+KEYS = (
+    [f"person:p{i}@bank.example" for i in range(4)]
+    + [f"group:g{i}" for i in range(4)]
+    + [f"role:r{i}" for i in range(3)]
+)
+WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+VALIDITY = [
+    Validity(),
+    Validity(None, NOW - 10),  # expired
+    Validity(NOW + 10, None),  # not yet valid
+    Validity(NOW - 10, NOW + 10),
+]
+ALL = Weights(candidates=1000)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Database, ChunkIndex]]:
+    with opened_index(request.param, tmp_path) as opened:
+        yield opened
+
+
+@dataclass
+class Doc:
+    """What the test believes about one document: the model the index must agree with."""
+
+    version: str
+    access: frozenset[str]
+    validity: Validity
+    chunks: dict[str, str] = field(default_factory=dict)  # chunk id -> text
+    alive: bool = True
+
+    def readable(self, permitted: frozenset[str]) -> bool:
+        v = self.validity
+        valid = (v.valid_from is None or v.valid_from <= NOW) and (
+            v.valid_until is None or v.valid_until > NOW
+        )
+        return self.alive and valid and bool(self.access & permitted)
+
+
+keys = st.frozensets(st.sampled_from(KEYS), max_size=4)
+docs = st.lists(
+    st.tuples(
+        keys,
+        st.sampled_from(VALIDITY),
+        st.lists(st.lists(st.sampled_from(WORDS), min_size=1, max_size=4), min_size=1, max_size=3),
+    ),
+    min_size=1,
+    max_size=6,
+)
+principal = st.builds(
+    lambda person, rest: frozenset({person}) | rest,
+    st.sampled_from(KEYS[:4]),
+    st.frozensets(st.sampled_from(KEYS[4:]), max_size=3),
+)
+search_op = st.tuples(
+    st.just("search"),
+    principal,
+    st.lists(st.sampled_from(WORDS), max_size=3),
+    st.booleans(),
+)
+ops = st.lists(
+    st.one_of(
+        search_op,
+        st.tuples(st.just("withdraw_document"), st.integers(0, 5)),
+        st.tuples(st.just("withdraw_version"), st.integers(0, 5)),
+        st.tuples(st.just("set_access"), st.integers(0, 5), keys),
+        st.tuples(st.just("new_version"), st.integers(0, 5), st.sampled_from(WORDS)),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+def test_no_search_returns_what_the_principal_may_not_read(
+    store: tuple[Database, ChunkIndex],
+) -> None:
+    db, index = store
+    counter = itertools.count()
+
+    @settings(
+        max_examples=EXAMPLES if db.is_sqlite else max(EXAMPLES // 3, 100),
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(documents=docs, operations=ops)
+    def check(
+        documents: list[tuple[frozenset[str], Validity, list[list[str]]]], operations: list[tuple]
+    ) -> None:  # type: ignore[type-arg]
+        n = next(counter)
+        collection = f"c{n}"
+        model: dict[str, Doc] = {}
+        with db.write() as conn:
+            for i, (access, validity, texts) in enumerate(documents):
+                doc = Doc(f"e{n}-d{i}-v0", access, validity)
+                doc.chunks = {f"e{n}-d{i}-v0-{j}": " ".join(t) for j, t in enumerate(texts)}
+                model[f"e{n}-d{i}"] = doc
+                index.add_version(
+                    conn,
+                    "prop",
+                    f"e{n}-d{i}",
+                    doc.version,
+                    collection,
+                    access,
+                    validity,
+                    [chunk(cid, body, j) for j, (cid, body) in enumerate(doc.chunks.items())],
+                )
+        withdrawn: set[str] = set()
+        names = list(model)
+        for op in operations:
+            if op[0] == "search":
+                _, permitted, words, with_vector = op
+                text = " ".join(words)
+                if not text and not with_vector:
+                    continue
+                vector = embed(text or "alpha") if with_vector else None
+                hits = index.search("prop", [collection], text, vector, permitted, 1000, NOW, ALL)
+                readable = {
+                    cid: body
+                    for doc in model.values()
+                    if doc.readable(permitted)
+                    for cid, body in doc.chunks.items()
+                }
+                returned = {h.chunk_id for h in hits}
+                assert returned <= set(readable), "returned a chunk the principal may not read"
+                assert not returned & withdrawn, "returned a withdrawn chunk"
+                assert len(returned) == len(hits)
+                if with_vector:  # exact search over the permitted set misses nothing
+                    assert returned == set(readable)
+                elif words:
+                    assert all(set(words) & set(readable[c].split()) for c in returned)
+                kept, dropped = index.recheck(hits, permitted, NOW)
+                assert dropped == [] and kept == hits
+                continue
+            name = names[op[1] % len(names)]
+            doc = model[name]
+            with db.write() as conn:
+                if op[0] == "withdraw_document":
+                    index.withdraw_document(conn, name)
+                    if doc.alive:
+                        withdrawn |= set(doc.chunks)
+                    doc.alive = False
+                elif op[0] == "withdraw_version":
+                    index.withdraw_version(conn, doc.version)
+                    if doc.alive:
+                        withdrawn |= set(doc.chunks)
+                    doc.alive = False
+                elif op[0] == "set_access":
+                    if doc.alive:
+                        index.set_access(conn, name, op[2])
+                        doc.access = op[2]
+                else:
+                    version = f"{name}-v{next(counter)}"
+                    if doc.alive:
+                        withdrawn |= set(doc.chunks)
+                    doc.version, doc.alive = version, True
+                    doc.chunks = {f"{version}-0": f"{op[2]} {name}"}
+                    index.add_version(
+                        conn,
+                        "prop",
+                        name,
+                        version,
+                        collection,
+                        doc.access,
+                        doc.validity,
+                        [chunk(f"{version}-0", doc.chunks[f"{version}-0"])],
+                    )
+                    withdrawn -= set(doc.chunks)
+
+    check()
+    if db.is_sqlite:  # thousands of deletes later, the keyword index is still sound
+        with db.write() as conn:
+            conn.exec_driver_sql("INSERT INTO index_fts (index_fts) VALUES ('integrity-check')")
+
+
+def _corpus(db: Database, index: ChunkIndex, collection: str = "c") -> None:
+    with db.write() as conn:
+        for i in range(30):
+            body = f"routine note {i} about {WORDS[i % len(WORDS)]}"
+            index.add_version(
+                conn,
+                "s",
+                f"doc{i}",
+                f"v{i}",
+                collection,
+                frozenset({"group:g"}),
+                Validity(),
+                [chunk(f"doc{i}-0", body)],
+            )
+        index.add_version(
+            conn,
+            "s",
+            "target",
+            "vt",
+            collection,
+            frozenset({"group:g"}),
+            Validity(),
+            [chunk("target-0", "the target memo about routine alpha")],
+        )
+
+
+def _search(index: ChunkIndex) -> list[Hit]:
+    text = "target memo routine alpha"
+    return index.search("s", ["c"], text, embed(text), frozenset({"group:g"}), 5, NOW)
+
+
+def test_cached_vectors_never_outlive_a_withdrawal(tmp_path: Path) -> None:
+    with opened_index("sqlite", tmp_path) as (db, index):
+        assert isinstance(index, SqliteIndex)
+        _corpus(db, index)
+        assert _search(index)[0].chunk_id == "target-0"  # the cache now holds its vector
+        target_seq = (
+            db.engine.connect()
+            .exec_driver_sql("SELECT seq FROM index_chunks WHERE chunk_id = 'target-0'")
+            .scalar_one()
+        )
+        # A read transaction that began before the withdrawal, and what it selected.
+        with db.snapshot() as old:
+            generation = old.exec_driver_sql(
+                "SELECT generation FROM index_spaces WHERE space_id = 's'"
+            ).scalar_one()
+            seqs = np.array(
+                old.exec_driver_sql("SELECT seq FROM index_chunks ORDER BY seq").scalars().all()
+            )
+            assert target_seq in seqs
+            with db.write() as conn:
+                index.withdraw_document(conn, "target")
+            after = _search(index)  # refreshes the cache to the new generation
+            assert "target-0" not in {h.chunk_id for h in after}
+            assert target_seq not in index.cache._spaces["s"].seqs
+            # The older transaction still selects the target, but the cache has no
+            # vector for it any more: it is left out, never scored from a stale copy.
+            found, vectors = index.cache.rows(old, "s", generation, seqs)
+            assert target_seq not in found and len(found) == len(seqs) - 1
+            assert len(vectors) == len(found)
+
+
+def test_searches_during_a_withdrawal(store: tuple[Database, ChunkIndex]) -> None:
+    db, index = store
+    _corpus(db, index)
+    committed = threading.Event()
+    before_commit = threading.Semaphore(0)
+    results: list[tuple[bool, list[Hit]]] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def searcher() -> None:
+        try:
+            after = 0
+            while after < 15:
+                started_after = committed.is_set()
+                hits = _search(index)
+                with lock:
+                    results.append((started_after, hits))
+                before_commit.release()
+                after += started_after
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+            committed.set()
+
+    def withdrawer() -> None:
+        try:
+            for _ in range(10):  # let searches run (and fill caches) first
+                before_commit.acquire(timeout=60)
+            with db.write() as conn:
+                index.withdraw_document(conn, "target")
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+        finally:
+            committed.set()
+
+    threads = [threading.Thread(target=searcher) for _ in range(3)]
+    threads.append(threading.Thread(target=withdrawer))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    assert all(not t.is_alive() for t in threads)
+    late = [hits for started_after, hits in results if started_after]
+    early = [hits for started_after, hits in results if not started_after]
+    assert len(late) >= 45 and early
+    for hits in late:
+        assert "target-0" not in {h.chunk_id for h in hits}
+    leaked = [hits for hits in early if any(h.chunk_id == "target-0" for h in hits)]
+    assert leaked, "searches before the withdrawal found the target"
+    for hits in leaked:
+        kept, dropped = index.recheck(hits, frozenset({"group:g"}), NOW)
+        assert [h.chunk_id for h in dropped] == ["target-0"]
+        assert len(kept) == len(hits) - 1
