@@ -22,7 +22,8 @@ next chunk starts that many tokens before the previous one ends, moved forward t
 of a word so that no chunk begins in the middle of one.
 
 Identical chunk texts in one document collapse into the first (``duplicates`` counts the
-others); across documents, a chunk is stored once per ``content_hash`` by the index.
+others). Across documents the same text has the same ``content_hash``; the index keeps
+each document's chunks apart, so that withdrawing one never touches another's.
 """
 
 from __future__ import annotations
