@@ -474,6 +474,60 @@ def test_drift_against_a_stored_training_profile(project: Path, env: dict[str, s
         assert failed.state == "failed" and "no stored profile" in failed.note
 
 
+def test_a_file_to_file_drift_report_reads_columns_as_the_flow_defines_them(
+    project: Path, tmp_path: Path
+) -> None:
+    """Two files with ``--flow``: the column the flow declares a category (``allowed``) is
+    compared category by category, whatever its values, and shown by the flow's labels;
+    without ``--flow`` the integer codes are numbers."""
+    flow = project / "flows" / "credit_limit.yaml"
+    flow.write_text(flow.read_text().replace(
+        "    label: Delinquencies in the last two years\n",
+        "    label: Delinquencies in the last two years\n    allowed: [0, 1, 2, 3]\n"
+        "    labels: {0: none, 1: one, 2: two, 3: three or more}\n",
+    ))  # fmt: skip
+    rng = np.random.default_rng(12)
+
+    def data_file(name: str, shares: list[float]) -> Path:
+        codes = rng.choice([0, 1, 2, 3], 500, p=shares)
+        incomes = rng.normal(80_000, 5_000, 500)
+        path = tmp_path / name
+        path.write_text("annual_income,delinquencies_2y\n" + "".join(
+            f"{income:.2f},{code}\n" for income, code in zip(incomes, codes, strict=True)
+        ))  # fmt: skip
+        return path
+
+    reference = data_file("reference.csv", [0.7, 0.2, 0.08, 0.02])
+    current = data_file("current.csv", [0.3, 0.3, 0.2, 0.2])
+    files = ["--reference", str(reference), "--current", str(current), "-p", str(project)]
+
+    def report(out: str, *extra: str) -> dict[str, Any]:
+        code, _, err = keel("drift", "report", *files, "--out", str(tmp_path / out), *extra)
+        assert code == 1, err  # the codes moved
+        column = json.loads((tmp_path / out / "report.json").read_text())["columns"]
+        return dict(column["delinquencies_2y"])
+
+    guessed = report("guessed")
+    assert guessed["type"] == "numeric" and guessed["method"] == "wasserstein"
+    defined = report("defined", "--flow", FLOW)
+    assert defined["type"] == "categorical" and defined["method"] == "jensenshannon"
+    histogram = defined["histogram"]
+    assert histogram["categories"] == ["0", "1", "2", "3"]
+    assert histogram["labels"] == ["none", "one", "two", "three or more"]
+    code, _, err = keel("drift", "report", *files, "--out", str(tmp_path / "x"), "--flow", "nope")
+    assert code == 2 and "unknown flow 'nope'" in err
+    # A stored profile keeps its kinds: a column numeric there is compared as numbers, and
+    # the report says so.
+    code, plain, _ = keel("drift", "profile", str(reference), "-p", str(project))
+    code, _, err = keel("drift", "report", "--reference", plain.split()[0], "--current",
+                        str(current), "--flow", FLOW, "--out", str(tmp_path / "stored"),
+                        "-p", str(project))  # fmt: skip
+    assert code == 1, err
+    assert "note: column 'delinquencies_2y' is a category of the flow but numeric" in err
+    stored = json.loads((tmp_path / "stored" / "report.json").read_text())["columns"]
+    assert stored["delinquencies_2y"]["type"] == "numeric"
+
+
 def test_a_training_profile_built_for_the_flow_compares_integer_codes_as_categories(
     project: Path, env: dict[str, str], tmp_path: Path
 ) -> None:

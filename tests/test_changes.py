@@ -283,6 +283,71 @@ def test_changes_over_http(engine: Engine, project: Path) -> None:
         assert invalid.status_code == 422 and invalid.json()["code"] == "invalid_definition"
 
 
+def test_the_history_shows_a_rolled_back_change_as_rolled_back(
+    engine: Engine, project: Path
+) -> None:
+    """After a rollback the change it undid is no longer ``active`` anywhere: the service, the
+    HTTP API and the CLI all derive its state from the activations, and name what is in force."""
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from keel.api import create_app
+    from keel.cli import app
+    from keel.security.apikeys import create_key
+    from keel.security.roles import Grant, Role
+
+    first = engine.runtime(FLOW).policy.version
+    superseded = engine.changes.propose(FLOW, policy_text(project, *SHORTER), ANNA, "Thin ok")
+    engine.changes.approve(superseded.id, CARL, "ok")
+    engine.changes.activate(superseded.id, CARL)
+    undone = engine.changes.propose(
+        FLOW,
+        policy_text(project, "  min_history_years: 1.0\n", "  min_history_years: 0.5\n"),
+        ANNA,
+        "Half a year",
+    )
+    engine.changes.approve(undone.id, CARL, "ok")
+    engine.changes.activate(undone.id, CARL)
+    assert engine.changes.get(undone.id, engine.operator).state == "active"
+    engine.changes.rollback(FLOW, first[:12], OWEN, "Defaults rose")
+
+    history = engine.changes.history(FLOW, engine.operator)
+    assert [(a.kind, a.status) for a in history] == [
+        ("initial", "superseded"),
+        ("activate", "superseded"),
+        ("activate", "rolled_back"),
+        ("rollback", "in_force"),
+    ]
+    assert history[-1].version == first
+    states = {c.id: c.state for c in engine.changes.changes(FLOW, engine.operator)}
+    assert states == {superseded.id: "superseded", undone.id: "rolled_back"}
+    assert engine.changes.get(undone.id, engine.operator).state == "rolled_back"
+
+    _, token = create_key(
+        engine.db, "reader", "reader", [Grant(Role.VIEWER, FLOW)], "t", time.time()
+    )
+    reader = {"Authorization": f"Bearer {token}"}
+    with TestClient(create_app(engine)) as client:
+        over_http = client.get(f"/v1/flows/{FLOW}/policy/history", headers=reader)
+        assert over_http.status_code == 200, over_http.text
+        assert [a["status"] for a in over_http.json()] == [a.status for a in history]
+        listed = client.get(f"/v1/flows/{FLOW}/policy/changes", headers=reader).json()
+        assert {c["id"]: c["state"] for c in listed} == states
+        one = client.get(f"/v1/policy-changes/{undone.id}", headers=reader).json()
+        assert one["state"] == "rolled_back"
+
+    runner = CliRunner()
+    shown = runner.invoke(app, ["policy", "history", FLOW, "-p", str(project)])
+    assert shown.exit_code == 0, shown.stderr
+    assert f"{undone.id}  rolled_back {undone.version[:12]}" in shown.stdout
+    assert f"{superseded.id}  superseded" in shown.stdout
+    assert f"in force: {first[:12]} since {history[-1].activated_at} (rollback)" in shown.stdout
+    as_json = runner.invoke(app, ["policy", "history", FLOW, "--json", "-p", str(project)])
+    body = json.loads(as_json.stdout)
+    assert [a["status"] for a in body["activations"]][-2:] == ["rolled_back", "in_force"]
+    assert {c["id"]: c["state"] for c in body["changes"]} == states
+
+
 def other_model(path: Path, inverted: bool = False) -> Path:
     """A retrained risk model (different data, so a different file and version); an
     ``inverted`` one learnt the outcomes backwards, so it calls safe cases risky."""

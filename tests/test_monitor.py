@@ -140,7 +140,7 @@ def test_drift_report_from_a_flow_and_windows(project: Path, tmp_path: Path) -> 
     code, _, _ = keel(*args, "--out", str(tmp_path / "again"), *where)
     assert list((project / ".keel" / "profiles").glob("*.npz")) == stored and len(stored) == 1
     bad = [
-        (["--flow", FLOW, "--reference", "x.csv"], "give --flow, or --reference"),
+        (["--flow", FLOW, "--reference", "x.csv"], "give --reference and --current"),
         (["--current", "x.csv"], "give --reference and --current"),
         (["--flow", "nope"], "unknown flow 'nope'"),
         (["--flow", FLOW, "--window", "soon"], "--window must be a duration"),

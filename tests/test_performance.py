@@ -339,6 +339,40 @@ def test_a_degraded_model_raises_an_auc_alarm_and_the_governor_lowers_autonomy(
         assert engine.verify().ok
 
 
+def test_with_drift_off_a_run_needs_no_baseline_and_says_drift_was_not_checked(
+    project: Path, env: dict[str, str]
+) -> None:
+    """A flow's first day: no baseline yet. With drift not watched, performance is still
+    judged from outcomes; the rates are unjudged and the run says drift was not checked."""
+    flow_file = project / "flows" / "credit_limit.yaml"
+    with flow_file.open("a") as flow:
+        flow.write(MONITORED)
+    clock = Clock(START)
+    applicants = generate_applicants(150, seed=33)
+    with open_engine(project, environ=env, clock=clock) as engine:
+        decided = _decide(engine, applicants)
+        _report(engine, decided, ["repaid" if a["defaulted"] else "defaulted" for a in applicants])
+        clock.now += 60
+        run = engine.monitoring.run(FLOW, OWNER)
+        assert run.state == "judged", run.note
+        assert run.result["baseline"]["decisions"] == 0
+        assert "drift" in run.result["not_checked"] and run.result["drift"] is None
+        assert "holds 0 decisions, fewer than 20" in run.result["not_checked"]["drift"]
+        assert {c["verdict"] for c in run.result["behaviour"]} == {"unjudged"}
+        assert "auc" in run.breaches  # judged on the current window's outcomes alone
+        stored = engine.monitoring.runs(FLOW, OWNER, 1)[0]
+        assert stored.result["not_checked"] == run.result["not_checked"]
+    until = iso_time(clock.now)
+    shown = CliRunner().invoke(app, ["monitor", "run", FLOW, "--until", until, "-p", str(project)])
+    assert shown.exit_code == 1, shown.stderr  # the AUC breach
+    assert "drift: not checked — drift is not watched (monitoring.drift: false)" in shown.stdout
+    # With drift watched, the same empty baseline is still refused: drift needs it.
+    replace_in(flow_file, "  drift: false\n", "")
+    with open_engine(project, environ=env, clock=clock) as engine:
+        skipped = engine.monitoring.run(FLOW, OWNER)
+    assert skipped.state == "skipped" and "the baseline window" in (skipped.note or "")
+
+
 def test_the_trust_report_shows_performance_in_the_terminal_json_and_html(
     project: Path, tmp_path: Path
 ) -> None:

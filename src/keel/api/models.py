@@ -138,7 +138,10 @@ class ApprovalOut(Strict):
 class ChangeOut(Strict):
     id: str
     flow: str
-    state: str = Field(description="proposed, approved or active.")
+    state: str = Field(
+        description="proposed, approved or active; rolled_back or superseded once the "
+        "activation it made is no longer in force."
+    )
     version: str
     base_version: str = Field(description="The active version it was proposed (or edited) on.")
     author: str
@@ -166,6 +169,11 @@ class ActivationOut(Strict):
     record_id: str | None
     models: dict[str, str] | None = Field(
         default=None, description="Model versions pinned per signal; null: the project's files."
+    )
+    status: str | None = Field(
+        default=None,
+        description="In the history only: in_force (the version in force now), rolled_back "
+        "(a rollback ended it) or superseded (a later activation replaced it).",
     )
 
 

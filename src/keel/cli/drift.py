@@ -47,10 +47,45 @@ def _reference_profile(
 
 def _flow_categories(project: Path, flow: str) -> frozenset[str]:
     """The drift columns the flow declares categories (``input.<field>``)."""
-    from keel.monitor.windows import categorical_columns  # noqa: PLC0415
+    return _flow_columns(project, flow)[0]
+
+
+def _flow_columns(project: Path, flow: str) -> tuple[frozenset[str], dict[str, dict[str, str]]]:
+    """The drift columns the flow declares categories (``input.<field>``), and the labels
+    of their values, as a report of the flow's recorded decisions uses them."""
+    from keel.monitor.windows import categorical_columns, category_labels  # noqa: PLC0415
 
     with _engine(project) as engine:
-        return categorical_columns(engine.runtime(flow).flow)
+        definition = engine.runtime(flow).flow
+        return categorical_columns(definition), category_labels(definition)
+
+
+def _as_flow_columns(
+    table: dict[str, Any],
+    profile: Profile,
+    categorical: frozenset[str],
+    labels: dict[str, dict[str, str]],
+) -> tuple[dict[str, Any], dict[str, dict[str, str]], list[str]]:
+    """A data file's table with the flow's category columns (named FIELD or input.FIELD)
+    read as categories whatever their values, as the flow's own windows hold them; the
+    flow's value labels under the file's column names; and a note for each category column
+    that the reference (a profile stored without the flow) holds as numbers, which is then
+    compared as numbers."""
+    from keel.monitor.profile import as_categories, flow_categories  # noqa: PLC0415
+
+    wanted = flow_categories(table, categorical)
+    numeric = sorted(n for n in wanted if n in profile.columns and profile.kind(n) == "numeric")
+    typed = {
+        n: as_categories(v) if n in wanted and n not in numeric else v for n, v in table.items()
+    }
+    named = {n: labels.get(n) or labels.get(f"input.{n}") for n in table}
+    notes = [
+        f"column '{n}' is a category of the flow but numeric in reference profile "
+        f"{profile.id[:12]}: compared as numbers (build the profile with `keel drift profile "
+        "--flow`)"
+        for n in numeric
+    ]
+    return typed, {n: found for n, found in named.items() if found}, notes
 
 
 @app.command("profile")
@@ -97,7 +132,9 @@ def drift_report(
     flow: Annotated[
         str | None,
         typer.Option(
-            help="Instead of files: a flow's recorded decisions, window against baseline."
+            help="Alone: a flow's recorded decisions, window against baseline. With "
+            "--reference and --current: read the files' columns as the flow defines them "
+            "(categories, value labels)."
         ),
     ] = None,
     window: Annotated[
@@ -132,8 +169,11 @@ def drift_report(
     OUT/report.html (self-contained, a chart per column) and OUT/report.json (per column
     the method, statistic, p-value, threshold and verdict). The data are two files, or a
     flow's recorded decisions: its last window against the baseline before it (inputs,
-    signal scores, action; the baseline's profile is stored like a file's). Exits 1 when
-    a column drifted.
+    signal scores, action; the baseline's profile is stored like a file's). Two files with
+    --flow take the flow's column kinds and labels: a column the flow declares a category
+    (type: string, or allowed values), named FIELD or input.FIELD, is compared as categories
+    whatever its values, and its values are shown by their labels. Exits 1 when a column
+    drifted.
 
     Example: keel drift report --reference train.parquet --current week.parquet --out drift
     """
@@ -148,21 +188,28 @@ def drift_report(
         if compat != "evidently" and (num_method or cat_method):
             raise InputError("--num-method and --cat-method belong to --compat evidently", {})
         store = _profile_store(project, profiles)
-        if flow is not None:
-            if reference is not None or current is not None:
-                raise InputError("give --flow, or --reference and --current: not both", {})
+        notes: list[str] = []
+        if flow is not None and reference is None and current is None:
             profile, table, source, labels = _flow_windows(
                 project, store, flow, window, baseline, until
             )
         else:
             if reference is None or current is None:
                 raise InputError(
-                    "give --reference and --current (files or a profile), or --flow", {}
+                    "give --reference and --current (files or a profile), or --flow alone", {}
                 )
             if window or baseline or until:
-                raise InputError("--window, --baseline and --until belong to --flow", {})
-            profile = _reference_profile(store, reference)
-            table, source, labels = read_table(current), str(current), {}
+                raise InputError(
+                    "--window, --baseline and --until belong to --flow without files", {}
+                )
+            categorical, flow_labels = (
+                _flow_columns(project, flow) if flow is not None else (frozenset(), {})
+            )
+            profile = _reference_profile(store, reference, categorical)
+            table, labels, notes = _as_flow_columns(
+                read_table(current), profile, categorical, flow_labels
+            )
+            source = str(current)
         comparison = compare(
             profile, table, method, mode=compat, num_method=num_method, cat_method=cat_method
         )
@@ -181,6 +228,8 @@ def drift_report(
     )
     for problem in data["problems"]:
         typer.echo(f"not compared: {problem}", err=True)
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
     typer.echo(f"wrote {html_path} and {json_path}", err=True)
     if summary["drifted"]:
         raise typer.Exit(1)

@@ -125,13 +125,16 @@ def _show_run(flow: str, result: dict[str, Any]) -> None:
             f"{check['limit']:g}  {mark}"
         )
     drift = result["drift"]
-    typer.echo(
-        f"  drift: {len(drift['summary']['drifted'])} of {drift['summary']['columns']} "
-        f"columns" + (f" ({', '.join(drift['summary']['drifted'])})"
-                      if drift["summary"]["drifted"] else "")
-    )  # fmt: skip
-    for problem in drift["problems"]:
-        typer.echo(f"  not compared: {problem}")
+    if drift is not None:
+        typer.echo(
+            f"  drift: {len(drift['summary']['drifted'])} of {drift['summary']['columns']} "
+            f"columns" + (f" ({', '.join(drift['summary']['drifted'])})"
+                          if drift["summary"]["drifted"] else "")
+        )  # fmt: skip
+        for problem in drift["problems"]:
+            typer.echo(f"  not compared: {problem}")
+    for monitor, why in result.get("not_checked", {}).items():
+        typer.echo(f"  {monitor}: not checked — {why}")
     fairness = result.get("fairness")
     if fairness is not None:
         typer.echo(f"  fairness: {fairness['verdict']}")

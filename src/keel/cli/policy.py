@@ -163,7 +163,8 @@ def policy_history(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     project: ProjectOpt = Path("."),
 ) -> None:
-    """Which version ran from when (activations), and the flow's open and past changes.
+    """Which version ran from when (activations), the flow's open and past changes, and the
+    version in force now.
 
     Example: keel policy history credit_limit
     """
@@ -186,6 +187,9 @@ def policy_history(
         )
     for c in changes:
         typer.echo(f"{c.id}  {c.state:<11} {c.version[:12]}  by {c.author}  {c.reason}")
+    if activations:
+        now = activations[-1]
+        typer.echo(f"in force: {now.version[:12]} since {now.activated_at} ({now.kind})")
     if drift:
         typer.echo(
             f"note: the policy file holds {drift[1][:12]}, not the active {drift[0][:12]}; "

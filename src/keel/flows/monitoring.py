@@ -126,7 +126,9 @@ MONITORING_KEYS: tuple[Key, ...] = (
         "A window with fewer decisions is not judged: the run is `skipped`.",
         default=str(DEFAULT_MIN_DECISIONS)),
     Key("monitoring.drift", "mapping, or false",
-        "How drift of inputs, signal scores and actions is judged; `false`: not watched."),
+        "How drift of inputs, signal scores and actions is judged; `false`: not watched, "
+        "and a run then needs no baseline (with too small a one, the rates and latency are "
+        "unjudged and the result's `not_checked` says drift was not compared)."),
     Key("monitoring.drift.methods", "list of strings",
         "The drift statistics to compute; the first that applies to a column's type gives "
         "its verdict. Left out: every statistic that applies.", values=DRIFT_METHODS),

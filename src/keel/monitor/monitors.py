@@ -140,33 +140,40 @@ def run_monitor(
     limits: Limits | None = None,
     methods: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The drift and behaviour of ``flow`` in ``current`` against ``baseline``."""
+    """The drift and behaviour of ``flow`` in ``current`` against ``baseline``.
+
+    With drift not watched (``monitoring.drift: false``) the baseline is needed only for the
+    rates and latency: a baseline too small to judge them leaves them ``unjudged`` and drift
+    uncompared, and the result's ``not_checked`` says so, instead of refusing the run that
+    performance and fairness (judged on the current window alone) still need."""
     spec = ctx.registry.current(flow).flow.monitoring
     limits = limits or Limits.of(spec)
     methods = methods if methods is not None else list(spec.methods) or None
     before = read_window(ctx, flow, baseline)
     now = read_window(ctx, flow, current)
-    for label, data in (("baseline", before), ("current", now)):
-        require_decisions(data, label, flow, limits.min_decisions)
-    table = now.table()
-    if spec.reference is not None:
-        profile = ProfileStore.of_project(ctx.settings.project_dir).find(spec.reference)
-        table = _as_named_in(profile, table)
+    drift_check = limits.checks.get(DRIFT)
+    judge_baseline = drift_check is not None or before.decisions >= limits.min_decisions
+    if judge_baseline:
+        require_decisions(before, "baseline", flow, limits.min_decisions)
+    require_decisions(now, "current", flow, limits.min_decisions)
+    not_checked: dict[str, str] = {}
+    drift: dict[str, Any] | None
+    if judge_baseline:
+        drift = _drift(ctx, flow, spec.reference, before, now, methods)
+        checks = compare_behaviour(behaviour(before), behaviour(now), limits)
     else:
-        profile = build_profile(before.table(), f"{flow} {baseline.since}..{baseline.until}")
-    comparison = compare(profile, table, methods)
-    drift = report_data(
-        profile, comparison, current_source=f"{flow} {current.since}..{current.until}",
-        current_rows=now.decisions, mode="keel", methods=methods,
-        generated_at=current.until, charts=False,
-    )  # fmt: skip
-    checks = compare_behaviour(behaviour(before), behaviour(now), limits)
+        drift = None
+        checks = compare_behaviour(dict.fromkeys(behaviour(before)), behaviour(now), limits)
+        not_checked[DRIFT] = (
+            f"drift is not watched (monitoring.drift: false) and the baseline window "
+            f"[{baseline.since}, {baseline.until}) holds {before.decisions} decisions, fewer "
+            f"than {limits.min_decisions}: the rates and latency are unjudged"
+        )
     verdicts = {c["figure"]: c["verdict"] for c in checks}
     performance = judge_performance(ctx, flow, current, limits.checks)
     if performance is not None:
         verdicts.update({c["figure"]: c["verdict"] for c in performance["checks"]})
-    drift_check = limits.checks.get(DRIFT)
-    drifted = drift["summary"]["drifted"]
+    drifted = drift["summary"]["drifted"] if drift is not None else []
     if drift_check is not None:
         verdicts[DRIFT] = (
             "breach" if len(drifted) >= drift_check.limit else "band" if drifted else "clean"
@@ -187,14 +194,42 @@ def run_monitor(
         "current": {**current.to_dict(), "decisions": now.decisions, "erased": now.erased},
         "behaviour": checks,
         "performance": performance,
-        "drift": {k: drift[k] for k in ("summary", "problems", "columns")},
+        "drift": None if drift is None
+                 else {k: drift[k] for k in ("summary", "problems", "columns")},
         "drift_check": None if drift_check is None else {
             "min_columns": int(drift_check.limit), "severity": drift_check.severity,
             "drifted": drifted,
         },
+        "not_checked": not_checked,
         "verdicts": verdicts,
         "breaches": [m for m, v in verdicts.items() if v == "breach"],
     }  # fmt: skip
+
+
+def _drift(
+    ctx: Context,
+    flow: str,
+    reference: str | None,
+    before: WindowData,
+    now: WindowData,
+    methods: list[str] | None,
+) -> dict[str, Any]:
+    """The drift report of the current window against the baseline, or against the stored
+    training-data profile ``reference`` names."""
+    table = now.table()
+    if reference is not None:
+        profile = ProfileStore.of_project(ctx.settings.project_dir).find(reference)
+        table = _as_named_in(profile, table)
+    else:
+        window = before.window
+        profile = build_profile(before.table(), f"{flow} {window.since}..{window.until}")
+    comparison = compare(profile, table, methods)
+    current = now.window
+    return report_data(
+        profile, comparison, current_source=f"{flow} {current.since}..{current.until}",
+        current_rows=now.decisions, mode="keel", methods=methods,
+        generated_at=current.until, charts=False,
+    )  # fmt: skip
 
 
 def _as_named_in(profile: Profile, table: dict[str, Any]) -> dict[str, Any]:

@@ -68,7 +68,7 @@ from keel.rollout.authorship import check_authorship
 from keel.rollout.autonomy import change_level_in
 from keel.rollout.diff import Difference, diff_models, diff_policies
 from keel.rollout.mode import settle_mode_in
-from keel.rollout.results import Activation, PolicyChange, Rollout
+from keel.rollout.results import Activation, PolicyChange, Rollout, ended_state, ranked
 from keel.runtime import FlowRuntime, active_row, current_level, pins_of, running_row
 from keel.security.persons import person_of, refuse_same_person
 from keel.security.roles import Actor, Permission, Principal, visible_to
@@ -96,6 +96,16 @@ def _change_row(conn: Connection, change_id: str) -> dict[str, Any]:
     if found is None:
         raise NotFoundError(f"no policy change with id '{change_id}'", {"change_id": change_id})
     return dict(found._mapping)
+
+
+def _history(conn: Connection, flow: str) -> list[Activation]:
+    """The flow's activations, oldest first, each with its status (``ranked``)."""
+    rows = conn.execute(
+        select(flow_activations)
+        .where(flow_activations.c.flow == flow)
+        .order_by(flow_activations.c.id)
+    )
+    return ranked(Activation.from_row(dict(r._mapping)) for r in rows)
 
 
 def _approvals(conn: Connection, change_id: str, version: str) -> list[dict[str, Any]]:
@@ -454,7 +464,8 @@ class Changes:
         """A change as stored, for a service that checked its own caller's permission."""
         with self._ctx.db.read() as conn:
             row = _change_row(conn, change_id)
-            return PolicyChange.from_row(row, _approvals(conn, change_id, row["version"]))
+            change = PolicyChange.from_row(row, _approvals(conn, change_id, row["version"]))
+            return ended_state(change, _history(conn, change.flow))
 
     def changes(self, flow: str, principal: Principal, limit: int = 100) -> list[PolicyChange]:
         """A flow's changes, newest first (without their approvals: ``get`` has them)."""
@@ -465,19 +476,16 @@ class Changes:
                 .where(policy_changes.c.flow == flow)
                 .order_by(policy_changes.c.created_at.desc())
                 .limit(limit)
-            )
-            return [PolicyChange.from_row(dict(r._mapping)) for r in rows]
+            ).fetchall()
+            history = _history(conn, flow)
+        return [ended_state(PolicyChange.from_row(dict(r._mapping)), history) for r in rows]
 
     def history(self, flow: str, principal: Principal) -> list[Activation]:
-        """Every activation of the flow, oldest first."""
+        """Every activation of the flow, oldest first, each with its status (in force, rolled
+        back, superseded)."""
         self._readable(flow, principal)
         with self._ctx.db.read() as conn:
-            rows = conn.execute(
-                select(flow_activations)
-                .where(flow_activations.c.flow == flow)
-                .order_by(flow_activations.c.id)
-            )
-            return [Activation.from_row(dict(r._mapping)) for r in rows]
+            return _history(conn, flow)
 
     def active_at(self, flow: str, principal: Principal, instant: str | None = None) -> Activation:
         """The activation in force at ``instant`` (ISO 8601, as the ledger writes it; now if

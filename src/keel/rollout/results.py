@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from keel.runtime import pins_of
@@ -55,7 +55,9 @@ class PolicyChange:
 
     id: str
     flow: str
-    state: str  # proposed | approved | active
+    # proposed | approved | active, as stored; a change that went live and is no longer in
+    # force reads rolled_back or superseded (derived from the activations: ``ended_state``)
+    state: str
     version: str
     base_version: str  # the active version it was proposed (or edited) on
     author: str
@@ -120,6 +122,9 @@ class Activation:
     record_id: str | None  # the policy_activated ledger event (none if inferred)
     models: dict[str, str] | None  # model versions pinned; None: the project's files
     id: int | None = None
+    # in_force | rolled_back | superseded, set where the whole history was read (``ranked``);
+    # None elsewhere, and then absent from to_dict
+    status: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Activation:
@@ -150,8 +155,42 @@ class Activation:
                 "reason": self.reason,
                 "record_id": self.record_id,
                 "models": dict(self.models) if self.models else None,
-            },
+            }
+            | ({} if self.status is None else {"status": self.status}),
         )
+
+
+def ranked(activations: Iterable[Activation]) -> list[Activation]:
+    """A flow's activations, oldest first, each with its status: the newest is in force; one
+    that a rollback ended is rolled back; any other was superseded by the next activation.
+
+    The store keeps activations append-only, so this is derived on every read rather than
+    written back: the history and the changes then cannot disagree with what is in force.
+    """
+    rows = list(activations)
+    out = []
+    for i, a in enumerate(rows):
+        following = rows[i + 1] if i + 1 < len(rows) else None
+        if following is None:
+            status = "in_force"
+        elif following.kind == "rollback":
+            status = "rolled_back"
+        else:
+            status = "superseded"
+        out.append(replace(a, status=status))
+    return out
+
+
+def ended_state(change: PolicyChange, history: list[Activation]) -> PolicyChange:
+    """The change with the state a reader needs: ``active`` only while the activation it made
+    is in force, ``rolled_back`` or ``superseded`` once that activation ended (``history``
+    as ``ranked`` returns it)."""
+    if change.state != "active":
+        return change
+    own = [a for a in history if a.change_id == change.id]
+    if not own or own[-1].status == "in_force":
+        return change
+    return replace(change, state=str(own[-1].status))
 
 
 # ---- rollouts ----------------------------------------------------------------------------
