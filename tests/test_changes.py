@@ -284,7 +284,7 @@ def test_changes_over_http(engine: Engine, project: Path) -> None:
 
 
 def test_the_history_shows_a_rolled_back_change_as_rolled_back(
-    engine: Engine, project: Path
+    engine: Engine, project: Path, env: dict[str, str]
 ) -> None:
     """After a rollback the change it undid is no longer ``active`` anywhere: the service, the
     HTTP API and the CLI all derive its state from the activations, and name what is in force."""
@@ -337,12 +337,12 @@ def test_the_history_shows_a_rolled_back_change_as_rolled_back(
         assert one["state"] == "rolled_back"
 
     runner = CliRunner()
-    shown = runner.invoke(app, ["policy", "history", FLOW, "-p", str(project)])
+    shown = runner.invoke(app, ["policy", "history", FLOW, "-p", str(project)], env=env)
     assert shown.exit_code == 0, shown.stderr
     assert f"{undone.id}  rolled_back {undone.version[:12]}" in shown.stdout
     assert f"{superseded.id}  superseded" in shown.stdout
     assert f"in force: {first[:12]} since {history[-1].activated_at} (rollback)" in shown.stdout
-    as_json = runner.invoke(app, ["policy", "history", FLOW, "--json", "-p", str(project)])
+    as_json = runner.invoke(app, ["policy", "history", FLOW, "--json", "-p", str(project)], env=env)
     body = json.loads(as_json.stdout)
     assert [a["status"] for a in body["activations"]][-2:] == ["rolled_back", "in_force"]
     assert {c["id"]: c["state"] for c in body["changes"]} == states

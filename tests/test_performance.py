@@ -363,7 +363,9 @@ def test_with_drift_off_a_run_needs_no_baseline_and_says_drift_was_not_checked(
         stored = engine.monitoring.runs(FLOW, OWNER, 1)[0]
         assert stored.result["not_checked"] == run.result["not_checked"]
     until = iso_time(clock.now)
-    shown = CliRunner().invoke(app, ["monitor", "run", FLOW, "--until", until, "-p", str(project)])
+    shown = CliRunner().invoke(
+        app, ["monitor", "run", FLOW, "--until", until, "-p", str(project)], env=env
+    )
     assert shown.exit_code == 1, shown.stderr  # the AUC breach
     assert "drift: not checked — drift is not watched (monitoring.drift: false)" in shown.stdout
     # With drift watched, the same empty baseline is still refused: drift needs it.
