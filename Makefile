@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export KEEL_PYTHON := $(abspath $(BIN))/python
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test docs docs-build docs-screenshots lint typecheck pytest bench bench-load bench-crash bench-verify bench-replay bench-drift bench-startup bench-fairness bench-batch bench-embed bench-retrieval clean
+.PHONY: demo test docs docs-build docs-screenshots lint typecheck pytest bench bench-load bench-crash bench-verify bench-replay bench-drift bench-startup bench-fairness bench-batch bench-embed bench-retrieval bench-retrieval-quality clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -93,6 +93,9 @@ bench-batch: $(VENV)/.dev-installed
 # Needs a PostgreSQL server with pgvector for its PostgreSQL rows (skipped, said, otherwise).
 bench-retrieval: $(VENV)/.dev-installed
 	scripts/with-postgres.sh $(BIN)/python bench/retrieval.py
+
+bench-retrieval-quality: $(VENV)/.dev-installed
+	$(BIN)/python bench/retrieval_quality.py
 
 clean:
 	rm -rf $(VENV) $(VENV)-bench demo-project build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -20,6 +20,7 @@ from keel.cli import (
     drift,
     flow,
     keys,
+    knowledge,
     ledger,
     models,
     monitor,
@@ -65,6 +66,7 @@ app.add_typer(deliveries.app, name="deliveries")
 app.add_typer(policy.app, name="policy")
 app.add_typer(flow.app, name="flow")
 app.add_typer(models.app, name="models")
+app.add_typer(knowledge.app, name="knowledge")
 
 
 def main() -> None:
