@@ -89,8 +89,9 @@ def test_development_mode_activates_each_edited_file_and_records_it(
     code, out, err = keel(project, "policy", "history", FLOW)  # nothing changed: no new entry
     assert code == 0, err
     lines = out.splitlines()
-    assert len(lines) == 2 and " initial " in lines[0]
+    assert len(lines) == 3 and " initial " in lines[0]
     assert f" development {second[:12]}  by local:" in lines[1] and POLICY in lines[1]
+    assert lines[2].startswith(f"in force: {second[:12]} since ") and "(development)" in lines[2]
     assert len(entries(project, "policy_activated")) == 2
     code, out, err = keel(project, "ledger", "verify", "--deep")
     assert code == 0 and "ok:" in out, err
@@ -137,7 +138,7 @@ def test_the_activation_names_the_key_that_ran_the_command_and_needs_its_permiss
         "role": "owner",
         "person": "ana@example.com",
     }
-    assert f"by {owner.principal_id}" in out.splitlines()[-1]
+    assert f"by {owner.principal_id}" in out.splitlines()[-2]  # the last: what is in force
 
 
 def test_leaving_development_mode_is_recorded_and_there_is_no_way_back(
@@ -158,7 +159,8 @@ def test_leaving_development_mode_is_recorded_and_there_is_no_way_back(
     # The edit is reported, never activated: four eyes from now on.
     assert f"{POLICY} holds" in caplog.text
     assert f"keel policy propose {FLOW} -r REASON" in caplog.text
-    assert len(out.splitlines()) == 1  # the initial activation only
+    initial, in_force = out.splitlines()  # the initial activation only, and what it put in force
+    assert " initial " in initial and in_force.endswith("(initial)")
     assert len(entries(project, "policy_activated")) == 1
 
     code, _, _ = keel(project, "policy", "history", FLOW)  # a second start records nothing
