@@ -84,14 +84,22 @@ def app_from_env() -> FastAPI:
     app = create_app(engine, audit, int(os.environ.get(ENV_WORKERS, "1")))
     stopping = stop_requested()
 
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    def exit_if_stopping() -> None:
         if stopping.is_set():  # told to stop while starting: never listen (see serving)
             log.info("worker stopped before it served; exiting without listening")
             audit.close()
             engine.close()
             os._exit(0)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        exit_if_stopping()
         tasks = [asyncio.create_task(job) for job in scheduled(engine)]
+        # Again as the last step before uvicorn listens: a SIGTERM that came while this
+        # worker was starting (its sibling already serving) would otherwise reopen the
+        # listening socket the handler shut, and every connection the kernel then queued
+        # for it would be reset when it stopped.
+        exit_if_stopping()
         yield
         for task in tasks:
             task.cancel()
