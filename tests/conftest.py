@@ -23,7 +23,7 @@ def person(
 ) -> Principal:
     """A caller with one role, on one flow or (``None``) on every flow; the person behind
     it is ``who``, by default its name (one name, one person)."""
-    return Principal(ident, name, who or name, (Grant(Role(role), flow),))
+    return Principal(ident, name, who or name, (Grant.scoped(Role(role), flow),))
 
 
 class Clock:

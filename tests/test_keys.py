@@ -14,13 +14,23 @@ import pytest
 from keel.errors import KeelError, NotFoundError
 from keel.security.apikeys import Keys, authenticate
 from keel.security.audit import AuditLog, AuditTrail
-from keel.security.roles import AuthenticationError, Grant, PermissionDeniedError, Role
+from keel.security.roles import (
+    KNOWLEDGE_ROLES,
+    AuthenticationError,
+    Grant,
+    PermissionDeniedError,
+    Role,
+)
 from keel.store.database import Database, open_database
 from tests.conftest import Clock, person
 
 FLOW = "credit_limit"
 ADMIN = person("oidc:idp#ana", "Ana", "admin")
-SCOPES = [(role.value, flow) for role in Role for flow in (None, FLOW)]
+SCOPES = [
+    (role.value, scope)
+    for role in Role
+    for scope in (None, "handbook" if role in KNOWLEDGE_ROLES else FLOW)
+]
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ def _grants(roles: list[str], flow: str | None) -> list[Grant]:
     from keel.security.roles import Grant, parse_role  # noqa: PLC0415
 
     try:
-        return [Grant(parse_role(r), flow) for r in roles]
+        return [Grant.scoped(parse_role(r), flow) for r in roles]
     except KeelError as error:
         _fail(error)
 

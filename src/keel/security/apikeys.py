@@ -124,7 +124,7 @@ def create_key(
                 {
                     "principal": f"key:{prefix}",
                     "role": g.role.value,
-                    "flow": g.flow,
+                    "flow": g.scope,
                     "created_at": created,
                     "created_by": created_by,
                 }
@@ -142,7 +142,7 @@ def _grants(db: Database, principal: str) -> tuple[Grant, ...]:
             .where(grants.c.principal == principal)
             .order_by(grants.c.id)
         ).all()
-    return tuple(Grant(Role(r[0]), r[1]) for r in rows)
+    return tuple(Grant.scoped(Role(r[0]), r[1]) for r in rows)
 
 
 def _key(row: Sequence[object], key_grants: tuple[Grant, ...]) -> ApiKey:
@@ -208,7 +208,8 @@ def _change_grants(
     principal = key.principal_id
     with db.write(chain=False) as conn:
         for grant in remove:
-            flow = grants.c.flow.is_(None) if grant.flow is None else grants.c.flow == grant.flow
+            scope = grant.scope
+            flow = grants.c.flow.is_(None) if scope is None else grants.c.flow == scope
             conn.execute(
                 delete(grants).where(
                     grants.c.principal == principal, grants.c.role == grant.role.value, flow
@@ -221,7 +222,7 @@ def _change_grants(
                     {
                         "principal": principal,
                         "role": g.role.value,
-                        "flow": g.flow,
+                        "flow": g.scope,
                         "created_at": iso_time(now),
                         "created_by": changed_by,
                     }

@@ -68,7 +68,7 @@ def grants_from_claim(value: Any) -> tuple[Grant, ...]:
             continue
         role, _, flow = item.partition("@")
         if role in Role.__members__.values():
-            out.append(Grant(Role(role), flow or None))
+            out.append(Grant.scoped(Role(role), flow or None))
     return tuple(out)
 
 

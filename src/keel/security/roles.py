@@ -1,8 +1,16 @@
-"""Roles, permissions and grants: who may do what, on which flow. Deny by default.
+"""Roles, permissions and grants: who may do what, on which flow or knowledge collection.
+Deny by default.
 
-A grant gives a principal one role, on one flow or (flow ``None``) on every flow. Some
-permissions concern the whole installation (the ledger, the audit trail, keys, metrics):
-only a global grant carries them.
+A grant gives a principal one role. A flow role (viewer … admin) is scoped to one flow or
+(flow ``None``) every flow; a knowledge role (``knowledge_owner``, ``curator``, ``reader``)
+to one collection or (collection ``None``) every collection. The role says which kind of
+scope its grant has, so ``reader@handbook`` names the collection ``handbook``. Some
+permissions concern the whole installation (the ledger, the audit trail, keys, metrics,
+creating collections): only a global grant carries them.
+
+Reading a collection takes two checks: a role on the collection that carries
+``search_knowledge``, and, per document, a key of ``Principal.access_keys`` on the
+document's access list (``person:…``, ``group:…``, ``role:…``).
 
 Every service checks the principal it is handed (``Principal.require``, ``visible_to``,
 ``flows_for``), so the Python API, the CLI and HTTP enforce one matrix. A thing on a flow
@@ -16,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from keel.errors import KeelError, NotFoundError
+from keel.errors import InputError, KeelError, NotFoundError
 from keel.security.persons import LOCAL_OPERATOR, person_of
 
 
@@ -29,6 +37,13 @@ class Role(StrEnum):
     OWNER = "owner"
     AUDITOR = "auditor"
     ADMIN = "admin"
+    KNOWLEDGE_OWNER = "knowledge_owner"
+    CURATOR = "curator"
+    READER = "reader"
+
+
+# Roles whose grants are scoped to knowledge collections rather than flows.
+KNOWLEDGE_ROLES = frozenset({Role.KNOWLEDGE_OWNER, Role.CURATOR, Role.READER})
 
 
 class Permission(StrEnum):
@@ -47,6 +62,10 @@ class Permission(StrEnum):
     READ_AUDIT = "read_audit"
     READ_METRICS = "read_metrics"
     MANAGE_KEYS = "manage_keys"
+    SEARCH_KNOWLEDGE = "search_knowledge"
+    CURATE_KNOWLEDGE = "curate_knowledge"
+    MANAGE_COLLECTION = "manage_collection"
+    CREATE_COLLECTION = "create_collection"
 
 
 GLOBAL_ONLY = frozenset(
@@ -56,6 +75,7 @@ GLOBAL_ONLY = frozenset(
         Permission.READ_AUDIT,
         Permission.READ_METRICS,
         Permission.MANAGE_KEYS,
+        Permission.CREATE_COLLECTION,
     }
 )
 
@@ -99,6 +119,16 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         }
     ),
     Role.ADMIN: frozenset(Permission),
+    Role.READER: frozenset({Permission.SEARCH_KNOWLEDGE}),
+    Role.CURATOR: frozenset({Permission.SEARCH_KNOWLEDGE, Permission.CURATE_KNOWLEDGE}),
+    Role.KNOWLEDGE_OWNER: frozenset(
+        {
+            Permission.SEARCH_KNOWLEDGE,
+            Permission.CURATE_KNOWLEDGE,
+            Permission.MANAGE_COLLECTION,
+            Permission.CREATE_COLLECTION,
+        }
+    ),
 }
 
 
@@ -119,6 +149,13 @@ ROLE_PURPOSE: dict[Role, str] = {
     Role.AUDITOR: "Reads everything on its flows; with a global grant verifies and "
     "checkpoints the ledger and reads metrics and the audit trail.",
     Role.ADMIN: "Everything, including managing API keys.",
+    Role.KNOWLEDGE_OWNER: "A knowledge collection's accountable owner: changes its settings "
+    "(owner, classification, default access list, embedding space, retention) and does "
+    "what a curator does; with a global grant also creates collections.",
+    Role.CURATOR: "Adds, syncs and withdraws a collection's documents and sets their access "
+    "lists; searches it.",
+    Role.READER: "Searches a collection: sees the chunks of the documents whose access list "
+    "names the reader's person, one of their groups or one of their roles.",
 }
 
 PERMISSION_MEANING: dict[Permission, str] = {
@@ -146,6 +183,13 @@ PERMISSION_MEANING: dict[Permission, str] = {
     Permission.READ_AUDIT: "Export the audit trail.",
     Permission.READ_METRICS: "Read `/metrics`.",
     Permission.MANAGE_KEYS: "Create, grant, ungrant and revoke API keys.",
+    Permission.SEARCH_KNOWLEDGE: "Search a knowledge collection and read the documents "
+    "whose access list names one of the caller's access keys.",
+    Permission.CURATE_KNOWLEDGE: "Ingest, sync and withdraw a collection's documents and "
+    "versions, and set a document's access list.",
+    Permission.MANAGE_COLLECTION: "Change a collection's owner, classification, default "
+    "access list, embedding space (a re-index) and retention; revoke a person's access.",
+    Permission.CREATE_COLLECTION: "Create a knowledge collection.",
 }
 
 
@@ -164,11 +208,39 @@ class PermissionDeniedError(KeelError):
 
 @dataclass(frozen=True)
 class Grant:
+    """One role on one flow (flow roles) or one collection (knowledge roles); ``None``:
+    every flow, or every collection."""
+
     role: Role
     flow: str | None = None  # None: every flow
+    collection: str | None = None  # None: every collection
+
+    def __post_init__(self) -> None:
+        if self.role in KNOWLEDGE_ROLES and self.flow is not None:
+            raise InputError(
+                f"{self.role} is a knowledge role: grant it on a collection, not a flow",
+                {"role": self.role.value},
+            )
+        if self.role not in KNOWLEDGE_ROLES and self.collection is not None:
+            raise InputError(
+                f"{self.role} is a flow role: grant it on a flow, not a collection",
+                {"role": self.role.value},
+            )
+
+    @classmethod
+    def scoped(cls, role: Role, scope: str | None) -> Grant:
+        """``role`` on ``scope``: a collection for a knowledge role, else a flow."""
+        if role in KNOWLEDGE_ROLES:
+            return cls(role, collection=scope)
+        return cls(role, scope)
+
+    @property
+    def scope(self) -> str | None:
+        """The flow or collection the grant is on (``None``: all of them)."""
+        return self.collection if self.role in KNOWLEDGE_ROLES else self.flow
 
     def __str__(self) -> str:
-        return f"{self.role}@{self.flow or '*'}"
+        return f"{self.role}@{self.scope or '*'}"
 
 
 @dataclass(frozen=True)
@@ -197,48 +269,87 @@ class Principal:
     person: str  # normalised by person_of: a key's owner, a token's person claim, …
     grants: tuple[Grant, ...] = field(default_factory=tuple)
     expires_at: float | None = None  # when the credential stops being valid (epoch seconds)
+    # the groups the credential carries (an API key's, an OIDC token's groups claim)
+    groups: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "person", person_of(self.person))
 
-    def can(self, permission: Permission, flow: str | None = None) -> bool:
-        for grant in self.grants:
-            if permission not in ROLE_PERMISSIONS[grant.role]:
-                continue
-            if grant.flow is None:
-                return True
-            if permission not in GLOBAL_ONLY and flow is not None and grant.flow == flow:
-                return True
-        return False
+    def _covers(
+        self, grant: Grant, permission: Permission, flow: str | None, collection: str | None
+    ) -> bool:
+        if permission not in ROLE_PERMISSIONS[grant.role]:
+            return False
+        if grant.flow is None and grant.collection is None:
+            return True
+        if permission in GLOBAL_ONLY:
+            return False
+        if grant.flow is not None:
+            return flow is not None and grant.flow == flow
+        return collection is not None and grant.collection == collection
 
-    def role_for(self, permission: Permission, flow: str | None = None) -> Role:
+    def can(
+        self, permission: Permission, flow: str | None = None, *, collection: str | None = None
+    ) -> bool:
+        return any(self._covers(g, permission, flow, collection) for g in self.grants)
+
+    def role_for(
+        self, permission: Permission, flow: str | None = None, *, collection: str | None = None
+    ) -> Role:
         """The role this principal acts in for ``permission`` (recorded with reviews)."""
         for grant in self.grants:
-            if permission in ROLE_PERMISSIONS[grant.role] and grant.flow in (None, flow):
+            if self._covers(grant, permission, flow, collection):
                 return grant.role
-        self.require(permission, flow)  # raises: no grant carries it
+        self.require(permission, flow, collection=collection)  # raises: no grant carries it
         raise AssertionError  # pragma: no cover - require() raised
 
-    def actor(self, permission: Permission, flow: str | None = None) -> Actor:
-        """This principal acting with ``permission`` on ``flow``, in the role that grants it."""
-        return Actor(self.id, self.name, self.role_for(permission, flow).value, self.person)
+    def access_keys(self, collection: str) -> frozenset[str]:
+        """The keys a document's access list is matched against when this principal reads
+        ``collection``: its person, its groups, and the roles it holds there (on the
+        collection or globally). Nothing a caller passes can add to them."""
+        keys = {f"person:{self.person}"}
+        keys.update(f"group:{g}" for g in self.groups)
+        keys.update(
+            f"role:{g.role.value}"
+            for g in self.grants
+            if (g.flow is None and g.collection is None) or g.collection == collection
+        )
+        return frozenset(keys)
 
-    def require(self, permission: Permission, flow: str | None = None) -> None:
-        if not self.can(permission, flow):
+    def actor(
+        self, permission: Permission, flow: str | None = None, *, collection: str | None = None
+    ) -> Actor:
+        """This principal acting with ``permission`` on ``flow`` (or ``collection``), in
+        the role that grants it."""
+        role = self.role_for(permission, flow, collection=collection)
+        return Actor(self.id, self.name, role.value, self.person)
+
+    def require(
+        self, permission: Permission, flow: str | None = None, *, collection: str | None = None
+    ) -> None:
+        if not self.can(permission, flow, collection=collection):
             where = f" on flow '{flow}'" if flow else ""
+            if collection:
+                where = f" on collection '{collection}'"
+            details: dict[str, object] = {"permission": permission.value, "flow": flow}
+            if collection:
+                details["collection"] = collection
             raise PermissionDeniedError(
                 f"{self.name} ({self.id}) may not {permission.value.replace('_', ' ')}{where}",
-                {"permission": permission.value, "flow": flow},
+                details,
             )
 
     def flows_with(self, permission: Permission, flows: Iterable[str]) -> list[str]:
         """The flows among ``flows`` on which this principal has ``permission``."""
         return [f for f in flows if self.can(permission, f)]
 
-    def acting(self, permission: Permission, flow: str | None = None) -> Actor:
-        """Check ``permission`` on ``flow`` (403 without it) and return the actor to record."""
-        self.require(permission, flow)
-        return self.actor(permission, flow)
+    def acting(
+        self, permission: Permission, flow: str | None = None, *, collection: str | None = None
+    ) -> Actor:
+        """Check ``permission`` on ``flow`` or ``collection`` (403 without it) and return
+        the actor to record."""
+        self.require(permission, flow, collection=collection)
+        return self.actor(permission, flow, collection=collection)
 
 
 def visible_to(

@@ -117,7 +117,8 @@ api_keys = Table(
 )
 
 # Roles granted to principals ("key:<prefix>", "oidc:<issuer>#<subject>"), globally or on
-# one flow (flow NULL = every flow).
+# one flow or collection (NULL = all of them). ``flow`` holds the grant's scope: a
+# collection's name for a knowledge role (``Grant.scoped`` reads it back).
 grants = Table(
     "grants",
     metadata,
