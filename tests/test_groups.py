@@ -1,5 +1,6 @@
 """Where a principal's groups and collection-scoped knowledge grants come from: API keys
-(the key service and ``keel keys``). On SQLite and, under `make test`, PostgreSQL."""
+(the key service and ``keel keys``) and OIDC tokens (the groups claim, and ``role@collection``
+in the roles claim). On SQLite and, under `make test`, PostgreSQL."""
 
 from __future__ import annotations
 
@@ -17,9 +18,12 @@ from keel.config import load_settings
 from keel.errors import InputError, KeelError
 from keel.security.apikeys import Keys, authenticate
 from keel.security.audit import AuditLog, AuditTrail
+from keel.security.oidc import OidcVerifier, groups_from_claim
 from keel.security.roles import Grant, Permission, PermissionDeniedError, Role, group_name
 from keel.store.database import Database, open_database
+from keel.telemetry import Metrics
 from tests.conftest import Clock, person
+from tests.test_identity import AUDIENCE, ISSUER, SIGNER_JWK, decide, file_client, token
 
 ADMIN = person("oidc:idp#ana", "Ana", "admin")
 READER = Grant(Role.READER, collection="handbook")
@@ -269,3 +273,101 @@ def test_the_command_line_refuses_bad_group_changes(project: Path, env: dict[str
         assert code == 2 and message in err, err
     code, _, err = keel(project, env, "keys", "grant", prefix, "--role", "curator", "--flow", "x")
     assert code == 2 and "curator is a knowledge role" in err
+
+
+# ---- OIDC ----------------------------------------------------------------------------
+
+
+def verifier(project: Path, extra: str = "", metrics: Metrics | None = None) -> OidcVerifier:
+    """The verifier a server builds from the project's ``keel.yaml``."""
+    (project / "jwks.json").write_text(json.dumps({"keys": [SIGNER_JWK]}))
+    with (project / "keel.yaml").open("a") as f:
+        f.write(
+            f"oidc:\n  issuer: {ISSUER}\n  audience: {AUDIENCE}\n  jwks_file: jwks.json\n{extra}"
+        )
+    oidc = load_settings(project, {}).oidc
+    assert oidc is not None
+    return OidcVerifier(oidc, metrics)
+
+
+@pytest.mark.parametrize(
+    ("claim", "groups", "ignored"),
+    [
+        (["payroll", "emea"], ("payroll", "emea"), 0),
+        ("payroll  emea payroll", ("payroll", "emea"), 0),
+        (["payroll", 7, None, {"name": "x"}, "hr team", "/org/hr", "emea"], ("payroll", "emea"), 5),
+        ({"payroll": True}, (), 1),
+        (42, (), 1),
+        ([], (), 0),
+        ("", (), 0),
+        (None, (), 0),
+    ],
+)
+def test_groups_from_the_claim(claim: Any, groups: tuple[str, ...], ignored: int) -> None:
+    assert groups_from_claim(claim) == (groups, ignored)
+
+
+def test_a_token_carries_groups_and_collection_grants(project: Path) -> None:
+    metrics = Metrics()
+    oidc = verifier(project, metrics=metrics)
+    principal = oidc.authenticate(
+        token(groups=["payroll", "emea"], keel_roles=["reader@handbook", "viewer"])
+    )
+    assert principal.groups == ("payroll", "emea")
+    assert principal.grants == (Grant(Role.READER, collection="handbook"), Grant(Role.VIEWER))
+    assert principal.access_keys("handbook") == {
+        "person:" + principal.person,
+        "group:payroll",
+        "group:emea",
+        "role:reader",
+        "role:viewer",
+    }
+    assert oidc.authenticate(token()).groups == ()  # no claim, no groups
+    assert metrics.registry.get_sample_value("keel_oidc_groups_ignored_total") == 0
+
+
+def test_what_the_groups_claim_holds_besides_names_is_counted_and_logged(
+    project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    metrics = Metrics()
+    oidc = verifier(project, metrics=metrics)
+    with caplog.at_level("WARNING", logger="keel.oidc"):
+        principal = oidc.authenticate(token(groups=["payroll", 7, ["x"], "hr team"]))
+        assert oidc.authenticate(token(groups={"x": 1})).groups == ()
+    assert principal.groups == ("payroll",)
+    assert metrics.registry.get_sample_value("keel_oidc_groups_ignored_total") == 4
+    first = caplog.records[0].getMessage()
+    assert len(caplog.records) == 2 and first.startswith(
+        "ignored 3 item(s) of the groups claim 'groups' in the token of "
+        f"oidc:{ISSUER}#dana: each must be a group name"
+    )
+
+
+def test_the_groups_claim_is_a_setting(project: Path) -> None:
+    oidc = verifier(project, "  groups_claim: roles_and_teams\n")
+    assert oidc.settings.groups_claim == "roles_and_teams"
+    principal = oidc.authenticate(token(groups=["ignored"], roles_and_teams="payroll emea"))
+    assert principal.groups == ("payroll", "emea")
+
+
+def test_a_knowledge_role_in_the_roles_claim_is_never_a_flow_grant(project: Path) -> None:
+    """``reader@credit_limit`` names a collection called credit_limit, never the flow."""
+    oidc = verifier(project)
+    principal = oidc.authenticate(token(keel_roles=["reader@credit_limit", "curator"]))
+    assert principal.grants == (
+        Grant(Role.READER, collection="credit_limit"),
+        Grant(Role.CURATOR),
+    )
+    assert not principal.can(Permission.READ_FLOWS, "credit_limit")
+    assert principal.can(Permission.SEARCH_KNOWLEDGE, collection="credit_limit")
+    assert principal.can(Permission.CURATE_KNOWLEDGE, collection="handbook")
+
+
+def test_the_server_counts_what_it_ignores_in_the_groups_claim(project: Path) -> None:
+    """The HTTP API's verifier counts into the engine's metrics, served at ``/metrics``."""
+    with file_client(project, {"keys": [SIGNER_JWK]}) as client:
+        admin = {"Authorization": f"Bearer {token(keel_roles=['admin'], groups=['hr', 7])}"}
+        assert decide(client, token(groups=["payroll", {"x": 1}, "a b"])).status_code == 200
+        metrics = client.get("/metrics", headers=admin)
+    assert metrics.status_code == 200
+    assert "keel_oidc_groups_ignored_total 3.0" in metrics.text
