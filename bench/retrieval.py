@@ -63,7 +63,7 @@ def load(db: Database, index: ChunkIndex, vectors: np.ndarray, texts: list[str])
                 ]
                 access = frozenset({f"group:d{d % 10}", f"group:p{d % 100}"})
                 index.add_version(
-                    conn, "bench", f"doc{d}", f"v{d}", "kb", access, Validity(), chunks
+                    conn, "bench", f"doc{d}", f"v{d}", "kb", access, Validity(), chunks, at=NOW
                 )
     return time.perf_counter() - start
 

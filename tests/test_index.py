@@ -18,6 +18,7 @@ from tests.conftest import run_sql
 from tests.indexing import DIM, chunk, embed, opened_index
 
 NOW = 1_800_000_000.0
+T0 = NOW - 86_400.0  # when the corpus became live
 READER = frozenset({"group:credit-risk"})
 
 CORPUS = {
@@ -50,6 +51,7 @@ def corpus(store: tuple[Database, ChunkIndex]) -> tuple[Database, ChunkIndex]:
                 READER,
                 Validity(),
                 [chunk(f"{name}-0", body)],
+                at=T0,
             )
     return db, index
 
@@ -122,9 +124,12 @@ def test_fuse_weights_rrf_k_and_k() -> None:
     assert fuse([], [], Weights(), 5) == []
 
 
-def test_new_version_supersedes_the_old(corpus: tuple[Database, ChunkIndex]) -> None:
-    db, index = corpus
-    before = index.generation("mini")
+T1 = T0 + 3600.0  # when "fraud" gets its second version in the tests below
+FRAUD_2 = "Card fraud is reported through the app."
+OPEN = Validity()
+
+
+def _fraud_v2(db: Database, index: ChunkIndex, validity: Validity = OPEN) -> None:
     with db.write() as conn:
         index.add_version(
             conn,
@@ -133,24 +138,225 @@ def test_new_version_supersedes_the_old(corpus: tuple[Database, ChunkIndex]) -> 
             "v-fraud-2",
             "policies",
             READER,
-            Validity(),
-            [chunk("fraud-2-0", "Card fraud is reported through the app.")],
+            validity,
+            [chunk("fraud-2-0", FRAUD_2)],
+            at=T1,
         )
-    assert index.generation("mini") == (before or 0) + 2  # old chunks out, new in
-    hits = index.search("mini", ["policies"], "fraud", None, READER, 10, NOW)
-    assert [(h.chunk_id, h.version) for h in hits] == [("fraud-2-0", "v-fraud-2")]
-    assert run_sql(db.url, "SELECT count(*) FROM index_chunks WHERE version = 'v-fraud'") == [(0,)]
-    with db.write() as conn, pytest.raises(ConflictError):
+
+
+def _found(
+    index: ChunkIndex, query: str, as_of: float | None, permitted: frozenset[str] = READER
+) -> list[str]:
+    """The "fraud" chunks a hybrid search finds, as ``chunk@version``."""
+    hits = index.search("mini", ["policies"], query, embed(query), permitted, 10, NOW, as_of=as_of)
+    return sorted(f"{h.chunk_id}@{h.version}" for h in hits if h.document_id == "fraud")
+
+
+def test_new_version_supersedes_the_old_but_keeps_it(corpus: tuple[Database, ChunkIndex]) -> None:
+    db, index = corpus
+    before = index.generation("mini")
+    _fraud_v2(db, index)
+    assert index.generation("mini") == (before or 0) + 1
+    # Now only the new version; as of an instant in the old one's live period, only it.
+    assert _found(index, "card fraud", None) == ["fraud-2-0@v-fraud-2"]
+    assert _found(index, "card fraud", T0 + 1) == ["fraud-0@v-fraud"]
+    assert _found(index, "card fraud", T1 - 0.001) == ["fraud-0@v-fraud"]
+    assert _found(index, "card fraud", T1) == ["fraud-2-0@v-fraud-2"]  # live_from <= as_of
+    assert _found(index, "card fraud", NOW + 10**6) == ["fraud-2-0@v-fraud-2"]
+    assert run_sql(db.url, "SELECT count(*) FROM index_chunks WHERE version = 'v-fraud'") == [(1,)]
+    assert sorted(
+        run_sql(
+            db.url,
+            "SELECT version, live_from, live_until FROM index_versions WHERE document_id = 'fraud'",
+        )
+    ) == [("v-fraud", T0, T1), ("v-fraud-2", T1, None)]
+    # The re-check judges as the search did: the old version passes as of its period,
+    # not as the live version.
+    old = index.search("mini", ["policies"], "fraud", None, READER, 10, NOW, as_of=T0 + 1)
+    assert [h.version for h in old] == ["v-fraud"]
+    assert index.recheck(old, READER, NOW, as_of=T0 + 1) == (old, [])
+    assert index.recheck(old, READER, NOW) == ([], old)
+
+
+def test_a_version_cannot_be_live_twice_nor_go_back_in_time(
+    corpus: tuple[Database, ChunkIndex],
+) -> None:
+    db, index = corpus
+    _fraud_v2(db, index)
+    cases = [
+        ("v-fraud-2", "fraud-2-x", T1 + 5, "already indexed in space mini"),
+        ("v-fraud", "fraud-x", T1 + 5, "superseded at .* cannot become live twice"),
+        ("v-fraud-3", "fraud-3-0", T1 - 5, "became live later"),
+    ]
+    for version, chunk_id, at, message in cases:
+        with db.write() as conn, pytest.raises(ConflictError, match=message):
+            index.add_version(
+                conn,
+                "mini",
+                "fraud",
+                version,
+                "policies",
+                READER,
+                Validity(),
+                [chunk(chunk_id, "again")],
+                at=at,
+            )
+    assert _found(index, "card fraud again", None) == ["fraud-2-0@v-fraud-2"]
+
+
+def test_reindexing_a_superseded_version_keeps_its_live_period(
+    corpus: tuple[Database, ChunkIndex],
+) -> None:
+    db, index = corpus
+    _fraud_v2(db, index)
+    with db.write() as conn:  # the old version, embedded again in another space
+        index.add_version(
+            conn,
+            "mini-2",
+            "fraud",
+            "v-fraud",
+            "policies",
+            READER,
+            Validity(),
+            [chunk("fraud-0-s2", CORPUS["fraud"])],
+            at=NOW,
+        )
+    query = embed("card fraud")
+    as_of = [
+        h.chunk_id
+        for h in index.search("mini-2", ["policies"], "", query, READER, 5, NOW, as_of=T0 + 1)
+    ]
+    assert as_of == ["fraud-0-s2"]
+    assert index.search("mini-2", ["policies"], "", query, READER, 5, NOW) == []
+
+
+def test_as_of_before_the_first_version_finds_nothing(
+    corpus: tuple[Database, ChunkIndex],
+) -> None:
+    _, index = corpus
+    query = "interest rate credit"
+    assert index.search("mini", ["policies"], query, embed(query), READER, 10, NOW)
+    assert (
+        index.search("mini", ["policies"], query, embed(query), READER, 10, NOW, as_of=T0 - 1) == []
+    )
+
+
+def test_validity_belongs_to_each_version(corpus: tuple[Database, ChunkIndex]) -> None:
+    db, index = corpus
+    # The first version expires an hour into its life; the second is valid only from NOW + 10.
+    with db.write() as conn:
+        index.withdraw_document(conn, "fraud")
         index.add_version(
             conn,
             "mini",
             "fraud",
-            "v-fraud-2",
+            "v-fraud",
+            "policies",
+            READER,
+            Validity(None, T0 + 1800),
+            [chunk("fraud-0", CORPUS["fraud"])],
+            at=T0,
+        )
+    _fraud_v2(db, index, Validity(NOW + 10, None))
+    assert _found(index, "card fraud", T0 + 60) == ["fraud-0@v-fraud"]
+    assert _found(index, "card fraud", T0 + 1800) == []  # live, but expired then
+    assert _found(index, "card fraud", T1 + 60) == []  # live, not yet valid then
+    assert _found(index, "card fraud", None) == []  # not yet valid at NOW
+    assert _found(index, "card fraud", NOW + 10) == ["fraud-2-0@v-fraud-2"]
+
+
+def test_withdrawing_a_superseded_version(corpus: tuple[Database, ChunkIndex]) -> None:
+    db, index = corpus
+    _fraud_v2(db, index)
+    earlier = index.search("mini", ["policies"], "fraud", None, READER, 10, NOW, as_of=T0 + 1)
+    before = index.generation("mini")
+    with db.write() as conn:
+        assert index.withdraw_version(conn, "v-fraud") == 1
+    assert index.generation("mini") == (before or 0) + 1
+    assert _found(index, "card fraud", T0 + 1) == []
+    assert _found(index, "card fraud", None) == ["fraud-2-0@v-fraud-2"]
+    assert index.recheck(earlier, READER, NOW, as_of=T0 + 1) == ([], earlier)
+    assert run_sql(db.url, "SELECT count(*) FROM index_chunks WHERE text LIKE '%blocked%'") == [
+        (0,)
+    ]
+    if db.is_sqlite:
+        assert run_sql(
+            db.url, "SELECT count(*) FROM index_fts WHERE index_fts MATCH 'blocked'"
+        ) == [(0,)]
+    # Withdrawing the live version leaves no live version; nothing becomes live again.
+    with db.write() as conn:
+        assert index.withdraw_version(conn, "v-fraud-2") == 1
+    assert _found(index, "card fraud", None) == _found(index, "card fraud", T1 + 1) == []
+
+
+def test_withdrawing_the_document_removes_every_version(
+    corpus: tuple[Database, ChunkIndex],
+) -> None:
+    db, index = corpus
+    _fraud_v2(db, index)
+    with db.write() as conn:
+        assert index.withdraw_document(conn, "fraud") == 2
+    assert _found(index, "card fraud", T0 + 1) == _found(index, "card fraud", None) == []
+    assert run_sql(
+        db.url,
+        "SELECT (SELECT count(*) FROM index_versions WHERE document_id = 'fraud') + "
+        "(SELECT count(*) FROM index_access WHERE document_id = 'fraud')",
+    ) == [(0,)]
+
+
+def test_revoked_access_hides_every_version(corpus: tuple[Database, ChunkIndex]) -> None:
+    db, index = corpus
+    _fraud_v2(db, index)
+    earlier = index.search("mini", ["policies"], "fraud", None, READER, 10, NOW, as_of=T0 + 1)
+    assert [h.version for h in earlier] == ["v-fraud"]
+    other = frozenset({"group:audit"})
+    with db.write() as conn:
+        index.set_access(conn, "fraud", other)
+    for as_of in (None, T0 + 1, T1 + 1):
+        assert _found(index, "card fraud", as_of) == []
+    assert index.recheck(earlier, READER, NOW, as_of=T0 + 1) == ([], earlier)
+    assert _found(index, "card fraud", T0 + 1, other) == ["fraud-0@v-fraud"]
+
+
+def test_prune_superseded(corpus: tuple[Database, ChunkIndex]) -> None:
+    db, index = corpus
+    _fraud_v2(db, index)
+    t2 = T1 + 3600
+    with db.write() as conn:
+        index.add_version(
+            conn,
+            "mini",
+            "fraud",
+            "v-fraud-3",
             "policies",
             READER,
             Validity(),
-            [chunk("fraud-2-x", "again")],
+            [chunk("fraud-3-0", "Card fraud: call the number on the card.")],
+            at=t2,
         )
+    with db.write() as conn:
+        assert index.prune_superseded(conn, T1) == 0  # v-fraud's period ends at T1, not before
+    assert _found(index, "card fraud", T0 + 1) == ["fraud-0@v-fraud"]
+    before = index.generation("mini")
+    with db.write() as conn:
+        assert index.prune_superseded(conn, T1 + 1) == 1
+    assert index.generation("mini") == (before or 0) + 1
+    assert _found(index, "card fraud", T0 + 1) == []
+    assert _found(index, "card fraud", T1 + 1) == ["fraud-2-0@v-fraud-2"]
+    with db.write() as conn:  # live versions stay, however old
+        assert index.prune_superseded(conn, NOW + 10**9) == 1
+    assert _found(index, "card fraud", T1 + 1) == []
+    assert _found(index, "card fraud", None) == ["fraud-3-0@v-fraud-3"]
+    assert run_sql(db.url, "SELECT count(*) FROM index_chunks") == [(len(CORPUS),)]
+    assert run_sql(db.url, "SELECT count(*) FROM index_versions WHERE document_id = 'fraud'") == [
+        (1,)
+    ]
+    # A document whose live version was withdrawn loses its access list once pruned empty.
+    with db.write() as conn:
+        index.withdraw_version(conn, "v-fraud-3")
+    assert run_sql(db.url, "SELECT count(*) FROM index_access WHERE document_id = 'fraud'") == [
+        (0,)
+    ]
 
 
 def test_withdrawal_removes_the_text(corpus: tuple[Database, ChunkIndex]) -> None:
@@ -164,7 +370,7 @@ def test_withdrawal_removes_the_text(corpus: tuple[Database, ChunkIndex]) -> Non
     ]
     assert run_sql(
         db.url,
-        "SELECT count(*) FROM index_documents WHERE document_id IN ('mortgage', 'complaints')",
+        "SELECT count(*) FROM index_versions WHERE document_id IN ('mortgage', 'complaints')",
     ) == [(0,)]
     if db.is_sqlite:
         assert run_sql(db.url, "SELECT count(*) FROM index_fts WHERE text LIKE '%ortgage%'") == [
@@ -192,6 +398,7 @@ def test_access_and_validity_filter(store: tuple[Database, ChunkIndex]) -> None:
             frozenset({"role:reader"}),
             Validity(),
             [chunk("o", "loan terms")],
+            at=T0,
         )
         add(
             conn,
@@ -202,6 +409,7 @@ def test_access_and_validity_filter(store: tuple[Database, ChunkIndex]) -> None:
             frozenset({"group:risk"}),
             Validity(),
             [chunk("t", "loan terms")],
+            at=T0,
         )
         add(
             conn,
@@ -212,6 +420,7 @@ def test_access_and_validity_filter(store: tuple[Database, ChunkIndex]) -> None:
             frozenset({"role:reader"}),
             Validity(None, NOW - 1),
             [chunk("x", "loan terms")],
+            at=T0,
         )
         add(
             conn,
@@ -222,6 +431,7 @@ def test_access_and_validity_filter(store: tuple[Database, ChunkIndex]) -> None:
             frozenset({"role:reader"}),
             Validity(NOW + 1, None),
             [chunk("n", "loan terms")],
+            at=T0,
         )
         add(
             conn,
@@ -232,6 +442,7 @@ def test_access_and_validity_filter(store: tuple[Database, ChunkIndex]) -> None:
             frozenset({"role:reader"}),
             Validity(),
             [chunk("d", "loan terms")],
+            at=T0,
         )
     q = embed("loan terms")
     found = index.search("s", ["c"], "loan", q, frozenset({"role:reader"}), 10, NOW)
@@ -266,6 +477,11 @@ def test_access_and_validity_filter(store: tuple[Database, ChunkIndex]) -> None:
         (dict(permitted=frozenset({"alice"})), "not an access key"),
         (dict(weights=Weights(keyword=0.0, vector=0.0)), "at least one fusion weight"),
         (dict(weights=Weights(rrf_k=float("nan"))), "fusion weights"),
+        (dict(as_of=float("nan")), "as_of must be a finite number"),
+        (dict(as_of=float("inf")), "as_of must be a finite number"),
+        (dict(as_of=-float("inf")), "as_of must be a finite number"),
+        (dict(as_of="yesterday"), "as_of must be a finite number"),
+        (dict(as_of=True), "as_of must be a finite number"),
     ],
 )
 def test_bad_search_input_is_refused(
@@ -286,6 +502,9 @@ def test_bad_search_input_is_refused(
     args.update(call)
     with pytest.raises(InputError, match=message):
         index.search(**args)  # type: ignore[arg-type]
+    if "as_of" in call:
+        with pytest.raises(InputError, match=message):
+            index.recheck([], READER, NOW, as_of=call["as_of"])  # type: ignore[arg-type]
 
 
 def test_bad_writes_are_refused(corpus: tuple[Database, ChunkIndex]) -> None:
@@ -306,6 +525,8 @@ def test_bad_writes_are_refused(corpus: tuple[Database, ChunkIndex]) -> None:
             "space mini has 64",
         ),
         (dict(chunks=[chunk("rates-0", "dup")]), "already in the index"),
+        (dict(at=float("nan")), "at must be a finite number"),
+        (dict(at=None), "at must be a finite number"),
     ]
     for change, message in cases:
         args: dict[str, object] = {
@@ -316,8 +537,12 @@ def test_bad_writes_are_refused(corpus: tuple[Database, ChunkIndex]) -> None:
             "access_keys": READER,
             "validity": Validity(),
             "chunks": [chunk("new-0", "text")],
+            "at": T0,
         }
         args.update(change)
         with db.write() as conn, pytest.raises((InputError, ConflictError), match=message):
             index.add_version(conn, **args)  # type: ignore[arg-type]
     assert index.search("mini", ["policies"], "text dup", None, READER, 10, NOW) == []
+    for before in (float("nan"), float("inf"), "soon"):
+        with db.write() as conn, pytest.raises(InputError, match="before must be a finite"):
+            index.prune_superseded(conn, before)  # type: ignore[arg-type]

@@ -45,22 +45,51 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Data
         yield opened
 
 
+T0 = NOW - 1000.0  # the first versions become live here; each new version 10 s later
+VALIDITY += [
+    Validity(T0 + 15, None),  # valid from the middle of the test's history
+    Validity(None, T0 + 25),  # expired during it
+]
+
+
+@dataclass
+class Version:
+    """What the test believes about one version of a document."""
+
+    version: str
+    validity: Validity
+    chunks: dict[str, str]  # chunk id -> text
+    live_from: float
+    live_until: float | None = None
+    gone: bool = False  # withdrawn or pruned
+
+    def readable(self, as_of: float | None) -> bool:
+        at = NOW if as_of is None else as_of
+        v = self.validity
+        valid = (v.valid_from is None or v.valid_from <= at) and (
+            v.valid_until is None or v.valid_until > at
+        )
+        if as_of is None:
+            live = self.live_until is None
+        else:
+            live = self.live_from <= as_of and (self.live_until is None or as_of < self.live_until)
+        return not self.gone and valid and live
+
+
 @dataclass
 class Doc:
     """What the test believes about one document: the model the index must agree with."""
 
-    version: str
     access: frozenset[str]
-    validity: Validity
-    chunks: dict[str, str] = field(default_factory=dict)  # chunk id -> text
-    alive: bool = True
+    versions: list[Version] = field(default_factory=list)
 
-    def readable(self, permitted: frozenset[str]) -> bool:
-        v = self.validity
-        valid = (v.valid_from is None or v.valid_from <= NOW) and (
-            v.valid_until is None or v.valid_until > NOW
-        )
-        return self.alive and valid and bool(self.access & permitted)
+    def readable(self, permitted: frozenset[str], as_of: float | None) -> dict[str, str]:
+        if not self.access & permitted:
+            return {}
+        return {c: t for v in self.versions if v.readable(as_of) for c, t in v.chunks.items()}
+
+    def indexed(self) -> bool:
+        return any(not v.gone for v in self.versions)
 
 
 keys = st.frozensets(st.sampled_from(KEYS), max_size=4)
@@ -78,19 +107,29 @@ principal = st.builds(
     st.sampled_from(KEYS[:4]),
     st.frozensets(st.sampled_from(KEYS[4:]), max_size=3),
 )
+# None (the live versions now) or an instant from before the first version to after the
+# last, on period boundaries (multiples of 10 s) and between them.
+instant = st.one_of(st.none(), st.integers(-2, 30).map(lambda k: T0 + 5.0 * k))
 search_op = st.tuples(
     st.just("search"),
     principal,
     st.lists(st.sampled_from(WORDS), max_size=3),
     st.booleans(),
+    instant,
 )
 ops = st.lists(
     st.one_of(
         search_op,
         st.tuples(st.just("withdraw_document"), st.integers(0, 5)),
-        st.tuples(st.just("withdraw_version"), st.integers(0, 5)),
+        st.tuples(st.just("withdraw_version"), st.integers(0, 5), st.integers(0, 5)),
         st.tuples(st.just("set_access"), st.integers(0, 5), keys),
-        st.tuples(st.just("new_version"), st.integers(0, 5), st.sampled_from(WORDS)),
+        st.tuples(
+            st.just("new_version"),
+            st.integers(0, 5),
+            st.sampled_from(WORDS),
+            st.sampled_from(VALIDITY),
+        ),
+        st.tuples(st.just("prune"), st.integers(-2, 30).map(lambda k: T0 + 5.0 * k)),
     ),
     min_size=1,
     max_size=12,
@@ -117,35 +156,36 @@ def test_no_search_returns_what_the_principal_may_not_read(
         model: dict[str, Doc] = {}
         with db.write() as conn:
             for i, (access, validity, texts) in enumerate(documents):
-                doc = Doc(f"e{n}-d{i}-v0", access, validity)
-                doc.chunks = {f"e{n}-d{i}-v0-{j}": " ".join(t) for j, t in enumerate(texts)}
-                model[f"e{n}-d{i}"] = doc
+                chunks = {f"e{n}-d{i}-v0-{j}": " ".join(t) for j, t in enumerate(texts)}
+                version = Version(f"e{n}-d{i}-v0", validity, chunks, T0)
+                model[f"e{n}-d{i}"] = Doc(access, [version])
                 index.add_version(
                     conn,
                     "prop",
                     f"e{n}-d{i}",
-                    doc.version,
+                    version.version,
                     collection,
                     access,
                     validity,
-                    [chunk(cid, body, j) for j, (cid, body) in enumerate(doc.chunks.items())],
+                    [chunk(cid, body, j) for j, (cid, body) in enumerate(chunks.items())],
+                    at=T0,
                 )
-        withdrawn: set[str] = set()
+        clock = T0
+        withdrawn: set[str] = set()  # chunks of withdrawn or pruned versions
         names = list(model)
         for op in operations:
             if op[0] == "search":
-                _, permitted, words, with_vector = op
+                _, permitted, words, with_vector, as_of = op
                 text = " ".join(words)
                 if not text and not with_vector:
                     continue
                 vector = embed(text or "alpha") if with_vector else None
-                hits = index.search("prop", [collection], text, vector, permitted, 1000, NOW, ALL)
-                readable = {
-                    cid: body
-                    for doc in model.values()
-                    if doc.readable(permitted)
-                    for cid, body in doc.chunks.items()
-                }
+                hits = index.search(
+                    "prop", [collection], text, vector, permitted, 1000, NOW, ALL, as_of=as_of
+                )
+                readable: dict[str, str] = {}
+                for doc in model.values():
+                    readable |= doc.readable(permitted, as_of)
                 returned = {h.chunk_id for h in hits}
                 assert returned <= set(readable), "returned a chunk the principal may not read"
                 assert not returned & withdrawn, "returned a withdrawn chunk"
@@ -154,32 +194,43 @@ def test_no_search_returns_what_the_principal_may_not_read(
                     assert returned == set(readable)
                 elif words:
                     assert all(set(words) & set(readable[c].split()) for c in returned)
-                kept, dropped = index.recheck(hits, permitted, NOW)
+                kept, dropped = index.recheck(hits, permitted, NOW, as_of)
                 assert dropped == [] and kept == hits
+                continue
+            if op[0] == "prune":
+                with db.write() as conn:
+                    index.prune_superseded(conn, op[1])
+                for doc in model.values():
+                    for v in doc.versions:
+                        if not v.gone and v.live_until is not None and v.live_until < op[1]:
+                            v.gone = True
+                            withdrawn |= set(v.chunks)
                 continue
             name = names[op[1] % len(names)]
             doc = model[name]
             with db.write() as conn:
                 if op[0] == "withdraw_document":
                     index.withdraw_document(conn, name)
-                    if doc.alive:
-                        withdrawn |= set(doc.chunks)
-                    doc.alive = False
+                    for v in doc.versions:
+                        v.gone = True
+                        withdrawn |= set(v.chunks)
                 elif op[0] == "withdraw_version":
-                    index.withdraw_version(conn, doc.version)
-                    if doc.alive:
-                        withdrawn |= set(doc.chunks)
-                    doc.alive = False
+                    v = doc.versions[op[2] % len(doc.versions)]
+                    index.withdraw_version(conn, v.version)
+                    v.gone = True
+                    withdrawn |= set(v.chunks)
                 elif op[0] == "set_access":
-                    if doc.alive:
+                    if doc.indexed():
                         index.set_access(conn, name, op[2])
                         doc.access = op[2]
                 else:
+                    clock += 10.0
                     version = f"{name}-v{next(counter)}"
-                    if doc.alive:
-                        withdrawn |= set(doc.chunks)
-                    doc.version, doc.alive = version, True
-                    doc.chunks = {f"{version}-0": f"{op[2]} {name}"}
+                    body = f"{op[2]} {name}"
+                    for v in doc.versions:
+                        if not v.gone and v.live_until is None:
+                            v.live_until = clock
+                    doc.versions.append(Version(version, op[3], {f"{version}-0": body}, clock))
                     index.add_version(
                         conn,
                         "prop",
@@ -187,10 +238,10 @@ def test_no_search_returns_what_the_principal_may_not_read(
                         version,
                         collection,
                         doc.access,
-                        doc.validity,
-                        [chunk(f"{version}-0", doc.chunks[f"{version}-0"])],
+                        op[3],
+                        [chunk(f"{version}-0", body)],
+                        at=clock,
                     )
-                    withdrawn -= set(doc.chunks)
 
     check()
     if db.is_sqlite:  # thousands of deletes later, the keyword index is still sound
@@ -211,22 +262,26 @@ def _corpus(db: Database, index: ChunkIndex, collection: str = "c") -> None:
                 frozenset({"group:g"}),
                 Validity(),
                 [chunk(f"doc{i}-0", body)],
+                at=T0,
             )
-        index.add_version(
-            conn,
-            "s",
-            "target",
-            "vt",
-            collection,
-            frozenset({"group:g"}),
-            Validity(),
-            [chunk("target-0", "the target memo about routine alpha")],
-        )
+        # The target memo's first version, live from T0 until the second replaced it.
+        for version, chunk_id, at in (("vt0", "target-old-0", T0), ("vt", "target-0", T0 + 100)):
+            index.add_version(
+                conn,
+                "s",
+                "target",
+                version,
+                collection,
+                frozenset({"group:g"}),
+                Validity(),
+                [chunk(chunk_id, "the target memo about routine alpha")],
+                at=at,
+            )
 
 
-def _search(index: ChunkIndex) -> list[Hit]:
+def _search(index: ChunkIndex, as_of: float | None = None) -> list[Hit]:
     text = "target memo routine alpha"
-    return index.search("s", ["c"], text, embed(text), frozenset({"group:g"}), 5, NOW)
+    return index.search("s", ["c"], text, embed(text), frozenset({"group:g"}), 5, NOW, as_of=as_of)
 
 
 def test_cached_vectors_never_outlive_a_withdrawal(tmp_path: Path) -> None:
@@ -256,11 +311,20 @@ def test_cached_vectors_never_outlive_a_withdrawal(tmp_path: Path) -> None:
             # The older transaction still selects the target, but the cache has no
             # vector for it any more: it is left out, never scored from a stale copy.
             found, vectors = index.cache.rows(old, "s", generation, seqs)
-            assert target_seq not in found and len(found) == len(seqs) - 1
+            assert target_seq not in found and len(found) == len(seqs) - 2  # both versions
             assert len(vectors) == len(found)
 
 
-def test_searches_during_a_withdrawal(store: tuple[Database, ChunkIndex]) -> None:
+@pytest.mark.parametrize(
+    ("as_of", "target"),
+    [(None, "target-0"), (T0 + 50, "target-old-0")],
+    ids=["live-document", "as-of-superseded-version"],
+)
+def test_searches_during_a_withdrawal(
+    store: tuple[Database, ChunkIndex], as_of: float | None, target: str
+) -> None:
+    """Searches of the live versions while the document is withdrawn, or searches "as
+    of" an earlier instant while the superseded version they find is withdrawn."""
     db, index = store
     _corpus(db, index)
     committed = threading.Event()
@@ -274,7 +338,7 @@ def test_searches_during_a_withdrawal(store: tuple[Database, ChunkIndex]) -> Non
             after = 0
             while after < 15:
                 started_after = committed.is_set()
-                hits = _search(index)
+                hits = _search(index, as_of)
                 with lock:
                     results.append((started_after, hits))
                 before_commit.release()
@@ -288,7 +352,10 @@ def test_searches_during_a_withdrawal(store: tuple[Database, ChunkIndex]) -> Non
             for _ in range(10):  # let searches run (and fill caches) first
                 before_commit.acquire(timeout=60)
             with db.write() as conn:
-                index.withdraw_document(conn, "target")
+                if as_of is None:
+                    index.withdraw_document(conn, "target")
+                else:
+                    index.withdraw_version(conn, "vt0")
         except BaseException as error:  # reported by the main thread
             errors.append(error)
         finally:
@@ -306,10 +373,10 @@ def test_searches_during_a_withdrawal(store: tuple[Database, ChunkIndex]) -> Non
     early = [hits for started_after, hits in results if not started_after]
     assert len(late) >= 45 and early
     for hits in late:
-        assert "target-0" not in {h.chunk_id for h in hits}
-    leaked = [hits for hits in early if any(h.chunk_id == "target-0" for h in hits)]
+        assert target not in {h.chunk_id for h in hits}
+    leaked = [hits for hits in early if any(h.chunk_id == target for h in hits)]
     assert leaked, "searches before the withdrawal found the target"
     for hits in leaked:
-        kept, dropped = index.recheck(hits, frozenset({"group:g"}), NOW)
-        assert [h.chunk_id for h in dropped] == ["target-0"]
+        kept, dropped = index.recheck(hits, frozenset({"group:g"}), NOW, as_of)
+        assert [h.chunk_id for h in dropped] == [target]
         assert len(kept) == len(hits) - 1

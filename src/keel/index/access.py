@@ -1,10 +1,12 @@
 """The access pre-filter every index query is built on, and the checks on what callers pass.
 
-The filter is one SQL fragment, ``PERMITTED``, that every keyword, vector and re-check
-query embeds in its own WHERE clause: a chunk qualifies only if it belongs to its
-document's live version, in the given space and collections, valid at ``now``, and the
-document's access list shares a key with the caller's permitted set. There is no other
-parameter a caller could pass to widen it, and an empty permitted set matches nothing.
+The filter is one SQL fragment, ``PERMITTED_WHERE``, that every keyword and vector query
+embeds in its own WHERE clause (the re-check embeds its ``READABLE_WHERE`` part): a chunk
+qualifies only if it is in the given space and collections, its document version was live
+at the instant searched (the live version, or the one live "as of" an earlier instant),
+that version is valid at that instant, and the document's *current* access list shares a
+key with the caller's permitted set. There is no other parameter a caller could pass to
+widen it, and an empty permitted set matches nothing.
 """
 
 from __future__ import annotations
@@ -27,17 +29,27 @@ MAX_ID = 128
 MAX_CHUNKS = 20_000  # per version: SQLite binds at most 32,766 values in one statement
 ACCESS_KEY = re.compile(r"[a-z][a-z_]*:\S.{0,300}", re.DOTALL)
 
-# Chunk ``c`` joined to its document ``d``, restricted to what the caller may read now.
-PERMITTED_WHERE = """
-    c.space_id = :space_id
-    AND d.collection IN :collections
+# Chunk ``c`` joined to its document version ``d``: the version was live at ``:live_at``
+# (``live_from <= live_at < live_until``; ``live_at`` is +infinity for "the live version
+# now", so only an open period matches), it is valid at ``:now`` (the instant searched),
+# and the document's current access list shares a key with ``:permitted``. Access lists
+# belong to the document, not the version, so an "as of" search never sees a revoked key.
+READABLE_WHERE = """
+    d.live_from <= :live_at
+    AND (d.live_until IS NULL OR d.live_until > :live_at)
     AND (d.valid_from IS NULL OR d.valid_from <= :now)
     AND (d.valid_until IS NULL OR d.valid_until > :now)
     AND d.document_id IN (SELECT a.document_id FROM index_access a WHERE a.key IN :permitted)
 """
+# ...and restricted to one space and the collections searched.
+PERMITTED_WHERE = f"""
+    c.space_id = :space_id
+    AND d.collection IN :collections
+    AND {READABLE_WHERE}
+"""
 PERMITTED_FROM = """
     index_chunks c
-    JOIN index_documents d ON d.document_id = c.document_id AND d.version = c.version
+    JOIN index_versions d ON d.document_id = c.document_id AND d.version = c.version
 """
 PERMITTED_SEQS = f"SELECT c.seq FROM {PERMITTED_FROM} WHERE {PERMITTED_WHERE}"  # noqa: S608 - our constant SQL; values are bound
 
@@ -49,15 +61,37 @@ def permitted_query(sql: str) -> TextClause:
     )
 
 
+def instant_params(now: float, as_of: float | None) -> dict[str, float]:
+    """The instants ``READABLE_WHERE`` binds: validity is judged at ``as_of`` when given
+    (else ``now``), and the version must have been live at ``as_of`` (else be live now)."""
+    if as_of is None:
+        return {"now": now, "live_at": math.inf}
+    return {"now": as_of, "live_at": as_of}
+
+
 def filter_params(
-    space_id: str, collections: Sequence[str], permitted: frozenset[str], now: float
+    space_id: str,
+    collections: Sequence[str],
+    permitted: frozenset[str],
+    now: float,
+    as_of: float | None = None,
 ) -> dict[str, object]:
     return {
         "space_id": space_id,
         "collections": list(collections),
         "permitted": sorted(permitted),
-        "now": now,
+        **instant_params(now, as_of),
     }
+
+
+def check_instant(value: object, what: str) -> float:
+    """An instant in epoch seconds: a finite number (NaN or infinity would match every
+    period or none, silently)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InputError(
+            f"{what} must be a finite number of epoch seconds", {"value": str(value)[:64]}
+        )
+    return float(value)
 
 
 def check_keys(keys: Iterable[str], what: str) -> frozenset[str]:

@@ -1,6 +1,6 @@
 """The retrieval index: writes inside the caller's transaction, searches that pre-filter by
-access inside the store's own query, and the re-check that catches a revocation that
-committed while a search ran.
+access inside the store's own query (of the live versions, or of those live "as of" an
+instant), and the re-check that catches a revocation that committed while a search ran.
 
 ``keel.index.backend.open_index`` picks the backend: SQLite (FTS5 BM25, exact vector
 search in NumPy over the permitted chunks) or PostgreSQL (full-text search, exact
@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from sqlalchemy import Connection, bindparam, text
 
 from keel.errors import ConflictError, InputError, NotFoundError
-from keel.index import access
+from keel.index import access, versions
 from keel.index.fusion import fuse
 from keel.index.records import Hit, IndexedChunk, Validity, Weights
 from keel.store.database import Database
@@ -57,15 +57,19 @@ class ChunkIndex(ABC):
         access_keys: frozenset[str],
         validity: Validity,
         chunks: Sequence[IndexedChunk],
+        *,
+        at: float,
     ) -> int:
-        """Make ``version`` the document's live version in ``space_id``; return the number
-        of chunks added.
+        """Make ``version`` the document's live version in ``space_id`` from ``at`` (epoch
+        seconds, from the caller's clock); return the number of chunks added.
 
-        A different live version is superseded: its chunks are deleted in this
-        transaction. Adding the live version again in another space is a re-index (both
-        spaces hold it until the old one is dropped); adding it again in the same space is
-        a conflict. The document's collection, access list and validity are set from the
-        arguments.
+        The live version it supersedes stays in the index, searchable "as of" an instant
+        in its live period, which ends at ``at``, until it is withdrawn or pruned: nothing
+        is silently replaced. Adding a version the index already holds in another space is
+        a re-index: its chunks are added to that space and its live period is kept (``at``
+        is not used). Adding it again in a space that holds it is a conflict. The
+        version's validity, the document's collection and its access list (one current
+        list for all its versions) are set from the arguments.
         """
         for value, what in (
             (space_id, "space_id"),
@@ -76,27 +80,28 @@ class ChunkIndex(ABC):
             access.check_id(value, what)
         keys = access.check_keys(access_keys, "the access list")
         access.check_validity(validity)
+        when = access.check_instant(at, "at")
         vectors = access.check_chunks(chunks)
         self._claim_space(conn, space_id, vectors[0].size)
-        live = conn.execute(
-            text("SELECT version FROM index_documents WHERE document_id = :d"),
-            {"d": document_id},
-        ).scalar()
-        if live is not None and live != version:
-            self._delete_chunks(
-                conn, "document_id = :d AND version = :v", {"d": document_id, "v": live}
-            )
-        elif (
-            live == version
-            and conn.execute(
-                text("SELECT 1 FROM index_chunks WHERE document_id = :d AND space_id = :s LIMIT 1"),
-                {"d": document_id, "s": space_id},
-            ).first()
-        ):
-            raise ConflictError(
-                f"version {version} of document {document_id} is already indexed in "
-                f"space {space_id}",
-                {"document_id": document_id, "version": version},
+        period = conn.execute(
+            text("SELECT live_until FROM index_versions WHERE document_id = :d AND version = :v"),
+            {"d": document_id, "v": version},
+        ).first()
+        if period is None:
+            versions.supersede(conn, document_id, version, collection, validity, when)
+        else:
+            versions.check_reindex(conn, space_id, document_id, version, period[0])
+            conn.execute(
+                text(
+                    "UPDATE index_versions SET valid_from = :f, valid_until = :u "
+                    "WHERE document_id = :d AND version = :v"
+                ),
+                {
+                    "d": document_id,
+                    "v": version,
+                    "f": validity.valid_from,
+                    "u": validity.valid_until,
+                },
             )
         taken = (
             conn.execute(
@@ -112,7 +117,10 @@ class ChunkIndex(ABC):
             raise ConflictError(
                 f"chunk id {taken[0]} is already in the index", {"chunk_id": taken[0]}
             )
-        self._upsert_document(conn, document_id, version, collection, validity)
+        conn.execute(
+            text("UPDATE index_versions SET collection = :c WHERE document_id = :d"),
+            {"d": document_id, "c": collection},
+        )
         self._replace_access(conn, document_id, keys)
         rows = [
             {
@@ -146,31 +154,72 @@ class ChunkIndex(ABC):
             {"d": document_id, "v": version, "s": space_id},
         ).all()
         self._index_chunks(conn, [(r[0], r[1], r[2]) for r in seqs])
-        self._bump(conn, [space_id])
+        # The superseded version's chunks, and any space the collection or access list
+        # changed in, now answer searches differently.
+        self._bump(conn, self._spaces_of(conn, "document_id = :d", {"d": document_id}))
         return len(rows)
 
     def withdraw_version(self, conn: Connection, version: str) -> int:
-        """Delete every chunk of ``version`` (text, vector, keyword index); the document's
-        row goes too when this was its live version. Returns the chunks removed."""
+        """Delete every chunk of ``version`` (text, vector, keyword index), live or
+        superseded, and its row; a document left with no version loses its access list
+        too. Returns the chunks removed.
+
+        Withdrawing the live version does not make the one it superseded live again: the
+        document has no live version until a new one is added."""
         access.check_id(version, "version")
         docs = (
             conn.execute(
-                text("SELECT document_id FROM index_documents WHERE version = :v"), {"v": version}
+                text("SELECT document_id FROM index_versions WHERE version = :v"), {"v": version}
             )
             .scalars()
             .all()
         )
         removed = self._delete_chunks(conn, "version = :v", {"v": version})
-        for document_id in docs:
-            self._delete_document_rows(conn, document_id)
+        conn.execute(text("DELETE FROM index_versions WHERE version = :v"), {"v": version})
+        self._forget_empty(conn, docs)
         return removed
 
     def withdraw_document(self, conn: Connection, document_id: str) -> int:
-        """Delete the document from the index: every chunk of every version, its access
-        list and its row. Returns the chunks removed (0 for an unknown document)."""
+        """Delete the document from the index: every chunk of every version, live or
+        superseded, its versions' rows and its access list. Returns the chunks removed (0
+        for an unknown document)."""
         access.check_id(document_id, "document_id")
         removed = self._delete_chunks(conn, "document_id = :d", {"d": document_id})
-        self._delete_document_rows(conn, document_id)
+        conn.execute(text("DELETE FROM index_versions WHERE document_id = :d"), {"d": document_id})
+        self._forget_empty(conn, [document_id])
+        return removed
+
+    def prune_superseded(self, conn: Connection, before: float) -> int:
+        """Delete the versions superseded before ``before`` (``live_until < before``,
+        epoch seconds), for retention: their chunks (text, vector, keyword index) and rows.
+        A search "as of" an instant in their live periods finds nothing from then on.
+        Live versions are never pruned. Returns the chunks removed."""
+        cutoff = access.check_instant(before, "before")
+        params: dict[str, object] = {"b": cutoff}
+        docs = (
+            conn.execute(
+                text(
+                    "SELECT DISTINCT document_id FROM index_versions "
+                    "WHERE live_until IS NOT NULL AND live_until < :b"
+                ),
+                params,
+            )
+            .scalars()
+            .all()
+        )
+        removed = self._delete_chunks(
+            conn,
+            "EXISTS (SELECT 1 FROM index_versions p "
+            "WHERE p.document_id = index_chunks.document_id "
+            "AND p.version = index_chunks.version "
+            "AND p.live_until IS NOT NULL AND p.live_until < :b)",
+            params,
+        )
+        conn.execute(
+            text("DELETE FROM index_versions WHERE live_until IS NOT NULL AND live_until < :b"),
+            params,
+        )
+        self._forget_empty(conn, docs)
         return removed
 
     def set_access(self, conn: Connection, document_id: str, keys: frozenset[str]) -> None:
@@ -179,7 +228,7 @@ class ChunkIndex(ABC):
         checked = access.check_keys(keys, "the access list")
         if (
             conn.execute(
-                text("SELECT 1 FROM index_documents WHERE document_id = :d"), {"d": document_id}
+                text("SELECT 1 FROM index_versions WHERE document_id = :d"), {"d": document_id}
             ).first()
             is None
         ):
@@ -215,22 +264,30 @@ class ChunkIndex(ABC):
         k: int,
         now: float,
         weights: Weights = DEFAULT_WEIGHTS,
+        as_of: float | None = None,
     ) -> list[Hit]:
         """The ``k`` best chunks the holder of ``permitted`` may read, fused from a keyword
         and a vector list that are each pre-filtered inside their own query.
 
+        With ``as_of`` (epoch seconds) the search sees the versions that were live at that
+        instant and valid then, instead of the live versions valid at ``now``; withdrawn
+        and pruned versions are gone, and access is always the documents' current access
+        lists, so a revoked key reads nothing as of any instant.
+
         Both lists and the chunks' details are read in one snapshot, so they agree with
-        each other whatever commits meanwhile. Callers re-check the hits (``recheck``)
-        before they leave the service.
+        each other whatever commits meanwhile. Callers re-check the hits (``recheck``,
+        with the same ``as_of``) before they leave the service.
         """
         access.check_id(space_id, "space_id")
         access.check_search(collections, query_text, query_vector is not None, k, weights)
+        if as_of is not None:
+            as_of = access.check_instant(as_of, "as_of")
         keys = access.check_keys(permitted, "the permitted set")
         if not keys:
             return []
         words = access.query_words(query_text)
         depth = max(k, weights.candidates)
-        params = access.filter_params(space_id, collections, keys, now)
+        params = access.filter_params(space_id, collections, keys, now, as_of)
         with self.db.snapshot() as conn:
             space = conn.execute(
                 text("SELECT dimension, generation FROM index_spaces WHERE space_id = :s"),
@@ -276,25 +333,27 @@ class ChunkIndex(ABC):
         return hits
 
     def recheck(
-        self, hits: Sequence[Hit], permitted: frozenset[str], now: float
+        self,
+        hits: Sequence[Hit],
+        permitted: frozenset[str],
+        now: float,
+        as_of: float | None = None,
     ) -> tuple[list[Hit], list[Hit]]:
-        """Split ``hits`` into those still readable by ``permitted`` at ``now`` and those
-        not, from a fresh read of each document's current access list, live version and
-        validity. A search that began before a withdrawal or an access change committed
-        loses what that change removed here."""
+        """Split ``hits`` into those still readable by ``permitted`` and those not, from a
+        fresh read of each document's current access list and its versions' live periods
+        and validity, judged as ``search`` judged them (at ``now``, or ``as_of`` an
+        instant). A search that began before a withdrawal, a new version or an access
+        change committed loses what that change removed here."""
+        if as_of is not None:
+            as_of = access.check_instant(as_of, "as_of")
         keys = access.check_keys(permitted, "the permitted set")
         if not hits:
             return [], []
         if not keys:
             return [], list(hits)
         sql = (
-            "SELECT c.chunk_id, c.version FROM index_chunks c JOIN index_documents d "
-            "ON d.document_id = c.document_id AND d.version = c.version "
-            "WHERE c.chunk_id IN :ids "
-            "AND (d.valid_from IS NULL OR d.valid_from <= :now) "
-            "AND (d.valid_until IS NULL OR d.valid_until > :now) "
-            "AND d.document_id IN (SELECT a.document_id FROM index_access a "
-            "WHERE a.key IN :permitted)"
+            f"SELECT c.chunk_id, c.version FROM {access.PERMITTED_FROM} "  # noqa: S608 - our constant SQL; values are bound
+            f"WHERE c.chunk_id IN :ids AND {access.READABLE_WHERE}"
         )
         query = text(sql).bindparams(
             bindparam("ids", expanding=True), bindparam("permitted", expanding=True)
@@ -306,8 +365,8 @@ class ChunkIndex(ABC):
                     query,
                     {
                         "ids": sorted({h.chunk_id for h in hits}),
-                        "now": now,
                         "permitted": sorted(keys),
+                        **access.instant_params(now, as_of),
                     },
                 ).all()
             }
@@ -361,32 +420,6 @@ class ChunkIndex(ABC):
                 {"dimension": dimension, "expected": int(known)},
             )
 
-    def _upsert_document(
-        self, conn: Connection, document_id: str, version: str, collection: str, v: Validity
-    ) -> None:
-        params = {
-            "d": document_id,
-            "v": version,
-            "c": collection,
-            "f": v.valid_from,
-            "u": v.valid_until,
-        }
-        updated = conn.execute(
-            text(
-                "UPDATE index_documents SET version = :v, collection = :c, "
-                "valid_from = :f, valid_until = :u WHERE document_id = :d"
-            ),
-            params,
-        ).rowcount
-        if not updated:
-            conn.execute(
-                text(
-                    "INSERT INTO index_documents (document_id, collection, version, "
-                    "valid_from, valid_until) VALUES (:d, :c, :v, :f, :u)"
-                ),
-                params,
-            )
-
     def _replace_access(self, conn: Connection, document_id: str, keys: frozenset[str]) -> None:
         conn.execute(text("DELETE FROM index_access WHERE document_id = :d"), {"d": document_id})
         if keys:
@@ -395,9 +428,16 @@ class ChunkIndex(ABC):
                 [{"d": document_id, "k": key} for key in sorted(keys)],
             )
 
-    def _delete_document_rows(self, conn: Connection, document_id: str) -> None:
-        conn.execute(text("DELETE FROM index_access WHERE document_id = :d"), {"d": document_id})
-        conn.execute(text("DELETE FROM index_documents WHERE document_id = :d"), {"d": document_id})
+    def _forget_empty(self, conn: Connection, document_ids: Sequence[str]) -> None:
+        """Delete the access lists of those documents that have no version left."""
+        for document_id in document_ids:
+            conn.execute(
+                text(
+                    "DELETE FROM index_access WHERE document_id = :d AND NOT EXISTS "
+                    "(SELECT 1 FROM index_versions v WHERE v.document_id = :d)"
+                ),
+                {"d": document_id},
+            )
 
     def _spaces_of(self, conn: Connection, where: str, params: dict[str, object]) -> list[str]:
         return list(

@@ -107,6 +107,7 @@ def _index_passages(
     total = sum(len(p.chunks) for p in pending)
     done = 0
     progress(0, total)
+    indexed_at = time.time()  # each passage has one version, live from the run's start
     batch: list[_Passage] = []
     for position, passage in enumerate(pending):
         batch.append(passage)
@@ -119,7 +120,7 @@ def _index_passages(
                 indexed = [_indexed(p, c, next(vectors)) for c in p.chunks]
                 index.add_version(
                     conn, space, p.document_id, "v1", COLLECTION, frozenset({ACCESS_KEY}),
-                    Validity(), indexed,
+                    Validity(), indexed, at=indexed_at,
                 )  # fmt: skip
         done += size
         progress(done, total)

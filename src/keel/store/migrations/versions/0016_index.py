@@ -1,4 +1,5 @@
-"""The retrieval index: documents, access lists, chunks and the keyword index.
+"""The retrieval index: document versions with their live periods, access lists, chunks
+and the keyword index.
 
 SQLite gets an FTS5 table (BM25) keyed by chunk ``seq``; PostgreSQL a generated
 ``tsvector`` column with a GIN index. The pgvector column is not created here: a
@@ -27,16 +28,21 @@ def upgrade() -> None:
         sa.Column("generation", sa.Integer, nullable=False),
     )
     op.create_table(
-        "index_documents",
+        "index_versions",
         sa.Column("document_id", sa.String(128), primary_key=True),
+        sa.Column("version", sa.String(64), primary_key=True),
         sa.Column("collection", sa.String(128), nullable=False),
-        sa.Column("version", sa.String(64), nullable=False),
         sa.Column("valid_from", sa.Float),
         sa.Column("valid_until", sa.Float),
+        sa.Column("live_from", sa.Float, nullable=False),
+        sa.Column("live_until", sa.Float),
     )
+    # With ``version`` in it, SQLite plans a search from the permitted documents to their
+    # chunks, not from every chunk of the space to its version row (100 times slower at 1%).
     op.create_index(
-        "ix_index_documents_collection", "index_documents", ["collection", "document_id"]
+        "ix_index_versions_collection", "index_versions", ["collection", "document_id", "version"]
     )
+    op.create_index("ix_index_versions_version", "index_versions", ["version"])
     op.create_table(
         "index_access",
         sa.Column("document_id", sa.String(128), primary_key=True),
@@ -79,5 +85,5 @@ def downgrade() -> None:
         op.execute("DROP TABLE IF EXISTS index_vectors")
     op.drop_table("index_chunks")
     op.drop_table("index_access")
-    op.drop_table("index_documents")
+    op.drop_table("index_versions")
     op.drop_table("index_spaces")
