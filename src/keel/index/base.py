@@ -9,6 +9,7 @@ pgvector search).
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -443,3 +444,24 @@ class ChunkIndex(ABC):
             query.bindparams(bindparam("seqs", expanding=True)), {"seqs": seqs}
         ).all()
         return {int(r[0]): r for r in rows}
+
+    def live_vectors(self, document_id: str, space_id: str) -> dict[str, NDArray[np.float32]]:
+        """The vectors of the document's live chunks in ``space_id``, by the SHA-256 of
+        each chunk's text: a new version reuses them for unchanged text instead of
+        embedding it again."""
+        access.check_id(document_id, "document_id")
+        with self.db.read() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT c.text, c.vector FROM index_chunks c JOIN index_documents d "
+                    "ON d.document_id = c.document_id AND d.version = c.version "
+                    "WHERE c.document_id = :d AND c.space_id = :s"
+                ),
+                {"d": document_id, "s": space_id},
+            ).all()
+        return {
+            hashlib.sha256(str(r[0]).encode("utf-8")).hexdigest(): np.frombuffer(
+                r[1], dtype="<f4"
+            ).astype(np.float32)
+            for r in rows
+        }
