@@ -33,7 +33,7 @@ from typing import Any, Literal, TypeVar
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.engine import Row
 
-from keel.canonical import canonical_json
+from keel.canonical import CanonicalFormError, canonical_json
 from keel.context import Context
 from keel.embeddings import registry
 from keel.embeddings.spaces import Embedder
@@ -1094,7 +1094,7 @@ def _metadata(metadata: Mapping[str, object]) -> dict[str, object]:
         raise InputError("metadata must be a JSON object")
     try:
         text = canonical_json(dict(metadata))
-    except (TypeError, ValueError) as error:
+    except (CanonicalFormError, TypeError, ValueError) as error:
         raise InputError(f"metadata must be plain JSON: {error}") from error
     if len(text.encode("utf-8")) > MAX_METADATA_BYTES:
         raise InputError(
