@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import docx
 import pytest
+from sqlalchemy import select
 
 from keel.engine import Engine
 from keel.errors import ConflictError, InputError, IntegrityError, NotFoundError
@@ -19,6 +21,7 @@ from keel.knowledge.documents import read_document
 from keel.knowledge.service import INHERIT, MAX_METADATA_BYTES, Knowledge
 from keel.security.audit import AuditLog
 from keel.security.roles import Grant, PermissionDeniedError, Role
+from keel.store.schema import audit_events
 from tests.conftest import run_sql
 from tests.knowledge_service import (
     ADMIN,
@@ -430,7 +433,9 @@ def test_revoking_a_person_removes_them_everywhere(hr: Opened) -> None:
 
 
 def test_a_search_in_flight_loses_what_a_withdrawal_removed(hr: Opened) -> None:
-    engine, knowledge, _ = hr
+    """The real index answers, then a real withdrawal commits before the re-check: the
+    race a server sees, made to happen every time."""
+    engine, knowledge, audit = hr
     leave = knowledge.ingest(CURATOR, "hr", "leave.txt", LEAVE)
     knowledge.ingest(CURATOR, "hr", "payroll.txt", PAYROLL)
     index = knowledge.index
@@ -451,6 +456,15 @@ def test_a_search_in_flight_loses_what_a_withdrawal_removed(hr: Opened) -> None:
     assert result.dropped >= 1
     assert body(engine, result.record_id)["dropped"] == result.dropped
     assert engine.metrics.knowledge_recheck_drops.labels("hr")._value.get() == result.dropped
+    audit.flush()
+    with engine.db.read() as conn:
+        rows = conn.execute(
+            select(audit_events.c.kind, audit_events.c.principal, audit_events.c.detail).where(
+                audit_events.c.action == "knowledge_recheck_drop"
+            )
+        ).all()
+    assert [(r[0], r[1]) for r in rows] == [("security", "key:alice")]
+    assert json.loads(rows[0][2])["count"] == result.dropped
 
 
 # ---- bad input -------------------------------------------------------------------------------
