@@ -508,6 +508,14 @@ def test_bad_search_and_document_input_is_refused(hr: Opened) -> None:
         knowledge.ingest(CURATOR, "hr", "", LEAVE)
     with pytest.raises(NotFoundError):
         knowledge.withdraw_document(CURATOR, "hr", "doc_missing")
+    knowledge.create_collection(
+        OWNER, "finance", owner="olga", classification="internal", default_access=[]
+    )
+    knowledge.ingest(CURATOR, "hr", "leave.txt", LEAVE, document_id="handbook-1")
+    with pytest.raises(ConflictError, match="belongs to another collection"):
+        knowledge.ingest(OWNER, "finance", "other.txt", BUILD, document_id="handbook-1")
+    with pytest.raises(InputError, match="document_id"):
+        knowledge.ingest(CURATOR, "hr", "leave.txt", LEAVE, document_id="x" * 200)
 
 
 def test_the_engine_exposes_the_service(project: Path) -> None:
@@ -518,3 +526,21 @@ def test_the_engine_exposes_the_service(project: Path) -> None:
             engine.operator, "hr", owner="o", classification="public", default_access=[]
         )
         assert [c.name for c in service.collections(engine.operator)] == ["hr"]
+
+
+def test_a_file_that_breaks_keeps_its_last_good_version(project: Path, tmp_path: Path) -> None:
+    with opened("sqlite", project) as (_, knowledge, _):
+        knowledge.create_collection(
+            OWNER, "hr", owner="olga", classification="internal", default_access=["role:reader"]
+        )
+        folder = tmp_path / "docs"
+        folder.mkdir()
+        (folder / ".draft.txt").write_bytes(PAYROLL)
+        (folder / "handbook.pdf").write_bytes((FIXTURES / "handbook.pdf").read_bytes())
+        first = knowledge.sync(CURATOR, "hr", folder)
+        assert [r.status for r in first.ingested] == ["new"] and first.skipped == []
+        (folder / "handbook.pdf").write_bytes(b"%PDF-1.7 truncated")
+        second = knowledge.sync(CURATOR, "hr", folder)
+        assert [f.file for f in second.failed] == ["handbook.pdf"] and second.removed == []
+        hits = knowledge.search(ALICE, "hr", "monthly repayments").hits
+        assert hits and {h.version for h in hits} == {first.ingested[0].version}
