@@ -22,7 +22,7 @@ from keel.knowledge.service import INHERIT, MAX_METADATA_BYTES, Knowledge
 from keel.security.audit import AuditLog
 from keel.security.roles import Grant, PermissionDeniedError, Role
 from keel.store.schema import audit_events
-from tests.conftest import run_sql
+from tests.conftest import Clock, run_sql
 from tests.knowledge_service import (
     ADMIN,
     ALICE,
@@ -544,3 +544,30 @@ def test_a_file_that_breaks_keeps_its_last_good_version(project: Path, tmp_path:
         assert [f.file for f in second.failed] == ["handbook.pdf"] and second.removed == []
         hits = knowledge.search(ALICE, "hr", "monthly repayments").hits
         assert hits and {h.version for h in hits} == {first.ingested[0].version}
+
+
+def test_version_records_are_purged_after_the_retention(project: Path) -> None:
+    clock = Clock()
+    with opened("sqlite", project, clock) as (engine, knowledge, _):
+        knowledge.create_collection(
+            OWNER, "hr", owner="olga", classification="internal",
+            default_access=["role:reader"], retention_days=30,
+        )  # fmt: skip
+        first = knowledge.ingest(CURATOR, "hr", "leave.txt", LEAVE)
+        knowledge.ingest(CURATOR, "hr", "leave.txt", LEAVE + b"\nCarry-over: five days.\n")
+        gone = knowledge.ingest(CURATOR, "hr", "build.txt", BUILD)
+        knowledge.withdraw_document(CURATOR, "hr", gone.document_id)
+        clock.advance(29 * 86_400)
+        assert knowledge.purge_versions(CURATOR, "hr").versions == []
+        clock.advance(2 * 86_400)
+        with pytest.raises(PermissionDeniedError):
+            knowledge.purge_versions(ALICE, "hr")
+        purge = knowledge.purge_versions(CURATOR, "hr")
+        assert sorted(purge.versions) == sorted([(first.document_id, 1), (gone.document_id, 1)])
+        recorded = body(engine, purge.record_id or "")
+        assert recorded["retention_days"] == 30 and len(recorded["versions"]) == 2
+        states = [v.state for v in knowledge.versions(CURATOR, "hr", first.document_id)]
+        assert states == ["live"]
+        assert knowledge.purge_versions(CURATOR, "hr").record_id is None
+        report = engine.verify(by=ADMIN)
+        assert report.ok, report.problem
