@@ -260,8 +260,9 @@ def test_ingest_file_and_curate_permission(hr: Opened, tmp_path: Path) -> None:
     _, knowledge, _ = hr
     path = tmp_path / "leave.txt"
     path.write_bytes(LEAVE)
-    with pytest.raises(PermissionDeniedError):
-        knowledge.ingest_file(ALICE, "hr", path)
+    for target in (path, tmp_path / "missing.txt"):
+        with pytest.raises(PermissionDeniedError):  # before the file is even opened
+            knowledge.ingest_file(ALICE, "hr", target)
     result = knowledge.ingest_file(CURATOR, "hr", path)
     assert result.source_uri == path.resolve().as_uri()
     with pytest.raises(InputError, match="cannot be read"):
@@ -514,8 +515,9 @@ def test_bad_search_and_document_input_is_refused(hr: Opened) -> None:
     knowledge.ingest(CURATOR, "hr", "leave.txt", LEAVE, document_id="handbook-1")
     with pytest.raises(ConflictError, match="belongs to another collection"):
         knowledge.ingest(OWNER, "finance", "other.txt", BUILD, document_id="handbook-1")
-    with pytest.raises(InputError, match="document_id"):
-        knowledge.ingest(CURATOR, "hr", "leave.txt", LEAVE, document_id="x" * 200)
+    for bad in ("x" * 200, ""):
+        with pytest.raises(InputError, match="document_id"):
+            knowledge.ingest(CURATOR, "hr", "leave.txt", LEAVE, document_id=bad)
 
 
 def test_the_engine_exposes_the_service(project: Path) -> None:

@@ -313,7 +313,7 @@ class Knowledge:
         source_uri = check_source(source_uri)
         doc_id = (
             check_id(document_id, "document_id")
-            if document_id
+            if document_id is not None
             else document_id_for(collection, source_uri)
         )
         wanted = Requested.check(owner, classification, access, validity, subjects, metadata)
@@ -332,7 +332,9 @@ class Knowledge:
         path: str | Path,
         **options: Any,
     ) -> IngestResult:
-        """Ingest a file (its ``file://`` URI is the source); options as for ``ingest``."""
+        """Ingest a file (its ``file://`` URI is the source); options as for ``ingest``.
+        The permission is checked before the file is opened."""
+        principal.require(Permission.CURATE_KNOWLEDGE, collection=collection)
         file = Path(path)
         try:
             data = file.read_bytes()
