@@ -271,7 +271,7 @@ def test_withdrawing_a_superseded_version(corpus: tuple[Database, ChunkIndex]) -
     earlier = index.search("mini", ["policies"], "fraud", None, READER, 10, NOW, as_of=T0 + 1)
     before = index.generation("mini")
     with db.write() as conn:
-        assert index.withdraw_version(conn, "v-fraud") == 1
+        assert index.withdraw_version(conn, "fraud", "v-fraud") == 1
     assert index.generation("mini") == (before or 0) + 1
     assert _found(index, "card fraud", T0 + 1) == []
     assert _found(index, "card fraud", None) == ["fraud-2-0@v-fraud-2"]
@@ -285,7 +285,7 @@ def test_withdrawing_a_superseded_version(corpus: tuple[Database, ChunkIndex]) -
         ) == [(0,)]
     # Withdrawing the live version leaves no live version; nothing becomes live again.
     with db.write() as conn:
-        assert index.withdraw_version(conn, "v-fraud-2") == 1
+        assert index.withdraw_version(conn, "fraud", "v-fraud-2") == 1
     assert _found(index, "card fraud", None) == _found(index, "card fraud", T1 + 1) == []
 
 
@@ -353,7 +353,7 @@ def test_prune_superseded(corpus: tuple[Database, ChunkIndex]) -> None:
     ]
     # A document whose live version was withdrawn loses its access list once pruned empty.
     with db.write() as conn:
-        index.withdraw_version(conn, "v-fraud-3")
+        index.withdraw_version(conn, "fraud", "v-fraud-3")
     assert run_sql(db.url, "SELECT count(*) FROM index_access WHERE document_id = 'fraud'") == [
         (0,)
     ]
@@ -363,7 +363,7 @@ def test_withdrawal_removes_the_text(corpus: tuple[Database, ChunkIndex]) -> Non
     db, index = corpus
     with db.write() as conn:
         assert index.withdraw_document(conn, "mortgage") == 1
-        assert index.withdraw_version(conn, "v-complaints") == 1
+        assert index.withdraw_version(conn, "complaints", "v-complaints") == 1
     assert index.search("mini", ["policies"], "mortgage complaints", None, READER, 10, NOW) == []
     assert run_sql(db.url, "SELECT count(*) FROM index_chunks WHERE text LIKE '%ortgage%'") == [
         (0,)

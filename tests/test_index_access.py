@@ -216,7 +216,7 @@ def test_no_search_returns_what_the_principal_may_not_read(
                         withdrawn |= set(v.chunks)
                 elif op[0] == "withdraw_version":
                     v = doc.versions[op[2] % len(doc.versions)]
-                    index.withdraw_version(conn, v.version)
+                    index.withdraw_version(conn, name, v.version)
                     v.gone = True
                     withdrawn |= set(v.chunks)
                 elif op[0] == "set_access":
@@ -355,7 +355,7 @@ def test_searches_during_a_withdrawal(
                 if as_of is None:
                     index.withdraw_document(conn, "target")
                 else:
-                    index.withdraw_version(conn, "vt0")
+                    index.withdraw_version(conn, "target", "vt0")
         except BaseException as error:  # reported by the main thread
             errors.append(error)
         finally:

@@ -58,6 +58,7 @@ from keel.telemetry import Metrics
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    from keel.knowledge.service import Knowledge
     from keel.monitor.runs import Monitoring, MonitorRun, RunAlarm
 
 
@@ -108,6 +109,8 @@ class Engine:
     # ---- lifecycle -----------------------------------------------------------------------
 
     def close(self) -> None:
+        if "knowledge" in self.__dict__:  # its audit log, if it was ever opened
+            self._knowledge_audit.close()
         self.decider.close()
         self.runner.close()
         self.ctx.close()
@@ -124,6 +127,18 @@ class Engine:
         from keel.monitor.runs import Monitoring  # noqa: PLC0415 - NumPy and SciPy on demand
 
         return Monitoring(self.ctx, self.deliveries)
+
+    @cached_property
+    def knowledge(self) -> Knowledge:
+        """Knowledge collections: documents, versions, governed search and revocation
+        (loaded on first use; ``MissingExtraError`` naming ``knowledge`` without its
+        packages). Re-check drops go to an audit log of this engine's own."""
+        from keel.knowledge.service import Knowledge, require_extra  # noqa: PLC0415 - the knowledge extra on demand
+        from keel.security.audit import AuditLog  # noqa: PLC0415
+
+        require_extra()
+        self._knowledge_audit = AuditLog(self.db, clock=self.clock)
+        return Knowledge(self.ctx, audit=self._knowledge_audit)
 
     def run_scheduled(self) -> ScheduledWork:
         """The work a server does on its timers, done once now: review deadline breaches,

@@ -404,6 +404,183 @@ class ProjectModeChanged:
     by: Json  # who ran the first command in the new mode: {id, name, person}
 
 
+# ---- knowledge collections ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CollectionCreated:
+    """A knowledge collection was created with its settings (owner, classification, default
+    access list, embedding space, retention, fusion weights, source folder); ``digest`` is
+    the SHA-256 of their canonical JSON, which the stored row must match."""
+
+    KIND: ClassVar[str] = "knowledge_collection_created"
+    VERSION: ClassVar[int] = 1
+    collection: str
+    settings: Json
+    digest: str
+    by: Json  # {id, name, role, person}
+    reason: str
+
+
+@dataclass(frozen=True)
+class CollectionChanged:
+    """A collection's settings changed (``changed`` names the keys); documents that inherit
+    the default access list got the new one in the same transaction."""
+
+    KIND: ClassVar[str] = "knowledge_collection_changed"
+    VERSION: ClassVar[int] = 1
+    collection: str
+    settings: Json
+    digest: str
+    previous_digest: str
+    changed: list[str]
+    inheriting_documents: int
+    by: Json
+    reason: str
+
+
+@dataclass(frozen=True)
+class DocumentIngested:
+    """A new version of a document was indexed: its content hash, the version it
+    superseded (if any), its chunks, its access list (``null``: the collection's default)
+    and the data subjects it is about. The metadata is recorded by its digest only."""
+
+    KIND: ClassVar[str] = "knowledge_document_ingested"
+    VERSION: ClassVar[int] = 1
+    collection: str
+    document: str
+    source_uri: str
+    version: str
+    revision: int
+    previous_version: str | None
+    format: str
+    bytes_sha256: str
+    chunks: int
+    embedded: int  # chunks whose vector was computed now
+    reused: int  # chunks whose vector was reused from the previous version
+    owner: str
+    classification: str
+    access: list[str] | None
+    valid_from: float | None
+    valid_until: float | None
+    subjects: list[str]
+    metadata_sha256: str
+    by: Json
+    reason: str
+
+
+@dataclass(frozen=True)
+class VersionWithdrawn:
+    """One version of a document was withdrawn; when it was the live one, its chunks left
+    the index in the same transaction and the document has no live version."""
+
+    KIND: ClassVar[str] = "knowledge_version_withdrawn"
+    VERSION: ClassVar[int] = 1
+    collection: str
+    document: str
+    version: str
+    revision: int
+    was_live: bool
+    chunks_removed: int
+    by: Json
+    reason: str
+
+
+@dataclass(frozen=True)
+class DocumentWithdrawn:
+    """A document was withdrawn: every chunk of it left the index in the same transaction."""
+
+    KIND: ClassVar[str] = "knowledge_document_withdrawn"
+    VERSION: ClassVar[int] = 1
+    collection: str
+    document: str
+    version: str | None
+    chunks_removed: int
+    by: Json
+    reason: str
+
+
+@dataclass(frozen=True)
+class DocumentAccessSet:
+    """A document's access list was set (``null``: inherit the collection's default); the
+    index holds the effective list from the same transaction."""
+
+    KIND: ClassVar[str] = "knowledge_access_set"
+    VERSION: ClassVar[int] = 1
+    collection: str
+    document: str
+    access: list[str] | None
+    previous: list[str] | None
+    effective: list[str]
+    by: Json
+    reason: str
+
+
+@dataclass(frozen=True)
+class PersonAccessRevoked:
+    """``person:<person>`` was removed from the access lists of documents (and the default
+    lists of collections) that named it; each changed collection also has its own
+    ``knowledge_collection_changed`` entry."""
+
+    KIND: ClassVar[str] = "knowledge_person_revoked"
+    VERSION: ClassVar[int] = 1
+    person: str
+    collections: list[str]
+    documents: list[str]
+    defaults_changed: list[str]
+    by: Json
+    reason: str
+
+
+@dataclass(frozen=True)
+class VersionsPurged:
+    """The records of superseded or withdrawn versions were deleted once the collection's
+    retention had passed since they ended; ``versions`` names each one."""
+
+    KIND: ClassVar[str] = "knowledge_versions_purged"
+    VERSION: ClassVar[int] = 1
+    collection: str
+    retention_days: int
+    versions: list[Json]  # [{document, revision, version}]
+    by: Json
+
+
+@dataclass(frozen=True)
+class FolderSynced:
+    """A collection's source folder was synced: the documents added, changed, unchanged,
+    withdrawn because their file went, and the files that could not be read."""
+
+    KIND: ClassVar[str] = "knowledge_folder_synced"
+    VERSION: ClassVar[int] = 1
+    collection: str
+    folder: str
+    added: int
+    changed: int
+    unchanged: int
+    removed: int
+    failed: list[Json]  # [{file, error}]
+    by: Json
+
+
+@dataclass(frozen=True)
+class KnowledgeSearched:
+    """A search of a collection: who asked, the SHA-256 of the query text (never the text),
+    and the chunks returned with their versions; ``dropped`` counts hits the re-check
+    removed because access or the live version changed while the search ran; ``as_of`` is
+    the instant asked for (left out for a search of the live versions)."""
+
+    KIND: ClassVar[str] = "knowledge_searched"
+    VERSION: ClassVar[int] = 1
+    collection: str
+    principal: str
+    person: str
+    query_sha256: str
+    k: int
+    results: list[Json]  # [{chunk, document, version}]
+    dropped: int
+    as_of: float | None = field(default=None, metadata={"omit_none": True})
+
+
 Event = (
     DecisionRecorded
     | ReviewResolved
@@ -426,6 +603,16 @@ Event = (
     | DeliveryRetried
     | CheckpointTaken
     | ProjectModeChanged
+    | CollectionCreated
+    | CollectionChanged
+    | DocumentIngested
+    | VersionWithdrawn
+    | DocumentWithdrawn
+    | DocumentAccessSet
+    | PersonAccessRevoked
+    | VersionsPurged
+    | FolderSynced
+    | KnowledgeSearched
 )
 
 CATALOGUE: tuple[type[Any], ...] = (
@@ -452,6 +639,16 @@ CATALOGUE: tuple[type[Any], ...] = (
     DeliveryRetried,
     CheckpointTaken,
     ProjectModeChanged,
+    CollectionCreated,
+    CollectionChanged,
+    DocumentIngested,
+    VersionWithdrawn,
+    DocumentWithdrawn,
+    DocumentAccessSet,
+    PersonAccessRevoked,
+    VersionsPurged,
+    FolderSynced,
+    KnowledgeSearched,
 )
 BY_KIND: dict[str, type[Any]] = {cls.KIND: cls for cls in CATALOGUE}
 

@@ -156,6 +156,19 @@ class Metrics:
             "Ledger appends that failed (decisions not returned)",
             registry=self.registry,
         )
+        self.knowledge_recheck_drops = Counter(
+            "keel_knowledge_recheck_drops",
+            "Search hits dropped by the re-check before they left the service: the "
+            "document's access list, live version or validity changed while the search ran",
+            ["collection"],
+            registry=self.registry,
+        )
+        self.knowledge_integrity_refusals = Counter(
+            "keel_knowledge_integrity_refusals",
+            "Knowledge collection rows refused because they disagree with their ledger entry",
+            ["collection"],
+            registry=self.registry,
+        )
         self.latency = Histogram(
             "keel_decide_call_seconds",
             "Time for one decide (single) or decide_many (batch) call, model calls included",

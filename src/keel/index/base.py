@@ -9,6 +9,7 @@ pgvector search).
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -159,24 +160,20 @@ class ChunkIndex(ABC):
         self._bump(conn, self._spaces_of(conn, "document_id = :d", {"d": document_id}))
         return len(rows)
 
-    def withdraw_version(self, conn: Connection, version: str) -> int:
-        """Delete every chunk of ``version`` (text, vector, keyword index), live or
-        superseded, and its row; a document left with no version loses its access list
-        too. Returns the chunks removed.
+    def withdraw_version(self, conn: Connection, document_id: str, version: str) -> int:
+        """Delete every chunk of the document's ``version`` (text, vector, keyword index),
+        live or superseded, and its row; a document left with no version loses its access
+        list too. Returns the chunks removed (0 when the index does not hold it).
 
         Withdrawing the live version does not make the one it superseded live again: the
         document has no live version until a new one is added."""
+        access.check_id(document_id, "document_id")
         access.check_id(version, "version")
-        docs = (
-            conn.execute(
-                text("SELECT document_id FROM index_versions WHERE version = :v"), {"v": version}
-            )
-            .scalars()
-            .all()
-        )
-        removed = self._delete_chunks(conn, "version = :v", {"v": version})
-        conn.execute(text("DELETE FROM index_versions WHERE version = :v"), {"v": version})
-        self._forget_empty(conn, docs)
+        where = "document_id = :d AND version = :v"
+        params: dict[str, object] = {"d": document_id, "v": version}
+        removed = self._delete_chunks(conn, where, params)
+        conn.execute(text(f"DELETE FROM index_versions WHERE {where}"), params)  # noqa: S608 - our constant SQL
+        self._forget_empty(conn, [document_id])
         return removed
 
     def withdraw_document(self, conn: Connection, document_id: str) -> int:
@@ -483,3 +480,24 @@ class ChunkIndex(ABC):
             query.bindparams(bindparam("seqs", expanding=True)), {"seqs": seqs}
         ).all()
         return {int(r[0]): r for r in rows}
+
+    def live_vectors(self, document_id: str, space_id: str) -> dict[str, NDArray[np.float32]]:
+        """The vectors of the document's live chunks in ``space_id``, by the SHA-256 of
+        each chunk's text: a new version reuses them for unchanged text instead of
+        embedding it again."""
+        access.check_id(document_id, "document_id")
+        with self.db.read() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT c.text, c.vector FROM index_chunks c JOIN index_versions d "
+                    "ON d.document_id = c.document_id AND d.version = c.version "
+                    "WHERE c.document_id = :d AND c.space_id = :s AND d.live_until IS NULL"
+                ),
+                {"d": document_id, "s": space_id},
+            ).all()
+        return {
+            hashlib.sha256(str(r[0]).encode("utf-8")).hexdigest(): np.frombuffer(
+                r[1], dtype="<f4"
+            ).astype(np.float32)
+            for r in rows
+        }
