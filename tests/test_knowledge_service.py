@@ -355,7 +355,7 @@ def test_documents_outside_their_validity_are_not_returned(hr: Opened) -> None:
     later = knowledge.search(ALICE, "hr", query).hits
     assert {h.source_uri for h in later} == {"next.txt"}
     # as of an instant: the versions live then, valid then
-    earlier = knowledge.search(ALICE, "hr", query, as_of=now - 5).hits
+    earlier = knowledge.search(ALICE, "hr", query, as_of=now + 5).hits
     assert {h.source_uri for h in earlier} == {"now.txt"}
 
 

@@ -97,9 +97,9 @@ def keys_create(
             operator, name, grants, owner=owner, expires_in=lifetime, groups=group or []
         )
     typer.echo(text)
+    groups = f"; {_show(key.groups)}" if key.groups else ""
     typer.echo(
-        f"Key {key.prefix} for {name} ({', '.join(str(g) for g in key.grants)}; "
-        f"{_show(key.groups)}). "
+        f"Key {key.prefix} for {name} ({', '.join(str(g) for g in key.grants)}{groups}). "
         "It is shown only now: store it in your secrets manager.",
         err=True,
     )
