@@ -3,14 +3,20 @@ request the server accepted."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import uvicorn
 
 from keel import open_engine
+from keel.api.serving import WorkerServer, watch_for_stop
 from keel.config import load_settings
 from keel.errors import ConfigError
 from tests.conftest import python_model
@@ -55,6 +61,80 @@ def test_sigterm_under_load_answers_every_request_it_accepted(
     with open_engine(project, environ=env) as engine:
         report = engine.verify(deep=True)
     assert report.ok and report.entries >= len(load.acknowledged)
+
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def sigterm_and_shut(sock: socket.socket) -> None:
+    """What the supervisor does on SIGTERM: this process (the worker) is signalled, and the
+    shared socket is shut. (Python runs the handler as ``os.kill`` returns.)"""
+    os.kill(os.getpid(), signal.SIGTERM)
+    with contextlib.suppress(OSError):  # not listening
+        sock.shutdown(socket.SHUT_RD)
+
+
+class SignalledAtListen(socket.socket):
+    """The shared socket, with SIGTERM coming in the very last instant before ``listen()``:
+    after the worker's check that it is not stopping."""
+
+    def listen(self, backlog: int = socket.SOMAXCONN) -> None:
+        sigterm_and_shut(self)
+        super().listen(backlog)
+
+
+def serve_signalled(sock: socket.socket, during_startup: bool) -> tuple[WorkerServer, list[str]]:
+    """Run a worker's server (in this process, asyncio's loop) on ``sock``, bound by its
+    "supervisor" and already listened on by a "sibling"; SIGTERM comes at the end of the
+    app's startup if ``during_startup``. Returns the server and the app's lifespan events."""
+    events: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        assert scope["type"] == "lifespan"
+        while True:
+            event = (await receive())["type"]
+            events.append(event)
+            if event == "lifespan.startup":
+                if during_startup:  # the app's last step: no check comes after it here
+                    sigterm_and_shut(sock)
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def factory() -> Any:
+        watch_for_stop()  # as keel.api.server.app_from_env does
+        return app
+
+    config = uvicorn.Config(factory, factory=True, loop="asyncio", log_level="warning")
+    server = WorkerServer(config)
+    kept = signal.signal(signal.SIGTERM, lambda *_: None)  # uvicorn raises it again at exit
+    try:
+        server.run(sockets=[sock])
+    finally:
+        signal.signal(signal.SIGTERM, kept)
+    return server, events
+
+
+@pytest.mark.parametrize("at", ["end-of-startup", "listen"])
+def test_a_worker_signalled_while_it_starts_leaves_the_shared_socket_shut(at: str) -> None:
+    """The race behind resets at shutdown: a worker still starting when SIGTERM came (its
+    sibling already serving, the socket shut by the handler) listened anyway, at the end of
+    uvicorn's startup, opening the socket again for every process. Signalled as the app's
+    startup ends, the worker never listens; signalled in the instant between its check and
+    ``listen()``, it shuts the socket again at once."""
+    sock = SignalledAtListen() if at == "listen" else socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    socket.socket.listen(sock)  # the sibling's, serving already
+    port = sock.getsockname()[1]
+    with sock.dup() as sibling:  # the sibling's copy: open until its last request is answered
+        server, events = serve_signalled(sock, during_startup=at == "end-of-startup")
+        assert sibling.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 0
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    assert server.started == (at == "listen")  # listened, then stopped as any server does
+    assert events == ["lifespan.startup", "lifespan.shutdown"]  # jobs cancelled, engine closed
 
 
 # The flow's model, loaded in each worker as it starts: the first worker to load it writes

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from keel.api.app import create_app
-from keel.api.serving import stop_requested
+from keel.api.serving import watch_for_stop
 from keel.engine import Engine, open_engine
 from keel.rollout.canary import CHECK_S
 from keel.security.audit import AuditLog
@@ -82,24 +82,11 @@ def app_from_env() -> FastAPI:
     sink = os.environ.get(ENV_AUDIT_SINK)
     audit = AuditLog(engine.db, Path(sink) if sink else None, clock=engine.clock)
     app = create_app(engine, audit, int(os.environ.get(ENV_WORKERS, "1")))
-    stopping = stop_requested()
-
-    def exit_if_stopping() -> None:
-        if stopping.is_set():  # told to stop while starting: never listen (see serving)
-            log.info("worker stopped before it served; exiting without listening")
-            audit.close()
-            engine.close()
-            os._exit(0)
+    watch_for_stop()  # a worker told to stop before it listens never does (WorkerServer)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        exit_if_stopping()
         tasks = [asyncio.create_task(job) for job in scheduled(engine)]
-        # Again as the last step before uvicorn listens: a SIGTERM that came while this
-        # worker was starting (its sibling already serving) would otherwise reopen the
-        # listening socket the handler shut, and every connection the kernel then queued
-        # for it would be reset when it stopped.
-        exit_if_stopping()
         yield
         for task in tasks:
             task.cancel()

@@ -15,8 +15,8 @@ On SIGTERM (or Ctrl-C) a Keel server:
 4. after ``graceful_timeout_s`` cancels whatever still runs; then the app's lifespan
    shutdown cancels the scheduled jobs and closes the audit log and the engine.
 
-A worker still starting when the signal comes never listens (listening would open the
-shut socket again).
+A worker still starting when the signal comes never listens: listening would open the shut
+socket again, for every process (see ``WorkerServer``).
 
 With several workers the supervisor replaces a worker that exits, and one that has answered
 its health checks before but then leaves one unanswered for ``api.worker_hang_s`` (default
@@ -32,10 +32,12 @@ number of workers, stop the server and start it again.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -57,7 +59,7 @@ except ImportError:  # pragma: no cover - httptools is part of keel[server]
 
 DRAIN_IDLE_S = 1.0  # an idle keep-alive connection is closed after this much quiet
 CLOSE = (b"connection", b"close")
-STARTUP_FAILURE = 3
+STARTUP_FAILURE = 3  # uvicorn's exit status for a worker whose app cannot start
 
 
 class DrainingHttp(_HttpProtocol):
@@ -102,47 +104,120 @@ class StopFlag:
         return self._set
 
 
-def stop_requested() -> StopFlag:
-    """Watch for SIGTERM and SIGINT in this worker, beside uvicorn's own handling: the flag
-    returned is set, and the shared listening socket is shut at once, in every process
-    (uvicorn would only stop this worker's accepting, and the kernel would go on completing
-    connections into the queue until the supervisor's copy stops). Call it from the main
-    thread while the app is built; the app checks the flag before uvicorn listens."""
-    stopping = StopFlag()
+def watch_for_stop() -> None:
+    """Watch for SIGTERM and SIGINT in this worker, beside uvicorn's own handling: the shared
+    listening socket is shut at once, in every process (uvicorn would only stop this worker's
+    accepting, and the kernel would go on completing connections into the queue until the
+    supervisor's copy stops). Call it from the main thread while the app is built."""
     if threading.current_thread() is not threading.main_thread():
-        return stopping  # signals reach the main thread only; nothing to watch here
+        return  # signals reach the main thread only; nothing to watch here
     for sig in (signal.SIGINT, signal.SIGTERM):
         previous = signal.getsignal(sig)
         server = getattr(previous, "__self__", None)  # uvicorn's handler is its server's
-        # The signal may have come while the worker was importing and opening the project:
-        # then only uvicorn's server knows.
-        if getattr(server, "should_exit", False):
-            stopping.set()
-        signal.signal(sig, _OnStop(stopping, previous, server))
-    return stopping
+        signal.signal(sig, _OnStop(previous, server))
 
 
 class _OnStop:
-    def __init__(self, stopping: StopFlag, previous: Any, server: Any) -> None:
-        self.stopping = stopping
+    def __init__(self, previous: Any, server: Any) -> None:
         self.previous = previous
         self.server = server
 
     def __call__(self, sig: int, frame: FrameType | None) -> None:
-        self.stopping.set()
-        for listener in getattr(self.server, "servers", []):
-            for sock in listener.sockets:
-                with socket.socket(fileno=os.dup(sock.fileno())) as shared:
-                    _stop_listening(shared)
+        _shut(getattr(self.server, "servers", []))
         if callable(self.previous):
-            self.previous(sig, frame)
+            self.previous(sig, frame)  # uvicorn's: sets the server's ``should_exit``
+
+
+def _shut(listeners: list[Any]) -> None:
+    """Stop listening on the sockets of ``listeners`` (asyncio or uvloop servers), in every
+    process that shares them."""
+    for listener in listeners:
+        for sock in listener.sockets:
+            with socket.socket(fileno=os.dup(sock.fileno())) as shared:
+                _stop_listening(shared)
 
 
 def _stop_listening(sock: socket.socket) -> None:
     """Stop a listening socket in every process that holds it: connects are refused from
     now on. (Closing this process's descriptor would not: each worker holds its own.)"""
-    with contextlib.suppress(OSError):  # already shut down by an earlier signal
+    with contextlib.suppress(OSError):  # already shut down, or not listening yet
         sock.shutdown(socket.SHUT_RD)
+
+
+class WorkerServer(uvicorn.Server):
+    """uvicorn's server, given the listening socket the supervisor bound, which listens on it
+    only if it has not been told to stop, checked with no turn of the event loop between the
+    check and the listen.
+
+    Every process shares one listening socket, and on SIGTERM it is shut (``SHUT_RD``) for
+    all of them. Shut, it can be opened again: ``listen()`` on it from any process, and the
+    kernel queues connections for everyone once more. uvicorn listens at the end of its
+    startup, after the app's lifespan, and gives the event loop at least one turn between
+    the two. A worker still starting when the signal came (its sibling already serving) has
+    its ``should_exit`` set by uvicorn's handler, yet listens anyway; the connections queued
+    for it are reset when it stops, one per keep-alive client.
+
+    So this startup is uvicorn's (0.54, pinned in constraints.txt) for a worker given
+    sockets, with the listening split off: after the app's lifespan, each server is created
+    without listening and registered in ``servers``, where the signal handler (``_OnStop``)
+    finds it; then ``should_exit`` is checked, and only if it is unset does the server start
+    listening, inside the same step of the loop. A signal handled in the few bytecodes
+    between the check and the ``listen()`` call (Python runs handlers between bytecodes) is
+    caught by a second check after it: the socket is shut again at once.
+
+    A worker told to stop before it listens closes its copy of the socket, runs the
+    lifespan's shutdown (its scheduled jobs cancelled, the engine closed) and exits without
+    serving.
+    """
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        if sockets is None:  # uvicorn binds the socket itself: nobody else shares it
+            await super().startup(sockets)
+            return
+        await self.lifespan.startup()
+        if self.lifespan.should_exit:
+            sys.exit(STARTUP_FAILURE)
+        config, loop = self.config, asyncio.get_running_loop()
+
+        def protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config,
+                server_state=self.server_state,
+                app_state=self.lifespan.state,
+                _loop=_loop,
+            )
+
+        self.servers = []
+        for sock in sockets:
+            server = await loop.create_server(
+                protocol, sock=sock, ssl=config.ssl, backlog=config.backlog, start_serving=False
+            )
+            self.servers.append(server)
+        if self.told_to_stop():
+            log.info("worker stopped before it served; exiting without listening")
+            for server in self.servers:
+                server.close()  # closes this worker's copy of the socket, unused
+            await self.lifespan.shutdown()
+            return
+        for server in self.servers:
+            await server.start_serving()  # listen() runs before this awaits anything
+        if self.told_to_stop():  # the signal came between the check and listen(): shut again
+            _shut(self.servers)
+        self.started = True
+
+    def told_to_stop(self) -> bool:
+        """Whether a SIGTERM or SIGINT has been handled (uvicorn's handler sets the flag)."""
+        return self.should_exit
+
+
+class WorkerProcess(Process):
+    """uvicorn's worker process, running a ``WorkerServer``."""
+
+    @property
+    def server(self) -> uvicorn.Server:
+        if self._server is None:
+            self._server = WorkerServer(config=self.config)
+        return self._server
 
 
 class Supervisor(Multiprocess):
@@ -162,6 +237,12 @@ class Supervisor(Multiprocess):
         self.clock = clock
         self.asked: dict[int, float] = {}  # worker pid -> when its unanswered check was sent
         self.answered: set[int] = set()  # the workers that have answered a check
+
+    def init_processes(self) -> None:
+        for _ in range(self.processes_num):
+            worker = WorkerProcess(self.config, self.sockets)
+            worker.start()
+            self.processes.append(worker)
 
     def keep_subprocess_alive(self) -> None:
         if self.should_exit.is_set():
@@ -187,7 +268,7 @@ class Supervisor(Multiprocess):
                 return
             if exited is not None:
                 log.warning("worker process %s exited (status %s); starting another", pid, exited)
-            replacement = Process(self.config, self.sockets)
+            replacement = WorkerProcess(self.config, self.sockets)
             replacement.start()
             self.processes[index] = replacement
 
@@ -230,18 +311,18 @@ def run(
         http=DrainingHttp,
         timeout_graceful_shutdown=graceful_timeout_s,
     )
+    sock = config.bind_socket()  # bound here, listened on by the worker (WorkerServer)
     if workers == 1:
-        server = uvicorn.Server(config)
-        server.run()
-        return 0 if server.started else STARTUP_FAILURE
-    sock = config.bind_socket()
+        server = WorkerServer(config)
+        server.run(sockets=[sock])
+        return 0 if server.started or server.should_exit else STARTUP_FAILURE
     supervisor = Supervisor(config, [sock], worker_hang_s)
     supervisor.should_exit = StopFlag()  # type: ignore[assignment]  # set from a handler
 
     def stop(_sig: int, _frame: FrameType | None) -> None:
         # At once, in the handler: uvicorn's supervisor looks at its signals every 0.5 s,
         # and workers that already stopped accepting would leave connects unanswered.
-        # Workers first, so that one still starting knows not to listen (stop_requested).
+        # Workers first, so that one still starting knows not to listen (WorkerServer).
         for worker in supervisor.processes:
             if worker.pid is not None and worker.exitcode is None:
                 with contextlib.suppress(ProcessLookupError):
