@@ -71,11 +71,16 @@ def test_equal_scores_and_empty_lists() -> None:
 
 
 def test_fuse_lists_picks_the_method() -> None:
-    rrf = fuse_lists(KEYWORD, VECTOR, Weights(method="rrf"), 10)
-    assert rrf == fuse([1, 2, 3], [3, 4], Weights(method="rrf"), 10)
+    rrf = fuse_lists(KEYWORD, VECTOR, Weights(rrf_k=60.0, method="rrf"), 10)
+    assert rrf == fuse([1, 2, 3], [3, 4], Weights(rrf_k=60.0, method="rrf"), 10)
     assert scores(rrf)[3] == pytest.approx(1 / 63 + 1 / 61)  # ranks only: scores unused
     minmax = fuse_lists(KEYWORD, VECTOR, Weights(keyword=0.6, vector=0.4, method="minmax"), 10)
     assert scores(minmax) == pytest.approx({1: 0.6, 3: 0.4, 2: 0.3, 4: 0.0})
+
+
+def test_the_defaults_are_those_chosen_on_the_dev_split() -> None:
+    """RRF, equal weights, rrf_k 5, 100 candidates: bench/RESULTS.md has the comparison."""
+    assert Weights() == Weights(keyword=1.0, vector=1.0, rrf_k=5.0, candidates=100, method="rrf")
 
 
 def test_the_method_is_a_setting_and_an_unknown_one_is_refused() -> None:

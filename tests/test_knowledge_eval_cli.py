@@ -72,7 +72,7 @@ def test_the_three_runs_are_measured_and_written(evaluated: tuple[Path, Path, st
                      for m in MEASURES}  # fmt: skip
     # the default fusion settings are the index's own
     assert data["settings"]["weights"] == {
-        "keyword": 1.0, "vector": 1.0, "rrf_k": 60.0, "candidates": 100, "method": "rrf"
+        "keyword": 1.0, "vector": 1.0, "rrf_k": 5.0, "candidates": 100, "method": "rrf"
     }  # fmt: skip
     assert data["settings"]["split"] == "test"
     assert data["settings"]["depth"] == 100

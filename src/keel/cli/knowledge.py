@@ -102,7 +102,7 @@ def knowledge_eval(
         float | None, typer.Option(help="Hybrid: the vector list's fusion weight (default 1).")
     ] = None,
     rrf_k: Annotated[
-        float | None, typer.Option(help="Hybrid: reciprocal-rank fusion's k (default 60).")
+        float | None, typer.Option(help="Hybrid: reciprocal-rank fusion's k (default 5).")
     ] = None,
     fusion: Annotated[
         FusionMethod | None,

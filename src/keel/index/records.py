@@ -64,7 +64,7 @@ class Weights:
 
     keyword: float = 1.0
     vector: float = 1.0
-    rrf_k: float = 60.0
+    rrf_k: float = 5.0  # 60 until the dev-split comparison: 0.797 → 0.824 nDCG@10 on dev
     candidates: int = 100
     method: Fusion = Fusion.RRF
 
