@@ -66,7 +66,7 @@ def test_keyword_ranking_reports_scores_and_ranks(corpus: tuple[Database, ChunkI
     assert hits[0].keyword_score is not None and hits[1].keyword_score is not None
     assert hits[0].keyword_score >= hits[1].keyword_score > 0
     assert all(h.vector_rank is None and h.vector_score is None for h in hits)
-    assert hits[0].fused == pytest.approx(1 / 61)
+    assert hits[0].fused == pytest.approx(1 / (Weights().rrf_k + 1))
 
 
 def test_vector_ranking_is_exact(corpus: tuple[Database, ChunkIndex]) -> None:
@@ -90,7 +90,7 @@ def test_fused_ranking_combines_both_lists(corpus: tuple[Database, ChunkIndex]) 
     assert hits[0].document_id == "limits"
     assert hits[0].keyword_rank == 1 and hits[0].vector_rank == 1
     for hit in hits:
-        expected = sum(1 / (60 + r) for r in (hit.keyword_rank, hit.vector_rank) if r)
+        expected = sum(1 / (Weights().rrf_k + r) for r in (hit.keyword_rank, hit.vector_rank) if r)
         assert hit.fused == pytest.approx(expected)
     assert [h.fused for h in hits] == sorted((h.fused for h in hits), reverse=True)
     assert hits[0].text == CORPUS["limits"] and (hits[0].start, hits[0].end) == (
@@ -106,7 +106,7 @@ def test_query_syntax_in_text_is_only_words(corpus: tuple[Database, ChunkIndex])
 
 
 def test_fuse_is_reciprocal_rank_fusion() -> None:
-    fused = fuse([1, 2, 3], [3, 4], Weights(), 10)
+    fused = fuse([1, 2, 3], [3, 4], Weights(rrf_k=60.0), 10)
     scores = {f.key: f.fused for f in fused}
     assert scores[3] == pytest.approx(1 / 63 + 1 / 61)
     assert scores[1] == pytest.approx(1 / 61)

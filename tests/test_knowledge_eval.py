@@ -337,3 +337,27 @@ def test_the_harness_runs_end_to_end_on_the_frozen_set() -> None:
 
 def by_kind_ndcg(report: EvalReport) -> str:
     return f"{report.means_by_kind()['identifier']['text']['ndcg_at_10']:.3f}"
+
+
+DEV_SET = EVAL_SET.parent / "eval-dev"
+
+
+def test_the_frozen_dev_set_matches_its_manifest_and_shares_the_corpus() -> None:
+    """The development split was frozen before fusion was tuned on it; its corpus is the
+    test set's, so the two splits differ only in their queries and judgements."""
+    lines = (DEV_SET / "SHA256SUMS").read_text(encoding="utf-8").splitlines()
+    manifest = dict(reversed(line.split("  ", 1)) for line in lines)
+    assert sorted(manifest) == ["corpus.jsonl", "qrels/dev.tsv", "queries.jsonl"]
+    for name, digest in manifest.items():
+        assert hashlib.sha256((DEV_SET / name).read_bytes()).hexdigest() == digest, name
+    assert (DEV_SET / "corpus.jsonl").read_bytes() == (EVAL_SET / "corpus.jsonl").read_bytes()
+
+
+def test_the_dev_split_loads_and_shares_no_query_with_the_test_split() -> None:
+    dev, test = load_beir(DEV_SET, "dev"), load_beir(EVAL_SET)
+    assert (len(dev.corpus), len(dev.queries), dev.unjudged) == (587, 74, ())
+    assert Counter(dev.kinds.values()) == {"paraphrase": 48, "identifier": 26}
+    assert not set(dev.queries.values()) & set(test.queries.values())
+    assert sum(len(grades) for grades in dev.qrels.values()) == 135
+    with pytest.raises(InputError, match=r"qrels/test\.tsv: the file is missing"):
+        load_beir(DEV_SET)  # the dev folder has no test judgements: named, not guessed

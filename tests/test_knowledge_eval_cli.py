@@ -72,8 +72,9 @@ def test_the_three_runs_are_measured_and_written(evaluated: tuple[Path, Path, st
                      for m in MEASURES}  # fmt: skip
     # the default fusion settings are the index's own
     assert data["settings"]["weights"] == {
-        "keyword": 1.0, "vector": 1.0, "rrf_k": 60.0, "candidates": 100
+        "keyword": 1.0, "vector": 1.0, "rrf_k": 5.0, "candidates": 100, "method": "rrf"
     }  # fmt: skip
+    assert data["settings"]["split"] == "test"
     assert data["settings"]["depth"] == 100
     assert data["settings"]["embedding_space"]["variant"] == "onnx-int8"
     # keyword and vector are two different retrievers, not hybrid three times
@@ -142,3 +143,38 @@ def test_bad_fusion_weights_exit_2_before_any_embedding(tmp_path: Path) -> None:
         "knowledge", "eval", str(folder), "--keyword-weight", "0", "--vector-weight", "0"
     )
     assert code == 2 and "at least one fusion weight must be above 0" in stderr
+
+
+def test_split_scores_that_splits_judgements_with_the_fusion_asked_for(
+    evaluated: tuple[Path, Path, str, str], tmp_path: Path
+) -> None:
+    folder, _, _, _ = evaluated
+    rows = (folder / "qrels" / "test.tsv").read_text(encoding="utf-8").splitlines()
+    dev_queries = sorted({row.split("\t")[0] for row in rows[1:]})[:3]
+    dev = tmp_path / "dev-set"
+    (dev / "qrels").mkdir(parents=True)
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        (dev / name).write_bytes((folder / name).read_bytes())
+    kept = [row for row in rows[1:] if row.split("\t")[0] in dev_queries]
+    (dev / "qrels" / "dev.tsv").write_text("\n".join([rows[0], *kept]) + "\n", encoding="utf-8")
+    code, stdout, stderr = keel(
+        "knowledge", "eval", str(dev), "--split", "dev", "--fusion", "minmax",
+        "--out", str(tmp_path / "out"), "--json",
+    )  # fmt: skip
+    assert code == 0, stderr
+    data = json.loads(stdout)
+    assert data["settings"]["split"] == "dev" and data["settings"]["weights"]["method"] == "minmax"
+    assert sorted(data["runs"]["hybrid"]["per_query"]) == dev_queries
+    assert data["queries"] == 3  # only the dev split's judged queries are scored
+
+
+def test_a_bad_or_missing_split_exits_2_before_any_embedding(tmp_path: Path) -> None:
+    folder = small_set(tmp_path / "set")
+    out = tmp_path / "out"
+    code, _, stderr = keel("knowledge", "eval", str(folder), "--split", "dev", "--out", str(out))
+    assert code == 2 and "dev.tsv: the file is missing" in stderr
+    code, _, stderr = keel("knowledge", "eval", str(folder), "--split", "../test")
+    assert code == 2 and "split '../test' is not a name" in stderr
+    code, _, stderr = keel("knowledge", "eval", str(folder), "--fusion", "cosine")
+    assert code == 2 and "cosine" in stderr
+    assert not out.exists()

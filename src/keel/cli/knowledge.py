@@ -26,6 +26,12 @@ class EmbedderKind(StrEnum):
     torch = "torch"
 
 
+class FusionMethod(StrEnum):  # keel.index.records.Fusion, without importing the index here
+    rrf = "rrf"
+    minmax = "minmax"
+    zscore = "zscore"
+
+
 @contextmanager
 def _progress() -> Iterator[Callable[[int, int], None]]:
     """A progress bar for embedding on standard error when it is a terminal; nothing
@@ -77,8 +83,11 @@ def report_lines(report: EvalReport) -> list[str]:
 def knowledge_eval(
     folder: Annotated[
         Path,
-        typer.Argument(help="A BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv."),
+        typer.Argument(help="A BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv."),
     ],
+    split: Annotated[
+        str, typer.Option(help="Which judgements to score: qrels/<split>.tsv (test, dev, ...).")
+    ] = "test",
     out: Annotated[
         Path, typer.Option(help="Where report.json and report.html are written.")
     ] = Path("knowledge-eval"),
@@ -93,7 +102,11 @@ def knowledge_eval(
         float | None, typer.Option(help="Hybrid: the vector list's fusion weight (default 1).")
     ] = None,
     rrf_k: Annotated[
-        float | None, typer.Option(help="Hybrid: reciprocal-rank fusion's k (default 60).")
+        float | None, typer.Option(help="Hybrid: reciprocal-rank fusion's k (default 5).")
+    ] = None,
+    fusion: Annotated[
+        FusionMethod | None,
+        typer.Option(help="Hybrid: the fusion method (default: the index's)."),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the report as JSON instead of the table.")
@@ -112,7 +125,7 @@ def knowledge_eval(
     import time  # noqa: PLC0415
 
     from keel.embeddings.registry import embedder_for  # noqa: PLC0415
-    from keel.index.records import Weights  # noqa: PLC0415
+    from keel.index.records import Fusion, Weights  # noqa: PLC0415
     from keel.knowledge.evalrun import DEPTH, run_evaluation  # noqa: PLC0415
     from keel.knowledge.evaluation_html import render_html  # noqa: PLC0415
     from keel.ledger.records import iso_time  # noqa: PLC0415
@@ -123,11 +136,12 @@ def knowledge_eval(
         keyword=default.keyword if keyword_weight is None else keyword_weight,
         vector=default.vector if vector_weight is None else vector_weight,
         rrf_k=default.rrf_k if rrf_k is None else rrf_k,
+        method=default.method if fusion is None else Fusion(fusion.value),
     )
     try:
         model = embedder_for({"kind": embedder.value})
         with _progress() as progress:
-            report = run_evaluation(folder, model, weights, progress=progress)
+            report = run_evaluation(folder, model, weights, progress=progress, split=split)
     except KeelError as error:
         _fail(error)
     generated_at = iso_time(time.time())
@@ -135,6 +149,7 @@ def knowledge_eval(
     data["settings"] = {
         "embedding_space": model.space.to_dict() | {"id": model.space.id},
         "weights": dataclasses.asdict(weights),
+        "split": split,
         "depth": DEPTH,
         "generated_at": generated_at,
     }

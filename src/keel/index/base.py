@@ -21,7 +21,7 @@ from sqlalchemy import Connection, bindparam, text
 
 from keel.errors import ConflictError, InputError, NotFoundError
 from keel.index import access, versions
-from keel.index.fusion import fuse
+from keel.index.fusion import fuse_lists
 from keel.index.records import Hit, IndexedChunk, Validity, Weights
 from keel.store.database import Database
 
@@ -303,7 +303,10 @@ class ChunkIndex(ABC):
                 if vector is not None
                 else []
             )
-            fused = fuse([s.seq for s in keyword], [s.seq for s in vectors], weights, k)
+            fused = fuse_lists(
+                [(s.seq, s.score) for s in keyword], [(s.seq, s.score) for s in vectors],
+                weights, k,
+            )  # fmt: skip
             rows = self._chunks(conn, [f.key for f in fused])
         k_score = {s.seq: s.score for s in keyword}
         v_score = {s.seq: s.score for s in vectors}

@@ -76,6 +76,7 @@ class CollectionSettings:
             "space_id": self.space_id,
             "retention_days": self.retention_days,
             "weights": {
+                "method": self.weights.method.value,
                 "keyword": self.weights.keyword,
                 "vector": self.weights.vector,
                 "rrf_k": self.weights.rrf_k,
@@ -100,6 +101,7 @@ class CollectionSettings:
                 float(weights["vector"]),
                 float(weights["rrf_k"]),
                 int(weights["candidates"]),
+                method=weights["method"],
             ),
             source_folder=data["source_folder"],
             sync_limit_s=data["sync_limit_s"],

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -140,9 +141,10 @@ def retrieval_runs(
     embedder: Embedder,
     weights: Weights,
     document_of: Mapping[str, str],
+    names: Sequence[str] = RUNS,
 ) -> dict[str, Run]:
-    """For every judged query, the keyword, vector and hybrid results (depth 100) of the
-    index's ``search``, mapped from chunks to passages."""
+    """For every judged query, the results (depth 100) of the index's ``search`` for each
+    of ``names`` (``keyword``, ``vector``, ``hybrid``), mapped from chunks to passages."""
     space = embedder.space.id
     queries = list(dataset.queries.items())
     vectors = embedder.embed([text for _, text in queries])
@@ -152,9 +154,9 @@ def retrieval_runs(
         "hybrid": weights,
     }
     now = time.time()
-    chunk_runs: dict[str, dict[str, list[tuple[str, float]]]] = {name: {} for name in RUNS}
+    chunk_runs: dict[str, dict[str, list[tuple[str, float]]]] = {name: {} for name in names}
     for (query_id, text), vector in zip(queries, vectors, strict=True):
-        for name in RUNS:
+        for name in names:
             hits = index.search(
                 space, [COLLECTION], text, vector, frozenset({ACCESS_KEY}), DEPTH, now,
                 settings[name],
@@ -167,22 +169,13 @@ def retrieval_runs(
     return {name: document_run(run, document_of) for name, run in chunk_runs.items()}
 
 
-def run_evaluation(
-    folder: str | Path,
-    embedder: Embedder,
-    weights: Weights | None = None,
-    *,
-    progress: Progress | None = None,
-    split: str = "test",
-) -> EvalReport:
-    """Load the BEIR set in ``folder``, index it in a temporary SQLite database with
-    ``embedder``, run the three retrievers on its judged queries and score them, hybrid
-    compared with each of the others. ``weights`` default to the index's own
-    (``Weights()``); ``progress`` is told ``(done, total)`` chunks as they are embedded."""
-    weights = weights if weights is not None else Weights()
-    # the index's own check, before minutes of embedding rather than at the first search
-    access.check_search([COLLECTION], "", True, DEPTH, weights)
-    dataset = load_beir(folder, split)
+@contextmanager
+def indexed_set(
+    dataset: Dataset, embedder: Embedder, progress: Progress | None = None
+) -> Iterator[tuple[ChunkIndex, dict[str, str]]]:
+    """The set's passages chunked, embedded and indexed in a temporary SQLite database
+    that is deleted on exit, with the map from chunk ids back to passage ids. Searching it
+    many times costs one embedding of the corpus (the fusion grid in ``bench/``)."""
     report = progress if progress is not None else (lambda _done, _total: None)
     passages = chunk_passages(dataset, embedder.tokenizer)
     document_of = {f"{p.document_id}.{c.ordinal}": p.beir_id for p in passages for c in p.chunks}
@@ -191,7 +184,28 @@ def run_evaluation(
         try:
             index = open_index(db)
             _index_passages(index, passages, embedder, report)
-            runs = retrieval_runs(index, dataset, embedder, weights, document_of)
+            yield index, document_of
         finally:
             db.close()
+
+
+def run_evaluation(
+    folder: str | Path,
+    embedder: Embedder,
+    weights: Weights | None = None,
+    *,
+    progress: Progress | None = None,
+    split: str = "test",
+) -> EvalReport:
+    """Load the BEIR set in ``folder`` (judgements from ``qrels/<split>.tsv``), index it in
+    a temporary SQLite database with ``embedder``, run the three retrievers on its judged
+    queries and score them, hybrid compared with each of the others. ``weights`` default
+    to the index's own (``Weights()``); ``progress`` is told ``(done, total)`` chunks as
+    they are embedded."""
+    weights = weights if weights is not None else Weights()
+    # the index's own check, before minutes of embedding rather than at the first search
+    access.check_search([COLLECTION], "", True, DEPTH, weights)
+    dataset = load_beir(folder, split)
+    with indexed_set(dataset, embedder, progress) as (index, document_of):
+        runs = retrieval_runs(index, dataset, embedder, weights, document_of)
     return evaluate(dataset, runs, HYBRID_COMPARISONS)

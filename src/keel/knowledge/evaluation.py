@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ MEASURES = (
     ("recall_at_100", f"recall@{RECALL_AT}"),
     ("mrr_at_10", f"MRR@{MRR_AT}"),
 )
+SPLIT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a file name under qrels/, never a path
 RESAMPLES = 10_000
 CONFIDENCE = 0.95
 SEED = 0
@@ -132,8 +134,16 @@ def _qrels(
 
 
 def load_beir(folder: str | Path, split: str = "test") -> Dataset:
-    """Read a BEIR folder; every malformed line is refused with its file and line number.
-    A query without a relevant judgement cannot be scored: it is listed in ``unjudged``."""
+    """Read a BEIR folder, with the judgements of ``qrels/<split>.tsv`` (BEIR's splits are
+    ``train``, ``dev`` and ``test``); every malformed line is refused with its file and line
+    number. A query without a relevant judgement cannot be scored: it is listed in
+    ``unjudged``."""
+    if not isinstance(split, str) or not SPLIT_NAME.fullmatch(split):
+        raise InputError(
+            f"split {split!r} is not a name: use letters, digits, '-' or '_', such as "
+            "'test' or 'dev' (it names the file qrels/<split>.tsv)",
+            {"split": str(split)},
+        )
     root = Path(folder)
     corpus: dict[str, Passage] = {}
     path = root / "corpus.jsonl"
