@@ -104,7 +104,7 @@ def test_the_index_search_fuses_by_the_method(backend: str, method: Fusion, tmp_
             for name, body in texts.items():
                 index.add_version(
                     conn, "mini", name, "v1", "policies", READER, Validity(),
-                    [chunk(f"{name}-0", body)],
+                    [chunk(f"{name}-0", body)], at=0.0,
                 )  # fmt: skip
         query = "credit limit history"
         weights = Weights(keyword=0.5, vector=0.5, method=method)

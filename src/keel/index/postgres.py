@@ -66,14 +66,19 @@ class PostgresIndex(ChunkIndex):
     ) -> list[Scored]:
         if not self._has_vectors(conn):
             return []
+        # A join on the permitted ids, not ``IN``: each id occurs once, and the planner
+        # then skips de-duplicating them (a hash aggregate that took about a tenth of
+        # the query at 10,000 permitted chunks).
         sql = (
-            "SELECT v.seq, -(v.embedding <#> CAST(:q AS vector)) AS s FROM index_vectors v "  # noqa: S608 - our constant SQL; values are bound
-            "WHERE v.seq IN (" + access.PERMITTED_SEQS + ") "
+            "SELECT v.seq, -(v.embedding <#> CAST(:q AS vector)) AS s "
+            "FROM (" + access.PERMITTED_SEQS + ") p JOIN index_vectors v ON v.seq = p.seq "
             "ORDER BY v.embedding <#> CAST(:q AS vector), v.seq LIMIT :depth"
         )
         rows = conn.execute(
             access.permitted_query(sql), {**params, "q": literal(vector), "depth": depth}
         ).all()
+        if len({r[0] for r in rows}) < len(rows):  # the join relies on unique permitted ids
+            raise StoreError("the permitted filter selected a chunk twice", {"query": "vector"})
         return [Scored(int(r[0]), float(r[1])) for r in rows]
 
     def _index_chunks(self, conn: Connection, rows: list[tuple[int, str, bytes]]) -> None:
