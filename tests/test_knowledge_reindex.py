@@ -9,6 +9,7 @@ started, so that documents can be changed while it runs.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -19,7 +20,9 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 from sqlalchemy import text
+from typer.testing import CliRunner
 
+from keel.cli import app
 from keel.embeddings.spaces import Embedder, EmbeddingSpace
 from keel.embeddings.tokens import TokenCounter
 from keel.engine import Engine
@@ -236,3 +239,26 @@ def test_a_reindex_is_refused_without_the_permission_or_to_the_same_space(
         knowledge.reindex(OWNER, "hr", NARROW)
     gate.open.set()
     assert knowledge.reindex_wait(OWNER, "hr", timeout=60).state == "completed"
+
+
+def test_the_cli_reindexes_waits_and_reports(project: Path) -> None:
+    with opened("sqlite", project) as (_, knowledge, _audit):
+        knowledge.create_collection(
+            OWNER, "hr", owner="Olga", classification="internal", default_access=["role:reader"]
+        )
+        knowledge.ingest(CURATOR, "hr", "leave.txt", DOCS["leave.txt"])
+    where = ["--project", str(project)]
+    assert json.loads(cli(["reindex-status", "hr", *where], 0))["state"] == "none"
+    cli(["reindex", "hr", "--embedder", "{kind", *where], 2)
+    done = json.loads(cli(["reindex", "hr", "--embedder", json.dumps(NARROW), *where], 0))
+    assert (done["state"], done["done"], done["total"]) == ("completed", 1, 1)
+    assert done["to_space"].endswith(":128")
+    status = json.loads(cli(["reindex-status", "hr", *where], 0))
+    assert status == done
+    cli(["reindex", "hr", "--embedder", json.dumps(NARROW), *where], 2)  # already there
+
+
+def cli(args: list[str], code: int) -> str:
+    result = CliRunner().invoke(app, ["knowledge", *args])
+    assert result.exit_code == code, result.output
+    return result.stdout
