@@ -262,3 +262,56 @@ def cli(args: list[str], code: int) -> str:
     result = CliRunner().invoke(app, ["knowledge", *args])
     assert result.exit_code == code, result.output
     return result.stdout
+
+
+def test_an_ingest_prepared_for_the_old_space_is_prepared_again_after_the_switch(
+    setup: Setup,
+) -> None:
+    engine, knowledge, gate, _ = setup
+    gate.open.set()  # the re-index of ``knowledge`` runs freely
+    held = Gated(shared_embedder({"kind": "onnx-int8"}))  # this process's ingest waits
+    slow = Knowledge(
+        engine.ctx, embedder_for=lambda spec: held if spec != NARROW else shared_embedder(spec)
+    )
+    done: list[object] = []
+    ingest = threading.Thread(
+        target=lambda: done.append(
+            slow.ingest(CURATOR, "hr", "late.txt", b"Late\n\nParking permits renew in May.\n")
+        )
+    )
+    ingest.start()
+    assert held.entered.wait(30)  # chunked and embedding for the old space
+    knowledge.reindex(OWNER, "hr", NARROW)
+    assert knowledge.reindex_wait(OWNER, "hr", timeout=120).state == "completed"
+    held.open.set()
+    ingest.join(60)
+    assert len(done) == 1
+    hits = knowledge.search(ALICE, "hr", "parking permits", k=20).hits
+    late = [h for h in hits if h.source_uri == "late.txt"]
+    assert late and {chunk_spaces(engine)[h.chunk_id] for h in late} == {gate.space.id}
+
+
+def test_a_search_that_ran_in_the_old_space_during_the_switch_runs_again_in_the_new(
+    setup: Setup,
+) -> None:
+    engine, knowledge, gate, _ = setup
+    gate.open.set()
+    held = Gated(shared_embedder({"kind": "onnx-int8"}))  # this process's query waits
+    slow = Knowledge(
+        engine.ctx, embedder_for=lambda spec: held if spec != NARROW else shared_embedder(spec)
+    )
+    found: list[SearchResult] = []
+    search = threading.Thread(
+        target=lambda: found.append(slow.search(ALICE, "hr", "annual leave", k=3))
+    )
+    search.start()
+    assert held.entered.wait(30)  # it read the collection in the old space
+    knowledge.reindex(OWNER, "hr", NARROW)
+    assert knowledge.reindex_wait(OWNER, "hr", timeout=120).state == "completed"
+    held.open.set()
+    search.join(60)
+    assert len(found) == 1
+    result = found[0]
+    assert result.space_id == gate.space.id and len(result.hits) == 3
+    assert result.dropped == 0  # what the switch deleted is not a re-check drop
+    assert {chunk_spaces(engine)[h.chunk_id] for h in result.hits} == {gate.space.id}
