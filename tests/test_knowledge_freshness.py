@@ -59,7 +59,7 @@ def test_a_collection_not_synced_in_time_alarms_until_it_is_synced(
             entry = conn.execute(
                 select(ledger.c.flow, ledger.c.record).where(ledger.c.kind == "alarm_raised")
             ).one()
-        assert entry.flow is None
+        assert entry.flow == "collection:hr"
         assert json.loads(entry.record)["body"]["evidence"]["collection"] == "hr"
 
         knowledge.sync(CURATOR, "hr")
@@ -75,6 +75,8 @@ def test_a_collection_not_synced_in_time_alarms_until_it_is_synced(
         # still stale: the next check raises it again (the limit is the truth)
         assert [a.kind for a in monitoring.check_freshness()] == ["alarm_raised"]
         firing_id = monitoring.alarms(CURATOR, state="firing")[0].id
+        report = engine.verify(deep=True)  # the alarms table agrees with the ledger
+        assert report.ok, (report.problem, report.deep and report.deep.mismatch)
     if backend == "sqlite":
         shown = runner.invoke(app, ["alarms", "list", "--project", str(project)])
         assert shown.exit_code == 0, shown.output

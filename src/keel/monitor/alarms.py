@@ -248,7 +248,7 @@ def _resolve_in(
         alarm=alarm.id, monitor=alarm.monitor, by=by, reason=reason,
         opened_at=alarm.opened_at, runs=alarm.runs, by_person=by_person,
     )  # fmt: skip
-    append_in(conn, [pending(resolved_event, ledger_flow(alarm), gate.now)], gate)
+    append_in(conn, [pending(resolved_event, alarm.flow, gate.now)], gate)
     resolved = replace(alarm, state=RESOLVED, resolved_at=now, resolved_by=by,
                        resolve_reason=reason)  # fmt: skip
     return Notice("alarm_resolved", resolved)
@@ -367,11 +367,6 @@ def collection_of(alarm: Alarm) -> str | None:
     return str(alarm.evidence["collection"])
 
 
-def ledger_flow(alarm: Alarm) -> str | None:
-    """The flow a ledger entry about the alarm names (none for a collection's)."""
-    return None if alarm.flow.startswith(COLLECTION_SUBJECT) else alarm.flow
-
-
 def freshness_firing_in(conn: Connection) -> dict[str, Alarm]:
     """The firing freshness alarm of every collection that has one, by collection."""
     rows = conn.execute(
@@ -417,5 +412,7 @@ def _raise_freshness_in(
         alarm=alarm.id, monitor=FRESHNESS, severity=alarm.severity, summary=alarm.summary,
         evidence=alarm.evidence, actions=alarm.actions,
     )  # fmt: skip
-    append_in(conn, [pending(raised, None, gate.now, record_id)], gate)
+    # the ledger entry names the subject where a flow's names the flow: deep verification
+    # rebuilds the alarms table from it
+    append_in(conn, [pending(raised, alarm.flow, gate.now, record_id)], gate)
     return Notice("alarm_raised", alarm)
