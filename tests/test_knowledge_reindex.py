@@ -181,6 +181,7 @@ def test_a_reindex_under_live_queries_never_mixes_spaces_and_never_gaps(setup: S
     assert done["versions"] == finished.done > 0
     switch = body(engine, coll.record_id)
     assert switch["changed"] == ["embedder", "space_id"]
+    assert engine.verify(deep=True).ok
 
 
 def test_a_failed_reindex_is_recorded_and_leaves_the_old_space_serving(setup: Setup) -> None:
