@@ -71,6 +71,7 @@ class ScheduledWork:
     monitor_runs: list[MonitorRun]  # scheduled runs made
     integrity_alarms: list[RunAlarm]  # raised for flows held for integrity, or resolved
     deliveries: list[Delivery]  # outbox deliveries tried (first tries of new ones included)
+    freshness_alarms: list[RunAlarm]  # raised for collections not synced in time, or resolved
 
 
 class Engine:
@@ -142,9 +143,9 @@ class Engine:
 
     def run_scheduled(self) -> ScheduledWork:
         """The work a server does on its timers, done once now: review deadline breaches,
-        canary bounds, integrity alarms, monitor runs whose period is due, and outbox
-        deliveries whose try is due (for an application that embeds the engine, or a cron
-        job)."""
+        canary bounds, integrity alarms, monitor runs whose period is due, outbox
+        deliveries whose try is due, and knowledge collections' freshness (for an
+        application that embeds the engine, or a cron job)."""
         monitored = any(rt.flow.monitoring.every_s for rt in self.flows.values())
         return ScheduledWork(
             review_breaches=self.reviews.sweep(),
@@ -152,6 +153,7 @@ class Engine:
             monitor_runs=self.monitoring.run_due() if monitored else [],
             integrity_alarms=self.monitoring.check_integrity(),
             deliveries=self.deliveries.dispatch_due(),
+            freshness_alarms=self.monitoring.check_freshness(),
         )
 
     # ---- what the context holds ----------------------------------------------------------

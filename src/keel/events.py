@@ -563,6 +563,55 @@ class FolderSynced:
 
 
 @dataclass(frozen=True)
+class ReindexStarted:
+    """A collection's re-index into another embedding space began: the space it is
+    served from meanwhile, the space it moves to, that space's embedder, and how many
+    indexed versions (live and superseded) it holds in the old space."""
+
+    KIND: ClassVar[str] = "knowledge_reindex_started"
+    VERSION: ClassVar[int] = 1
+    collection: str
+    from_space: str
+    to_space: str
+    embedder: Json
+    versions: int
+    by: Json
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReindexCompleted:
+    """A re-index finished: in the same transaction the collection switched to
+    ``to_space`` (a ``knowledge_collection_changed`` entry) and its chunks in
+    ``from_space`` were deleted. ``started`` is the ``knowledge_reindex_started`` entry."""
+
+    KIND: ClassVar[str] = "knowledge_reindex_completed"
+    VERSION: ClassVar[int] = 1
+    collection: str
+    started: str
+    from_space: str
+    to_space: str
+    versions: int  # versions embedded into the new space by this run
+    chunks: int
+    dropped_chunks: int  # the collection's chunks deleted from the old space
+
+
+@dataclass(frozen=True)
+class ReindexFailed:
+    """A re-index stopped before its switch; the collection is still served from
+    ``from_space``, and the chunks it had written in ``to_space`` were deleted."""
+
+    KIND: ClassVar[str] = "knowledge_reindex_failed"
+    VERSION: ClassVar[int] = 1
+    collection: str
+    started: str
+    from_space: str
+    to_space: str
+    error: str
+    removed_chunks: int
+
+
+@dataclass(frozen=True)
 class KnowledgeSearched:
     """A search of a collection: who asked, the SHA-256 of the query text (never the text),
     and the chunks returned with their versions; ``dropped`` counts hits the re-check
@@ -612,6 +661,9 @@ Event = (
     | PersonAccessRevoked
     | VersionsPurged
     | FolderSynced
+    | ReindexStarted
+    | ReindexCompleted
+    | ReindexFailed
     | KnowledgeSearched
 )
 
@@ -648,6 +700,9 @@ CATALOGUE: tuple[type[Any], ...] = (
     PersonAccessRevoked,
     VersionsPurged,
     FolderSynced,
+    ReindexStarted,
+    ReindexCompleted,
+    ReindexFailed,
     KnowledgeSearched,
 )
 BY_KIND: dict[str, type[Any]] = {cls.KIND: cls for cls in CATALOGUE}

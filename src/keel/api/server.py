@@ -47,6 +47,8 @@ def scheduled(engine: Engine) -> list[Coroutine[Any, Any, None]]:
       a side effect of reading a flow);
     - integrity alarms, every ``CHECK_S``: raised for a flow held because its stored rows
       disagree with the ledger, resolved once they verify again;
+    - freshness alarms, every ``monitors.check_s``: raised for a knowledge collection whose source
+      folder was not synced within its ``sync_limit_s``, resolved after a sync;
     - monitor runs whose period is due, every ``monitors.check_s`` (only if a flow has a
       ``monitoring.every``);
     - outbox deliveries (alarm notices, retraining requests) whose try is due, every
@@ -60,6 +62,8 @@ def scheduled(engine: Engine) -> list[Coroutine[Any, Any, None]]:
               metrics.rollout_check_failures.inc, "canary bound check"),
         every(CHECK_S, engine.monitoring.check_integrity,
               metrics.integrity_check_failures.inc, "integrity check"),
+        every(engine.settings.monitor_check_s, engine.monitoring.check_freshness,
+              metrics.monitor_runs.labels("knowledge", "failed").inc, "freshness check"),
         every(engine.settings.deliveries.check_s, engine.deliveries.dispatch_due,
               metrics.delivery_dispatch_failures.inc, "delivery dispatch"),
     ]  # fmt: skip

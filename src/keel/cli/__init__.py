@@ -21,6 +21,7 @@ from keel.cli import (
     flow,
     keys,
     knowledge,
+    knowledge_reindex,  # noqa: F401 - adds reindex and reindex-status to the knowledge group
     ledger,
     models,
     monitor,

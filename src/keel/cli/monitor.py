@@ -154,16 +154,20 @@ def _plain(value: float | None) -> str:
 @app.command("run-due")
 def monitor_run_due(project: ProjectOpt = Path(".")) -> None:
     """Run every flow whose monitoring schedule (monitoring.every) has a period not yet
-    run — what a server does by itself; for a cron job where no server runs.
+    run, and check that knowledge collections were synced within their limit — what a
+    server does by itself; for a cron job where no server runs.
 
     Example: keel monitor run-due
     """
     with _engine(project) as engine:
         runs = engine.monitoring.run_due()
+        freshness = engine.monitoring.check_freshness()
     for run in runs:
         typer.echo(f"{run.flow}: {run.id} {run.state}"
                    + (f" — breaches: {', '.join(run.breaches)}" if run.breaches else "")
                    + (f" — {run.note}" if run.note else ""))  # fmt: skip
+    for alarm in freshness:
+        typer.echo(f"{alarm.kind}: {alarm.id} {alarm.summary}")
     if not runs:
         typer.echo("no scheduled run was due", err=True)
 

@@ -1,6 +1,7 @@
 """Build an embedder from a small mapping, as a collection's settings name it.
 
     {"kind": "onnx-int8"}                                    # the default
+    {"kind": "onnx-int8", "max_tokens": 128}                 # smaller chunks: another space
     {"kind": "torch"}                                        # needs keel[embeddings-torch]
     {"kind": "openai", "url": "http://gpu-1:8000", "model": "bge-small",
      "dimension": 384, "weights_sha256": "…", "timeout_s": 30}
@@ -28,7 +29,7 @@ from keel.errors import ConfigError
 KINDS = ("onnx-int8", "torch", "openai")
 DEFAULT = {"kind": "onnx-int8"}
 _KEYS = {
-    "onnx-int8": {"kind"},
+    "onnx-int8": {"kind", "max_tokens"},
     "torch": {"kind"},
     "openai": {"kind", "url", "model", "dimension", "weights_sha256", "timeout_s"},
 }
@@ -64,6 +65,8 @@ def embedder_for(config: Mapping[str, Any]) -> Embedder:
             {"kind": kind, "unknown": unknown, "missing": missing},
         )
     if kind == "onnx-int8":
+        if "max_tokens" in config:
+            return OnnxEmbedder(tokenizer=HuggingFaceTokenizer(max_tokens=config["max_tokens"]))
         return OnnxEmbedder()
     if kind == "torch":
         from keel.embeddings.torch import SentenceTransformerEmbedder  # noqa: PLC0415 - pulls torch only when asked for

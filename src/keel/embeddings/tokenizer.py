@@ -58,12 +58,26 @@ class HuggingFaceTokenizer:
 
     The model reads ``max_seq_length`` tokens (256, from ``sentence_bert_config.json``)
     including ``[CLS]`` and ``[SEP]``, so ``max_tokens`` is 254 tokens of text.
+    ``max_tokens`` may make that fewer: chunks are then cut smaller and the model reads no
+    more of a text, which makes another embedding space.
     """
 
-    def __init__(self, folder: Path | None = None) -> None:
+    def __init__(self, folder: Path | None = None, max_tokens: int | None = None) -> None:
         folder = folder if folder is not None else model_dir()
         config = json.loads((folder / "sentence_bert_config.json").read_text(encoding="utf-8"))
         self.max_length = int(config["max_seq_length"])
+        if max_tokens is not None:
+            if (
+                isinstance(max_tokens, bool)
+                or not isinstance(max_tokens, int)
+                or not 16 <= max_tokens <= self.max_length - SPECIAL_TOKENS
+            ):
+                raise ConfigError(
+                    f"max_tokens must be a whole number from 16 to "
+                    f"{self.max_length - SPECIAL_TOKENS}, not {max_tokens!r}",
+                    {"max_tokens": str(max_tokens)[:40]},
+                )
+            self.max_length = max_tokens + SPECIAL_TOKENS
         self.max_tokens = self.max_length - SPECIAL_TOKENS
         # The shipped tokenizer.json truncates and pads to 128: counting must see every
         # token, and the model input is truncated to max_length as sentence-transformers does.

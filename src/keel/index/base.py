@@ -233,12 +233,101 @@ class ChunkIndex(ABC):
         self._replace_access(conn, document_id, checked)
         self._bump(conn, self._spaces_of(conn, "document_id = :d", {"d": document_id}))
 
-    def drop_space(self, conn: Connection, space_id: str) -> int:
-        """Delete every chunk of an embedding space (after a re-index moved away from it)."""
+    def drop_space(self, conn: Connection, space_id: str, collection: str | None = None) -> int:
+        """Delete every chunk of an embedding space (after a re-index moved away from it),
+        or with ``collection`` only that collection's chunks in it: spaces are shared by
+        the collections that use the same embedder, and the others keep theirs."""
         access.check_id(space_id, "space_id")
+        if collection is not None:
+            access.check_id(collection, "collection")
+            return self._delete_chunks(
+                conn,
+                "space_id = :s AND document_id IN "
+                "(SELECT document_id FROM index_versions WHERE collection = :c)",
+                {"s": space_id, "c": collection},
+            )
         removed = self._delete_chunks(conn, "space_id = :s", {"s": space_id})
         conn.execute(text("DELETE FROM index_spaces WHERE space_id = :s"), {"s": space_id})
         return removed
+
+    # -- re-index: copying a collection's versions into another space --
+
+    def versions_in(self, conn: Connection, collection: str, space_id: str) -> int:
+        """How many of the collection's versions (live and superseded) have chunks in
+        ``space_id``."""
+        return int(
+            conn.execute(
+                text(
+                    "SELECT COUNT(*) FROM index_versions v WHERE v.collection = :c AND EXISTS "
+                    "(SELECT 1 FROM index_chunks k WHERE k.document_id = v.document_id "
+                    "AND k.version = v.version AND k.space_id = :s)"
+                ),
+                {"c": collection, "s": space_id},
+            ).scalar_one()
+        )
+
+    def missing_versions(
+        self, conn: Connection, collection: str, from_space: str, to_space: str, limit: int
+    ) -> list[tuple[str, str]]:
+        """Up to ``limit`` (document id, version) pairs of the collection that have chunks
+        in ``from_space`` and none in ``to_space``: what a re-index has still to copy."""
+        rows = conn.execute(
+            text(
+                "SELECT v.document_id, v.version FROM index_versions v "
+                "WHERE v.collection = :c "
+                "AND EXISTS (SELECT 1 FROM index_chunks k WHERE k.document_id = v.document_id "
+                "AND k.version = v.version AND k.space_id = :f) "
+                "AND NOT EXISTS (SELECT 1 FROM index_chunks k WHERE k.document_id = "
+                "v.document_id AND k.version = v.version AND k.space_id = :t) "
+                "ORDER BY v.document_id, v.version LIMIT :n"
+            ),
+            {"c": collection, "f": from_space, "t": to_space, "n": limit},
+        ).all()
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    def version_chunks(
+        self, conn: Connection, document_id: str, version: str, space_id: str
+    ) -> list[IndexedChunk]:
+        """The chunks of a version in ``space_id``, in order, with their vectors there."""
+        rows = conn.execute(
+            text(
+                "SELECT chunk_id, ordinal, text, start_char, end_char, page, vector "
+                "FROM index_chunks WHERE document_id = :d AND version = :v AND space_id = :s "
+                "ORDER BY ordinal"
+            ),
+            {"d": document_id, "v": version, "s": space_id},
+        ).all()
+        return [
+            IndexedChunk(
+                str(r[0]), int(r[1]), str(r[2]), int(r[3]), int(r[4]),
+                None if r[5] is None else int(r[5]),
+                np.frombuffer(r[6], dtype="<f4").astype(np.float32),
+            )
+            for r in rows
+        ]  # fmt: skip
+
+    def version_terms(
+        self, conn: Connection, document_id: str, version: str
+    ) -> tuple[frozenset[str], Validity] | None:
+        """The document's current access list and the version's validity (``None`` when
+        the index no longer holds the version): what a copy into another space keeps."""
+        period = conn.execute(
+            text(
+                "SELECT valid_from, valid_until FROM index_versions "
+                "WHERE document_id = :d AND version = :v"
+            ),
+            {"d": document_id, "v": version},
+        ).first()
+        if period is None:
+            return None
+        keys = conn.execute(
+            text("SELECT key FROM index_access WHERE document_id = :d"), {"d": document_id}
+        ).scalars()
+        validity = Validity(
+            None if period[0] is None else float(period[0]),
+            None if period[1] is None else float(period[1]),
+        )
+        return frozenset(str(k) for k in keys), validity
 
     def generation(self, space_id: str) -> int | None:
         """The space's write generation (``None``: nothing was ever indexed in it)."""

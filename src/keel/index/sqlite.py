@@ -326,8 +326,8 @@ class SqliteIndex(ChunkIndex):
         # weakly, so that no thread keeps a replaced matrix alive.
         self._last = threading.local()
 
-    def drop_space(self, conn: Connection, space_id: str) -> int:
-        removed = super().drop_space(conn, space_id)
+    def drop_space(self, conn: Connection, space_id: str, collection: str | None = None) -> int:
+        removed = super().drop_space(conn, space_id, collection)
         self.cache.forget(space_id)  # frees the memory; another process's cache refreshes
         return removed
 

@@ -46,6 +46,11 @@ from keel.ledger.writer import WindowGate, append_in
 from keel.security.roles import Actor
 
 
+class SpaceMoved(ConflictError):
+    """The collection switched embedding space between an ingest's preparation and its
+    write (a re-index completed): the chunks must be cut and embedded for the new space."""
+
+
 class Ingester:
     """Writes new document versions and syncs folders, for the knowledge service."""
 
@@ -75,6 +80,26 @@ class Ingester:
         when its hash is the live version's. Chunking and embedding happen here, before
         the write transaction; the transaction holds the superseded version's mark, the
         index rows, the document and version rows and the ledger entry."""
+        try:
+            return self._version(actor, coll, doc_id, source_uri, extracted, wanted, reason)
+        except SpaceMoved:
+            # a re-index switched the collection's space after the chunks were prepared
+            # for the old one: prepare them again for the new space (once; a second switch
+            # this quick reaches the caller as a conflict)
+            with self._ctx.db.read() as conn:
+                moved = colls.load(conn, coll.name)
+            return self._version(actor, moved, doc_id, source_uri, extracted, wanted, reason)
+
+    def _version(
+        self,
+        actor: Actor,
+        coll: Collection,
+        doc_id: str,
+        source_uri: str,
+        extracted: Extracted,
+        wanted: Requested,
+        reason: str,
+    ) -> IngestResult:
         with self._ctx.db.read() as conn:
             before = existing(conn, coll.name, doc_id)
         if before is not None and before.state == "live" and before.version == extracted.version:
@@ -89,6 +114,13 @@ class Ingester:
 
         def work(conn: Connection, gate: WindowGate) -> IngestResult:
             stored = colls.load(conn, coll.name)
+            if stored.settings.space_id != coll.settings.space_id:
+                raise SpaceMoved(
+                    f"collection '{coll.name}' moved to embedding space "
+                    f"{stored.settings.space_id} while document {doc_id} was prepared; "
+                    "ingest it again",
+                    {"collection": coll.name, "document_id": doc_id},
+                )
             now_row = existing(conn, coll.name, doc_id)
             if (now_row.revision if now_row else 0) != revision - 1:
                 raise ConflictError(

@@ -146,10 +146,12 @@ class SearchHit:
 @dataclass(frozen=True)
 class SearchResult:
     """The hits of one search, best first, and the ledger entry that recorded it.
-    ``dropped`` counts hits removed by the re-check (logged as security events)."""
+    ``dropped`` counts hits removed by the re-check (logged as security events);
+    ``space_id`` is the embedding space every hit was found in (one per search)."""
 
     collection: str
     query_sha256: str
     hits: list[SearchHit]
     dropped: int
     record_id: str
+    space_id: str = ""

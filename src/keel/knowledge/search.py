@@ -23,18 +23,20 @@ from sqlalchemy import select
 
 from keel.context import Context
 from keel.embeddings.spaces import Embedder
-from keel.errors import InputError
+from keel.errors import ConflictError, InputError
 from keel.events import KnowledgeSearched, pending
 from keel.index.access import MAX_K, MAX_QUERY_CHARS, check_instant
 from keel.index.base import ChunkIndex
 from keel.index.records import Hit
+from keel.knowledge import collections as colls
 from keel.knowledge.collections import Collection
 from keel.knowledge.records import SearchHit, SearchResult
-from keel.knowledge.tables import knowledge_documents
+from keel.knowledge.tables import knowledge_collections, knowledge_documents
 from keel.security.audit import AuditLog
 from keel.security.roles import Principal
 
 security_log = logging.getLogger("keel.security")
+_MAX_SPACE_TRIES = 3
 
 
 class Searcher:
@@ -61,20 +63,35 @@ class Searcher:
             as_of = check_instant(as_of, "as_of")
         now = self._ctx.clock()
         at = now if as_of is None else as_of
-        vector = self._embedder(coll.settings.embedder).embed([query])[0]
         permitted = principal.access_keys(coll.name)
-        hits = self._index.search(
-            coll.settings.space_id,
-            [coll.name],
-            query,
-            vector,
-            permitted,
-            k,
-            at,
-            coll.settings.weights,
-            as_of=as_of,
-        )
-        kept, dropped = self._index.recheck(hits, permitted, at, as_of=as_of)
+        # A re-index switches the collection's space and deletes its chunks in the old one
+        # in one transaction. A search reads one space only; one that ran in the old space
+        # while the switch committed runs again in the new, so it neither mixes spaces nor
+        # comes back empty (and what the switch deleted is not reported as a re-check drop).
+        for _ in range(_MAX_SPACE_TRIES):
+            vector = self._embedder(coll.settings.embedder).embed([query])[0]
+            hits = self._index.search(
+                coll.settings.space_id,
+                [coll.name],
+                query,
+                vector,
+                permitted,
+                k,
+                at,
+                coll.settings.weights,
+                as_of=as_of,
+            )
+            kept, dropped = self._index.recheck(hits, permitted, at, as_of=as_of)
+            moved = self._moved(coll)
+            if moved is None:
+                break
+            coll = moved
+        else:
+            raise ConflictError(
+                f"collection '{coll.name}' changed embedding space {_MAX_SPACE_TRIES} times "
+                "while searching it; search again",
+                {"collection": coll.name},
+            )
         if dropped:
             self._report_drops(principal, coll.name, dropped)
         digest = hashlib.sha256(query.encode("utf-8")).hexdigest()
@@ -98,7 +115,22 @@ class Searcher:
             [_hit(i, h, sources.get(h.document_id, h.document_id)) for i, h in enumerate(kept, 1)],
             len(dropped),
             entry.record_id,
+            coll.settings.space_id,
         )
+
+    def _moved(self, coll: Collection) -> Collection | None:
+        """The collection as it is now if it moved to another space since ``coll`` was
+        read, else ``None``."""
+        with self._ctx.db.read() as conn:
+            record_id = conn.execute(
+                select(knowledge_collections.c.record_id).where(
+                    knowledge_collections.c.name == coll.name
+                )
+            ).scalar()
+            if record_id is None or record_id == coll.record_id:
+                return None
+            current = colls.load(conn, coll.name)
+        return None if current.settings.space_id == coll.settings.space_id else current
 
     def _report_drops(self, principal: Principal, collection: str, dropped: list[Hit]) -> None:
         self._ctx.metrics.knowledge_recheck_drops.labels(collection).inc(len(dropped))

@@ -71,6 +71,7 @@ from keel.knowledge.records import (
     VersionRecord,
     Withdrawal,
 )
+from keel.knowledge.reindex import BATCH_CHUNKS, Reindexer, ReindexStatus
 from keel.knowledge.revocation import Revocations
 from keel.knowledge.search import Searcher
 from keel.knowledge.tables import knowledge_collections, knowledge_documents, knowledge_versions
@@ -101,6 +102,7 @@ class Knowledge:
         index: ChunkIndex | None = None,
         audit: AuditLog | None = None,
         embedder_for: EmbedderFactory = registry.embedder_for,
+        reindex_batch_chunks: int = BATCH_CHUNKS,
     ) -> None:
         self._ctx = ctx
         self.index = index or open_index(ctx.db)
@@ -110,6 +112,7 @@ class Knowledge:
         self._searcher = Searcher(ctx, self.index, audit, self.embedder)
         self._revocations = Revocations(ctx, self.index)
         self._ingester = Ingester(ctx, self.index, self.embedder, self._revocations)
+        self._reindexer = Reindexer(ctx, self.index, self.embedder, reindex_batch_chunks)
 
     # ---- collections ---------------------------------------------------------------------
 
@@ -193,8 +196,8 @@ class Knowledge:
     ) -> Collection:
         """Change a collection's settings (``manage_collection`` on it); what is not given
         stays. A new default access list reaches every document that inherits it in the
-        same transaction. A new embedding space is refused: moving a collection to another
-        space is a re-index, which this version of Keel does not run yet."""
+        same transaction. An embedder of another space is refused: moving a collection to
+        another space is a re-index (``reindex``), which runs in the background."""
         actor = principal.acting(Permission.MANAGE_COLLECTION, collection=name)
         current = self.collection(principal, name, permission=Permission.MANAGE_COLLECTION)
         old = current.settings
@@ -513,6 +516,43 @@ class Knowledge:
         coll = self.collection(principal, collection)
         return self._searcher.search(principal, coll, query, k, as_of)
 
+    # ---- re-index ----------------------------------------------------------------------
+
+    def reindex(
+        self,
+        principal: Principal,
+        collection: str,
+        embedder: Mapping[str, Any],
+        reason: str = "",
+    ) -> ReindexStatus:
+        """Move the collection to the embedding space of ``embedder`` (``manage_collection``
+        on it): recorded (``knowledge_reindex_started``), then run in a background thread
+        of this process (``keel.knowledge.reindex``). Searches are served from the old
+        space until the new one holds every version, then the collection switches in one
+        transaction. Returns the status as it starts; ``reindex_wait`` waits for the end.
+        """
+        actor = principal.acting(Permission.MANAGE_COLLECTION, collection=collection)
+        coll = self.collection(principal, collection, Permission.MANAGE_COLLECTION)
+        spec = dict(embedder)
+        space = self.embedder(spec).space.id
+        reason = check_reason(reason)
+        return self._guarded(
+            collection,
+            lambda: self._reindexer.start(coll, spec, space, actor_json(actor), reason),
+        )
+
+    def reindex_status(self, principal: Principal, collection: str) -> ReindexStatus:
+        """Where the collection's latest re-index stands (``manage_collection``)."""
+        self.collection(principal, collection, Permission.MANAGE_COLLECTION)
+        return self._reindexer.status(collection)
+
+    def reindex_wait(
+        self, principal: Principal, collection: str, timeout: float | None = None
+    ) -> ReindexStatus:
+        """Wait (at most ``timeout`` seconds) for the re-index this process runs."""
+        self.collection(principal, collection, Permission.MANAGE_COLLECTION)
+        return self._reindexer.wait(collection, timeout)
+
     # ---- inside ----------------------------------------------------------------------------
 
     def _same_space(
@@ -522,8 +562,7 @@ class Knowledge:
         if space != old.space_id:
             raise ConflictError(
                 f"collection '{name}': moving from embedding space {old.space_id} to {space} "
-                "is a re-index, which Keel does not run yet; create a new collection in the "
-                "new space and ingest the documents there",
+                "is a re-index; start one with Knowledge.reindex (keel knowledge reindex)",
                 {"collection": name, "space_id": old.space_id, "requested": space},
             )
         return spec

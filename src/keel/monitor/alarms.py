@@ -23,6 +23,7 @@ refuses while an alarm on the flow fires. Repeats never act again: with the cool
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -338,3 +339,80 @@ def _raise_integrity_in(conn: Connection, gate: WindowGate, flow: str, problem: 
     )  # fmt: skip
     append_in(conn, [pending(raised, flow, gate.now, record_id)], gate)
     return Notice("alarm_raised", alarm, False, alarm.actions)
+
+
+# ---- freshness: a knowledge collection's source folder not synced within its limit ------
+
+FRESHNESS = "freshness"  # the monitor name of a freshness alarm
+COLLECTION_SUBJECT = "collection:"  # an alarm's subject (``flow``) when it is a collection
+_SUBJECT_CHARS = 64  # the width of alarms.flow
+
+
+def collection_subject(name: str) -> str:
+    """The subject an alarm about a knowledge collection names in place of a flow,
+    ``collection:<name>``: no flow name has a colon, so the two never meet. The column
+    holds 64 characters: a longer name is cut and told apart by its hash (the alarm's
+    evidence names the collection in full)."""
+    subject = f"{COLLECTION_SUBJECT}{name}"
+    if len(subject) <= _SUBJECT_CHARS:
+        return subject
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
+    return f"{subject[: _SUBJECT_CHARS - 9]}~{digest}"
+
+
+def collection_of(alarm: Alarm) -> str | None:
+    """The knowledge collection an alarm is about, or ``None`` for a flow's alarm."""
+    if not alarm.flow.startswith(COLLECTION_SUBJECT):
+        return None
+    return str(alarm.evidence["collection"])
+
+
+def freshness_firing_in(conn: Connection) -> dict[str, Alarm]:
+    """The firing freshness alarm of every collection that has one, by collection."""
+    rows = conn.execute(
+        select(alarms).where(alarms.c.monitor == FRESHNESS, alarms.c.state == FIRING)
+    )
+    found = [alarm_row(r._mapping) for r in rows]
+    return {str(collection_of(a)): a for a in found}
+
+
+def settle_freshness_in(
+    conn: Connection, gate: WindowGate, stale: Mapping[str, dict[str, Any]]
+) -> list[Notice]:
+    """Raise a warning for each stale collection that has none firing, and resolve those
+    of collections synced within their limit again (or whose limit or folder is gone)."""
+    notices = []
+    firing = freshness_firing_in(conn)
+    for name in sorted(set(stale) - set(firing)):
+        notices.append(_raise_freshness_in(conn, gate, name, stale[name]))
+    for name in sorted(set(firing) - set(stale)):
+        why = "the source folder was synced within its limit"
+        notices.append(_resolve_in(conn, gate, firing[name], "keel", why))
+    return notices
+
+
+def _raise_freshness_in(
+    conn: Connection, gate: WindowGate, name: str, evidence: dict[str, Any]
+) -> Notice:
+    now = iso_time(gate.now)
+    record_id = new_id("evt", gate.now)
+    synced = evidence["last_synced_at"]
+    alarm = Alarm(
+        id=new_id("alm", gate.now), flow=collection_subject(name), monitor=FRESHNESS,
+        severity="warning", state=FIRING, opened_at=now, last_seen_at=now, notified_at=now,
+        runs=1, suppressed=0, clean_runs=0,
+        summary=f"collection '{name}': its source folder was "
+        + (f"last synced at {synced}" if synced else "never synced")
+        + f", more than {evidence['sync_limit_s']:g} s ago",
+        evidence=evidence, actions=[], resolved_at=None, resolved_by=None,
+        resolve_reason=None, record_id=record_id,
+    )  # fmt: skip
+    conn.execute(alarms.insert().values(**alarm.row()))
+    raised = AlarmRaised(
+        alarm=alarm.id, monitor=FRESHNESS, severity=alarm.severity, summary=alarm.summary,
+        evidence=alarm.evidence, actions=alarm.actions,
+    )  # fmt: skip
+    # the ledger entry names the subject where a flow's names the flow: deep verification
+    # rebuilds the alarms table from it
+    append_in(conn, [pending(raised, alarm.flow, gate.now, record_id)], gate)
+    return Notice("alarm_raised", alarm)

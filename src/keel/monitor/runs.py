@@ -26,10 +26,12 @@ from sqlalchemy.exc import IntegrityError
 from keel.context import Context
 from keel.errors import InputError, KeelError, NotFoundError
 from keel.flows.monitoring import DRIFT, RETRAIN_COMMAND, MonitoringSpec
+from keel.knowledge import collections as colls
 from keel.ledger.records import iso_time, new_id
 from keel.ledger.writer import WindowGate
 from keel.monitor import alarms as alarm_life
 from keel.monitor import outbox
+from keel.monitor.freshness import stale_collections
 from keel.monitor.monitors import Limits, look_limits, run_monitor, window_tables
 from keel.monitor.performance import performance_evidence
 from keel.monitor.windows import Window
@@ -356,6 +358,27 @@ class Monitoring:
         self._deliveries.send_now(queued)
         return [RunAlarm.of(n) for n in notices]
 
+    def check_freshness(self) -> list[RunAlarm]:
+        """Raise a warning for every knowledge collection whose source folder was not
+        synced within its ``sync_limit_s`` (by the engine's clock), and resolve it once a
+        sync brings it within again (scheduled work; writes only when something changed).
+        The alarm's subject is ``collection:<name>``; it has no webhooks of a flow to
+        notify, so it is counted, logged, recorded in the ledger and listed."""
+        ctx = self._ctx
+        with ctx.db.read() as conn:
+            stale = stale_collections(conn, ctx.clock())
+            firing = alarm_life.freshness_firing_in(conn)
+        if set(firing) == set(stale):
+            return []
+
+        def work(conn: Connection, gate: WindowGate) -> list[alarm_life.Notice]:
+            return alarm_life.settle_freshness_in(conn, gate, stale_collections(conn, gate.now))
+
+        notices = ctx.writer.transact(work)
+        for notice in notices:
+            self._tell(notice.alarm.flow, [notice])
+        return [RunAlarm.of(n) for n in notices]
+
     def _finish(self, run: MonitorRun, state: str, note: str) -> MonitorRun:
         ctx = self._ctx
         done = replace(run, state=state, note=note, finished_at=iso_time(ctx.clock()))
@@ -413,12 +436,18 @@ class Monitoring:
             )
         if flow is not None:
             self.spec(flow)  # an unknown flow is named
-        flows = flows_for(principal, Permission.READ_FLOWS, flow, self._ctx.registry.flows)
+        subjects = flows_for(principal, Permission.READ_FLOWS, flow, self._ctx.registry.flows)
         query = select(alarms).order_by(alarms.c.opened_at.desc()).limit(limit)
-        query = query.where(alarms.c.flow.in_(flows))
         if state is not None:
             query = query.where(alarms.c.state == state)
         with self._ctx.db.read() as conn:
+            if flow is None:  # and the collections whose curators may see their alarms
+                subjects += [
+                    alarm_life.collection_subject(name)
+                    for name in colls.names(conn)
+                    if principal.can(Permission.CURATE_KNOWLEDGE, collection=name)
+                ]
+            query = query.where(alarms.c.flow.in_(subjects))
             return [alarm_life.alarm_row(r._mapping) for r in conn.execute(query)]
 
     def alarm(self, alarm_id: str, principal: Principal) -> alarm_life.Alarm:
@@ -429,14 +458,23 @@ class Monitoring:
         if found is None:
             raise NotFoundError(f"no alarm with id '{alarm_id}'", {"alarm_id": alarm_id})
         alarm = alarm_life.alarm_row(found._mapping)
-        visible_to(principal, Permission.READ_FLOWS, alarm.flow, "alarm", alarm_id)
+        collection = alarm_life.collection_of(alarm)
+        if collection is None:
+            visible_to(principal, Permission.READ_FLOWS, alarm.flow, "alarm", alarm_id)
+        elif not principal.can(Permission.CURATE_KNOWLEDGE, collection=collection):
+            raise NotFoundError(f"no alarm with id '{alarm_id}'", {"alarm_id": alarm_id})
         return alarm
 
     def resolve(self, alarm_id: str, principal: Principal, reason: str) -> alarm_life.Alarm:
         """Resolve a firing alarm by hand, with a reason (the flow's holds and autonomy
         stay as the governor left them)."""
-        flow = self.alarm(alarm_id, principal).flow
-        actor = principal.acting(Permission.CHANGE_AUTONOMY, flow)
+        found = self.alarm(alarm_id, principal)
+        flow, collection = found.flow, alarm_life.collection_of(found)
+        actor = (
+            principal.acting(Permission.CHANGE_AUTONOMY, flow)
+            if collection is None
+            else principal.acting(Permission.MANAGE_COLLECTION, collection=collection)
+        )
         reason = required_reason(reason, "resolving an alarm")
         runtime = self._ctx.registry.flows.get(flow)
         queued: list[str] = []
