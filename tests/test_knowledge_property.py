@@ -13,8 +13,9 @@ it never asks the service what a principal may read.
 Caches: the same searches run before and after each change, on two services that each
 have their own database connections (and, on SQLite, their own vector caches) on one
 store; one changes, both search. Concurrency: threads search while another thread
-revokes, and a hit that a revocation removed is a failure in every search whose re-check
-began after that revocation returned.
+withdraws, or takes every key from, the documents most of the searching principals read,
+and a hit that a revocation removed is a failure in every search whose re-check began
+after that revocation returned. (With the re-check switched off, this part fails.)
 
 The seed is printed and named in every failure: ``KEEL_PROPERTY_SEED=<seed>`` reruns it.
 """
@@ -332,26 +333,29 @@ class Run:
         )
         doc.live = True
 
-    def new_document(self, knowledge: Knowledge, n: int) -> None:
+    def new_document(
+        self, knowledge: Knowledge, n: int, wide: tuple[str, ...] | None = None
+    ) -> None:
         own = None if self.rng.random() < 0.3 else self.access_list()
+        if wide is not None:
+            own = tuple(sorted({*wide, *self.access_list()}))
         doc = Doc("", f"kb://doc{n}", f"mark{n:03d}q", own, self.validity())
         start, end = doc.validity
         access = INHERIT if own is None else own
         self.ingest(knowledge, doc, access=access, validity=Validity(start, end))
         self.model.docs[doc.document_id] = doc
 
-    def change(self, knowledge: Knowledge, *, narrowing_only: bool = False) -> str:
+    def change(self, knowledge: Knowledge) -> str:
         """One random revocation or change through ``knowledge``, mirrored in the model;
         returns what it did."""
         rng = self.rng
         model = self.model
         live = [d for d in model.docs.values() if d.live]
-        kinds = ["narrow", "withdraw_document", "withdraw_version", "revoke_person"]
-        if not narrowing_only:
-            kinds += ["widen", "reingest", "reingest", "default", "inherit", "superseded"]
-        kind = rng.choice(kinds)
-        if not narrowing_only:  # the concurrent phase keeps one instant: validity stays put
-            self.tick()
+        kind = rng.choice(
+            ("narrow", "withdraw_document", "withdraw_version", "revoke_person", "widen",
+             "reingest", "reingest", "default", "inherit", "superseded")
+        )  # fmt: skip
+        self.tick()
         doc = rng.choice(live) if live else None
         if kind in ("narrow", "widen", "inherit") and rng.random() < 0.3:
             # a withdrawn document keeps its list, and its superseded versions are still
@@ -417,6 +421,35 @@ class Run:
                 validity = Validity(*target.validity)
             self.ingest(knowledge, target, access=access, validity=validity)
             return f"reingest {target.document_id}"
+        return f"{kind} {doc.document_id}"
+
+    def revoke_widely(self, knowledge: Knowledge, pool: list[Principal]) -> str:
+        """Withdraw, or take every key from, the live document that most of ``pool`` may
+        read now, so that the revocation lands in the results of searches in flight."""
+        now = self.clock.now
+        readers = {
+            doc_id: sum(
+                any(d == doc_id for d, _ in self.model.readable(keys_of(who), now, None))
+                for who in pool
+            )
+            for doc_id, doc in self.model.docs.items()
+            if doc.live
+        }
+        if not readers:
+            return "nothing live"
+        doc = self.model.docs[max(sorted(readers), key=lambda d: readers[d])]
+        kind = self.rng.choice(("withdraw_document", "withdraw_version", "set_access"))
+        if kind == "withdraw_document":
+            knowledge.withdraw_document(OWNER, COLLECTION, doc.document_id)
+            for v in doc.versions:
+                v.withdrawn = True
+        elif kind == "withdraw_version":
+            knowledge.withdraw_version(OWNER, COLLECTION, doc.document_id, doc.versions[-1].version)
+            doc.versions[-1].withdrawn = True
+        else:
+            knowledge.set_access(OWNER, COLLECTION, doc.document_id, [])
+            doc.access = ()
+        doc.live = doc.live and kind == "set_access"
         return f"{kind} {doc.document_id}"
 
     # -- searches, checked against the model --
@@ -524,6 +557,8 @@ def _concurrent(run: Run) -> tuple[int, int]:
     withdraws (never widens, so a chunk once revoked stays revoked). Returns the searches
     checked and those in flight across a revocation."""
     pool = [(run.principal(), run.query()) for _ in range(40)]
+    for n in range(CONCURRENT_REVOCATIONS):  # documents that most of the pool may read
+        run.new_document(run.services[0][0], DOCUMENTS + n, wide=("role:reader",))
     states: list[tuple[float, Model]] = [(0.0, copy.deepcopy(run.model))]
     done: list[Done] = []
     errors: list[BaseException] = []
@@ -548,8 +583,8 @@ def _concurrent(run: Run) -> tuple[int, int]:
         thread.start()
     try:
         for _ in range(CONCURRENT_REVOCATIONS):
-            time.sleep(0.1)  # let searches overlap the next revocation
-            run.change(run.services[0][0], narrowing_only=True)
+            time.sleep(0.05)  # let searches overlap the next revocation
+            run.revoke_widely(run.services[0][0], [who for who, _ in pool])
             states.append((time.monotonic(), copy.deepcopy(run.model)))
     finally:
         stop.set()
