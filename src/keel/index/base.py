@@ -219,16 +219,22 @@ class ChunkIndex(ABC):
         self._forget_empty(conn, docs)
         return removed
 
+    def holds(self, conn: Connection, document_id: str) -> bool:
+        """Whether the index holds a version of the document, live or superseded. A
+        document whose live version was withdrawn may still have superseded versions
+        here, searched "as of" their live periods under its current access list, so a
+        change to that list must reach the index while this is true."""
+        access.check_id(document_id, "document_id")
+        found = conn.execute(
+            text("SELECT 1 FROM index_versions WHERE document_id = :d"), {"d": document_id}
+        ).first()
+        return found is not None
+
     def set_access(self, conn: Connection, document_id: str, keys: frozenset[str]) -> None:
         """Replace the document's access list (an empty set: nobody may read it)."""
         access.check_id(document_id, "document_id")
         checked = access.check_keys(keys, "the access list")
-        if (
-            conn.execute(
-                text("SELECT 1 FROM index_versions WHERE document_id = :d"), {"d": document_id}
-            ).first()
-            is None
-        ):
+        if not self.holds(conn, document_id):
             raise NotFoundError(f"document {document_id} is not in the index")
         self._replace_access(conn, document_id, checked)
         self._bump(conn, self._spaces_of(conn, "document_id = :d", {"d": document_id}))

@@ -269,11 +269,13 @@ def write_change(
             select(knowledge_documents.c.document_id).where(
                 knowledge_documents.c.collection == stored.name,
                 knowledge_documents.c.access.is_(None),
-                knowledge_documents.c.state == "live",
             )
         ).scalars():
-            index.set_access(conn, doc_id, frozenset(new.default_access))
-            inheriting += 1
+            # withdrawn documents too: their superseded versions may still be searched
+            # "as of" an earlier instant, under the current list
+            if index.holds(conn, doc_id):
+                index.set_access(conn, doc_id, frozenset(new.default_access))
+                inheriting += 1
     conn.execute(
         update(knowledge_collections)
         .where(knowledge_collections.c.name == stored.name)

@@ -135,7 +135,9 @@ class Revocations:
             doc = document_row(conn, collection, document_id)
             previous = loads_access(doc.access)
             effective = wanted if wanted is not None else coll.settings.default_access
-            if doc.state == "live":
+            # not only a live document: a withdrawn one's superseded versions are still
+            # searched "as of" their live periods under its current list
+            if self._index.holds(conn, document_id):
                 self._index.set_access(conn, document_id, frozenset(effective))
             conn.execute(
                 update(knowledge_documents)
@@ -200,7 +202,7 @@ class Revocations:
                     if key not in keys:
                         continue
                     kept = tuple(k for k in keys if k != key)
-                    if doc.state == "live":
+                    if self._index.holds(conn, doc.document_id):
                         self._index.set_access(conn, doc.document_id, frozenset(kept))
                     conn.execute(
                         update(knowledge_documents)
