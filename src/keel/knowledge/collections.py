@@ -19,13 +19,17 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, update
 
 from keel.canonical import canonical_json
 from keel.errors import InputError, IntegrityError, NotFoundError
+from keel.events import CollectionChanged, pending
 from keel.index.access import check_keys
+from keel.index.base import ChunkIndex
 from keel.index.records import Weights
-from keel.knowledge.tables import knowledge_collections
+from keel.knowledge.tables import knowledge_collections, knowledge_documents
+from keel.ledger.records import new_id
+from keel.ledger.writer import Pending, WindowGate
 from keel.store.schema import ledger
 
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -242,3 +246,46 @@ def names(conn: Connection) -> list[str]:
             select(knowledge_collections.c.name).order_by(knowledge_collections.c.name)
         ).scalars()
     )
+
+
+def write_change(
+    conn: Connection,
+    gate: WindowGate,
+    index: ChunkIndex,
+    stored: Collection,
+    new: CollectionSettings,
+    by: dict[str, str],
+    reason: str,
+) -> tuple[str, Pending]:
+    """Write a collection's new settings and give inheriting documents the new
+    default list; returns the record id and the ledger item to append."""
+    old = stored.settings
+    record_id = new_id("evt", gate.now)
+    inheriting = 0
+    if new.default_access != old.default_access:
+        for doc_id in conn.execute(
+            select(knowledge_documents.c.document_id).where(
+                knowledge_documents.c.collection == stored.name,
+                knowledge_documents.c.access.is_(None),
+                knowledge_documents.c.state == "live",
+            )
+        ).scalars():
+            index.set_access(conn, doc_id, frozenset(new.default_access))
+            inheriting += 1
+    conn.execute(
+        update(knowledge_collections)
+        .where(knowledge_collections.c.name == stored.name)
+        .values(settings=new.canonical, digest=new.digest, record_id=record_id, updated_at=gate.now)
+    )
+    before, after = old.to_json(), new.to_json()
+    event = CollectionChanged(
+        collection=stored.name,
+        settings=after,
+        digest=new.digest,
+        previous_digest=old.digest,
+        changed=sorted(k for k in after if after[k] != before[k]),
+        inheriting_documents=inheriting,
+        by=by,
+        reason=reason,
+    )
+    return record_id, pending(event, None, gate.now, record_id)

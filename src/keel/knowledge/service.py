@@ -20,80 +20,68 @@ the moment it returns.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import Connection, insert, select, update
-from sqlalchemy.engine import Row
+from sqlalchemy import Connection, insert, select
 
 from keel.canonical import canonical_json
 from keel.context import Context
 from keel.embeddings import registry
 from keel.embeddings.spaces import Embedder
-from keel.errors import (
-    ConfigError,
-    ConflictError,
-    InputError,
-    IntegrityError,
-    MissingExtraError,
-    NotFoundError,
-)
-from keel.events import (
-    CollectionChanged,
-    CollectionCreated,
-    DocumentAccessSet,
-    DocumentIngested,
-    DocumentWithdrawn,
-    FolderSynced,
-    PersonAccessRevoked,
-    VersionWithdrawn,
-    pending,
-)
-from keel.index.access import check_id, check_validity
+from keel.errors import ConfigError, ConflictError, InputError, IntegrityError, MissingExtraError
+from keel.events import CollectionCreated, pending
+from keel.index.access import check_id
 from keel.index.backend import open_index
 from keel.index.base import ChunkIndex
 from keel.index.records import Validity, Weights
 from keel.knowledge import collections as colls
 from keel.knowledge.collections import KEEP, Collection, CollectionSettings, Keep
-from keel.knowledge.documents import SUFFIXES
-from keel.knowledge.prepare import Extracted, extract, prepare
+from keel.knowledge.fields import (
+    INHERIT,
+    MAX_METADATA_BYTES,
+    Access,
+    Requested,
+    access_list,
+    actor_json,
+    check_folder,
+    check_owner,
+    check_reason,
+    check_source,
+    document_id_for,
+    document_of,
+    document_row,
+    principal_json,
+)
+from keel.knowledge.ingest import Ingester
+from keel.knowledge.prepare import extract
 from keel.knowledge.records import (
     Document,
     IngestResult,
     Revocation,
     SearchResult,
-    SyncFailure,
     SyncResult,
     VersionRecord,
     Withdrawal,
 )
+from keel.knowledge.revocation import Revocations
 from keel.knowledge.search import Searcher
-from keel.knowledge.tables import knowledge_collections, knowledge_documents, knowledge_versions
+from keel.knowledge.tables import knowledge_collections, knowledge_versions
 from keel.ledger.records import new_id
 from keel.ledger.writer import WindowGate, append_in
 from keel.security.audit import AuditLog
-from keel.security.persons import person_of
-from keel.security.roles import Actor, Permission, Principal
+from keel.security.roles import Permission, Principal
 
 log = logging.getLogger("keel.knowledge")
 T = TypeVar("T")
-
-INHERIT: Literal["inherit"] = "inherit"  # a document's access list: the collection's default
-MAX_METADATA_BYTES = 16 * 1024  # canonical JSON of one document's metadata
-MAX_SUBJECTS = 1000
-MAX_SOURCE_CHARS = 2048
-MAX_REASON_CHARS = 1000
 _EXTRA_MODULES = ("markdown_it", "bs4", "pypdf", "docx", "tokenizers")
-
-Access = Iterable[str] | Literal["inherit"]
 EmbedderFactory = Callable[[Mapping[str, Any]], Embedder]
+__all__ = ["INHERIT", "KEEP", "MAX_METADATA_BYTES", "Knowledge", "require_extra"]
 
 
 def require_extra() -> None:
@@ -118,6 +106,8 @@ class Knowledge:
         self._embedders: dict[str, Embedder] = {}
         self._lock = threading.Lock()
         self._searcher = Searcher(ctx, self.index, audit, self.embedder)
+        self._revocations = Revocations(ctx, self.index)
+        self._ingester = Ingester(ctx, self.index, self.embedder, self._revocations)
 
     # ---- collections ---------------------------------------------------------------------
 
@@ -144,17 +134,17 @@ class Knowledge:
         colls.check_name(name)
         spec = dict(embedder if embedder is not None else registry.DEFAULT)
         settings = CollectionSettings(
-            owner=_owner(owner),
+            owner=check_owner(owner),
             classification=colls.check_classification(classification),
             default_access=colls.check_access(default_access, "the default access list"),
             embedder=spec,
             space_id=self.embedder(spec).space.id,
             retention_days=colls.check_retention(retention_days),
             weights=colls.check_weights(weights if weights is not None else Weights()),
-            source_folder=_folder(source_folder),
+            source_folder=check_folder(source_folder),
             sync_limit_s=colls.check_sync_limit(sync_limit_s),
         )
-        reason = _reason(reason)
+        reason = check_reason(reason)
 
         def work(conn: Connection, gate: WindowGate) -> Collection:
             exists = conn.execute(
@@ -164,7 +154,9 @@ class Knowledge:
                 raise ConflictError(
                     f"a knowledge collection named '{name}' exists already", {"collection": name}
                 )
-            event = CollectionCreated(name, settings.to_json(), settings.digest, _by(actor), reason)
+            event = CollectionCreated(
+                name, settings.to_json(), settings.digest, actor_json(actor), reason
+            )
             record_id = new_id("evt", gate.now)
             conn.execute(
                 insert(knowledge_collections).values(
@@ -206,7 +198,7 @@ class Knowledge:
         old = current.settings
         new = old
         if not isinstance(owner, Keep):
-            new = replace(new, owner=_owner(owner))
+            new = replace(new, owner=check_owner(owner))
         if not isinstance(classification, Keep):
             new = replace(new, classification=colls.check_classification(classification))
         if not isinstance(default_access, Keep):
@@ -220,10 +212,10 @@ class Knowledge:
         if not isinstance(weights, Keep):
             new = replace(new, weights=colls.check_weights(weights))
         if not isinstance(source_folder, Keep):
-            new = replace(new, source_folder=_folder(source_folder))
+            new = replace(new, source_folder=check_folder(source_folder))
         if not isinstance(sync_limit_s, Keep):
             new = replace(new, sync_limit_s=colls.check_sync_limit(sync_limit_s))
-        reason = _reason(reason)
+        reason = check_reason(reason)
         if new == old:
             return current
 
@@ -234,7 +226,9 @@ class Knowledge:
                     f"collection '{name}' was changed meanwhile; read it again and retry",
                     {"collection": name},
                 )
-            record_id, item = self._change_in(conn, gate, stored, new, _by(actor), reason)
+            record_id, item = colls.write_change(
+                conn, gate, self.index, stored, new, actor_json(actor), reason
+            )
             append_in(conn, [item], gate)
             return replace(stored, settings=new, record_id=record_id, updated_at=gate.now)
 
@@ -314,13 +308,20 @@ class Knowledge:
         """
         actor = principal.acting(Permission.CURATE_KNOWLEDGE, collection=collection)
         coll = self.collection(principal, collection, Permission.CURATE_KNOWLEDGE)
-        source_uri = _source(source_uri)
+        source_uri = check_source(source_uri)
         doc_id = (
-            check_id(document_id, "document_id") if document_id else _doc_id(collection, source_uri)
+            check_id(document_id, "document_id")
+            if document_id
+            else document_id_for(collection, source_uri)
         )
-        wanted = _Wanted.check(owner, classification, access, validity, subjects, metadata)
+        wanted = Requested.check(owner, classification, access, validity, subjects, metadata)
         extracted = extract(data, source_uri, media_type)
-        return self._ingest(actor, coll, doc_id, source_uri, extracted, wanted, _reason(reason))
+        return self._guarded(
+            collection,
+            lambda: self._ingester.version(
+                actor, coll, doc_id, source_uri, extracted, wanted, check_reason(reason)
+            ),
+        )
 
     def ingest_file(
         self,
@@ -358,41 +359,13 @@ class Knowledge:
         root = Path(chosen).resolve()
         if not root.is_dir():
             raise InputError(f"{root} is not a folder", {"folder": str(root)})
-        result = SyncResult(collection, str(root))
-        seen: set[str] = set()
-        for file in sorted(p for p in root.rglob("*") if p.is_file()):
-            relative = file.relative_to(root)
-            if any(part.startswith(".") for part in relative.parts):
-                continue
-            uri = file.as_uri()
-            if file.suffix.lower() not in SUFFIXES:
-                result.skipped.append(str(relative))
-                continue
-            seen.add(uri)
-            try:
-                extracted = extract(file.read_bytes(), uri, None)
-                done = self._ingest(
-                    actor, coll, _doc_id(collection, uri), uri, extracted, _Wanted(), "sync"
-                )
-            except OSError as error:
-                result.failed.append(SyncFailure(str(relative), error.strerror or str(error)))
-                continue
-            except (InputError, MissingExtraError) as error:
-                result.failed.append(SyncFailure(str(relative), error.message))
-                continue
-            result.ingested.append(done)
-        prefix = root.as_uri().rstrip("/") + "/"
-        for doc in self._live_documents(collection):
-            if doc.source_uri.startswith(prefix) and doc.source_uri not in seen:
-                self._withdraw(actor, collection, doc.document_id, "removed from the source folder")
-                result.removed.append(doc.document_id)
-        return self._record_sync(actor, coll, result)
+        return self._guarded(collection, lambda: self._ingester.sync(actor, coll, root))
 
     def document(self, principal: Principal, collection: str, document_id: str) -> Document:
         """A document's record (``curate_knowledge`` on its collection)."""
         principal.require(Permission.CURATE_KNOWLEDGE, collection=collection)
         with self._ctx.db.read() as conn:
-            return _document(self._document_row(conn, collection, document_id))
+            return document_of(document_row(conn, collection, document_id))
 
     def versions(
         self, principal: Principal, collection: str, document_id: str
@@ -400,7 +373,7 @@ class Knowledge:
         """Every version the document had, oldest first (``curate_knowledge``)."""
         principal.require(Permission.CURATE_KNOWLEDGE, collection=collection)
         with self._ctx.db.read() as conn:
-            self._document_row(conn, collection, document_id)
+            document_row(conn, collection, document_id)
             rows = conn.execute(
                 select(knowledge_versions)
                 .where(knowledge_versions.c.document_id == document_id)
@@ -423,7 +396,9 @@ class Knowledge:
         transaction of its ledger entry; its record and versions stay, marked withdrawn."""
         actor = principal.acting(Permission.CURATE_KNOWLEDGE, collection=collection)
         self.collection(principal, collection, Permission.CURATE_KNOWLEDGE)
-        return self._withdraw(actor, collection, document_id, _reason(reason))
+        return self._revocations.withdraw_document(
+            actor, collection, document_id, check_reason(reason)
+        )
 
     def withdraw_version(
         self,
@@ -438,48 +413,8 @@ class Knowledge:
         superseded one is not brought back: its chunks are no longer indexed)."""
         actor = principal.acting(Permission.CURATE_KNOWLEDGE, collection=collection)
         self.collection(principal, collection, Permission.CURATE_KNOWLEDGE)
-        reason = _reason(reason)
-
-        def work(conn: Connection, gate: WindowGate) -> Withdrawal:
-            doc = self._document_row(conn, collection, document_id)
-            row = conn.execute(
-                select(knowledge_versions)
-                .where(
-                    knowledge_versions.c.document_id == document_id,
-                    knowledge_versions.c.version == version,
-                    knowledge_versions.c.state != "withdrawn",
-                )
-                .order_by(knowledge_versions.c.revision.desc())
-            ).first()
-            if row is None:
-                raise NotFoundError(
-                    f"document {document_id} has no version {version} to withdraw",
-                    {"document_id": document_id, "version": version},
-                )
-            live = row.state == "live"
-            removed = self.index.withdraw_document(conn, document_id) if live else 0
-            conn.execute(
-                update(knowledge_versions)
-                .where(
-                    knowledge_versions.c.document_id == document_id,
-                    knowledge_versions.c.revision == row.revision,
-                )
-                .values(state="withdrawn", ended_at=row.ended_at or gate.now)
-            )
-            if live:
-                conn.execute(
-                    update(knowledge_documents)
-                    .where(knowledge_documents.c.document_id == document_id)
-                    .values(version=None, state="withdrawn", updated_at=gate.now)
-                )
-            event = VersionWithdrawn(
-                collection, doc.document_id, version, row.revision, live, removed,
-                _by(actor), reason,
-            )  # fmt: skip
-            entry = append_in(conn, [pending(event, None, gate.now)], gate)[0]
-            return Withdrawal(document_id, removed, entry.record_id)
-
-        return self._ctx.writer.transact(work)
+        reason = check_reason(reason)
+        return self._revocations.withdraw_version(actor, collection, document_id, version, reason)
 
     def set_access(
         self,
@@ -494,33 +429,9 @@ class Knowledge:
         transaction of the ledger entry on."""
         actor = principal.acting(Permission.CURATE_KNOWLEDGE, collection=collection)
         coll = self.collection(principal, collection, Permission.CURATE_KNOWLEDGE)
-        wanted = _access(access)
-        reason = _reason(reason)
-
-        def work(conn: Connection, gate: WindowGate) -> Withdrawal:
-            doc = self._document_row(conn, collection, document_id)
-            previous = _loads_access(doc.access)
-            effective = wanted if wanted is not None else coll.settings.default_access
-            if doc.state == "live":
-                self.index.set_access(conn, document_id, frozenset(effective))
-            conn.execute(
-                update(knowledge_documents)
-                .where(knowledge_documents.c.document_id == document_id)
-                .values(access=_dumps_access(wanted), updated_at=gate.now)
-            )
-            event = DocumentAccessSet(
-                collection,
-                document_id,
-                None if wanted is None else list(wanted),
-                None if previous is None else list(previous),
-                list(effective),
-                _by(actor),
-                reason,
-            )
-            entry = append_in(conn, [pending(event, None, gate.now)], gate)[0]
-            return Withdrawal(document_id, 0, entry.record_id)
-
-        return self._ctx.writer.transact(work)
+        wanted = access_list(access)
+        reason = check_reason(reason)
+        return self._revocations.set_access(actor, coll, document_id, wanted, reason)
 
     def revoke_person(
         self,
@@ -533,60 +444,18 @@ class Knowledge:
         ``None``, every collection), the collections' default lists included
         (``manage_collection`` on each). Groups and roles the person holds are not
         touched: they are revoked where they are granted."""
-        who = _owner(person)
-        key = f"person:{who}"
+        who = check_owner(person)
         with self._ctx.db.read() as conn:
             targets = [collection] if collection is not None else colls.names(conn)
         actors = {c: principal.acting(Permission.MANAGE_COLLECTION, collection=c) for c in targets}
         loaded = {c: self.collection(principal, c, Permission.MANAGE_COLLECTION) for c in targets}
-        reason = _reason(reason)
-        by = _by(next(iter(actors.values()))) if actors else _by_principal(principal)
+        reason = check_reason(reason)
+        by = actor_json(next(iter(actors.values()))) if actors else principal_json(principal)
 
-        def work(conn: Connection, gate: WindowGate) -> Revocation:
-            items = []
-            changed_defaults: list[str] = []
-            documents: list[str] = []
-            for name in targets:
-                stored = colls.load(conn, name)
-                if stored.record_id != loaded[name].record_id:
-                    raise ConflictError(
-                        f"collection '{name}' was changed meanwhile; try again",
-                        {"collection": name},
-                    )
-                if key in stored.settings.default_access:
-                    new = replace(
-                        stored.settings,
-                        default_access=tuple(k for k in stored.settings.default_access if k != key),
-                    )
-                    _, item = self._change_in(
-                        conn, gate, stored, new, by, reason or f"revoke {key}"
-                    )
-                    items.append(item)
-                    changed_defaults.append(name)
-                for doc in conn.execute(
-                    select(knowledge_documents).where(
-                        knowledge_documents.c.collection == name,
-                        knowledge_documents.c.access.is_not(None),
-                    )
-                ).all():
-                    keys = _loads_access(doc.access) or ()
-                    if key not in keys:
-                        continue
-                    kept = tuple(k for k in keys if k != key)
-                    if doc.state == "live":
-                        self.index.set_access(conn, doc.document_id, frozenset(kept))
-                    conn.execute(
-                        update(knowledge_documents)
-                        .where(knowledge_documents.c.document_id == doc.document_id)
-                        .values(access=_dumps_access(kept), updated_at=gate.now)
-                    )
-                    documents.append(doc.document_id)
-            event = PersonAccessRevoked(who, targets, documents, changed_defaults, by, reason)
-            items.append(pending(event, None, gate.now))
-            entries = append_in(conn, items, gate)
-            return Revocation(who, documents, changed_defaults, entries[-1].record_id)
-
-        return self._ctx.writer.transact(work)
+        return self._guarded(
+            collection or "*",
+            lambda: self._revocations.revoke_person(by, who, targets, loaded, reason),
+        )
 
     # ---- search --------------------------------------------------------------------------
 
@@ -610,240 +479,6 @@ class Knowledge:
 
     # ---- inside ----------------------------------------------------------------------------
 
-    def _ingest(
-        self,
-        actor: Actor,
-        coll: Collection,
-        doc_id: str,
-        source_uri: str,
-        extracted: Extracted,
-        wanted: _Wanted,
-        reason: str,
-    ) -> IngestResult:
-        with self._ctx.db.read() as conn:
-            before = self._existing(conn, coll.name, doc_id)
-        if before is not None and before.state == "live" and before.version == extracted.version:
-            wanted.refuse_changes(_document(before))
-            return IngestResult(doc_id, source_uri, "unchanged", extracted.version, before.revision)
-        revision = (before.revision if before is not None else 0) + 1
-        embedder = self.embedder(coll.settings.embedder)
-        previous = self.index.live_vectors(doc_id, coll.settings.space_id) if before else {}
-        prepared = prepare(extracted, embedder, doc_id, revision, previous)
-        current = _document(before) if before is not None else None
-        fields = wanted.resolve(current, actor, coll)
-
-        def work(conn: Connection, gate: WindowGate) -> IngestResult:
-            stored = colls.load(conn, coll.name)
-            now_row = self._existing(conn, coll.name, doc_id)
-            if (now_row.revision if now_row else 0) != revision - 1:
-                raise ConflictError(
-                    f"document {doc_id} got another version meanwhile; ingest it again",
-                    {"document_id": doc_id},
-                )
-            effective = (
-                fields.access if fields.access is not None else stored.settings.default_access
-            )
-            previous_version = (
-                before.version if before is not None and before.state == "live" else None
-            )
-            record_id = new_id("evt", gate.now)
-            if before is not None:
-                conn.execute(
-                    update(knowledge_versions)
-                    .where(
-                        knowledge_versions.c.document_id == doc_id,
-                        knowledge_versions.c.state == "live",
-                    )
-                    .values(state="superseded", ended_at=gate.now)
-                )
-            self.index.add_version(
-                conn,
-                coll.settings.space_id,
-                doc_id,
-                extracted.version,
-                coll.name,
-                frozenset(effective),
-                Validity(fields.valid_from, fields.valid_until),
-                prepared.chunks,
-            )
-            values = {
-                "collection": coll.name,
-                "source_uri": source_uri,
-                "owner": fields.owner,
-                "classification": fields.classification,
-                "access": _dumps_access(fields.access),
-                "valid_from": fields.valid_from,
-                "valid_until": fields.valid_until,
-                "subjects": json.dumps(list(fields.subjects)),
-                "metadata": canonical_json(fields.metadata),
-                "version": extracted.version,
-                "revision": revision,
-                "state": "live",
-                "updated_at": gate.now,
-            }
-            if before is None:
-                conn.execute(
-                    insert(knowledge_documents).values(
-                        document_id=doc_id, created_at=gate.now, **values
-                    )
-                )
-            else:
-                conn.execute(
-                    update(knowledge_documents)
-                    .where(knowledge_documents.c.document_id == doc_id)
-                    .values(**values)
-                )
-            conn.execute(
-                insert(knowledge_versions).values(
-                    document_id=doc_id,
-                    revision=revision,
-                    version=extracted.version,
-                    collection=coll.name,
-                    state="live",
-                    format=extracted.text.format,
-                    bytes_sha256=extracted.bytes_sha256,
-                    chars=len(extracted.text.text),
-                    chunks=len(prepared.chunks),
-                    record_id=record_id,
-                    created_at=gate.now,
-                    ended_at=None,
-                )
-            )
-            event = DocumentIngested(
-                collection=coll.name,
-                document=doc_id,
-                source_uri=source_uri,
-                version=extracted.version,
-                revision=revision,
-                previous_version=previous_version,
-                format=extracted.text.format,
-                bytes_sha256=extracted.bytes_sha256,
-                chunks=len(prepared.chunks),
-                embedded=prepared.embedded,
-                reused=prepared.reused,
-                owner=fields.owner,
-                classification=fields.classification,
-                access=None if fields.access is None else list(fields.access),
-                valid_from=fields.valid_from,
-                valid_until=fields.valid_until,
-                subjects=list(fields.subjects),
-                metadata_sha256=hashlib.sha256(
-                    canonical_json(fields.metadata).encode("utf-8")
-                ).hexdigest(),
-                by=_by(actor),
-                reason=reason,
-            )
-            append_in(conn, [pending(event, None, gate.now, record_id)], gate)
-            return IngestResult(
-                doc_id,
-                source_uri,
-                "new" if previous_version is None and before is None else "changed",
-                extracted.version,
-                revision,
-                previous_version,
-                len(prepared.chunks),
-                prepared.embedded,
-                prepared.reused,
-                record_id,
-            )
-
-        return self._guarded(coll.name, lambda: self._ctx.writer.transact(work))
-
-    def _withdraw(self, actor: Actor, collection: str, document_id: str, reason: str) -> Withdrawal:
-        def work(conn: Connection, gate: WindowGate) -> Withdrawal:
-            doc = self._document_row(conn, collection, document_id)
-            if doc.state == "withdrawn":
-                raise ConflictError(
-                    f"document {document_id} is withdrawn already", {"document_id": document_id}
-                )
-            removed = self.index.withdraw_document(conn, document_id)
-            conn.execute(
-                update(knowledge_versions)
-                .where(
-                    knowledge_versions.c.document_id == document_id,
-                    knowledge_versions.c.state == "live",
-                )
-                .values(state="withdrawn", ended_at=gate.now)
-            )
-            conn.execute(
-                update(knowledge_documents)
-                .where(knowledge_documents.c.document_id == document_id)
-                .values(version=None, state="withdrawn", updated_at=gate.now)
-            )
-            event = DocumentWithdrawn(
-                collection, document_id, doc.version, removed, _by(actor), reason
-            )
-            entry = append_in(conn, [pending(event, None, gate.now)], gate)[0]
-            return Withdrawal(document_id, removed, entry.record_id)
-
-        return self._ctx.writer.transact(work)
-
-    def _record_sync(self, actor: Actor, coll: Collection, result: SyncResult) -> SyncResult:
-        event = FolderSynced(
-            collection=coll.name,
-            folder=result.folder,
-            added=result.count("new"),
-            changed=result.count("changed"),
-            unchanged=result.count("unchanged"),
-            removed=len(result.removed),
-            failed=[{"file": f.file, "error": f.error} for f in result.failed],
-            by=_by(actor),
-        )
-
-        def work(conn: Connection, gate: WindowGate) -> str:
-            conn.execute(
-                update(knowledge_collections)
-                .where(knowledge_collections.c.name == coll.name)
-                .values(last_synced_at=gate.now)
-            )
-            return append_in(conn, [pending(event, None, gate.now)], gate)[0].record_id
-
-        return replace(result, record_id=self._ctx.writer.transact(work))
-
-    def _change_in(
-        self,
-        conn: Connection,
-        gate: WindowGate,
-        stored: Collection,
-        new: CollectionSettings,
-        by: dict[str, str],
-        reason: str,
-    ) -> tuple[str, Any]:
-        """Write a collection's new settings and give inheriting documents the new
-        default list; returns the record id and the ledger item to append."""
-        old = stored.settings
-        record_id = new_id("evt", gate.now)
-        inheriting = 0
-        if new.default_access != old.default_access:
-            for doc_id in conn.execute(
-                select(knowledge_documents.c.document_id).where(
-                    knowledge_documents.c.collection == stored.name,
-                    knowledge_documents.c.access.is_(None),
-                    knowledge_documents.c.state == "live",
-                )
-            ).scalars():
-                self.index.set_access(conn, doc_id, frozenset(new.default_access))
-                inheriting += 1
-        conn.execute(
-            update(knowledge_collections)
-            .where(knowledge_collections.c.name == stored.name)
-            .values(
-                settings=new.canonical, digest=new.digest, record_id=record_id, updated_at=gate.now
-            )
-        )
-        before, after = old.to_json(), new.to_json()
-        event = CollectionChanged(
-            collection=stored.name,
-            settings=after,
-            digest=new.digest,
-            previous_digest=old.digest,
-            changed=sorted(k for k in after if after[k] != before[k]),
-            inheriting_documents=inheriting,
-            by=by,
-            reason=reason,
-        )
-        return record_id, pending(event, None, gate.now, record_id)
-
     def _same_space(
         self, name: str, old: CollectionSettings, spec: dict[str, Any]
     ) -> dict[str, Any]:
@@ -866,254 +501,3 @@ class Knowledge:
             self._ctx.metrics.knowledge_integrity_refusals.labels(name).inc()
             log.error("integrity: %s", error.message)
             raise
-
-    def _existing(self, conn: Connection, collection: str, doc_id: str) -> Row[Any] | None:
-        row = conn.execute(
-            select(knowledge_documents).where(knowledge_documents.c.document_id == doc_id)
-        ).first()
-        if row is not None and row.collection != collection:
-            raise ConflictError(
-                f"document id {doc_id} belongs to another collection; choose another id",
-                {"document_id": doc_id},
-            )
-        return row
-
-    def _document_row(self, conn: Connection, collection: str, document_id: str) -> Row[Any]:
-        row = conn.execute(
-            select(knowledge_documents).where(
-                knowledge_documents.c.document_id == document_id,
-                knowledge_documents.c.collection == collection,
-            )
-        ).first()
-        if row is None:
-            raise NotFoundError(
-                f"collection '{collection}' has no document {document_id}",
-                {"collection": collection, "document_id": document_id},
-            )
-        return row
-
-    def _live_documents(self, collection: str) -> list[Document]:
-        with self._ctx.db.read() as conn:
-            rows = conn.execute(
-                select(knowledge_documents).where(
-                    knowledge_documents.c.collection == collection,
-                    knowledge_documents.c.state == "live",
-                )
-            ).all()
-        return [_document(r) for r in rows]
-
-
-class _Wanted:
-    """The document attributes an ingest was given (``None``: keep, or the default)."""
-
-    def __init__(
-        self,
-        owner: str | None = None,
-        classification: str | None = None,
-        access: tuple[str, ...] | Literal["inherit"] | None = None,
-        validity: Validity | None = None,
-        subjects: tuple[str, ...] | None = None,
-        metadata: dict[str, object] | None = None,
-    ) -> None:
-        self.owner = owner
-        self.classification = classification
-        self.access = access
-        self.validity = validity
-        self.subjects = subjects
-        self.metadata = metadata
-
-    @classmethod
-    def check(
-        cls,
-        owner: str | None,
-        classification: str | None,
-        access: Access | None,
-        validity: Validity | None,
-        subjects: Iterable[str] | None,
-        metadata: Mapping[str, object] | None,
-    ) -> _Wanted:
-        if validity is not None:
-            if not isinstance(validity, Validity):
-                raise InputError("validity must be a keel.index.records.Validity")
-            check_validity(validity)
-        checked_access: tuple[str, ...] | Literal["inherit"] | None = None
-        if access is not None:
-            resolved = _access(access)
-            checked_access = INHERIT if resolved is None else resolved
-        return cls(
-            None if owner is None else _owner(owner),
-            None if classification is None else colls.check_classification(classification),
-            checked_access,
-            validity,
-            None if subjects is None else _subjects(subjects),
-            None if metadata is None else _metadata(metadata),
-        )
-
-    def refuse_changes(self, doc: Document) -> None:
-        """Unchanged content writes nothing: a given value that differs would be lost."""
-        stored_validity = Validity(doc.valid_from, doc.valid_until)
-        wanted_access = None if self.access == INHERIT else self.access
-        checks = (
-            ("owner", self.owner, self.owner != doc.owner),
-            ("classification", self.classification, self.classification != doc.classification),
-            ("access", self.access, wanted_access != doc.access),
-            ("validity", self.validity, self.validity != stored_validity),
-            ("subjects", self.subjects, self.subjects != doc.subjects),
-            ("metadata", self.metadata, self.metadata != doc.metadata),
-        )
-        differs = [name for name, given, changed in checks if given is not None and changed]
-        if differs:
-            raise ConflictError(
-                f"document {doc.document_id}: the content is unchanged, so no new version is "
-                f"made and {', '.join(differs)} cannot change with it; set an access list "
-                "with set_access, or ingest changed content",
-                {"document_id": doc.document_id, "fields": differs},
-            )
-
-    def resolve(self, current: Document | None, actor: Actor, coll: Collection) -> _Fields:
-        access: tuple[str, ...] | None
-        if self.access == INHERIT:
-            access = None
-        elif self.access is not None:
-            access = self.access
-        else:
-            access = current.access if current is not None else None
-        validity = self.validity or (
-            Validity(current.valid_from, current.valid_until) if current else Validity()
-        )
-        return _Fields(
-            owner=self.owner or (current.owner if current else actor.person),
-            classification=self.classification
-            or (current.classification if current else coll.settings.classification),
-            access=access,
-            valid_from=validity.valid_from,
-            valid_until=validity.valid_until,
-            subjects=self.subjects
-            if self.subjects is not None
-            else (current.subjects if current else ()),
-            metadata=self.metadata
-            if self.metadata is not None
-            else (current.metadata if current else {}),
-        )
-
-
-class _Fields:
-    def __init__(
-        self,
-        owner: str,
-        classification: str,
-        access: tuple[str, ...] | None,
-        valid_from: float | None,
-        valid_until: float | None,
-        subjects: tuple[str, ...],
-        metadata: dict[str, object],
-    ) -> None:
-        self.owner = owner
-        self.classification = classification
-        self.access = access
-        self.valid_from = valid_from
-        self.valid_until = valid_until
-        self.subjects = subjects
-        self.metadata = metadata
-
-
-def _document(row: Row[Any]) -> Document:
-    return Document(
-        document_id=row.document_id,
-        collection=row.collection,
-        source_uri=row.source_uri,
-        owner=row.owner,
-        classification=row.classification,
-        access=_loads_access(row.access),
-        valid_from=row.valid_from,
-        valid_until=row.valid_until,
-        subjects=tuple(json.loads(row.subjects)),
-        metadata=json.loads(row.metadata),
-        version=row.version,
-        revision=row.revision,
-        state=row.state,
-    )
-
-
-def _access(access: Access) -> tuple[str, ...] | None:
-    """Checked access keys, or ``None`` for ``INHERIT``."""
-    if access == INHERIT:
-        return None
-    return colls.check_access(access, "the access list")
-
-
-def _loads_access(text: str | None) -> tuple[str, ...] | None:
-    return None if text is None else tuple(json.loads(text))
-
-
-def _dumps_access(keys: Sequence[str] | None) -> str | None:
-    return None if keys is None else json.dumps(sorted(keys))
-
-
-def _owner(owner: object) -> str:
-    if not isinstance(owner, str) or not owner.strip() or len(owner) > 300:
-        raise InputError("an owner is a person's name or e-mail address, at most 300 characters")
-    return person_of(owner)
-
-
-def _folder(folder: str | Path | None) -> str | None:
-    if folder is None:
-        return None
-    if not isinstance(folder, str | Path) or not str(folder).strip():
-        raise InputError("source_folder must be a folder path, or None")
-    return str(Path(folder).resolve())
-
-
-def _source(source_uri: object) -> str:
-    if not isinstance(source_uri, str) or not source_uri.strip():
-        raise InputError("a document needs a source URI or name, such as file:///docs/leave.md")
-    if len(source_uri) > MAX_SOURCE_CHARS:
-        raise InputError(f"a source URI may have at most {MAX_SOURCE_CHARS} characters")
-    return source_uri
-
-
-def _doc_id(collection: str, source_uri: str) -> str:
-    """Stable: the same collection and source always name the same document."""
-    digest = hashlib.sha256(f"{collection}\x00{source_uri}".encode()).hexdigest()
-    return f"doc_{digest[:40]}"
-
-
-def _subjects(subjects: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(subjects, str):
-        raise InputError("subjects must be a list of data-subject ids, not one string")
-    out = tuple(sorted(set(subjects)))
-    if len(out) > MAX_SUBJECTS:
-        raise InputError(f"a document may name at most {MAX_SUBJECTS} data subjects")
-    for subject in out:
-        check_id(subject, "a data-subject id")
-    return out
-
-
-def _metadata(metadata: Mapping[str, object]) -> dict[str, object]:
-    if not isinstance(metadata, Mapping):
-        raise InputError("metadata must be a JSON object")
-    try:
-        text = canonical_json(dict(metadata))
-    except (TypeError, ValueError) as error:
-        raise InputError(f"metadata must be plain JSON: {error}") from error
-    if len(text.encode("utf-8")) > MAX_METADATA_BYTES:
-        raise InputError(
-            f"metadata is {len(text.encode('utf-8'))} bytes as JSON; at most {MAX_METADATA_BYTES}",
-            {"bytes": len(text.encode("utf-8")), "limit": MAX_METADATA_BYTES},
-        )
-    loaded: dict[str, object] = json.loads(text)
-    return loaded
-
-
-def _reason(reason: object) -> str:
-    if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS:
-        raise InputError(f"a reason is text of at most {MAX_REASON_CHARS} characters")
-    return reason
-
-
-def _by(actor: Actor) -> dict[str, str]:
-    return actor.to_dict()
-
-
-def _by_principal(principal: Principal) -> dict[str, str]:
-    return {"id": principal.id, "name": principal.name, "role": "", "person": principal.person}
