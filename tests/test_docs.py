@@ -122,6 +122,7 @@ def _demo_settings() -> list[dict[str, Any]]:
             "jwks_url": "https://id.example.com/jwks",
             "roles_claim": "roles",
             "person_claim": "sub",
+            "groups_claim": "teams",
             "leeway_s": 5,
         },
     )

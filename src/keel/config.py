@@ -43,6 +43,7 @@ DEFAULT_DELIVERY_MAX_BACKOFF_S = 3600
 DEFAULT_DELIVERY_LEASE_S = 120  # longer than a send can take (a command: at most 60 s)
 DEFAULT_ROLES_CLAIM = "keel_roles"
 DEFAULT_PERSON_CLAIM = "email"  # the claim naming the person behind a token (four eyes)
+DEFAULT_GROUPS_CLAIM = "groups"  # the claim listing a token's groups (documents' access lists)
 DEFAULT_JWT_LEEWAY_S = 30
 DEFAULT_RATE_PER_S = 200
 DEFAULT_BURST = 400
@@ -109,6 +110,11 @@ SETTINGS_KEYS: tuple[Key, ...] = (
     Key("oidc.person_claim", "string",
         "The token claim that names the person behind a token, for four-eyes checks.",
         default=DEFAULT_PERSON_CLAIM),
+    Key("oidc.groups_claim", "string",
+        "The token claim that lists the caller's groups, matched against documents' access "
+        "lists: a list of strings or one space-separated string. Items that are not group "
+        "names are ignored, counted and logged.",
+        default=DEFAULT_GROUPS_CLAIM),
     Key("oidc.leeway_s", _POSITIVE,
         "Clock skew allowed when checking a token's times, in seconds.",
         default=str(DEFAULT_JWT_LEEWAY_S)),
@@ -177,6 +183,7 @@ class OidcSettings:
     jwks_file: Path | None
     roles_claim: str = DEFAULT_ROLES_CLAIM
     person_claim: str = DEFAULT_PERSON_CLAIM
+    groups_claim: str = DEFAULT_GROUPS_CLAIM
     leeway_s: int = DEFAULT_JWT_LEEWAY_S
 
 
@@ -415,5 +422,6 @@ def _oidc(section: Mapping[str, Any], root: Path, path: Path) -> OidcSettings:
         jwks_file=(root / jwks_file).resolve() if jwks_file else None,
         roles_claim=text("roles_claim") or DEFAULT_ROLES_CLAIM,
         person_claim=text("person_claim") or DEFAULT_PERSON_CLAIM,
+        groups_claim=text("groups_claim") or DEFAULT_GROUPS_CLAIM,
         leeway_s=_positive_int(section, "leeway_s", "oidc", DEFAULT_JWT_LEEWAY_S),
     )

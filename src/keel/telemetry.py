@@ -81,6 +81,11 @@ class Metrics:
             ["limited"],
             registry=self.registry,
         )
+        self.oidc_groups_ignored = Counter(
+            "keel_oidc_groups_ignored",
+            "Items of OIDC tokens' groups claims ignored: not a string, or not a group name",
+            registry=self.registry,
+        )
         self.integrity_held = Gauge(
             "keel_integrity_held_flows",
             "Flows held because a stored row disagrees with the ledger (0 when all verify)",

@@ -197,7 +197,7 @@ def create_app(engine: Engine, audit: AuditLog | None = None, workers: int = 1) 
         engine,
         audit_log,
         limiter,
-        OidcVerifier(settings.oidc) if settings.oidc else None,
+        OidcVerifier(settings.oidc, engine.metrics) if settings.oidc else None,
         PrincipalCache(engine.clock),
         FailedLogins(audit_log, engine.metrics, engine.clock, engine.db if shared else None),
     )

@@ -1,6 +1,6 @@
-"""``keel keys``: API keys and their roles, managed by the local operator (or the admin key
-in ``KEEL_API_KEY``) through ``keel.security.apikeys.Keys``, which records each change in
-the audit trail."""
+"""``keel keys``: API keys, their roles and their groups, managed by the local operator (or
+the admin key in ``KEEL_API_KEY``) through ``keel.security.apikeys.Keys``, which records
+each change in the audit trail."""
 
 from __future__ import annotations
 
@@ -18,7 +18,19 @@ if TYPE_CHECKING:
     from keel.security.apikeys import Keys
     from keel.security.roles import Grant, Principal
 
-app = typer.Typer(help="Create, list and revoke API keys, and change their roles.")
+app = typer.Typer(help="Create, list and revoke API keys, and change their roles and groups.")
+
+FlowOpt = Annotated[
+    str | None,
+    typer.Option(help="Grant flow roles on this flow only (default: all flows)."),
+]
+CollectionOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Grant knowledge roles (knowledge_owner, curator, reader) on this collection "
+        "only (default: all collections)."
+    ),
+]
 
 
 @contextmanager
@@ -38,22 +50,31 @@ def _keys(project: Path) -> Iterator[tuple[Keys, Principal]]:
             audit.close()
 
 
-def _grants(roles: list[str], flow: str | None) -> list[Grant]:
-    """``--role`` (repeatable) and ``--flow`` as grants; an unknown role fails the command."""
+def _grants(roles: list[str], flow: str | None, collection: str | None) -> list[Grant]:
+    """``--role`` (repeatable) with ``--flow`` or ``--collection`` as grants. An unknown
+    role fails the command, and so does a knowledge role with ``--flow`` or a flow role
+    with ``--collection``: the scope is never quietly read as the other kind."""
     from keel.security.roles import Grant, parse_role  # noqa: PLC0415
 
     try:
-        return [Grant.scoped(parse_role(r), flow) for r in roles]
+        return [Grant(parse_role(r), flow, collection) for r in roles]
     except KeelError as error:
         _fail(error)
+
+
+def _show(groups: tuple[str, ...]) -> str:
+    return f"groups {', '.join(groups)}" if groups else "no groups"
 
 
 @app.command("create")
 def keys_create(
     name: Annotated[str, typer.Option(help="What uses the key (a service, a person).")],
     role: Annotated[list[str], typer.Option(help="A role to grant (repeatable).")],
-    flow: Annotated[
-        str | None, typer.Option(help="Grant the roles on this flow only (default: all flows).")
+    flow: FlowOpt = None,
+    collection: CollectionOpt = None,
+    group: Annotated[
+        list[str] | None,
+        typer.Option(help="A group the key carries, for documents' access lists (repeatable)."),
     ] = None,
     owner: Annotated[str | None, typer.Option(help="Who answers for the key.")] = None,
     expires_in: Annotated[
@@ -61,21 +82,24 @@ def keys_create(
     ] = None,
     project: ProjectOpt = Path("."),
 ) -> None:
-    """Create an API key with its roles and print it once; only its hash is kept.
+    """Create an API key with its roles and groups and print it once; only its hash is kept.
 
-    Example: keel keys create --name checkout-service --role decider --flow credit_limit
+    Example: keel keys create --name hr-bot --role reader --collection handbook --group payroll
     """
     from keel.yamlfile import parse_window  # noqa: PLC0415
 
-    grants = _grants(role, flow)
+    grants = _grants(role, flow, collection)
     lifetime = parse_window(expires_in) if expires_in else None
     if expires_in and lifetime is None:
         _fail(KeelError(f"--expires-in must look like 90d, 12h or 30m, got {expires_in!r}"))
     with _keys(project) as (keys, operator):
-        key, text = keys.create(operator, name, grants, owner=owner, expires_in=lifetime)
+        key, text = keys.create(
+            operator, name, grants, owner=owner, expires_in=lifetime, groups=group or []
+        )
     typer.echo(text)
     typer.echo(
-        f"Key {key.prefix} for {name} ({', '.join(str(g) for g in key.grants)}). "
+        f"Key {key.prefix} for {name} ({', '.join(str(g) for g in key.grants)}; "
+        f"{_show(key.groups)}). "
         "It is shown only now: store it in your secrets manager.",
         err=True,
     )
@@ -83,7 +107,7 @@ def keys_create(
 
 @app.command("list")
 def keys_list(project: ProjectOpt = Path(".")) -> None:
-    """List API keys: prefix, name, status, grants (never the secrets).
+    """List API keys: prefix, name, status, grants, groups (never the secrets).
 
     Example: keel keys list
     """
@@ -95,7 +119,8 @@ def keys_list(project: ProjectOpt = Path(".")) -> None:
     for key in listed:
         typer.echo(
             f"{key.prefix}  {key.status(now):<8} {key.name:<24} "
-            f"{', '.join(str(g) for g in key.grants)}  expires {key.expires_at or 'never'}"
+            f"{', '.join(str(g) for g in key.grants)}  {_show(key.groups)}  "
+            f"expires {key.expires_at or 'never'}"
         )
 
 
@@ -118,9 +143,8 @@ def keys_revoke(
 def keys_grant(
     prefix: Annotated[str, typer.Argument(help="The key's prefix, as keys list shows it.")],
     role: Annotated[list[str], typer.Option(help="A role to grant (repeatable).")],
-    flow: Annotated[
-        str | None, typer.Option(help="Grant the roles on this flow only (default: all flows).")
-    ] = None,
+    flow: FlowOpt = None,
+    collection: CollectionOpt = None,
     project: ProjectOpt = Path("."),
 ) -> None:
     """Give an existing key more roles; servers apply the change within a second.
@@ -128,7 +152,7 @@ def keys_grant(
     Example: keel keys grant 3f9a1c2e --role reviewer --flow credit_limit
     """
 
-    added = _grants(role, flow)
+    added = _grants(role, flow, collection)
     with _keys(project) as (keys, operator):
         key = keys.grant(operator, prefix, added)
     typer.echo(f"{key.prefix} ({key.name}) now has {', '.join(str(g) for g in key.grants)}")
@@ -141,6 +165,10 @@ def keys_ungrant(
     flow: Annotated[
         str | None, typer.Option(help="The flow the role was granted on (default: all flows).")
     ] = None,
+    collection: Annotated[
+        str | None,
+        typer.Option(help="The collection the role was granted on (default: all collections)."),
+    ] = None,
     project: ProjectOpt = Path("."),
 ) -> None:
     """Take roles away from a key (not its last one: revoke the key instead).
@@ -148,7 +176,42 @@ def keys_ungrant(
     Example: keel keys ungrant 3f9a1c2e --role reviewer --flow credit_limit
     """
 
-    removed = _grants(role, flow)
+    removed = _grants(role, flow, collection)
     with _keys(project) as (keys, operator):
         key = keys.ungrant(operator, prefix, removed)
     typer.echo(f"{key.prefix} ({key.name}) now has {', '.join(str(g) for g in key.grants)}")
+
+
+GroupsArg = Annotated[list[str], typer.Option("--group", help="A group name (repeatable).")]
+
+
+@app.command("add-group")
+def keys_add_group(
+    prefix: Annotated[str, typer.Argument(help="The key's prefix, as keys list shows it.")],
+    group: GroupsArg,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Add groups to a key; servers apply the change within a second.
+
+    Example: keel keys add-group 3f9a1c2e --group payroll
+    """
+
+    with _keys(project) as (keys, operator):
+        key = keys.add_groups(operator, prefix, group)
+    typer.echo(f"{key.prefix} ({key.name}) now carries {_show(key.groups)}")
+
+
+@app.command("remove-group")
+def keys_remove_group(
+    prefix: Annotated[str, typer.Argument(help="The key's prefix, as keys list shows it.")],
+    group: GroupsArg,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Take groups away from a key (it may be left with none).
+
+    Example: keel keys remove-group 3f9a1c2e --group payroll
+    """
+
+    with _keys(project) as (keys, operator):
+        key = keys.remove_groups(operator, prefix, group)
+    typer.echo(f"{key.prefix} ({key.name}) now carries {_show(key.groups)}")

@@ -100,7 +100,9 @@ UNCHECKED: dict[str, str] = {
         "a resolution's notice carries the alarm as stored, possibly from a suppressed "
         "repeat that records no entry"
     ),
-    "api_keys, grants, audit_events": "security state and the audit trail, not ledger indexes",
+    "api_keys, key_groups, grants, audit_events": (
+        "security state and the audit trail, not ledger indexes"
+    ),
 }
 
 

@@ -5,6 +5,10 @@ lists and logs; the secret (32 random bytes, base64url) is never stored. Keys ar
 random values, so a plain SHA-256 is the right hash (a slow password hash buys nothing),
 compared in constant time.
 
+A key may carry groups (``payroll``, ``emea``): they become ``Principal.groups``, which a
+document's access list names as ``group:<name>``. They are stored beside the key, not in
+the secret, so they can change without a new key.
+
 Keys are managed through ``Keys``, which checks the acting principal (``manage_keys``,
 global only) and records every change in the audit trail; the CLI is one caller of it.
 ``authenticate`` is what the HTTP API asks of a presented key.
@@ -22,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from keel.errors import KeelError, NotFoundError
 from keel.ledger.records import iso_time
@@ -34,9 +38,10 @@ from keel.security.roles import (
     PermissionDeniedError,
     Principal,
     Role,
+    group_name,
 )
 from keel.store.database import Database
-from keel.store.schema import api_keys, grants
+from keel.store.schema import api_keys, grants, key_groups
 
 KEY_RE = re.compile(r"^keel_([0-9a-f]{8})_([A-Za-z0-9_-]{43})$")
 
@@ -51,6 +56,7 @@ class ApiKey:
     expires_at: str | None
     revoked_at: str | None
     grants: tuple[Grant, ...]
+    groups: tuple[str, ...] = ()
 
     @property
     def principal_id(self) -> str:
@@ -74,6 +80,7 @@ class ApiKey:
             "revoked_at": self.revoked_at,
             "status": self.status(now),
             "grants": [str(g) for g in self.grants],
+            "groups": list(self.groups),
         }
 
 
@@ -89,8 +96,10 @@ def create_key(
     created_by: str,
     now: float,
     expires_at: float | None = None,
+    groups: Sequence[str] = (),
 ) -> tuple[ApiKey, str]:
-    """Store a new key with its grants; return it and the full key text (shown once).
+    """Store a new key with its grants and groups; return it and the full key text (shown
+    once). A bad group name is refused before anything is stored.
 
     The store step beneath ``Keys.create``: it checks no principal and records no audit
     event, so only code that already holds the store may call it (tests seeding callers).
@@ -101,6 +110,7 @@ def create_key(
         raise KeelError("a key needs at least one role", {"field": "role"})
     if expires_at is not None and expires_at <= now:
         raise KeelError("a key's expiry must be in the future", {"field": "expires"})
+    key_group_names = tuple(dict.fromkeys(group_name(g) for g in groups))
     prefix = os.urandom(4).hex()
     secret = base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
     created = iso_time(now)
@@ -131,7 +141,10 @@ def create_key(
                 for g in key_grants
             ],
         )
-    key = ApiKey(prefix, name, owner, created, created_by, expires, None, tuple(key_grants))
+        _insert_groups(conn, prefix, key_group_names, created, created_by)
+    key = ApiKey(
+        prefix, name, owner, created, created_by, expires, None, tuple(key_grants), key_group_names
+    )
     return key, f"keel_{prefix}_{secret}"
 
 
@@ -145,7 +158,33 @@ def _grants(db: Database, principal: str) -> tuple[Grant, ...]:
     return tuple(Grant.scoped(Role(r[0]), r[1]) for r in rows)
 
 
-def _key(row: Sequence[object], key_grants: tuple[Grant, ...]) -> ApiKey:
+def _insert_groups(
+    conn: Connection, prefix: str, names: Sequence[str], created: str, created_by: str
+) -> None:
+    if names:
+        conn.execute(
+            insert(key_groups),
+            [
+                {"prefix": prefix, "group_name": g, "created_at": created, "created_by": created_by}
+                for g in names
+            ],
+        )
+
+
+def _groups(db: Database, prefix: str) -> tuple[str, ...]:
+    """A key's groups, in the order they were given."""
+    with db.read() as conn:
+        rows = conn.execute(
+            select(key_groups.c.group_name)
+            .where(key_groups.c.prefix == prefix)
+            .order_by(key_groups.c.id)
+        ).all()
+    return tuple(str(r[0]) for r in rows)
+
+
+def _key(
+    row: Sequence[object], key_grants: tuple[Grant, ...], groups: tuple[str, ...] = ()
+) -> ApiKey:
     prefix, name, owner, _secret, created_at, created_by, expires_at, revoked_at = row
     return ApiKey(
         str(prefix),
@@ -156,6 +195,7 @@ def _key(row: Sequence[object], key_grants: tuple[Grant, ...]) -> ApiKey:
         str(expires_at) if expires_at else None,
         str(revoked_at) if revoked_at else None,
         key_grants,
+        groups,
     )
 
 
@@ -164,7 +204,7 @@ def _get_key(db: Database, prefix: str) -> ApiKey:
         row = conn.execute(select(api_keys).where(api_keys.c.prefix == prefix)).first()
     if row is None:
         raise NotFoundError(f"no API key with prefix '{prefix}'", {"prefix": prefix})
-    return _key(row, _grants(db, f"key:{prefix}"))
+    return _key(row, _grants(db, f"key:{prefix}"), _groups(db, prefix))
 
 
 def _change_grants(
@@ -232,12 +272,62 @@ def _change_grants(
     return _get_key(db, prefix)
 
 
+def _change_groups(
+    db: Database,
+    prefix: str,
+    add: Sequence[str],
+    remove: Sequence[str],
+    changed_by: str,
+    now: float,
+) -> ApiKey:
+    """Add groups to a key or take some away; the change is whole or not at all.
+
+    Refused, with nothing changed: a bad group name, an unknown or revoked key, a group it
+    already carries, one it does not carry. A key may carry no group at all. Servers pick
+    the change up within the credential cache's second.
+    """
+    add = list(dict.fromkeys(group_name(g) for g in add))
+    remove = list(dict.fromkeys(group_name(g) for g in remove))
+    if not add and not remove:
+        raise KeelError("name at least one group to add or remove", {"field": "group"})
+    key = _get_key(db, prefix)
+    if key.revoked_at:
+        raise KeelError(
+            f"key {prefix} was revoked at {key.revoked_at}; its groups can no longer change",
+            {"prefix": prefix},
+        )
+    held = set(key.groups)
+    duplicate = [g for g in add if g in held]
+    if duplicate:
+        raise KeelError(
+            f"key {prefix} already carries group {', '.join(duplicate)}",
+            {"prefix": prefix, "field": "group"},
+        )
+    missing = [g for g in remove if g not in held]
+    if missing:
+        carried = ", ".join(key.groups) or "none"
+        raise KeelError(
+            f"key {prefix} does not carry group {', '.join(missing)}; it carries {carried}",
+            {"prefix": prefix, "field": "group"},
+        )
+    with db.write(chain=False) as conn:
+        if remove:
+            conn.execute(
+                delete(key_groups).where(
+                    key_groups.c.prefix == prefix, key_groups.c.group_name.in_(remove)
+                )
+            )
+        _insert_groups(conn, prefix, add, iso_time(now), changed_by)
+    return _get_key(db, prefix)
+
+
 class Keys:
     """Key management for a principal holding ``manage_keys`` on every flow (an admin).
 
     Each change is a security event in the audit trail, recorded with the acting
-    principal's id: ``key_created``, ``key_revoked``, ``role_granted``, ``role_removed``
-    (``refused`` when a role change is refused, with the reason). A principal without the
+    principal's id: ``key_created``, ``key_revoked``, ``role_granted``, ``role_removed``,
+    ``groups_added``, ``groups_removed`` (``refused`` when a role or group change is
+    refused, with the reason). A principal without the
     permission is refused (403), and the attempt is recorded as ``denied``.
     """
 
@@ -256,13 +346,18 @@ class Keys:
         *,
         owner: str | None = None,
         expires_in: float | None = None,
+        groups: Sequence[str] = (),
     ) -> tuple[ApiKey, str]:
         """Store a new key with its grants; return it and the full key text (shown once).
         ``owner`` is the person who answers for the key: every key with the same owner is
         one person for separation of duties. It defaults to ``name`` (the key answers for
-        itself). ``expires_in`` is a lifetime in seconds (default: no expiry)."""
+        itself). ``expires_in`` is a lifetime in seconds (default: no expiry). ``groups``
+        become the key's ``Principal.groups`` (default: none)."""
         granted = [str(g) for g in key_grants]
-        self._require(principal, "key_created", "key:*", {"name": name, "grants": granted})
+        detail: dict[str, object] = {"name": name, "grants": granted}
+        if groups:
+            detail["groups"] = list(groups)
+        self._require(principal, "key_created", "key:*", detail)
         now = self._clock()
         expires_at = now + expires_in if expires_in is not None else None
         owner = name if owner is None else owner
@@ -272,16 +367,22 @@ class Keys:
                 "owner out to have the key answer for itself",
                 {"field": "owner"},
             )
-        key, text = create_key(self._db, name, owner, key_grants, principal.id, now, expires_at)
-        self._record(principal, "key_created", key.principal_id, "ok", name=name, grants=granted)
+        key, text = create_key(
+            self._db, name, owner, key_grants, principal.id, now, expires_at, groups
+        )
+        if key.groups:
+            detail["groups"] = list(key.groups)
+        self._record(principal, "key_created", key.principal_id, "ok", **detail)
         return key, text
 
     def list(self, principal: Principal) -> Sequence[ApiKey]:
-        """Every key, oldest first, with its grants (never a secret)."""
+        """Every key, oldest first, with its grants and groups (never a secret)."""
         principal.require(Permission.MANAGE_KEYS)
         with self._db.read() as conn:
             rows = conn.execute(select(api_keys).order_by(api_keys.c.created_at)).all()
-        return [_key(r, _grants(self._db, f"key:{r[0]}")) for r in rows]
+        return [
+            _key(r, _grants(self._db, f"key:{r[0]}"), _groups(self._db, str(r[0]))) for r in rows
+        ]
 
     def revoke(self, principal: Principal, prefix: str) -> ApiKey:
         """Revoke a key at once; revoking twice is an error that names when it was revoked."""
@@ -309,6 +410,37 @@ class Keys:
         """Take roles away from a key (refused for one it does not have, or its last one:
         revoke the key instead)."""
         return self._change(principal, "role_removed", prefix, [], removed)
+
+    def add_groups(self, principal: Principal, prefix: str, added: Sequence[str]) -> ApiKey:
+        """Add groups to a key (refused for a bad name, one it already carries, or a
+        revoked key)."""
+        return self._change_groups(principal, "groups_added", prefix, added, [])
+
+    def remove_groups(self, principal: Principal, prefix: str, removed: Sequence[str]) -> ApiKey:
+        """Take groups away from a key (refused for one it does not carry); a key may be
+        left with none."""
+        return self._change_groups(principal, "groups_removed", prefix, [], removed)
+
+    def _change_groups(
+        self,
+        principal: Principal,
+        action: str,
+        prefix: str,
+        add: Sequence[str],
+        remove: Sequence[str],
+    ) -> ApiKey:
+        changed = [*add, *remove]
+        self._require(principal, action, f"key:{prefix}", {"groups": changed})
+        try:
+            key = _change_groups(self._db, prefix, add, remove, principal.id, self._clock())
+        except KeelError as error:
+            self._record(
+                principal, action, f"key:{prefix}", "refused", groups=changed, reason=error.message
+            )
+            raise
+        now = list(key.groups)
+        self._record(principal, action, key.principal_id, "ok", groups=changed, now=now)
+        return key
 
     def _change(
         self,
@@ -366,4 +498,5 @@ def authenticate(db: Database, token: str, now: float) -> Principal:
         datetime.fromisoformat(str(expires).replace("Z", "+00:00")).timestamp() if expires else None
     )
     # The key's owner is the person behind it: four eyes compares owners, not keys.
-    return Principal(key.principal_id, key.name, key.owner, _grants(db, key.principal_id), until)
+    grants_held = _grants(db, key.principal_id)
+    return Principal(key.principal_id, key.name, key.owner, grants_held, until, _groups(db, prefix))

@@ -5,8 +5,10 @@ Roles come from a claim (``keel_roles`` by default): a list of ``role`` (every f
 token (separation of duties) is the claim ``person_claim`` names (``email`` by default),
 so an API key whose owner is that address is the same person; a token without the claim
 is the person ``oidc:<issuer>#<subject>``, and one whose claim is not a non-empty string is
-refused. The JWKS is read from a
-file, or fetched from a URL and cached by PyJWT's client, which refetches on an unknown
+refused. Groups come from the claim ``groups_claim`` names (``groups`` by default): a list
+of strings or one space-separated string; an item that is not a group name is ignored,
+counted (``keel_oidc_groups_ignored``) and logged, and never fails the token. The JWKS is
+read from a file, or fetched from a URL and cached by PyJWT's client, which refetches on an unknown
 key id, so a rotated key is picked up without a restart.
 
 Both sources apply one rule to pick the key: the token must name it (``kid``) and a signing
@@ -18,13 +20,17 @@ the algorithm: the one its JWK declares (``alg``), or, when it declares none, an
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import jwt
 
 from keel.config import OidcSettings
 from keel.errors import ConfigError
-from keel.security.roles import AuthenticationError, Grant, Principal, Role
+from keel.security.roles import GROUP_PATTERN, AuthenticationError, Grant, Principal, Role
+from keel.telemetry import Metrics
+
+log = logging.getLogger("keel.oidc")
 
 # Asymmetric algorithms only: an HMAC "signature" keyed with the issuer's public key could be
 # forged by anyone, and ``none`` is no signature at all.
@@ -72,9 +78,23 @@ def grants_from_claim(value: Any) -> tuple[Grant, ...]:
     return tuple(out)
 
 
+def groups_from_claim(value: Any) -> tuple[tuple[str, ...], int]:
+    """The group names in a groups claim, in order and without repeats, and how many items
+    were not group names (a claim that is neither a list nor a string counts as one)."""
+    if value is None:
+        return (), 0
+    if isinstance(value, str):
+        value = value.split()
+    if not isinstance(value, list):
+        return (), 1
+    names = [v for v in value if isinstance(v, str) and GROUP_PATTERN.fullmatch(v)]
+    return tuple(dict.fromkeys(names)), len(value) - len(names)
+
+
 class OidcVerifier:
-    def __init__(self, settings: OidcSettings) -> None:
+    def __init__(self, settings: OidcSettings, metrics: Metrics | None = None) -> None:
         self.settings = settings
+        self._metrics = metrics
         self._client: jwt.PyJWKClient | None = None
         self._keys: jwt.PyJWKSet | None = None
         if settings.jwks_url:
@@ -157,7 +177,27 @@ class OidcVerifier:
         grants = grants_from_claim(claims.get(self.settings.roles_claim))
         name = str(claims.get("name") or claims.get("email") or subject)
         person = person_from_claims(claims, self.settings.person_claim, ident)
-        return Principal(ident, name, person, grants, float(claims["exp"]))
+        groups = self._groups(claims, ident)
+        return Principal(ident, name, person, grants, float(claims["exp"]), groups)
+
+    def _groups(self, claims: dict[str, Any], ident: str) -> tuple[str, ...]:
+        """The token's groups; what the claim holds besides group names is counted and
+        logged, so a mapping at the issuer that sends the wrong shape is seen, not guessed
+        at (the caller simply lacks those groups)."""
+        claim = self.settings.groups_claim
+        groups, ignored = groups_from_claim(claims.get(claim))
+        if ignored:
+            if self._metrics is not None:
+                self._metrics.oidc_groups_ignored.inc(ignored)
+            log.warning(
+                "ignored %d item(s) of the groups claim '%s' in the token of %s: each must be "
+                "a group name (letters, digits and . _ @ -, at most 128); fix the issuer's "
+                "claim mapping, or set oidc.groups_claim to the claim that lists groups",
+                ignored,
+                claim,
+                ident,
+            )
+        return groups
 
 
 def person_from_claims(claims: dict[str, Any], claim: str, ident: str) -> str:

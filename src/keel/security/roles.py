@@ -20,6 +20,7 @@ the caller may not read is answered like an unknown one (404), so nobody can pro
 from __future__ import annotations
 
 import getpass
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -204,6 +205,23 @@ class PermissionDeniedError(KeelError):
     globally (403)."""
 
     code = "forbidden"
+
+
+# A group a credential carries (an API key's, an OIDC token's groups claim): matched
+# exactly, case included, against ``group:<name>`` on a document's access list.
+GROUP_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
+
+
+def group_name(text: str) -> str:
+    """``text`` if it is a group name; otherwise ``InputError`` saying what one looks like.
+    Checked where groups enter Keel, so an access list never meets a name it cannot hold."""
+    if not GROUP_PATTERN.fullmatch(text):
+        raise InputError(
+            f"{text!r} is not a group name: use 1 to 128 letters, digits and . _ @ -, "
+            "starting with a letter or digit",
+            {"field": "group", "group": text},
+        )
+    return text
 
 
 @dataclass(frozen=True)

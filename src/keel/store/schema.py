@@ -131,6 +131,19 @@ grants = Table(
     Index("ix_grants_principal", "principal"),
 )
 
+# The groups an API key carries (``Principal.groups``), matched against documents' access
+# lists as ``group:<name>``. Names follow ``keel.security.roles.GROUP_PATTERN``.
+key_groups = Table(
+    "key_groups",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("prefix", String(16), nullable=False),
+    Column("group_name", String(128), nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("created_by", String(128), nullable=False),
+    UniqueConstraint("prefix", "group_name", name="uq_key_groups"),
+)
+
 # Who did what to what, and how it ended: every API request and every security event.
 audit_events = Table(
     "audit_events",
