@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -36,14 +37,16 @@ def shared_embedder(spec: Mapping[str, Any]) -> Embedder:
 
 
 @contextlib.contextmanager
-def opened(backend: str, project: Path) -> Iterator[tuple[Engine, Knowledge, AuditLog]]:
+def opened(
+    backend: str, project: Path, clock: Callable[[], float] = time.time
+) -> Iterator[tuple[Engine, Knowledge, AuditLog]]:
     """An engine on ``backend`` and its knowledge service with an audit log."""
     stack = contextlib.ExitStack()
     with stack:
         environ: dict[str, str] = {}
         if backend == "postgres":
             environ["KEEL_DATABASE_URL"] = stack.enter_context(fresh_pgvector_database())
-        engine = stack.enter_context(open_engine(project, environ=environ))
+        engine = stack.enter_context(open_engine(project, environ=environ, clock=clock))
         audit = AuditLog(engine.db, clock=engine.clock)
         stack.callback(audit.close)
         yield engine, Knowledge(engine.ctx, audit=audit, embedder_for=shared_embedder), audit

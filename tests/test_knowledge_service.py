@@ -22,7 +22,7 @@ from keel.knowledge.service import INHERIT, MAX_METADATA_BYTES, Knowledge
 from keel.security.audit import AuditLog
 from keel.security.roles import Grant, PermissionDeniedError, Role
 from keel.store.schema import audit_events
-from tests.conftest import run_sql
+from tests.conftest import Clock, run_sql
 from tests.knowledge_service import (
     ADMIN,
     ALICE,
@@ -260,8 +260,9 @@ def test_ingest_file_and_curate_permission(hr: Opened, tmp_path: Path) -> None:
     _, knowledge, _ = hr
     path = tmp_path / "leave.txt"
     path.write_bytes(LEAVE)
-    with pytest.raises(PermissionDeniedError):
-        knowledge.ingest_file(ALICE, "hr", path)
+    for target in (path, tmp_path / "missing.txt"):
+        with pytest.raises(PermissionDeniedError):  # before the file is even opened
+            knowledge.ingest_file(ALICE, "hr", target)
     result = knowledge.ingest_file(CURATOR, "hr", path)
     assert result.source_uri == path.resolve().as_uri()
     with pytest.raises(InputError, match="cannot be read"):
@@ -514,8 +515,9 @@ def test_bad_search_and_document_input_is_refused(hr: Opened) -> None:
     knowledge.ingest(CURATOR, "hr", "leave.txt", LEAVE, document_id="handbook-1")
     with pytest.raises(ConflictError, match="belongs to another collection"):
         knowledge.ingest(OWNER, "finance", "other.txt", BUILD, document_id="handbook-1")
-    with pytest.raises(InputError, match="document_id"):
-        knowledge.ingest(CURATOR, "hr", "leave.txt", LEAVE, document_id="x" * 200)
+    for bad in ("x" * 200, ""):
+        with pytest.raises(InputError, match="document_id"):
+            knowledge.ingest(CURATOR, "hr", "leave.txt", LEAVE, document_id=bad)
 
 
 def test_the_engine_exposes_the_service(project: Path) -> None:
@@ -544,3 +546,30 @@ def test_a_file_that_breaks_keeps_its_last_good_version(project: Path, tmp_path:
         assert [f.file for f in second.failed] == ["handbook.pdf"] and second.removed == []
         hits = knowledge.search(ALICE, "hr", "monthly repayments").hits
         assert hits and {h.version for h in hits} == {first.ingested[0].version}
+
+
+def test_version_records_are_purged_after_the_retention(project: Path) -> None:
+    clock = Clock()
+    with opened("sqlite", project, clock) as (engine, knowledge, _):
+        knowledge.create_collection(
+            OWNER, "hr", owner="olga", classification="internal",
+            default_access=["role:reader"], retention_days=30,
+        )  # fmt: skip
+        first = knowledge.ingest(CURATOR, "hr", "leave.txt", LEAVE)
+        knowledge.ingest(CURATOR, "hr", "leave.txt", LEAVE + b"\nCarry-over: five days.\n")
+        gone = knowledge.ingest(CURATOR, "hr", "build.txt", BUILD)
+        knowledge.withdraw_document(CURATOR, "hr", gone.document_id)
+        clock.advance(29 * 86_400)
+        assert knowledge.purge_versions(CURATOR, "hr").versions == []
+        clock.advance(2 * 86_400)
+        with pytest.raises(PermissionDeniedError):
+            knowledge.purge_versions(ALICE, "hr")
+        purge = knowledge.purge_versions(CURATOR, "hr")
+        assert sorted(purge.versions) == sorted([(first.document_id, 1), (gone.document_id, 1)])
+        recorded = body(engine, purge.record_id or "")
+        assert recorded["retention_days"] == 30 and len(recorded["versions"]) == 2
+        states = [v.state for v in knowledge.versions(CURATOR, "hr", first.document_id)]
+        assert states == ["live"]
+        assert knowledge.purge_versions(CURATOR, "hr").record_id is None
+        report = engine.verify(by=ADMIN)
+        assert report.ok, report.problem

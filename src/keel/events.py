@@ -533,6 +533,19 @@ class PersonAccessRevoked:
 
 
 @dataclass(frozen=True)
+class VersionsPurged:
+    """The records of superseded or withdrawn versions were deleted once the collection's
+    retention had passed since they ended; ``versions`` names each one."""
+
+    KIND: ClassVar[str] = "knowledge_versions_purged"
+    VERSION: ClassVar[int] = 1
+    collection: str
+    retention_days: int
+    versions: list[Json]  # [{document, revision, version}]
+    by: Json
+
+
+@dataclass(frozen=True)
 class FolderSynced:
     """A collection's source folder was synced: the documents added, changed, unchanged,
     withdrawn because their file went, and the files that could not be read."""
@@ -595,6 +608,7 @@ Event = (
     | DocumentWithdrawn
     | DocumentAccessSet
     | PersonAccessRevoked
+    | VersionsPurged
     | FolderSynced
     | KnowledgeSearched
 )
@@ -630,6 +644,7 @@ CATALOGUE: tuple[type[Any], ...] = (
     DocumentWithdrawn,
     DocumentAccessSet,
     PersonAccessRevoked,
+    VersionsPurged,
     FolderSynced,
     KnowledgeSearched,
 )

@@ -113,6 +113,16 @@ class Revocation:
 
 
 @dataclass(frozen=True)
+class Purge:
+    """The version records a retention purge deleted, as (document id, revision), and its
+    ledger entry (``None`` when nothing was due)."""
+
+    collection: str
+    versions: list[tuple[str, int]]
+    record_id: str | None
+
+
+@dataclass(frozen=True)
 class SearchHit:
     """One ranked chunk: where it comes from (document, version, exact span and page),
     its scores (``None`` where the chunk was not in that list) and a citation label such

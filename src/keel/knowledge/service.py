@@ -41,6 +41,7 @@ from keel.index.backend import open_index
 from keel.index.base import ChunkIndex
 from keel.index.records import Validity, Weights
 from keel.knowledge import collections as colls
+from keel.knowledge import retention
 from keel.knowledge.collections import KEEP, Collection, CollectionSettings, Keep
 from keel.knowledge.fields import (
     INHERIT,
@@ -63,6 +64,7 @@ from keel.knowledge.prepare import extract
 from keel.knowledge.records import (
     Document,
     IngestResult,
+    Purge,
     Revocation,
     SearchResult,
     SyncResult,
@@ -311,7 +313,7 @@ class Knowledge:
         source_uri = check_source(source_uri)
         doc_id = (
             check_id(document_id, "document_id")
-            if document_id
+            if document_id is not None
             else document_id_for(collection, source_uri)
         )
         wanted = Requested.check(owner, classification, access, validity, subjects, metadata)
@@ -330,7 +332,9 @@ class Knowledge:
         path: str | Path,
         **options: Any,
     ) -> IngestResult:
-        """Ingest a file (its ``file://`` URI is the source); options as for ``ingest``."""
+        """Ingest a file (its ``file://`` URI is the source); options as for ``ingest``.
+        The permission is checked before the file is opened."""
+        principal.require(Permission.CURATE_KNOWLEDGE, collection=collection)
         file = Path(path)
         try:
             data = file.read_bytes()
@@ -456,6 +460,15 @@ class Knowledge:
             collection or "*",
             lambda: self._revocations.revoke_person(by, who, targets, loaded, reason),
         )
+
+    def purge_versions(self, principal: Principal, collection: str) -> Purge:
+        """Delete the records of superseded and withdrawn versions that ended more than
+        the collection's ``retention_days`` ago (``curate_knowledge``); recorded in the
+        ledger with each version it deleted. Nothing is purged while the retention is
+        ``None``."""
+        actor = principal.acting(Permission.CURATE_KNOWLEDGE, collection=collection)
+        coll = self.collection(principal, collection, Permission.CURATE_KNOWLEDGE)
+        return retention.purge(self._ctx, coll, actor)
 
     # ---- search --------------------------------------------------------------------------
 
