@@ -288,3 +288,53 @@ def test_bad_requests_get_clear_4xx(engine: Engine, client: TestClient) -> None:
         status(client.put(f"{unknown}/access", headers=curator, json={"access": "everyone"}))[0]
         == 422
     )
+
+
+def test_an_upload_carries_its_fields(engine: Engine, client: TestClient) -> None:
+    curator = handbook(engine, client)
+    added = client.post(
+        "/v1/collections/handbook/documents",
+        headers=curator,
+        files={"file": ("pensions.txt", b"Pensions\n\nThe employer pays 8% of salary.\n")},
+        data={
+            "source_uri": "https://intranet.example.com/hr/pensions",
+            "document_id": "hr-pensions",
+            "owner": "Paula",
+            "classification": "confidential",
+            "access": ["group:hr", "person:paula"],
+            "valid_from": "2027-01-01T00:00:00Z",
+            "subjects": ["emp-17"],
+            "metadata": json.dumps({"team": "benefits", "pages": 1}),
+            "reason": "new pension scheme",
+        },
+    )
+    assert added.status_code == 201, added.text
+    assert added.json()["document_id"] == "hr-pensions"
+    document = client.get("/v1/collections/handbook/documents/hr-pensions", headers=curator)
+    assert document.status_code == 200
+    assert document.json() | {"version": None} == {
+        "document_id": "hr-pensions",
+        "collection": "handbook",
+        "source_uri": "https://intranet.example.com/hr/pensions",
+        "owner": "paula",
+        "classification": "confidential",
+        "access": ["group:hr", "person:paula"],
+        "valid_from": "2027-01-01T00:00:00.000000Z",
+        "valid_until": None,
+        "subjects": ["emp-17"],
+        "metadata": {"team": "benefits", "pages": 1},
+        "version": None,
+        "revision": 1,
+        "state": "live",
+    }
+    again = client.post(
+        "/v1/collections/handbook/documents",
+        headers=curator,
+        files={"file": ("pensions.txt", b"Pensions\n\nThe employer pays 8% of salary.\n")},
+        data={
+            "source_uri": "https://intranet.example.com/hr/pensions",
+            "document_id": "hr-pensions",
+        },
+    )
+    assert again.status_code == 201 and again.json()["status"] == "unchanged"
+    assert again.json()["record_id"] is None

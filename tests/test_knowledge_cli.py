@@ -72,6 +72,16 @@ def test_sync_search_as_two_people_restrict_and_withdraw(
     assert "failed     broken.pdf" in out and "skipped    logo.png" in out
     assert "new        salary-bands.md  doc_" in out
 
+    extra = tmp_path / "pensions.md"
+    extra.write_text("# Pensions\n\nThe employer pays 8% of salary.\n", encoding="utf-8")
+    code, out, err = keel(
+        project, env, "knowledge", "add", "handbook", str(extra), "--access", "group:hr"
+    )
+    assert code == 0, err
+    assert out.startswith(f"new        {extra}  doc_") and "v1 (1 chunks, 1 embedded)" in out
+    code, out, _ = keel(project, env, "knowledge", "documents", "handbook", str(extra))
+    assert json.loads(out)["access"] == ["group:hr"]
+
     code, out, _ = keel(project, env, "knowledge", "list")
     assert code == 0 and out.startswith("handbook") and "default access role:reader" in out
 
@@ -122,6 +132,15 @@ def test_sync_search_as_two_people_restrict_and_withdraw(
     code, out, _ = keel(project, env, "knowledge", "sync", "handbook")
     assert "0 new, 0 changed, 1 unchanged, 1 removed, 1 failed" in out
     assert found(bob, "travel expenses") == set()
+
+    code, out, err = keel(
+        project, env, "knowledge", "change", "handbook", "--access", "role:reader",
+        "--access", "group:hr", "--classification", "confidential",
+    )  # fmt: skip
+    assert code == 0, err
+    changed = json.loads(out)
+    assert changed["default_access"] == ["group:hr", "role:reader"]
+    assert changed["classification"] == "confidential"
 
     code, out, err = keel(project, env, "knowledge", "revoke", "handbook", "--person", "Alice")
     assert code == 0, err and "1 documents' lists" in out

@@ -161,9 +161,13 @@ async def add_document(
     metadata: Annotated[str | None, Form(description="A JSON object.")] = None,
     reason: Annotated[str, Form(max_length=1000)] = "",
 ) -> Any:
-    """Upload one document (``curate_knowledge``). Content whose text is the live
-    version's is ``unchanged`` and writes nothing; other content makes a new version and
-    supersedes the live one (201 either way, with ``status`` saying which)."""
+    """Upload one document (``curate_knowledge``) as ``multipart/form-data``: the file in
+    the field ``file``; optional fields ``source_uri``, ``document_id``, ``owner``,
+    ``classification``, ``access`` and ``subjects`` (repeated), ``valid_from`` and
+    ``valid_until`` (ISO 8601), ``metadata`` (a JSON object) and ``reason``. At most 32 MiB
+    (413 beyond). Content whose text is the live version's is ``unchanged`` and writes
+    nothing; other content makes a new version and supersedes the live one (201 either
+    way, with ``status`` saying which)."""
     knowledge = _knowledge(request)
     source = source_uri or file.filename or ""
     for name, value in (
