@@ -266,6 +266,17 @@ def test_bad_requests_get_clear_4xx(engine: Engine, client: TestClient) -> None:
         == 422
     )
     assert status(client.post(upload, headers=curator, data={"reason": "no file"}))[0] == 422
+    for fields in (
+        {"metadata": "[" * 100_000},
+        {"metadata": '{"a": ' * 5_000 + "1" + "}" * 5_000},
+        {"valid_from": "2027-13-01T00:00:00Z"},
+        {"valid_until": "next week"},
+        {"owner": "Ann\x1b[31m"},
+    ):
+        response = client.post(
+            upload, headers=curator, files={"file": ("a.md", LEAVE)}, data=fields
+        )
+        assert status(response) == (422, "invalid_input"), (fields, response.text)
     too_large = client.post(
         upload,
         headers=curator,

@@ -320,8 +320,11 @@ FREE_TEXT = ("reason", "query", "metadata")  # fields whose text may break lines
 def _check_text(body: BaseModel) -> None:
     """Every string of a body holds printable text only (a reason may break lines), so
     nothing a terminal or a log acts on reaches the store."""
-    for name, value in body.model_dump().items():
-        _walk_text(value, name, name in FREE_TEXT)
+    try:
+        for name, value in body.model_dump().items():
+            _walk_text(value, name, name in FREE_TEXT)
+    except RecursionError:
+        raise InputError("the body is nested too deeply to check") from None
 
 
 def _walk_text(value: object, where: str, free: bool) -> None:
@@ -341,14 +344,14 @@ def _epoch(name: str, text: str | None) -> float | None:
         return None
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.timestamp()
+    except (ValueError, OverflowError):
         raise InputError(
             f"{name} must be an ISO 8601 time such as 2026-11-24T10:00:00Z, got {text[:40]!r}",
             {"field": name},
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 def _metadata(text: str | None) -> dict[str, object] | None:
@@ -356,11 +359,11 @@ def _metadata(text: str | None) -> dict[str, object] | None:
         return None
     try:
         loaded = json.loads(text)
-    except ValueError as error:
-        raise InputError(
-            f"metadata must be a JSON object: {error}", {"field": "metadata"}
-        ) from None
+        if isinstance(loaded, dict):
+            _walk_text(loaded, "metadata", True)
+    except (ValueError, RecursionError) as error:
+        why = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+        raise InputError(f"metadata must be a JSON object: {why}", {"field": "metadata"}) from None
     if not isinstance(loaded, dict):
         raise InputError("metadata must be a JSON object", {"field": "metadata"})
-    _walk_text(loaded, "metadata", True)
     return loaded
