@@ -388,6 +388,14 @@ def test_withdrawn_documents_and_versions_are_gone_at_once(hr: Opened) -> None:
     with pytest.raises(ConflictError, match="withdrawn already"):
         knowledge.withdraw_document(CURATOR, "hr", leave.document_id)
     assert knowledge.document(CURATOR, "hr", leave.document_id).state == "withdrawn"
+    assert [d.source_uri for d in knowledge.documents(CURATOR, "hr")] == ["payroll.txt"]
+    listed = knowledge.documents(CURATOR, "hr", include_withdrawn=True)
+    assert [(d.source_uri, d.state) for d in listed] == [
+        ("leave.txt", "withdrawn"),
+        ("payroll.txt", "live"),
+    ]
+    with pytest.raises(PermissionDeniedError):
+        knowledge.documents(ALICE, "hr")
 
     payroll = knowledge.ingest(CURATOR, "hr", "payroll.txt", PAYROLL + b"\nBonus in March.\n")
     old = knowledge.versions(CURATOR, "hr", payroll.document_id)[0]

@@ -73,7 +73,7 @@ from keel.knowledge.records import (
 )
 from keel.knowledge.revocation import Revocations
 from keel.knowledge.search import Searcher
-from keel.knowledge.tables import knowledge_collections, knowledge_versions
+from keel.knowledge.tables import knowledge_collections, knowledge_documents, knowledge_versions
 from keel.ledger.records import new_id
 from keel.ledger.writer import WindowGate, append_in
 from keel.security.audit import AuditLog
@@ -370,6 +370,24 @@ class Knowledge:
         principal.require(Permission.CURATE_KNOWLEDGE, collection=collection)
         with self._ctx.db.read() as conn:
             return document_of(document_row(conn, collection, document_id))
+
+    def documents(
+        self, principal: Principal, collection: str, *, include_withdrawn: bool = False
+    ) -> list[Document]:
+        """The collection's documents by source URI (``curate_knowledge``): the live ones,
+        and with ``include_withdrawn`` the withdrawn ones too."""
+        principal.require(Permission.CURATE_KNOWLEDGE, collection=collection)
+        self.collection(principal, collection, Permission.CURATE_KNOWLEDGE)
+        with self._ctx.db.read() as conn:
+            query = select(knowledge_documents).where(
+                knowledge_documents.c.collection == collection
+            )
+            if not include_withdrawn:
+                query = query.where(knowledge_documents.c.state == "live")
+            rows = conn.execute(
+                query.order_by(knowledge_documents.c.source_uri, knowledge_documents.c.document_id)
+            ).all()
+        return [document_of(r) for r in rows]
 
     def versions(
         self, principal: Principal, collection: str, document_id: str
