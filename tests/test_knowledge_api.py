@@ -142,6 +142,18 @@ def test_two_readers_see_what_their_access_allows_and_withdrawal_takes_effect(
         f"/v1/collections/handbook/documents/{leave}/versions", headers=curator
     ).json()
     assert [v["state"] for v in versions] == ["withdrawn"]
+    listed = client.get("/v1/collections/handbook/documents", headers=curator).json()
+    assert [d["source_uri"] for d in listed] == ["expenses.md", "salary.md"]
+    listed = client.get(
+        "/v1/collections/handbook/documents",
+        headers=curator,
+        params={"include_withdrawn": "true"},
+    ).json()
+    assert [(d["source_uri"], d["state"]) for d in listed] == [
+        ("expenses.md", "live"), ("leave.md", "withdrawn"), ("salary.md", "live"),
+    ]  # fmt: skip
+    denied = client.get("/v1/collections/handbook/documents", headers=alice)
+    assert denied.status_code == 403
 
     back = client.put(
         f"/v1/collections/handbook/documents/{salary}/access",

@@ -125,6 +125,15 @@ def test_sync_search_as_two_people_restrict_and_withdraw(
 
     code, out, _ = keel(project, env, "knowledge", "documents", "handbook", salary)
     assert code == 0 and json.loads(out)["access"] == ["person:alice"]
+    code, out, _ = keel(project, env, "knowledge", "documents", "handbook")
+    listed = out.splitlines()
+    assert code == 0 and listed[-1] == "3 documents"  # expenses, pensions, salary bands
+    assert [line.split()[-2] for line in listed[:-1]] == [  # by source URI
+        "expenses.md", "salary-bands.md", "pensions.md",
+    ]  # fmt: skip
+    assert listed[1].split()[:4] == ["live", "v1", listed[1].split()[2], "person:alice"]
+    code, out, _ = keel(project, env, "knowledge", "documents", "handbook", "--withdrawn")
+    assert code == 0 and "withdrawn" in out and "leave.md" in out and "4 documents" in out
 
     # A file left in the folder would come back with the next sync: remove it there too.
     (folder / "leave.md").unlink()

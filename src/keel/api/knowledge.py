@@ -208,6 +208,20 @@ async def add_document(
     return asdict(result)
 
 
+@router.get("/{collection}/documents", response_model=list[DocumentOut], name="list_documents")
+def list_documents(
+    collection: str,
+    principal: Caller,
+    request: Request,
+    include_withdrawn: Annotated[bool, Query(description="Also the withdrawn documents.")] = False,
+) -> Any:
+    """The collection's documents by source (``curate_knowledge``): the live ones, and
+    with ``include_withdrawn`` the withdrawn ones too."""
+    knowledge = _knowledge(request)
+    found = knowledge.documents(principal, collection, include_withdrawn=include_withdrawn)
+    return [views.document_json(d) for d in found]
+
+
 @router.get(
     "/{collection}/documents/{document_id}", response_model=DocumentOut, name="get_document"
 )

@@ -378,17 +378,44 @@ def knowledge_sync(
 
 
 @app.command("documents")
-def knowledge_documents(name: Name, doc: Doc, project: ProjectOpt = Path(".")) -> None:
-    """Print a document's record as JSON (curate_knowledge): source, owner, access list
-    (null: the collection's), validity, data subjects, metadata and live version.
+def knowledge_documents(
+    name: Name,
+    doc: Annotated[
+        str | None,
+        typer.Argument(help="One document (id or file): print its record as JSON."),
+    ] = None,
+    withdrawn: Annotated[
+        bool, typer.Option("--withdrawn", help="List the withdrawn documents too.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """List a collection's documents (curate_knowledge): state, revision, live version,
+    access list (inherit: the collection's), source and id. With DOC, print that
+    document's record as JSON: source, owner, access list, validity, data subjects,
+    metadata and live version.
 
-    Example: keel knowledge documents handbook handbook/salary-bands.md
+    Example: keel knowledge documents handbook      keel knowledge documents handbook leave.md
     """
+    from keel.knowledge.search import source_name  # noqa: PLC0415
     from keel.knowledge.views import document_json  # noqa: PLC0415
 
     with _engine(project) as engine:
-        found = engine.knowledge.document(engine.operator, name, _doc(name, doc))
-        _print(document_json(found))
+        if doc is not None:
+            _print(document_json(engine.knowledge.document(engine.operator, name, _doc(name, doc))))
+            return
+        found = engine.knowledge.documents(engine.operator, name, include_withdrawn=withdrawn)
+    if as_json:
+        _print([document_json(d) for d in found])
+        return
+    for d in found:
+        access = "inherit" if d.access is None else ",".join(d.access) or "(nobody)"
+        version = (d.version or "-")[:16]
+        typer.echo(
+            f"{d.state:<9} v{d.revision:<3} {version:<16}  {access:<24} "
+            f"{source_name(d.source_uri)}  {d.document_id}"
+        )
+    typer.echo(f"{len(found)} documents")
 
 
 @app.command("versions")
