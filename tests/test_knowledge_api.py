@@ -43,8 +43,10 @@ def client(engine: Engine) -> Iterator[TestClient]:
     audit.close()
 
 
-def key(engine: Engine, owner: str, *grants: Grant) -> dict[str, str]:
-    _, text = create_key(engine.db, owner, owner, list(grants), "tests", engine.clock())
+def key(engine: Engine, owner: str, *grants: Grant, groups: tuple[str, ...] = ()) -> dict[str, str]:
+    _, text = create_key(
+        engine.db, owner, owner, list(grants), "tests", engine.clock(), groups=groups
+    )
     return {"Authorization": f"Bearer {text}"}
 
 
@@ -101,8 +103,8 @@ def test_two_readers_see_what_their_access_allows_and_withdrawal_takes_effect(
     engine: Engine, client: TestClient
 ) -> None:
     curator = handbook(engine, client)
-    alice = key(engine, "alice", Grant(Role.READER, collection="handbook"))
-    bob = key(engine, "bob", Grant(Role.READER, collection="handbook"))
+    alice = key(engine, "alice", Grant(Role.READER, collection="handbook"), groups=("hr",))
+    bob = key(engine, "bob", Grant(Role.READER, collection="handbook"), groups=("engineering",))
     # The curator holds no reader role: the documents inherit role:reader, so they see none.
     assert sources(client, curator, "salary band") == set()
     salary = doc_id(client, alice, "salary.md")
@@ -110,7 +112,7 @@ def test_two_readers_see_what_their_access_allows_and_withdrawal_takes_effect(
     restricted = client.put(
         f"/v1/collections/handbook/documents/{salary}/access",
         headers=curator,
-        json={"access": ["person:alice"], "reason": "pay is confidential"},
+        json={"access": ["group:hr"], "reason": "pay is confidential"},
     )
     assert restricted.status_code == 200, restricted.text
     assert "salary.md" in sources(client, alice, "salary band")
