@@ -635,7 +635,9 @@ def test_the_matrix_covers_every_operation(engine: Engine, client: TestClient) -
     unauthenticated = 2  # /healthz and /readyz
     filtered_list = 1  # GET /v1/flows: never refused, filtered (test_lists_show_only_…)
     elsewhere = 1  # approving a raise needs a request first: tests/test_autonomy.py
-    assert operations == len(MATRIX) + unauthenticated + filtered_list + elsewhere
+    # Knowledge collections take knowledge roles on collections: tests/test_knowledge_api.py
+    knowledge = sum(len(m) for p, m in schema["paths"].items() if p.startswith("/v1/collections"))
+    assert operations == len(MATRIX) + unauthenticated + filtered_list + elsewhere + knowledge
 
 
 def test_reviews_over_http_with_four_eyes(project: Path, env: dict[str, str]) -> None:

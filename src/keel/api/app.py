@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
@@ -21,6 +22,10 @@ from keel.security.limits import Limiter, RateLimitedError, RateLimiter, SharedR
 from keel.security.oidc import OidcVerifier
 
 MAX_BODY_BYTES = 1_048_576
+# One uploaded knowledge document (POST /v1/collections/{c}/documents): a PDF handbook is
+# larger than any JSON body the rest of the API takes.
+MAX_DOCUMENT_BYTES = 32 * 1_048_576
+UPLOAD_PATH = re.compile(r"/v1/collections/[^/]+/documents/?")
 
 
 @dataclass
@@ -34,19 +39,29 @@ class KeelState:
 
 
 class BodyLimit:
-    """Refuse request bodies over a size, declared or streamed, before any handler runs."""
+    """Refuse request bodies over a size, declared or streamed, before any handler runs:
+    ``limit``, or ``upload_limit`` for a document upload (``UPLOAD_PATH``)."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, upload_limit: int = MAX_DOCUMENT_BYTES) -> None:
         self.app = app
-        self.limit = limit
+        self.default_limit = limit
+        self.upload_limit = upload_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        upload = scope["method"] == "POST" and UPLOAD_PATH.fullmatch(scope["path"]) is not None
+        limit = self.upload_limit if upload else self.default_limit
+        hint = "split the document" if upload else "send smaller batches"
+        await self._limited(scope, receive, send, limit, hint)
+
+    async def _limited(
+        self, scope: Scope, receive: Receive, send: Send, limit: int, hint: str
+    ) -> None:
         declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._refuse(scope, receive, send, limit, hint)
             return
         if declared is None:
             # Chunked, no length declared: read it here, at most the limit, so an oversize
@@ -57,8 +72,8 @@ class BodyLimit:
                 message = await receive()
                 buffered.append(message)
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    await self._refuse(scope, receive, send)
+                if seen > limit:
+                    await self._refuse(scope, receive, send, limit, hint)
                     return
                 if message["type"] != "http.request" or not message.get("more_body"):
                     break
@@ -74,20 +89,22 @@ class BodyLimit:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit:
+            if seen > limit:
                 raise _TooLarge
             return message
 
         try:
             await self.app(scope, counting, send)
         except _TooLarge:
-            await self._refuse(scope, receive, send)
+            await self._refuse(scope, receive, send, limit, hint)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, limit: int, hint: str
+    ) -> None:
         response = error_response(
             "request_too_large",
-            f"the request body is larger than {self.limit:,} bytes; send smaller batches",
-            {"limit": self.limit},
+            f"the request body is larger than {limit:,} bytes; {hint}",
+            {"limit": limit},
         )
         await response(scope, receive, send)
 
@@ -157,6 +174,7 @@ def create_app(engine: Engine, audit: AuditLog | None = None, workers: int = 1) 
     worker processes serve the same store (see ``shared_limits``)."""
     from keel.api import apidocs, decisions, monitoring, outcomes, policies, reviews, service  # noqa: PLC0415 - routers import lazily
     from keel.api.inventory import router as models_router  # noqa: PLC0415
+    from keel.api.knowledge import router as knowledge_router  # noqa: PLC0415
 
     app = FastAPI(
         title="Keel",
@@ -223,6 +241,7 @@ def create_app(engine: Engine, audit: AuditLog | None = None, workers: int = 1) 
     app.include_router(policies.router)
     app.include_router(monitoring.router)
     app.include_router(models_router)
+    app.include_router(knowledge_router)
     app.include_router(service.router)
     app.include_router(apidocs.router)
     # Outermost last: the size limit, then the audit record, then authentication.
