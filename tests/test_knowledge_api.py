@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -363,3 +364,103 @@ def test_an_upload_carries_its_fields(engine: Engine, client: TestClient) -> Non
     )
     assert again.status_code == 201 and again.json()["status"] == "unchanged"
     assert again.json()["record_id"] is None
+
+
+@pytest.fixture
+def sqlite_client(project: Path) -> Iterator[tuple[Engine, TestClient]]:
+    """The new cases need no second backend: the service they call is tested on both."""
+    with open_engine(project) as engine:
+        audit = AuditLog(engine.db)
+        with TestClient(create_app(engine, audit), raise_server_exceptions=True) as c:
+            yield engine, c
+        audit.close()
+
+
+def test_search_as_of_an_instant_finds_the_version_live_then(
+    sqlite_client: tuple[Engine, TestClient],
+) -> None:
+    engine, client = sqlite_client
+    curator = handbook(engine, client)
+    reader = key(engine, "alice", Grant(Role.READER, collection="handbook"))
+    changed = client.post(
+        "/v1/collections/handbook/documents",
+        headers=curator,
+        files={"file": ("leave.md", b"# Leave\n\nEvery employee has 30 days of leave.\n")},
+    )
+    assert changed.status_code == 201 and changed.json()["status"] == "changed", changed.text
+    leave = changed.json()["document_id"]
+    versions = client.get(f"/v1/collections/handbook/documents/{leave}/versions", headers=curator)
+    first = versions.json()[0]
+    assert first["state"] == "superseded"
+    start, end = (datetime.fromisoformat(first[f]) for f in ("created_at", "ended_at"))
+    then = (start + (end - start) / 2).isoformat()
+
+    def texts(body: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        found = client.post("/v1/collections/handbook/search", headers=reader, json=body)
+        assert found.status_code == 200, found.text
+        out = found.json()
+        return out, [h["text"] for h in out["hits"] if h["source_uri"] == "leave.md"]
+
+    now, hits = texts({"query": "days of leave"})
+    assert now["as_of"] is None and hits and all("30 days" in t for t in hits)
+    space = client.get("/v1/collections/handbook", headers=reader).json()["space_id"]
+    assert now["space_id"] == space
+    past, hits = texts({"query": "days of leave", "as_of": then})
+    assert hits and all("25 days" in t for t in hits)
+    assert past["as_of"] is not None and past["as_of"].startswith(then[:19])
+    assert past["space_id"] == space
+    before, _ = texts({"query": "days of leave", "as_of": "2000-01-01T00:00:00Z"})
+    assert before["hits"] == []
+
+    for bad in ("yesterday", "2026-13-01T00:00:00Z", "", 1764500000):
+        refused = client.post(
+            "/v1/collections/handbook/search",
+            headers=reader,
+            json={"query": "leave", "as_of": bad},
+        )
+        assert refused.status_code == 422, (bad, refused.text)
+
+
+def test_reindex_over_http_moves_the_collection_to_a_new_space(
+    sqlite_client: tuple[Engine, TestClient],
+) -> None:
+    engine, client = sqlite_client
+    curator = handbook(engine, client)
+    admin = key(engine, "olga", Grant(Role.ADMIN))
+    owner = key(engine, "kim", Grant(Role.KNOWLEDGE_OWNER, collection="handbook"))
+    reader = key(engine, "alice", Grant(Role.READER, collection="handbook"))
+    path = "/v1/collections/handbook/reindex"
+    before = client.get("/v1/collections/handbook", headers=owner).json()["space_id"]
+
+    assert client.get(path, headers=owner).json()["state"] == "none"
+    for headers in (reader, curator):
+        assert client.get(path, headers=headers).status_code == 403
+        denied = client.post(path, headers=headers, json={"embedder": {"max_tokens": 128}})
+        assert denied.status_code == 403, denied.text
+    assert client.get("/v1/collections/nowhere/reindex", headers=admin).status_code == 404
+    missing = client.post(
+        "/v1/collections/nowhere/reindex", headers=admin, json={"embedder": {"max_tokens": 128}}
+    )
+    assert missing.status_code == 404, missing.text
+    for bad in ({"embedder": {"kind": "no-such-model"}}, {"embedder": "onnx"}, {}):
+        refused = client.post(path, headers=owner, json=bad)
+        assert refused.status_code == 422, (bad, refused.text)
+    assert client.get(path, headers=owner).json()["state"] == "none"
+
+    started = client.post(
+        path,
+        headers=owner,
+        json={"embedder": {"kind": "onnx-int8", "max_tokens": 128}, "reason": "shorter chunks"},
+    )
+    assert started.status_code == 202, started.text
+    assert started.json()["from_space"] == before
+    new_space = started.json()["to_space"]
+    assert new_space != before and started.json()["started"]
+    status = engine.knowledge.reindex_wait(engine.operator, "handbook", timeout=120)
+    assert status.state == "completed", status
+    shown = client.get(path, headers=owner).json()
+    assert shown["state"] == "completed" and shown["done"] == shown["total"] == 3
+    assert client.get("/v1/collections/handbook", headers=owner).json()["space_id"] == new_space
+    found = search(client, reader, "days of paid annual leave")
+    assert found["space_id"] == new_space
+    assert "leave.md" in {h["source_uri"] for h in found["hits"]}

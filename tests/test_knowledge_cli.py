@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,53 @@ def test_bad_input_exits_2_with_a_clear_message(project: Path, env: dict[str, st
     assert code == 2 and "neither a document id" in err
     code, _, err = keel(project, env, "knowledge", "change", "handbook")
     assert code == 2 and "nothing to change" in err
+
+
+def test_search_as_of_an_instant_and_the_space_searched(project: Path, tmp_path: Path) -> None:
+    env: dict[str, str] = {}  # SQLite: the service's "as of" is tested on both backends
+    leave = tmp_path / "leave.md"
+    leave.write_text(FILES["leave.md"], encoding="utf-8")
+    code, _, err = keel(
+        project, env, "knowledge", "create", "handbook", "--owner", "hr@example.com",
+        "--classification", "internal", "--access", "role:reader",
+    )  # fmt: skip
+    assert code == 0, err
+    assert keel(project, env, "knowledge", "add", "handbook", str(leave))[0] == 0
+    leave.write_text("# Leave\n\nEvery employee has 30 days of leave.\n", encoding="utf-8")
+    assert keel(project, env, "knowledge", "add", "handbook", str(leave))[0] == 0
+    alice = reader_key(project, env, "alice")
+    with open_engine(project, environ=env) as engine:
+        space = engine.knowledge.collection(engine.operator, "handbook").settings.space_id
+        (doc,) = engine.knowledge.documents(engine.operator, "handbook")
+        first = engine.knowledge.versions(engine.operator, "handbook", doc.document_id)[0]
+    assert first.ended_at is not None
+    then = datetime.fromtimestamp((first.created_at + first.ended_at) / 2, UTC)
+    shown = then.isoformat().replace("+00:00", "Z")
+
+    code, out, err = keel(
+        project, env, "knowledge", "search", "handbook", "leave", "--json", key=alice
+    )
+    assert code == 0, err
+    now = json.loads(out)
+    assert now["space_id"] == space and now["as_of"] is None
+    assert [h["text"] for h in now["hits"]] and all("30 days" in h["text"] for h in now["hits"])
+
+    code, out, err = keel(
+        project, env, "knowledge", "search", "handbook", "leave", "--as-of", shown, "--json",
+        key=alice,
+    )  # fmt: skip
+    assert code == 0, err
+    past = json.loads(out)
+    assert past["space_id"] == space and past["as_of"].startswith(shown[:19])
+    assert past["hits"] and all("25 days" in h["text"] for h in past["hits"])
+    code, out, err = keel(
+        project, env, "knowledge", "search", "handbook", "leave", "--as-of", shown, key=alice
+    )
+    assert code == 0, err
+    assert "25 days" in out and f"1 hits as of {shown[:19]}" in out
+
+    for bad in ("yesterday", "2026-11-31T12:00:00Z"):
+        code, _, err = keel(
+            project, env, "knowledge", "search", "handbook", "leave", "--as-of", bad, key=alice
+        )
+        assert code == 2 and "--as-of must be an ISO 8601 time" in err, err

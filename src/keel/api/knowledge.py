@@ -36,6 +36,8 @@ from keel.api.knowledge_models import (
     CollectionOut,
     DocumentOut,
     IngestOut,
+    ReindexIn,
+    ReindexOut,
     RevocationIn,
     RevocationOut,
     SearchIn,
@@ -319,10 +321,37 @@ def search(collection: str, body: SearchIn, principal: Caller, request: Request)
     (``search_knowledge``; documents whose access list shares a key with the caller's
     person, groups or roles on the collection). Each hit has its keyword, vector and
     fused scores, its document, version, exact span and a citation label; the search is
-    recorded in the ledger (who, the query's SHA-256, the chunks returned)."""
+    recorded in the ledger (who, the query's SHA-256, the chunks returned). With ``as_of``
+    (ISO 8601), the versions that were live and valid at that instant, under today's
+    access lists."""
     _check_text(body)
-    result = _knowledge(request).search(principal, collection, body.query, body.k)
-    return asdict(result)
+    as_of = _epoch("as_of", body.as_of)
+    result = _knowledge(request).search(principal, collection, body.query, body.k, as_of=as_of)
+    return views.search_json(result, as_of)
+
+
+# ---- re-index ----------------------------------------------------------------------------
+
+
+@router.post(
+    "/{collection}/reindex", response_model=ReindexOut, status_code=202, name="start_reindex"
+)
+def start_reindex(collection: str, body: ReindexIn, principal: Caller, request: Request) -> Any:
+    """Move the collection to the embedding space of ``embedder`` (``manage_collection``).
+    The re-index runs in the background of this server: searches go on in the old space
+    until the new one holds every version, then the collection switches in one
+    transaction. Answers 202 with the status as it starts; ``GET`` the same path for how
+    far it is. Posting again resumes an interrupted re-index."""
+    _check_text(body)
+    status = _knowledge(request).reindex(principal, collection, body.embedder, body.reason)
+    return status.to_dict()
+
+
+@router.get("/{collection}/reindex", response_model=ReindexOut, name="reindex_status")
+def reindex_status(collection: str, principal: Caller, request: Request) -> Any:
+    """Where the collection's latest re-index stands (``manage_collection``): ``none``,
+    ``running``, ``completed``, ``failed`` or ``interrupted``, with the versions done."""
+    return _knowledge(request).reindex_status(principal, collection).to_dict()
 
 
 # ---- helpers -----------------------------------------------------------------------------

@@ -19,10 +19,15 @@ class WeightsIn(Strict):
     keyword: float = Field(default=1.0, ge=0, allow_inf_nan=False, description="Keyword list.")
     vector: float = Field(default=1.0, ge=0, allow_inf_nan=False, description="Vector list.")
     rrf_k: float = Field(
-        default=60.0, gt=0, allow_inf_nan=False, description="Reciprocal-rank fusion's k."
+        default=5.0, gt=0, allow_inf_nan=False, description="Reciprocal-rank fusion's k."
     )
     candidates: int = Field(
         default=100, ge=1, le=1000, description="How deep each list is read before fusion."
+    )
+    method: Literal["rrf", "minmax", "zscore"] = Field(
+        default="rrf",
+        description="rrf: reciprocal rank; minmax or zscore: each list's scores normalised, "
+        "then weighted.",
     )
 
 
@@ -170,6 +175,12 @@ class RevocationOut(Strict):
 class SearchIn(Strict):
     query: str = Field(min_length=1, max_length=8192, description="The text to search for.")
     k: int = Field(default=10, ge=1, le=1000, description="How many chunks to return.")
+    as_of: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Search the versions that were live and valid at this instant (ISO 8601, "
+        "e.g. 2026-11-30T12:00:00Z; default: now). Access is always the current list.",
+    )
 
 
 class HitOut(Strict):
@@ -196,3 +207,27 @@ class SearchOut(Strict):
     hits: list[HitOut]
     dropped: int = Field(description="Hits removed by the re-check (security events).")
     record_id: str = Field(description="The ledger entry that recorded this search.")
+    space_id: str = Field(description="The embedding space every hit was found in.")
+    as_of: str | None = Field(description="The instant searched (ISO 8601); null: now.")
+
+
+class ReindexIn(Strict):
+    embedder: dict[str, Any] = Field(
+        description='The new embedding model, e.g. {"kind": "onnx-int8", "max_tokens": 128}.'
+    )
+    reason: str = Field(default="", max_length=MAX_TEXT, description="Why, in words.")
+
+
+class ReindexOut(Strict):
+    collection: str
+    state: str = Field(
+        description="none, running, completed, failed or interrupted (started, never "
+        "finished, and not running in this server: start it again to resume)."
+    )
+    from_space: str | None = Field(description="The embedding space it moves from.")
+    to_space: str | None = Field(description="The embedding space it moves to.")
+    started: str | None = Field(description="The knowledge_reindex_started ledger entry.")
+    finished: str | None = Field(description="Its completed or failed ledger entry.")
+    done: int = Field(description="Versions in the new space.")
+    total: int = Field(description="Versions to copy.")
+    error: str | None = Field(description="Why it failed, if it did.")

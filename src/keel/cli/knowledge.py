@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -539,6 +540,14 @@ def knowledge_search(
     name: Name,
     query: Annotated[str, typer.Argument(help="What to search for.")],
     k: Annotated[int, typer.Option("-k", help="How many chunks to return.")] = 5,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="Search the versions live and valid at this instant (ISO 8601), under "
+            "today's access lists.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     project: ProjectOpt = Path("."),
 ) -> None:
@@ -547,19 +556,27 @@ def knowledge_search(
     the ledger (who, the query's SHA-256, the chunks returned).
 
     Example: KEEL_API_KEY=$ALICE keel knowledge search handbook "How many days of leave?"
+    --as-of 2026-11-30T12:00:00Z
     """
-    import dataclasses  # noqa: PLC0415
+    from keel.knowledge.views import search_json  # noqa: PLC0415
+    from keel.ledger.records import parse_instant  # noqa: PLC0415
 
+    try:
+        instant = parse_instant("--as-of", as_of)
+    except KeelError as error:
+        _fail(error)
+    at = None if instant is None else datetime.fromisoformat(instant).timestamp()
     with _engine(project) as engine:
-        result = engine.knowledge.search(engine.operator, name, query, k)
+        result = engine.knowledge.search(engine.operator, name, query, k, as_of=at)
     if as_json:
-        _print(dataclasses.asdict(result))
+        _print(search_json(result, at))
         return
-    typer.echo("\n".join(search_lines(result)))
+    typer.echo("\n".join(search_lines(result, instant)))
 
 
-def search_lines(result: SearchResult) -> list[str]:
-    """The hits as a reader scans them: citation and scores, where, and the text."""
+def search_lines(result: SearchResult, as_of: str | None = None) -> list[str]:
+    """The hits as a reader scans them: citation and scores, where, and the text; the
+    last line says what was searched when it was not the versions live now."""
     from keel.text import escape  # noqa: PLC0415
 
     lines = []
@@ -576,7 +593,9 @@ def search_lines(result: SearchResult) -> list[str]:
             f"    {escape(text[:EXCERPT] + ('…' if len(text) > EXCERPT else ''))}",
         ]
     lines.append(
-        f"{len(result.hits)} hits; search recorded in the ledger as {result.record_id}"
+        f"{len(result.hits)} hits"
+        + (f" as of {as_of}" if as_of else "")
+        + f"; search recorded in the ledger as {result.record_id}"
         + (f" ({result.dropped} dropped by the re-check)" if result.dropped else "")
     )
     return lines

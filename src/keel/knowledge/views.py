@@ -7,7 +7,7 @@ from dataclasses import asdict
 from typing import Any
 
 from keel.knowledge.collections import Collection
-from keel.knowledge.records import Document, VersionRecord
+from keel.knowledge.records import Document, SearchResult, VersionRecord
 from keel.ledger.records import iso_time
 
 
@@ -37,4 +37,12 @@ def document_json(doc: Document) -> dict[str, Any]:
 def version_json(version: VersionRecord) -> dict[str, Any]:
     out = asdict(version)
     out.update(created_at=iso_time(version.created_at), ended_at=_time(version.ended_at))
+    return out
+
+
+def search_json(result: SearchResult, as_of: float | None) -> dict[str, Any]:
+    """A search's hits, its ledger entry, the embedding space it read and the instant it
+    searched (``as_of``: null when it searched the versions live now)."""
+    out = asdict(result)
+    out["as_of"] = _time(as_of)
     return out
