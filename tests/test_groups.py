@@ -2,6 +2,7 @@
 (the key service and ``keel keys``) and OIDC tokens (the groups claim, and ``role@collection``
 in the roles claim). On SQLite and, under `make test`, PostgreSQL."""
 
+# ruff: noqa: F811 - the fixtures `clock`, `audit` and `keys` come from tests/keys_support.py
 from __future__ import annotations
 
 import json
@@ -17,15 +18,15 @@ from keel.cli import app as cli
 from keel.config import load_settings
 from keel.errors import InputError, KeelError
 from keel.security.apikeys import Keys, authenticate
-from keel.security.audit import AuditLog, AuditTrail
+from keel.security.audit import AuditLog
 from keel.security.oidc import OidcVerifier, groups_from_claim
 from keel.security.roles import Grant, Permission, PermissionDeniedError, Role, group_name
 from keel.store.database import Database, open_database
 from keel.telemetry import Metrics
 from tests.conftest import Clock, person
+from tests.keys_support import ADMIN, audit, clock, events, keys  # noqa: F401 - fixtures
 from tests.test_identity import AUDIENCE, ISSUER, SIGNER_JWK, decide, file_client, token
 
-ADMIN = person("oidc:idp#ana", "Ana", "admin")
 READER = Grant(Role.READER, collection="handbook")
 GOOD_NAMES = ["payroll", "emea.hr", "team@corp", "9-x_y", "A" * 128]
 BAD_NAMES = ["", "-lead", ".hidden", "hr team", "a/b", "é", "x" * 129, "line\nbreak"]
@@ -36,28 +37,6 @@ def db(db_url: str) -> Iterator[Database]:
     database = open_database(db_url)
     yield database
     database.close()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def audit(db: Database, clock: Clock) -> Iterator[AuditLog]:
-    log = AuditLog(db, clock=clock)
-    yield log
-    log.close()
-
-
-@pytest.fixture
-def keys(db: Database, audit: AuditLog, clock: Clock) -> Keys:
-    return Keys(db, audit, clock)
-
-
-def events(db: Database, audit: AuditLog) -> list[dict[str, Any]]:
-    audit.flush()
-    return [json.loads(line) for line in AuditTrail(db).export(ADMIN)]
 
 
 @pytest.mark.parametrize("name", GOOD_NAMES)

@@ -2,12 +2,12 @@
 principals: only a global admin manages keys, only a global admin or auditor reads the
 audit trail, and every key change is a security event whoever calls it."""
 
+# ruff: noqa: F811 - the fixtures `clock`, `audit` and `keys` come from tests/keys_support.py
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,9 +23,9 @@ from keel.security.roles import (
 )
 from keel.store.database import Database, open_database
 from tests.conftest import Clock, person
+from tests.keys_support import ADMIN, audit, clock, events, keys  # noqa: F401 - fixtures
 
 FLOW = "credit_limit"
-ADMIN = person("oidc:idp#ana", "Ana", "admin")
 SCOPES = [
     (role.value, scope)
     for role in Role
@@ -38,28 +38,6 @@ def db(tmp_path: Path) -> Iterator[Database]:
     database = open_database(f"sqlite:///{tmp_path / 'keel.db'}")
     yield database
     database.close()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def audit(db: Database, clock: Clock) -> Iterator[AuditLog]:
-    log = AuditLog(db, clock=clock)
-    yield log
-    log.close()
-
-
-@pytest.fixture
-def keys(db: Database, audit: AuditLog, clock: Clock) -> Keys:
-    return Keys(db, audit, clock)
-
-
-def events(db: Database, audit: AuditLog) -> list[dict[str, Any]]:
-    audit.flush()
-    return [json.loads(line) for line in AuditTrail(db).export(ADMIN)]
 
 
 def test_a_key_created_from_python_is_an_audit_event(
